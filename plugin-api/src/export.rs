@@ -7,7 +7,9 @@ use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString, RVec};
 use async_ffi::FfiFuture;
 
-use crate::abi::{outcome, FfiField, FfiOutcome, FfiProviderEntry, HostContext, PluginModule, PluginModuleRef};
+use crate::abi::{
+    outcome, FfiField, FfiOutcome, FfiProviderEntry, HostContext, PluginModule, PluginModuleRef,
+};
 use crate::panic::{catch_panic, CatchPanic};
 use crate::provider::{ConnectionProvider, ProviderDescriptor, ValidationErrorKind};
 use crate::schema::CredentialFields;
@@ -46,7 +48,8 @@ pub fn plugin_module(
 extern "C" fn plugin_init(host: HostContext) -> RResult<(), RString> {
     let result = catch_panic(|| {
         if crate::host::install(host) {
-            let _ = tracing::subscriber::set_global_default(crate::log_bridge::Forwarder::new(host));
+            let _ =
+                tracing::subscriber::set_global_default(crate::log_bridge::Forwarder::new(host));
             crate::log_bridge::install_panic_hook(host);
         }
         match REGISTRATION.get().and_then(|r| r.init) {
@@ -83,7 +86,8 @@ extern "C" fn plugin_providers() -> RVec<RResult<FfiProviderEntry, RString>> {
                 let described = ProviderDescriptor::capture_catching(provider.as_ref())
                     .map_err(|m| format!("provider #{}: {m}", index + 1))
                     .and_then(|d| {
-                        serde_json::to_string(&d).map_err(|e| format!("provider #{}: {e}", index + 1))
+                        serde_json::to_string(&d)
+                            .map_err(|e| format!("provider #{}: {e}", index + 1))
                     });
                 match described {
                     Ok(json) => ROk(FfiProviderEntry {
@@ -97,7 +101,10 @@ extern "C" fn plugin_providers() -> RVec<RResult<FfiProviderEntry, RString>> {
     });
     match result {
         Ok(list) => list.into(),
-        Err(panic) => vec![RErr(RString::from(format!("panicked while listing providers: {panic}")))].into(),
+        Err(panic) => vec![RErr(RString::from(format!(
+            "panicked while listing providers: {panic}"
+        )))]
+        .into(),
     }
 }
 

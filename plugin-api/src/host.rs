@@ -56,10 +56,13 @@ pub async fn sleep(duration: Duration) {
     }
 }
 
+/// Whether the timer fired, and who to wake when it does.
+type TimerState = std::sync::Arc<std::sync::Mutex<(bool, Option<Waker>)>>;
+
 /// A timer for when no host is installed (unit tests of a provider crate).
 struct ThreadSleep {
     duration: Duration,
-    state: Option<std::sync::Arc<std::sync::Mutex<(bool, Option<Waker>)>>>,
+    state: Option<TimerState>,
 }
 
 impl ThreadSleep {
@@ -77,7 +80,7 @@ impl Future for ThreadSleep {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let duration = self.duration;
         let state = self.state.get_or_insert_with(|| {
-            let state = std::sync::Arc::new(std::sync::Mutex::new((false, None::<Waker>)));
+            let state: TimerState = Default::default();
             let timer = state.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(duration);

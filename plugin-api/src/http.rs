@@ -93,8 +93,9 @@ impl Request {
         let Some(host) = crate::host::current() else {
             return Err(Error {
                 kind: ErrorKind::Unavailable,
-                message: "no connhost host is running this provider, so it cannot make HTTP requests"
-                    .to_owned(),
+                message:
+                    "no connhost host is running this provider, so it cannot make HTTP requests"
+                        .to_owned(),
             });
         };
         let request = FfiHttpRequest {
@@ -111,7 +112,10 @@ impl Request {
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1))
                 .unwrap_or(0),
         };
-        match (host.vtable.http())(host.plugin, request).await.into_result() {
+        match (host.vtable.http())(host.plugin, request)
+            .await
+            .into_result()
+        {
             Ok(response) => Ok(Response {
                 status: response.status,
                 headers: response
