@@ -1,0 +1,311 @@
+//! What the host lends to providers: log forwarding, scoped configuration,
+//! timers and HTTP, all run on the host's tokio runtime.
+//!
+//! Each loaded plugin gets a token (an index into [`SLOTS`]); every host
+//! function receives it, so policy is per plugin: logs are tagged with the
+//! plugin's name and configuration is scoped to it. This is where egress
+//! grants (which hosts a plugin may call) will be enforced.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{OnceLock, RwLock};
+use std::time::Duration;
+
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::std_types::{RErr, ROk, ROption, RResult, RStr, RString, RVec, Tuple2};
+use async_ffi::{FfiFuture, FutureExt as _};
+use connhost_plugin_api::abi::{
+    http_error, level, FfiHttpError, FfiHttpRequest, FfiHttpResponse, HostContext, HostVTable,
+    HostVTableRef,
+};
+
+use crate::redact::scrub_active;
+
+/// The name built-in providers are known by in logs and configuration.
+pub const BUILTIN_SCOPE: &str = "builtin";
+
+/// HTTP requests that set no timeout of their own get this one.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The tracing target of events forwarded from plugins.
+pub const PLUGIN_LOG_TARGET: &str = "connhost::plugin";
+
+/// One plugin's identity and settings.
+struct Slot {
+    name: String,
+    settings: BTreeMap<String, String>,
+}
+
+/// Token -> plugin. Token 0 is the built-in providers.
+static SLOTS: RwLock<Vec<Slot>> = RwLock::new(Vec::new());
+
+fn with_slot<T>(token: u64, f: impl FnOnce(&Slot) -> T) -> Option<T> {
+    let slots = SLOTS.read().unwrap_or_else(|e| e.into_inner());
+    slots.get(usize::try_from(token).ok()?).map(f)
+}
+
+/// Allocates a token for a plugin.
+pub(crate) fn register_plugin(name: &str, settings: BTreeMap<String, String>) -> u64 {
+    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
+    if slots.is_empty() {
+        slots.push(Slot {
+            name: BUILTIN_SCOPE.to_owned(),
+            settings: BTreeMap::new(),
+        });
+    }
+    slots.push(Slot {
+        name: name.to_owned(),
+        settings,
+    });
+    (slots.len() - 1) as u64
+}
+
+/// The context handed to a plugin's `init`.
+pub(crate) fn context_for(token: u64) -> HostContext {
+    HostContext {
+        plugin: token,
+        max_log_level: max_level_code(),
+        vtable: vtable(),
+    }
+}
+
+/// Makes the host's capabilities available to built-in providers (this
+/// process's own copy of the plugin API). Idempotent; the first call's
+/// settings win.
+pub fn install_for_builtins(settings: BTreeMap<String, String>) {
+    {
+        let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
+        if slots.is_empty() {
+            slots.push(Slot {
+                name: BUILTIN_SCOPE.to_owned(),
+                settings,
+            });
+        }
+    }
+    connhost_plugin_api::__private::install_host(context_for(0));
+}
+
+fn max_level_code() -> u8 {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::OFF => 0,
+        LevelFilter::ERROR => level::ERROR,
+        LevelFilter::WARN => level::WARN,
+        LevelFilter::INFO => level::INFO,
+        LevelFilter::DEBUG => level::DEBUG,
+        _ => level::TRACE,
+    }
+}
+
+fn vtable() -> HostVTableRef {
+    static VTABLE: OnceLock<HostVTableRef> = OnceLock::new();
+    *VTABLE.get_or_init(|| {
+        HostVTable {
+            log: host_log,
+            config: host_config,
+            sleep: host_sleep,
+            http: host_http,
+        }
+        .leak_into_prefix()
+    })
+}
+
+/// The environment variable an operator sets for a plugin's setting:
+/// `CONNHOST_PLUGIN_<PLUGIN>_<KEY>`, upper-cased, other characters as `_`.
+pub fn setting_env_var(plugin: &str, key: &str) -> String {
+    let clean = |s: &str| {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
+    format!("CONNHOST_PLUGIN_{}_{}", clean(plugin), clean(key))
+}
+
+extern "C" fn host_log(plugin: u64, level_code: u8, target: RStr<'_>, message: RStr<'_>) {
+    // Nothing here may panic: this runs inside the plugin's call stack.
+    let _ = std::panic::catch_unwind(|| {
+        let name = with_slot(plugin, |s| s.name.clone()).unwrap_or_else(|| "?".to_owned());
+        let message = scrub_active(message.as_str());
+        let target = target.as_str();
+        macro_rules! emit {
+            ($level:expr) => {
+                tracing::event!(target: PLUGIN_LOG_TARGET, $level, plugin = %name, module = %target, "{message}")
+            };
+        }
+        match level_code {
+            level::ERROR => emit!(tracing::Level::ERROR),
+            level::WARN => emit!(tracing::Level::WARN),
+            level::INFO => emit!(tracing::Level::INFO),
+            level::DEBUG => emit!(tracing::Level::DEBUG),
+            _ => emit!(tracing::Level::TRACE),
+        }
+    });
+}
+
+extern "C" fn host_config(plugin: u64, key: RStr<'_>) -> ROption<RString> {
+    std::panic::catch_unwind(|| {
+        with_slot(plugin, |slot| {
+            slot.settings
+                .get(key.as_str())
+                .cloned()
+                .or_else(|| std::env::var(setting_env_var(&slot.name, key.as_str())).ok())
+        })
+        .flatten()
+    })
+    .ok()
+    .flatten()
+    .map(RString::from)
+    .into()
+}
+
+/// Runs `future` on the host's runtime (the current one, or a fallback
+/// when polled from a thread outside any runtime), aborting it when the
+/// returned future is dropped.
+fn on_host_runtime<T, F>(future: F) -> FfiFuture<Option<T>>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let handle = match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle,
+        Err(_) => fallback_runtime().handle().clone(),
+    };
+    let task = AbortOnDrop(handle.spawn(future));
+    async move {
+        let mut task = task;
+        (&mut task.0).await.ok()
+    }
+    .into_ffi()
+}
+
+fn fallback_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("connhost-io")
+            .enable_all()
+            .build()
+            .expect("connhost: cannot start the fallback I/O runtime")
+    })
+}
+
+extern "C" fn host_sleep(_plugin: u64, millis: u64) -> FfiFuture<()> {
+    let sleeping = on_host_runtime(tokio::time::sleep(Duration::from_millis(millis)));
+    async move {
+        sleeping.await;
+    }
+    .into_ffi()
+}
+
+fn http_client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .user_agent(concat!("connhost/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+fn http_failure(kind: u8, message: impl Into<String>) -> FfiHttpError {
+    FfiHttpError {
+        kind,
+        message: RString::from(message.into()),
+    }
+}
+
+type HttpResult = RResult<FfiHttpResponse, FfiHttpError>;
+
+extern "C" fn host_http(_plugin: u64, request: FfiHttpRequest) -> FfiFuture<HttpResult> {
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_request(request)));
+    let request = match built {
+        Ok(Ok(request)) => request,
+        Ok(Err(error)) => return async move { RErr(error) }.into_ffi(),
+        Err(_) => {
+            return async { RErr(http_failure(http_error::OTHER, "the host failed to build the request")) }
+                .into_ffi()
+        }
+    };
+    let running = on_host_runtime(send(request));
+    async move {
+        running
+            .await
+            .unwrap_or_else(|| RErr(http_failure(http_error::OTHER, "the request task failed")))
+    }
+    .into_ffi()
+}
+
+fn build_request(request: FfiHttpRequest) -> Result<reqwest::Request, FfiHttpError> {
+    let invalid = |what: String| http_failure(http_error::INVALID_REQUEST, what);
+    let method = reqwest::Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| invalid(format!("invalid HTTP method \"{}\"", request.method)))?;
+    let url = reqwest::Url::parse(request.url.as_str())
+        .map_err(|e| invalid(format!("invalid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!("unsupported URL scheme \"{}\"", url.scheme())));
+    }
+    let mut builder = http_client().request(method, url);
+    for Tuple2(name, value) in request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let timeout = match request.timeout_ms {
+        0 => DEFAULT_HTTP_TIMEOUT,
+        ms => Duration::from_millis(ms),
+    };
+    builder
+        .timeout(timeout)
+        .body(request.body.into_vec())
+        .build()
+        // reqwest's message here names the header, never its value.
+        .map_err(|e| invalid(format!("invalid request: {e}")))
+}
+
+async fn send(request: reqwest::Request) -> HttpResult {
+    let url = request.url().clone();
+    let described = |e: &reqwest::Error| {
+        // Never echo the URL's query (it may hold a key): host and path only.
+        format!(
+            "{} {}{}: {}",
+            if e.is_timeout() { "timed out calling" } else { "could not call" },
+            url.host_str().unwrap_or(""),
+            url.path(),
+            std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string())
+        )
+    };
+    let response = match http_client().execute(request).await {
+        Ok(response) => response,
+        Err(e) if e.is_timeout() => return RErr(http_failure(http_error::TIMEOUT, described(&e))),
+        Err(e) => return RErr(http_failure(http_error::CONNECT, described(&e))),
+    };
+    let status = response.status().as_u16();
+    let headers: RVec<Tuple2<RString, RString>> = response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some(Tuple2(RString::from(k.as_str()), RString::from(v.to_str().ok()?))))
+        .collect();
+    match response.bytes().await {
+        Ok(body) => ROk(FfiHttpResponse {
+            status,
+            headers,
+            body: RVec::from(body.to_vec()),
+        }),
+        Err(e) if e.is_timeout() => RErr(http_failure(http_error::TIMEOUT, described(&e))),
+        Err(e) => RErr(http_failure(http_error::CONNECT, described(&e))),
+    }
+}

@@ -1,0 +1,40 @@
+//! connhost: hosts connection providers, compiled in or loaded from plugin
+//! libraries at run time, behind one schema-and-validation API.
+//!
+//! ```no_run
+//! use connhost::{Connhost, HostConfig};
+//!
+//! # async fn demo() {
+//! let host = Connhost::start(&HostConfig::with_plugins_dir("./plugins"));
+//! for failure in &host.load_report().failed {
+//!     eprintln!("skipped {failure}");
+//! }
+//! let mut fields = connhost::CredentialFields::new();
+//! fields.insert("api_key".into(), "dtn_...".into());
+//! let verdict = host.validate("daytona", fields).await.expect("registered");
+//! println!("{:?}", verdict.outcome());
+//! # }
+//! ```
+//!
+//! The pieces: [`ProviderRegistry`] (the provider set, each entry with its
+//! [`Origin`]), [`loader`] (plugin files -> providers, with a
+//! [`LoadReport`]), [`Connhost`] (list, describe, validate into a
+//! [`Verdict`]). The host's core knows nothing of the command line or HTTP.
+
+mod builtin;
+pub mod capabilities;
+pub mod loader;
+mod plugin_provider;
+pub mod redact;
+mod registry;
+mod service;
+mod validation;
+
+pub use connhost_plugin_api as plugin_api;
+pub use connhost_plugin_api::{CredentialFields, CredentialFormSchema, FieldError};
+pub use loader::{FailureKind, LoadFailure, LoadOptions, LoadReport, LoadedPlugin};
+pub use registry::{Conflict, Origin, ProviderRegistry, RegisteredProvider, RegistryBuilder};
+pub use service::{
+    Connhost, HostConfig, ProviderInfo, UnknownProvider, DEFAULT_VALIDATION_TIMEOUT,
+};
+pub use validation::{Accepted, CredentialDocument, Outcome, Verdict};

@@ -1,0 +1,233 @@
+//! Opening one library file and checking that it is a plugin this host can
+//! talk to. Libraries are never unloaded.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use abi_stable::library::{
+    abi_header_from_raw_library, LibHeader, LibraryError, RawLibrary,
+};
+use abi_stable::sabi_types::VersionNumber;
+use connhost_plugin_api::abi::PluginModuleRef;
+use connhost_plugin_api::PLUGIN_API_VERSION;
+
+use super::failure::{summarize_layout_diff, FailureKind, LoadFailure};
+
+/// A plugin library, open and checked, with its root module.
+#[derive(Clone, Copy)]
+pub(crate) struct OpenedLibrary {
+    pub(crate) module: PluginModuleRef,
+    /// The `connhost-plugin-api` version the plugin was built against.
+    pub(crate) api_version: &'static str,
+    /// Identifies the library in this process (its header's address):
+    /// glibc hands back the already-loaded object for the same file.
+    pub(crate) identity: usize,
+}
+
+/// The magic numbers of shared libraries on this platform.
+fn looks_like_shared_library(head: &[u8]) -> bool {
+    if cfg!(target_os = "macos") {
+        const MACHO: [[u8; 4]; 5] = [
+            [0xfe, 0xed, 0xfa, 0xce],
+            [0xfe, 0xed, 0xfa, 0xcf],
+            [0xce, 0xfa, 0xed, 0xfe],
+            [0xcf, 0xfa, 0xed, 0xfe],
+            [0xca, 0xfe, 0xba, 0xbe],
+        ];
+        MACHO.iter().any(|m| head.starts_with(m))
+    } else if cfg!(windows) {
+        head.starts_with(b"MZ")
+    } else {
+        head.starts_with(b"\x7fELF")
+    }
+}
+
+fn format_name() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "Mach-O"
+    } else if cfg!(windows) {
+        "PE"
+    } else {
+        "ELF"
+    }
+}
+
+/// Serialises dlopen and the checks: abi_stable's layout checker is not
+/// reentrant, and two threads opening the same file must agree.
+static OPENING: Mutex<()> = Mutex::new(());
+
+/// Opens `path` and checks it without calling into the plugin (beyond its
+/// static initializers and abi_stable's module constructor, which loading
+/// a library always runs).
+pub(crate) fn open(path: &Path) -> Result<OpenedLibrary, LoadFailure> {
+    let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
+
+    let head = read_head(path).map_err(|e| {
+        fail(FailureKind::Unreadable, format!("could not read the file: {e}."))
+    })?;
+    if head.is_empty() {
+        return Err(fail(
+            FailureKind::NotASharedLibrary,
+            "the file is empty (0 bytes), so it is not a shared library; if it is still being copied, it will be picked up when complete.".to_owned(),
+        ));
+    }
+    if !looks_like_shared_library(&head) {
+        return Err(fail(
+            FailureKind::NotASharedLibrary,
+            format!(
+                "not a shared library: the file does not start with an {} header. Plugins are the `.{}` files cargo builds from a `cdylib` crate.",
+                format_name(),
+                std::env::consts::DLL_EXTENSION
+            ),
+        ));
+    }
+
+    let _guard = OPENING.lock().unwrap_or_else(|e| e.into_inner());
+    let raw = RawLibrary::load_at(path).map_err(|e| {
+        fail(
+            FailureKind::OpenFailed,
+            format!(
+                "the system could not load this shared library: {}. It may be truncated, built for another platform, or need a library that is not installed.",
+                open_error_text(&e)
+            ),
+        )
+    })?;
+    // SAFETY: the header is only used while the library is loaded, and the
+    // library is leaked below, so it stays loaded for the life of the process.
+    let header = unsafe { abi_header_from_raw_library(&raw) };
+    // Its static initializers have run and may have registered destructors
+    // or handed out pointers: a library is never unloaded, plugin or not.
+    std::mem::forget(raw);
+    let header = header.map_err(|_| {
+        fail(
+            FailureKind::NotAPlugin,
+            "a shared library, but not a connhost plugin: it does not export connhost's plugin entry point. A plugin crate must call `connhost_plugin_api::export_plugin!`.".to_owned(),
+        )
+    })?;
+
+    let header: &'static LibHeader = header.upgrade().map_err(|e| {
+        fail(
+            FailureKind::IncompatibleApi,
+            format!("built with an incompatible version of abi_stable: {e}"),
+        )
+    })?;
+
+    let found = header.version_strings().version.as_str();
+    check_api_version(found).map_err(|reason| fail(FailureKind::IncompatibleApi, reason))?;
+
+    let module = header
+        .init_root_module::<PluginModuleRef>()
+        .map_err(|e| match e {
+            LibraryError::AbiInstability(diff) => {
+                let diff = diff.to_string();
+                fail(
+                    FailureKind::IncompatibleApi,
+                    format!(
+                        "built against an incompatible connhost-plugin-api: it declares version {found} (this host expects {}), but the types it exchanges with the host have a different layout ({}). Rebuild the plugin against connhost-plugin-api {}; `connhost inspect` shows the full layout difference.",
+                        expected_range(),
+                        summarize_layout_diff(&diff),
+                        PLUGIN_API_VERSION
+                    ),
+                )
+                .with_detail(diff)
+            }
+            LibraryError::RootModule { err, .. } => fail(
+                FailureKind::InitFailed,
+                format!("the plugin failed while exporting its module: {err}"),
+            ),
+            other => fail(
+                FailureKind::IncompatibleApi,
+                format!("the plugin's module could not be checked: {other}"),
+            ),
+        })?;
+
+    Ok(OpenedLibrary {
+        module,
+        api_version: found,
+        identity: header as *const LibHeader as usize,
+    })
+}
+
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(8);
+    std::fs::File::open(path)?.take(8).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+fn open_error_text(error: &LibraryError) -> String {
+    match error {
+        LibraryError::OpenError { err, .. } => err.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `0.y.*` while the API is unstable, `x.*` after.
+fn expected_range() -> String {
+    let host = parse(PLUGIN_API_VERSION).unwrap_or(VersionNumber {
+        major: 0,
+        minor: 0,
+        patch: 0,
+    });
+    if host.major == 0 {
+        format!("0.{}.x", host.minor)
+    } else {
+        format!("{}.x", host.major)
+    }
+}
+
+fn parse(version: &str) -> Option<VersionNumber> {
+    let mut parts = version.split(['.', '-', '+']);
+    Some(VersionNumber {
+        major: parts.next()?.parse().ok()?,
+        minor: parts.next()?.parse().ok()?,
+        patch: parts.next()?.parse().ok()?,
+    })
+}
+
+/// While the API is `0.y`, the plugin's `y` must equal the host's; from
+/// 1.0 on, majors must match and the plugin's minor may not be newer (it
+/// could expect host functions this host lacks).
+pub(crate) fn check_api_version(found: &str) -> Result<(), String> {
+    let host = parse(PLUGIN_API_VERSION).expect("the crate's own version parses");
+    let Some(plugin) = parse(found) else {
+        return Err(format!(
+            "declares a plugin API version \"{found}\" that is not a version number; it was not built with connhost-plugin-api."
+        ));
+    };
+    let compatible = if host.major == 0 {
+        plugin.major == 0 && plugin.minor == host.minor
+    } else {
+        plugin.major == host.major && plugin.minor <= host.minor
+    };
+    if compatible {
+        Ok(())
+    } else {
+        Err(format!(
+            "built against an incompatible connhost-plugin-api: version {found}, but this host loads plugins built against {}. Rebuild the plugin against connhost-plugin-api {}{}.",
+            expected_range(),
+            PLUGIN_API_VERSION,
+            if plugin.major > host.major || (plugin.major == host.major && plugin.minor > host.minor) {
+                ", or upgrade connhost"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_minor_loads_and_other_minors_do_not() {
+        assert!(check_api_version(PLUGIN_API_VERSION).is_ok());
+        let host = parse(PLUGIN_API_VERSION).unwrap();
+        let next = format!("{}.{}.0", host.major, host.minor + 1);
+        let err = check_api_version(&next).unwrap_err();
+        assert!(err.contains(&next), "{err}");
+        assert!(err.contains("upgrade connhost"), "{err}");
+        assert!(check_api_version("banana").unwrap_err().contains("not a version number"));
+    }
+}

@@ -1,0 +1,312 @@
+//! Finding plugin libraries in a folder, loading each independently, and
+//! reporting what loaded and what did not (and why).
+//!
+//! Each file goes through: read its first bytes (is it a shared library at
+//! all?), open it, find connhost's entry point, check the plugin API version
+//! and the layout of every type that crosses the boundary, call the plugin's
+//! `init` with the host's capabilities, ask for its providers, and register
+//! each provider unless its id is taken. A failure at any step is recorded
+//! for that file, and the next file is loaded as if nothing happened.
+
+mod failure;
+mod library;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use connhost_plugin_api::abi::PluginModuleRef;
+use connhost_plugin_api::ProviderDescriptor;
+use serde::Serialize;
+
+pub use failure::{FailureKind, LoadFailure};
+
+use crate::capabilities;
+use crate::plugin_provider::PluginProvider;
+use crate::registry::{Origin, ProviderRegistry, RegisteredProvider};
+
+/// Settings for loading plugins.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Per-plugin configuration (plugin name -> key -> value), read by
+    /// providers through `connhost_plugin_api::config`. Environment
+    /// variables `CONNHOST_PLUGIN_<PLUGIN>_<KEY>` fill in missing keys.
+    pub settings: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// A plugin file that loaded, with the providers it registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadedPlugin {
+    /// The file.
+    pub path: PathBuf,
+    /// The plugin's name.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The `connhost-plugin-api` version it was built against.
+    pub api_version: String,
+    /// Ids of the providers it registered.
+    pub providers: Vec<String>,
+}
+
+/// The outcome of scanning a plugins folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LoadReport {
+    /// Plugins that loaded (a plugin some of whose providers were refused
+    /// is listed here with the others, and its refusals under `failed`).
+    pub loaded: Vec<LoadedPlugin>,
+    /// Files, or providers of files, that were not loaded.
+    pub failed: Vec<LoadFailure>,
+}
+
+impl LoadReport {
+    /// Merges another report into this one.
+    pub fn extend(&mut self, other: LoadReport) {
+        self.loaded.extend(other.loaded);
+        self.failed.extend(other.failed);
+    }
+}
+
+/// A library after `init` and `providers`: cached per library, since the
+/// same file (or inode) opened twice is the same object in the process.
+#[derive(Clone)]
+struct Initialized {
+    module: PluginModuleRef,
+    name: String,
+    version: String,
+    api_version: String,
+    providers: Vec<Result<(u32, ProviderDescriptor), String>>,
+}
+
+static INITIALIZED: Mutex<BTreeMap<usize, Arc<Result<Initialized, (FailureKind, String)>>>> =
+    Mutex::new(BTreeMap::new());
+
+fn initialize(path: &Path, options: &LoadOptions) -> Result<Initialized, LoadFailure> {
+    let opened = library::open(path)?;
+    let mut cache = INITIALIZED.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = cache
+        .entry(opened.identity)
+        .or_insert_with(|| Arc::new(run_init(opened.module, opened.api_version, options)))
+        .clone();
+    drop(cache);
+    match &*entry {
+        Ok(init) => Ok(init.clone()),
+        Err((kind, reason)) => Err(LoadFailure::new(path, *kind, reason.clone())),
+    }
+}
+
+fn run_init(
+    module: PluginModuleRef,
+    api_version: &str,
+    options: &LoadOptions,
+) -> Result<Initialized, (FailureKind, String)> {
+    let name = module.plugin_name().as_str().to_owned();
+    let version = module.plugin_version().as_str().to_owned();
+    let settings = options.settings.get(&name).cloned().unwrap_or_default();
+    let token = capabilities::register_plugin(&name, settings);
+    if let Err(message) = (module.init())(capabilities::context_for(token)).into_result() {
+        return Err((
+            FailureKind::InitFailed,
+            format!("plugin {name} {version} failed to initialise: {message}"),
+        ));
+    }
+    let providers = (module.providers())()
+        .into_iter()
+        .map(|entry| {
+            let entry = entry.into_result().map_err(|m| m.into_string())?;
+            let descriptor: ProviderDescriptor =
+                serde_json::from_str(entry.descriptor_json.as_str()).map_err(|e| {
+                    format!("a provider returned a description the host cannot read: {e}")
+                })?;
+            let problems = descriptor.problems();
+            if !problems.is_empty() {
+                return Err(format!(
+                    "provider \"{}\" has an unusable description: {}",
+                    descriptor.provider_id,
+                    problems.join("; ")
+                ));
+            }
+            Ok((entry.handle, descriptor))
+        })
+        .collect();
+    Ok(Initialized {
+        module,
+        name,
+        version,
+        api_version: api_version.to_owned(),
+        providers,
+    })
+}
+
+/// Loads one plugin file into `registry`. Returns the plugin (if it loaded)
+/// and every failure (the file's, or individual providers').
+pub fn load_file(
+    path: &Path,
+    registry: &mut ProviderRegistry,
+    options: &LoadOptions,
+) -> (Option<LoadedPlugin>, Vec<LoadFailure>) {
+    let init = match initialize(path, options) {
+        Ok(init) => init,
+        Err(failure) => return (None, vec![failure]),
+    };
+    let origin = Origin::Plugin {
+        plugin: init.name.clone(),
+        version: init.version.clone(),
+        path: path.to_owned(),
+    };
+    let mut failures = Vec::new();
+    let mut registered = Vec::new();
+    for provider in &init.providers {
+        match provider {
+            Err(message) => failures.push(LoadFailure::new(
+                path,
+                FailureKind::ProviderFault,
+                format!("plugin {} {}: {message}; its other providers still load.", init.name, init.version),
+            )),
+            Ok((handle, descriptor)) => {
+                let entry = RegisteredProvider::from_plugin(
+                    descriptor.clone(),
+                    origin.clone(),
+                    PluginProvider::new(init.module, *handle),
+                );
+                match registry.try_register(entry) {
+                    Ok(()) => registered.push(descriptor.provider_id.clone()),
+                    Err(conflict) => failures.push(LoadFailure::new(
+                        path,
+                        FailureKind::Conflict,
+                        format!("{conflict}. Provider ids must be unique: a plugin never replaces a provider that is already registered; remove or rename one of them."),
+                    )),
+                }
+            }
+        }
+    }
+    let loaded = (!registered.is_empty() || init.providers.is_empty()).then(|| LoadedPlugin {
+        path: path.to_owned(),
+        plugin: init.name.clone(),
+        version: init.version.clone(),
+        api_version: init.api_version.clone(),
+        providers: registered,
+    });
+    (loaded, failures)
+}
+
+/// Whether a path has this platform's shared library extension.
+pub fn is_library_path(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|ext| ext == std::env::consts::DLL_EXTENSION)
+}
+
+/// The library files in `dir`, sorted by name (which decides who wins an id
+/// conflict between two plugins: the first file).
+pub fn library_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if is_library_path(&path) && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads every plugin in `dir` into `registry`. A folder that cannot be
+/// read is reported as a failure of the folder itself.
+pub fn load_directory(
+    dir: &Path,
+    registry: &mut ProviderRegistry,
+    options: &LoadOptions,
+) -> LoadReport {
+    let mut report = LoadReport::default();
+    let files = match library_files(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            let reason = if e.kind() == std::io::ErrorKind::NotFound {
+                "the plugins folder does not exist; create it, or point --plugins (CONNHOST_PLUGINS) at the folder that holds your plugins.".to_owned()
+            } else {
+                format!("the plugins folder could not be read: {e}.")
+            };
+            report
+                .failed
+                .push(LoadFailure::new(dir, FailureKind::Unreadable, reason));
+            return report;
+        }
+    };
+    for path in files {
+        let (loaded, failures) = load_file(&path, registry, options);
+        for failure in &failures {
+            tracing::warn!(path = %failure.path.display(), kind = ?failure.kind, "plugin not loaded: {}", failure.reason);
+            if let Some(detail) = &failure.detail {
+                tracing::debug!(path = %failure.path.display(), "layout difference:\n{detail}");
+            }
+        }
+        if let Some(loaded) = &loaded {
+            tracing::info!(path = %loaded.path.display(), plugin = %loaded.plugin, version = %loaded.version, providers = ?loaded.providers, "plugin loaded");
+        }
+        report.loaded.extend(loaded);
+        report.failed.extend(failures);
+    }
+    report
+}
+
+/// What `connhost inspect` shows about a file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// The file.
+    pub path: PathBuf,
+    /// Whether this host can load it.
+    pub loadable: bool,
+    /// The plugin's name, when it got that far.
+    pub plugin: Option<String>,
+    /// The plugin's version.
+    pub version: Option<String>,
+    /// The plugin API version it was built against.
+    pub api_version: Option<String>,
+    /// The providers it offers, as they describe themselves.
+    pub providers: Vec<ProviderDescriptor>,
+    /// Providers that failed to describe themselves.
+    pub provider_errors: Vec<String>,
+    /// Why it cannot be loaded.
+    pub failure: Option<LoadFailure>,
+    /// Long detail (abi_stable's full layout difference).
+    pub detail: Option<String>,
+    /// The plugin API version this host speaks.
+    pub host_api_version: &'static str,
+}
+
+/// Examines a plugin file without registering anything. Loading a library
+/// runs its code (static initializers and `init`), as loading it for real
+/// would.
+pub fn inspect(path: &Path) -> Inspection {
+    let mut inspection = Inspection {
+        path: path.to_owned(),
+        loadable: false,
+        plugin: None,
+        version: None,
+        api_version: None,
+        providers: Vec::new(),
+        provider_errors: Vec::new(),
+        failure: None,
+        detail: None,
+        host_api_version: connhost_plugin_api::PLUGIN_API_VERSION,
+    };
+    match initialize(path, &LoadOptions::default()) {
+        Err(failure) => {
+            inspection.detail = failure.detail.clone();
+            inspection.failure = Some(failure);
+        }
+        Ok(init) => {
+            inspection.loadable = true;
+            inspection.plugin = Some(init.name.clone());
+            inspection.version = Some(init.version.clone());
+            inspection.api_version = Some(init.api_version.clone());
+            for provider in &init.providers {
+                match provider {
+                    Ok((_, descriptor)) => inspection.providers.push(descriptor.clone()),
+                    Err(message) => inspection.provider_errors.push(message.clone()),
+                }
+            }
+        }
+    }
+    inspection
+}

@@ -1,0 +1,67 @@
+//! A provider that lives in a loaded plugin library.
+
+use std::fmt;
+
+use abi_stable::std_types::RVec;
+use connhost_plugin_api::abi::{outcome, FfiField, PluginModuleRef};
+use connhost_plugin_api::{ConnectionValidation, CredentialFields};
+
+use crate::validation::ProviderOutcome;
+
+/// A handle to one provider of a loaded plugin. Cheap to clone; the library
+/// it points into is never unloaded.
+#[derive(Clone, Copy)]
+pub(crate) struct PluginProvider {
+    module: PluginModuleRef,
+    handle: u32,
+}
+
+impl fmt::Debug for PluginProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginProvider")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginProvider {
+    pub(crate) fn new(module: PluginModuleRef, handle: u32) -> Self {
+        Self { module, handle }
+    }
+
+    /// Calls the plugin's validation. The SDK on the other side catches
+    /// panics and reports them as [`outcome::FAULT`].
+    pub(crate) async fn validate_fields(&self, fields: CredentialFields) -> ProviderOutcome {
+        let fields: RVec<FfiField> = fields
+            .into_iter()
+            .map(|(name, value)| FfiField {
+                name: name.into(),
+                value: value.into(),
+            })
+            .collect();
+        let result = (self.module.validate())(self.handle, fields).await;
+        match result.kind {
+            outcome::VALID => {
+                let metadata = match result.metadata_json.into_option() {
+                    None => None,
+                    Some(json) => match serde_json::from_str(json.as_str()) {
+                        Ok(value) => Some(value),
+                        Err(e) => {
+                            return ProviderOutcome::Fault(format!(
+                                "returned metadata that is not JSON: {e}"
+                            ))
+                        }
+                    },
+                };
+                ProviderOutcome::Valid(ConnectionValidation {
+                    provider_username: result.username.into_option().map(|s| s.into_string()),
+                    provider_metadata: metadata,
+                })
+            }
+            outcome::REJECTED => ProviderOutcome::Rejected(result.message.into_string()),
+            outcome::INCONCLUSIVE => ProviderOutcome::Inconclusive(result.message.into_string()),
+            outcome::FAULT => ProviderOutcome::Fault(result.message.into_string()),
+            other => ProviderOutcome::Fault(format!("returned an unknown outcome code {other}")),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The combined set of providers: built-in and loaded, each with its origin.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use connhost_plugin_api::{
+    builtin_providers, ConnectionProvider, CredentialFields, ProviderDescriptor,
+};
+use serde::Serialize;
+
+use crate::plugin_provider::PluginProvider;
+use crate::validation::ProviderOutcome;
+
+/// Where a registered provider comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// Compiled into the host (collected with `inventory`, or registered by
+    /// an embedder in code).
+    Builtin,
+    /// Loaded from a plugin library.
+    Plugin {
+        /// The plugin's name (its crate name).
+        plugin: String,
+        /// The plugin's version.
+        version: String,
+        /// The file it was loaded from.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Builtin => f.write_str("built into the host"),
+            Origin::Plugin {
+                plugin,
+                version,
+                path,
+            } => write!(f, "plugin {plugin} {version} ({})", path.display()),
+        }
+    }
+}
+
+/// The code behind a registered provider.
+#[derive(Clone)]
+pub(crate) enum Backend {
+    /// A provider compiled into this process.
+    Native(Arc<dyn ConnectionProvider>),
+    /// A provider inside a loaded plugin library.
+    Plugin(PluginProvider),
+}
+
+/// A provider in the registry: what it describes, where it comes from, and
+/// the code to validate with.
+#[derive(Clone)]
+pub struct RegisteredProvider {
+    descriptor: ProviderDescriptor,
+    experimental: bool,
+    origin: Origin,
+    backend: Backend,
+}
+
+impl fmt::Debug for RegisteredProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisteredProvider")
+            .field("provider_id", &self.descriptor.provider_id)
+            .field("experimental", &self.experimental)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegisteredProvider {
+    /// A provider compiled into the host. Reads its descriptive methods now.
+    pub fn native(provider: Arc<dyn ConnectionProvider>, experimental: bool) -> Self {
+        Self {
+            descriptor: ProviderDescriptor::capture(provider.as_ref()),
+            experimental,
+            origin: Origin::Builtin,
+            backend: Backend::Native(provider),
+        }
+    }
+
+    pub(crate) fn from_plugin(
+        descriptor: ProviderDescriptor,
+        origin: Origin,
+        provider: PluginProvider,
+    ) -> Self {
+        Self {
+            descriptor,
+            experimental: false,
+            origin,
+            backend: Backend::Plugin(provider),
+        }
+    }
+
+    /// The provider's id.
+    pub fn id(&self) -> &str {
+        &self.descriptor.provider_id
+    }
+
+    /// What the provider's descriptive methods returned.
+    pub fn descriptor(&self) -> &ProviderDescriptor {
+        &self.descriptor
+    }
+
+    /// Whether the provider is registered only with experimental features.
+    pub fn is_experimental(&self) -> bool {
+        self.experimental
+    }
+
+    /// Where the provider comes from.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Runs the provider's `validate_fields`, catching panics. No timeout:
+    /// [`crate::Connhost::validate`] applies the host's.
+    pub(crate) async fn run_validation(&self, fields: CredentialFields) -> ProviderOutcome {
+        match &self.backend {
+            Backend::Native(provider) => {
+                let provider = provider.clone();
+                let validating = async move { provider.validate_fields(&fields).await };
+                match connhost_plugin_api::panic::CatchPanic::new(validating).await {
+                    Ok(result) => ProviderOutcome::from(result),
+                    Err(panic) => ProviderOutcome::Fault(format!("panicked while validating: {panic}")),
+                }
+            }
+            Backend::Plugin(provider) => provider.validate_fields(fields).await,
+        }
+    }
+}
+
+/// Why a provider was not registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("provider \"{provider_id}\" is already registered by {existing}; refused the one from {refused}")]
+pub struct Conflict {
+    /// The contested id.
+    pub provider_id: String,
+    /// Who holds it.
+    pub existing: Origin,
+    /// Who was refused.
+    pub refused: Origin,
+}
+
+/// The set of providers a host serves, keyed by provider id.
+///
+/// Embedders can edit it before serving: [`register`](Self::register)
+/// replaces a provider with the same id (a deliberate choice in code), while
+/// the plugin loader uses [`try_register`](Self::try_register), which never
+/// replaces: a dropped-in file cannot take over an existing id.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderRegistry {
+    entries: BTreeMap<String, Arc<RegisteredProvider>>,
+}
+
+impl ProviderRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry builder.
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    /// Registers a provider compiled into the host, replacing any provider
+    /// with the same id. Returns the replaced one.
+    pub fn register<P: ConnectionProvider + 'static>(
+        &mut self,
+        provider: P,
+    ) -> Option<Arc<RegisteredProvider>> {
+        self.register_arc(Arc::new(provider))
+    }
+
+    /// [`register`](Self::register) for a boxed provider.
+    pub fn register_boxed(
+        &mut self,
+        provider: Box<dyn ConnectionProvider>,
+    ) -> Option<Arc<RegisteredProvider>> {
+        self.register_arc(Arc::from(provider))
+    }
+
+    /// [`register`](Self::register) for a shared provider.
+    pub fn register_arc(
+        &mut self,
+        provider: Arc<dyn ConnectionProvider>,
+    ) -> Option<Arc<RegisteredProvider>> {
+        self.insert(RegisteredProvider::native(provider, false))
+    }
+
+    /// Inserts an entry, replacing any entry with the same id.
+    pub fn insert(&mut self, entry: RegisteredProvider) -> Option<Arc<RegisteredProvider>> {
+        self.entries.insert(entry.id().to_owned(), Arc::new(entry))
+    }
+
+    /// Inserts an entry unless its id is taken.
+    pub fn try_register(&mut self, entry: RegisteredProvider) -> Result<(), Conflict> {
+        if let Some(existing) = self.entries.get(entry.id()) {
+            return Err(Conflict {
+                provider_id: entry.id().to_owned(),
+                existing: existing.origin.clone(),
+                refused: entry.origin,
+            });
+        }
+        self.insert(entry);
+        Ok(())
+    }
+
+    /// Removes a provider; returns it.
+    pub fn unregister(&mut self, provider_id: &str) -> Option<Arc<RegisteredProvider>> {
+        self.entries.remove(provider_id)
+    }
+
+    /// The provider with this id.
+    pub fn get(&self, provider_id: &str) -> Option<Arc<RegisteredProvider>> {
+        self.entries.get(provider_id).cloned()
+    }
+
+    /// Whether a provider with this id is registered.
+    pub fn has(&self, provider_id: &str) -> bool {
+        self.entries.contains_key(provider_id)
+    }
+
+    /// All providers, ordered by id.
+    pub fn list(&self) -> Vec<Arc<RegisteredProvider>> {
+        self.entries.values().cloned().collect()
+    }
+
+    /// How many providers are registered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no provider is registered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Registers the providers compiled into this binary (see
+    /// [`connhost_plugin_api::ConnectionProviderPlugin`]); experimental-only
+    /// ones only when `experimental` is true. Replaces same-id entries.
+    pub fn register_builtins(&mut self, experimental: bool) {
+        for plugin in builtin_providers() {
+            if plugin.experimental_only && !experimental {
+                continue;
+            }
+            let provider: Arc<dyn ConnectionProvider> = Arc::from((plugin.factory)());
+            self.insert(RegisteredProvider::native(provider, plugin.experimental_only));
+        }
+    }
+}
+
+/// Builds a [`ProviderRegistry`].
+#[derive(Default)]
+pub struct RegistryBuilder {
+    builtins: bool,
+    experimental: bool,
+    providers: Vec<Arc<dyn ConnectionProvider>>,
+}
+
+impl fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("builtins", &self.builtins)
+            .field("experimental", &self.experimental)
+            .field("providers", &self.providers.len())
+            .finish()
+    }
+}
+
+impl RegistryBuilder {
+    /// Includes the providers compiled into the binary.
+    pub fn with_builtins(mut self) -> Self {
+        self.builtins = true;
+        self
+    }
+
+    /// Includes experimental-only built-in providers too.
+    pub fn experimental(mut self, enabled: bool) -> Self {
+        self.experimental = enabled;
+        self
+    }
+
+    /// Adds a provider (after the built-ins, replacing same-id ones).
+    pub fn provider<P: ConnectionProvider + 'static>(mut self, provider: P) -> Self {
+        self.providers.push(Arc::new(provider));
+        self
+    }
+
+    /// The registry.
+    pub fn build(self) -> ProviderRegistry {
+        let mut registry = ProviderRegistry::new();
+        if self.builtins {
+            registry.register_builtins(self.experimental);
+        }
+        for provider in self.providers {
+            registry.register_arc(provider);
+        }
+        registry
+    }
+}

@@ -1,0 +1,212 @@
+//! Verdicts: what validating a submission concluded, told apart so that a
+//! wrong credential is never reported as a network problem or the reverse.
+
+use std::fmt;
+use std::time::Duration;
+
+use connhost_plugin_api::{
+    ConnectionValidation, FieldError, ValidationError, ValidationErrorKind,
+};
+use serde::Serialize;
+
+/// What a provider's `validate_fields` produced, before the host adds its
+/// own checks.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ProviderOutcome {
+    Valid(ConnectionValidation),
+    Rejected(String),
+    Inconclusive(String),
+    Fault(String),
+}
+
+impl From<Result<ConnectionValidation, ValidationError>> for ProviderOutcome {
+    fn from(result: Result<ConnectionValidation, ValidationError>) -> Self {
+        match result {
+            Ok(validation) => ProviderOutcome::Valid(validation),
+            Err(error) => match error.kind {
+                ValidationErrorKind::Rejected => ProviderOutcome::Rejected(error.message),
+                ValidationErrorKind::Inconclusive => ProviderOutcome::Inconclusive(error.message),
+            },
+        }
+    }
+}
+
+/// An assembled credential document (see
+/// [`connhost_plugin_api::assemble_credential_document`]). It holds secrets:
+/// its `Debug` and `Display` never show them; call
+/// [`expose`](Self::expose) where the value is really needed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredentialDocument(String);
+
+impl CredentialDocument {
+    pub(crate) fn new(document: String) -> Self {
+        Self(document)
+    }
+
+    /// The document itself, for storing. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CredentialDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CredentialDocument(<redacted, {} bytes>)", self.0.len())
+    }
+}
+
+/// A validation that succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The account the credential belongs to, when the provider says.
+    pub provider_username: Option<String>,
+    /// Whatever else the provider reported.
+    pub provider_metadata: Option<serde_json::Value>,
+    /// The credential document to store, assembled from the submitted
+    /// fields; `None` when every field was empty (keyless providers).
+    pub document: Option<CredentialDocument>,
+}
+
+/// The answer to "is this credential good?".
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The provider accepted the credential.
+    Valid(Accepted),
+    /// The submission breaks the form's rules; the provider was not called.
+    InvalidFields(Vec<FieldError>),
+    /// The provider says the credential is wrong.
+    Rejected {
+        /// The provider's explanation.
+        message: String,
+    },
+    /// The check could not be completed (network failure, rate limit, vendor
+    /// outage). Says nothing about the credential; worth retrying.
+    Inconclusive {
+        /// What went wrong.
+        message: String,
+    },
+    /// The provider did not answer within the host's timeout.
+    TimedOut {
+        /// The timeout that passed.
+        after: Duration,
+    },
+    /// The provider misbehaved: it panicked or returned something unusable.
+    ProviderFault {
+        /// What happened.
+        message: String,
+    },
+}
+
+/// The machine-readable name of a verdict's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// [`Verdict::Valid`].
+    Valid,
+    /// [`Verdict::InvalidFields`].
+    InvalidFields,
+    /// [`Verdict::Rejected`].
+    Rejected,
+    /// [`Verdict::Inconclusive`].
+    Inconclusive,
+    /// [`Verdict::TimedOut`].
+    TimedOut,
+    /// [`Verdict::ProviderFault`].
+    ProviderFault,
+}
+
+impl Outcome {
+    /// The wire name (`"rejected"`, `"timed_out"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Valid => "valid",
+            Outcome::InvalidFields => "invalid_fields",
+            Outcome::Rejected => "rejected",
+            Outcome::Inconclusive => "inconclusive",
+            Outcome::TimedOut => "timed_out",
+            Outcome::ProviderFault => "provider_fault",
+        }
+    }
+}
+
+impl Verdict {
+    /// Which outcome this is.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Verdict::Valid(_) => Outcome::Valid,
+            Verdict::InvalidFields(_) => Outcome::InvalidFields,
+            Verdict::Rejected { .. } => Outcome::Rejected,
+            Verdict::Inconclusive { .. } => Outcome::Inconclusive,
+            Verdict::TimedOut { .. } => Outcome::TimedOut,
+            Verdict::ProviderFault { .. } => Outcome::ProviderFault,
+        }
+    }
+
+    /// Whether the credential was accepted.
+    pub fn is_valid(&self) -> bool {
+        matches!(self, Verdict::Valid(_))
+    }
+
+    /// Whether asking again with the same credential may give another
+    /// answer (inconclusive or timed out).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Verdict::Inconclusive { .. } | Verdict::TimedOut { .. })
+    }
+
+    /// A one-line explanation for a failed verdict (`None` when valid).
+    pub fn error_message(&self) -> Option<String> {
+        match self {
+            Verdict::Valid(_) => None,
+            Verdict::InvalidFields(errors) => Some(
+                errors
+                    .iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            Verdict::Rejected { message }
+            | Verdict::Inconclusive { message }
+            | Verdict::ProviderFault { message } => Some(message.clone()),
+            Verdict::TimedOut { after } => Some(format!(
+                "The provider did not answer within {:.1} s.",
+                after.as_secs_f64()
+            )),
+        }
+    }
+
+    /// The stable JSON form (the `connhost validate --json` output):
+    /// `{"valid": true, "provider_username", "provider_metadata"}`, or
+    /// `{"valid": false, "outcome", "error", "retryable"}` with `"errors"`
+    /// (`[{"field", "message"}]`) for invalid fields. The credential
+    /// document is included (as `"credential_document"`) only when
+    /// `include_document` is true.
+    pub fn to_json(&self, include_document: bool) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Verdict::Valid(accepted) => {
+                let mut value = json!({
+                    "valid": true,
+                    "provider_username": accepted.provider_username,
+                    "provider_metadata": accepted.provider_metadata,
+                });
+                if include_document {
+                    value["credential_document"] =
+                        json!(accepted.document.as_ref().map(|d| d.expose()));
+                }
+                value
+            }
+            other => {
+                let mut value = json!({
+                    "valid": false,
+                    "outcome": other.outcome(),
+                    "error": other.error_message(),
+                    "retryable": other.is_retryable(),
+                });
+                if let Verdict::InvalidFields(errors) = other {
+                    value["errors"] = json!(errors);
+                }
+                value
+            }
+        }
+    }
+}
