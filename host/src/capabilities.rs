@@ -236,8 +236,13 @@ extern "C" fn host_http(_plugin: u64, request: FfiHttpRequest) -> FfiFuture<Http
         Ok(Ok(request)) => request,
         Ok(Err(error)) => return async move { RErr(error) }.into_ffi(),
         Err(_) => {
-            return async { RErr(http_failure(http_error::OTHER, "the host failed to build the request")) }
-                .into_ffi()
+            return async {
+                RErr(http_failure(
+                    http_error::OTHER,
+                    "the host failed to build the request",
+                ))
+            }
+            .into_ffi()
         }
     };
     let running = on_host_runtime(send(request));
@@ -256,7 +261,10 @@ fn build_request(request: FfiHttpRequest) -> Result<reqwest::Request, FfiHttpErr
     let url = reqwest::Url::parse(request.url.as_str())
         .map_err(|e| invalid(format!("invalid URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!("unsupported URL scheme \"{}\"", url.scheme())));
+        return Err(invalid(format!(
+            "unsupported URL scheme \"{}\"",
+            url.scheme()
+        )));
     }
     let mut builder = http_client().request(method, url);
     for Tuple2(name, value) in request.headers {
@@ -277,15 +285,23 @@ fn build_request(request: FfiHttpRequest) -> Result<reqwest::Request, FfiHttpErr
 async fn send(request: reqwest::Request) -> HttpResult {
     let url = request.url().clone();
     let described = |e: &reqwest::Error| {
-        // Never echo the URL's query (it may hold a key): host and path only.
+        // The root cause ("Connection refused") says the most. Never echo the
+        // URL's query (it may hold a key): host, port and path only.
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
         format!(
-            "{} {}{}: {}",
-            if e.is_timeout() { "timed out calling" } else { "could not call" },
+            "{} {}{}{}: {}",
+            if e.is_timeout() {
+                "timed out calling"
+            } else {
+                "could not call"
+            },
             url.host_str().unwrap_or(""),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default(),
             url.path(),
-            std::error::Error::source(e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.to_string())
+            cause
         )
     };
     let response = match http_client().execute(request).await {
@@ -297,7 +313,12 @@ async fn send(request: reqwest::Request) -> HttpResult {
     let headers: RVec<Tuple2<RString, RString>> = response
         .headers()
         .iter()
-        .filter_map(|(k, v)| Some(Tuple2(RString::from(k.as_str()), RString::from(v.to_str().ok()?))))
+        .filter_map(|(k, v)| {
+            Some(Tuple2(
+                RString::from(k.as_str()),
+                RString::from(v.to_str().ok()?),
+            ))
+        })
         .collect();
     match response.bytes().await {
         Ok(body) => ROk(FfiHttpResponse {

@@ -1,1 +1,16 @@
-fn main() {}
+//! The `connhost` binary. Only this file prints errors and picks the exit
+//! code; everything else returns values.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match cli::run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("connhost: error: {error:#}");
+            ExitCode::from(cli::USAGE)
+        }
+    }
+}

@@ -199,8 +199,12 @@ mod tests {
     #[test]
     fn active_secrets_apply_only_while_polled() {
         let secrets = Arc::new(Secrets::of(None, &fields(&[("k", "topsecret")])));
-        let inside = WithSecrets::new(secrets, async { scrub_active("saw topsecret").into_owned() });
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let inside = WithSecrets::new(secrets, async {
+            scrub_active("saw topsecret").into_owned()
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         assert_eq!(runtime.block_on(inside), "saw <redacted>");
         assert_eq!(scrub_active("saw topsecret"), "saw topsecret");
     }

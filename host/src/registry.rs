@@ -126,7 +126,9 @@ impl RegisteredProvider {
                 let validating = async move { provider.validate_fields(&fields).await };
                 match connhost_plugin_api::panic::CatchPanic::new(validating).await {
                     Ok(result) => ProviderOutcome::from(result),
-                    Err(panic) => ProviderOutcome::Fault(format!("panicked while validating: {panic}")),
+                    Err(panic) => {
+                        ProviderOutcome::Fault(format!("panicked while validating: {panic}"))
+                    }
                 }
             }
             Backend::Plugin(provider) => provider.validate_fields(fields).await,
@@ -250,7 +252,10 @@ impl ProviderRegistry {
                 continue;
             }
             let provider: Arc<dyn ConnectionProvider> = Arc::from((plugin.factory)());
-            self.insert(RegisteredProvider::native(provider, plugin.experimental_only));
+            self.insert(RegisteredProvider::native(
+                provider,
+                plugin.experimental_only,
+            ));
         }
     }
 }

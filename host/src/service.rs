@@ -176,15 +176,23 @@ impl Connhost {
     }
 
     fn entry(&self, provider_id: &str) -> Result<Arc<RegisteredProvider>, UnknownProvider> {
-        self.registry.get(provider_id).ok_or_else(|| UnknownProvider {
-            provider_id: provider_id.to_owned(),
-            known: self.registry.list().iter().map(|e| e.id().to_owned()).collect(),
-        })
+        self.registry
+            .get(provider_id)
+            .ok_or_else(|| UnknownProvider {
+                provider_id: provider_id.to_owned(),
+                known: self
+                    .registry
+                    .list()
+                    .iter()
+                    .map(|e| e.id().to_owned())
+                    .collect(),
+            })
     }
 
     /// One provider.
     pub fn provider(&self, provider_id: &str) -> Result<ProviderInfo, UnknownProvider> {
-        self.entry(provider_id).map(|e| ProviderInfo::from(e.as_ref()))
+        self.entry(provider_id)
+            .map(|e| ProviderInfo::from(e.as_ref()))
     }
 
     /// A provider's credential form (`None` for OAuth providers).
@@ -222,7 +230,11 @@ impl Connhost {
             }
             let errors = schema.check(&fields);
             if !errors.is_empty() {
-                tracing::info!(provider = provider_id, errors = errors.len(), "submission refused by the form's rules");
+                tracing::info!(
+                    provider = provider_id,
+                    errors = errors.len(),
+                    "submission refused by the form's rules"
+                );
                 return Ok(Verdict::InvalidFields(errors));
             }
         }
@@ -254,13 +266,22 @@ impl Connhost {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &verdict {
             Verdict::ProviderFault { message } => {
-                tracing::error!(provider = provider_id, elapsed_ms, "provider fault: {message}")
+                tracing::error!(
+                    provider = provider_id,
+                    elapsed_ms,
+                    "provider fault: {message}"
+                )
             }
             Verdict::TimedOut { .. } => {
                 tracing::warn!(provider = provider_id, elapsed_ms, "validation timed out")
             }
             other => {
-                tracing::info!(provider = provider_id, outcome = other.outcome().as_str(), elapsed_ms, "validated")
+                tracing::info!(
+                    provider = provider_id,
+                    outcome = other.outcome().as_str(),
+                    elapsed_ms,
+                    "validated"
+                )
             }
         }
         Ok(verdict)

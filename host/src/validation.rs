@@ -4,9 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use connhost_plugin_api::{
-    ConnectionValidation, FieldError, ValidationError, ValidationErrorKind,
-};
+use connhost_plugin_api::{ConnectionValidation, FieldError, ValidationError, ValidationErrorKind};
 use serde::Serialize;
 
 /// What a provider's `validate_fields` produced, before the host adds its
@@ -150,7 +148,10 @@ impl Verdict {
     /// Whether asking again with the same credential may give another
     /// answer (inconclusive or timed out).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Verdict::Inconclusive { .. } | Verdict::TimedOut { .. })
+        matches!(
+            self,
+            Verdict::Inconclusive { .. } | Verdict::TimedOut { .. }
+        )
     }
 
     /// A one-line explanation for a failed verdict (`None` when valid).

@@ -46,7 +46,11 @@ pub struct LoadFailure {
 }
 
 impl LoadFailure {
-    pub(crate) fn new(path: impl Into<PathBuf>, kind: FailureKind, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        path: impl Into<PathBuf>,
+        kind: FailureKind,
+        reason: impl Into<String>,
+    ) -> Self {
         Self {
             path: path.into(),
             reason: reason.into(),
@@ -82,7 +86,12 @@ pub(crate) fn summarize_layout_diff(diff: &str) -> String {
     last.reverse();
     last.dedup();
     if last.is_empty() {
-        diff.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned()
+        diff.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned()
     } else {
         last.join("; ")
     }
@@ -94,7 +103,8 @@ mod tests {
 
     #[test]
     fn layout_summary_keeps_the_last_error_lines() {
-        let diff = "lots of text\n  Error:mismatched type\n  more\nError: Expected: RString Found: RVec\n";
+        let diff =
+            "lots of text\n  Error:mismatched type\n  more\nError: Expected: RString Found: RVec\n";
         assert_eq!(
             summarize_layout_diff(diff),
             "mismatched type; Expected: RString Found: RVec"

@@ -4,9 +4,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use abi_stable::library::{
-    abi_header_from_raw_library, LibHeader, LibraryError, RawLibrary,
-};
+use abi_stable::library::{abi_header_from_raw_library, LibHeader, LibraryError, RawLibrary};
 use abi_stable::sabi_types::VersionNumber;
 use connhost_plugin_api::abi::PluginModuleRef;
 use connhost_plugin_api::PLUGIN_API_VERSION;
@@ -63,12 +61,15 @@ pub(crate) fn open(path: &Path) -> Result<OpenedLibrary, LoadFailure> {
     let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
 
     let head = read_head(path).map_err(|e| {
-        fail(FailureKind::Unreadable, format!("could not read the file: {e}."))
+        fail(
+            FailureKind::Unreadable,
+            format!("could not read the file: {e}."),
+        )
     })?;
     if head.is_empty() {
         return Err(fail(
             FailureKind::NotASharedLibrary,
-            "the file is empty (0 bytes), so it is not a shared library; if it is still being copied, it will be picked up when complete.".to_owned(),
+            "the file is empty (0 bytes), so it is not a shared library; if it is still being copied, load it again once the copy is complete.".to_owned(),
         ));
     }
     if !looks_like_shared_library(&head) {
@@ -228,6 +229,8 @@ mod tests {
         let err = check_api_version(&next).unwrap_err();
         assert!(err.contains(&next), "{err}");
         assert!(err.contains("upgrade connhost"), "{err}");
-        assert!(check_api_version("banana").unwrap_err().contains("not a version number"));
+        assert!(check_api_version("banana")
+            .unwrap_err()
+            .contains("not a version number"));
     }
 }

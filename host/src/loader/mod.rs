@@ -161,7 +161,10 @@ pub fn load_file(
             Err(message) => failures.push(LoadFailure::new(
                 path,
                 FailureKind::ProviderFault,
-                format!("plugin {} {}: {message}; its other providers still load.", init.name, init.version),
+                format!(
+                    "plugin {} {}: {message}; its other providers still load.",
+                    init.name, init.version
+                ),
             )),
             Ok((handle, descriptor)) => {
                 let entry = RegisteredProvider::from_plugin(

@@ -1,0 +1,97 @@
+//! Command-line flags. Parsed here, and never seen by the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// connhost: connection providers, built in and from plugin libraries,
+/// behind one schema-and-validation API.
+#[derive(Debug, Parser)]
+#[command(name = "connhost", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// The folder to load plugin libraries from.
+    #[arg(
+        long,
+        global = true,
+        env = "CONNHOST_PLUGINS",
+        default_value = "./plugins",
+        value_name = "DIR"
+    )]
+    pub(crate) plugins: PathBuf,
+
+    /// Also register experimental providers.
+    #[arg(long, global = true, env = "CONNHOST_EXPERIMENTAL")]
+    pub(crate) experimental: bool,
+
+    /// The longest a provider may take to validate, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "CONNHOST_TIMEOUT",
+        default_value_t = 30.0,
+        value_name = "SECONDS"
+    )]
+    pub(crate) timeout: f64,
+
+    /// A plugin setting, as PLUGIN.KEY=VALUE (repeatable). Environment
+    /// variables CONNHOST_PLUGIN_<PLUGIN>_<KEY> work too.
+    #[arg(long = "setting", global = true, value_name = "PLUGIN.KEY=VALUE")]
+    pub(crate) settings: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List every provider, built in and loaded.
+    Providers {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a provider's credential form schema as JSON (null for OAuth).
+    Schema {
+        /// The provider id.
+        provider: String,
+    },
+    /// Validate a credential with a provider.
+    ///
+    /// Exit status: 0 valid; 1 rejected or invalid fields; 2 usage or setup
+    /// error; 3 undecided (inconclusive, timed out, or the provider failed).
+    Validate {
+        /// The provider id.
+        provider: String,
+        /// A form field, as NAME=VALUE (repeatable). A VALUE of `-` is read
+        /// from standard input, which keeps secrets out of shell history.
+        #[arg(long = "field", short = 'f', value_name = "NAME=VALUE")]
+        fields: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also print the assembled credential document (it holds secrets).
+        #[arg(long)]
+        show_document: bool,
+    },
+    /// Show what loaded from the plugins folder and what did not, and why.
+    Plugins {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Examine a plugin file without registering it: what it contains and
+    /// whether this host can load it.
+    Inspect {
+        /// The plugin library file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,219 @@
+//! The `connhost` command line: flags in [`args`], text in [`output`], and
+//! here the commands themselves, each a thin layer over the library.
+
+mod args;
+mod output;
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Parser as _;
+use connhost::{Connhost, CredentialFields, HostConfig, Outcome};
+
+pub(crate) use args::Cli;
+use args::{Command, GlobalArgs};
+
+/// Exit status for a command that worked (and a valid credential).
+const OK: u8 = 0;
+/// The credential is wrong (rejected, or the form's rules failed), or the
+/// inspected file cannot be loaded.
+const INVALID: u8 = 1;
+/// Usage or setup error (clap uses 2 as well).
+pub(crate) const USAGE: u8 = 2;
+/// No decision: inconclusive, timed out, or the provider failed.
+const UNDECIDED: u8 = 3;
+
+/// Parses the command line and runs the command.
+pub(crate) fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    init_logging();
+    let command = cli.command;
+    let global = cli.global;
+    match command {
+        Command::Inspect { file, json } => {
+            let inspection = connhost::loader::inspect(&file);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inspection)?);
+            } else {
+                print!("{}", output::inspection(&inspection));
+            }
+            Ok(ExitCode::from(if inspection.loadable {
+                OK
+            } else {
+                INVALID
+            }))
+        }
+        Command::Providers { json } => {
+            let host = start(&global)?;
+            let list = host.providers();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", output::providers(&list));
+                warn_failures(&host);
+            }
+            Ok(ExitCode::from(OK))
+        }
+        Command::Schema { provider } => {
+            let host = start(&global)?;
+            let schema = host.schema(&provider)?;
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::from(OK))
+        }
+        Command::Plugins { json } => {
+            let host = start(&global)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(host.load_report())?);
+            } else {
+                print!("{}", output::report(host.load_report()));
+            }
+            Ok(ExitCode::from(OK))
+        }
+        Command::Validate {
+            provider,
+            fields,
+            json,
+            show_document,
+        } => {
+            let fields = parse_fields(&fields)?;
+            let host = start(&global)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("could not start the async runtime")?;
+            let verdict = runtime.block_on(host.validate(&provider, fields))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&verdict.to_json(show_document))?
+                );
+            } else {
+                print!("{}", output::verdict(&provider, &verdict, show_document));
+            }
+            // Do not wait for a provider that never finished.
+            runtime.shutdown_background();
+            Ok(ExitCode::from(match verdict.outcome() {
+                Outcome::Valid => OK,
+                Outcome::InvalidFields | Outcome::Rejected => INVALID,
+                Outcome::Inconclusive | Outcome::TimedOut | Outcome::ProviderFault => UNDECIDED,
+            }))
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CONNHOST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,connhost::loader=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .try_init();
+}
+
+fn start(global: &GlobalArgs) -> anyhow::Result<Connhost> {
+    if !(global.timeout.is_finite() && global.timeout > 0.0) {
+        bail!(
+            "--timeout must be a positive number of seconds, got {}",
+            global.timeout
+        );
+    }
+    let mut settings: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for setting in &global.settings {
+        let (name, value) = setting
+            .split_once('=')
+            .with_context(|| format!("--setting {setting:?} is not PLUGIN.KEY=VALUE"))?;
+        let (plugin, key) = name
+            .split_once('.')
+            .with_context(|| format!("--setting {setting:?} is not PLUGIN.KEY=VALUE"))?;
+        settings
+            .entry(plugin.to_owned())
+            .or_default()
+            .insert(key.to_owned(), value.to_owned());
+    }
+    Ok(Connhost::start(&HostConfig {
+        plugins_dir: Some(global.plugins.clone()),
+        experimental: global.experimental,
+        builtins: true,
+        validation_timeout: Duration::from_secs_f64(global.timeout),
+        settings,
+    }))
+}
+
+fn warn_failures(host: &Connhost) {
+    let failed = host.load_report().failed.len();
+    if failed > 0 {
+        eprintln!(
+            "note: {failed} plugin file(s) or provider(s) were not loaded; `connhost plugins` says why."
+        );
+    }
+}
+
+/// `NAME=VALUE` pairs; a value of `-` comes from standard input.
+fn parse_fields(raw: &[String]) -> anyhow::Result<CredentialFields> {
+    let mut fields = CredentialFields::new();
+    let mut stdin_used = false;
+    for pair in raw {
+        let Some((name, value)) = pair.split_once('=') else {
+            bail!("--field takes NAME=VALUE, got {:?}", redact_pair(pair));
+        };
+        if name.is_empty() {
+            bail!("--field has an empty NAME in {:?}", redact_pair(pair));
+        }
+        let value = if value == "-" {
+            if stdin_used {
+                bail!("only one --field may read its value from standard input (-)");
+            }
+            stdin_used = true;
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .with_context(|| {
+                    format!("could not read the value of {name} from standard input")
+                })?;
+            text.strip_suffix('\n')
+                .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                .unwrap_or(&text)
+                .to_owned()
+        } else {
+            value.to_owned()
+        };
+        if fields.insert(name.to_owned(), value).is_some() {
+            bail!("--field {name} is given more than once");
+        }
+    }
+    Ok(fields)
+}
+
+/// A malformed pair without its value (it may be a secret typed wrongly).
+fn redact_pair(pair: &str) -> String {
+    if pair.contains('=') {
+        format!("{}=<redacted>", pair.split('=').next().unwrap_or(""))
+    } else {
+        "<redacted>".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_parse_and_malformed_pairs_do_not_echo_values() {
+        let parsed = parse_fields(&["a=1".into(), "b=x=y".into()]).unwrap();
+        assert_eq!(parsed["a"], "1");
+        assert_eq!(parsed["b"], "x=y");
+        let err = parse_fields(&["sk-secret-value".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("sk-secret-value"), "{err}");
+        let err = parse_fields(&["a=1".into(), "a=2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than once"), "{err}");
+    }
+}
