@@ -34,7 +34,7 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::Builtin => f.write_str("built into the host"),
+            Origin::Builtin => f.write_str("the host (built in)"),
             Origin::Plugin {
                 plugin,
                 version,
@@ -201,13 +201,13 @@ impl ProviderRegistry {
     }
 
     /// Inserts an entry unless its id is taken.
-    pub fn try_register(&mut self, entry: RegisteredProvider) -> Result<(), Conflict> {
+    pub fn try_register(&mut self, entry: RegisteredProvider) -> Result<(), Box<Conflict>> {
         if let Some(existing) = self.entries.get(entry.id()) {
-            return Err(Conflict {
+            return Err(Box::new(Conflict {
                 provider_id: entry.id().to_owned(),
                 existing: existing.origin.clone(),
                 refused: entry.origin,
-            });
+            }));
         }
         self.insert(entry);
         Ok(())

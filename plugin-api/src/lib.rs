@@ -98,8 +98,9 @@ pub const PLUGIN_API_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod prelude {
     pub use crate::http;
     pub use crate::{
-        async_trait, ConnectionProvider, ConnectionType, ConnectionValidation, CredentialFields,
-        CredentialFormSchema, FormField, ValidationError, ValidationResult,
+        async_trait, config, sleep, ConnectionProvider, ConnectionType, ConnectionValidation,
+        CredentialFields, CredentialFormSchema, FieldType, FormField, ValidationError,
+        ValidationErrorKind, ValidationResult,
     };
 }
 
@@ -154,6 +155,7 @@ macro_rules! export_plugin {
         #[unsafe(no_mangle)]
         pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::abi_stable::library::LibHeader = {
             extern "C" fn __connhost_root_module() -> $crate::__private::abi_stable::library::RootModuleResult {
+                #[allow(clippy::default_constructed_unit_structs)]
                 fn factory() -> ::std::vec::Vec<::std::boxed::Box<dyn $crate::ConnectionProvider>> {
                     ::std::vec![$(::std::boxed::Box::new($provider) as ::std::boxed::Box<dyn $crate::ConnectionProvider>),+]
                 }

@@ -226,7 +226,7 @@ pub struct ProviderDescriptor {
 
 impl ProviderDescriptor {
     /// Reads a provider's descriptive methods. Panics if one of them does:
-    /// callers that must survive that use [`crate::catch_panic`].
+    /// callers that must survive that use [`crate::panic::catch_panic`].
     pub fn capture(provider: &dyn ConnectionProvider) -> Self {
         Self {
             provider_id: provider.provider_id().to_owned(),

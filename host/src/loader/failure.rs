@@ -73,28 +73,32 @@ impl fmt::Display for LoadFailure {
 
 impl std::error::Error for LoadFailure {}
 
-/// The useful end of abi_stable's layout diff: its last `Error:` lines.
+/// The useful end of abi_stable's layout diff: its last `Error:` block,
+/// on one line (`mismatched type: expected RStr<'a>, found RSlice<'a>`).
 pub(crate) fn summarize_layout_diff(diff: &str) -> String {
-    let errors: Vec<String> = diff
-        .lines()
-        .map(str::trim)
-        .filter(|line| line.starts_with("Error:"))
-        .map(|line| line.trim_start_matches("Error:").trim().to_owned())
-        .filter(|line| !line.is_empty())
-        .collect();
-    let mut last: Vec<String> = errors.iter().rev().take(3).cloned().collect();
-    last.reverse();
-    last.dedup();
-    if last.is_empty() {
-        diff.lines()
+    let lines: Vec<&str> = diff.lines().map(str::trim).collect();
+    let Some(start) = lines.iter().rposition(|l| l.starts_with("Error:")) else {
+        return lines
+            .iter()
             .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_owned()
-    } else {
-        last.join("; ")
+            .find(|l| !l.is_empty())
+            .unwrap_or(&"")
+            .to_string();
+    };
+    let mut summary = lines[start].trim_start_matches("Error:").trim().to_owned();
+    for line in lines[start + 1..]
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .take(8)
+    {
+        let piece = match *line {
+            "Expected:" => ": expected".to_owned(),
+            "Found:" => ", found".to_owned(),
+            other => format!(" {other}"),
+        };
+        summary.push_str(&piece);
     }
+    summary.replace(" :", ":")
 }
 
 #[cfg(test)]
@@ -102,12 +106,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layout_summary_keeps_the_last_error_lines() {
-        let diff =
-            "lots of text\n  Error:mismatched type\n  more\nError: Expected: RString Found: RVec\n";
+    fn layout_summary_keeps_the_last_error_block_on_one_line() {
+        let diff = "lots of text\n  Error:other\n\nError:mismatched type\nExpected:\n    RStr<'a>\nFound:\n    RSlice<'a>\n\n";
         assert_eq!(
             summarize_layout_diff(diff),
-            "mismatched type; Expected: RString Found: RVec"
+            "mismatched type: expected RStr<'a>, found RSlice<'a>"
         );
     }
 }

@@ -60,28 +60,7 @@ static OPENING: Mutex<()> = Mutex::new(());
 pub(crate) fn open(path: &Path) -> Result<OpenedLibrary, LoadFailure> {
     let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
 
-    let head = read_head(path).map_err(|e| {
-        fail(
-            FailureKind::Unreadable,
-            format!("could not read the file: {e}."),
-        )
-    })?;
-    if head.is_empty() {
-        return Err(fail(
-            FailureKind::NotASharedLibrary,
-            "the file is empty (0 bytes), so it is not a shared library; if it is still being copied, load it again once the copy is complete.".to_owned(),
-        ));
-    }
-    if !looks_like_shared_library(&head) {
-        return Err(fail(
-            FailureKind::NotASharedLibrary,
-            format!(
-                "not a shared library: the file does not start with an {} header. Plugins are the `.{}` files cargo builds from a `cdylib` crate.",
-                format_name(),
-                std::env::consts::DLL_EXTENSION
-            ),
-        ));
-    }
+    check_file(path)?;
 
     let _guard = OPENING.lock().unwrap_or_else(|e| e.into_inner());
     let raw = RawLibrary::load_at(path).map_err(|e| {
@@ -149,11 +128,71 @@ pub(crate) fn open(path: &Path) -> Result<OpenedLibrary, LoadFailure> {
     })
 }
 
-fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(8);
-    std::fs::File::open(path)?.take(8).read_to_end(&mut head)?;
-    Ok(head)
+/// Checks, before the system loader sees it, that the file is a complete
+/// shared library: the dynamic loader maps segments without checking that
+/// the file holds them, and touching a missing page kills the process
+/// (SIGBUS). A file still being copied looks exactly like that.
+fn check_file(path: &Path) -> Result<(), LoadFailure> {
+    use object::{Object as _, ObjectKind, ObjectSegment as _};
+
+    let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
+    let still_copying = "if it is still being copied, load it again once the copy is complete";
+    let data = std::fs::read(path).map_err(|e| {
+        fail(
+            FailureKind::Unreadable,
+            format!("could not read the file: {e}."),
+        )
+    })?;
+    if data.is_empty() {
+        return Err(fail(
+            FailureKind::NotASharedLibrary,
+            format!("the file is empty (0 bytes), so it is not a shared library; {still_copying}."),
+        ));
+    }
+    if !looks_like_shared_library(&data[..data.len().min(8)]) {
+        return Err(fail(
+            FailureKind::NotASharedLibrary,
+            format!(
+                "not a shared library: the file does not start with an {} header. Plugins are the `.{}` files cargo builds from a `cdylib` crate.",
+                format_name(),
+                std::env::consts::DLL_EXTENSION
+            ),
+        ));
+    }
+    let file = object::File::parse(&*data).map_err(|e| {
+        fail(
+            FailureKind::NotASharedLibrary,
+            format!(
+                "a damaged or truncated {} file ({e}); {still_copying}.",
+                format_name()
+            ),
+        )
+    })?;
+    if file.kind() != ObjectKind::Dynamic {
+        return Err(fail(
+            FailureKind::NotASharedLibrary,
+            format!(
+                "an {} file, but not a shared library (it is {:?}). Plugins are the `.{}` files cargo builds from a `cdylib` crate.",
+                format_name(),
+                file.kind(),
+                std::env::consts::DLL_EXTENSION
+            ),
+        ));
+    }
+    for segment in file.segments() {
+        let (offset, size) = segment.file_range();
+        if offset.saturating_add(size) > data.len() as u64 {
+            return Err(fail(
+                FailureKind::NotASharedLibrary,
+                format!(
+                    "the file is truncated: it is {} bytes, but its segments need {} bytes; {still_copying}.",
+                    data.len(),
+                    offset.saturating_add(size)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn open_error_text(error: &LibraryError) -> String {

@@ -78,8 +78,10 @@ struct Initialized {
     providers: Vec<Result<(u32, ProviderDescriptor), String>>,
 }
 
-static INITIALIZED: Mutex<BTreeMap<usize, Arc<Result<Initialized, (FailureKind, String)>>>> =
-    Mutex::new(BTreeMap::new());
+/// A library's `init` outcome, kept for the life of the process.
+type InitOutcome = Result<Initialized, (FailureKind, String)>;
+
+static INITIALIZED: Mutex<BTreeMap<usize, Arc<InitOutcome>>> = Mutex::new(BTreeMap::new());
 
 fn initialize(path: &Path, options: &LoadOptions) -> Result<Initialized, LoadFailure> {
     let opened = library::open(path)?;
@@ -95,11 +97,7 @@ fn initialize(path: &Path, options: &LoadOptions) -> Result<Initialized, LoadFai
     }
 }
 
-fn run_init(
-    module: PluginModuleRef,
-    api_version: &str,
-    options: &LoadOptions,
-) -> Result<Initialized, (FailureKind, String)> {
+fn run_init(module: PluginModuleRef, api_version: &str, options: &LoadOptions) -> InitOutcome {
     let name = module.plugin_name().as_str().to_owned();
     let version = module.plugin_version().as_str().to_owned();
     let settings = options.settings.get(&name).cloned().unwrap_or_default();

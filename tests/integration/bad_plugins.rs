@@ -1,0 +1,332 @@
+// Broken, foreign, incompatible and misbehaving plugin files: each gets a precise reason, and everything else keeps working.
+
+use std::time::{Duration, Instant};
+
+use connhost::{FailureKind, Outcome};
+
+use crate::support::*;
+
+/// Loads `dir`, asserts that the example plugins next to the bad files still
+/// load and validate, and returns the host.
+fn load_beside_good_plugins(dir: &PluginDir) -> connhost::Connhost {
+    dir.add_library("bedrock");
+    dir.add_library("mai");
+    let host = host_with(dir, |c| c.validation_timeout = Duration::from_secs(2));
+    assert!(host.registry().has("bedrock"), "{:#?}", host.load_report());
+    assert!(host.registry().has("mai"));
+    let verdict = runtime()
+        .block_on(host.validate("mai", fields(&[("api_key", "a-long-enough-api-key")])))
+        .unwrap();
+    assert!(verdict.is_valid(), "{verdict:?}");
+    host
+}
+
+/// The one failure recorded for `file`.
+fn failure_for(host: &connhost::Connhost, file: &std::path::Path) -> connhost::LoadFailure {
+    let failures: Vec<_> = host
+        .load_report()
+        .failed
+        .iter()
+        .filter(|f| f.path == file)
+        .cloned()
+        .collect();
+    assert_eq!(failures.len(), 1, "{:#?}", host.load_report());
+    failures.into_iter().next().unwrap()
+}
+
+fn check(
+    file_setup: impl FnOnce(&PluginDir) -> std::path::PathBuf,
+    kind: FailureKind,
+    needles: &[&str],
+) {
+    let dir = PluginDir::empty();
+    let file = file_setup(&dir);
+    let host = load_beside_good_plugins(&dir);
+    let failure = failure_for(&host, &file);
+    assert_eq!(failure.kind, kind, "{failure:?}");
+    for needle in needles {
+        assert!(
+            failure.reason.contains(needle),
+            "{needle:?} missing from: {}",
+            failure.reason
+        );
+    }
+}
+
+#[test]
+fn random_bytes_are_not_a_shared_library() {
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    check(
+        |d| d.add_file(&library_file_name("random"), &bytes),
+        FailureKind::NotASharedLibrary,
+        &["not a shared library"],
+    );
+}
+
+#[test]
+fn an_empty_file_is_reported_as_empty() {
+    check(
+        |d| d.add_file(&library_file_name("empty"), b""),
+        FailureKind::NotASharedLibrary,
+        &["empty (0 bytes)"],
+    );
+}
+
+#[test]
+fn a_truncated_library_is_refused_before_it_can_crash_the_host() {
+    let bytes = std::fs::read(built_library("daytona")).unwrap();
+    check(
+        |d| d.add_file(&library_file_name("truncated"), &bytes[..4096]),
+        FailureKind::NotASharedLibrary,
+        &["truncated", "once the copy is complete"],
+    );
+}
+
+#[test]
+fn a_shared_library_that_is_not_a_plugin_is_named_as_such() {
+    check(
+        |d| d.add_library("fixture-not-a-plugin"),
+        FailureKind::NotAPlugin,
+        &["not a connhost plugin", "export_plugin!"],
+    );
+}
+
+#[test]
+fn a_plugin_built_against_a_newer_plugin_api_is_refused_with_both_versions() {
+    check(
+        |d| d.add_library("fixture-abi-version"),
+        FailureKind::IncompatibleApi,
+        &["0.2.0", "0.1.x", "Rebuild the plugin"],
+    );
+}
+
+#[test]
+fn a_plugin_with_a_different_layout_is_refused_with_the_layout_summary() {
+    let dir = PluginDir::empty();
+    let file = dir.add_library("fixture-abi-layout");
+    let host = load_beside_good_plugins(&dir);
+    let failure = failure_for(&host, &file);
+    assert_eq!(failure.kind, FailureKind::IncompatibleApi);
+    assert!(
+        failure.reason.contains("different layout"),
+        "{}",
+        failure.reason
+    );
+    assert!(
+        failure.reason.contains("connhost inspect"),
+        "{}",
+        failure.reason
+    );
+    assert!(
+        failure.reason.len() < 1200,
+        "the summary should be short: {}",
+        failure.reason
+    );
+    let detail = failure.detail.expect("the full diff is kept");
+    assert!(detail.lines().count() > failure.reason.lines().count());
+}
+
+#[test]
+fn a_plugin_that_panics_in_init_is_reported_and_the_host_survives() {
+    check(
+        |d| d.add_library("fixture-panic-init"),
+        FailureKind::InitFailed,
+        &["panicked during init", "fixture: init exploded"],
+    );
+}
+
+#[test]
+fn providers_that_panic_while_describing_themselves_are_refused_by_method() {
+    let dir = PluginDir::empty();
+    let file = dir.add_library("fixture-panicky");
+    let host = load_beside_good_plugins(&dir);
+    let reasons: Vec<_> = host
+        .load_report()
+        .failed
+        .iter()
+        .filter(|f| f.path == file)
+        .map(|f| {
+            assert_eq!(f.kind, FailureKind::ProviderFault);
+            f.reason.clone()
+        })
+        .collect();
+    for method in ["provider_id", "display_name", "form_schema"] {
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains(&format!("panicked in {method}"))
+                    && r.contains(&format!("fixture: {method} exploded"))),
+            "no failure for {method}: {reasons:#?}"
+        );
+    }
+    // The plugin's well-behaved providers still load.
+    assert!(host.registry().has("panicky-healthy"));
+    let loaded = host
+        .load_report()
+        .loaded
+        .iter()
+        .find(|p| p.path == file)
+        .unwrap();
+    assert!(loaded.providers.contains(&"panicky-healthy".to_owned()));
+}
+
+#[test]
+fn a_provider_that_panics_while_validating_is_a_provider_fault() {
+    let dir = PluginDir::empty();
+    dir.add_library("fixture-panicky");
+    let host = load_beside_good_plugins(&dir);
+    let rt = runtime();
+    for provider in ["panics-in-validate", "panics-after-await"] {
+        let verdict = rt
+            .block_on(host.validate(provider, fields(&[("api_key", "some-key-value")])))
+            .unwrap();
+        assert_eq!(
+            verdict.outcome(),
+            Outcome::ProviderFault,
+            "{provider}: {verdict:?}"
+        );
+        assert!(
+            verdict.error_message().unwrap().contains("exploded"),
+            "{verdict:?}"
+        );
+    }
+    // Still serving, including the same plugin's healthy provider.
+    let healthy = rt
+        .block_on(host.validate("panicky-healthy", fields(&[("api_key", "x-key")])))
+        .unwrap();
+    assert!(healthy.is_valid(), "{healthy:?}");
+}
+
+#[test]
+fn a_panic_message_never_carries_the_submitted_secret() {
+    let dir = PluginDir::with(&["fixture-panicky"]);
+    let host = host_with(&dir, |_| {});
+    let verdict = runtime()
+        .block_on(host.validate(
+            "panics-with-secret",
+            fields(&[("api_key", "hunter2-very-secret")]),
+        ))
+        .unwrap();
+    assert_eq!(verdict.outcome(), Outcome::ProviderFault);
+    let message = verdict.error_message().unwrap();
+    assert!(!message.contains("hunter2-very-secret"), "{message}");
+    assert!(message.contains("<redacted>"), "{message}");
+    assert!(!format!("{verdict:?}").contains("hunter2-very-secret"));
+}
+
+#[test]
+fn a_provider_that_never_answers_times_out_and_others_keep_working() {
+    let dir = PluginDir::empty();
+    dir.add_library("fixture-hang");
+    let host = load_beside_good_plugins(&dir);
+    let rt = runtime();
+    let started = Instant::now();
+    let verdict = rt
+        .block_on(host.validate("hangs-forever", fields(&[("api_key", "k-key")])))
+        .unwrap();
+    assert_eq!(verdict.outcome(), Outcome::TimedOut, "{verdict:?}");
+    assert!(verdict.is_retryable());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // A slow provider under the limit answers normally.
+    let slow = rt
+        .block_on(host.validate("slow", fields(&[("api_key", "50")])))
+        .unwrap();
+    assert!(slow.is_valid(), "{slow:?}");
+}
+
+#[test]
+fn cli_timeout_flag_bounds_a_hanging_provider() {
+    let dir = PluginDir::with(&["fixture-hang"]);
+    let started = Instant::now();
+    let out = run(connhost(dir.path()).args([
+        "--timeout",
+        "0.5",
+        "validate",
+        "hangs-forever",
+        "-f",
+        "api_key=k-key",
+    ]));
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("timed out"), "{}", out.stdout);
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_duplicate_provider_id_is_refused_and_both_origins_are_named() {
+    let dir = PluginDir::empty();
+    let github = dir.add_library("github");
+    // Sorted by file name, libfixture_duplicate comes first: the built-in
+    // openai still wins, and so does the plugin loaded first for github.
+    let duplicate = dir.add_library("fixture-duplicate");
+    let host = load_beside_good_plugins(&dir);
+    let conflicts: Vec<_> = host
+        .load_report()
+        .failed
+        .iter()
+        .filter(|f| f.kind == FailureKind::Conflict)
+        .cloned()
+        .collect();
+    assert_eq!(conflicts.len(), 2, "{conflicts:#?}");
+    let openai = conflicts
+        .iter()
+        .find(|f| f.reason.contains("\"openai\""))
+        .unwrap();
+    assert_eq!(openai.path, duplicate);
+    assert!(
+        openai.reason.contains("the host (built in)"),
+        "{}",
+        openai.reason
+    );
+    assert!(
+        openai.reason.contains("fixture-duplicate"),
+        "{}",
+        openai.reason
+    );
+    assert_eq!(
+        host.provider("openai").unwrap().origin,
+        connhost::Origin::Builtin
+    );
+
+    let github_conflict = conflicts
+        .iter()
+        .find(|f| f.reason.contains("\"github\""))
+        .unwrap();
+    assert!(github_conflict
+        .reason
+        .contains(&duplicate.display().to_string()));
+    assert!(github_conflict
+        .reason
+        .contains(&github.display().to_string()));
+    // The unique provider of the conflicting plugin still loads.
+    assert!(host.registry().has("duplicate-unique"));
+}
+
+#[test]
+fn the_cli_reports_every_bad_file_and_still_serves_the_rest() {
+    let dir = PluginDir::with(&[
+        "daytona",
+        "fixture-not-a-plugin",
+        "fixture-panic-init",
+        "fixture-abi-version",
+    ]);
+    dir.add_file(&library_file_name("junk"), b"definitely not ELF");
+    let report = run(connhost(dir.path()).args(["plugins", "--json"])).json();
+    assert_eq!(report["loaded"].as_array().unwrap().len(), 1);
+    assert_eq!(report["failed"].as_array().unwrap().len(), 4);
+    for failure in report["failed"].as_array().unwrap() {
+        assert!(failure["path"].is_string());
+        assert!(failure["reason"].as_str().unwrap().len() > 20);
+    }
+    let human = run(connhost(dir.path()).arg("plugins"));
+    assert!(human.stdout.contains("Not loaded (4)"), "{}", human.stdout);
+    let providers = run(connhost(dir.path()).arg("providers"));
+    assert_eq!(providers.code, 0);
+    assert!(providers.stdout.contains("daytona"));
+    assert!(
+        providers.stderr.contains("4 plugin file(s)"),
+        "{}",
+        providers.stderr
+    );
+}

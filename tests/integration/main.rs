@@ -1,0 +1,12 @@
+//! connhost's integration tests: the example plugins and misbehaving fixture
+//! plugins are built by cargo, copied into temporary plugin folders, loaded
+//! with dlopen, and driven through the library API and the real binary.
+
+mod support;
+
+mod bad_plugins;
+mod cli;
+mod listing;
+mod logging;
+mod third_party;
+mod validation;

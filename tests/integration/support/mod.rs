@@ -1,0 +1,250 @@
+//! Helpers shared by the integration tests: building the plugin libraries
+//! with cargo, temporary plugin folders, running the real `connhost`
+//! binary, and a loopback HTTP server standing in for vendors' APIs.
+
+#![allow(dead_code)]
+
+pub mod vendor;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Every crate whose library the tests load, plus the binary.
+const PACKAGES: &[&str] = &[
+    "connhost",
+    "daytona",
+    "bedrock",
+    "mai",
+    "github",
+    "fixture-panic-init",
+    "fixture-panicky",
+    "fixture-hang",
+    "fixture-duplicate",
+    "fixture-not-a-plugin",
+    "fixture-abi-version",
+    "fixture-abi-layout",
+];
+
+/// The workspace's target dir, found from this test binary's own path
+/// (`<target>/<profile>/deps/integration-<hash>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent() // deps
+        .and_then(Path::parent) // profile
+        .and_then(Path::parent) // target
+        .expect("test binary under <target>/<profile>/deps")
+        .to_owned()
+}
+
+/// The profile folder the plugins are built into (the tests' own).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("profile dir")
+        .to_owned()
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
+}
+
+/// Builds the binary and every plugin library once per test run, as a user
+/// would (`cargo build`), into the tests' own target dir and profile. When
+/// the workspace was just built this is a quick no-op.
+pub fn build_artifacts() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut command = Command::new(env!("CARGO"));
+        command
+            .current_dir(workspace_root())
+            .arg("build")
+            .arg("--target-dir")
+            .arg(target_dir());
+        if profile_dir().file_name().is_some_and(|p| p == "release") {
+            command.arg("--release");
+        }
+        for package in PACKAGES {
+            command.args(["--package", package]);
+        }
+        let output = command.output().expect("run cargo build");
+        assert!(
+            output.status.success(),
+            "building the plugins failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        profile_dir()
+    })
+}
+
+/// The file name of a library built from a crate (`libdaytona.so`).
+pub fn library_file_name(crate_name: &str) -> String {
+    format!(
+        "{}{}.{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_EXTENSION
+    )
+}
+
+/// A built library's path.
+pub fn built_library(crate_name: &str) -> PathBuf {
+    build_artifacts().join(library_file_name(crate_name))
+}
+
+/// A temporary plugins folder. Every file is a fresh copy, so each test
+/// gets its own instance of each library (the dynamic loader would hand
+/// back an already-loaded object for the same file).
+pub struct PluginDir {
+    dir: tempfile::TempDir,
+}
+
+impl PluginDir {
+    pub fn empty() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("connhost-plugins-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    /// A folder holding copies of these crates' libraries.
+    pub fn with(crates: &[&str]) -> Self {
+        let dir = Self::empty();
+        for name in crates {
+            dir.add_library(name);
+        }
+        dir
+    }
+
+    /// Copies a built library in under its usual name.
+    pub fn add_library(&self, crate_name: &str) -> PathBuf {
+        let to = self.path().join(library_file_name(crate_name));
+        std::fs::copy(built_library(crate_name), &to).expect("copy plugin");
+        to
+    }
+
+    /// Writes a file with these bytes.
+    pub fn add_file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let to = self.path().join(name);
+        std::fs::write(&to, bytes).expect("write file");
+        to
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path().join(name)
+    }
+}
+
+/// The result of running the `connhost` binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// A `connhost` command with `--plugins DIR`, its logs off unless a test
+/// asks for them.
+pub fn connhost(plugins: &Path) -> Command {
+    let binary = build_artifacts().join(format!("connhost{}", std::env::consts::EXE_SUFFIX));
+    let mut command = Command::new(binary);
+    command
+        .env_remove("CONNHOST_PLUGINS")
+        .env_remove("CONNHOST_EXPERIMENTAL")
+        .env_remove("CONNHOST_TIMEOUT")
+        .env("CONNHOST_LOG", "error")
+        .env("NO_COLOR", "1")
+        .arg("--plugins")
+        .arg(plugins)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs a command to completion.
+pub fn run(command: &mut Command) -> Run {
+    command.output().expect("run connhost").into()
+}
+
+/// Runs a command with `input` on its standard input.
+pub fn run_with_stdin(command: &mut Command, input: &str) -> Run {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn connhost");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for connhost").into()
+}
+
+/// Fields from pairs.
+pub fn fields(pairs: &[(&str, &str)]) -> connhost::CredentialFields {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A host over `dir` with settings pointing plugins at `vendor_url`.
+pub fn host_with(
+    dir: &PluginDir,
+    configure: impl FnOnce(&mut connhost::HostConfig),
+) -> connhost::Connhost {
+    let mut config = connhost::HostConfig::with_plugins_dir(dir.path());
+    configure(&mut config);
+    connhost::Connhost::start(&config)
+}
+
+/// Sets a plugin setting in a config.
+pub fn set(config: &mut connhost::HostConfig, plugin: &str, key: &str, value: &str) {
+    config
+        .settings
+        .entry(plugin.to_owned())
+        .or_default()
+        .insert(key.to_owned(), value.to_owned());
+}
+
+/// A multi-threaded runtime for library-API tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

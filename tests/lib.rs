@@ -1,0 +1,1 @@
+//! connhost integration tests live in `integration/`; this library is empty.
