@@ -28,9 +28,36 @@ pub fn builtin_providers() -> impl Iterator<Item = &'static ConnectionProviderPl
 
 /// Registers a provider compiled into the host.
 ///
-/// ```ignore
+/// ```
+/// # use connhost_plugin_api::prelude::*;
+/// # #[derive(Default)] struct MyProvider;
+/// # #[async_trait] impl ConnectionProvider for MyProvider {
+/// #     fn provider_id(&self) -> &str { "mine" }
+/// #     fn display_name(&self) -> &str { "X" }
+/// #     fn description(&self) -> &str { "X" }
+/// #     fn icon(&self) -> &str { "plug" }
+/// #     fn connection_type(&self) -> ConnectionType { ConnectionType::ApiKey }
+/// #     fn form_schema(&self) -> Option<CredentialFormSchema> { None }
+/// #     async fn validate(&self, _: &str) -> ValidationResult { Ok(ConnectionValidation::valid()) }
+/// # }
+/// # use connhost_plugin_api::prelude::*;
+/// # #[derive(Default)] struct Simulator;
+/// # #[async_trait] impl ConnectionProvider for Simulator {
+/// #     fn provider_id(&self) -> &str { "sim" }
+/// #     fn display_name(&self) -> &str { "X" }
+/// #     fn description(&self) -> &str { "X" }
+/// #     fn icon(&self) -> &str { "plug" }
+/// #     fn connection_type(&self) -> ConnectionType { ConnectionType::ApiKey }
+/// #     fn form_schema(&self) -> Option<CredentialFormSchema> { None }
+/// #     async fn validate(&self, _: &str) -> ValidationResult { Ok(ConnectionValidation::valid()) }
+/// # }
 /// connhost_plugin_api::register_provider!(|| Box::new(MyProvider));
 /// connhost_plugin_api::register_provider!(experimental: || Box::new(Simulator));
+///
+/// let ids: Vec<_> = connhost_plugin_api::builtin_providers()
+///     .map(|p| (p.factory)().provider_id().to_owned())
+///     .collect();
+/// assert!(ids.contains(&"mine".to_owned()));
 /// ```
 #[macro_export]
 macro_rules! register_provider {

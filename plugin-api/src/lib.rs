@@ -77,6 +77,7 @@ mod log_bridge;
 pub mod panic;
 mod provider;
 pub mod schema;
+pub mod testing;
 
 pub use async_trait::async_trait;
 pub use builtin::{builtin_providers, ConnectionProviderPlugin};
@@ -124,19 +125,58 @@ pub mod __private {
 /// Call it once, at the crate root of a `cdylib` crate, with one expression
 /// per provider (each a value implementing [`ConnectionProvider`]):
 ///
-/// ```ignore
-/// connhost_plugin_api::export_plugin!(Daytona::default());
-/// connhost_plugin_api::export_plugin!(First::new(), Second::new());
+/// ```
+/// # use connhost_plugin_api::prelude::*;
+/// # #[derive(Default)] struct First;
+/// # #[async_trait] impl ConnectionProvider for First {
+/// #     fn provider_id(&self) -> &str { "first" }
+/// #     fn display_name(&self) -> &str { "X" }
+/// #     fn description(&self) -> &str { "X" }
+/// #     fn icon(&self) -> &str { "plug" }
+/// #     fn connection_type(&self) -> ConnectionType { ConnectionType::ApiKey }
+/// #     fn form_schema(&self) -> Option<CredentialFormSchema> { None }
+/// #     async fn validate(&self, _: &str) -> ValidationResult { Ok(ConnectionValidation::valid()) }
+/// # }
+/// # use connhost_plugin_api::prelude::*;
+/// # #[derive(Default)] struct Second;
+/// # #[async_trait] impl ConnectionProvider for Second {
+/// #     fn provider_id(&self) -> &str { "second" }
+/// #     fn display_name(&self) -> &str { "X" }
+/// #     fn description(&self) -> &str { "X" }
+/// #     fn icon(&self) -> &str { "plug" }
+/// #     fn connection_type(&self) -> ConnectionType { ConnectionType::ApiKey }
+/// #     fn form_schema(&self) -> Option<CredentialFormSchema> { None }
+/// #     async fn validate(&self, _: &str) -> ValidationResult { Ok(ConnectionValidation::valid()) }
+/// # }
+/// connhost_plugin_api::export_plugin!(First::default(), Second::default());
+/// # fn main() {}
 /// ```
 ///
 /// An optional init hook (a `fn() -> Result<(), String>`) runs once when the
 /// host loads the library, before any provider is built:
 ///
-/// ```ignore
+/// ```
+/// # use connhost_plugin_api::prelude::*;
+/// # #[derive(Default)] struct Daytona;
+/// # #[async_trait] impl ConnectionProvider for Daytona {
+/// #     fn provider_id(&self) -> &str { "daytona" }
+/// #     fn display_name(&self) -> &str { "X" }
+/// #     fn description(&self) -> &str { "X" }
+/// #     fn icon(&self) -> &str { "plug" }
+/// #     fn connection_type(&self) -> ConnectionType { ConnectionType::ApiKey }
+/// #     fn form_schema(&self) -> Option<CredentialFormSchema> { None }
+/// #     async fn validate(&self, _: &str) -> ValidationResult { Ok(ConnectionValidation::valid()) }
+/// # }
+/// fn setup() -> Result<(), String> {
+///     connhost_plugin_api::tracing::info!("daytona plugin loaded");
+///     Ok(())
+/// }
+///
 /// connhost_plugin_api::export_plugin! {
 ///     providers: [Daytona::default()],
 ///     init: setup,
 /// }
+/// # fn main() {}
 /// ```
 ///
 /// The plugin's name and version are the crate's (`CARGO_PKG_NAME`,

@@ -128,36 +128,11 @@ connhost_plugin_api::export_plugin!(Daytona::default());
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-
     use connhost_plugin_api::schema::FieldType;
     use connhost_plugin_api::{ProviderDescriptor, ValidationErrorKind};
 
     use super::*;
-
-    /// Wakes the test thread parked in [`block_on`].
-    struct ThreadWaker(std::thread::Thread);
-
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-
-    /// Runs a future to completion on the current thread.
-    fn block_on<F: Future>(future: F) -> F::Output {
-        let mut future = std::pin::pin!(future);
-        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        loop {
-            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-                return output;
-            }
-            std::thread::park();
-        }
-    }
+    use connhost_plugin_api::testing::block_on;
 
     #[test]
     fn descriptor() {

@@ -244,36 +244,11 @@ connhost_plugin_api::export_plugin!(MicrosoftAi::default());
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-
     use connhost_plugin_api::schema::FieldType;
     use connhost_plugin_api::{ProviderDescriptor, ValidationErrorKind};
 
     use super::*;
-
-    /// Wakes the test thread parked in [`block_on`].
-    struct ThreadWaker(std::thread::Thread);
-
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-
-    /// Runs a future to completion on the current thread.
-    fn block_on<F: Future>(future: F) -> F::Output {
-        let mut future = std::pin::pin!(future);
-        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        loop {
-            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-                return output;
-            }
-            std::thread::park();
-        }
-    }
+    use connhost_plugin_api::testing::block_on;
 
     const API_KEY: &str = "0123456789abcdef0123456789abcdef";
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
