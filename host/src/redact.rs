@@ -149,14 +149,8 @@ impl fmt::Debug for RedactedFields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connhost_plugin_api::testing::fields;
     use connhost_plugin_api::FormField;
-
-    fn fields(pairs: &[(&str, &str)]) -> CredentialFields {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn schema() -> CredentialFormSchema {
         CredentialFormSchema::new("")

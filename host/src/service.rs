@@ -11,6 +11,7 @@ use connhost_plugin_api::{
     assemble_credential_document, ConnectionType, CredentialFields, CredentialFormSchema,
 };
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::loader::{load_directory, LoadOptions, LoadReport};
 use crate::redact::{RedactedFields, Secrets, WithSecrets};
@@ -214,9 +215,16 @@ impl Connhost {
     pub async fn validate(
         &self,
         provider_id: &str,
-        mut fields: CredentialFields,
+        fields: CredentialFields,
     ) -> Result<Verdict, UnknownProvider> {
         let entry = self.entry(provider_id)?;
+        // Plugin log lines emitted while the provider is polled land in
+        // this span.
+        let span = tracing::info_span!("validate", provider = provider_id);
+        Ok(self.run(&entry, fields).instrument(span).await)
+    }
+
+    async fn run(&self, entry: &RegisteredProvider, mut fields: CredentialFields) -> Verdict {
         let schema = entry.descriptor().form_schema.as_ref();
         if let Some(schema) = schema {
             fields.retain(|name, _| schema.field(name).is_some());
@@ -231,14 +239,13 @@ impl Connhost {
             let errors = schema.check(&fields);
             if !errors.is_empty() {
                 tracing::info!(
-                    provider = provider_id,
                     errors = errors.len(),
                     "submission refused by the form's rules"
                 );
-                return Ok(Verdict::InvalidFields(errors));
+                return Verdict::InvalidFields(errors);
             }
         }
-        tracing::debug!(provider = provider_id, fields = ?RedactedFields::new(schema, &fields), "validating");
+        tracing::debug!(fields = ?RedactedFields::new(schema, &fields), "validating");
         let secrets = Arc::new(Secrets::of(schema, &fields));
         let started = Instant::now();
         let running = WithSecrets::new(secrets.clone(), entry.run_validation(fields.clone()));
@@ -266,24 +273,27 @@ impl Connhost {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &verdict {
             Verdict::ProviderFault { message } => {
-                tracing::error!(
-                    provider = provider_id,
-                    elapsed_ms,
-                    "provider fault: {message}"
-                )
+                tracing::error!(elapsed_ms, "provider fault: {message}")
             }
             Verdict::TimedOut { .. } => {
-                tracing::warn!(provider = provider_id, elapsed_ms, "validation timed out")
+                tracing::warn!(elapsed_ms, "validation timed out")
             }
             other => {
-                tracing::info!(
-                    provider = provider_id,
-                    outcome = other.outcome().as_str(),
-                    elapsed_ms,
-                    "validated"
-                )
+                tracing::info!(outcome = other.outcome().as_str(), elapsed_ms, "validated")
             }
         }
-        Ok(verdict)
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_can_be_shared_across_threads_and_tasks() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Connhost>();
+        assert_send_sync::<Verdict>();
     }
 }

@@ -23,17 +23,19 @@ pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-/// A future that resolves to `Err(message)` if polling `F` panics.
+/// A future that resolves to `Err(message)` if polling `F` panics, and
+/// that swallows a panic raised while dropping `F` (a cancelled future whose
+/// state panics in `Drop`), so neither reaches the caller.
 #[derive(Debug)]
 pub struct CatchPanic<F> {
-    inner: Pin<Box<F>>,
+    inner: Option<Pin<Box<F>>>,
 }
 
 impl<F: Future> CatchPanic<F> {
     /// Wraps a future.
     pub fn new(inner: F) -> Self {
         Self {
-            inner: Box::pin(inner),
+            inner: Some(Box::pin(inner)),
         }
     }
 }
@@ -42,13 +44,29 @@ impl<F: Future> Future for CatchPanic<F> {
     type Output = Result<F::Output, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.inner.as_mut();
-        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Err(payload) => Poll::Ready(Err(panic_message(payload))),
-        }
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(Err("polled after completion".to_owned()));
+        };
+        let polled = catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx)));
+        let output = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(value)) => Ok(value),
+            Err(payload) => Err(panic_message(payload)),
+        };
+        drop_catching(self.inner.take());
+        Poll::Ready(output)
     }
+}
+
+impl<F> Drop for CatchPanic<F> {
+    fn drop(&mut self) {
+        drop_catching(self.inner.take());
+    }
+}
+
+/// Drops `value`, swallowing a panic from its destructor.
+fn drop_catching<T>(value: T) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
 }
 
 #[cfg(test)]
@@ -64,5 +82,26 @@ mod tests {
             Err::<(), _>("boom 3".into())
         );
         assert_eq!(catch_panic(|| 7), Ok(7));
+    }
+
+    struct Bomb;
+
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("drop exploded");
+        }
+    }
+
+    #[test]
+    fn a_panic_while_dropping_a_cancelled_future_is_contained() {
+        let future = CatchPanic::new(async {
+            let _bomb = Bomb;
+            std::future::pending::<()>().await;
+        });
+        let mut future = Box::pin(future);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        drop(future); // must not panic
     }
 }

@@ -37,3 +37,16 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         }
     }
 }
+
+/// Submitted fields from `(name, value)` pairs.
+///
+/// ```
+/// let fields = connhost_plugin_api::testing::fields(&[("api_key", "k-123")]);
+/// assert_eq!(fields["api_key"], "k-123");
+/// ```
+pub fn fields(pairs: &[(&str, &str)]) -> crate::CredentialFields {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
+}

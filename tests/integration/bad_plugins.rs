@@ -237,6 +237,22 @@ fn a_provider_that_never_answers_times_out_and_others_keep_working() {
 }
 
 #[test]
+fn a_cancelled_validation_that_panics_while_being_dropped_does_not_take_the_host_down() {
+    let dir = PluginDir::empty();
+    dir.add_library("fixture-panicky");
+    let host = load_beside_good_plugins(&dir);
+    let rt = runtime();
+    let verdict = rt
+        .block_on(host.validate("panics-on-drop", fields(&[("api_key", "k-key")])))
+        .unwrap();
+    assert_eq!(verdict.outcome(), Outcome::TimedOut, "{verdict:?}");
+    let healthy = rt
+        .block_on(host.validate("panicky-healthy", fields(&[("api_key", "x-key")])))
+        .unwrap();
+    assert!(healthy.is_valid(), "{healthy:?}");
+}
+
+#[test]
 fn cli_timeout_flag_bounds_a_hanging_provider() {
     let dir = PluginDir::with(&["fixture-hang"]);
     let started = Instant::now();

@@ -279,20 +279,13 @@ mod tests {
     use connhost_plugin_api::{ProviderDescriptor, ValidationErrorKind};
 
     use super::*;
-    use connhost_plugin_api::testing::block_on;
+    use connhost_plugin_api::testing::{block_on, fields};
 
     // AWS's documented example credentials.
     const LONG_TERM_ID: &str = "AKIAIOSFODNN7EXAMPLE";
     const TEMPORARY_ID: &str = "ASIAIOSFODNN7EXAMPLE";
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
     const TOKEN: &str = "IQoJb3JpZ2luX2VjEXAMPLE+/TOKEN==";
-
-    fn fields(pairs: &[(&str, &str)]) -> CredentialFields {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     fn long_term() -> CredentialFields {
         fields(&[

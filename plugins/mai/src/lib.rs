@@ -248,19 +248,12 @@ mod tests {
     use connhost_plugin_api::{ProviderDescriptor, ValidationErrorKind};
 
     use super::*;
-    use connhost_plugin_api::testing::block_on;
+    use connhost_plugin_api::testing::{block_on, fields};
 
     const API_KEY: &str = "0123456789abcdef0123456789abcdef";
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
     const CLIENT: &str = "4A1AA1D5-C567-49D0-AD0B-CD957A47F842";
     const SECRET: &str = "s3cr3t~Value.With_Chars";
-
-    fn fields(pairs: &[(&str, &str)]) -> CredentialFields {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     fn entra() -> CredentialFields {
         fields(&[

@@ -213,13 +213,7 @@ pub fn run_with_stdin(command: &mut Command, input: &str) -> Run {
     child.wait_with_output().expect("wait for connhost").into()
 }
 
-/// Fields from pairs.
-pub fn fields(pairs: &[(&str, &str)]) -> connhost::CredentialFields {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+pub use connhost_plugin_api::testing::fields;
 
 /// A host over `dir` with settings pointing plugins at `vendor_url`.
 pub fn host_with(
