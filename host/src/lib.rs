@@ -23,10 +23,12 @@
 
 mod builtin;
 pub mod capabilities;
+pub mod http;
 pub mod loader;
 mod plugin_provider;
 pub mod redact;
 mod registry;
+mod schema_doc;
 mod service;
 mod validation;
 
@@ -37,4 +39,7 @@ pub use registry::{Conflict, Origin, ProviderRegistry, RegisteredProvider, Regis
 pub use service::{
     Connhost, HostConfig, ProviderInfo, UnknownProvider, DEFAULT_VALIDATION_TIMEOUT,
 };
-pub use validation::{Accepted, CredentialDocument, Outcome, Verdict};
+pub use validation::{
+    Accepted, CredentialDocument, FieldErrorBody, NotValidBody, Outcome, ValidBody, Verdict,
+    VerdictBody,
+};

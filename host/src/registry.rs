@@ -14,7 +14,7 @@ use crate::plugin_provider::PluginProvider;
 use crate::validation::ProviderOutcome;
 
 /// Where a registered provider comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
     /// Compiled into the host (collected with `inventory`, or registered by
@@ -27,6 +27,7 @@ pub enum Origin {
         /// The plugin's version.
         version: String,
         /// The file it was loaded from.
+        #[schema(value_type = String)]
         path: PathBuf,
     },
 }

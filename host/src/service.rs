@@ -61,7 +61,7 @@ impl HostConfig {
 
 /// A provider as listed by the API: the JSON contract of
 /// `connhost providers --json` and `GET /v1/providers`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ProviderInfo {
     /// Stable id.
     pub provider_id: String,
@@ -72,8 +72,10 @@ pub struct ProviderInfo {
     /// A Lucide icon name.
     pub icon: String,
     /// `"oauth"` or `"api_key"`.
+    #[schema(value_type = crate::schema_doc::ConnectionType)]
     pub connection_type: ConnectionType,
     /// The credential form (`null` for OAuth).
+    #[schema(value_type = Option<crate::schema_doc::CredentialFormSchema>)]
     pub form_schema: Option<CredentialFormSchema>,
     /// Registered only because experimental features are on.
     pub experimental: bool,

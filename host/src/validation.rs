@@ -96,7 +96,7 @@ pub enum Verdict {
 }
 
 /// The machine-readable name of a verdict's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// [`Verdict::Valid`].
@@ -175,39 +175,96 @@ impl Verdict {
         }
     }
 
-    /// The stable JSON form (the `connhost validate --json` output):
-    /// `{"valid": true, "provider_username", "provider_metadata"}`, or
-    /// `{"valid": false, "outcome", "error", "retryable"}` with `"errors"`
-    /// (`[{"field", "message"}]`) for invalid fields. The credential
-    /// document is included (as `"credential_document"`) only when
-    /// `include_document` is true.
+    /// The stable JSON form (the `connhost validate --json` output and the
+    /// HTTP API's verdict): see [`VerdictBody`]. The credential document is
+    /// included only when `include_document` is true.
     pub fn to_json(&self, include_document: bool) -> serde_json::Value {
-        use serde_json::json;
-        match self {
-            Verdict::Valid(accepted) => {
-                let mut value = json!({
-                    "valid": true,
-                    "provider_username": accepted.provider_username,
-                    "provider_metadata": accepted.provider_metadata,
-                });
-                if include_document {
-                    value["credential_document"] =
-                        json!(accepted.document.as_ref().map(|d| d.expose()));
-                }
-                value
-            }
-            other => {
-                let mut value = json!({
-                    "valid": false,
-                    "outcome": other.outcome(),
-                    "error": other.error_message(),
-                    "retryable": other.is_retryable(),
-                });
-                if let Verdict::InvalidFields(errors) = other {
-                    value["errors"] = json!(errors);
-                }
-                value
-            }
+        serde_json::to_value(VerdictBody::new(self, include_document))
+            .expect("a verdict always serialises")
+    }
+}
+
+/// A verdict on the wire:
+/// `{"valid": true, "provider_username", "provider_metadata"}` (plus
+/// `"credential_document"` when asked for), or
+/// `{"valid": false, "outcome", "error", "retryable"}` (plus `"errors"`, each
+/// `{"field", "message"}`, for invalid fields).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum VerdictBody {
+    /// The credential was accepted.
+    Valid(ValidBody),
+    /// It was not, or no decision could be made.
+    NotValid(NotValidBody),
+}
+
+/// An accepted credential on the wire.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ValidBody {
+    /// Always `true`.
+    pub valid: bool,
+    /// The account the credential belongs to, when the provider says.
+    pub provider_username: Option<String>,
+    /// Whatever else the provider reported.
+    #[schema(value_type = Option<Object>)]
+    pub provider_metadata: Option<serde_json::Value>,
+    /// The credential as it should be stored (a lone `api_key` raw,
+    /// anything else as JSON with sorted keys). Present only when requested:
+    /// it holds secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_document: Option<String>,
+}
+
+/// A credential that was not accepted, or a check that did not conclude.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NotValidBody {
+    /// Always `false`.
+    pub valid: bool,
+    /// What happened.
+    pub outcome: Outcome,
+    /// A message for the user.
+    pub error: String,
+    /// Whether asking again may give another answer.
+    pub retryable: bool,
+    /// The form's errors, for `invalid_fields`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldErrorBody>>)]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// One form error on the wire.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FieldErrorBody {
+    /// The field the message is about; `null` for a form-wide message.
+    pub field: Option<String>,
+    /// The message.
+    pub message: String,
+}
+
+impl VerdictBody {
+    /// The wire form of `verdict`.
+    pub fn new(verdict: &Verdict, include_document: bool) -> Self {
+        match verdict {
+            Verdict::Valid(accepted) => VerdictBody::Valid(ValidBody {
+                valid: true,
+                provider_username: accepted.provider_username.clone(),
+                provider_metadata: accepted.provider_metadata.clone(),
+                credential_document: if include_document {
+                    accepted.document.as_ref().map(|d| d.expose().to_owned())
+                } else {
+                    None
+                },
+            }),
+            other => VerdictBody::NotValid(NotValidBody {
+                valid: false,
+                outcome: other.outcome(),
+                error: other.error_message().unwrap_or_default(),
+                retryable: other.is_retryable(),
+                errors: match other {
+                    Verdict::InvalidFields(errors) => Some(errors.clone()),
+                    _ => None,
+                },
+            }),
         }
     }
 }

@@ -6,6 +6,7 @@ mod support;
 
 mod bad_plugins;
 mod cli;
+mod http;
 mod listing;
 mod logging;
 mod third_party;

@@ -85,6 +85,12 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the HTTP API and the settings page.
+    ///
+    /// Binding to an address other than loopback requires an access token
+    /// (--token-file, or the CONNHOST_TOKEN environment variable), which
+    /// every /v1 request must then present as `Authorization: Bearer`.
+    Serve(ServeArgs),
     /// Examine a plugin file without registering it: what it contains and
     /// whether this host can load it.
     Inspect {
@@ -94,4 +100,40 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Flags of `connhost serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on.
+    #[arg(
+        long,
+        env = "CONNHOST_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub(crate) listen: std::net::SocketAddr,
+
+    /// A file holding the access token (or set CONNHOST_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+
+    /// An origin allowed to call the API from a browser (repeatable, or
+    /// comma-separated in CONNHOST_CORS_ORIGINS). CORS is off without one.
+    #[arg(
+        long = "cors-origin",
+        env = "CONNHOST_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub(crate) cors_origins: Vec<String>,
+
+    /// The largest request body accepted, in bytes.
+    #[arg(long, default_value_t = connhost::http::DEFAULT_BODY_LIMIT, value_name = "BYTES")]
+    pub(crate) body_limit: usize,
+
+    /// On SIGINT/SIGTERM, how long requests in flight may take to finish, in
+    /// seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub(crate) shutdown_grace: f64,
 }

@@ -13,6 +13,8 @@ use anyhow::{bail, Context as _};
 use clap::Parser as _;
 use connhost::{Connhost, CredentialFields, HostConfig, Outcome};
 
+mod serve;
+
 pub(crate) use args::Cli;
 use args::{Command, GlobalArgs};
 
@@ -23,6 +25,10 @@ const OK: u8 = 0;
 const INVALID: u8 = 1;
 /// Usage or setup error (clap uses 2 as well).
 pub(crate) const USAGE: u8 = 2;
+/// Exit status for success, as an `ExitCode`.
+pub(crate) fn success() -> ExitCode {
+    ExitCode::from(OK)
+}
 /// No decision: inconclusive, timed out, or the provider failed.
 const UNDECIDED: u8 = 3;
 
@@ -45,6 +51,10 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
             } else {
                 INVALID
             }))
+        }
+        Command::Serve(args) => {
+            let config = host_config(&global)?;
+            serve::run(config, args)
         }
         Command::Providers { json } => {
             let host = start(&global)?;
@@ -120,6 +130,10 @@ fn init_logging() {
 }
 
 fn start(global: &GlobalArgs) -> anyhow::Result<Connhost> {
+    Ok(Connhost::start(&host_config(global)?))
+}
+
+fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
     if !(global.timeout.is_finite() && global.timeout > 0.0) {
         bail!(
             "--timeout must be a positive number of seconds, got {}",
@@ -139,13 +153,13 @@ fn start(global: &GlobalArgs) -> anyhow::Result<Connhost> {
             .or_default()
             .insert(key.to_owned(), value.to_owned());
     }
-    Ok(Connhost::start(&HostConfig {
+    Ok(HostConfig {
         plugins_dir: Some(global.plugins.clone()),
         experimental: global.experimental,
         builtins: true,
         validation_timeout: Duration::from_secs_f64(global.timeout),
         settings,
-    }))
+    })
 }
 
 fn warn_failures(host: &Connhost) {

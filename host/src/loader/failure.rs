@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 /// The kind of a load failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailureKind {
@@ -31,9 +31,10 @@ pub enum FailureKind {
 }
 
 /// A plugin file, or one provider of it, that was not loaded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LoadFailure {
     /// The file.
+    #[schema(value_type = String)]
     pub path: PathBuf,
     /// A one-paragraph explanation for humans.
     pub reason: String,

@@ -35,9 +35,10 @@ pub struct LoadOptions {
 }
 
 /// A plugin file that loaded, with the providers it registered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LoadedPlugin {
     /// The file.
+    #[schema(value_type = String)]
     pub path: PathBuf,
     /// The plugin's name.
     pub plugin: String,
@@ -50,7 +51,7 @@ pub struct LoadedPlugin {
 }
 
 /// The outcome of scanning a plugins folder.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LoadReport {
     /// Plugins that loaded (a plugin some of whose providers were refused
     /// is listed here with the others, and its refusals under `failed`).

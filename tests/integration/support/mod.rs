@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod server;
 pub mod vendor;
 
 use std::path::{Path, PathBuf};

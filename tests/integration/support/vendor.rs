@@ -2,19 +2,29 @@
 //! `GET /sandbox`, GitHub's `GET /user`): real sockets, real HTTP/1.1.
 //!
 //! Bearer tokens decide the answer: `good-key` -> 200 with a JSON body,
-//! `rate-limited` -> 429, `broken` -> 500, anything else -> 401.
+//! `rate-limited` -> 429, `broken` -> 500, anything else -> 401. `hold`
+//! makes the request wait until the test calls [`Vendor::release`], then
+//! answers as for `good-key`: a vendor exactly as slow as a test needs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// A running fake vendor. Stops accepting when dropped.
 pub struct Vendor {
     url: String,
     requests: Arc<AtomicUsize>,
     paths: Arc<Mutex<Vec<String>>>,
+    gate: Arc<Gate>,
     _stop: Stop,
+}
+
+/// Held requests: how many arrived, and whether they may answer.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
 }
 
 struct Stop(std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>);
@@ -33,10 +43,12 @@ impl Vendor {
         let requests = Arc::new(AtomicUsize::new(0));
         let paths = Arc::new(Mutex::new(Vec::new()));
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = Arc::new(Gate::default());
         {
             let requests = requests.clone();
             let paths = paths.clone();
             let stopped = stopped.clone();
+            let gate = gate.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stopped.load(Ordering::SeqCst) {
@@ -45,11 +57,14 @@ impl Vendor {
                     let Ok(stream) = stream else { continue };
                     let requests = requests.clone();
                     let paths = paths.clone();
+                    let gate = gate.clone();
                     std::thread::spawn(move || {
-                        if let Some(path) = serve(stream) {
+                        serve(stream, &gate, |path| {
+                            // Counted before answering, so a client that has
+                            // its answer always sees its request counted.
                             requests.fetch_add(1, Ordering::SeqCst);
                             paths.lock().unwrap().push(path);
-                        }
+                        });
                     });
                 }
             });
@@ -58,6 +73,7 @@ impl Vendor {
             url: format!("http://{addr}"),
             requests,
             paths,
+            gate,
             _stop: Stop(addr, stopped),
         }
     }
@@ -72,13 +88,27 @@ impl Vendor {
         self.requests.load(Ordering::SeqCst)
     }
 
+    /// Blocks until `count` requests with the token `hold` are waiting.
+    pub fn wait_for_held(&self, count: usize) {
+        let mut state = self.gate.state.lock().unwrap();
+        while state.0 < count {
+            state = self.gate.changed.wait(state).unwrap();
+        }
+    }
+
+    /// Lets every held request (and any later one) answer.
+    pub fn release(&self) {
+        self.gate.state.lock().unwrap().1 = true;
+        self.gate.changed.notify_all();
+    }
+
     /// The request lines' paths, in order.
     pub fn paths(&self) -> Vec<String> {
         self.paths.lock().unwrap().clone()
     }
 }
 
-fn serve(stream: TcpStream) -> Option<String> {
+fn serve(stream: TcpStream, gate: &Gate, record: impl FnOnce(String)) -> Option<()> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line).ok()?;
@@ -99,6 +129,15 @@ fn serve(stream: TcpStream) -> Option<String> {
             }
         }
     }
+    if token == "hold" {
+        let mut state = gate.state.lock().unwrap();
+        state.0 += 1;
+        gate.changed.notify_all();
+        while !state.1 {
+            state = gate.changed.wait(state).unwrap();
+        }
+        token = "good-key".to_owned();
+    }
     let (status, body) = match token.as_str() {
         "good-key" => (
             "200 OK",
@@ -109,11 +148,11 @@ fn serve(stream: TcpStream) -> Option<String> {
         "broken" => ("500 Internal Server Error", "{}".to_owned()),
         _ => ("401 Unauthorized", r#"{"error":"unauthorized"}"#.to_owned()),
     };
+    record(path);
     let mut stream = stream;
     let response = format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(response.as_bytes()).ok()?;
-    Some(path)
+    stream.write_all(response.as_bytes()).ok()
 }

@@ -1,0 +1,112 @@
+//! `connhost serve`: bind, start answering, load the plugins, report ready,
+//! and shut down gracefully on SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use axum::http::HeaderValue;
+use connhost::http::{AccessToken, AppState, HttpConfig};
+use connhost::{Connhost, HostConfig};
+
+use super::args::ServeArgs;
+
+/// Where the access token comes from when not in a file.
+const TOKEN_ENV: &str = "CONNHOST_TOKEN";
+
+pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let token = read_token(&args)?;
+    if token.is_none() && !args.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {} without an access token: anyone who can reach that address could use the API. \
+             Set {TOKEN_ENV} or pass --token-file FILE, or listen on a loopback address such as 127.0.0.1:{}",
+            args.listen,
+            args.listen.port()
+        );
+    }
+    if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
+        bail!(
+            "--shutdown-grace must be a number of seconds, got {}",
+            args.shutdown_grace
+        );
+    }
+    let cors_origins = args
+        .cors_origins
+        .iter()
+        .filter(|o| !o.trim().is_empty())
+        .map(|origin| {
+            HeaderValue::from_str(origin.trim())
+                .with_context(|| format!("--cors-origin {origin:?} is not a valid origin"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let http_config = HttpConfig {
+        token,
+        cors_origins,
+        body_limit: args.body_limit,
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("connhost")
+        .build()
+        .context("could not start the async runtime")?;
+    let finished = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("could not listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        println!("connhost: listening on http://{address}");
+        tracing::info!(%address, "listening");
+
+        let state = AppState::new(&http_config);
+        let app = connhost::http::router(state.clone(), &http_config);
+        // Answer probes (and 503 on the API) while the plugins load.
+        tokio::task::spawn_blocking(move || {
+            let host = Connhost::start(&host_config);
+            let report = host.load_report();
+            tracing::info!(
+                providers = host.registry().len(),
+                plugins_loaded = report.loaded.len(),
+                plugins_failed = report.failed.len(),
+                "ready"
+            );
+            for failure in &report.failed {
+                tracing::warn!(path = %failure.path.display(), "plugin not loaded: {}", failure.reason);
+            }
+            state.set_host(host);
+            println!("connhost: ready");
+        });
+        connhost::http::serve(
+            listener,
+            app,
+            connhost::http::shutdown_signal(),
+            Duration::from_secs_f64(args.shutdown_grace),
+        )
+        .await
+        .context("the server failed")
+    })?;
+    // Do not wait for providers that never finished.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    if finished {
+        Ok(super::success())
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn read_token(args: &ServeArgs) -> anyhow::Result<Option<AccessToken>> {
+    let raw = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("could not read the token file {}", path.display()))?,
+        ),
+        None => std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+    };
+    raw.map(|raw| {
+        AccessToken::new(&raw).map_err(|e| match &args.token_file {
+            Some(path) => anyhow::anyhow!("{e} (in {})", path.display()),
+            None => anyhow::anyhow!("{e} (in {TOKEN_ENV})"),
+        })
+    })
+    .transpose()
+}

@@ -1,0 +1,602 @@
+// connhost settings page: lists the providers from /v1/providers, renders
+// each API-key provider's credential form generically from its schema, and
+// validates submissions with POST /v1/providers/{id}/validate.
+//
+// Everything a plugin supplies (names, descriptions, labels, placeholders,
+// help text, error messages) is untrusted: it only ever reaches the page
+// through textContent, attributes and text nodes. The single exception is
+// the instructions HTML from /ui/instructions, which the server renders
+// from markdown and sanitises (raw HTML escaped, only http/https/mailto
+// links); it is the only thing assigned to innerHTML.
+
+(() => {
+  "use strict";
+
+  const TOKEN_KEY = "connhost.access-token";
+  const INPUT_TYPES = { password: "password", text: "text", url: "url" };
+  const OUTCOME_LABELS = {
+    rejected: "Rejected",
+    inconclusive: "Could not check",
+    timed_out: "Timed out",
+    provider_fault: "Provider failed",
+  };
+  const STARTING_RETRY_MS = 1000;
+  const STARTING_RETRIES = 30;
+
+  const page = {
+    status: document.getElementById("page-status"),
+    providers: document.getElementById("providers"),
+    auth: document.getElementById("auth"),
+    authForm: document.getElementById("auth-form"),
+    authInput: document.getElementById("access-token"),
+    authMessage: document.getElementById("auth-message"),
+    forget: document.getElementById("forget-token"),
+  };
+
+  // ----- DOM helpers (never parse HTML) -------------------------------
+
+  /**
+   * Creates an element. `attrs` values: strings/numbers become attributes,
+   * `true` an empty (boolean) attribute, `false`/null/undefined nothing.
+   * Children are nodes or strings (appended as text nodes).
+   */
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === undefined || value === null || value === false) continue;
+      node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children) {
+      if (child === undefined || child === null || child === false) continue;
+      node.append(child);
+    }
+    return node;
+  }
+
+  /** A string from untrusted JSON, or "" for anything that is not one. */
+  function str(value) {
+    return typeof value === "string" ? value : "";
+  }
+
+  function monogram(name) {
+    const first = Array.from(name.trim())[0];
+    return first ? first.toLocaleUpperCase() : "?";
+  }
+
+  /** A stable hue (0-359) for a provider's monogram. */
+  function hue(id) {
+    let h = 0;
+    for (const ch of id) h = (h * 31 + ch.codePointAt(0)) % 360;
+    return h;
+  }
+
+  function setPageStatus(message, kind, ...extra) {
+    page.status.replaceChildren();
+    page.status.dataset.kind = kind || "";
+    if (message) page.status.append(el("span", {}, message), ...extra);
+    page.status.hidden = !message;
+  }
+
+  // ----- access token ---------------------------------------------------
+
+  function readStoredToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch {
+      return ""; // storage unavailable: the token lasts as long as the page
+    }
+  }
+
+  let token = readStoredToken();
+
+  function setToken(value) {
+    token = value;
+    try {
+      if (value) sessionStorage.setItem(TOKEN_KEY, value);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // see readStoredToken
+    }
+    page.forget.hidden = !token;
+  }
+
+  let tokenRequest = null; // { promise, resolve } while the prompt is open
+
+  /** Shows the access-token prompt; resolves once a token was entered. */
+  function askForToken(message) {
+    page.authMessage.textContent = message;
+    if (!tokenRequest) {
+      let resolve;
+      const promise = new Promise((r) => {
+        resolve = r;
+      });
+      tokenRequest = { promise, resolve };
+      page.auth.hidden = false;
+      page.authInput.value = "";
+      page.authInput.removeAttribute("aria-invalid");
+      page.authInput.focus();
+    }
+    return tokenRequest.promise;
+  }
+
+  page.authForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const entered = page.authInput.value.trim();
+    let problem = "";
+    if (!entered) problem = "Enter the access token.";
+    else if (!/^[\x21-\x7e]+$/.test(entered)) {
+      problem = "An access token is made of printable ASCII characters, without spaces.";
+    }
+    if (problem) {
+      page.authMessage.textContent = problem;
+      page.authInput.setAttribute("aria-invalid", "true");
+      page.authInput.focus();
+      return;
+    }
+    setToken(entered);
+    page.authInput.value = "";
+    page.auth.hidden = true;
+    const waiting = tokenRequest;
+    tokenRequest = null;
+    if (waiting) waiting.resolve();
+  });
+
+  page.forget.addEventListener("click", () => {
+    setToken("");
+    load();
+  });
+
+  // ----- HTTP -------------------------------------------------------------
+
+  async function readJson(response) {
+    const text = await response.text();
+    if (!text) return null;
+    try {
+      return JSON.parse(text);
+    } catch {
+      return null;
+    }
+  }
+
+  /** The `{"error": {"message"}}` of an error answer, or a generic line. */
+  function errorMessage(body, response) {
+    const error = body && body.error;
+    if (error && typeof error === "object" && str(error.message)) return error.message;
+    if (str(error)) return error;
+    return `The server answered ${response.status} ${response.statusText}`.trim() + ".";
+  }
+
+  /**
+   * fetch() with the access token. On 401 the token prompt is shown, and
+   * the request is sent again once a token was entered. `onWaiting` is
+   * called while the request waits for a token.
+   */
+  async function request(path, init = {}, onWaiting) {
+    for (;;) {
+      const headers = new Headers(init.headers || {});
+      headers.set("Accept", "application/json");
+      const sent = token;
+      if (sent) headers.set("Authorization", `Bearer ${sent}`);
+      const response = await fetch(path, {
+        ...init,
+        headers,
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      if (response.status !== 401) return response;
+      const body = await readJson(response);
+      // Unless another request already got a new token meanwhile, forget
+      // the refused one and ask; then send the request again.
+      if (token === sent) {
+        if (sent) setToken("");
+        if (onWaiting) onWaiting();
+        await askForToken(
+          sent
+            ? `${errorMessage(body, response)} Enter the right access token.`
+            : "This server needs an access token. Enter it to continue.",
+        );
+      }
+    }
+  }
+
+  // ----- loading the providers ------------------------------------------
+
+  let loadGeneration = 0;
+
+  async function load() {
+    const generation = ++loadGeneration;
+    page.providers.replaceChildren();
+    page.providers.setAttribute("aria-busy", "true");
+    setPageStatus("Loading providers…", "loading");
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const [providersResponse, instructionsResponse] = await Promise.all([
+          request("v1/providers"),
+          request("ui/instructions").catch(() => null),
+        ]);
+        if (generation !== loadGeneration) return;
+        const body = await readJson(providersResponse);
+        if (providersResponse.status === 503 && attempt < STARTING_RETRIES) {
+          setPageStatus(errorMessage(body, providersResponse), "loading");
+          await new Promise((r) => setTimeout(r, STARTING_RETRY_MS));
+          continue;
+        }
+        if (!providersResponse.ok) throw new Error(errorMessage(body, providersResponse));
+        if (!Array.isArray(body)) throw new Error("The provider list is not a JSON array.");
+        let instructions = {};
+        if (instructionsResponse && instructionsResponse.ok) {
+          const rendered = await readJson(instructionsResponse);
+          if (rendered && typeof rendered === "object" && !Array.isArray(rendered)) {
+            instructions = rendered;
+          }
+        }
+        if (generation !== loadGeneration) return;
+        render(body, instructions);
+        return;
+      } catch (error) {
+        if (generation !== loadGeneration) return;
+        const retry = el("button", { type: "button", class: "button secondary" }, "Try again");
+        retry.addEventListener("click", () => load());
+        setPageStatus(`Could not load the providers: ${error.message}`, "error", " ", retry);
+        page.providers.removeAttribute("aria-busy");
+        return;
+      }
+    }
+  }
+
+  function render(providers, instructions) {
+    const cards = [];
+    for (const provider of providers) {
+      if (!provider || typeof provider !== "object" || !str(provider.provider_id)) continue;
+      const html = Object.prototype.hasOwnProperty.call(instructions, provider.provider_id)
+        ? str(instructions[provider.provider_id])
+        : null;
+      cards.push(renderCard(provider, html));
+    }
+    page.providers.replaceChildren(...cards);
+    page.providers.removeAttribute("aria-busy");
+    if (cards.length === 0) {
+      setPageStatus(
+        "No providers are registered. Put plugin libraries in connhost's plugins folder and restart it.",
+        "empty",
+      );
+    } else {
+      setPageStatus("", "");
+    }
+  }
+
+  function originText(origin) {
+    if (!origin || typeof origin !== "object") return "";
+    if (origin.kind === "builtin") return "Built in";
+    if (origin.kind === "plugin") {
+      return ["Plugin", str(origin.plugin), str(origin.version)].filter(Boolean).join(" ");
+    }
+    return "";
+  }
+
+  function renderCard(provider, instructionsHtml) {
+    const id = provider.provider_id;
+    const name = str(provider.display_name) || id;
+    const titleId = `title-${id}`;
+
+    const card = el("article", { class: "card", "data-provider": id, "aria-labelledby": titleId });
+    card.style.setProperty("--hue", String(hue(id)));
+
+    const heading = el("div", { class: "card-heading" }, el("h2", { id: titleId }, name));
+    if (provider.experimental === true) {
+      heading.append(el("span", { class: "badge badge-experimental" }, "Experimental"));
+    }
+    card.append(
+      el(
+        "header",
+        { class: "card-header" },
+        el("span", { class: "card-icon", "aria-hidden": "true", "data-icon": str(provider.icon) }, monogram(name)),
+        el("div", { class: "card-title" }, heading, el("p", { class: "origin" }, originText(provider.origin))),
+      ),
+    );
+    if (str(provider.description)) {
+      card.append(el("p", { class: "description" }, provider.description));
+    }
+
+    const schema = provider.form_schema;
+    if (provider.connection_type === "oauth" || !schema || typeof schema !== "object") {
+      card.append(el("p", { class: "oauth-note" }, "Connected through OAuth"));
+      return card;
+    }
+
+    const instructions = renderInstructions(instructionsHtml, str(schema.instructions_markdown));
+    if (instructions) card.append(instructions);
+    card.append(buildForm(id, Array.isArray(schema.fields) ? schema.fields : []));
+    return card;
+  }
+
+  function renderInstructions(html, markdown) {
+    if (html !== null && html.trim()) {
+      const box = el("div", { class: "instructions" });
+      // Sanitised by the server (see the header comment): the one innerHTML.
+      box.innerHTML = html;
+      for (const link of box.querySelectorAll("a[href]")) {
+        const href = link.getAttribute("href") || "";
+        if (/^https?:/i.test(href)) {
+          link.target = "_blank";
+          link.rel = "noopener noreferrer";
+          link.append(el("span", { class: "visually-hidden" }, " (opens in a new tab)"));
+        }
+      }
+      return box;
+    }
+    if (markdown.trim()) {
+      // No rendered HTML from the server: show the markdown as plain text.
+      return el("div", { class: "instructions instructions-plain" }, markdown);
+    }
+    return null;
+  }
+
+  // ----- credential forms -------------------------------------------------
+
+  function buildForm(providerId, schemaFields) {
+    const form = el("form", { class: "credential-form", novalidate: true, "aria-labelledby": `title-${providerId}` });
+    const formErrors = el("div", { class: "form-errors", id: `form-errors-${providerId}`, tabindex: "-1", hidden: true });
+    form.append(formErrors);
+
+    const groups = [];
+    for (const field of schemaFields) {
+      const group = field && str(field.group);
+      if (group && !groups.includes(group)) groups.push(group);
+    }
+
+    const state = {
+      providerId,
+      form,
+      formErrors,
+      fields: [],
+      busy: false,
+      button: null,
+      result: null,
+    };
+
+    if (groups.length > 1) {
+      const options = el("div", { class: "method-options" });
+      groups.forEach((group, index) => {
+        const radioId = `method-${providerId}-${index}`;
+        const radio = el("input", { type: "radio", id: radioId, name: `method-${providerId}`, value: group });
+        radio.checked = index === 0;
+        radio.addEventListener("change", () => {
+          if (radio.checked) chooseGroup(state, group);
+        });
+        options.append(el("div", { class: "method-option" }, radio, el("label", { for: radioId }, group)));
+      });
+      form.append(el("fieldset", { class: "methods" }, el("legend", {}, "Credential method"), options));
+    }
+
+    if (schemaFields.some((f) => f && f.required === true)) {
+      form.append(
+        el("p", { class: "required-note", "aria-hidden": "true" }, el("span", { class: "required-mark" }, "*"), " required"),
+      );
+    }
+
+    for (const field of schemaFields) {
+      if (!field || !str(field.name)) continue;
+      state.fields.push(buildField(providerId, field));
+    }
+    for (const field of state.fields) form.append(field.wrapper);
+    if (groups.length > 0) chooseGroup(state, groups[0]);
+
+    const button = el(
+      "button",
+      { type: "submit", class: "button primary" },
+      state.fields.length > 0 ? "Validate" : "Check connection",
+    );
+    const result = el("div", {
+      class: "result",
+      id: `result-${providerId}`,
+      role: "status",
+      "aria-live": "polite",
+      "aria-atomic": "true",
+    });
+    form.append(el("div", { class: "actions" }, button), result);
+    state.button = button;
+    state.result = result;
+
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      submit(state);
+    });
+    return form;
+  }
+
+  function buildField(providerId, field) {
+    const name = field.name;
+    const label = str(field.label) || name;
+    const required = field.required === true;
+    const inputId = `field-${providerId}-${name}`;
+    const helpId = str(field.help_text) ? `help-${providerId}-${name}` : null;
+
+    const labelEl = el("label", { for: inputId }, label);
+    if (required) labelEl.append(" ", el("span", { class: "required-mark", "aria-hidden": "true" }, "*"));
+
+    const input = el("input", {
+      type: INPUT_TYPES[field.field_type] || "text",
+      id: inputId,
+      name,
+      placeholder: str(field.placeholder) || undefined,
+      value: typeof field.default_value === "string" ? field.default_value : undefined,
+      required,
+      "aria-required": required ? "true" : undefined,
+      "aria-describedby": helpId || undefined,
+      autocomplete: "off",
+      autocapitalize: "off",
+      spellcheck: "false",
+    });
+
+    const wrapper = el("div", { class: "field", "data-field": name });
+    if (str(field.group)) wrapper.dataset.group = field.group;
+    wrapper.append(labelEl);
+    if (helpId) wrapper.append(el("p", { class: "help", id: helpId }, field.help_text));
+    wrapper.append(input);
+
+    return { name, label, group: str(field.group) || null, input, wrapper, helpId, errorEl: null };
+  }
+
+  /** Shows the fields of one either-or group (and the ungrouped ones). */
+  function chooseGroup(state, group) {
+    for (const field of state.fields) {
+      const active = !field.group || field.group === group;
+      field.wrapper.hidden = !active;
+      field.input.disabled = !active;
+    }
+  }
+
+  function activeFields(state) {
+    return state.fields.filter((f) => !f.input.disabled);
+  }
+
+  // ----- results and errors -----------------------------------------------
+
+  function setResult(state, kind, ...content) {
+    const { result } = state;
+    if (kind) result.dataset.result = kind;
+    else delete result.dataset.result;
+    result.replaceChildren(...content);
+  }
+
+  function clearErrors(state) {
+    state.formErrors.replaceChildren();
+    state.formErrors.hidden = true;
+    for (const field of state.fields) {
+      if (field.errorEl) field.errorEl.remove();
+      field.errorEl = null;
+      field.input.removeAttribute("aria-invalid");
+      if (field.helpId) field.input.setAttribute("aria-describedby", field.helpId);
+      else field.input.removeAttribute("aria-describedby");
+    }
+  }
+
+  function showFieldError(state, field, message) {
+    if (!field.errorEl) {
+      field.errorEl = el("p", { class: "field-error", id: `error-${state.providerId}-${field.name}` });
+      field.input.after(field.errorEl);
+      field.input.setAttribute("aria-invalid", "true");
+      field.input.setAttribute(
+        "aria-describedby",
+        [field.errorEl.id, field.helpId].filter(Boolean).join(" "),
+      );
+    } else {
+      field.errorEl.append(" ");
+    }
+    field.errorEl.append(message);
+  }
+
+  /** A 422 `invalid_fields` answer: each message next to its field. */
+  function showInvalidFields(state, problems, fallback) {
+    const general = [];
+    let firstInvalid = null;
+    for (const problem of problems) {
+      const message = problem && str(problem.message);
+      if (!message) continue;
+      const name = problem.field;
+      const field =
+        typeof name === "string" ? activeFields(state).find((f) => f.name === name) : undefined;
+      if (field) {
+        showFieldError(state, field, message);
+        if (!firstInvalid) firstInvalid = field.input;
+      } else {
+        general.push(message); // form-wide, or about a field not shown
+      }
+    }
+    if (general.length === 0 && !firstInvalid && fallback) general.push(fallback);
+    if (general.length > 0) {
+      state.formErrors.replaceChildren(el("ul", {}, ...general.map((m) => el("li", {}, m))));
+      state.formErrors.hidden = false;
+    }
+    const count = problems.filter((p) => p && str(p.message)).length || general.length;
+    setResult(
+      state,
+      "invalid_fields",
+      count === 1
+        ? "Not checked: 1 problem with the form, shown above."
+        : `Not checked: ${count} problems with the form, shown above.`,
+    );
+    if (firstInvalid) firstInvalid.focus();
+    else if (general.length > 0) state.formErrors.focus();
+    return Boolean(firstInvalid || general.length);
+  }
+
+  function showVerdict(state, response, body) {
+    const error = body && body.error;
+    if (response.status === 422 && error && typeof error === "object" && Array.isArray(error.fields)) {
+      return showInvalidFields(state, error.fields, str(error.message));
+    }
+    if (body && body.valid === false && body.outcome === "invalid_fields" && Array.isArray(body.errors)) {
+      return showInvalidFields(state, body.errors, str(body.error));
+    }
+    if (!response.ok) {
+      setResult(state, "error", errorMessage(body, response));
+      return false;
+    }
+    if (body && body.valid === true) {
+      const parts = [el("strong", {}, "Valid")];
+      if (str(body.provider_username)) parts.push(` — account: ${body.provider_username}`);
+      const metadata = body.provider_metadata;
+      if (metadata !== undefined && metadata !== null) {
+        let text = JSON.stringify(metadata);
+        if (text.length > 300) text = `${text.slice(0, 300)}…`;
+        parts.push(el("span", { class: "metadata" }, "Details: ", el("code", {}, text)));
+      }
+      setResult(state, "valid", ...parts);
+      return false;
+    }
+    if (body && body.valid === false) {
+      const outcome = str(body.outcome);
+      const kind = /^[a-z_]+$/.test(outcome) ? outcome : "error";
+      const parts = [el("strong", {}, OUTCOME_LABELS[outcome] || "Not valid"), ": ", str(body.error) || "no reason given."];
+      if (body.retryable === true) parts.push(" (you can retry)");
+      setResult(state, kind, ...parts);
+      return false;
+    }
+    setResult(state, "error", "The server's answer was not understood.");
+    return false;
+  }
+
+  async function submit(state) {
+    if (state.busy) return;
+    state.busy = true;
+    const { button, form } = state;
+    const buttonHadFocus = document.activeElement === button;
+    clearErrors(state);
+    const fields = {};
+    for (const field of activeFields(state)) fields[field.name] = field.input.value;
+
+    button.disabled = true;
+    form.setAttribute("aria-busy", "true");
+    setResult(state, "pending", "Checking…");
+    let movedFocus = false;
+    try {
+      const response = await request(
+        `v1/providers/${encodeURIComponent(state.providerId)}/validate`,
+        {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ fields }),
+        },
+        () => setResult(state, "pending", "Waiting for the access token (above)…"),
+      );
+      const body = await readJson(response);
+      movedFocus = showVerdict(state, response, body);
+    } catch (error) {
+      setResult(state, "error", `Could not reach connhost: ${error.message}`);
+    } finally {
+      state.busy = false;
+      button.disabled = false;
+      form.removeAttribute("aria-busy");
+      if (buttonHadFocus && !movedFocus && (document.activeElement === document.body || !document.activeElement)) {
+        button.focus();
+      }
+    }
+  }
+
+  // ----- start ----------------------------------------------------------------
+
+  page.forget.hidden = !token;
+  load();
+})();

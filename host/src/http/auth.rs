@@ -1,0 +1,98 @@
+//! Bearer-token access control for the `/v1` routes.
+
+use std::fmt;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// The access token, kept only as its SHA-256 digest so that comparing a
+/// presented token takes the same time whatever it is (length included).
+#[derive(Clone)]
+pub struct AccessToken {
+    digest: [u8; 32],
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+impl AccessToken {
+    /// A token; surrounding whitespace (a file's trailing newline) is
+    /// ignored. Empty tokens are refused.
+    pub fn new(token: &str) -> Result<Self, &'static str> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err("the access token is empty");
+        }
+        Ok(Self {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    /// Whether `presented` is the token, in constant time.
+    pub fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.digest.ct_eq(&digest).into()
+    }
+}
+
+/// Rejects a request without `Authorization: Bearer <token>` when a token
+/// is configured.
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match presented {
+        Some(presented) if token.matches(presented.trim()) => next.run(request).await,
+        Some(_) => unauthorized("The access token is wrong."),
+        None => unauthorized(
+            "This server requires an access token: send Authorization: Bearer <token>.",
+        ),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_exactly_and_never_print() {
+        let token = AccessToken::new("s3cret-token\n").unwrap();
+        assert!(token.matches("s3cret-token"));
+        assert!(!token.matches("s3cret-toke"));
+        assert!(!token.matches("s3cret-token2"));
+        assert!(!format!("{token:?}").contains("s3cret"));
+        assert!(AccessToken::new("  \n").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! The API's error type: every failure answers with a JSON body
+//! `{"error": {"code", "message", ...}}` and the right status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use connhost_plugin_api::FieldError;
+use serde::Serialize;
+
+/// An error answer of the HTTP API.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    fields: Option<Vec<FieldError>>,
+}
+
+/// The JSON envelope of an error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// The error.
+    pub(crate) error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// A stable machine-readable code (`provider_not_found`,
+    /// `invalid_fields`, `malformed_json`, ...).
+    pub(crate) code: &'static str,
+    /// A message for humans.
+    pub(crate) message: String,
+    /// For `invalid_fields` and `invalid_body`: each problem tied to its
+    /// field (`null` for a form-wide one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::validation::FieldErrorBody>>)]
+    pub(crate) fields: Option<Vec<FieldError>>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            fields: None,
+        }
+    }
+
+    pub(crate) fn with_fields(mut self, fields: Vec<FieldError>) -> Self {
+        self.fields = Some(fields);
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    pub(crate) fn starting() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "connhost is still loading its plugins; retry in a moment.",
+        )
+    }
+}
+
+impl From<crate::UnknownProvider> for ApiError {
+    fn from(error: crate::UnknownProvider) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "provider_not_found",
+            format!(
+                "No provider \"{}\" is registered. GET /v1/providers lists them.",
+                error.provider_id
+            ),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                fields: self.fields,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,205 @@
+//! The validate request's body, read by hand so that every malformed input
+//! gets a precise error in the API's own format, and so that no error
+//! message ever quotes a submitted value.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use connhost_plugin_api::{CredentialFields, FieldError};
+use serde_json::Value;
+
+use super::error::ApiError;
+
+/// `{"fields": {name: value}, "include_document": bool?}`
+#[derive(Debug)]
+pub(crate) struct ValidateRequest {
+    pub(crate) fields: CredentialFields,
+    pub(crate) include_document: bool,
+}
+
+/// The request body's schema, for the OpenAPI document.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub(crate) struct ValidateRequestBody {
+    /// The submitted form: field name to value. Values must be strings.
+    #[schema(value_type = Object, additional_properties = true, example = json!({"api_key": "dtn_..."}))]
+    fields: std::collections::BTreeMap<String, String>,
+    /// Also return the assembled credential document (it holds secrets).
+    /// Default `false`.
+    include_document: Option<bool>,
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn invalid_body(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+}
+
+impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !(mime == "application/json"
+            || (mime.starts_with("application/") && mime.ends_with("+json")))
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                if content_type.is_empty() {
+                    "The body must be JSON: send Content-Type: application/json.".to_owned()
+                } else {
+                    format!("The body must be JSON (Content-Type: application/json), not {mime}.")
+                },
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "The body is larger than this server accepts (see --body-limit).",
+                    )
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "unreadable_body",
+                        format!("The body could not be read: {rejection}"),
+                    )
+                }
+            })?;
+        // serde_json's syntax errors name a position, never the content.
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("The body is not valid JSON: {e}."),
+            )
+        })?;
+        parse(value)
+    }
+}
+
+fn parse(value: Value) -> Result<ValidateRequest, ApiError> {
+    let Value::Object(mut body) = value else {
+        return Err(invalid_body(format!(
+            "The body must be a JSON object like {{\"fields\": {{...}}}}, not {}.",
+            json_type(&value)
+        )));
+    };
+    if let Some(unknown) = body
+        .keys()
+        .find(|k| *k != "fields" && *k != "include_document")
+    {
+        return Err(invalid_body(format!(
+            "Unknown key \"{unknown}\" in the body; expected \"fields\" and optionally \"include_document\"."
+        )));
+    }
+    let include_document = match body.remove("include_document") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(invalid_body(format!(
+                "\"include_document\" must be a boolean, not {}.",
+                json_type(&other)
+            )))
+        }
+    };
+    let fields = match body.remove("fields") {
+        None => return Err(invalid_body("The body has no \"fields\" object.")),
+        Some(Value::Object(fields)) => fields,
+        Some(other) => {
+            return Err(invalid_body(format!(
+                "\"fields\" must be an object of strings, not {}.",
+                json_type(&other)
+            )))
+        }
+    };
+    let mut parsed = CredentialFields::new();
+    let mut problems = Vec::new();
+    for (name, value) in fields {
+        match value {
+            Value::String(s) => {
+                parsed.insert(name, s);
+            }
+            other => problems.push(FieldError {
+                message: format!("\"{name}\" must be a string, not {}.", json_type(&other)),
+                field: Some(name),
+            }),
+        }
+    }
+    if !problems.is_empty() {
+        let message = problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(invalid_body(message).with_fields(problems));
+    }
+    Ok(ValidateRequest {
+        fields: parsed,
+        include_document,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn non_string_values_are_named_without_their_values() {
+        let err = parse(json!({"fields": {"api_key": 123456, "region": "x"}})).unwrap_err();
+        assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("\\\"api_key\\\" must be a string, not a number"),
+            "{text}"
+        );
+        assert!(!text.contains("123456"), "{text}");
+    }
+
+    #[test]
+    fn shape_errors_are_precise() {
+        for (body, needle) in [
+            (json!([]), "not an array"),
+            (json!({}), "no \\\"fields\\\""),
+            (json!({"fields": "x"}), "not a string"),
+            (
+                json!({"fields": {}, "field": {}}),
+                "Unknown key \\\"field\\\"",
+            ),
+            (
+                json!({"fields": {}, "include_document": "yes"}),
+                "must be a boolean",
+            ),
+        ] {
+            let text = format!("{:?}", parse(body).unwrap_err());
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        let ok = parse(json!({"fields": {"a": "1"}, "include_document": true})).unwrap();
+        assert!(ok.include_document);
+        assert_eq!(ok.fields["a"], "1");
+    }
+}

@@ -1,0 +1,175 @@
+//! The JSON API's handlers. Each is a thin layer over [`crate::Connhost`].
+
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::ValidateRequest;
+use super::AppState;
+use crate::validation::VerdictBody;
+use crate::{LoadReport, ProviderInfo, Verdict};
+
+/// Every provider, built in and loaded, ordered by id.
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    tag = "providers",
+    responses(
+        (status = 200, description = "The combined provider set", body = [ProviderInfo]),
+        (status = 401, description = "Missing or wrong access token", body = ErrorBody),
+        (status = 503, description = "Still loading plugins", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn list_providers(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ProviderInfo>>, ApiError> {
+    Ok(Json(state.host()?.providers()))
+}
+
+/// One provider.
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{id}",
+    tag = "providers",
+    params(("id" = String, Path, description = "The provider id")),
+    responses(
+        (status = 200, description = "The provider", body = ProviderInfo),
+        (status = 404, description = "No such provider", body = ErrorBody),
+        (status = 401, description = "Missing or wrong access token", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn get_provider(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ProviderInfo>, ApiError> {
+    Ok(Json(state.host()?.provider(&id)?))
+}
+
+/// Validates a credential: the form's rules first (422 with every field
+/// error; the provider is not called), then the provider, under the host's
+/// timeout. The verdict tells rejected, inconclusive, timed out and
+/// provider fault apart. The assembled credential document is returned only
+/// when `include_document` is true; responses are never cached.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{id}/validate",
+    tag = "providers",
+    params(("id" = String, Path, description = "The provider id")),
+    request_body(content = super::extract::ValidateRequestBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The provider's verdict", body = VerdictBody),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong access token", body = ErrorBody),
+        (status = 404, description = "No such provider", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid fields (`invalid_fields`, the provider was not called) or a malformed body (`invalid_body`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn validate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: ValidateRequest,
+) -> Result<Response, ApiError> {
+    let host = state.host()?;
+    let started = Instant::now();
+    let verdict = host.validate(&id, request.fields).await?;
+    state
+        .metrics
+        .validation(&id, verdict.outcome().as_str(), started);
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    if let Verdict::InvalidFields(errors) = &verdict {
+        let message = verdict.error_message().unwrap_or_default();
+        let error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", message)
+            .with_fields(errors.clone());
+        return Ok((no_store, error).into_response());
+    }
+    let body = VerdictBody::new(&verdict, request.include_document);
+    Ok((no_store, Json(body)).into_response())
+}
+
+/// The load report: plugins loaded, and files that were not, with reasons.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "plugins",
+    responses(
+        (status = 200, description = "The load report", body = LoadReport),
+        (status = 401, description = "Missing or wrong access token", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn plugins(State(state): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
+    Ok(Json(state.host()?.load_report().clone()))
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up")))]
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the plugins folder has been scanned and the API serves.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready"),
+        (status = 503, description = "Still loading plugins", body = ErrorBody),
+    )
+)]
+pub(crate) async fn readyz(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let host = state.host()?;
+    Ok(Json(serde_json::json!({
+        "status": "ready",
+        "providers": host.registry().len(),
+        "plugins_loaded": host.load_report().loaded.len(),
+        "plugins_failed": host.load_report().failed.len(),
+    })))
+}
+
+/// Prometheus metrics, text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document of this API.
+pub(crate) async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document(),
+    )
+        .into_response()
+}
+
+/// Any other path.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("No such route. GET /openapi.json lists the API.")
+}
+
+/// A known path with the wrong method.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This route does not accept that method. GET /openapi.json lists the API.",
+    )
+}

@@ -1,0 +1,130 @@
+//! A real `connhost serve` process on a loopback port, and a small HTTP
+//! client for talking to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use super::{build_artifacts, connhost};
+
+/// A running `connhost serve`. Killed when dropped.
+pub struct Server {
+    child: Child,
+    url: String,
+    stderr: Arc<Mutex<String>>,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    /// Starts `connhost --plugins DIR serve ARGS... [--listen 127.0.0.1:0]`,
+    /// with `configure` applied to the command (env vars, more flags), and
+    /// returns once it printed `ready` (plugins loaded, serving).
+    pub fn start(plugins: &Path, configure: impl FnOnce(&mut Command)) -> Self {
+        Self::try_start(plugins, configure).unwrap_or_else(|(code, stderr)| {
+            panic!("connhost serve exited with {code:?} before it was ready:\n{stderr}")
+        })
+    }
+
+    /// Like [`start`](Self::start), but returns the exit code and stderr
+    /// when the server exits before it is ready (a refused configuration).
+    pub fn try_start(
+        plugins: &Path,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Self, (Option<i32>, String)> {
+        build_artifacts();
+        let mut command = connhost(plugins);
+        command.arg("serve");
+        configure(&mut command);
+        if !command.get_args().any(|a| a == "--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn connhost serve");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut url = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                let output = child.wait_with_output().expect("wait");
+                return Err((
+                    output.status.code(),
+                    String::from_utf8_lossy(&output.stderr).into_owned(),
+                ));
+            }
+            if let Some(rest) = line.trim().strip_prefix("connhost: listening on ") {
+                url = Some(rest.to_owned());
+            }
+            if line.trim() == "connhost: ready" {
+                break;
+            }
+        }
+        let url = url.expect("the listening line comes before ready");
+        // Keep reading stderr (the server's log) so it never blocks on a
+        // full pipe, and so tests can look at it.
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let mut reader = BufReader::new(stderr);
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    log.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            });
+        }
+        Ok(Self {
+            child,
+            url,
+            stderr: log,
+            _stdout: stdout,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL of a path.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// What the server logged to stderr so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 30 s) until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.log().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never logged {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit (after a signal) and returns its code.
+    pub fn wait(mut self) -> Option<i32> {
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
