@@ -73,16 +73,22 @@ pub(crate) fn context_for(token: u64) -> HostContext {
 /// process's own copy of the plugin API). Idempotent; the first call's
 /// settings win.
 pub fn install_for_builtins(settings: BTreeMap<String, String>) {
-    {
-        let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
-        if slots.is_empty() {
-            slots.push(Slot {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        {
+            let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
+            let slot = Slot {
                 name: BUILTIN_SCOPE.to_owned(),
                 settings,
-            });
+            };
+            // A plugin may have been loaded first and reserved slot 0.
+            match slots.first_mut() {
+                Some(first) => *first = slot,
+                None => slots.push(slot),
+            }
         }
-    }
-    connhost_plugin_api::__private::install_host(context_for(0));
+        connhost_plugin_api::__private::install_host(context_for(0));
+    });
 }
 
 fn max_level_code() -> u8 {
@@ -203,9 +209,15 @@ fn fallback_runtime() -> &'static tokio::runtime::Runtime {
 }
 
 extern "C" fn host_sleep(_plugin: u64, millis: u64) -> FfiFuture<()> {
-    let sleeping = on_host_runtime(tokio::time::sleep(Duration::from_millis(millis)));
+    // The timer is created inside the task: creating it needs a runtime,
+    // and the caller may be polling from a thread outside any.
+    let started = std::panic::catch_unwind(|| {
+        on_host_runtime(async move { tokio::time::sleep(Duration::from_millis(millis)).await })
+    });
     async move {
-        sleeping.await;
+        if let Ok(sleeping) = started {
+            sleeping.await;
+        }
     }
     .into_ffi()
 }
@@ -245,11 +257,19 @@ extern "C" fn host_http(_plugin: u64, request: FfiHttpRequest) -> FfiFuture<Http
             .into_ffi()
         }
     };
-    let running = on_host_runtime(send(request));
+    let running = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        on_host_runtime(send(request))
+    }));
     async move {
-        running
-            .await
-            .unwrap_or_else(|| RErr(http_failure(http_error::OTHER, "the request task failed")))
+        match running {
+            Ok(running) => running.await.unwrap_or_else(|| {
+                RErr(http_failure(http_error::OTHER, "the request task failed"))
+            }),
+            Err(_) => RErr(http_failure(
+                http_error::OTHER,
+                "the host could not start the request",
+            )),
+        }
     }
     .into_ffi()
 }
@@ -278,8 +298,8 @@ fn build_request(request: FfiHttpRequest) -> Result<reqwest::Request, FfiHttpErr
         .timeout(timeout)
         .body(request.body.into_vec())
         .build()
-        // reqwest's message here names the header, never its value.
-        .map_err(|e| invalid(format!("invalid request: {e}")))
+        // Never include the request (its headers hold credentials).
+        .map_err(|_| invalid("invalid request: a header name or value is malformed".to_owned()))
 }
 
 async fn send(request: reqwest::Request) -> HttpResult {

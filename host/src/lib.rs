@@ -35,7 +35,9 @@ mod validation;
 pub use connhost_plugin_api as plugin_api;
 pub use connhost_plugin_api::{CredentialFields, CredentialFormSchema, FieldError};
 pub use loader::{FailureKind, LoadFailure, LoadOptions, LoadReport, LoadedPlugin};
-pub use registry::{Conflict, Origin, ProviderRegistry, RegisteredProvider, RegistryBuilder};
+pub use registry::{
+    Conflict, Origin, ProviderRegistry, RegisteredProvider, RegistryBuilder, BUILTIN_PATH,
+};
 pub use service::{
     Connhost, HostConfig, ProviderInfo, UnknownProvider, DEFAULT_VALIDATION_TIMEOUT,
 };

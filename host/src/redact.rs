@@ -45,11 +45,36 @@ impl Secrets {
             .filter(|(name, _)| schema.is_none_or(|s| s.is_secret(name)))
             .map(|(_, value)| value.trim().to_owned())
             .filter(|value| value.len() >= MIN_SCRUBBED_LEN)
+            // Also as `Debug` and JSON would escape it, which is how it shows
+            // up in a formatted log field or an echoed JSON body.
+            .flat_map(|value| {
+                let debug = format!("{value:?}");
+                let json = serde_json::to_string(&value).unwrap_or_default();
+                [
+                    value,
+                    debug[1..debug.len() - 1].to_owned(),
+                    json[1..json.len().saturating_sub(1)].to_owned(),
+                ]
+            })
             .collect();
         // Longest first, so a secret containing another is replaced whole.
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         values.dedup();
         Self { values }
+    }
+
+    /// Scrubs every string inside a JSON value.
+    pub fn scrub_json(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(s) => {
+                if let Cow::Owned(scrubbed) = self.scrub(s) {
+                    *s = scrubbed;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_json(v)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.scrub_json(v)),
+            _ => {}
+        }
     }
 
     /// `text` with every secret value replaced by [`REDACTED`].
@@ -166,6 +191,17 @@ mod tests {
             secrets.scrub("key s3cr3t-value refused in eu-west-1"),
             "key <redacted> refused in eu-west-1"
         );
+    }
+
+    #[test]
+    fn escaped_forms_of_a_secret_are_scrubbed_too() {
+        let submitted = fields(&[("secret", "sec\"ret\\value")]);
+        let secrets = Secrets::of(Some(&schema()), &submitted);
+        let logged = format!("key={:?}", "sec\"ret\\value");
+        assert_eq!(secrets.scrub(&logged), "key=\"<redacted>\"");
+        let mut echoed = serde_json::json!({"echo": ["sec\"ret\\value"], "n": 1});
+        secrets.scrub_json(&mut echoed);
+        assert_eq!(echoed, serde_json::json!({"echo": ["<redacted>"], "n": 1}));
     }
 
     #[test]

@@ -10,6 +10,9 @@ use connhost_plugin_api::{
 };
 use serde::Serialize;
 
+use connhost_plugin_api::panic::catch_panic;
+
+use crate::loader::{FailureKind, LoadFailure};
 use crate::plugin_provider::PluginProvider;
 use crate::validation::ProviderOutcome;
 
@@ -75,7 +78,8 @@ impl fmt::Debug for RegisteredProvider {
 }
 
 impl RegisteredProvider {
-    /// A provider compiled into the host. Reads its descriptive methods now.
+    /// A provider compiled into the host. Reads its descriptive methods now
+    /// (a panic there is the embedder's bug, and propagates).
     pub fn native(provider: Arc<dyn ConnectionProvider>, experimental: bool) -> Self {
         Self {
             descriptor: ProviderDescriptor::capture(provider.as_ref()),
@@ -136,6 +140,9 @@ impl RegisteredProvider {
         }
     }
 }
+
+/// The path a failure of a built-in provider is reported under.
+pub const BUILTIN_PATH: &str = "(built in)";
 
 /// Why a provider was not registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -246,18 +253,62 @@ impl ProviderRegistry {
 
     /// Registers the providers compiled into this binary (see
     /// [`connhost_plugin_api::ConnectionProviderPlugin`]); experimental-only
-    /// ones only when `experimental` is true. Replaces same-id entries.
-    pub fn register_builtins(&mut self, experimental: bool) {
+    /// ones only when `experimental` is true.
+    ///
+    /// Like plugins, built-ins are checked: one whose factory or descriptive
+    /// methods panic, whose description is unusable, or whose id is already
+    /// registered is refused, and returned as a failure (with the path
+    /// [`BUILTIN_PATH`]) instead of stopping the host.
+    pub fn register_builtins(&mut self, experimental: bool) -> Vec<LoadFailure> {
+        let mut failures = Vec::new();
+        let fail = |kind, reason: String| LoadFailure::new(BUILTIN_PATH, kind, reason);
         for plugin in builtin_providers() {
             if plugin.experimental_only && !experimental {
                 continue;
             }
-            let provider: Arc<dyn ConnectionProvider> = Arc::from((plugin.factory)());
-            self.insert(RegisteredProvider::native(
-                provider,
-                plugin.experimental_only,
-            ));
+            let provider: Arc<dyn ConnectionProvider> = match catch_panic(plugin.factory) {
+                Ok(provider) => Arc::from(provider),
+                Err(panic) => {
+                    failures.push(fail(
+                        FailureKind::ProviderFault,
+                        format!("a built-in provider panicked while being constructed: {panic}"),
+                    ));
+                    continue;
+                }
+            };
+            let descriptor = match ProviderDescriptor::capture_catching(provider.as_ref()) {
+                Ok(descriptor) => descriptor,
+                Err(message) => {
+                    failures.push(fail(
+                        FailureKind::ProviderFault,
+                        format!("a built-in {message}"),
+                    ));
+                    continue;
+                }
+            };
+            let problems = descriptor.problems();
+            if !problems.is_empty() {
+                failures.push(fail(
+                    FailureKind::ProviderFault,
+                    format!(
+                        "built-in provider \"{}\" has an unusable description: {}",
+                        descriptor.provider_id,
+                        problems.join("; ")
+                    ),
+                ));
+                continue;
+            }
+            let entry = RegisteredProvider {
+                descriptor,
+                experimental: plugin.experimental_only,
+                origin: Origin::Builtin,
+                backend: Backend::Native(provider),
+            };
+            if let Err(conflict) = self.try_register(entry) {
+                failures.push(fail(FailureKind::Conflict, format!("{conflict}.")));
+            }
         }
+        failures
     }
 }
 
@@ -302,11 +353,123 @@ impl RegistryBuilder {
     pub fn build(self) -> ProviderRegistry {
         let mut registry = ProviderRegistry::new();
         if self.builtins {
-            registry.register_builtins(self.experimental);
+            for failure in registry.register_builtins(self.experimental) {
+                tracing::error!("{failure}");
+            }
         }
         for provider in self.providers {
             registry.register_arc(provider);
         }
         registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connhost_plugin_api::prelude::*;
+
+    struct Named(&'static str, &'static str);
+
+    #[async_trait]
+    impl ConnectionProvider for Named {
+        fn provider_id(&self) -> &str {
+            self.0
+        }
+        fn display_name(&self) -> &str {
+            self.1
+        }
+        fn description(&self) -> &str {
+            "test"
+        }
+        fn icon(&self) -> &str {
+            "plug"
+        }
+        fn connection_type(&self) -> ConnectionType {
+            ConnectionType::ApiKey
+        }
+        fn form_schema(&self) -> Option<CredentialFormSchema> {
+            Some(CredentialFormSchema::api_key(""))
+        }
+        async fn validate(&self, _: &str) -> ValidationResult {
+            Ok(ConnectionValidation::valid())
+        }
+    }
+
+    fn plugin_origin() -> Origin {
+        Origin::Plugin {
+            plugin: "dropped-in".into(),
+            version: "9.9.9".into(),
+            path: "/plugins/libdropped.so".into(),
+        }
+    }
+
+    #[test]
+    fn register_replaces_by_id_and_returns_the_old_entry() {
+        let mut registry = ProviderRegistry::new();
+        assert!(registry.is_empty());
+        assert!(registry.register(Named("a", "First")).is_none());
+        let replaced = registry.register(Named("a", "Second")).expect("replaced");
+        assert_eq!(replaced.descriptor().display_name, "First");
+        assert_eq!(
+            registry.get("a").unwrap().descriptor().display_name,
+            "Second"
+        );
+        assert_eq!(registry.len(), 1);
+        registry.register_boxed(Box::new(Named("c", "C")));
+        registry.register_arc(Arc::new(Named("b", "B")));
+        let ids: Vec<_> = registry.list().iter().map(|e| e.id().to_owned()).collect();
+        assert_eq!(ids, ["a", "b", "c"], "listed by id");
+        assert!(registry.has("b"));
+        assert_eq!(registry.unregister("b").unwrap().id(), "b");
+        assert!(!registry.has("b"));
+        assert!(registry.unregister("b").is_none());
+    }
+
+    #[test]
+    fn try_register_refuses_a_taken_id_and_names_both_origins() {
+        let mut registry = ProviderRegistry::new();
+        registry.register(Named("github", "GitHub"));
+        let mut intruder = RegisteredProvider::native(Arc::new(Named("github", "Fake")), false);
+        intruder.origin = plugin_origin();
+        let conflict = registry.try_register(intruder).unwrap_err();
+        assert_eq!(conflict.existing, Origin::Builtin);
+        assert_eq!(conflict.refused, plugin_origin());
+        let message = conflict.to_string();
+        assert!(message.contains("\"github\""), "{message}");
+        assert!(message.contains("the host (built in)"), "{message}");
+        assert!(message.contains("/plugins/libdropped.so"), "{message}");
+        assert_eq!(
+            registry.get("github").unwrap().descriptor().display_name,
+            "GitHub"
+        );
+    }
+
+    #[test]
+    fn the_builder_adds_builtins_experimental_ones_only_when_asked() {
+        let plain = ProviderRegistry::builder().with_builtins().build();
+        assert!(plain.has("openai"));
+        assert!(!plain.has("simulator"));
+        let experimental = ProviderRegistry::builder()
+            .with_builtins()
+            .experimental(true)
+            .provider(Named("mine", "Mine"))
+            .build();
+        assert!(experimental.get("simulator").unwrap().is_experimental());
+        assert!(experimental.has("mine"));
+        assert!(!ProviderRegistry::builder().build().has("openai"));
+    }
+
+    #[test]
+    fn a_second_builtin_with_a_taken_id_is_refused_not_swapped_in() {
+        let mut registry = ProviderRegistry::new();
+        registry.register(Named("openai", "Embedder's own"));
+        let failures = registry.register_builtins(false);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].kind, FailureKind::Conflict);
+        assert_eq!(
+            registry.get("openai").unwrap().descriptor().display_name,
+            "Embedder's own"
+        );
     }
 }

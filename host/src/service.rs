@@ -2,7 +2,7 @@
 //! list / describe / validate. The CLI and the HTTP service are thin layers
 //! over [`Connhost`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,10 +130,12 @@ impl Connhost {
                 .unwrap_or_default(),
         );
         let mut registry = ProviderRegistry::new();
-        if config.builtins {
-            registry.register_builtins(config.experimental);
-        }
-        let report = match &config.plugins_dir {
+        let builtin_failures = if config.builtins {
+            registry.register_builtins(config.experimental)
+        } else {
+            Vec::new()
+        };
+        let mut report = match &config.plugins_dir {
             Some(dir) => load_directory(
                 dir,
                 &mut registry,
@@ -143,15 +145,22 @@ impl Connhost {
             ),
             None => LoadReport::default(),
         };
+        for failure in &builtin_failures {
+            tracing::error!("{failure}");
+        }
+        report.failed.splice(0..0, builtin_failures);
         Self::from_parts(registry, report, config.validation_timeout)
     }
 
-    /// Serves a registry assembled by the embedder.
+    /// Serves a registry assembled by the embedder. Built-in providers get
+    /// the host's capabilities (HTTP, timers) with default settings, unless
+    /// [`start`](Self::start) installed them first.
     pub fn from_parts(
         registry: ProviderRegistry,
         report: LoadReport,
         validation_timeout: Duration,
     ) -> Self {
+        crate::capabilities::install_for_builtins(BTreeMap::new());
         Self {
             registry: Arc::new(registry),
             report: Arc::new(report),
@@ -223,21 +232,14 @@ impl Connhost {
         // Plugin log lines emitted while the provider is polled land in
         // this span.
         let span = tracing::info_span!("validate", provider = provider_id);
-        Ok(self.run(&entry, fields).instrument(span).await)
+        Ok(self.run(entry, fields).instrument(span).await)
     }
 
-    async fn run(&self, entry: &RegisteredProvider, mut fields: CredentialFields) -> Verdict {
+    async fn run(&self, entry: Arc<RegisteredProvider>, mut fields: CredentialFields) -> Verdict {
         let schema = entry.descriptor().form_schema.as_ref();
         if let Some(schema) = schema {
             fields.retain(|name, _| schema.field(name).is_some());
-            for field in &schema.fields {
-                if let Some(default) = &field.default_value {
-                    let value = fields.entry(field.name.clone()).or_default();
-                    if value.trim().is_empty() {
-                        *value = default.clone();
-                    }
-                }
-            }
+            apply_defaults(schema, &mut fields);
             let errors = schema.check(&fields);
             if !errors.is_empty() {
                 tracing::info!(
@@ -250,25 +252,33 @@ impl Connhost {
         tracing::debug!(fields = ?RedactedFields::new(schema, &fields), "validating");
         let secrets = Arc::new(Secrets::of(schema, &fields));
         let started = Instant::now();
-        let running = WithSecrets::new(secrets.clone(), entry.run_validation(fields.clone()));
-        let outcome = tokio::time::timeout(self.validation_timeout, running).await;
+        let outcome = run_isolated(
+            entry,
+            fields.clone(),
+            secrets.clone(),
+            self.validation_timeout,
+        )
+        .await;
         let scrub = |message: String| secrets.scrub(&message).into_owned();
         let verdict = match outcome {
-            Err(_) => Verdict::TimedOut {
+            None => Verdict::TimedOut {
                 after: self.validation_timeout,
             },
-            Ok(ProviderOutcome::Valid(validation)) => Verdict::Valid(Accepted {
-                provider_username: validation.provider_username,
-                provider_metadata: validation.provider_metadata,
+            Some(ProviderOutcome::Valid(validation)) => Verdict::Valid(Accepted {
+                provider_username: validation.provider_username.map(scrub),
+                provider_metadata: validation.provider_metadata.map(|mut metadata| {
+                    secrets.scrub_json(&mut metadata);
+                    metadata
+                }),
                 document: assemble_credential_document(&fields).map(CredentialDocument::new),
             }),
-            Ok(ProviderOutcome::Rejected(message)) => Verdict::Rejected {
+            Some(ProviderOutcome::Rejected(message)) => Verdict::Rejected {
                 message: scrub(message),
             },
-            Ok(ProviderOutcome::Inconclusive(message)) => Verdict::Inconclusive {
+            Some(ProviderOutcome::Inconclusive(message)) => Verdict::Inconclusive {
                 message: scrub(message),
             },
-            Ok(ProviderOutcome::Fault(message)) => Verdict::ProviderFault {
+            Some(ProviderOutcome::Fault(message)) => Verdict::ProviderFault {
                 message: format!("The provider failed: {}", scrub(message)),
             },
         };
@@ -288,9 +298,179 @@ impl Connhost {
     }
 }
 
+/// Fills empty fields that have a default in the form: ungrouped fields, and
+/// fields of the credential methods (groups) the user chose, that is,
+/// filled something in. A default never chooses a method by itself.
+fn apply_defaults(schema: &CredentialFormSchema, fields: &mut CredentialFields) {
+    let filled = |fields: &CredentialFields, name: &str| {
+        fields.get(name).is_some_and(|v| !v.trim().is_empty())
+    };
+    let chosen: BTreeSet<&str> = schema
+        .fields
+        .iter()
+        .filter(|f| filled(fields, &f.name))
+        .filter_map(|f| f.group.as_deref())
+        .collect();
+    for field in &schema.fields {
+        let Some(default) = &field.default_value else {
+            continue;
+        };
+        let applies = field.group.as_deref().is_none_or(|g| chosen.contains(g));
+        if applies && !filled(fields, &field.name) {
+            fields.insert(field.name.clone(), default.clone());
+        }
+    }
+}
+
+/// Runs a provider's validation on a blocking-pool thread of its own,
+/// driven by the host's runtime, and waits for it at most `timeout`.
+/// Returns `None` on timeout.
+///
+/// Polling a provider inline would let one that blocks its thread (blocking
+/// I/O or a busy loop inside `async`) hold a runtime worker and outlive any
+/// timeout; on its own thread, the caller's timeout always fires, and the
+/// future is dropped (cancelling its requests) as soon as it yields. A
+/// provider that never yields keeps only its own thread.
+async fn run_isolated(
+    entry: Arc<RegisteredProvider>,
+    fields: CredentialFields,
+    secrets: Arc<Secrets>,
+    timeout: Duration,
+) -> Option<ProviderOutcome> {
+    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Handle::current();
+    let span = tracing::Span::current();
+    let task = tokio::task::spawn_blocking(move || {
+        runtime.block_on(
+            async move {
+                let validating = WithSecrets::new(secrets, entry.run_validation(fields));
+                tokio::select! {
+                    outcome = validating => Some(outcome),
+                    _ = cancelled => None,
+                }
+            }
+            .instrument(span),
+        )
+    });
+    let outcome = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(failed)) => Some(ProviderOutcome::Fault(format!(
+            "the validation task failed: {failed}"
+        ))),
+        Err(_) => None,
+    };
+    drop(cancel);
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use connhost_plugin_api::testing::fields;
+    use connhost_plugin_api::FormField;
+
+    #[test]
+    fn defaults_fill_ungrouped_fields_and_the_chosen_method_only() {
+        let schema = CredentialFormSchema::new("")
+            .with_field(
+                FormField::text("region", "Region")
+                    .required()
+                    .with_default("us-east-1"),
+            )
+            .with_field(FormField::password("key", "Key").required().in_group("Key"))
+            .with_field(
+                FormField::text("role", "Role")
+                    .required()
+                    .with_default("admin")
+                    .in_group("IAM"),
+            )
+            .with_field(
+                FormField::password("secret", "Secret")
+                    .required()
+                    .in_group("IAM"),
+            );
+        let mut submitted = fields(&[("key", "k-123")]);
+        apply_defaults(&schema, &mut submitted);
+        assert_eq!(
+            submitted,
+            fields(&[("key", "k-123"), ("region", "us-east-1")])
+        );
+        assert!(
+            schema.check(&submitted).is_empty(),
+            "{:?}",
+            schema.check(&submitted)
+        );
+
+        let mut iam = fields(&[("secret", "s-123"), ("region", " ")]);
+        apply_defaults(&schema, &mut iam);
+        assert_eq!(
+            iam,
+            fields(&[
+                ("region", "us-east-1"),
+                ("role", "admin"),
+                ("secret", "s-123")
+            ])
+        );
+    }
+
+    /// A provider an embedder writes, calling a URL through the host.
+    struct Pinger(String);
+
+    #[connhost_plugin_api::async_trait]
+    impl connhost_plugin_api::ConnectionProvider for Pinger {
+        fn provider_id(&self) -> &str {
+            "pinger"
+        }
+        fn display_name(&self) -> &str {
+            "Pinger"
+        }
+        fn description(&self) -> &str {
+            "test"
+        }
+        fn icon(&self) -> &str {
+            "plug"
+        }
+        fn connection_type(&self) -> ConnectionType {
+            ConnectionType::Oauth
+        }
+        fn form_schema(&self) -> Option<CredentialFormSchema> {
+            None
+        }
+        async fn validate(&self, _: &str) -> connhost_plugin_api::ValidationResult {
+            let response = connhost_plugin_api::http::Request::get(&self.0)
+                .send()
+                .await?;
+            Ok(connhost_plugin_api::ConnectionValidation::valid()
+                .with_username(format!("status {}", response.status())))
+        }
+    }
+
+    #[test]
+    fn an_embedders_registry_gets_the_hosts_http_capability() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/ping", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+        });
+        let registry = ProviderRegistry::builder().provider(Pinger(url)).build();
+        let host = Connhost::from_parts(registry, LoadReport::default(), Duration::from_secs(10));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let verdict = runtime
+            .block_on(host.validate("pinger", fields(&[("token", "t-123")])))
+            .unwrap();
+        let Verdict::Valid(accepted) = verdict else {
+            panic!("{verdict:?}");
+        };
+        assert_eq!(accepted.provider_username.as_deref(), Some("status 204"));
+    }
 
     #[test]
     fn the_host_can_be_shared_across_threads_and_tasks() {

@@ -71,12 +71,7 @@ pub fn parse_credential_document(document: Option<&str>) -> CredentialFields {
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, &str)]) -> CredentialFields {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::testing::fields;
 
     #[test]
     fn lone_api_key_stays_raw() {

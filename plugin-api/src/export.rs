@@ -129,7 +129,10 @@ extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<
             .collect();
         FfiFuture::new(async move {
             let Some(provider) = provider else {
-                return fault(format!("no provider with handle {handle}"));
+                return fault(match providers() {
+                    Err(message) => format!("the plugin has no providers: {message}"),
+                    Ok(_) => format!("no provider with handle {handle}"),
+                });
             };
             let validating = async move { provider.validate_fields(&fields).await };
             match CatchPanic::new(validating).await {

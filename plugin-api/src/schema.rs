@@ -325,12 +325,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn fields(pairs: &[(&str, &str)]) -> CredentialFields {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::testing::fields;
 
     fn microsoft_ai() -> CredentialFormSchema {
         CredentialFormSchema::new("Use an API key or an Entra ID app registration.")

@@ -346,3 +346,105 @@ fn the_cli_reports_every_bad_file_and_still_serves_the_rest() {
         providers.stderr
     );
 }
+
+#[test]
+fn a_provider_that_blocks_its_thread_still_times_out_and_others_keep_working() {
+    let dir = PluginDir::empty();
+    dir.add_library("fixture-hang");
+    let host = load_beside_good_plugins(&dir);
+    let rt = runtime();
+    let started = Instant::now();
+    // Two blocked providers at once: more than would be enough to starve a
+    // runtime whose workers polled them directly.
+    let (first, second) = rt.block_on(async {
+        tokio::join!(
+            host.validate("blocks-thread", fields(&[("api_key", "60000")])),
+            host.validate("blocks-thread", fields(&[("api_key", "60000")])),
+        )
+    });
+    assert_eq!(first.unwrap().outcome(), Outcome::TimedOut);
+    assert_eq!(second.unwrap().outcome(), Outcome::TimedOut);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let other = rt
+        .block_on(host.validate("slow", fields(&[("api_key", "10")])))
+        .unwrap();
+    assert!(other.is_valid(), "{other:?}");
+}
+
+#[test]
+fn a_plugin_using_the_host_timer_outside_any_runtime_does_not_crash_the_host() {
+    // fixture-hang's init waits on the host's timer with no runtime around
+    // (the CLI loads plugins before it starts one).
+    let dir = PluginDir::with(&["fixture-hang"]);
+    let out = run(connhost(dir.path()).args(["providers", "--json"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("\"slow\""), "{}", out.stdout);
+}
+
+#[test]
+fn usernames_and_metadata_are_scrubbed_of_the_submitted_secret() {
+    let dir = PluginDir::with(&["fixture-panicky"]);
+    let host = host_with(&dir, |_| {});
+    let verdict = runtime()
+        .block_on(host.validate(
+            "echoes-secret",
+            fields(&[("api_key", "hunter2-very-secret")]),
+        ))
+        .unwrap();
+    let connhost::Verdict::Valid(accepted) = &verdict else {
+        panic!("{verdict:?}");
+    };
+    assert_eq!(
+        accepted.provider_username.as_deref(),
+        Some("user-<redacted>")
+    );
+    assert_eq!(
+        accepted.provider_metadata,
+        Some(serde_json::json!({"seen": {"key": "<redacted>"}, "keys": ["<redacted>"]}))
+    );
+    // The document is the one place the secret belongs.
+    assert_eq!(
+        accepted.document.as_ref().unwrap().expose(),
+        "hunter2-very-secret"
+    );
+}
+
+#[test]
+fn an_init_that_returns_an_error_is_reported_with_its_message() {
+    let dir = PluginDir::with(&["fixture-panic-init", "mai"]);
+    let report = run(connhost(dir.path())
+        .env("FIXTURE_INIT", "error")
+        .args(["plugins", "--json"]))
+    .json();
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["kind"], "init_failed");
+    let reason = failed[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("init failed: fixture: init refused"),
+        "{reason}"
+    );
+    assert_eq!(report["loaded"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_provider_factory_that_panics_is_reported_and_the_host_survives() {
+    let dir = PluginDir::with(&["fixture-panic-init", "mai"]);
+    let report = run(connhost(dir.path())
+        .env("FIXTURE_INIT", "factory")
+        .args(["plugins", "--json"]))
+    .json();
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["kind"], "provider_fault");
+    let reason = failed[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("panicked while constructing its providers"),
+        "{reason}"
+    );
+    assert!(reason.contains("fixture: factory exploded"), "{reason}");
+}

@@ -29,7 +29,12 @@ pub(crate) struct GlobalArgs {
     pub(crate) plugins: PathBuf,
 
     /// Also register experimental providers.
-    #[arg(long, global = true, env = "CONNHOST_EXPERIMENTAL")]
+    #[arg(
+        long,
+        global = true,
+        env = "CONNHOST_EXPERIMENTAL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub(crate) experimental: bool,
 
     /// The longest a provider may take to validate, in seconds.

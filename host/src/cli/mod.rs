@@ -157,7 +157,8 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
         plugins_dir: Some(global.plugins.clone()),
         experimental: global.experimental,
         builtins: true,
-        validation_timeout: Duration::from_secs_f64(global.timeout),
+        validation_timeout: Duration::try_from_secs_f64(global.timeout)
+            .with_context(|| format!("--timeout {} is too large", global.timeout))?,
         settings,
     })
 }

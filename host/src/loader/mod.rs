@@ -77,6 +77,8 @@ struct Initialized {
     version: String,
     api_version: String,
     providers: Vec<Result<(u32, ProviderDescriptor), String>>,
+    /// The settings `init` ran with; they stay in effect for the process.
+    settings: BTreeMap<String, String>,
 }
 
 /// A library's `init` outcome, kept for the life of the process.
@@ -93,7 +95,22 @@ fn initialize(path: &Path, options: &LoadOptions) -> Result<Initialized, LoadFai
         .clone();
     drop(cache);
     match &*entry {
-        Ok(init) => Ok(init.clone()),
+        Ok(init) => {
+            let wanted = options
+                .settings
+                .get(&init.name)
+                .cloned()
+                .unwrap_or_default();
+            if wanted != init.settings {
+                tracing::warn!(
+                    path = %path.display(),
+                    plugin = %init.name,
+                    "this library is already loaded in this process with other settings; \
+                     those stay in effect (a library is initialised once)"
+                );
+            }
+            Ok(init.clone())
+        }
         Err((kind, reason)) => Err(LoadFailure::new(path, *kind, reason.clone())),
     }
 }
@@ -102,7 +119,7 @@ fn run_init(module: PluginModuleRef, api_version: &str, options: &LoadOptions) -
     let name = module.plugin_name().as_str().to_owned();
     let version = module.plugin_version().as_str().to_owned();
     let settings = options.settings.get(&name).cloned().unwrap_or_default();
-    let token = capabilities::register_plugin(&name, settings);
+    let token = capabilities::register_plugin(&name, settings.clone());
     if let Err(message) = (module.init())(capabilities::context_for(token)).into_result() {
         return Err((
             FailureKind::InitFailed,
@@ -134,6 +151,7 @@ fn run_init(module: PluginModuleRef, api_version: &str, options: &LoadOptions) -
         version,
         api_version: api_version.to_owned(),
         providers,
+        settings,
     })
 }
 
@@ -190,6 +208,21 @@ pub fn load_file(
         providers: registered,
     });
     (loaded, failures)
+}
+
+/// Copies `path` into a fresh private folder under the temp dir.
+fn private_copy(path: &Path) -> std::io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "connhost-inspect-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let copy = dir.join(path.file_name().unwrap_or_else(|| "plugin".as_ref()));
+    std::fs::copy(path, &copy)?;
+    Ok(copy)
 }
 
 /// Whether a path has this platform's shared library extension.
@@ -278,7 +311,8 @@ pub struct Inspection {
 
 /// Examines a plugin file without registering anything. Loading a library
 /// runs its code (static initializers and `init`), as loading it for real
-/// would.
+/// would. The file is loaded from a private copy, so that inspecting it does
+/// not initialise the instance a later real load of the same file would get.
 pub fn inspect(path: &Path) -> Inspection {
     let mut inspection = Inspection {
         path: path.to_owned(),
@@ -292,8 +326,27 @@ pub fn inspect(path: &Path) -> Inspection {
         detail: None,
         host_api_version: connhost_plugin_api::PLUGIN_API_VERSION,
     };
-    match initialize(path, &LoadOptions::default()) {
-        Err(failure) => {
+    let copy = match private_copy(path) {
+        Ok(copy) => copy,
+        Err(e) => {
+            inspection.failure = Some(LoadFailure::new(
+                path,
+                FailureKind::Unreadable,
+                format!("could not read the file: {e}."),
+            ));
+            return inspection;
+        }
+    };
+    let initialized = initialize(&copy, &LoadOptions::default());
+    // The library stays mapped; the directory entry is no longer needed
+    // (where the platform allows removing it).
+    let _ = std::fs::remove_file(&copy);
+    if let Some(dir) = copy.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+    match initialized {
+        Err(mut failure) => {
+            failure.path = path.to_owned();
             inspection.detail = failure.detail.clone();
             inspection.failure = Some(failure);
         }

@@ -57,9 +57,20 @@ impl ConnectionProvider for GitHub {
                 })
             }
             401 => Err("GitHub refused the token (expired or revoked).".into()),
-            403 | 429 => Err(ValidationError::inconclusive(
+            // GitHub answers 403 both for rate limits (with no requests
+            // left) and for a token that may not do this.
+            429 => Err(ValidationError::inconclusive(
                 "GitHub is rate limiting requests; try again shortly.",
             )),
+            403 if response.header("x-ratelimit-remaining") == Some("0") => {
+                Err(ValidationError::inconclusive(
+                    "GitHub is rate limiting requests; try again shortly.",
+                ))
+            }
+            403 => Err(
+                "GitHub refused the token for this request (missing scope or SSO authorisation)."
+                    .into(),
+            ),
             status => Err(ValidationError::inconclusive(format!(
                 "GitHub answered with HTTP {status}."
             ))),
