@@ -9,5 +9,6 @@ mod cli;
 mod http;
 mod listing;
 mod logging;
+mod readme;
 mod third_party;
 mod validation;

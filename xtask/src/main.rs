@@ -4,8 +4,12 @@
 //! - `cargo xtask run [-- CONNHOST ARGS]`: builds the `connhost` binary and
 //!   the example plugins, stages the plugin libraries in
 //!   `target/plugins/`, and runs connhost with `--plugins target/plugins`
-//!   (by default `providers`, then `plugins`).
+//!   (by default `serve`: the API and settings page on 127.0.0.1:8080).
 //! - `cargo xtask plugins`: only builds and stages the example plugins.
+//! - `cargo xtask test`: the whole test suite. Makes sure Chromium (for the
+//!   settings page's browser test) and curl (for the README's examples) are
+//!   installed, installing Debian's packages when it can, then runs
+//!   `cargo test --workspace`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -22,8 +26,11 @@ fn main() -> ExitCode {
     let result = match task {
         "run" => run(rest),
         "plugins" => stage_plugins().map(|dir| println!("plugins staged in {}", dir.display())),
+        "test" => test(rest),
         _ => {
-            eprintln!("usage: cargo xtask run [-- CONNHOST ARGS] | cargo xtask plugins");
+            eprintln!(
+                "usage: cargo xtask run [-- CONNHOST ARGS] | cargo xtask plugins | cargo xtask test [-- CARGO TEST ARGS]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -94,22 +101,104 @@ fn run(args: &[String]) -> Result<(), String> {
         .join("debug")
         .join(format!("connhost{}", std::env::consts::EXE_SUFFIX));
     let args: Vec<String> = args.iter().filter(|a| *a != "--").cloned().collect();
-    let runs: Vec<Vec<String>> = if args.is_empty() {
-        vec![vec!["providers".into()], vec!["plugins".into()]]
+    let args = if args.is_empty() {
+        vec!["serve".to_owned()]
     } else {
-        vec![args]
+        args
     };
-    for run in runs {
-        let status = Command::new(&binary)
-            .arg("--plugins")
-            .arg(&staged)
-            .args(&run)
-            .status()
-            .map_err(|e| format!("could not run {}: {e}", binary.display()))?;
-        if !status.success() {
-            return Err(format!("connhost {} exited with {status}", run.join(" ")));
+    let status = Command::new(&binary)
+        .arg("--plugins")
+        .arg(&staged)
+        .args(&args)
+        .status()
+        .map_err(|e| format!("could not run {}: {e}", binary.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("connhost {} exited with {status}", args.join(" ")))
+    }
+}
+
+/// Where the browser test looks for Chromium (it honours `CHROME` too).
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn test(args: &[String]) -> Result<(), String> {
+    ensure_test_tools()?;
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--").collect();
+    let status = cargo()
+        .args(["test", "--workspace"])
+        .args(args)
+        .status()
+        .map_err(|e| format!("could not run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("tests failed".into())
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The tests drive Chromium (the settings page) and curl (the README's
+/// examples). Installs Debian's packages for whichever is missing when this
+/// is a Debian-like system and we are root; otherwise says what to do.
+fn ensure_test_tools() -> Result<(), String> {
+    let mut missing = Vec::new();
+    match std::env::var_os("CHROME") {
+        Some(chrome) if !Path::new(&chrome).exists() => {
+            return Err(format!(
+                "CHROME={} does not exist",
+                Path::new(&chrome).display()
+            ));
         }
-        println!();
+        Some(_) => {}
+        None if Path::new(CHROMIUM).exists() => {}
+        None => missing.push("chromium"),
+    }
+    if !on_path("curl") {
+        missing.push("curl");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !(is_root && Path::new("/usr/bin/apt-get").exists()) {
+        return Err(format!(
+            "the tests need {}: install {} (`sudo apt-get install -y {}` on Debian or Ubuntu; \
+             for Chromium you may instead point CHROME at a Chrome binary)",
+            missing.join(" and "),
+            if missing.len() == 1 { "it" } else { "them" },
+            missing.join(" ")
+        ));
+    }
+    eprintln!(
+        "xtask: installing {} for the tests (apt-get)",
+        missing.join(", ")
+    );
+    let update = ["update".to_owned()];
+    let install: Vec<String> = ["install", "-y", "--no-install-recommends"]
+        .into_iter()
+        .chain(missing.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    for args in [&update[..], &install[..]] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("could not run apt-get: {e}"))?;
+        if !status.success() {
+            return Err(format!("apt-get {} failed", args.join(" ")));
+        }
     }
     Ok(())
 }
