@@ -488,13 +488,29 @@ fn a_token_guards_the_api_and_nothing_else() {
         .send()
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
-    for open in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/"] {
+    for open in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/",
+        "/assets/app.js",
+    ] {
         assert_eq!(
             client().get(server.at(open)).send().unwrap().status(),
             StatusCode::OK,
             "{open}"
         );
     }
+    let page = client().get(server.at("/")).send().unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert!(!server.log().contains("correct-horse-battery"));
 }
 

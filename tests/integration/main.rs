@@ -5,6 +5,7 @@
 mod support;
 
 mod bad_plugins;
+mod browser;
 mod cli;
 mod http;
 mod listing;

@@ -185,9 +185,8 @@
       });
       if (response.status !== 401) return response;
       const body = await readJson(response);
-      // Unless another request already got a new token meanwhile, forget
-      // the refused one and ask; then send the request again.
       if (token === sent) {
+        // Forget the refused token (if any) and ask for one.
         if (sent) setToken("");
         if (onWaiting) onWaiting();
         await askForToken(
@@ -195,7 +194,12 @@
             ? `${errorMessage(body, response)} Enter the right access token.`
             : "This server needs an access token. Enter it to continue.",
         );
+      } else if (!token && tokenRequest) {
+        // Another request was refused too and opened the prompt: wait.
+        if (onWaiting) onWaiting();
+        await tokenRequest.promise;
       }
+      // Send the request again with the token entered meanwhile.
     }
   }
 
@@ -211,7 +215,7 @@
     for (let attempt = 0; ; attempt++) {
       try {
         const [providersResponse, instructionsResponse] = await Promise.all([
-          request("v1/providers"),
+          request("v1/providers", {}, () => setPageStatus("Waiting for the access token…", "loading")),
           request("ui/instructions").catch(() => null),
         ]);
         if (generation !== loadGeneration) return;
