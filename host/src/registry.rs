@@ -122,6 +122,26 @@ impl RegisteredProvider {
         &self.origin
     }
 
+    /// Calls the provider's `validate_fields` directly, on the caller's task:
+    /// panics are caught, but there are no form rules, no defaults, no
+    /// timeout, no thread isolation and no scrubbing. For embedders that
+    /// apply their own policy, and for measuring the raw cost of a call;
+    /// everyone else wants [`crate::Connhost::validate`]. A valid verdict
+    /// carries no credential document.
+    pub async fn call_provider(&self, fields: CredentialFields) -> crate::Verdict {
+        use crate::validation::Accepted;
+        match self.run_validation(fields).await {
+            ProviderOutcome::Valid(validation) => crate::Verdict::Valid(Accepted {
+                provider_username: validation.provider_username,
+                provider_metadata: validation.provider_metadata,
+                document: None,
+            }),
+            ProviderOutcome::Rejected(message) => crate::Verdict::Rejected { message },
+            ProviderOutcome::Inconclusive(message) => crate::Verdict::Inconclusive { message },
+            ProviderOutcome::Fault(message) => crate::Verdict::ProviderFault { message },
+        }
+    }
+
     /// Runs the provider's `validate_fields`, catching panics. No timeout:
     /// [`crate::Connhost::validate`] applies the host's.
     pub(crate) async fn run_validation(&self, fields: CredentialFields) -> ProviderOutcome {
