@@ -26,15 +26,20 @@ pub mod capabilities;
 pub mod http;
 pub mod loader;
 mod plugin_provider;
+pub mod plugin_set;
 pub mod redact;
 mod registry;
+pub mod reload;
 mod schema_doc;
 mod service;
 mod validation;
 
 pub use connhost_plugin_api as plugin_api;
 pub use connhost_plugin_api::{CredentialFields, CredentialFormSchema, FieldError};
-pub use loader::{FailureKind, LoadFailure, LoadOptions, LoadReport, LoadedPlugin};
+pub use loader::{
+    FailureKind, LoadFailure, LoadOptions, LoadReport, LoadedPlugin, PluginLibrary, RetiredLibrary,
+};
+pub use plugin_set::{PluginSet, RescanOutcome};
 pub use registry::{
     Conflict, Origin, ProviderRegistry, RegisteredProvider, RegistryBuilder, BUILTIN_PATH,
 };

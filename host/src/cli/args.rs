@@ -137,6 +137,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = connhost::http::DEFAULT_BODY_LIMIT, value_name = "BYTES")]
     pub(crate) body_limit: usize,
 
+    /// Do not watch the plugins folder for changes (rescan on SIGHUP or
+    /// POST /v1/plugins/rescan only).
+    #[arg(long)]
+    pub(crate) no_watch: bool,
+
+    /// Where private copies of plugin files are loaded from (default: a
+    /// folder of this process under the system's temp dir).
+    #[arg(long, env = "CONNHOST_CACHE_DIR", value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+
     /// On SIGINT/SIGTERM, how long requests in flight may take to finish, in
     /// seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]

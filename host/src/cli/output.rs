@@ -89,6 +89,14 @@ pub(crate) fn report(report: &LoadReport) -> String {
             .collect();
         out.push_str(&table(&["PLUGIN", "VERSION", "PROVIDERS", "FILE"], &rows));
     }
+    if !report.retired.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nRetired libraries (replaced or removed, still in memory): {}, {} bytes",
+            report.retired.len(),
+            report.retired_bytes()
+        );
+    }
     if !report.failed.is_empty() {
         let _ = writeln!(out, "\nNot loaded ({}):", report.failed.len());
         for failure in &report.failed {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use axum::http::HeaderValue;
 use connhost::http::{AccessToken, AppState, HttpConfig};
-use connhost::{Connhost, HostConfig};
+use connhost::{Connhost, HostConfig, PluginSet};
 
 use super::args::ServeArgs;
 
@@ -45,11 +45,16 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         body_limit: args.body_limit,
     };
 
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("connhost-{}", std::process::id())));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("connhost")
         .build()
         .context("could not start the async runtime")?;
+    let cache = cache_dir.clone();
     let finished = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -61,20 +66,23 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         let state = AppState::new(&http_config);
         let app = connhost::http::router(state.clone(), &http_config);
         // Answer probes (and 503 on the API) while the plugins load.
-        tokio::task::spawn_blocking(move || {
-            let host = Connhost::start(&host_config);
-            let report = host.load_report();
-            tracing::info!(
-                providers = host.registry().len(),
-                plugins_loaded = report.loaded.len(),
-                plugins_failed = report.failed.len(),
-                "ready"
-            );
-            for failure in &report.failed {
-                tracing::warn!(path = %failure.path.display(), "plugin not loaded: {}", failure.reason);
-            }
-            state.set_host(host);
+        let set = PluginSet::new(&host_config, cache);
+        let watch = !args.no_watch;
+        tokio::spawn(async move {
+            let publishing = state.clone();
+            let handle = connhost::reload::start(set, watch, move |host: Connhost| {
+                tracing::info!(
+                    providers = host.registry().len(),
+                    plugins_loaded = host.load_report().loaded.len(),
+                    plugins_failed = host.load_report().failed.len(),
+                    "serving a new provider set"
+                );
+                publishing.set_host(host);
+            })
+            .await;
+            state.set_reload(handle.clone());
             println!("connhost: ready");
+            rescan_on_hangup(handle).await;
         });
         connhost::http::serve(
             listener,
@@ -87,11 +95,30 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
     })?;
     // Do not wait for providers that never finished.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    // The libraries stay mapped until the process exits; the names can go.
+    let _ = std::fs::remove_dir_all(&cache_dir);
     if finished {
         Ok(super::success())
     } else {
         Ok(ExitCode::from(1))
     }
+}
+
+/// Rescans the plugins folder on every SIGHUP.
+async fn rescan_on_hangup(handle: connhost::reload::ReloadHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: rescanning the plugins folder");
+            handle.rescan().await;
+        }
+    }
+    #[cfg(not(unix))]
+    drop(handle);
 }
 
 fn read_token(args: &ServeArgs) -> anyhow::Result<Option<AccessToken>> {

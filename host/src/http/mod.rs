@@ -70,6 +70,7 @@ pub struct AppState {
     host: Arc<ArcSwapOption<Connhost>>,
     token: Option<Arc<AccessToken>>,
     metrics: Arc<metrics::Metrics>,
+    reload: Arc<std::sync::OnceLock<crate::reload::ReloadHandle>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -88,7 +89,13 @@ impl AppState {
             host: Arc::new(ArcSwapOption::empty()),
             token: config.token.clone().map(Arc::new),
             metrics: metrics::Metrics::new(),
+            reload: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Enables `POST /v1/plugins/rescan` through this hot-reload task.
+    pub fn set_reload(&self, handle: crate::reload::ReloadHandle) {
+        let _ = self.reload.set(handle);
     }
 
     /// Installs (or replaces) the provider set; requests in flight finish
@@ -111,6 +118,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .route("/v1/providers/{id}", get(routes::get_provider))
         .route("/v1/providers/{id}/validate", post(routes::validate))
         .route("/v1/plugins", get(routes::plugins))
+        .route("/v1/plugins/rescan", post(routes::rescan))
         .route("/ui/instructions", get(ui::instructions))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

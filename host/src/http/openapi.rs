@@ -18,6 +18,7 @@ use super::routes;
         routes::get_provider,
         routes::validate,
         routes::plugins,
+        routes::rescan,
         routes::healthz,
         routes::readyz,
         routes::metrics,

@@ -110,6 +110,31 @@ pub(crate) async fn plugins(State(state): State<AppState>) -> Result<Json<LoadRe
     Ok(Json(state.host()?.load_report().clone()))
 }
 
+/// Rescans the plugins folder now (for file systems without change
+/// events) and answers with the load report once the result is served.
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/rescan",
+    tag = "plugins",
+    responses(
+        (status = 200, description = "The load report after the rescan", body = LoadReport),
+        (status = 401, description = "Missing or wrong access token", body = ErrorBody),
+        (status = 503, description = "Hot reload is not running", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn rescan(State(state): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload_unavailable",
+            "This server does not reload plugins.",
+        )
+    };
+    let handle = state.reload.get().ok_or_else(unavailable)?;
+    handle.rescan().await.map(Json).ok_or_else(unavailable)
+}
+
 /// Liveness: the process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up")))]
 pub(crate) async fn healthz() -> Json<serde_json::Value> {

@@ -132,7 +132,7 @@ pub(crate) fn open(path: &Path) -> Result<OpenedLibrary, LoadFailure> {
 /// shared library: the dynamic loader maps segments without checking that
 /// the file holds them, and touching a missing page kills the process
 /// (SIGBUS). A file still being copied looks exactly like that.
-fn check_file(path: &Path) -> Result<(), LoadFailure> {
+pub(crate) fn check_file(path: &Path) -> Result<(), LoadFailure> {
     use object::{Object as _, ObjectKind, ObjectSegment as _};
 
     let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);

@@ -20,6 +20,7 @@ use connhost_plugin_api::ProviderDescriptor;
 use serde::Serialize;
 
 pub use failure::{FailureKind, LoadFailure};
+pub(crate) use library::check_file;
 
 use crate::capabilities;
 use crate::plugin_provider::PluginProvider;
@@ -58,6 +59,24 @@ pub struct LoadReport {
     pub loaded: Vec<LoadedPlugin>,
     /// Files, or providers of files, that were not loaded.
     pub failed: Vec<LoadFailure>,
+    /// Libraries that were replaced or removed while the host ran. They
+    /// stay mapped (a library is never unloaded): this is the memory that
+    /// hot reload keeps.
+    pub retired: Vec<RetiredLibrary>,
+}
+
+/// A library that hot reload replaced or removed, still in memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RetiredLibrary {
+    /// The file it was loaded for.
+    #[schema(value_type = String)]
+    pub path: PathBuf,
+    /// The plugin's name.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The library file's size in bytes (what stays mapped, at most).
+    pub bytes: u64,
 }
 
 impl LoadReport {
@@ -65,6 +84,12 @@ impl LoadReport {
     pub fn extend(&mut self, other: LoadReport) {
         self.loaded.extend(other.loaded);
         self.failed.extend(other.failed);
+        self.retired.extend(other.retired);
+    }
+
+    /// The bytes of all retired libraries.
+    pub fn retired_bytes(&self) -> u64 {
+        self.retired.iter().map(|r| r.bytes).sum()
     }
 }
 
@@ -155,6 +180,113 @@ fn run_init(module: PluginModuleRef, api_version: &str, options: &LoadOptions) -
     })
 }
 
+/// A plugin library that opened, passed every check and initialised, with
+/// its providers' descriptions: ready to be registered (any number of
+/// times, into any number of registries). The library itself is never
+/// unloaded.
+#[derive(Clone)]
+pub struct PluginLibrary {
+    init: Initialized,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for PluginLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginLibrary")
+            .field("path", &self.path)
+            .field("plugin", &self.init.name)
+            .field("version", &self.init.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginLibrary {
+    /// Opens, checks and initialises the library at `load_path`, reporting
+    /// it (in origins and failures) as `path`. The two differ when the host
+    /// loads a private copy of a watched file.
+    pub fn open(load_path: &Path, path: &Path, options: &LoadOptions) -> Result<Self, LoadFailure> {
+        match initialize(load_path, options) {
+            Ok(init) => Ok(Self {
+                init,
+                path: path.to_owned(),
+            }),
+            Err(mut failure) => {
+                failure.path = path.to_owned();
+                Err(failure)
+            }
+        }
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.init.name
+    }
+
+    /// The plugin's version.
+    pub fn version(&self) -> &str {
+        &self.init.version
+    }
+
+    /// The file it is reported as.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Registers its providers into `registry`, never replacing one that is
+    /// there. Returns the plugin (if any provider registered, or it has none)
+    /// and every failure (providers that could not describe themselves, and
+    /// conflicts naming both origins).
+    pub fn register_into(
+        &self,
+        registry: &mut ProviderRegistry,
+    ) -> (Option<LoadedPlugin>, Vec<LoadFailure>) {
+        let init = &self.init;
+        let path = &self.path;
+        let origin = Origin::Plugin {
+            plugin: init.name.clone(),
+            version: init.version.clone(),
+            path: path.clone(),
+        };
+        let mut failures = Vec::new();
+        let mut registered = Vec::new();
+        for provider in &init.providers {
+            match provider {
+                Err(message) => failures.push(LoadFailure::new(
+                    path,
+                    FailureKind::ProviderFault,
+                    format!(
+                        "plugin {} {}: {message}; its other providers still load.",
+                        init.name, init.version
+                    ),
+                )),
+                Ok((handle, descriptor)) => {
+                    let entry = RegisteredProvider::from_plugin(
+                        descriptor.clone(),
+                        origin.clone(),
+                        PluginProvider::new(init.module, *handle),
+                    );
+                    match registry.try_register(entry) {
+                        Ok(()) => registered.push(descriptor.provider_id.clone()),
+                        Err(conflict) => failures.push(LoadFailure::new(
+                            path,
+                            FailureKind::Conflict,
+                            format!("{conflict}. Provider ids must be unique: a plugin never replaces a provider that is already registered; remove or rename one of them."),
+                        )),
+                    }
+                }
+            }
+        }
+        let loaded = (!registered.is_empty() || init.providers.is_empty()).then(|| LoadedPlugin {
+            path: path.clone(),
+            plugin: init.name.clone(),
+            version: init.version.clone(),
+            api_version: init.api_version.clone(),
+            providers: registered,
+        });
+        (loaded, failures)
+    }
+}
+
 /// Loads one plugin file into `registry`. Returns the plugin (if it loaded)
 /// and every failure (the file's, or individual providers').
 pub fn load_file(
@@ -162,67 +294,23 @@ pub fn load_file(
     registry: &mut ProviderRegistry,
     options: &LoadOptions,
 ) -> (Option<LoadedPlugin>, Vec<LoadFailure>) {
-    let init = match initialize(path, options) {
-        Ok(init) => init,
-        Err(failure) => return (None, vec![failure]),
-    };
-    let origin = Origin::Plugin {
-        plugin: init.name.clone(),
-        version: init.version.clone(),
-        path: path.to_owned(),
-    };
-    let mut failures = Vec::new();
-    let mut registered = Vec::new();
-    for provider in &init.providers {
-        match provider {
-            Err(message) => failures.push(LoadFailure::new(
-                path,
-                FailureKind::ProviderFault,
-                format!(
-                    "plugin {} {}: {message}; its other providers still load.",
-                    init.name, init.version
-                ),
-            )),
-            Ok((handle, descriptor)) => {
-                let entry = RegisteredProvider::from_plugin(
-                    descriptor.clone(),
-                    origin.clone(),
-                    PluginProvider::new(init.module, *handle),
-                );
-                match registry.try_register(entry) {
-                    Ok(()) => registered.push(descriptor.provider_id.clone()),
-                    Err(conflict) => failures.push(LoadFailure::new(
-                        path,
-                        FailureKind::Conflict,
-                        format!("{conflict}. Provider ids must be unique: a plugin never replaces a provider that is already registered; remove or rename one of them."),
-                    )),
-                }
-            }
-        }
+    match PluginLibrary::open(path, path, options) {
+        Ok(library) => library.register_into(registry),
+        Err(failure) => (None, vec![failure]),
     }
-    let loaded = (!registered.is_empty() || init.providers.is_empty()).then(|| LoadedPlugin {
-        path: path.to_owned(),
-        plugin: init.name.clone(),
-        version: init.version.clone(),
-        api_version: init.api_version.clone(),
-        providers: registered,
-    });
-    (loaded, failures)
 }
 
-/// Copies `path` into a fresh private folder under the temp dir.
-fn private_copy(path: &Path) -> std::io::Result<PathBuf> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "connhost-inspect-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let copy = dir.join(path.file_name().unwrap_or_else(|| "plugin".as_ref()));
-    std::fs::copy(path, &copy)?;
-    Ok(copy)
+/// Logs what happened to one file.
+pub(crate) fn log_outcome(loaded: Option<&LoadedPlugin>, failures: &[LoadFailure]) {
+    for failure in failures {
+        tracing::warn!(path = %failure.path.display(), kind = ?failure.kind, "plugin not loaded: {}", failure.reason);
+        if let Some(detail) = &failure.detail {
+            tracing::debug!(path = %failure.path.display(), "layout difference:\n{detail}");
+        }
+    }
+    if let Some(loaded) = loaded {
+        tracing::info!(path = %loaded.path.display(), plugin = %loaded.plugin, version = %loaded.version, providers = ?loaded.providers, "plugin loaded");
+    }
 }
 
 /// Whether a path has this platform's shared library extension.
@@ -256,32 +344,45 @@ pub fn load_directory(
     let files = match library_files(dir) {
         Ok(files) => files,
         Err(e) => {
-            let reason = if e.kind() == std::io::ErrorKind::NotFound {
-                "the plugins folder does not exist; create it, or point --plugins (CONNHOST_PLUGINS) at the folder that holds your plugins.".to_owned()
-            } else {
-                format!("the plugins folder could not be read: {e}.")
-            };
-            report
-                .failed
-                .push(LoadFailure::new(dir, FailureKind::Unreadable, reason));
+            report.failed.push(LoadFailure::new(
+                dir,
+                FailureKind::Unreadable,
+                missing_dir_reason(&e),
+            ));
             return report;
         }
     };
     for path in files {
         let (loaded, failures) = load_file(&path, registry, options);
-        for failure in &failures {
-            tracing::warn!(path = %failure.path.display(), kind = ?failure.kind, "plugin not loaded: {}", failure.reason);
-            if let Some(detail) = &failure.detail {
-                tracing::debug!(path = %failure.path.display(), "layout difference:\n{detail}");
-            }
-        }
-        if let Some(loaded) = &loaded {
-            tracing::info!(path = %loaded.path.display(), plugin = %loaded.plugin, version = %loaded.version, providers = ?loaded.providers, "plugin loaded");
-        }
+        log_outcome(loaded.as_ref(), &failures);
         report.loaded.extend(loaded);
         report.failed.extend(failures);
     }
     report
+}
+
+/// Why a plugins folder could not be listed.
+pub(crate) fn missing_dir_reason(error: &std::io::Error) -> String {
+    if error.kind() == std::io::ErrorKind::NotFound {
+        "the plugins folder does not exist; create it, or point --plugins (CONNHOST_PLUGINS) at the folder that holds your plugins.".to_owned()
+    } else {
+        format!("the plugins folder could not be read: {error}.")
+    }
+}
+
+/// Copies `path` into a fresh private folder under the temp dir.
+fn private_copy(path: &Path) -> std::io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "connhost-inspect-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let copy = dir.join(path.file_name().unwrap_or_else(|| "plugin".as_ref()));
+    std::fs::copy(path, &copy)?;
+    Ok(copy)
 }
 
 /// What `connhost inspect` shows about a file.

@@ -25,6 +25,8 @@ const PACKAGES: &[&str] = &[
     "fixture-not-a-plugin",
     "fixture-abi-version",
     "fixture-abi-layout",
+    "fixture-greeter-v1",
+    "fixture-greeter-v2",
 ];
 
 /// The workspace's target dir, found from this test binary's own path
@@ -233,6 +235,20 @@ pub fn set(config: &mut connhost::HostConfig, plugin: &str, key: &str, value: &s
         .entry(plugin.to_owned())
         .or_default()
         .insert(key.to_owned(), value.to_owned());
+}
+
+/// Waits (up to 30 s) until `condition` holds, checking every few
+/// milliseconds; panics with `what` otherwise. For conditions that have no
+/// event to wait on (a file watcher reacting, a process exiting).
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// A multi-threaded runtime for library-API tests.

@@ -1,0 +1,205 @@
+//! Plugin loading: `connhost::loader::load_directory` on N = 1, 10, 100
+//! distinct copies of the trivial plugin vs bare `dlopen` + symbol lookup
+//! on equally fresh copies.
+//!
+//! glibc hands back the already-loaded object for a file (inode) it has
+//! opened, and nothing is ever unloaded, so every sample gets fresh copies
+//! in a fresh folder and runs in a fresh process (`load-probe`), after an
+//! untimed warm-up load of one more fresh copy. The modes of one sample run
+//! back to back, in an order that rotates from sample to sample, so that
+//! drift on this noisy machine hits them alike. Copying the files is not
+//! timed; they are in the page cache for every mode.
+//!
+//! Modes (see `src/bin/load-probe.rs`): `bare` (the baseline), `connhost`
+//! (`load_directory` into one registry: one file registers, the others are
+//! counted as id conflicts), `connhost-own` (each file into a registry of
+//! its own), and `bare-fullcheck` / `bare-headercheck`, which take the
+//! loader's cost apart.
+//!
+//! Writes `load.json` to the results folder (see
+//! `connhost_bench::results_dir`). Samples per N: `CONNHOST_BENCH_LOAD_SAMPLES`
+//! as `N1,N10,N100` (default `15,9,5`).
+
+use std::path::Path;
+use std::process::Command;
+
+use connhost_bench::{fresh_copies, median, plugin_library, write_result};
+use serde_json::{json, Value};
+
+/// `bare` first: the baseline every ratio divides by.
+const MODES: [&str; 5] = [
+    "bare",
+    "connhost",
+    "connhost-own",
+    "bare-fullcheck",
+    "bare-headercheck",
+];
+const SIZES: [usize; 3] = [1, 10, 100];
+
+fn probe(mode: &str, library: &Path, n: usize) -> Value {
+    let dir = fresh_copies(library, n);
+    let warmup = fresh_copies(library, 1);
+    // Settle the copies' writeback before timing anything.
+    let _ = Command::new("sync").status();
+    let output = Command::new(env!("CARGO_BIN_EXE_load-probe"))
+        .arg(mode)
+        .arg(dir.path())
+        .arg(warmup.path())
+        .output()
+        .expect("run load-probe");
+    assert!(
+        output.status.success(),
+        "load-probe {mode} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let sample: Value = serde_json::from_slice(&output.stdout).expect("load-probe's JSON");
+    assert_eq!(sample["n"], n, "{sample}");
+    let (loaded, conflicts) = (&sample["loaded"], &sample["conflicts"]);
+    let expected = match mode {
+        "connhost" => (json!(1), json!(n - 1)),
+        _ => (json!(n), json!(0)),
+    };
+    assert_eq!((loaded, conflicts), (&expected.0, &expected.1), "{sample}");
+    assert_eq!(sample["failed"], 0, "{sample}");
+    sample
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters nothing.
+    let samples: Vec<usize> = std::env::var("CONNHOST_BENCH_LOAD_SAMPLES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| v.len() == SIZES.len())
+        .unwrap_or_else(|| vec![15, 9, 5]);
+    let library = plugin_library();
+    let library_bytes = std::fs::metadata(&library).expect("the plugin").len();
+    println!(
+        "load: {} ({} KiB), modes {MODES:?}",
+        library.display(),
+        library_bytes / 1024
+    );
+
+    let mut sizes = Vec::new();
+    for (&n, &count) in SIZES.iter().zip(&samples) {
+        let mut ns: [Vec<f64>; MODES.len()] = Default::default();
+        let mut raw = Vec::new();
+        for s in 0..count {
+            for k in 0..MODES.len() {
+                let m = (s + k) % MODES.len();
+                let sample = probe(MODES[m], &library, n);
+                ns[m].push(sample["ns"].as_f64().expect("ns"));
+                raw.push(sample);
+            }
+        }
+        let medians: Vec<f64> = ns.iter_mut().map(|v| median(v)).collect();
+        let per_mode: serde_json::Map<String, Value> = MODES
+            .iter()
+            .zip(&ns)
+            .zip(&medians)
+            .map(|((mode, ns), median)| {
+                (
+                    (*mode).to_owned(),
+                    json!({
+                        "median_ms": median / 1e6,
+                        "min_ms": ns.first().copied().unwrap_or(f64::NAN) / 1e6,
+                        "max_ms": ns.last().copied().unwrap_or(f64::NAN) / 1e6,
+                        "per_library_ms": median / 1e6 / n as f64,
+                        "samples_ms": ns.iter().map(|v| v / 1e6).collect::<Vec<_>>(),
+                    }),
+                )
+            })
+            .collect();
+        // Per-sample ratios (modes of one sample ran back to back), then
+        // their median: robust to drift between samples.
+        let paired = |mode: &str| {
+            let mut ratios: Vec<f64> = raw
+                .chunks(MODES.len())
+                .map(|chunk| {
+                    let of = |wanted: &str| {
+                        chunk
+                            .iter()
+                            .find(|s| s["mode"] == wanted)
+                            .and_then(|s| s["ns"].as_f64())
+                            .expect("every mode in every sample")
+                    };
+                    of(mode) / of("bare")
+                })
+                .collect();
+            median(&mut ratios)
+        };
+        let ratios: serde_json::Map<String, Value> = MODES[1..]
+            .iter()
+            .map(|mode| ((*mode).to_owned(), json!(paired(mode))))
+            .collect();
+        let line: Vec<String> = MODES
+            .iter()
+            .zip(&medians)
+            .map(|(mode, median)| match ratios.get(*mode) {
+                Some(ratio) => format!(
+                    "{mode} {:.2} ms (x{:.2})",
+                    median / 1e6,
+                    ratio.as_f64().unwrap()
+                ),
+                None => format!("{mode} {:.2} ms", median / 1e6),
+            })
+            .collect();
+        println!("load N={n:>3} ({count} samples): {}", line.join(", "));
+        sizes.push(json!({
+            "n": n,
+            "samples": count,
+            "modes": per_mode,
+            "ratios_vs_bare": ratios,
+            "raw": raw,
+        }));
+    }
+
+    // Linearity: least-squares line through the medians, per mode.
+    let fit = |mode: &str| {
+        let points: Vec<(f64, f64)> = sizes
+            .iter()
+            .map(|s| {
+                (
+                    s["n"].as_f64().unwrap(),
+                    s["modes"][mode]["median_ms"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        let count = points.len() as f64;
+        let mean_x = points.iter().map(|p| p.0).sum::<f64>() / count;
+        let mean_y = points.iter().map(|p| p.1).sum::<f64>() / count;
+        let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+        let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+        let slope = sxy / sxx;
+        let intercept = mean_y - slope * mean_x;
+        let ss_tot: f64 = points.iter().map(|p| (p.1 - mean_y).powi(2)).sum();
+        let ss_res: f64 = points
+            .iter()
+            .map(|p| (p.1 - (intercept + slope * p.0)).powi(2))
+            .sum();
+        json!({
+            "ms_per_library": slope,
+            "intercept_ms": intercept,
+            "r_squared": 1.0 - ss_res / ss_tot,
+        })
+    };
+    let linearity: serde_json::Map<String, Value> =
+        MODES.iter().map(|m| ((*m).to_owned(), fit(m))).collect();
+    for (mode, line) in &linearity {
+        println!(
+            "load fit {mode}: {:.3} ms/library + {:.3} ms, R² {:.5}",
+            line["ms_per_library"].as_f64().unwrap(),
+            line["intercept_ms"].as_f64().unwrap(),
+            line["r_squared"].as_f64().unwrap()
+        );
+    }
+    let path = write_result(
+        "load.json",
+        &json!({
+            "library": library.display().to_string(),
+            "library_bytes": library_bytes,
+            "sizes": sizes,
+            "linearity": linearity,
+        }),
+    );
+    println!("load: wrote {}", path.display());
+}

@@ -1,0 +1,130 @@
+//! A small driver for callgrind: instruction counts are stable on a noisy
+//! machine where wall-clock time is not.
+//!
+//! `call-driver MODE ITERS [DIR]` sets up, then runs `measured` (never
+//! inlined, so `valgrind --tool=callgrind --toggle-collect='*measured*'`
+//! can count it alone) ITERS times. Modes:
+//!
+//! - `raw-native`, `raw-plugin`: `RegisteredProvider::call_provider` on the
+//!   trivial provider, compiled in or loaded from a fresh copy of its cdylib;
+//! - `validate-native`, `validate-plugin`: `Connhost::validate`, on a
+//!   multi-thread tokio runtime;
+//! - `load-bare`, `load-connhost`: loading every library in DIR (fresh
+//!   copies; ITERS is ignored), with bare `dlopen` + symbol lookup, or with
+//!   `connhost::loader::load_directory`.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::process::ExitCode;
+
+use connhost::loader::{load_directory, LoadOptions};
+use connhost::{Connhost, CredentialFields, LoadReport, ProviderRegistry};
+use connhost_bench::{
+    block_on, credential, fresh_copies, plugin_library, PROVIDER_ID, ROOT_MODULE_SYMBOL,
+};
+use fixture_bench_trivial::BenchTrivial;
+
+fn registry(plugin: bool) -> (ProviderRegistry, Option<tempfile::TempDir>) {
+    let mut registry = ProviderRegistry::new();
+    if !plugin {
+        registry.register(BenchTrivial);
+        return (registry, None);
+    }
+    let dir = fresh_copies(&plugin_library(), 1);
+    let report = load_directory(dir.path(), &mut registry, &LoadOptions::default());
+    assert_eq!(report.loaded.len(), 1, "{report:?}");
+    (registry, Some(dir))
+}
+
+#[inline(never)]
+fn measured_raw(registry: &ProviderRegistry, fields: CredentialFields) {
+    let verdict = block_on(
+        registry
+            .get(black_box(PROVIDER_ID))
+            .unwrap()
+            .call_provider(fields),
+    );
+    black_box(verdict);
+}
+
+#[inline(never)]
+fn measured_validate(runtime: &tokio::runtime::Runtime, host: &Connhost, fields: CredentialFields) {
+    let verdict = runtime.block_on(host.validate(black_box(PROVIDER_ID), fields));
+    black_box(verdict.expect("registered"));
+}
+
+#[inline(never)]
+fn measured_load_bare(dir: &Path) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("read the folder")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    for path in files {
+        // SAFETY: the benchmark's own plugin.
+        let library = unsafe { libloading::Library::new(&path) }.expect("dlopen");
+        // SAFETY: only the symbol's address is read.
+        assert!(unsafe { library.get::<*const u8>(ROOT_MODULE_SYMBOL) }.is_ok());
+        std::mem::forget(library);
+    }
+}
+
+#[inline(never)]
+fn measured_load_connhost(dir: &Path) {
+    let mut registry = ProviderRegistry::new();
+    let report = load_directory(dir, &mut registry, &LoadOptions::default());
+    assert!(!report.loaded.is_empty(), "{report:?}");
+    black_box(report);
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, iters, dir) = match args.as_slice() {
+        [mode, iters] => (mode.as_str(), iters.parse::<usize>().ok(), None),
+        [mode, iters, dir] => (mode.as_str(), iters.parse().ok(), Some(Path::new(dir))),
+        _ => ("", None, None),
+    };
+    let Some(iters) = iters else {
+        eprintln!("usage: call-driver MODE ITERS [DIR]");
+        return ExitCode::from(2);
+    };
+    match mode {
+        "raw-native" | "raw-plugin" => {
+            let (registry, _dir) = registry(mode == "raw-plugin");
+            for _ in 0..iters {
+                measured_raw(&registry, credential());
+            }
+        }
+        "validate-native" | "validate-plugin" => {
+            let (registry, _dir) = registry(mode == "validate-plugin");
+            let host = Connhost::from_parts(
+                registry,
+                LoadReport::default(),
+                connhost::DEFAULT_VALIDATION_TIMEOUT,
+            );
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            for _ in 0..iters {
+                measured_validate(&runtime, &host, credential());
+            }
+        }
+        "load-bare" | "load-connhost" => {
+            let Some(dir) = dir else {
+                eprintln!("call-driver {mode}: needs DIR");
+                return ExitCode::from(2);
+            };
+            if mode == "load-bare" {
+                measured_load_bare(dir);
+            } else {
+                measured_load_connhost(dir);
+            }
+        }
+        other => {
+            eprintln!("call-driver: unknown mode {other}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,676 @@
+//! Writes `BENCHMARKS.md` and the SVG charts from one run's results.
+//!
+//! `report RESULTS_DIR CRITERION_DIR OUTPUT_MD`
+//!
+//! Reads from RESULTS_DIR: `load.json`, `http.json`, `memory.json` (written
+//! by the load bench and `harness`), `callgrind.tsv` (`MODE ITERS IR`
+//! lines), `commands.tsv` (`KEY<TAB>COMMAND` lines: what scripts/bench ran)
+//! and the profiles in `raw/`; from CRITERION_DIR, criterion's estimates of
+//! the call benchmarks. Writes OUTPUT_MD and `ratios.svg` and `load.svg`
+//! into RESULTS_DIR. A missing input leaves its section saying so.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use serde_json::Value;
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// One criterion benchmark: median and its 95% interval, in ns.
+#[derive(Clone, Copy)]
+struct Estimate {
+    median: f64,
+    low: f64,
+    high: f64,
+}
+
+fn criterion_estimate(dir: &Path, group: &str, function: &str) -> Option<Estimate> {
+    let estimates = read_json(&dir.join(group).join(function).join("new/estimates.json"))?;
+    let median = &estimates["median"];
+    Some(Estimate {
+        median: median["point_estimate"].as_f64()?,
+        low: median["confidence_interval"]["lower_bound"].as_f64()?,
+        high: median["confidence_interval"]["upper_bound"].as_f64()?,
+    })
+}
+
+/// A ratio with a conservative interval (the extremes of the two
+/// intervals).
+fn ratio_of(numerator: Estimate, denominator: Estimate) -> (f64, f64, f64) {
+    (
+        numerator.median / denominator.median,
+        numerator.low / denominator.high,
+        numerator.high / denominator.low,
+    )
+}
+
+fn ns(value: f64) -> String {
+    if value >= 1e6 {
+        format!("{:.2} ms", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{:.2} µs", value / 1e3)
+    } else {
+        format!("{value:.0} ns")
+    }
+}
+
+fn f(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
+}
+
+/// One bar of the ratio chart.
+struct Bar {
+    label: String,
+    ratio: f64,
+    group: &'static str,
+}
+
+/// The machine, from the system itself.
+fn machine() -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let nproc = command_output("nproc", &[]).unwrap_or_else(|| "unknown".into());
+    let rustc = command_output("rustc", &["--version"]).unwrap_or_else(|| "unknown".into());
+    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default();
+    let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|s| !s.is_empty());
+    vec![
+        ("Date".into(), date),
+        (
+            "Commit".into(),
+            format!(
+                "{commit}{}",
+                if dirty {
+                    " (plus uncommitted changes in the working tree)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        ("`nproc`".into(), nproc),
+        ("CPU".into(), model),
+        ("Memory".into(), memory),
+        ("Kernel".into(), kernel),
+        ("Rust".into(), rustc),
+    ]
+}
+
+/// `MODE ITERS IR` lines -> mode -> [(iters, ir)].
+fn callgrind(path: &Path) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut modes: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if let [mode, iters, ir] = parts.as_slice() {
+            if let (Ok(iters), Ok(ir)) = (iters.parse(), ir.parse()) {
+                modes.entry((*mode).to_owned()).or_default().push((iters, ir));
+            }
+        }
+    }
+    modes
+}
+
+/// Instructions per iteration: the difference between the longest and
+/// shortest run over the difference in iterations (setup and first-call
+/// costs cancel out).
+fn per_iteration(runs: &[(f64, f64)]) -> Option<f64> {
+    let min = runs.iter().min_by(|a, b| a.0.total_cmp(&b.0))?;
+    let max = runs.iter().max_by(|a, b| a.0.total_cmp(&b.0))?;
+    (max.0 > min.0).then(|| (max.1 - min.1) / (max.0 - min.0))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [results, criterion, output] = args.as_slice() else {
+        eprintln!("usage: report RESULTS_DIR CRITERION_DIR OUTPUT_MD");
+        return ExitCode::from(2);
+    };
+    let results = PathBuf::from(results);
+    let criterion = PathBuf::from(criterion);
+    let output = PathBuf::from(output);
+    let relative = |path: &Path| -> String {
+        let base = output.parent().unwrap_or(Path::new("."));
+        let base = base.canonicalize().unwrap_or(base.to_owned());
+        let path = path.canonicalize().unwrap_or(path.to_owned());
+        path.strip_prefix(&base)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.display().to_string())
+    };
+    let commands: BTreeMap<String, String> =
+        std::fs::read_to_string(results.join("commands.tsv"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    let command = |key: &str| -> String {
+        commands
+            .get(key)
+            .map(|c| format!("\n```sh\n{c}\n```\n"))
+            .unwrap_or_else(|| "\n(command not recorded)\n".into())
+    };
+
+    let mut md = String::new();
+    let mut bars: Vec<Bar> = Vec::new();
+    let mut headline: Vec<(String, String)> = Vec::new();
+
+    // ---- 1. calls -------------------------------------------------------
+    let mut calls = String::new();
+    let cg = callgrind(&results.join("callgrind.tsv"));
+    let cg_per = |mode: &str| cg.get(mode).and_then(|runs| per_iteration(runs));
+    writeln!(calls, "| path | compiled in (baseline) | plugin | overhead | ratio (95% interval) | instructions: compiled in / plugin (ratio) |\n|---|---|---|---|---|---|").unwrap();
+    for (group, label, cg_key) in [
+        ("raw_call", "`call_provider` (raw call)", Some("raw")),
+        ("validate", "`Connhost::validate`", Some("validate")),
+        ("providers", "`Connhost::providers()`", None),
+        ("schema", "`Connhost::schema(id)`", None),
+    ] {
+        let (Some(native), Some(plugin)) = (
+            criterion_estimate(&criterion, group, "native"),
+            criterion_estimate(&criterion, group, "plugin"),
+        ) else {
+            writeln!(calls, "| {label} | (no result) | | | | |").unwrap();
+            continue;
+        };
+        let (ratio, low, high) = ratio_of(plugin, native);
+        let instructions = cg_key
+            .and_then(|key| {
+                let native = cg_per(&format!("{key}-native"))?;
+                let plugin = cg_per(&format!("{key}-plugin"))?;
+                bars.push(Bar {
+                    label: format!("{label} (instructions)")
+                        .replace('`', ""),
+                    ratio: plugin / native,
+                    group: "call",
+                });
+                Some(format!(
+                    "{native:.0} / {plugin:.0} (×{:.2})",
+                    plugin / native
+                ))
+            })
+            .unwrap_or_else(|| "".into());
+        writeln!(
+            calls,
+            "| {label} | {} | {} | {} | ×{ratio:.2} ({low:.2}–{high:.2}) | {instructions} |",
+            ns(native.median),
+            ns(plugin.median),
+            ns(plugin.median - native.median),
+        )
+        .unwrap();
+        bars.push(Bar {
+            label: format!("{label} (time)").replace('`', ""),
+            ratio,
+            group: "call",
+        });
+        if group == "raw_call" {
+            let overhead = plugin.median - native.median;
+            headline.push((
+                "Raw provider call, plugin vs compiled in".into(),
+                format!(
+                    "×{ratio:.2} ({} vs {}): overhead {} per call, {} the 1 µs aim",
+                    ns(plugin.median),
+                    ns(native.median),
+                    ns(overhead),
+                    if overhead < 1000.0 { "within" } else { "over" }
+                ),
+            ));
+        }
+        if group == "validate" {
+            headline.push((
+                "`Connhost::validate`, plugin vs compiled in".into(),
+                format!(
+                    "×{ratio:.2} ({} vs {})",
+                    ns(plugin.median),
+                    ns(native.median)
+                ),
+            ));
+        }
+    }
+    if let (Some(raw), Some(validate)) = (
+        criterion_estimate(&criterion, "raw_call", "native"),
+        criterion_estimate(&criterion, "validate", "native"),
+    ) {
+        writeln!(
+            calls,
+            "\nThe full `validate` path costs ×{:.0} the raw call of the same compiled-in provider ({} vs {}): the form rules, the isolation thread (`spawn_blocking` + `Handle::block_on`), the timeout, scrubbing and the credential document dominate any plugin boundary.",
+            validate.median / raw.median,
+            ns(validate.median),
+            ns(raw.median)
+        )
+        .unwrap();
+    }
+
+    writeln!(md, "# Benchmarks\n").unwrap();
+    writeln!(md, "Produced by `scripts/bench` (every figure and chart below comes from one run of it; rerun it to refresh this file). Every figure is a **ratio against a baseline measured in the same run** on the same machine: this machine is shared and noisy, so absolute times move between runs while ratios hold much better. Instruction counts (callgrind) are given where they apply: they do not depend on the noise.\n").unwrap();
+    writeln!(md, "![ratios](benches/out/ratios.svg)\n").unwrap();
+
+    // ---- 2. load ----------------------------------------------------------
+    let mut load = String::new();
+    let mut load_series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    if let Some(data) = read_json(&results.join("load.json")) {
+        let bytes = f(&data["library_bytes"]);
+        writeln!(load, "Plugin file: `libfixture_bench_trivial.so`, {:.1} MiB (a release build with this workspace's `debug = \"line-tables-only\"`).\n", bytes / 1048576.0).unwrap();
+        writeln!(load, "| N | samples | bare `dlopen` + symbol (baseline) | `load_directory` | ratio | per library: bare / connhost | each file in its own registry (ratio) | bare + today's file check (ratio) | bare + header-only check (ratio) |\n|---|---|---|---|---|---|---|---|---|").unwrap();
+        for size in data["sizes"].as_array().into_iter().flatten() {
+            let n = f(&size["n"]);
+            let mode = |m: &str| f(&size["modes"][m]["median_ms"]);
+            let ratio = |m: &str| f(&size["ratios_vs_bare"][m]);
+            for m in ["bare", "connhost", "bare-fullcheck", "bare-headercheck"] {
+                load_series
+                    .entry(m.to_owned())
+                    .or_default()
+                    .push((n, mode(m)));
+            }
+            writeln!(
+                load,
+                "| {n} | {} | {:.2} ms | {:.2} ms | ×{:.1} | {:.3} / {:.3} ms | {:.2} ms (×{:.1}) | {:.2} ms (×{:.1}) | {:.2} ms (×{:.1}) |",
+                size["samples"],
+                mode("bare"),
+                mode("connhost"),
+                ratio("connhost"),
+                mode("bare") / n,
+                mode("connhost") / n,
+                mode("connhost-own"),
+                ratio("connhost-own"),
+                mode("bare-fullcheck"),
+                ratio("bare-fullcheck"),
+                mode("bare-headercheck"),
+                ratio("bare-headercheck"),
+            )
+            .unwrap();
+            bars.push(Bar {
+                label: format!("load_directory, N={n}"),
+                ratio: ratio("connhost"),
+                group: "load",
+            });
+            if n == 100.0 {
+                headline.push((
+                    "Loading 100 plugins, `load_directory` vs bare `dlopen`".into(),
+                    format!(
+                        "×{:.1} ({:.1} ms vs {:.1} ms; {:.2} ms per library)",
+                        ratio("connhost"),
+                        mode("connhost"),
+                        mode("bare"),
+                        mode("connhost") / n
+                    ),
+                ));
+            }
+        }
+        writeln!(load, "\nTimes are medians over the samples; each ratio is the median of per-sample ratios (the modes of one sample run back to back in a rotating order, in fresh processes, on fresh copies). Every copy offers the same provider id: in `load_directory` the first file registers it and the other N−1 are refused as conflicts *after* all the loading work, which is what is measured (the counts are checked). \"Each file in its own registry\" loads the same copies with `load_file` into one fresh registry per file, so every file registers: it should be within noise of `load_directory`, showing that the conflicts do not flatter the figure.\n").unwrap();
+        writeln!(load, "**Linearity** (least-squares line through the medians):\n\n| mode | ms per library | intercept | R² |\n|---|---|---|---|").unwrap();
+        for (mode, line) in data["linearity"].as_object().into_iter().flatten() {
+            writeln!(
+                load,
+                "| {mode} | {:.3} | {:.3} ms | {:.4} |",
+                f(&line["ms_per_library"]),
+                f(&line["intercept_ms"]),
+                f(&line["r_squared"])
+            )
+            .unwrap();
+        }
+        writeln!(load, "\n![load time against N](benches/out/load.svg)").unwrap();
+    } else {
+        writeln!(load, "(no load results in this run)").unwrap();
+    }
+
+    // ---- 3. HTTP ----------------------------------------------------------
+    let mut http = String::new();
+    if let Some(data) = read_json(&results.join("http.json")) {
+        let s = &data["settings"];
+        writeln!(http, "Settings: `wrk -t{} -c{} -d{}s` per run, {} rounds per server and route (servers alternating), each server pinned to CPU 0 (`taskset -c 0`: one tokio worker) and wrk to CPU 1, both on 127.0.0.1; a 1 s warm-up run per server and route first. The bare server answers with the bytes connhost answered ({} and {} bytes; checked before the runs).\n",
+            s["threads"], s["connections"], s["duration_s"], s["rounds"],
+            data["providers_body_bytes"], data["validate_body_bytes"]).unwrap();
+        writeln!(http, "| route | server | requests/s | p50 | p90 | p99 | p99.9 | server CPU per request | server CPU busy |\n|---|---|---|---|---|---|---|---|---|").unwrap();
+        for (route, label) in [
+            ("providers", "`GET /v1/providers`"),
+            ("validate", "`POST /v1/providers/mai/validate` → 422"),
+        ] {
+            let r = &data["routes"][route];
+            for server in ["bare", "connhost"] {
+                let v = &r["servers"][server];
+                writeln!(
+                    http,
+                    "| {label} | {} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} µs | {:.0}% |",
+                    if server == "bare" { "bare axum (baseline)" } else { "connhost serve" },
+                    f(&v["requests_per_s"]),
+                    f(&v["p50_us"]),
+                    f(&v["p90_us"]),
+                    f(&v["p99_us"]),
+                    f(&v["p999_us"]),
+                    f(&v["server_cpu_us_per_request"]),
+                    f(&v["server_cpu_utilisation"]) * 100.0
+                )
+                .unwrap();
+            }
+            let ratio = &r["ratio_connhost_vs_bare"];
+            writeln!(
+                http,
+                "| {label} | **connhost / bare** | **×{:.2}** | ×{:.2} | | ×{:.2} | | ×{:.2} | |",
+                f(&ratio["requests_per_s"]),
+                f(&ratio["p50_us"]),
+                f(&ratio["p99_us"]),
+                f(&ratio["server_cpu_us_per_request"]),
+            )
+            .unwrap();
+            let inverse = 1.0 / f(&ratio["requests_per_s"]);
+            bars.push(Bar {
+                label: format!("HTTP {}: 1 / throughput", label.replace('`', "")),
+                ratio: inverse,
+                group: "http",
+            });
+            headline.push((
+                format!("HTTP {label}, connhost / bare axum"),
+                format!(
+                    "×{:.2} the throughput ({:.0} vs {:.0} requests/s), ×{:.2} the p99 latency",
+                    f(&ratio["requests_per_s"]),
+                    f(&r["servers"]["connhost"]["requests_per_s"]),
+                    f(&r["servers"]["bare"]["requests_per_s"]),
+                    f(&ratio["p99_us"])
+                ),
+            ));
+        }
+        writeln!(http, "\nThroughput and latency are medians over the rounds. \"Server CPU\" is the server process's user + system time during a run (from `/proc/<pid>/stat`) per request, and as a share of the run: near 100% means the server, not wrk, was the bottleneck. The exact wrk invocation (the Lua script, in `benches/out/raw/`, sets the method and body and prints the percentiles):").unwrap();
+        for route in ["providers", "validate"] {
+            if let Some(c) = data["routes"][route]["wrk_command"].as_str() {
+                writeln!(http, "\n```sh\n{c}\n```").unwrap();
+            }
+        }
+    } else {
+        writeln!(http, "(no HTTP results in this run)").unwrap();
+    }
+
+    // ---- 4. memory --------------------------------------------------------
+    let mut memory = String::new();
+    if let Some(data) = read_json(&results.join("memory.json")) {
+        writeln!(memory, "`VmRSS` of `connhost serve` (built-in providers + N fresh copies of the plugin, after `/readyz` answers 200 and one `GET /v1/providers`), median of {} samples; the baseline per library is a process that only `dlopen`s N fresh copies (`load-probe bare`, RSS after − before). Every copy offers the same provider id, so N−1 of them are refused as conflicts after loading (their libraries stay mapped: nothing is unloaded).\n", data["samples"]).unwrap();
+        writeln!(memory, "| N | VmRSS | of which anonymous / file | vs N = 0 | per library (anon / file) | bare `dlopen` per library | ratio per library |\n|---|---|---|---|---|---|---|").unwrap();
+        for row in data["table"].as_array().into_iter().flatten() {
+            let n = f(&row["n"]);
+            let mib = |v: &Value| f(v) / 1024.0;
+            if n == 0.0 {
+                writeln!(
+                    memory,
+                    "| 0 | {:.1} MiB | {:.1} / {:.1} MiB | ×1.00 | | | |",
+                    mib(&row["serve_vm_rss_kib"]),
+                    mib(&row["serve_rss_anon_kib"]),
+                    mib(&row["serve_rss_file_kib"])
+                )
+                .unwrap();
+                continue;
+            }
+            writeln!(
+                memory,
+                "| {n} | {:.1} MiB | {:.1} / {:.1} MiB | ×{:.2} | {:.0} KiB ({:.0} / {:.0}) | {:.0} KiB | ×{:.2} |",
+                mib(&row["serve_vm_rss_kib"]),
+                mib(&row["serve_rss_anon_kib"]),
+                mib(&row["serve_rss_file_kib"]),
+                f(&row["ratio_vs_0"]),
+                f(&row["serve_per_library_kib"]),
+                f(&row["serve_per_library_anon_kib"]),
+                f(&row["serve_per_library_file_kib"]),
+                f(&row["bare_dlopen_per_library_kib"]),
+                f(&row["ratio_per_library_vs_bare"]),
+            )
+            .unwrap();
+            if n == 100.0 {
+                bars.push(Bar {
+                    label: "RSS per library, N=100".into(),
+                    ratio: f(&row["ratio_per_library_vs_bare"]),
+                    group: "memory",
+                });
+                headline.push((
+                    "Resident memory per loaded plugin (N = 100), serve vs bare `dlopen`".into(),
+                    format!(
+                        "×{:.2} ({:.0} KiB vs {:.0} KiB); serve with 100 plugins = ×{:.2} its RSS with none",
+                        f(&row["ratio_per_library_vs_bare"]),
+                        f(&row["serve_per_library_kib"]),
+                        f(&row["bare_dlopen_per_library_kib"]),
+                        f(&row["ratio_vs_0"])
+                    ),
+                ));
+            }
+        }
+    } else {
+        writeln!(memory, "(no memory results in this run)").unwrap();
+    }
+    for (label, ratio) in [("providers", "providers()"), ("schema", "schema(id)")] {
+        if let (Some(native), Some(plugin)) = (
+            criterion_estimate(&criterion, label, "native"),
+            criterion_estimate(&criterion, label, "plugin"),
+        ) {
+            headline.push((
+                format!("`Connhost::{ratio}`, plugin vs compiled in"),
+                format!(
+                    "×{:.2} ({} vs {}): descriptors are cached at load",
+                    plugin.median / native.median,
+                    ns(plugin.median),
+                    ns(native.median)
+                ),
+            ));
+        }
+    }
+
+    // ---- assemble ---------------------------------------------------------
+    writeln!(md, "## Headline ratios\n\n| what | ratio (connhost or plugin / same-run baseline) |\n|---|---|").unwrap();
+    for (what, value) in &headline {
+        writeln!(md, "| {what} | {value} |").unwrap();
+    }
+    writeln!(md, "\n## Machine\n\n| | |\n|---|---|").unwrap();
+    for (k, v) in machine() {
+        writeln!(md, "| {k} | {v} |").unwrap();
+    }
+    writeln!(md, "\nThe whole suite:\n\n```sh\nscripts/bench\n```\n\nIt builds in release (`cargo build --release`; the workspace profile keeps line tables), then runs each part below. Raw results (JSON, wrk scripts and logs, callgrind and perf profiles) are in `benches/out/` next to the charts.{}", command("build")).unwrap();
+
+    writeln!(md, "## 1. Call overhead: plugin vs compiled in\n\nOne trivial provider (`tests/fixtures/bench-trivial`: no I/O; a three-field form `account`, `secret` (password), `region`; accepts non-empty fields with username = account and metadata `{{\"region\": …}}`). The **same type** is compiled into the benchmark (the baseline: the fixture crate as an rlib, registered with `ProviderRegistry::register`) and loaded from its cdylib with `connhost::loader::load_directory`. Both answer the same verdict (checked before measuring). Criterion medians with their 95% intervals; the ratio's interval combines the two intervals' extremes.\n\n- raw call: `registry.get(id).unwrap().call_provider(fields).await`, polled by a minimal `block_on` (no-op waker, no runtime); the three-field credential is built outside the timing;\n- `Connhost::validate`: `runtime.block_on(host.validate(id, fields))` on a multi-thread tokio runtime, as `connhost serve` runs it;\n- listing: `providers()` and `schema(id)` on the same two hosts.\n").unwrap();
+    md.push_str(&calls);
+    writeln!(md, "\nInstructions per call (callgrind, `--toggle-collect` on the measured function; the difference between a long and a short run over the difference in calls, so set-up cancels out). For `validate`, the count covers the calling thread and the blocking-pool thread, and includes a little of tokio's parking, so it is the less exact of the two.{}{}", command("call"), command("callgrind")).unwrap();
+
+    writeln!(md, "## 2. Loading plugins\n\n`connhost::loader::load_directory` on a fresh folder of N distinct copies of the plugin, into a fresh `ProviderRegistry`, against a baseline that lists the folder the same way and, per file, calls `libloading::Library::new` and looks up `_1as_0lib_1header_0root_bmodule_bloader` (leaking the library, as connhost does). glibc returns the already-loaded object for a file it has opened and nothing is ever unloaded, so every sample copies fresh files (not timed) and runs in a fresh process (`load-probe`), after an untimed warm-up load of one more fresh copy.\n").unwrap();
+    md.push_str(&load);
+    writeln!(md, "{}", command("load")).unwrap();
+
+    writeln!(md, "## 3. HTTP: `connhost serve` vs a bare axum server\n\n`connhost serve` (release build, the example plugins staged as `cargo xtask plugins` stages them: daytona, bedrock, mai, github) against `bare-server` (`benches/src/bin/bare-server.rs`: axum on the same multi-thread tokio runtime, answering the two routes with the captured bytes, status and content type, nothing else). `POST /v1/providers/mai/validate` with `{{\"fields\":{{}}}}` fails the form's rules (422), so no provider is called: it measures the request path, body parsing, the rules and the error body.\n").unwrap();
+    md.push_str(&http);
+    writeln!(md, "{}", command("http")).unwrap();
+
+    writeln!(md, "## 4. Resident memory\n").unwrap();
+    md.push_str(&memory);
+    writeln!(md, "{}", command("memory")).unwrap();
+
+    // ---- profile ----------------------------------------------------------
+    writeln!(md, "## Profile of the slowest relative path: loading\n\nLoading is the path furthest from its baseline. Where its time goes, for N = 30 fresh copies in one `load-probe connhost` process (`perf record -e cpu-clock`, kernel included: the hardware counters are not available in this VM), top symbols by self time:\n").unwrap();
+    match std::fs::read_to_string(results.join("raw/profile-load-perf.txt")) {
+        Ok(text) => {
+            let top: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains('%') && !l.starts_with('#'))
+                .take(15)
+                .collect();
+            writeln!(md, "```\n{}\n```", top.join("\n")).unwrap();
+        }
+        Err(_) => writeln!(md, "(no perf profile in this run)").unwrap(),
+    }
+    writeln!(md, "\nAnd in user space only, by instructions (callgrind on `call-driver load-connhost` over 10 fresh copies, inclusive cost of the measured function's callees):\n").unwrap();
+    match std::fs::read_to_string(results.join("raw/profile-load-callgrind.txt")) {
+        Ok(text) => {
+            let top: Vec<&str> = text
+                .lines()
+                .skip_while(|l| !l.contains("file:function"))
+                .skip(2)
+                .filter(|l| !l.trim().is_empty())
+                .take(20)
+                .collect();
+            writeln!(md, "```\n{}\n```", top.join("\n")).unwrap();
+        }
+        Err(_) => writeln!(md, "(no callgrind profile in this run)").unwrap(),
+    }
+    writeln!(md, "{}\nThe decomposition columns of section 2 measure the first finding directly: `bare + today's file check` adds to `dlopen` exactly what `check_file` (`host/src/loader/library.rs`) does (read the whole file into memory, parse it with `object`, check its segments), and `bare + header-only check` gives the same guarantee from the ELF header and program headers alone.", command("profile")).unwrap();
+
+    // ---- charts -----------------------------------------------------------
+    let ratios_svg = results.join("ratios.svg");
+    std::fs::write(&ratios_svg, ratio_chart(&bars)).expect("write ratios.svg");
+    let load_svg = results.join("load.svg");
+    std::fs::write(&load_svg, load_chart(&load_series)).expect("write load.svg");
+    std::fs::write(&output, md).expect("write the report");
+    println!(
+        "report: wrote {}, {} and {}",
+        relative(&output),
+        relative(&ratios_svg),
+        relative(&load_svg)
+    );
+    ExitCode::SUCCESS
+}
+
+// ---- SVG ---------------------------------------------------------------------
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+const FONT: &str = "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\"";
+
+fn group_colour(group: &str) -> &'static str {
+    match group {
+        "call" => "#4472c4",
+        "load" => "#ed7d31",
+        "http" => "#70ad47",
+        _ => "#7f6084",
+    }
+}
+
+/// Horizontal bars on a log scale, with a line at 1.
+fn ratio_chart(bars: &[Bar]) -> String {
+    let (left, right, top, row) = (330.0, 90.0, 60.0, 24.0);
+    let plot_width = 520.0;
+    let width = left + plot_width + right;
+    let height = top + row * bars.len() as f64 + 50.0;
+    let max = bars
+        .iter()
+        .map(|b| b.ratio)
+        .filter(|r| r.is_finite())
+        .fold(2.0_f64, f64::max);
+    let max_decade = 10f64.powf(max.log10().ceil()).max(10.0);
+    let x = |ratio: f64| left + plot_width * (ratio.max(0.5).log10() - 0.5f64.log10()) / (max_decade.log10() - 0.5f64.log10());
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"26\" {FONT} font-size=\"16\" font-weight=\"bold\" text-anchor=\"middle\">connhost cost / same-run baseline (log scale; 1 = no overhead)</text>\n",
+        width / 2.0
+    );
+    let mut tick = 0.5;
+    let bottom = top + row * bars.len() as f64;
+    while tick <= max_decade * 1.0001 {
+        let tx = x(tick);
+        svg += &format!("<line x1=\"{tx:.1}\" y1=\"{}\" x2=\"{tx:.1}\" y2=\"{bottom}\" stroke=\"#ddd\"/>\n<text x=\"{tx:.1}\" y=\"{}\" {FONT} font-size=\"11\" text-anchor=\"middle\">{}</text>\n", top - 8.0, bottom + 16.0, if tick < 1.0 { format!("{tick}") } else { format!("{tick:.0}") });
+        let mantissa = tick / 10f64.powf(tick.log10().floor());
+        tick *= if (mantissa - 2.0).abs() < 1e-9 { 2.5 } else { 2.0 };
+    }
+    for (i, bar) in bars.iter().enumerate() {
+        let y = top + row * i as f64;
+        let x0 = x(1.0);
+        let x1 = x(bar.ratio);
+        let (from, to) = if x1 >= x0 { (x0, x1) } else { (x1, x0) };
+        svg += &format!(
+            "<text x=\"{}\" y=\"{:.1}\" {FONT} font-size=\"12\" text-anchor=\"end\">{}</text>\n<rect x=\"{from:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" {FONT} font-size=\"11\">×{:.2}</text>\n",
+            left - 8.0,
+            y + row * 0.65,
+            escape(&bar.label),
+            y + 4.0,
+            (to - from).max(1.0),
+            row - 8.0,
+            group_colour(bar.group),
+            to + 4.0,
+            y + row * 0.65,
+            bar.ratio
+        );
+    }
+    let x1 = x(1.0);
+    svg += &format!("<line x1=\"{x1:.1}\" y1=\"{}\" x2=\"{x1:.1}\" y2=\"{bottom}\" stroke=\"black\" stroke-width=\"1.5\"/>\n", top - 4.0);
+    svg += &format!("<text x=\"{}\" y=\"{}\" {FONT} font-size=\"11\" text-anchor=\"middle\" fill=\"#555\">calls: plugin / compiled in · load: load_directory / dlopen · HTTP: bare throughput / connhost throughput · memory: per library, serve / dlopen</text>\n", width / 2.0, bottom + 38.0);
+    svg += "</svg>\n";
+    svg
+}
+
+/// Load time against N, log-log (a straight line of slope 1 is linear).
+fn load_chart(series: &BTreeMap<String, Vec<(f64, f64)>>) -> String {
+    let (width, height) = (720.0, 440.0);
+    let (left, right, top, bottom) = (70.0, 200.0, 50.0, 60.0);
+    let points: Vec<(f64, f64)> = series.values().flatten().copied().collect();
+    if points.is_empty() {
+        return format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"60\"><text x=\"10\" y=\"30\" {FONT}>no load results</text></svg>\n");
+    }
+    let ymin = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let ymax = points.iter().map(|p| p.1).fold(0.0, f64::max);
+    let (ylo, yhi) = (
+        10f64.powf(ymin.log10().floor()),
+        10f64.powf(ymax.log10().ceil()),
+    );
+    let (xlo, xhi) = (1.0f64, 100.0f64);
+    let px = |n: f64| left + (width - left - right) * (n.log10() - xlo.log10()) / (xhi.log10() - xlo.log10());
+    let py = |ms: f64| top + (height - top - bottom) * (1.0 - (ms.log10() - ylo.log10()) / (yhi.log10() - ylo.log10()));
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"28\" {FONT} font-size=\"16\" font-weight=\"bold\" text-anchor=\"middle\">Loading N distinct plugin files (median ms, log-log)</text>\n",
+        (width - right + left) / 2.0
+    );
+    let mut decade = ylo;
+    while decade <= yhi * 1.0001 {
+        let y = py(decade);
+        svg += &format!("<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n<text x=\"{}\" y=\"{:.1}\" {FONT} font-size=\"11\" text-anchor=\"end\">{}</text>\n", width - right, left - 6.0, y + 4.0, if decade < 1.0 { format!("{decade}") } else { format!("{decade:.0}") });
+        decade *= 10.0;
+    }
+    for n in [1.0, 10.0, 100.0] {
+        let x = px(n);
+        svg += &format!("<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#ddd\"/>\n<text x=\"{x:.1}\" y=\"{}\" {FONT} font-size=\"11\" text-anchor=\"middle\">{n:.0}</text>\n", height - bottom, height - bottom + 16.0);
+    }
+    svg += &format!("<text x=\"{}\" y=\"{}\" {FONT} font-size=\"12\" text-anchor=\"middle\">N (plugin files)</text>\n<text x=\"18\" y=\"{}\" {FONT} font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">milliseconds</text>\n", (width - right + left) / 2.0, height - 20.0, (height - bottom + top) / 2.0, (height - bottom + top) / 2.0);
+    let styles = [
+        ("connhost", "#ed7d31", "load_directory"),
+        ("bare-fullcheck", "#a5a5a5", "dlopen + today's file check"),
+        ("bare-headercheck", "#70ad47", "dlopen + header-only check"),
+        ("bare", "#4472c4", "bare dlopen (baseline)"),
+    ];
+    for (i, (key, colour, label)) in styles.iter().enumerate() {
+        let Some(points) = series.get(*key) else {
+            continue;
+        };
+        let path: Vec<String> = points
+            .iter()
+            .map(|(n, ms)| format!("{:.1},{:.1}", px(*n), py(*ms)))
+            .collect();
+        svg += &format!("<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>\n", path.join(" "));
+        for (n, ms) in points {
+            svg += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{colour}\"/>\n", px(*n), py(*ms));
+        }
+        let ly = top + 20.0 + 22.0 * i as f64;
+        let lx = width - right + 14.0;
+        svg += &format!("<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"3\"/>\n<text x=\"{}\" y=\"{}\" {FONT} font-size=\"11\">{}</text>\n", lx + 20.0, lx + 26.0, ly + 4.0, escape(label));
+    }
+    svg += "</svg>\n";
+    svg
+}

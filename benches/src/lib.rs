@@ -1,0 +1,225 @@
+//! Shared pieces of connhost's benchmark suite (`scripts/bench` runs it all).
+//!
+//! Every figure the suite reports is a ratio against a baseline measured in
+//! the same run, on the same machine, under the same noise:
+//!
+//! - `benches/call.rs` (criterion): the trivial provider of
+//!   `tests/fixtures/bench-trivial` compiled into the benchmark vs loaded from
+//!   its cdylib, through the raw call, `Connhost::validate`, and listing.
+//! - `benches/load.rs`: `connhost::loader::load_directory` on N fresh copies
+//!   of the plugin vs bare `dlopen` + symbol lookup, one child process
+//!   (`load-probe`) per sample.
+//! - `harness http`: `connhost serve` vs a bare axum server returning the
+//!   same bytes, driven by `wrk` over loopback; `harness memory`: resident
+//!   memory of `connhost serve` with 0, 10 and 100 plugins.
+//! - `call-driver`: a small driver for callgrind (instruction counts are
+//!   stable where wall-clock time is not).
+//! - `report`: turns the results into `BENCHMARKS.md` and SVG charts.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::process::Command;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use connhost::CredentialFields;
+
+/// The cargo package of the trivial plugin.
+pub const PLUGIN_PACKAGE: &str = "fixture-bench-trivial";
+
+/// The id of its provider.
+pub const PROVIDER_ID: &str = fixture_bench_trivial::PROVIDER_ID;
+
+/// abi_stable's root-module symbol, which every connhost plugin exports
+/// (NUL-terminated, for `libloading`).
+pub const ROOT_MODULE_SYMBOL: &[u8] = b"_1as_0lib_1header_0root_bmodule_bloader\0";
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ is in the workspace")
+        .to_owned()
+}
+
+/// The target dir this executable was built into
+/// (`<target>/<profile>/[deps/]<exe>`).
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("the executable's path");
+    let mut profile = exe.parent().expect("in a folder").to_owned();
+    if profile.file_name().is_some_and(|n| n == "deps") {
+        profile.pop();
+    }
+    profile.parent().expect("a profile folder").to_owned()
+}
+
+/// Where results go: `CONNHOST_BENCH_OUT`, or `<target>/connhost-bench`.
+pub fn results_dir() -> PathBuf {
+    let dir = std::env::var_os("CONNHOST_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("connhost-bench"));
+    std::fs::create_dir_all(&dir).expect("create the results folder");
+    dir
+}
+
+/// Writes a result file (pretty JSON) into [`results_dir`].
+pub fn write_result(name: &str, value: &serde_json::Value) -> PathBuf {
+    let path = results_dir().join(name);
+    let text = serde_json::to_string_pretty(value).expect("JSON");
+    std::fs::write(&path, text + "\n").expect("write the result");
+    path
+}
+
+/// The file name cargo gives the plugin's cdylib.
+pub fn plugin_file_name() -> String {
+    format!(
+        "{}{}.{}",
+        std::env::consts::DLL_PREFIX,
+        PLUGIN_PACKAGE.replace('-', "_"),
+        std::env::consts::DLL_EXTENSION
+    )
+}
+
+/// The release build of the trivial plugin: `CONNHOST_BENCH_PLUGIN` when set
+/// (scripts/bench builds it first), otherwise built now with cargo, as a
+/// user would, into this executable's target dir.
+pub fn plugin_library() -> PathBuf {
+    if let Some(path) = std::env::var_os("CONNHOST_BENCH_PLUGIN") {
+        return PathBuf::from(path);
+    }
+    let target = target_dir();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "--release", "--package", PLUGIN_PACKAGE])
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building {PLUGIN_PACKAGE} failed");
+    target.join("release").join(plugin_file_name())
+}
+
+/// A fresh temporary folder holding `n` distinct copies of `library` (each
+/// its own inode, so the dynamic loader opens each anew).
+pub fn fresh_copies(library: &Path, n: usize) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("connhost-bench-")
+        .tempdir()
+        .expect("temp dir");
+    for i in 0..n {
+        let to = dir.path().join(format!(
+            "{}bench_trivial_{i:04}.{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_EXTENSION
+        ));
+        std::fs::copy(library, to).expect("copy the plugin");
+    }
+    dir
+}
+
+/// The 3-field credential every call benchmark submits.
+pub fn credential() -> CredentialFields {
+    [
+        ("account", "acct-0042"),
+        ("secret", "s3cr3t-value-0123456789"),
+        ("region", "eu-west-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Wakes the thread parked in [`block_on`].
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs a future on the current thread. The first poll uses a no-op waker
+/// (no allocation: the trivial provider is ready at once); a future that is
+/// not ready then gets a real, parking waker.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    if let Poll::Ready(output) = future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        return output;
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+/// A process's resident memory in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+/// Median of a sample (sorted in place). `NaN` for an empty one.
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_samples() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn block_on_drives_ready_and_pending_futures() {
+        assert_eq!(block_on(async { 6 * 7 }), 42);
+        let mut polled = false;
+        let value = block_on(std::future::poll_fn(|cx| {
+            if polled {
+                Poll::Ready(1)
+            } else {
+                polled = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }));
+        assert_eq!(value, 1);
+    }
+
+    #[test]
+    fn the_credential_has_the_three_fields() {
+        let fields = credential();
+        assert_eq!(
+            fields.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["account", "region", "secret"]
+        );
+    }
+}
