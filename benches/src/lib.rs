@@ -103,9 +103,19 @@ pub fn plugin_library() -> PathBuf {
     target.join("release").join(plugin_file_name())
 }
 
-/// A fresh temporary folder holding `n` distinct copies of `library` (each
-/// its own inode, so the dynamic loader opens each anew).
+/// A fresh temporary folder holding `n` distinct copies of `library`.
+///
+/// Each copy is its own file (its own inode, so the dynamic loader opens
+/// each anew) with its own content: a few bytes that name the copy are
+/// appended after the end of the ELF image, where nothing reads them (the
+/// dynamic loader maps segments by the program headers). Without them,
+/// anything that identifies libraries by content (`connhost serve` loads
+/// each plugin from a private copy named by its SHA-256) would load one
+/// library for all the copies.
 pub fn fresh_copies(library: &Path, n: usize) -> tempfile::TempDir {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = tempfile::Builder::new()
         .prefix("connhost-bench-")
         .tempdir()
@@ -116,7 +126,18 @@ pub fn fresh_copies(library: &Path, n: usize) -> tempfile::TempDir {
             std::env::consts::DLL_PREFIX,
             std::env::consts::DLL_EXTENSION
         ));
-        std::fs::copy(library, to).expect("copy the plugin");
+        std::fs::copy(library, &to).expect("copy the plugin");
+        let tag = format!(
+            "\0connhost-bench copy {} {} {:?}\0",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&to)
+            .and_then(|mut file| file.write_all(tag.as_bytes()))
+            .expect("tag the copy");
     }
     dir
 }

@@ -249,6 +249,14 @@ impl Connhost {
                 return Verdict::InvalidFields(errors);
             }
         }
+        if schema.is_none() && fields.values().all(|v| v.trim().is_empty()) {
+            return Verdict::InvalidFields(vec![connhost_plugin_api::FieldError {
+                field: None,
+                message:
+                    "Provide the credential to check (for an OAuth provider, its access_token)."
+                        .to_owned(),
+            }]);
+        }
         tracing::debug!(fields = ?RedactedFields::new(schema, &fields), "validating");
         let secrets = Arc::new(Secrets::of(schema, &fields));
         let started = Instant::now();

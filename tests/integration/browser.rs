@@ -1,4 +1,4 @@
-// The settings page of `connhost serve` in a real headless Chromium: forms from schemas, either-or methods, field errors, a live validation, OAuth cards.
+// The settings page of `connhost serve` in a real headless Chromium: forms from schemas, either-or methods, field errors, live validations (valid and rejected, by mouse and by keyboard), OAuth cards, plugin strings kept as text.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use headless_chrome::browser::tab::element::Element;
 use headless_chrome::protocol::cdp::types::Event;
-use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+use headless_chrome::protocol::cdp::Page::{
+    AddScriptToEvaluateOnNewDocument, CaptureScreenshotFormatOption,
+};
 use headless_chrome::types::Bounds;
 use headless_chrome::util::Wait;
 use headless_chrome::{Browser, LaunchOptions, Tab};
@@ -23,11 +25,60 @@ const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 /// over loopback); generous for a loaded CI machine.
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Runs in the page before its own script: records every way of parsing
+/// HTML into the page (so the test can tell that only the server-rendered
+/// instructions ever are), and adds `test.input(provider, field)`,
+/// `test.error(provider, field)` and `test.card(provider)`, which find
+/// elements by their data attributes (the element ids are index-based).
+const TEST_HOOKS: &str = r#"(() => {
+    const parsed = [];
+    window.__connhostTestHtml = parsed;
+    const note = (what, node) => parsed.push({
+        what,
+        className: node && typeof node.className === 'string' ? node.className : '',
+    });
+    for (const name of ['innerHTML', 'outerHTML']) {
+        for (const proto of [Element.prototype, ShadowRoot.prototype]) {
+            const d = Object.getOwnPropertyDescriptor(proto, name);
+            if (!d || !d.set) continue;
+            Object.defineProperty(proto, name, {
+                ...d,
+                set(value) { note(name, this); return d.set.call(this, value); },
+            });
+        }
+    }
+    const wrap = (proto, name) => {
+        const original = proto && proto[name];
+        if (typeof original !== 'function') return;
+        proto[name] = function (...args) { note(name, this); return original.apply(this, args); };
+    };
+    wrap(Element.prototype, 'insertAdjacentHTML');
+    wrap(Element.prototype, 'setHTMLUnsafe');
+    wrap(ShadowRoot.prototype, 'setHTMLUnsafe');
+    wrap(Document.prototype, 'write');
+    wrap(Document.prototype, 'writeln');
+    wrap(Range.prototype, 'createContextualFragment');
+    wrap(DOMParser.prototype, 'parseFromString');
+
+    const card = p => [...document.querySelectorAll('[data-provider]')]
+        .find(c => c.dataset.provider === p) || null;
+    const within = (p, attr, f) => {
+        const c = card(p);
+        return c ? [...c.querySelectorAll('[' + attr + ']')]
+            .find(n => n.getAttribute(attr) === f) || null : null;
+    };
+    window.test = {
+        card,
+        input: (p, f) => { const w = within(p, 'data-field', f); return w && w.querySelector('input'); },
+        error: (p, f) => within(p, 'data-field-error', f),
+    };
+})();"#;
+
 #[test]
 fn the_settings_page_renders_forms_reports_field_errors_and_validates_a_key() {
     let chrome = Chrome::launch(); // first: fails fast without Chromium
     let vendor = Vendor::start();
-    let dir = PluginDir::with(&["daytona", "mai", "github"]);
+    let dir = PluginDir::with(&["daytona", "mai", "github", "bedrock"]);
     let server = Server::start(dir.path(), |command| {
         command.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url());
     });
@@ -36,14 +87,24 @@ fn the_settings_page_renders_forms_reports_field_errors_and_validates_a_key() {
     if let Err(problem) = check_settings_page(&chrome, &format!("{}/", server.url()), &screenshot) {
         panic!("{problem}\n\nconnhost's log:\n{}", server.log());
     }
-    // The daytona plugin checked the key against the (fake) vendor, once.
-    assert_eq!(vendor.paths(), ["/sandbox"], "{}", server.log());
+    // The daytona plugin checked both keys against the (fake) vendor, once
+    // each: the wrong one, then the good one.
+    assert_eq!(vendor.paths(), ["/sandbox", "/sandbox"], "{}", server.log());
 }
 
 /// Drives the page at `url`; every failed expectation is an `Err` that
 /// carries what the page showed and logged at that moment.
 fn check_settings_page(chrome: &Chrome, url: &str, screenshot: &Path) -> Result<(), String> {
     let page = Page { chrome };
+    chrome
+        .tab
+        .call_method(AddScriptToEvaluateOnNewDocument {
+            source: TEST_HOOKS.to_owned(),
+            world_name: None,
+            include_command_line_api: None,
+            run_immediately: None,
+        })
+        .map_err(|e| page.problem(&format!("could not install the test hooks: {e:#}")))?;
     chrome
         .tab
         .navigate_to(url)
@@ -53,6 +114,7 @@ fn check_settings_page(chrome: &Chrome, url: &str, screenshot: &Path) -> Result<
     // Every provider gets a card once /v1/providers answered.
     page.wait(r#"[data-provider="mai"] form"#)?;
     page.wait(r#"[data-provider="daytona"] form"#)?;
+    page.wait(r#"[data-provider="bedrock"] form"#)?;
     page.wait(r#"[data-provider="github"]"#)?;
     page.wait(r#"[data-provider="openai"] form"#)?; // built in
     page.expect_text_contains(
@@ -75,8 +137,130 @@ fn check_settings_page(chrome: &Chrome, url: &str, screenshot: &Path) -> Result<
         r#"!!document.querySelector('[data-provider="daytona"] a[href="https://app.daytona.io/dashboard"]')"#,
     )?;
 
+    // The live regions are in the DOM from the start and empty when idle
+    // (never hidden), so that a message put in them is announced.
+    page.expect(
+        "the page status is a present, empty, rendered polite live region",
+        r#"(() => {
+            const status = document.getElementById('page-status');
+            return !!status && status.getAttribute('role') === 'status'
+                && status.getAttribute('aria-live') === 'polite'
+                && !status.hidden && getComputedStyle(status).display !== 'none'
+                && status.textContent === '';
+        })()"#,
+    )?;
+    page.expect(
+        "every form has its result area, a present, empty, rendered live region",
+        r#"(() => {
+            const forms = [...document.querySelectorAll('[data-provider] form')];
+            return forms.length >= 4 && forms.every(form => {
+                const result = form.querySelector('.result');
+                return !!result && result.getAttribute('role') === 'status'
+                    && result.getAttribute('aria-live') === 'polite'
+                    && !result.hidden && getComputedStyle(result).display !== 'none'
+                    && result.textContent === '' && !result.hasAttribute('data-result');
+            });
+        })()"#,
+    )?;
+
+    // Ids come from indexes, never from provider ids or field names: all
+    // unique and without spaces, so aria-describedby lists stay intact.
+    page.expect(
+        "every element id is unique and index-based, and every reference resolves",
+        r#"(() => {
+            const ids = [...document.querySelectorAll('[id]')].map(n => n.id);
+            if (new Set(ids).size !== ids.length || ids.some(id => /\s/.test(id))) return false;
+            const cardIds = [...document.querySelectorAll('[data-provider] [id]')].map(n => n.id);
+            if (!cardIds.every(id => /^p\d+(-[a-z]+\d*)*$/.test(id))) return false;
+            const refs = [...document.querySelectorAll('[for], [aria-describedby], [aria-labelledby]')]
+                .flatMap(n => ['for', 'aria-describedby', 'aria-labelledby']
+                    .flatMap(a => (n.getAttribute(a) || '').split(' ').filter(Boolean)));
+            return refs.every(id => !!document.getElementById(id));
+        })()"#,
+    )?;
+
+    // Everything a plugin supplies is rendered as text: each name,
+    // description, label, placeholder and help text in the page is exactly
+    // the string /v1/providers has (and the only HTML parsed into the page
+    // is the server-rendered instructions, checked at the end).
+    let problems = page.eval_async(
+        r#"(async () => {
+            const response = await fetch('v1/providers', { headers: { Accept: 'application/json' } });
+            const providers = await response.json();
+            const problems = [];
+            const textOnly = (node, expected, what) => {
+                if (!node) problems.push(what + ': missing');
+                else if (node.textContent !== expected || node.children.length !== 0) {
+                    problems.push(what + ': ' + JSON.stringify(node.innerHTML) + ' is not the text ' + JSON.stringify(expected));
+                }
+            };
+            if (!Array.isArray(providers) || providers.length < 5) return ['providers: ' + JSON.stringify(providers)];
+            for (const p of providers) {
+                const id = p.provider_id;
+                const card = test.card(id);
+                if (!card) { problems.push(id + ': no card'); continue; }
+                textOnly(card.querySelector('h2'), p.display_name || id, id + ' name');
+                if (p.description) textOnly(card.querySelector('.description'), p.description, id + ' description');
+                if (p.connection_type === 'oauth' || !p.form_schema) continue;
+                const fields = p.form_schema.fields || [];
+                const wrappers = [...card.querySelectorAll('[data-field]')];
+                if (wrappers.length !== fields.length) {
+                    problems.push(id + ': ' + wrappers.length + ' fields shown, ' + fields.length + ' in the schema');
+                    continue;
+                }
+                fields.forEach((f, i) => {
+                    const what = id + ' field ' + f.name;
+                    const wrapper = wrappers[i];
+                    const input = wrapper.querySelector('input');
+                    const label = wrapper.querySelector('label');
+                    if (wrapper.dataset.field !== f.name) problems.push(what + ': data-field is ' + wrapper.dataset.field);
+                    if (!input || !label || label.htmlFor !== input.id) { problems.push(what + ': no labelled input'); return; }
+                    const first = label.firstChild;
+                    if (label.textContent !== f.label + (f.required ? ' *' : '')
+                        || !first || first.nodeType !== Node.TEXT_NODE || first.data !== f.label
+                        || [...label.children].some(c => !c.classList.contains('required-mark'))) {
+                        problems.push(what + ': label ' + JSON.stringify(label.innerHTML));
+                    }
+                    if (input.getAttribute('placeholder') !== (f.placeholder ?? null)) {
+                        problems.push(what + ': placeholder ' + JSON.stringify(input.getAttribute('placeholder')));
+                    }
+                    const help = wrapper.querySelector('.help');
+                    if (f.help_text) {
+                        textOnly(help, f.help_text, what + ' help');
+                        if (help && !(input.getAttribute('aria-describedby') || '').split(' ').includes(help.id)) {
+                            problems.push(what + ': not described by its help');
+                        }
+                    } else if (help) {
+                        problems.push(what + ': help text that the schema lacks');
+                    }
+                    if (typeof f.default_value === 'string' && input.value !== f.default_value) {
+                        problems.push(what + ': holds ' + JSON.stringify(input.value) + ', not its default');
+                    }
+                });
+            }
+            return problems;
+        })()"#,
+    )?;
+    if problems != json!([]) {
+        return Err(page.problem(&format!(
+            "the page does not show the plugins' strings as the schemas have them: {problems:#}"
+        )));
+    }
+
+    // bedrock's region comes pre-filled with its default.
+    page.expect(
+        "bedrock's region is pre-filled with us-east-1",
+        r#"(() => {
+            const region = test.input('bedrock', 'region');
+            return !!region && region.value === 'us-east-1' && region.placeholder === 'us-east-1';
+        })()"#,
+    )?;
+
     // (3) An OAuth provider says so and has no form.
-    page.expect_text_contains(r#"[data-provider="github"]"#, "OAuth")?;
+    page.expect_text(
+        r#"[data-provider="github"] .oauth-note"#,
+        "Connects through OAuth — there is no form to fill in here.",
+    )?;
     page.expect(
         "github (OAuth) has no form and no input",
         r#"!document.querySelector('[data-provider="github"] form, [data-provider="github"] input')"#,
@@ -85,11 +269,12 @@ fn check_settings_page(chrome: &Chrome, url: &str, screenshot: &Path) -> Result<
     // The form is generated from the schema: labels tied to inputs, types,
     // required marks, help text linked with aria-describedby.
     page.expect(
-        "daytona's API key input is a required password field with its label",
+        "daytona's API key input is a required password field with its label and an index-based id",
         r#"(() => {
-            const input = document.getElementById('field-daytona-api_key');
-            const label = document.querySelector('label[for="field-daytona-api_key"]');
-            return !!input && !!label && input.type === 'password' && input.name === 'api_key'
+            const input = test.input('daytona', 'api_key');
+            const label = input && document.querySelector('label[for="' + input.id + '"]');
+            return !!input && !!label && /^p\d+-f\d+$/.test(input.id)
+                && input.type === 'password' && input.name === 'api_key'
                 && input.required && input.getAttribute('aria-required') === 'true'
                 && input.placeholder === 'dtn_...' && label.textContent.includes('API Key');
         })()"#,
@@ -97,21 +282,23 @@ fn check_settings_page(chrome: &Chrome, url: &str, screenshot: &Path) -> Result<
     page.expect(
         "mai's endpoint is an optional url field described by its help text",
         r#"(() => {
-            const input = document.getElementById('field-mai-endpoint');
+            const input = test.input('mai', 'endpoint');
             const help = input && document.getElementById(input.getAttribute('aria-describedby'));
             return !!input && input.type === 'url' && !input.required
-                && !!help && help.textContent.includes('Keys and Endpoint');
+                && !!help && help.id === input.id + '-help'
+                && help.textContent.includes('Keys and Endpoint');
         })()"#,
     )?;
 
     // (1) mai, "Entra ID OAuth" with only the tenant: the host's form rules
     // answer 422 and each message lands next to its field.
     page.expect(
-        "mai's methods are radios in a fieldset, the first one chosen",
+        "mai's methods are radios in a fieldset sharing one name, the first one chosen",
         r#"(() => {
-            const radios = [...document.querySelectorAll('[data-provider="mai"] fieldset input[type=radio][name="method-mai"]')];
+            const radios = [...document.querySelectorAll('[data-provider="mai"] fieldset input[type=radio]')];
             const legend = document.querySelector('[data-provider="mai"] fieldset legend');
             return radios.map(r => r.value).join('|') === 'API key|Entra ID OAuth'
+                && new Set(radios.map(r => r.name)).size === 1 && /^p\d+-method$/.test(radios[0].name)
                 && radios[0].checked && !radios[1].checked
                 && !!legend && legend.textContent === 'Credential method';
         })()"#,
@@ -120,40 +307,44 @@ fn check_settings_page(chrome: &Chrome, url: &str, screenshot: &Path) -> Result<
     page.expect(
         "after choosing Entra ID OAuth, mai's API key input is hidden and disabled",
         r#"(() => {
-            const key = document.getElementById('field-mai-api_key');
+            const key = test.input('mai', 'api_key');
             return key.disabled && !key.checkVisibility();
         })()"#,
     )?;
     page.expect(
         "after choosing Entra ID OAuth, its fields and the ungrouped endpoint show",
         r#"['tenant_id', 'client_id', 'client_secret', 'endpoint']
-            .map(n => document.getElementById('field-mai-' + n))
+            .map(n => test.input('mai', n))
             .every(i => !!i && !i.disabled && i.checkVisibility())"#,
     )?;
     page.record_posted_bodies()?;
-    page.type_into("#field-mai-tenant_id", TENANT_ID)?;
+    page.type_into(
+        r#"[data-provider="mai"] [data-field="tenant_id"] input"#,
+        TENANT_ID,
+    )?;
     page.click(r#"[data-provider="mai"] button[type="submit"]"#)?;
     page.wait(r#"[data-provider="mai"] [data-result="invalid_fields"]"#)?;
     page.expect_text(
-        "#error-mai-client_id",
+        r#"[data-provider="mai"] [data-field-error="client_id"]"#,
         "Client ID (Entra ID OAuth) is required.",
     )?;
     page.expect_text(
-        "#error-mai-client_secret",
+        r#"[data-provider="mai"] [data-field-error="client_secret"]"#,
         "Client Secret (Entra ID OAuth) is required.",
     )?;
     page.expect(
         "the invalid inputs are marked and described by their errors; the others are not",
         r#"(() => {
             const marked = n => {
-                const i = document.getElementById('field-mai-' + n);
-                return i.getAttribute('aria-invalid') === 'true'
-                    && (i.getAttribute('aria-describedby') || '').split(' ').includes('error-mai-' + n);
+                const i = test.input('mai', n);
+                const e = test.error('mai', n);
+                return i.getAttribute('aria-invalid') === 'true' && !!e && e.id === i.id + '-error'
+                    && (i.getAttribute('aria-describedby') || '').split(' ').includes(e.id);
             };
-            const tenant = document.getElementById('field-mai-tenant_id');
+            const tenant = test.input('mai', 'tenant_id');
             return marked('client_id') && marked('client_secret')
                 && !tenant.hasAttribute('aria-invalid')
-                && !document.getElementById('error-mai-tenant_id');
+                && !test.error('mai', 'tenant_id');
         })()"#,
     )?;
     // Only the chosen method's fields (and the ungrouped endpoint) were
@@ -171,9 +362,25 @@ fn check_settings_page(chrome: &Chrome, url: &str, screenshot: &Path) -> Result<
         )));
     }
 
-    // (2) daytona with a key the vendor accepts: a real validation.
-    page.type_into("#field-daytona-api_key", "good-key")?;
+    // (2) daytona with a key the vendor refuses: a rejected verdict, with
+    // the plugin's reason in sight.
+    let daytona_key = r#"[data-provider="daytona"] [data-field="api_key"] input"#;
+    page.type_into(daytona_key, "wrong-key")?;
     page.click(r#"[data-provider="daytona"] button[type="submit"]"#)?;
+    page.wait(r#"[data-provider="daytona"] [data-result="rejected"]"#)?;
+    page.expect(
+        "daytona's rejection and its reason are visible",
+        r#"(() => {
+            const result = document.querySelector('[data-provider="daytona"] [data-result]');
+            return result.checkVisibility() && result.textContent.startsWith('Rejected')
+                && result.textContent.includes('Daytona refused the API key');
+        })()"#,
+    )?;
+
+    // daytona with a key the vendor accepts, by keyboard only: focus the
+    // input, replace its text, press Enter.
+    page.focus_and_type(daytona_key, "good-key")?;
+    page.press_key("Enter")?;
     page.wait(r#"[data-provider="daytona"] [data-result="valid"]"#)?;
     page.expect_text_contains(r#"[data-provider="daytona"] [data-result]"#, "Valid")?;
     page.expect(
@@ -183,6 +390,28 @@ fn check_settings_page(chrome: &Chrome, url: &str, screenshot: &Path) -> Result<
             const button = document.querySelector('[data-provider="daytona"] button[type="submit"]');
             return result.getAttribute('role') === 'status'
                 && result.getAttribute('aria-live') === 'polite' && !button.disabled;
+        })()"#,
+    )?;
+    let posted = page.posted_bodies()?;
+    let expected = [
+        json!({"fields": {"api_key": "wrong-key"}}),
+        json!({"fields": {"api_key": "good-key"}}),
+    ];
+    if posted.get(1..) != Some(&expected[..]) {
+        return Err(page.problem(&format!(
+            "daytona's form posted {posted:?}, expected {expected:?} after mai's"
+        )));
+    }
+
+    // The only HTML ever parsed into the page is the instructions from the
+    // server, each assigned once to its box's innerHTML.
+    page.expect(
+        "innerHTML (or any other HTML parsing) was used only for the instructions",
+        r#"(() => {
+            const parsed = window.__connhostTestHtml || [];
+            const boxes = document.querySelectorAll('.instructions:not(.instructions-plain)').length;
+            return boxes >= 1 && parsed.length === boxes
+                && parsed.every(p => p.what === 'innerHTML' && p.className === 'instructions');
         })()"#,
     )?;
 
@@ -347,10 +576,26 @@ impl Page<'_> {
 
     /// Evaluates an expression whose value is JSON-serialisable.
     fn eval_raw(&self, expression: &str) -> Result<Value, String> {
-        let wrapped = format!("JSON.stringify({expression})");
+        self.evaluate(&format!("JSON.stringify({expression})"), false, expression)
+    }
+
+    /// Evaluates an expression whose value is a promise of something
+    /// JSON-serialisable, and waits for it.
+    fn eval_async(&self, expression: &str) -> Result<Value, String> {
+        let wrapped = format!("(async () => JSON.stringify(await ({expression})))()");
+        self.evaluate(&wrapped, true, expression)
+            .map_err(|e| self.problem(&e))
+    }
+
+    fn evaluate(
+        &self,
+        wrapped: &str,
+        await_promise: bool,
+        expression: &str,
+    ) -> Result<Value, String> {
         let object = self
             .tab()
-            .evaluate(&wrapped, false)
+            .evaluate(wrapped, await_promise)
             .map_err(|e| format!("evaluating {expression}: {e:#}"))?;
         let text = object
             .value
@@ -429,6 +674,39 @@ impl Page<'_> {
             )));
         }
         Ok(())
+    }
+
+    /// Focuses the element from script (no click), selects its text, and
+    /// types `text` over it: the keyboard-only way into a field.
+    fn focus_and_type(&self, selector: &str, text: &str) -> Result<(), String> {
+        self.wait(selector)?;
+        let query = serde_json::to_string(selector).expect("a string");
+        self.expect(
+            &format!("{selector} to take the focus"),
+            &format!(
+                "(() => {{ const i = document.querySelector({query}); i.focus(); i.select(); \
+                 return document.activeElement === i; }})()"
+            ),
+        )?;
+        self.tab()
+            .send_character(text)
+            .map(|_| ())
+            .map_err(|e| self.problem(&format!("could not type into {selector}: {e:#}")))?;
+        let entered = self.eval(&format!("document.querySelector({query}).value"))?;
+        if entered != Value::String(text.to_owned()) {
+            return Err(self.problem(&format!(
+                "typed {text:?} over {selector}, which holds {entered}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Presses and releases a key (`"Enter"`, `"Tab"`) where the focus is.
+    fn press_key(&self, key: &str) -> Result<(), String> {
+        self.tab()
+            .press_key(key)
+            .map(|_| ())
+            .map_err(|e| self.problem(&format!("could not press {key}: {e:#}")))
     }
 
     /// From now on, remembers the body of every POST the page sends with

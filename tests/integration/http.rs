@@ -460,7 +460,8 @@ fn a_slow_validation_does_not_block_the_others() {
 fn a_token_guards_the_api_and_nothing_else() {
     let dir = PluginDir::with(&["mai"]);
     let server = Server::start(dir.path(), |c| {
-        c.env("CONNHOST_TOKEN", "correct-horse-battery");
+        c.env("CONNHOST_TOKEN", "correct-horse-battery")
+            .env("CONNHOST_LOG", "debug");
     });
     let message = error_of(
         client().get(server.at("/v1/providers")).send().unwrap(),
@@ -637,4 +638,135 @@ fn sigterm_lets_a_validation_in_flight_finish() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.json::<Value>().unwrap()["valid"], true);
     assert_eq!(server.wait(), Some(0));
+}
+
+#[test]
+fn nothing_under_v1_answers_an_anonymous_caller_when_a_token_is_set() {
+    let dir = PluginDir::with(&["mai"]);
+    let server = Server::start(dir.path(), |c| {
+        c.env("CONNHOST_TOKEN", "correct-horse-battery");
+    });
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/v1/providers/mai"),
+        (reqwest::Method::GET, "/v1/no-such-route"),
+        (reqwest::Method::GET, "/ui/instructions"),
+        (reqwest::Method::POST, "/v1/plugins/rescan"),
+    ] {
+        let response = client()
+            .request(method.clone(), server.at(path))
+            .send()
+            .unwrap();
+        error_of(response, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // The scheme name is case-insensitive.
+    let ok = client()
+        .get(server.at("/ui/instructions"))
+        .header("authorization", "BEARER correct-horse-battery")
+        .send()
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[test]
+fn the_provider_is_looked_up_before_the_body_is_read() {
+    let dir = PluginDir::with(&["mai"]);
+    let server = Server::start(dir.path(), |_| {});
+    let response = client()
+        .post(server.at("/v1/providers/nope/validate"))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .unwrap();
+    error_of(response, StatusCode::NOT_FOUND, "provider_not_found");
+    let response = client()
+        .get(format!("{}/v1/providers/%FF", server.url()))
+        .send()
+        .unwrap();
+    let message = error_of(response, StatusCode::BAD_REQUEST, "invalid_path");
+    assert!(message.contains("malformed"), "{message}");
+}
+
+#[test]
+fn an_oauth_provider_without_a_credential_is_a_422_not_a_vendor_call() {
+    let dir = PluginDir::with(&["github"]);
+    let server = Server::start(dir.path(), |c| {
+        // Unreachable on purpose: the provider must not be called.
+        c.env("CONNHOST_PLUGIN_GITHUB_API_URL", "http://127.0.0.1:9");
+    });
+    let body = json_of(
+        post_json(
+            &server,
+            "/v1/providers/github/validate",
+            json!({"fields": {}}),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(body["error"]["code"], "invalid_fields");
+}
+
+#[test]
+fn made_up_methods_do_not_become_metric_labels() {
+    let dir = PluginDir::empty();
+    let server = Server::start(dir.path(), |_| {});
+    for i in 0..3 {
+        let method = reqwest::Method::from_bytes(format!("ZZZ{i}").as_bytes()).unwrap();
+        client()
+            .request(method, server.at("/healthz"))
+            .send()
+            .unwrap();
+    }
+    let text = client()
+        .get(server.at("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(!text.contains("ZZZ"), "{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+}
+
+#[test]
+fn a_wildcard_or_malformed_cors_origin_is_refused_at_start() {
+    let dir = PluginDir::empty();
+    for origin in ["*", "https://app.example/", "app.example"] {
+        let out = run(connhost(dir.path()).args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cors-origin",
+            origin,
+        ]));
+        assert_eq!(out.code, 2, "{origin}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("is not an origin"),
+            "{origin}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let dir = PluginDir::empty();
+    let server = Server::start(dir.path(), |_| {});
+    let address = server.url().trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buffer = Vec::new();
+    // The server gives up on the headers and closes the connection (after
+    // answering 408, or not at all): the read ends with EOF, not with our
+    // own 30 s read timeout.
+    let ended = stream.read_to_end(&mut buffer);
+    assert!(
+        ended.is_ok(),
+        "the server kept the connection open: {ended:?}"
+    );
+    let text = String::from_utf8_lossy(&buffer);
+    assert!(!text.contains("200 OK"), "{text}");
 }

@@ -5,9 +5,11 @@ use std::process::Command;
 use crate::support::server::Server;
 use crate::support::*;
 
-/// One documented example: the status it promises and the command.
+/// One documented example: the status it promises, keys the answer
+/// contains, and the command.
 struct Example {
     expect: u16,
+    contains: Option<serde_json::Value>,
     command: String,
 }
 
@@ -23,7 +25,7 @@ fn examples() -> Vec<Example> {
     let section = &readme[start..end];
     let mut examples = Vec::new();
     let mut in_block = false;
-    let mut expect = None;
+    let mut expect: Option<(u16, Option<serde_json::Value>)> = None;
     let mut command = String::new();
     for line in section.lines() {
         if line.starts_with("```") {
@@ -33,14 +35,19 @@ fn examples() -> Vec<Example> {
         if !in_block {
             continue;
         }
-        if let Some(status) = line.strip_prefix("# expect: ") {
-            expect = Some(status.trim().parse().expect("a status code"));
+        if let Some(promise) = line.strip_prefix("# expect: ") {
+            let (status, body) = promise.split_once(' ').unwrap_or((promise, ""));
+            let body = (!body.trim().is_empty())
+                .then(|| serde_json::from_str(body).expect("the documented answer is JSON"));
+            expect = Some((status.trim().parse().expect("a status code"), body));
         } else if !line.trim().is_empty() {
             command.push_str(line.trim_end_matches('\\'));
             command.push(' ');
             if !line.ends_with('\\') {
+                let (expect, contains) = expect.take().expect("every example says what it expects");
                 examples.push(Example {
-                    expect: expect.take().expect("every example says what it expects"),
+                    expect,
+                    contains,
                     command: std::mem::take(&mut command),
                 });
             }
@@ -88,5 +95,21 @@ fn the_readme_curl_examples_answer_as_documented() {
         if example.expect >= 400 {
             assert!(json["error"]["code"].is_string(), "{json}");
         }
+        if let Some(promised) = &example.contains {
+            assert_contains(&json, promised, &command);
+        }
+    }
+}
+
+/// Asserts that every key of `promised` is in `actual` with the same value
+/// (recursively for objects; arrays and other values compare whole).
+fn assert_contains(actual: &serde_json::Value, promised: &serde_json::Value, context: &str) {
+    match promised {
+        serde_json::Value::Object(keys) => {
+            for (key, value) in keys {
+                assert_contains(&actual[key], value, context);
+            }
+        }
+        other => assert_eq!(actual, other, "{context}"),
     }
 }

@@ -8,7 +8,10 @@
 //! - `raw-native`, `raw-plugin`: `RegisteredProvider::call_provider` on the
 //!   trivial provider, compiled in or loaded from a fresh copy of its cdylib;
 //! - `validate-native`, `validate-plugin`: `Connhost::validate`, on a
-//!   multi-thread tokio runtime;
+//!   multi-thread tokio runtime (the provider runs on a blocking-pool
+//!   thread: count every thread, without `--toggle-collect`);
+//! - `providers-native`, `providers-plugin`, `schema-native`,
+//!   `schema-plugin`: `Connhost::providers()` and `Connhost::schema(id)`;
 //! - `load-bare`, `load-connhost`: loading every library in DIR (fresh
 //!   copies; ITERS is ignored), with bare `dlopen` + symbol lookup, or with
 //!   `connhost::loader::load_directory`.
@@ -51,6 +54,15 @@ fn measured_raw(registry: &ProviderRegistry, fields: CredentialFields) {
 fn measured_validate(runtime: &tokio::runtime::Runtime, host: &Connhost, fields: CredentialFields) {
     let verdict = runtime.block_on(host.validate(black_box(PROVIDER_ID), fields));
     black_box(verdict.expect("registered"));
+}
+
+#[inline(never)]
+fn measured_listing(host: &Connhost, schema: bool) {
+    if schema {
+        black_box(host.schema(black_box(PROVIDER_ID)).expect("registered"));
+    } else {
+        black_box(host.providers());
+    }
 }
 
 #[inline(never)]
@@ -108,6 +120,17 @@ fn main() -> ExitCode {
                 .expect("runtime");
             for _ in 0..iters {
                 measured_validate(&runtime, &host, credential());
+            }
+        }
+        "providers-native" | "providers-plugin" | "schema-native" | "schema-plugin" => {
+            let (registry, _dir) = registry(mode.ends_with("-plugin"));
+            let host = Connhost::from_parts(
+                registry,
+                LoadReport::default(),
+                connhost::DEFAULT_VALIDATION_TIMEOUT,
+            );
+            for _ in 0..iters {
+                measured_listing(&host, mode.starts_with("schema"));
             }
         }
         "load-bare" | "load-connhost" => {

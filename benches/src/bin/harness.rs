@@ -93,15 +93,28 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> std::
     })
 }
 
-/// A child process that is killed when dropped.
+/// A child process, stopped when dropped: SIGTERM (connhost shuts down
+/// gracefully and removes its plugin cache), SIGKILL if it is still up
+/// after 10 s. Its temp dir (`TMPDIR`) is removed after it.
 struct Server {
     child: Child,
     addr: SocketAddr,
     name: &'static str,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -165,12 +178,18 @@ fn start_connhost(binary: &Path, plugins: &Path, cpu: Option<&str>, log: &str) -
         }
         None => Command::new(binary),
     };
+    // Its own temp dir: whatever it keeps there (plugin copies) goes with it.
+    let tmp = tempfile::Builder::new()
+        .prefix("connhost-bench-serve-")
+        .tempdir()
+        .expect("temp dir");
     command
         .arg("--plugins")
         .arg(plugins)
         .arg("serve")
         .arg("--listen")
         .arg(addr.to_string())
+        .env("TMPDIR", tmp.path())
         .env_remove("CONNHOST_TOKEN")
         .stdin(Stdio::null())
         .stdout(log_file(&format!("{log}.stdout")))
@@ -179,6 +198,7 @@ fn start_connhost(binary: &Path, plugins: &Path, cpu: Option<&str>, log: &str) -
         child: command.spawn().expect("start connhost serve"),
         addr,
         name: "connhost serve",
+        _tmp: Some(tmp),
     }
 }
 
@@ -338,6 +358,7 @@ fn http_bench(args: &[String]) -> ExitCode {
             .expect("start bare-server"),
         addr,
         name: "bare-server",
+        _tmp: None,
     };
     bare_server.wait_ready("/v1/providers");
     let bare_providers = http(addr, "GET", "/v1/providers", None).expect("bare GET");
@@ -446,6 +467,20 @@ fn http_bench(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// How many distinct plugin files (the benchmark's copies, or connhost's
+/// private copies of them) a process has mapped.
+fn mapped_plugin_files(pid: u32) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let files: std::collections::BTreeSet<&str> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| {
+            path.contains("connhost-bench") && path.ends_with(std::env::consts::DLL_EXTENSION)
+        })
+        .collect();
+    files.len()
+}
+
 /// `VmRSS`, `RssAnon` and `RssFile` of a process, in KiB.
 fn memory_of(pid: u32) -> Value {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -478,20 +513,27 @@ fn memory_bench(args: &[String]) -> ExitCode {
         for (i, &n) in sizes.iter().enumerate() {
             let dir = fresh_copies(plugin, n);
             let _ = Command::new("sync").status();
+            let started = Instant::now();
             let mut server =
                 start_connhost(Path::new(connhost), dir.path(), None, "memory-connhost");
             let ready: Value =
                 serde_json::from_slice(&server.wait_ready("/readyz").body).unwrap_or(Value::Null);
-            // One request on each benchmarked route, as a serving replica
-            // would have had; then let the process settle.
+            let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+            // A request on the listing route, as a serving replica would
+            // have had; then let the process settle.
             let _ = http(server.addr, "GET", "/v1/providers", None);
             std::thread::sleep(Duration::from_millis(300));
             let memory = memory_of(server.child.id());
+            let mapped = mapped_plugin_files(server.child.id());
+            assert_eq!(
+                mapped, n,
+                "connhost serve should have mapped {n} distinct libraries"
+            );
             println!(
                 "memory serve N={n:>3} sample {sample}: VmRSS {} KiB (ready: {ready})",
                 memory["vm_rss_kib"]
             );
-            serve[i].push(json!({"memory": memory, "readyz": ready}));
+            serve[i].push(json!({"memory": memory, "readyz": ready, "ready_ms": ready_ms, "mapped_plugin_files": mapped}));
             drop(server);
 
             // The baseline: a process that only dlopens the same number of
@@ -525,6 +567,13 @@ fn memory_bench(args: &[String]) -> ExitCode {
             .collect();
         median(&mut v)
     };
+    let ready_median = |i: usize| {
+        let mut v: Vec<f64> = serve[i]
+            .iter()
+            .map(|s| s["ready_ms"].as_f64().unwrap())
+            .collect();
+        median(&mut v)
+    };
     let base = serve_median(0, "vm_rss_kib");
     let mut table = Vec::new();
     for (i, &n) in sizes.iter().enumerate() {
@@ -535,6 +584,7 @@ fn memory_bench(args: &[String]) -> ExitCode {
             "serve_rss_anon_kib": serve_median(i, "rss_anon_kib"),
             "serve_rss_file_kib": serve_median(i, "rss_file_kib"),
             "ratio_vs_0": rss / base,
+            "ready_ms": ready_median(i),
         });
         if n > 0 {
             let per_library = (rss - base) / n as f64;

@@ -129,7 +129,10 @@ fn callgrind(path: &Path) -> BTreeMap<String, Vec<(f64, f64)>> {
         let parts: Vec<&str> = line.split_whitespace().collect();
         if let [mode, iters, ir] = parts.as_slice() {
             if let (Ok(iters), Ok(ir)) = (iters.parse(), ir.parse()) {
-                modes.entry((*mode).to_owned()).or_default().push((iters, ir));
+                modes
+                    .entry((*mode).to_owned())
+                    .or_default()
+                    .push((iters, ir));
             }
         }
     }
@@ -162,13 +165,12 @@ fn main() -> ExitCode {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| path.display().to_string())
     };
-    let commands: BTreeMap<String, String> =
-        std::fs::read_to_string(results.join("commands.tsv"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+    let commands: BTreeMap<String, String> = std::fs::read_to_string(results.join("commands.tsv"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     let command = |key: &str| -> String {
         commands
             .get(key)
@@ -188,8 +190,8 @@ fn main() -> ExitCode {
     for (group, label, cg_key) in [
         ("raw_call", "`call_provider` (raw call)", Some("raw")),
         ("validate", "`Connhost::validate`", Some("validate")),
-        ("providers", "`Connhost::providers()`", None),
-        ("schema", "`Connhost::schema(id)`", None),
+        ("providers", "`Connhost::providers()`", Some("providers")),
+        ("schema", "`Connhost::schema(id)`", Some("schema")),
     ] {
         let (Some(native), Some(plugin)) = (
             criterion_estimate(&criterion, group, "native"),
@@ -204,8 +206,7 @@ fn main() -> ExitCode {
                 let native = cg_per(&format!("{key}-native"))?;
                 let plugin = cg_per(&format!("{key}-plugin"))?;
                 bars.push(Bar {
-                    label: format!("{label} (instructions)")
-                        .replace('`', ""),
+                    label: format!("{label} (instructions)").replace('`', ""),
                     ratio: plugin / native,
                     group: "call",
                 });
@@ -408,25 +409,26 @@ fn main() -> ExitCode {
     // ---- 4. memory --------------------------------------------------------
     let mut memory = String::new();
     if let Some(data) = read_json(&results.join("memory.json")) {
-        writeln!(memory, "`VmRSS` of `connhost serve` (built-in providers + N fresh copies of the plugin, after `/readyz` answers 200 and one `GET /v1/providers`), median of {} samples; the baseline per library is a process that only `dlopen`s N fresh copies (`load-probe bare`, RSS after − before). Every copy offers the same provider id, so N−1 of them are refused as conflicts after loading (their libraries stay mapped: nothing is unloaded).\n", data["samples"]).unwrap();
-        writeln!(memory, "| N | VmRSS | of which anonymous / file | vs N = 0 | per library (anon / file) | bare `dlopen` per library | ratio per library |\n|---|---|---|---|---|---|---|").unwrap();
+        writeln!(memory, "`VmRSS` of `connhost serve` (built-in providers + N fresh copies of the plugin, after `/readyz` answers 200 and one `GET /v1/providers`), median of {} samples; the baseline per library is a process that only `dlopen`s N fresh copies (`load-probe bare`, RSS after − before). Every copy offers the same provider id, so N−1 of them are refused as conflicts after loading (their libraries stay mapped: nothing is unloaded). Each copy carries a few distinct bytes after its ELF image, because `connhost serve` loads each plugin from a private copy named by its SHA-256: identical copies would be one library. \"Libraries mapped\" counts the distinct plugin files in `/proc/<pid>/maps` (checked to be N). \"Start to ready\" is from spawning the process to `/readyz` answering 200 (polled every 20 ms; it includes serve's wait for files to be quiet for 40 ms).\n", data["samples"]).unwrap();
+        writeln!(memory, "| N | libraries mapped | VmRSS | of which anonymous / file | vs N = 0 | per library (anon / file) | bare `dlopen` per library | ratio per library | start to ready |\n|---|---|---|---|---|---|---|---|---|").unwrap();
         for row in data["table"].as_array().into_iter().flatten() {
             let n = f(&row["n"]);
             let mib = |v: &Value| f(v) / 1024.0;
             if n == 0.0 {
                 writeln!(
                     memory,
-                    "| 0 | {:.1} MiB | {:.1} / {:.1} MiB | ×1.00 | | | |",
+                    "| 0 | 0 | {:.1} MiB | {:.1} / {:.1} MiB | ×1.00 | | | | {:.0} ms |",
                     mib(&row["serve_vm_rss_kib"]),
                     mib(&row["serve_rss_anon_kib"]),
-                    mib(&row["serve_rss_file_kib"])
+                    mib(&row["serve_rss_file_kib"]),
+                    f(&row["ready_ms"])
                 )
                 .unwrap();
                 continue;
             }
             writeln!(
                 memory,
-                "| {n} | {:.1} MiB | {:.1} / {:.1} MiB | ×{:.2} | {:.0} KiB ({:.0} / {:.0}) | {:.0} KiB | ×{:.2} |",
+                "| {n} | {n} | {:.1} MiB | {:.1} / {:.1} MiB | ×{:.2} | {:.0} KiB ({:.0} / {:.0}) | {:.0} KiB | ×{:.2} | {:.0} ms |",
                 mib(&row["serve_vm_rss_kib"]),
                 mib(&row["serve_rss_anon_kib"]),
                 mib(&row["serve_rss_file_kib"]),
@@ -436,6 +438,7 @@ fn main() -> ExitCode {
                 f(&row["serve_per_library_file_kib"]),
                 f(&row["bare_dlopen_per_library_kib"]),
                 f(&row["ratio_per_library_vs_bare"]),
+                f(&row["ready_ms"]),
             )
             .unwrap();
             if n == 100.0 {
@@ -489,7 +492,7 @@ fn main() -> ExitCode {
 
     writeln!(md, "## 1. Call overhead: plugin vs compiled in\n\nOne trivial provider (`tests/fixtures/bench-trivial`: no I/O; a three-field form `account`, `secret` (password), `region`; accepts non-empty fields with username = account and metadata `{{\"region\": …}}`). The **same type** is compiled into the benchmark (the baseline: the fixture crate as an rlib, registered with `ProviderRegistry::register`) and loaded from its cdylib with `connhost::loader::load_directory`. Both answer the same verdict (checked before measuring). Criterion medians with their 95% intervals; the ratio's interval combines the two intervals' extremes.\n\n- raw call: `registry.get(id).unwrap().call_provider(fields).await`, polled by a minimal `block_on` (no-op waker, no runtime); the three-field credential is built outside the timing;\n- `Connhost::validate`: `runtime.block_on(host.validate(id, fields))` on a multi-thread tokio runtime, as `connhost serve` runs it;\n- listing: `providers()` and `schema(id)` on the same two hosts.\n").unwrap();
     md.push_str(&calls);
-    writeln!(md, "\nInstructions per call (callgrind, `--toggle-collect` on the measured function; the difference between a long and a short run over the difference in calls, so set-up cancels out). For `validate`, the count covers the calling thread and the blocking-pool thread, and includes a little of tokio's parking, so it is the less exact of the two.{}{}", command("call"), command("callgrind")).unwrap();
+    writeln!(md, "\nInstructions per call (callgrind, `--toggle-collect` on the measured function; the difference between a long and a short run over the difference in calls, so set-up cancels out). For `validate`, whose provider runs on a blocking-pool thread, every thread is counted (no `--toggle-collect`), tokio's parking and waking included.{}{}", command("call"), command("callgrind")).unwrap();
 
     writeln!(md, "## 2. Loading plugins\n\n`connhost::loader::load_directory` on a fresh folder of N distinct copies of the plugin, into a fresh `ProviderRegistry`, against a baseline that lists the folder the same way and, per file, calls `libloading::Library::new` and looks up `_1as_0lib_1header_0root_bmodule_bloader` (leaking the library, as connhost does). glibc returns the already-loaded object for a file it has opened and nothing is ever unloaded, so every sample copies fresh files (not timed) and runs in a fresh process (`load-probe`), after an untimed warm-up load of one more fresh copy.\n").unwrap();
     md.push_str(&load);
@@ -578,7 +581,10 @@ fn ratio_chart(bars: &[Bar]) -> String {
         .filter(|r| r.is_finite())
         .fold(2.0_f64, f64::max);
     let max_decade = 10f64.powf(max.log10().ceil()).max(10.0);
-    let x = |ratio: f64| left + plot_width * (ratio.max(0.5).log10() - 0.5f64.log10()) / (max_decade.log10() - 0.5f64.log10());
+    let x = |ratio: f64| {
+        left + plot_width * (ratio.max(0.5).log10() - 0.5f64.log10())
+            / (max_decade.log10() - 0.5f64.log10())
+    };
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"26\" {FONT} font-size=\"16\" font-weight=\"bold\" text-anchor=\"middle\">connhost cost / same-run baseline (log scale; 1 = no overhead)</text>\n",
         width / 2.0
@@ -589,7 +595,11 @@ fn ratio_chart(bars: &[Bar]) -> String {
         let tx = x(tick);
         svg += &format!("<line x1=\"{tx:.1}\" y1=\"{}\" x2=\"{tx:.1}\" y2=\"{bottom}\" stroke=\"#ddd\"/>\n<text x=\"{tx:.1}\" y=\"{}\" {FONT} font-size=\"11\" text-anchor=\"middle\">{}</text>\n", top - 8.0, bottom + 16.0, if tick < 1.0 { format!("{tick}") } else { format!("{tick:.0}") });
         let mantissa = tick / 10f64.powf(tick.log10().floor());
-        tick *= if (mantissa - 2.0).abs() < 1e-9 { 2.5 } else { 2.0 };
+        tick *= if (mantissa - 2.0).abs() < 1e-9 {
+            2.5
+        } else {
+            2.0
+        };
     }
     for (i, bar) in bars.iter().enumerate() {
         let y = top + row * i as f64;
@@ -632,8 +642,13 @@ fn load_chart(series: &BTreeMap<String, Vec<(f64, f64)>>) -> String {
         10f64.powf(ymax.log10().ceil()),
     );
     let (xlo, xhi) = (1.0f64, 100.0f64);
-    let px = |n: f64| left + (width - left - right) * (n.log10() - xlo.log10()) / (xhi.log10() - xlo.log10());
-    let py = |ms: f64| top + (height - top - bottom) * (1.0 - (ms.log10() - ylo.log10()) / (yhi.log10() - ylo.log10()));
+    let px = |n: f64| {
+        left + (width - left - right) * (n.log10() - xlo.log10()) / (xhi.log10() - xlo.log10())
+    };
+    let py = |ms: f64| {
+        top + (height - top - bottom)
+            * (1.0 - (ms.log10() - ylo.log10()) / (yhi.log10() - ylo.log10()))
+    };
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"28\" {FONT} font-size=\"16\" font-weight=\"bold\" text-anchor=\"middle\">Loading N distinct plugin files (median ms, log-log)</text>\n",
         (width - right + left) / 2.0
@@ -663,9 +678,16 @@ fn load_chart(series: &BTreeMap<String, Vec<(f64, f64)>>) -> String {
             .iter()
             .map(|(n, ms)| format!("{:.1},{:.1}", px(*n), py(*ms)))
             .collect();
-        svg += &format!("<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>\n", path.join(" "));
+        svg += &format!(
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>\n",
+            path.join(" ")
+        );
         for (n, ms) in points {
-            svg += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{colour}\"/>\n", px(*n), py(*ms));
+            svg += &format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{colour}\"/>\n",
+                px(*n),
+                py(*ms)
+            );
         }
         let ly = top + 20.0 + 22.0 * i as f64;
         let lx = width - right + 14.0;

@@ -148,7 +148,7 @@ pub(crate) struct ServeArgs {
     pub(crate) cache_dir: Option<PathBuf>,
 
     /// On SIGINT/SIGTERM, how long requests in flight may take to finish, in
-    /// seconds.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    pub(crate) shutdown_grace: f64,
+    /// seconds (default: the validation timeout plus 5).
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) shutdown_grace: Option<f64>,
 }

@@ -24,21 +24,22 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
             args.listen.port()
         );
     }
-    if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
-        bail!(
-            "--shutdown-grace must be a number of seconds, got {}",
-            args.shutdown_grace
-        );
-    }
+    // By default, validations in flight get their whole timeout to finish.
+    let grace = match args.shutdown_grace {
+        Some(seconds) => Duration::try_from_secs_f64(seconds).map_err(|_| {
+            anyhow::anyhow!("--shutdown-grace must be a number of seconds, got {seconds}")
+        })?,
+        None => host_config.validation_timeout + Duration::from_secs(5),
+    };
     let cors_origins = args
         .cors_origins
         .iter()
         .filter(|o| !o.trim().is_empty())
         .map(|origin| {
-            HeaderValue::from_str(origin.trim())
-                .with_context(|| format!("--cors-origin {origin:?} is not a valid origin"))
+            connhost::http::parse_cors_origin(origin)
+                .map_err(|e| anyhow::anyhow!("--cors-origin: {e}"))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<anyhow::Result<Vec<HeaderValue>>>()?;
     let http_config = HttpConfig {
         token,
         cors_origins,
@@ -64,6 +65,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         tracing::info!(%address, "listening");
 
         let state = AppState::new(&http_config);
+        let draining = state.clone();
         let app = connhost::http::router(state.clone(), &http_config);
         // Answer probes (and 503 on the API) while the plugins load.
         let set = PluginSet::new(&host_config, cache);
@@ -88,7 +90,8 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
             listener,
             app,
             connhost::http::shutdown_signal(),
-            Duration::from_secs_f64(args.shutdown_grace),
+            grace,
+            move || draining.drain(),
         )
         .await
         .context("the server failed")

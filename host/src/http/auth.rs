@@ -55,13 +55,19 @@ pub(crate) async fn require_token(
     let Some(token) = &state.token else {
         return next.run(request).await;
     };
+    let path = request.uri().path();
+    let guarded = path == "/v1" || path.starts_with("/v1/") || path.starts_with("/ui/");
+    // CORS preflights carry no credentials; the CORS layer answers them.
+    if !guarded || request.method() == axum::http::Method::OPTIONS {
+        return next.run(request).await;
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            let (scheme, credentials) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
         });
     match presented {
         Some(presented) if token.matches(presented.trim()) => next.run(request).await,

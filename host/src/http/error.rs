@@ -26,8 +26,8 @@ pub(crate) struct ErrorBody {
 /// What went wrong.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorDetail {
-    /// A stable machine-readable code (`provider_not_found`,
-    /// `invalid_fields`, `malformed_json`, ...).
+    /// A stable machine-readable code.
+    #[schema(value_type = ErrorCode)]
     pub(crate) code: &'static str,
     /// A message for humans.
     pub(crate) message: String,
@@ -36,6 +36,43 @@ pub(crate) struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<crate::validation::FieldErrorBody>>)]
     pub(crate) fields: Option<Vec<FieldError>>,
+}
+
+/// The error codes (documentation of [`ErrorDetail::code`]).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub(crate) enum ErrorCode {
+    /// 404: no provider with that id.
+    ProviderNotFound,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed,
+    /// 400: the path is malformed.
+    InvalidPath,
+    /// 400: the body is not valid JSON (the message has the position).
+    MalformedJson,
+    /// 400: the body could not be read.
+    UnreadableBody,
+    /// 415: the body is not JSON.
+    UnsupportedMediaType,
+    /// 413: the body is over the size limit.
+    PayloadTooLarge,
+    /// 422: the body has the wrong shape or a non-string value.
+    InvalidBody,
+    /// 422: the submission breaks the form's rules; see `fields`.
+    InvalidFields,
+    /// 401: missing or wrong access token.
+    Unauthorized,
+    /// 503: plugins are still loading.
+    Starting,
+    /// 503: the server is shutting down.
+    Draining,
+    /// 503: hot reload is not running.
+    ReloadUnavailable,
+    /// 500: a bug; it is logged.
+    Internal,
 }
 
 impl ApiError {

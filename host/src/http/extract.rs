@@ -10,6 +10,34 @@ use serde_json::Value;
 
 use super::error::ApiError;
 
+/// The `{id}` of a provider route; a malformed one (not UTF-8) is a 400 in
+/// the API's own format.
+#[derive(Debug)]
+pub(crate) struct ProviderId(pub(crate) String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ProviderId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| ProviderId(id))
+            .map_err(|rejection| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_path",
+                    format!(
+                        "The provider id in the path is malformed: {}",
+                        rejection.body_text()
+                    ),
+                )
+            })
+    }
+}
+
 /// `{"fields": {name: value}, "include_document": bool?}`
 #[derive(Debug)]
 pub(crate) struct ValidateRequest {

@@ -18,7 +18,6 @@ mod routes;
 mod ui;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +70,7 @@ pub struct AppState {
     token: Option<Arc<AccessToken>>,
     metrics: Arc<metrics::Metrics>,
     reload: Arc<std::sync::OnceLock<crate::reload::ReloadHandle>>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,7 +90,19 @@ impl AppState {
             token: config.token.clone().map(Arc::new),
             metrics: metrics::Metrics::new(),
             reload: Arc::new(std::sync::OnceLock::new()),
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// Marks the server as shutting down: `/readyz` answers 503 from now on,
+    /// so load balancers stop sending new traffic.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Enables `POST /v1/plugins/rescan` through this hot-reload task.
@@ -113,45 +125,67 @@ impl AppState {
 
 /// The whole app: API, probes, metrics, OpenAPI and the settings page.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
-    let api = Router::new()
+    let app = Router::new()
         .route("/v1/providers", get(routes::list_providers))
         .route("/v1/providers/{id}", get(routes::get_provider))
         .route("/v1/providers/{id}/validate", post(routes::validate))
         .route("/v1/plugins", get(routes::plugins))
         .route("/v1/plugins/rescan", post(routes::rescan))
         .route("/ui/instructions", get(ui::instructions))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
-    let open = Router::new()
         .route("/", get(ui::index))
         .route("/assets/app.js", get(ui::app_js))
         .route("/assets/app.css", get(ui::app_css))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi));
-    let mut app = api
-        .merge(open)
+        .route("/openapi.json", get(routes::openapi))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_READ_TIMEOUT,
+        ))
+        // Outside the routes, so unmatched /v1 paths and wrong methods need
+        // the token too: nothing under /v1 answers an anonymous caller.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
-        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .with_state(state);
-    if !config.cors_origins.is_empty() {
-        app = app.layer(
+    if config.cors_origins.is_empty() {
+        app
+    } else {
+        app.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(config.cors_origins.clone()))
                 .allow_methods([Method::GET, Method::POST])
                 .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
-        );
+        )
     }
-    app
+}
+
+/// Checks an allowed CORS origin: `scheme://host[:port]`, nothing else.
+pub fn parse_cors_origin(origin: &str) -> Result<HeaderValue, String> {
+    let origin = origin.trim();
+    let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+        && origin.split("://").nth(1).is_some_and(|rest| {
+            !rest.is_empty() && !rest.contains('/') && !rest.contains('*') && !rest.contains('?')
+        });
+    if !valid {
+        return Err(format!(
+            "{origin:?} is not an origin: give scheme://host[:port], such as https://app.example.com (no path, no wildcard)"
+        ));
+    }
+    HeaderValue::from_str(origin).map_err(|e| format!("{origin:?}: {e}"))
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -164,43 +198,64 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     .into_response()
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops
-/// accepting connections and lets requests in flight finish for at most
-/// `grace`. Returns whether everything finished in time.
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request's body.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `shutdown` resolves; then stops
+/// accepting, calls `on_drain`, and lets requests in flight finish for at
+/// most `grace`. Returns whether everything finished in time.
+///
+/// Connections that do not send their headers within
+/// [`HEADER_READ_TIMEOUT`] are closed, so a slow or stalled client cannot
+/// hold a connection (or delay shutdown) for ever.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    on_drain: impl FnOnce(),
 ) -> std::io::Result<bool> {
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = signalled_tx.send(());
-    });
-    let server = tokio::spawn(async move { server.await });
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => {
-            result.map_err(std::io::Error::other)??;
-            Ok(true)
-        }
-        _ = signalled_rx => {
-            tracing::info!("shutting down: waiting up to {grace:?} for requests in flight");
-            match tokio::time::timeout(grace, &mut server).await {
-                Ok(result) => {
-                    result.map_err(std::io::Error::other)??;
-                    Ok(true)
-                }
-                Err(_) => {
-                    tracing::warn!("requests still in flight after {grace:?}; exiting anyway");
-                    Ok(false)
-                }
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _remote) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off.
+                        tracing::warn!("accepting a connection failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
             }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    on_drain();
+    tracing::info!("shutting down: waiting up to {grace:?} for requests in flight");
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => Ok(true),
+        Err(_) => {
+            tracing::warn!("requests still in flight after {grace:?}; exiting anyway");
+            Ok(false)
         }
     }
 }

@@ -2,13 +2,13 @@
 
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest as _, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::ValidateRequest;
+use super::extract::{ProviderId, ValidateRequest};
 use super::AppState;
 use crate::validation::VerdictBody;
 use crate::{LoadReport, ProviderInfo, Verdict};
@@ -41,12 +41,13 @@ pub(crate) async fn list_providers(
         (status = 200, description = "The provider", body = ProviderInfo),
         (status = 404, description = "No such provider", body = ErrorBody),
         (status = 401, description = "Missing or wrong access token", body = ErrorBody),
+        (status = 503, description = "Plugins still loading", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
 )]
 pub(crate) async fn get_provider(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ProviderId(id): ProviderId,
 ) -> Result<Json<ProviderInfo>, ApiError> {
     Ok(Json(state.host()?.provider(&id)?))
 }
@@ -70,15 +71,20 @@ pub(crate) async fn get_provider(
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "Invalid fields (`invalid_fields`, the provider was not called) or a malformed body (`invalid_body`)", body = ErrorBody),
+        (status = 503, description = "Plugins still loading, or shutting down", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
 )]
 pub(crate) async fn validate(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    request: ValidateRequest,
+    ProviderId(id): ProviderId,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    // Readiness and the provider first: a request for a provider that does
+    // not exist is a 404 whatever its body.
     let host = state.host()?;
+    host.provider(&id)?;
+    let request = ValidateRequest::from_request(request, &()).await?;
     let started = Instant::now();
     let verdict = host.validate(&id, request.fields).await?;
     state
@@ -103,6 +109,7 @@ pub(crate) async fn validate(
     responses(
         (status = 200, description = "The load report", body = LoadReport),
         (status = 401, description = "Missing or wrong access token", body = ErrorBody),
+        (status = 503, description = "Plugins still loading", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
 )]
@@ -154,6 +161,13 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 pub(crate) async fn readyz(
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "connhost is shutting down and finishing the requests in flight.",
+        ));
+    }
     let host = state.host()?;
     Ok(Json(serde_json::json!({
         "status": "ready",

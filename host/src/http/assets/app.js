@@ -8,6 +8,17 @@
 // the instructions HTML from /ui/instructions, which the server renders
 // from markdown and sanitises (raw HTML escaped, only http/https/mailto
 // links); it is the only thing assigned to innerHTML.
+//
+// Element ids are built from indexes only (`p3`, `p3-f2`, `p3-f2-help`,
+// `p3-f2-error`), never from provider ids or field names, which may hold
+// spaces or `-` (breaking id lists like aria-describedby, or colliding
+// across providers). The names are kept in data attributes instead:
+// `data-provider` on each card, `data-field` on each field's wrapper and
+// `data-field-error` on each field's error message.
+//
+// The live regions (the page status and each form's result area) stay in
+// the DOM from the start, empty when idle; only their content changes, so
+// that screen readers announce it.
 
 (() => {
   "use strict";
@@ -70,11 +81,14 @@
     return h;
   }
 
+  /**
+   * Puts a message in the page's status line, a live region that is always
+   * in the DOM (an empty one takes no room): only its content changes.
+   */
   function setPageStatus(message, kind, ...extra) {
-    page.status.replaceChildren();
-    page.status.dataset.kind = kind || "";
-    if (message) page.status.append(el("span", {}, message), ...extra);
-    page.status.hidden = !message;
+    page.status.dataset.kind = (message && kind) || "";
+    if (message) page.status.replaceChildren(el("span", {}, message), ...extra);
+    else page.status.replaceChildren();
   }
 
   // ----- access token ---------------------------------------------------
@@ -255,7 +269,8 @@
       const html = Object.prototype.hasOwnProperty.call(instructions, provider.provider_id)
         ? str(instructions[provider.provider_id])
         : null;
-      cards.push(renderCard(provider, html));
+      // The card's id prefix: its position, never the provider id.
+      cards.push(renderCard(provider, html, `p${cards.length}`));
     }
     page.providers.replaceChildren(...cards);
     page.providers.removeAttribute("aria-busy");
@@ -278,10 +293,10 @@
     return "";
   }
 
-  function renderCard(provider, instructionsHtml) {
+  function renderCard(provider, instructionsHtml, key) {
     const id = provider.provider_id;
     const name = str(provider.display_name) || id;
-    const titleId = `title-${id}`;
+    const titleId = `${key}-title`;
 
     const card = el("article", { class: "card", "data-provider": id, "aria-labelledby": titleId });
     card.style.setProperty("--hue", String(hue(id)));
@@ -304,13 +319,15 @@
 
     const schema = provider.form_schema;
     if (provider.connection_type === "oauth" || !schema || typeof schema !== "object") {
-      card.append(el("p", { class: "oauth-note" }, "Connected through OAuth"));
+      card.append(
+        el("p", { class: "oauth-note" }, "Connects through OAuth — there is no form to fill in here."),
+      );
       return card;
     }
 
     const instructions = renderInstructions(instructionsHtml, str(schema.instructions_markdown));
     if (instructions) card.append(instructions);
-    card.append(buildForm(id, Array.isArray(schema.fields) ? schema.fields : []));
+    card.append(buildForm(id, key, titleId, Array.isArray(schema.fields) ? schema.fields : []));
     return card;
   }
 
@@ -338,9 +355,10 @@
 
   // ----- credential forms -------------------------------------------------
 
-  function buildForm(providerId, schemaFields) {
-    const form = el("form", { class: "credential-form", novalidate: true, "aria-labelledby": `title-${providerId}` });
-    const formErrors = el("div", { class: "form-errors", id: `form-errors-${providerId}`, tabindex: "-1", hidden: true });
+  /** `key` is the card's id prefix (`p3`), `titleId` its heading's id. */
+  function buildForm(providerId, key, titleId, schemaFields) {
+    const form = el("form", { class: "credential-form", novalidate: true, "aria-labelledby": titleId });
+    const formErrors = el("div", { class: "form-errors", id: `${key}-errors`, tabindex: "-1", hidden: true });
     form.append(formErrors);
 
     const groups = [];
@@ -362,8 +380,8 @@
     if (groups.length > 1) {
       const options = el("div", { class: "method-options" });
       groups.forEach((group, index) => {
-        const radioId = `method-${providerId}-${index}`;
-        const radio = el("input", { type: "radio", id: radioId, name: `method-${providerId}`, value: group });
+        const radioId = `${key}-m${index}`;
+        const radio = el("input", { type: "radio", id: radioId, name: `${key}-method`, value: group });
         radio.checked = index === 0;
         radio.addEventListener("change", () => {
           if (radio.checked) chooseGroup(state, group);
@@ -379,10 +397,9 @@
       );
     }
 
-    for (const field of schemaFields) {
-      if (!field || !str(field.name)) continue;
-      state.fields.push(buildField(providerId, field));
-    }
+    schemaFields.forEach((field, index) => {
+      if (field && str(field.name)) state.fields.push(buildField(`${key}-f${index}`, field));
+    });
     for (const field of state.fields) form.append(field.wrapper);
     if (groups.length > 0) chooseGroup(state, groups[0]);
 
@@ -393,7 +410,7 @@
     );
     const result = el("div", {
       class: "result",
-      id: `result-${providerId}`,
+      id: `${key}-result`,
       role: "status",
       "aria-live": "polite",
       "aria-atomic": "true",
@@ -409,12 +426,12 @@
     return form;
   }
 
-  function buildField(providerId, field) {
+  /** `inputId` is the field's index-based id (`p3-f2`). */
+  function buildField(inputId, field) {
     const name = field.name;
     const label = str(field.label) || name;
     const required = field.required === true;
-    const inputId = `field-${providerId}-${name}`;
-    const helpId = str(field.help_text) ? `help-${providerId}-${name}` : null;
+    const helpId = str(field.help_text) ? `${inputId}-help` : null;
 
     const labelEl = el("label", { for: inputId }, label);
     if (required) labelEl.append(" ", el("span", { class: "required-mark", "aria-hidden": "true" }, "*"));
@@ -439,7 +456,16 @@
     if (helpId) wrapper.append(el("p", { class: "help", id: helpId }, field.help_text));
     wrapper.append(input);
 
-    return { name, label, group: str(field.group) || null, input, wrapper, helpId, errorEl: null };
+    return {
+      name,
+      label,
+      group: str(field.group) || null,
+      input,
+      wrapper,
+      helpId,
+      errorId: `${inputId}-error`,
+      errorEl: null,
+    };
   }
 
   /** Shows the fields of one either-or group (and the ungrouped ones). */
@@ -478,7 +504,7 @@
 
   function showFieldError(state, field, message) {
     if (!field.errorEl) {
-      field.errorEl = el("p", { class: "field-error", id: `error-${state.providerId}-${field.name}` });
+      field.errorEl = el("p", { class: "field-error", id: field.errorId, "data-field-error": field.name });
       field.input.after(field.errorEl);
       field.input.setAttribute("aria-invalid", "true");
       field.input.setAttribute(
