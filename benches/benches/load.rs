@@ -64,6 +64,19 @@ fn probe(mode: &str, library: &Path, n: usize) -> Value {
     sample
 }
 
+/// Median growth of a mode's anonymous resident memory during the timed
+/// load, in KiB.
+fn anon_increment(raw: &[Value], mode: &str) -> f64 {
+    let mut grown: Vec<f64> = raw
+        .iter()
+        .filter(|s| s["mode"] == mode)
+        .filter_map(|s| {
+            Some(s["rss_anon_after_kib"].as_f64()? - s["rss_anon_before_kib"].as_f64()?)
+        })
+        .collect();
+    median(&mut grown)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters nothing.
     let samples: Vec<usize> = std::env::var("CONNHOST_BENCH_LOAD_SAMPLES")
@@ -105,6 +118,7 @@ fn main() {
                         "max_ms": ns.last().copied().unwrap_or(f64::NAN) / 1e6,
                         "per_library_ms": median / 1e6 / n as f64,
                         "samples_ms": ns.iter().map(|v| v / 1e6).collect::<Vec<_>>(),
+                        "rss_anon_increment_kib": anon_increment(&raw, mode),
                     }),
                 )
             })

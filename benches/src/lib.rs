@@ -184,14 +184,20 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// A process's resident memory in KiB (`VmRSS` in `/proc/<pid>/status`).
-pub fn rss_kib(pid: u32) -> Option<u64> {
+/// A field of `/proc/<pid>/status` in KiB (`"VmRSS"`, `"RssAnon"`,
+/// `"RssFile"`).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
+}
+
+/// A process's resident memory in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
 }
 
 /// Median of a sample (sorted in place). `NaN` for an empty one.

@@ -15,6 +15,9 @@
 //! process that only `dlopen`s the copies (`load-probe bare`); writes
 //! `memory.json`. Samples: `CONNHOST_BENCH_MEMORY_SAMPLES` (default 3).
 //!
+//! `harness http-profile CONNHOST_BIN PLUGINS_DIR PERF_DATA`: a perf
+//! profile of `connhost serve` answering `GET /v1/providers` under wrk.
+//!
 //! Every server listens on 127.0.0.1 only, every load run is bounded in
 //! time, and every process started here is stopped here.
 
@@ -162,9 +165,14 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// A server's output goes to scratch space (it names ports and temp dirs,
+/// so it would differ on every run), not to the results.
 fn log_file(name: &str) -> Stdio {
-    let path = results_dir().join("raw").join(name);
-    std::fs::create_dir_all(path.parent().unwrap()).expect("raw folder");
+    let path = connhost_bench::target_dir()
+        .join("connhost-bench-run")
+        .join("logs")
+        .join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).expect("logs folder");
     Stdio::from(std::fs::File::create(path).expect("log file"))
 }
 
@@ -251,6 +259,12 @@ impl WrkSettings {
     }
 
     fn command_line(&self, script: &Path, url: &str) -> String {
+        // Relative to the working directory (the workspace, under
+        // scripts/bench), so the report shows no machine's paths.
+        let script = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| script.strip_prefix(cwd).ok().map(Path::to_owned))
+            .unwrap_or_else(|| script.to_owned());
         format!(
             "taskset -c 1 wrk {} -s {} {url}",
             self.args(self.duration).join(" "),
@@ -481,6 +495,47 @@ fn mapped_plugin_files(pid: u32) -> usize {
     files.len()
 }
 
+/// `harness http-profile CONNHOST_BIN PLUGINS_DIR PERF_DATA`: where
+/// `connhost serve` spends its CPU on `GET /v1/providers` under wrk
+/// (`perf record -e cpu-clock -p PID` for 5 s of an 8 s run).
+fn http_profile(args: &[String]) -> ExitCode {
+    let [connhost, plugins, data] = args else {
+        eprintln!("usage: harness http-profile CONNHOST_BIN PLUGINS_DIR PERF_DATA");
+        return ExitCode::from(2);
+    };
+    let mut server = start_connhost(
+        Path::new(connhost),
+        Path::new(plugins),
+        Some("0"),
+        "http-profile-connhost",
+    );
+    server.wait_ready("/readyz");
+    let url = format!("http://{}/v1/providers", server.addr);
+    let mut wrk = Command::new("timeout")
+        .args([
+            "40", "taskset", "-c", "1", "wrk", "-t1", "-c32", "-d8s", &url,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run wrk");
+    std::thread::sleep(Duration::from_secs(1));
+    let status = Command::new("perf")
+        .args(["record", "-e", "cpu-clock", "-F", "5000", "-o", data, "-p"])
+        .arg(server.child.id().to_string())
+        .args(["--", "sleep", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = wrk.wait();
+    match status {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        _ => {
+            eprintln!("harness http-profile: perf record failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `VmRSS`, `RssAnon` and `RssFile` of a process, in KiB.
 fn memory_of(pid: u32) -> Value {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -598,6 +653,27 @@ fn memory_bench(args: &[String]) -> ExitCode {
             row["serve_per_library_file_kib"] = json!(file);
             row["bare_dlopen_per_library_kib"] = json!(bare_per_library);
             row["ratio_per_library_vs_bare"] = json!(per_library / bare_per_library);
+            // The slope between the previous size and this one: per-library
+            // cost without the fixed costs of loading any plugin at all.
+            if i >= 2 {
+                let dn = (n - sizes[i - 1]) as f64;
+                let serve_marginal = (rss - serve_median(i - 1, "vm_rss_kib")) / dn;
+                let anon_marginal =
+                    (serve_median(i, "rss_anon_kib") - serve_median(i - 1, "rss_anon_kib")) / dn;
+                let bare_marginal = (bare_increment(i) - bare_increment(i - 1)) / dn;
+                let ready_marginal = (ready_median(i) - ready_median(i - 1)) / dn;
+                row["marginal_from_n"] = json!(sizes[i - 1]);
+                row["serve_marginal_kib"] = json!(serve_marginal);
+                row["serve_marginal_anon_kib"] = json!(anon_marginal);
+                row["bare_marginal_kib"] = json!(bare_marginal);
+                row["ratio_marginal_vs_bare"] = json!(serve_marginal / bare_marginal);
+                row["ready_marginal_ms"] = json!(ready_marginal);
+                println!(
+                    "memory N={}→{n}: +{serve_marginal:.0} KiB/library (anon {anon_marginal:.0}) vs bare dlopen +{bare_marginal:.0} KiB/library (x{:.2}); start to ready +{ready_marginal:.1} ms/library",
+                    sizes[i - 1],
+                    serve_marginal / bare_marginal
+                );
+            }
             println!(
                 "memory N={n:>3}: serve {rss:.0} KiB (x{:.2} of N=0), +{per_library:.0} KiB/library (anon {anon:.0}, file {file:.0}); bare dlopen +{bare_per_library:.0} KiB/library (x{:.2})",
                 rss / base,
@@ -631,6 +707,7 @@ fn main() -> ExitCode {
     match args.split_first() {
         Some((task, rest)) if task == "http" => http_bench(rest),
         Some((task, rest)) if task == "memory" => memory_bench(rest),
+        Some((task, rest)) if task == "http-profile" => http_profile(rest),
         _ => {
             eprintln!("usage: harness http CONNHOST_BIN PLUGINS_DIR BARE_BIN | harness memory CONNHOST_BIN PLUGIN_SO");
             ExitCode::from(2)

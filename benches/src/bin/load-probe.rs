@@ -4,7 +4,8 @@
 //! `load-probe MODE DIR WARMUP_DIR` loads WARMUP_DIR untimed (faulting in
 //! the loader's own code and first-use statics), then times loading DIR and
 //! prints one JSON line: `{"mode", "n", "ns", "loaded", "conflicts",
-//! "failed", "rss_before_kib", "rss_after_kib"}`.
+//! "failed", "rss_before_kib", "rss_after_kib", "rss_anon_before_kib",
+//! "rss_anon_after_kib"}`.
 //!
 //! Modes:
 //! - `bare`: the baseline: list the folder (read_dir, the platform's library
@@ -35,7 +36,7 @@ use std::time::Instant;
 
 use connhost::loader::{library_files, load_directory, load_file, LoadOptions};
 use connhost::{FailureKind, ProviderRegistry};
-use connhost_bench::{rss_kib, ROOT_MODULE_SYMBOL};
+use connhost_bench::{rss_kib, status_kib, ROOT_MODULE_SYMBOL};
 
 /// What one load did.
 #[derive(Default)]
@@ -173,10 +174,12 @@ fn main() -> ExitCode {
     assert_eq!(warm.loaded, warm.files, "the warm-up copy did not load");
     let pid = std::process::id();
     let rss_before = rss_kib(pid).unwrap_or(0);
+    let anon_before = status_kib(pid, "RssAnon").unwrap_or(0);
     let started = Instant::now();
     let counts = run(Path::new(dir));
     let ns = started.elapsed().as_nanos() as u64;
     let rss_after = rss_kib(pid).unwrap_or(0);
+    let anon_after = status_kib(pid, "RssAnon").unwrap_or(0);
     println!(
         "{}",
         serde_json::json!({
@@ -188,6 +191,8 @@ fn main() -> ExitCode {
             "failed": counts.failed,
             "rss_before_kib": rss_before,
             "rss_after_kib": rss_after,
+            "rss_anon_before_kib": anon_before,
+            "rss_anon_after_kib": anon_after,
         })
     );
     ExitCode::SUCCESS

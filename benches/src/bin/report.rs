@@ -78,7 +78,7 @@ struct Bar {
 }
 
 /// The machine, from the system itself.
-fn machine() -> Vec<(String, String)> {
+fn machine(results: &Path) -> Vec<(String, String)> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -119,6 +119,26 @@ fn machine() -> Vec<(String, String)> {
         ("Memory".into(), memory),
         ("Kernel".into(), kernel),
         ("Rust".into(), rustc),
+        (
+            "Load average (1, 5, 15 min) at the start / end of the run".into(),
+            {
+                let first3 = |text: String| {
+                    text.split_whitespace()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                format!(
+                    "{} / {} (other work on this shared machine shows here)",
+                    std::fs::read_to_string(results.join("loadavg-start.txt"))
+                        .map(first3)
+                        .unwrap_or_else(|_| "?".into()),
+                    std::fs::read_to_string("/proc/loadavg")
+                        .map(first3)
+                        .unwrap_or_else(|_| "?".into()),
+                )
+            },
+        ),
     ]
 }
 
@@ -169,12 +189,12 @@ fn main() -> ExitCode {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_once('\t'))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| (k.to_owned(), v.replace("\\n", "\n")))
         .collect();
     let command = |key: &str| -> String {
         commands
             .get(key)
-            .map(|c| format!("\n```sh\n{c}\n```\n"))
+            .map(|c| format!("\n\n```sh\n{c}\n```\n"))
             .unwrap_or_else(|| "\n(command not recorded)\n".into())
     };
 
@@ -229,29 +249,41 @@ fn main() -> ExitCode {
             ratio,
             group: "call",
         });
-        if group == "raw_call" {
-            let overhead = plugin.median - native.median;
-            headline.push((
-                "Raw provider call, plugin vs compiled in".into(),
+        let instruction_ratio = cg_key
+            .and_then(|key| {
+                Some(cg_per(&format!("{key}-plugin"))? / cg_per(&format!("{key}-native"))?)
+            })
+            .map(|r| format!("; ×{r:.2} in instructions"))
+            .unwrap_or_default();
+        let time = format!(
+            "×{ratio:.2} in time ({} vs {}){instruction_ratio}",
+            ns(plugin.median),
+            ns(native.median)
+        );
+        let overhead = plugin.median - native.median;
+        let (what, note) = match group {
+            "raw_call" => (
+                "Raw provider call, plugin vs compiled in".to_owned(),
                 format!(
-                    "×{ratio:.2} ({} vs {}): overhead {} per call, {} the 1 µs aim",
-                    ns(plugin.median),
-                    ns(native.median),
+                    ": overhead {} per call, {} the 1 µs aim",
                     ns(overhead),
                     if overhead < 1000.0 { "within" } else { "over" }
                 ),
-            ));
-        }
-        if group == "validate" {
-            headline.push((
-                "`Connhost::validate`, plugin vs compiled in".into(),
-                format!(
-                    "×{ratio:.2} ({} vs {})",
-                    ns(plugin.median),
-                    ns(native.median)
-                ),
-            ));
-        }
+            ),
+            "validate" => (
+                "`Connhost::validate`, plugin vs compiled in".to_owned(),
+                String::new(),
+            ),
+            "providers" => (
+                "`Connhost::providers()`, plugin vs compiled in".to_owned(),
+                ": descriptors are cached at load; a plugin's entry also clones its origin (name, version, path)".to_owned(),
+            ),
+            _ => (
+                "`Connhost::schema(id)`, plugin vs compiled in".to_owned(),
+                ": descriptors are cached at load".to_owned(),
+            ),
+        };
+        headline.push((what, format!("{time}{note}")));
     }
     if let (Some(raw), Some(validate)) = (
         criterion_estimate(&criterion, "raw_call", "native"),
@@ -335,6 +367,19 @@ fn main() -> ExitCode {
             )
             .unwrap();
         }
+        if let (Some(bare), Some(connhost)) = (cg_per("load-bare"), cg_per("load-connhost")) {
+            writeln!(load, "\nInstructions per library (callgrind, user space only; the difference between loading 12 and 2 fresh copies, over 10): bare {bare:.0}, `load_directory` {connhost:.0} (×{:.1}). They miss the loader's main cost, which is kernel time: see the profile.", connhost / bare).unwrap();
+        }
+        if let Some(last) = data["sizes"].as_array().and_then(|s| s.last()) {
+            let anon = |m: &str| f(&last["modes"][m]["rss_anon_increment_kib"]) / 1024.0;
+            let kept = anon("bare-fullcheck") - anon("bare-headercheck");
+            writeln!(load, "\nAnonymous memory the process holds after the timed load of N = {}: bare {:.1} MiB, `load_directory` {:.1} MiB, bare + today's file check {:.1} MiB, bare + header-only check {:.1} MiB (medians).{}", last["n"], anon("bare"), anon("connhost"), anon("bare-fullcheck"), anon("bare-headercheck"),
+                if kept > 2.0 {
+                    format!(" The whole-file buffers of today's check are freed, but the allocator keeps {kept:.1} MiB of their pages (about one file's size: glibc raises its mmap threshold after the first large free, so later buffers come from the heap and stay resident); the first such buffer in a process also pays for faulting those pages in, which is most of the N = 1 figure.")
+                } else {
+                    String::new()
+                }).unwrap();
+        }
         writeln!(load, "\n![load time against N](benches/out/load.svg)").unwrap();
     } else {
         writeln!(load, "(no load results in this run)").unwrap();
@@ -379,22 +424,45 @@ fn main() -> ExitCode {
                 f(&ratio["server_cpu_us_per_request"]),
             )
             .unwrap();
-            let inverse = 1.0 / f(&ratio["requests_per_s"]);
+            let short = if route == "validate" {
+                "POST mai/validate 422"
+            } else {
+                "GET /v1/providers"
+            };
             bars.push(Bar {
-                label: format!("HTTP {}: 1 / throughput", label.replace('`', "")),
-                ratio: inverse,
+                label: format!("HTTP {short} (1/throughput)"),
+                ratio: 1.0 / f(&ratio["requests_per_s"]),
+                group: "http",
+            });
+            bars.push(Bar {
+                label: format!("HTTP {short} (CPU/request)"),
+                ratio: f(&ratio["server_cpu_us_per_request"]),
                 group: "http",
             });
             headline.push((
                 format!("HTTP {label}, connhost / bare axum"),
                 format!(
-                    "×{:.2} the throughput ({:.0} vs {:.0} requests/s), ×{:.2} the p99 latency",
+                    "×{:.2} the server CPU time per request ({:.1} vs {:.1} µs); ×{:.2} the throughput ({:.0} vs {:.0} requests/s); ×{:.2} the p99 latency",
+                    f(&ratio["server_cpu_us_per_request"]),
+                    f(&r["servers"]["connhost"]["server_cpu_us_per_request"]),
+                    f(&r["servers"]["bare"]["server_cpu_us_per_request"]),
                     f(&ratio["requests_per_s"]),
                     f(&r["servers"]["connhost"]["requests_per_s"]),
                     f(&r["servers"]["bare"]["requests_per_s"]),
                     f(&ratio["p99_us"])
                 ),
             ));
+        }
+        let busy = ["providers", "validate"]
+            .iter()
+            .flat_map(|route| {
+                ["bare", "connhost"].map(|server| {
+                    f(&data["routes"][route]["servers"][server]["server_cpu_utilisation"])
+                })
+            })
+            .fold(f64::INFINITY, f64::min);
+        if busy < 0.8 {
+            writeln!(http, "\n**This run was disturbed**: other work on the machine left the pinned servers as little as {:.0}% of their CPU, so throughput and latency (the tails especially) say more about the machine than about the servers. The CPU time per request is the figure to trust here: a server that waits for its core does not spend CPU time meanwhile.", busy * 100.0).unwrap();
         }
         writeln!(http, "\nThroughput and latency are medians over the rounds. \"Server CPU\" is the server process's user + system time during a run (from `/proc/<pid>/stat`) per request, and as a share of the run: near 100% means the server, not wrk, was the bottleneck. The exact wrk invocation (the Lua script, in `benches/out/raw/`, sets the method and body and prints the percentiles):").unwrap();
         for route in ["providers", "validate"] {
@@ -441,20 +509,52 @@ fn main() -> ExitCode {
                 f(&row["ready_ms"]),
             )
             .unwrap();
-            if n == 100.0 {
-                bars.push(Bar {
-                    label: "RSS per library, N=100".into(),
-                    ratio: f(&row["ratio_per_library_vs_bare"]),
-                    group: "memory",
-                });
+        }
+        for row in data["table"].as_array().into_iter().flatten() {
+            if row.get("serve_marginal_kib").is_none() {
+                continue;
+            }
+            let (from, n) = (f(&row["marginal_from_n"]), f(&row["n"]));
+            writeln!(
+                memory,
+                "\n**Per library, from N = {from} to N = {n}** (the slope, without the fixed costs of loading any plugin at all): `connhost serve` +{:.0} KiB (anonymous +{:.0} KiB), bare `dlopen` +{:.0} KiB: **×{:.2}**. Start to ready grows by {:.1} ms per plugin.",
+                f(&row["serve_marginal_kib"]),
+                f(&row["serve_marginal_anon_kib"]),
+                f(&row["bare_marginal_kib"]),
+                f(&row["ratio_marginal_vs_bare"]),
+                f(&row["ready_marginal_ms"]),
+            )
+            .unwrap();
+            bars.push(Bar {
+                label: format!("RSS per library (N={from}→{n})"),
+                ratio: f(&row["ratio_marginal_vs_bare"]),
+                group: "memory",
+            });
+            headline.push((
+                format!("Resident memory per plugin library (N = {from} → {n}), `connhost serve` vs bare `dlopen`"),
+                format!(
+                    "×{:.2} (+{:.0} KiB vs +{:.0} KiB per library)",
+                    f(&row["ratio_marginal_vs_bare"]),
+                    f(&row["serve_marginal_kib"]),
+                    f(&row["bare_marginal_kib"]),
+                ),
+            ));
+            if let Some(load) = read_json(&results.join("load.json")) {
+                let per_library = f(&load["linearity"]["connhost"]["ms_per_library"]);
+                let ratio = f(&row["ready_marginal_ms"]) / per_library;
+                writeln!(
+                    memory,
+                    "\n**Startup per plugin**: `connhost serve` takes {:.1} ms more to be ready per added plugin, against {:.2} ms per library for `load_directory` in section 2 (×{ratio:.1}): serve's hot-reload path copies each file into a private cache while hashing it (SHA-256), then checks and loads the copy.",
+                    f(&row["ready_marginal_ms"]),
+                    per_library
+                )
+                .unwrap();
                 headline.push((
-                    "Resident memory per loaded plugin (N = 100), serve vs bare `dlopen`".into(),
+                    "`connhost serve` startup per added plugin vs `load_directory` per library"
+                        .into(),
                     format!(
-                        "×{:.2} ({:.0} KiB vs {:.0} KiB); serve with 100 plugins = ×{:.2} its RSS with none",
-                        f(&row["ratio_per_library_vs_bare"]),
-                        f(&row["serve_per_library_kib"]),
-                        f(&row["bare_dlopen_per_library_kib"]),
-                        f(&row["ratio_vs_0"])
+                        "×{ratio:.1} ({:.1} ms vs {per_library:.2} ms)",
+                        f(&row["ready_marginal_ms"])
                     ),
                 ));
             }
@@ -462,36 +562,20 @@ fn main() -> ExitCode {
     } else {
         writeln!(memory, "(no memory results in this run)").unwrap();
     }
-    for (label, ratio) in [("providers", "providers()"), ("schema", "schema(id)")] {
-        if let (Some(native), Some(plugin)) = (
-            criterion_estimate(&criterion, label, "native"),
-            criterion_estimate(&criterion, label, "plugin"),
-        ) {
-            headline.push((
-                format!("`Connhost::{ratio}`, plugin vs compiled in"),
-                format!(
-                    "×{:.2} ({} vs {}): descriptors are cached at load",
-                    plugin.median / native.median,
-                    ns(plugin.median),
-                    ns(native.median)
-                ),
-            ));
-        }
-    }
-
     // ---- assemble ---------------------------------------------------------
     writeln!(md, "## Headline ratios\n\n| what | ratio (connhost or plugin / same-run baseline) |\n|---|---|").unwrap();
     for (what, value) in &headline {
         writeln!(md, "| {what} | {value} |").unwrap();
     }
     writeln!(md, "\n## Machine\n\n| | |\n|---|---|").unwrap();
-    for (k, v) in machine() {
+    for (k, v) in machine(&results) {
         writeln!(md, "| {k} | {v} |").unwrap();
     }
     writeln!(md, "\nThe whole suite:\n\n```sh\nscripts/bench\n```\n\nIt builds in release (`cargo build --release`; the workspace profile keeps line tables), then runs each part below. Raw results (JSON, wrk scripts and logs, callgrind and perf profiles) are in `benches/out/` next to the charts.{}", command("build")).unwrap();
 
     writeln!(md, "## 1. Call overhead: plugin vs compiled in\n\nOne trivial provider (`tests/fixtures/bench-trivial`: no I/O; a three-field form `account`, `secret` (password), `region`; accepts non-empty fields with username = account and metadata `{{\"region\": …}}`). The **same type** is compiled into the benchmark (the baseline: the fixture crate as an rlib, registered with `ProviderRegistry::register`) and loaded from its cdylib with `connhost::loader::load_directory`. Both answer the same verdict (checked before measuring). Criterion medians with their 95% intervals; the ratio's interval combines the two intervals' extremes.\n\n- raw call: `registry.get(id).unwrap().call_provider(fields).await`, polled by a minimal `block_on` (no-op waker, no runtime); the three-field credential is built outside the timing;\n- `Connhost::validate`: `runtime.block_on(host.validate(id, fields))` on a multi-thread tokio runtime, as `connhost serve` runs it;\n- listing: `providers()` and `schema(id)` on the same two hosts.\n").unwrap();
     md.push_str(&calls);
+    writeln!(md, "\nTimings of a few hundred nanoseconds move by tens of percent between runs on this shared machine (the two functions of a group are measured one after the other); the instruction counts do not, and are the figure to compare for `providers()` and `schema()`: their plugin entries cost more only because listing clones a plugin's origin (name, version, path) where a built-in's is a unit variant.").unwrap();
     writeln!(md, "\nInstructions per call (callgrind, `--toggle-collect` on the measured function; the difference between a long and a short run over the difference in calls, so set-up cancels out). For `validate`, whose provider runs on a blocking-pool thread, every thread is counted (no `--toggle-collect`), tokio's parking and waking included.{}{}", command("call"), command("callgrind")).unwrap();
 
     writeln!(md, "## 2. Loading plugins\n\n`connhost::loader::load_directory` on a fresh folder of N distinct copies of the plugin, into a fresh `ProviderRegistry`, against a baseline that lists the folder the same way and, per file, calls `libloading::Library::new` and looks up `_1as_0lib_1header_0root_bmodule_bloader` (leaking the library, as connhost does). glibc returns the already-loaded object for a file it has opened and nothing is ever unloaded, so every sample copies fresh files (not timed) and runs in a fresh process (`load-probe`), after an untimed warm-up load of one more fresh copy.\n").unwrap();
@@ -506,34 +590,92 @@ fn main() -> ExitCode {
     md.push_str(&memory);
     writeln!(md, "{}", command("memory")).unwrap();
 
-    // ---- profile ----------------------------------------------------------
-    writeln!(md, "## Profile of the slowest relative path: loading\n\nLoading is the path furthest from its baseline. Where its time goes, for N = 30 fresh copies in one `load-probe connhost` process (`perf record -e cpu-clock`, kernel included: the hardware counters are not available in this VM), top symbols by self time:\n").unwrap();
-    match std::fs::read_to_string(results.join("raw/profile-load-perf.txt")) {
-        Ok(text) => {
-            let top: Vec<&str> = text
-                .lines()
-                .filter(|l| l.contains('%') && !l.starts_with('#'))
-                .take(15)
-                .collect();
-            writeln!(md, "```\n{}\n```", top.join("\n")).unwrap();
+    // ---- profiles ---------------------------------------------------------
+    writeln!(md, "## Profiles\n\n### Loading: the path furthest from its baseline\n\nWall time, kernel included (`perf record -e cpu-clock`: the hardware counters are not available in this VM), for N = 30 fresh copies in one `load-probe connhost` process; top symbols by self time:\n").unwrap();
+    md.push_str(&perf_top(&results.join("raw/profile-load-perf.txt"), 12));
+    md.push_str(&perf_dso(&results.join("raw/profile-load-perf-dso.txt")));
+    let inclusive =
+        std::fs::read_to_string(results.join("raw/profile-load-callgrind-inclusive.txt"))
+            .unwrap_or_default();
+    let entries = annotate_entries(&inclusive);
+    let total = inclusive
+        .lines()
+        .find(|l| l.contains("PROGRAM TOTALS"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.replace(',', "").parse::<f64>().ok());
+    if let Some(total) = total {
+        writeln!(md, "\nUser-space instructions only (callgrind on `call-driver load-connhost` over 12 fresh copies, the measured function alone: {total:.0} instructions), inclusive cost of the loader's steps:\n\n| step | instructions | share |\n|---|---|---|").unwrap();
+        for (key, label) in [
+            (
+                "connhost::loader::load_directory",
+                "`load_directory`, all of it",
+            ),
+            (
+                "check_layout_compatibility_with_globals",
+                "abi_stable's layout check (`init_root_module`)",
+            ),
+            (
+                "DefaultHasher as core::hash::Hasher>::write",
+                "… of which SipHash (`std` `HashMap`s inside the checker)",
+            ),
+            (
+                "abi_stable::sabi_types::version::VersionNumber::new",
+                "… of which parsing version strings",
+            ),
+            ("dlopen@@GLIBC", "`dlopen`"),
+            (
+                "connhost::loader::run_init",
+                "the plugin's `init` and its descriptors (JSON)",
+            ),
+            (
+                "connhost::loader::library::check_file",
+                "`check_file` (user space only: its read is kernel time)",
+            ),
+            (
+                "connhost::loader::PluginLibrary::register_into",
+                "registering (and refusing conflicts)",
+            ),
+        ] {
+            let count = entries
+                .iter()
+                .filter(|(_, function)| function.contains(key))
+                .map(|(count, _)| *count)
+                .fold(0.0, f64::max);
+            if count > 0.0 {
+                writeln!(
+                    md,
+                    "| {label} | {count:.0} | {:.1}% |",
+                    100.0 * count / total
+                )
+                .unwrap();
+            }
         }
-        Err(_) => writeln!(md, "(no perf profile in this run)").unwrap(),
     }
-    writeln!(md, "\nAnd in user space only, by instructions (callgrind on `call-driver load-connhost` over 10 fresh copies, inclusive cost of the measured function's callees):\n").unwrap();
-    match std::fs::read_to_string(results.join("raw/profile-load-callgrind.txt")) {
-        Ok(text) => {
-            let top: Vec<&str> = text
-                .lines()
-                .skip_while(|l| !l.contains("file:function"))
-                .skip(2)
-                .filter(|l| !l.trim().is_empty())
-                .take(20)
-                .collect();
-            writeln!(md, "```\n{}\n```", top.join("\n")).unwrap();
-        }
-        Err(_) => writeln!(md, "(no callgrind profile in this run)").unwrap(),
-    }
-    writeln!(md, "{}\nThe decomposition columns of section 2 measure the first finding directly: `bare + today's file check` adds to `dlopen` exactly what `check_file` (`host/src/loader/library.rs`) does (read the whole file into memory, parse it with `object`, check its segments), and `bare + header-only check` gives the same guarantee from the ELF header and program headers alone.", command("profile")).unwrap();
+    let self_cost = std::fs::read_to_string(results.join("raw/profile-load-callgrind-self.txt"))
+        .unwrap_or_default();
+    writeln!(
+        md,
+        "\nTop functions by self cost (instructions), summed over their inlined parts:\n"
+    )
+    .unwrap();
+    md.push_str(&self_top(&self_cost, 12));
+    writeln!(md, "\nThe decomposition columns of section 2 measure the main finding directly: `bare + today's file check` adds to `dlopen` exactly what `check_file` (`host/src/loader/library.rs`) does (read the whole file into memory, parse it with `object`, check its segments), and `bare + header-only check` gives the same guarantee from the ELF header and program headers alone.").unwrap();
+
+    writeln!(md, "\n### HTTP: `GET /v1/providers`\n\n`connhost serve` (pinned to CPU 0) answering `GET /v1/providers` under wrk, `perf record -e cpu-clock -p PID` for 5 s; top symbols by self time:\n").unwrap();
+    md.push_str(&perf_top(
+        &results.join("raw/profile-http-providers-perf.txt"),
+        15,
+    ));
+    md.push_str(&perf_dso(
+        &results.join("raw/profile-http-providers-perf-dso.txt"),
+    ));
+    writeln!(md, "\n### The raw plugin call\n\nTop functions by self cost (callgrind, `raw-plugin`), summed over their inlined parts:\n").unwrap();
+    md.push_str(&self_top(
+        &std::fs::read_to_string(results.join("raw/profile-raw-plugin-callgrind-self.txt"))
+            .unwrap_or_default(),
+        12,
+    ));
+    writeln!(md, "{}", command("profile")).unwrap();
 
     // ---- charts -----------------------------------------------------------
     let ratios_svg = results.join("ratios.svg");
@@ -548,6 +690,98 @@ fn main() -> ExitCode {
         relative(&load_svg)
     );
     ExitCode::SUCCESS
+}
+
+/// `N (P%)  file:function [object]` lines of callgrind_annotate, as
+/// (N, function), the function without its file, object or recursion mark.
+fn annotate_entries(text: &str) -> Vec<(f64, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim_start();
+            let (count, rest) = line.split_once(' ')?;
+            let count: f64 = count.replace(',', "").parse().ok()?;
+            let rest = rest.trim_start();
+            let rest = rest.strip_prefix('(')?.split_once(')')?.1.trim();
+            let rest = match rest.rfind(" [") {
+                Some(at) if rest.ends_with(']') => &rest[..at],
+                _ => rest,
+            };
+            let function = rest.split_once(':').map_or(rest, |(_, f)| f);
+            let function = match function.rfind('\'') {
+                Some(at) if function[at + 1..].chars().all(|c| c.is_ascii_digit()) => {
+                    &function[..at]
+                }
+                _ => function,
+            };
+            (!function.is_empty() && function != "PROGRAM TOTALS")
+                .then(|| (count, function.to_owned()))
+        })
+        .collect()
+}
+
+/// The top functions by self cost, summed over the lines (inlined parts)
+/// callgrind_annotate gives each.
+fn self_top(text: &str, count: usize) -> String {
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    for (n, function) in annotate_entries(text) {
+        *sums.entry(function).or_default() += n;
+    }
+    let total = text
+        .lines()
+        .find(|l| l.contains("PROGRAM TOTALS"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.replace(',', "").parse::<f64>().ok());
+    let Some(total) = total else {
+        return "(no callgrind profile in this run)\n".into();
+    };
+    let mut sorted: Vec<(String, f64)> = sums.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut out = String::from("```\n");
+    for (function, n) in sorted.into_iter().take(count) {
+        let function: String = function.chars().take(110).collect();
+        writeln!(out, "{:>6.2}%  {function}", 100.0 * n / total).unwrap();
+    }
+    out.push_str("```\n");
+    out
+}
+
+/// `perf report --sort dso` lines, as one sentence.
+fn perf_dso(path: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let shares: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let share = parts.next()?;
+            let dso = parts.next()?;
+            Some(format!("{dso} {share}"))
+        })
+        .collect();
+    if shares.is_empty() {
+        String::new()
+    } else {
+        format!("\nBy object: {}.\n", shares.join(", "))
+    }
+}
+
+/// The first lines of a `perf report --stdio` listing.
+fn perf_top(path: &Path, count: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let top: Vec<String> = text
+                .lines()
+                .filter(|l| l.contains('%') && !l.starts_with('#'))
+                .take(count)
+                .map(|l| l.chars().take(130).collect())
+                .collect();
+            format!("```\n{}\n```\n", top.join("\n"))
+        }
+        Err(_) => {
+            "(no perf profile in this run: `perf record -e cpu-clock` was not available)\n".into()
+        }
+    }
 }
 
 // ---- SVG ---------------------------------------------------------------------
@@ -571,7 +805,7 @@ fn group_colour(group: &str) -> &'static str {
 
 /// Horizontal bars on a log scale, with a line at 1.
 fn ratio_chart(bars: &[Bar]) -> String {
-    let (left, right, top, row) = (330.0, 90.0, 60.0, 24.0);
+    let (left, right, top, row) = (340.0, 90.0, 60.0, 24.0);
     let plot_width = 520.0;
     let width = left + plot_width + right;
     let height = top + row * bars.len() as f64 + 50.0;
@@ -622,7 +856,7 @@ fn ratio_chart(bars: &[Bar]) -> String {
     }
     let x1 = x(1.0);
     svg += &format!("<line x1=\"{x1:.1}\" y1=\"{}\" x2=\"{x1:.1}\" y2=\"{bottom}\" stroke=\"black\" stroke-width=\"1.5\"/>\n", top - 4.0);
-    svg += &format!("<text x=\"{}\" y=\"{}\" {FONT} font-size=\"11\" text-anchor=\"middle\" fill=\"#555\">calls: plugin / compiled in · load: load_directory / dlopen · HTTP: bare throughput / connhost throughput · memory: per library, serve / dlopen</text>\n", width / 2.0, bottom + 38.0);
+    svg += &format!("<text x=\"{}\" y=\"{}\" {FONT} font-size=\"11\" text-anchor=\"middle\" fill=\"#555\">calls: plugin / compiled in · load: load_directory / dlopen · HTTP: connhost / bare axum · memory: per library, serve / dlopen</text>\n", width / 2.0, bottom + 38.0);
     svg += "</svg>\n";
     svg
 }

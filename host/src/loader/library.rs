@@ -133,23 +133,27 @@ pub(crate) fn open(path: &Path) -> Result<OpenedLibrary, LoadFailure> {
 /// the file holds them, and touching a missing page kills the process
 /// (SIGBUS). A file still being copied looks exactly like that.
 pub(crate) fn check_file(path: &Path) -> Result<(), LoadFailure> {
-    use object::{Object as _, ObjectKind, ObjectSegment as _};
-
     let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
     let still_copying = "if it is still being copied, load it again once the copy is complete";
-    let data = std::fs::read(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         fail(
             FailureKind::Unreadable,
             format!("could not read the file: {e}."),
         )
-    })?;
-    if data.is_empty() {
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let len = file.metadata().map_err(unreadable)?.len();
+    if len == 0 {
         return Err(fail(
             FailureKind::NotASharedLibrary,
             format!("the file is empty (0 bytes), so it is not a shared library; {still_copying}."),
         ));
     }
-    if !looks_like_shared_library(&data[..data.len().min(8)]) {
+    // Only the headers are read (lazily, through a cache), never the whole
+    // library: this check runs before every load.
+    let data = object::ReadCache::new(file);
+    let head = object::ReadRef::read_bytes_at(&data, 0, len.min(8)).unwrap_or(&[]);
+    if !looks_like_shared_library(head) {
         return Err(fail(
             FailureKind::NotASharedLibrary,
             format!(
@@ -159,37 +163,91 @@ pub(crate) fn check_file(path: &Path) -> Result<(), LoadFailure> {
             ),
         ));
     }
-    let file = object::File::parse(&*data).map_err(|e| {
-        fail(
+    let layout = if head.starts_with(b"\x7fELF") {
+        match head.get(4) {
+            Some(1) => check_elf::<object::elf::FileHeader32<object::Endianness>>(&data, len),
+            _ => check_elf::<object::elf::FileHeader64<object::Endianness>>(&data, len),
+        }
+    } else {
+        check_other(&data, len)
+    };
+    layout.map_err(|problem| match problem {
+        Problem::Damaged(e) => fail(
+            FailureKind::NotASharedLibrary,
+            format!("a damaged or truncated {} file ({e}); {still_copying}.", format_name()),
+        ),
+        Problem::NotDynamic(kind) => fail(
             FailureKind::NotASharedLibrary,
             format!(
-                "a damaged or truncated {} file ({e}); {still_copying}.",
-                format_name()
-            ),
-        )
-    })?;
-    if file.kind() != ObjectKind::Dynamic {
-        return Err(fail(
-            FailureKind::NotASharedLibrary,
-            format!(
-                "an {} file, but not a shared library (it is {:?}). Plugins are the `.{}` files cargo builds from a `cdylib` crate.",
+                "an {} file, but not a shared library (it is {kind}). Plugins are the `.{}` files cargo builds from a `cdylib` crate.",
                 format_name(),
-                file.kind(),
                 std::env::consts::DLL_EXTENSION
             ),
-        ));
+        ),
+        Problem::Truncated(needed) => fail(
+            FailureKind::NotASharedLibrary,
+            format!(
+                "the file is truncated: it is {len} bytes, but its segments need {needed} bytes; {still_copying}."
+            ),
+        ),
+    })
+}
+
+/// Why a file's layout is not a complete shared library.
+enum Problem {
+    Damaged(String),
+    NotDynamic(String),
+    Truncated(u64),
+}
+
+/// ELF: a shared object whose loadable segments and section header table
+/// all lie inside the file.
+fn check_elf<Elf>(data: &object::ReadCache<std::fs::File>, len: u64) -> Result<(), Problem>
+where
+    Elf: object::read::elf::FileHeader<Endian = object::Endianness>,
+{
+    use object::read::elf::ProgramHeader as _;
+    let header = Elf::parse(data).map_err(|e| Problem::Damaged(e.to_string()))?;
+    let endian = header
+        .endian()
+        .map_err(|e| Problem::Damaged(e.to_string()))?;
+    if header.e_type(endian) != object::elf::ET_DYN {
+        return Err(Problem::NotDynamic(format!(
+            "ELF type {}",
+            header.e_type(endian)
+        )));
+    }
+    let segments = header
+        .program_headers(endian, data)
+        .map_err(|e| Problem::Damaged(e.to_string()))?;
+    for segment in segments {
+        let end = segment
+            .p_offset(endian)
+            .into()
+            .saturating_add(segment.p_filesz(endian).into());
+        if end > len {
+            return Err(Problem::Truncated(end));
+        }
+    }
+    // The section header table is at the end of the file: a truncated copy
+    // loses it first.
+    header
+        .section_headers(endian, data)
+        .map_err(|e| Problem::Damaged(e.to_string()))?;
+    Ok(())
+}
+
+/// Mach-O and PE: the generic parser, then the same segment check.
+fn check_other(data: &object::ReadCache<std::fs::File>, len: u64) -> Result<(), Problem> {
+    use object::{Object as _, ObjectKind, ObjectSegment as _};
+    let file = object::File::parse(data).map_err(|e| Problem::Damaged(e.to_string()))?;
+    if file.kind() != ObjectKind::Dynamic {
+        return Err(Problem::NotDynamic(format!("{:?}", file.kind())));
     }
     for segment in file.segments() {
         let (offset, size) = segment.file_range();
-        if offset.saturating_add(size) > data.len() as u64 {
-            return Err(fail(
-                FailureKind::NotASharedLibrary,
-                format!(
-                    "the file is truncated: it is {} bytes, but its segments need {} bytes; {still_copying}.",
-                    data.len(),
-                    offset.saturating_add(size)
-                ),
-            ));
+        if offset.saturating_add(size) > len {
+            return Err(Problem::Truncated(offset.saturating_add(size)));
         }
     }
     Ok(())
