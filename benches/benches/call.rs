@@ -12,17 +12,26 @@
 //! - `providers`, `schema`: listing (descriptors are cached at load, so the
 //!   two should be equal).
 //!
+//! Criterion measures a group's two functions one after the other, so
+//! drift on a shared machine can land on one of them. After criterion, a
+//! paired measurement alternates blocks of native and plugin calls (the
+//! order flipping every pair) and keeps the median of the per-pair ratios
+//! and differences: `call-paired.json` in the results folder.
+//!
 //! `scripts/bench` runs it with a short measurement time; `report` reads
-//! criterion's estimates.
+//! criterion's estimates and the paired figures.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use connhost::loader::{load_directory, LoadOptions};
-use connhost::{Connhost, LoadReport, ProviderRegistry, Verdict};
-use connhost_bench::{block_on, credential, fresh_copies, plugin_library, PROVIDER_ID};
+use connhost::{Connhost, CredentialFields, LoadReport, ProviderRegistry, Verdict};
+use connhost_bench::{
+    block_on, credential, fresh_copies, median, plugin_library, write_result, PROVIDER_ID,
+};
 use criterion::{BatchSize, Criterion};
 use fixture_bench_trivial::BenchTrivial;
+use serde_json::json;
 
 /// The two registries: compiled in, and loaded from a fresh copy of the
 /// cdylib. The temp dir is returned so that it outlives the benchmarks.
@@ -52,6 +61,51 @@ fn check_same_answers(native: &ProviderRegistry, plugin: &ProviderRegistry) {
     let (a, b) = (call(native), call(plugin));
     assert!(matches!(a, Verdict::Valid(_)), "{a:?}");
     assert_eq!(a, b, "native and plugin answers differ");
+}
+
+/// Alternating blocks of `calls` calls to `a` and `b`, `pairs` times (the
+/// order flipping every pair): the medians of the per-pair ratio b/a and
+/// of the per-call difference b − a, in ns. Each call gets a fresh
+/// credential, built before the block's clock starts.
+fn paired(
+    pairs: usize,
+    calls: usize,
+    mut a: impl FnMut(CredentialFields),
+    mut b: impl FnMut(CredentialFields),
+) -> serde_json::Value {
+    let time = |f: &mut dyn FnMut(CredentialFields)| {
+        let inputs: Vec<CredentialFields> = (0..calls).map(|_| credential()).collect();
+        let started = std::time::Instant::now();
+        for fields in inputs {
+            f(fields);
+        }
+        started.elapsed().as_nanos() as f64 / calls as f64
+    };
+    // Warm both up.
+    time(&mut a);
+    time(&mut b);
+    let (mut ratios, mut differences, mut a_ns, mut b_ns) = (vec![], vec![], vec![], vec![]);
+    for pair in 0..pairs {
+        let (ta, tb) = if pair % 2 == 0 {
+            let ta = time(&mut a);
+            (ta, time(&mut b))
+        } else {
+            let tb = time(&mut b);
+            (time(&mut a), tb)
+        };
+        ratios.push(tb / ta);
+        differences.push(tb - ta);
+        a_ns.push(ta);
+        b_ns.push(tb);
+    }
+    json!({
+        "pairs": pairs,
+        "calls_per_block": calls,
+        "native_ns": median(&mut a_ns),
+        "plugin_ns": median(&mut b_ns),
+        "ratio": median(&mut ratios),
+        "overhead_ns": median(&mut differences),
+    })
 }
 
 fn bench(c: &mut Criterion) {
@@ -108,6 +162,36 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The paired measurements (see the module docs).
+    let raw = |registry: &ProviderRegistry, fields: CredentialFields| {
+        let verdict = block_on(
+            registry
+                .get(black_box(PROVIDER_ID))
+                .unwrap()
+                .call_provider(fields),
+        );
+        black_box(verdict);
+    };
+    let raw_paired = paired(41, 5_000, |f| raw(&native, f), |f| raw(&plugin, f));
+    let validate = |host: &Connhost, fields: CredentialFields| {
+        black_box(runtime.block_on(host.validate(black_box(PROVIDER_ID), fields)))
+            .expect("registered");
+    };
+    let validate_paired = paired(
+        41,
+        200,
+        |f| validate(&hosts[0].1, f),
+        |f| validate(&hosts[1].1, f),
+    );
+    println!("paired raw_call: {raw_paired}\npaired validate: {validate_paired}");
+    write_result(
+        "call-paired.json",
+        &json!({
+            "raw_call": raw_paired,
+            "validate": validate_paired,
+        }),
+    );
 
     let mut group = c.benchmark_group("providers");
     for (name, host) in &hosts {

@@ -18,6 +18,9 @@
 //! `harness http-profile CONNHOST_BIN PLUGINS_DIR PERF_DATA`: a perf
 //! profile of `connhost serve` answering `GET /v1/providers` under wrk.
 //!
+//! `harness startup-profile CONNHOST_BIN PLUGIN_SO N PERF_DATA`: a perf
+//! profile of `connhost serve` starting with N fresh copies of the plugin.
+//!
 //! Every server listens on 127.0.0.1 only, every load run is bounded in
 //! time, and every process started here is stopped here.
 
@@ -536,6 +539,77 @@ fn http_profile(args: &[String]) -> ExitCode {
     }
 }
 
+/// `harness startup-profile CONNHOST_BIN PLUGIN_SO N PERF_DATA`: where
+/// `connhost serve` spends its startup with N fresh copies of the plugin
+/// (`perf record -e cpu-clock` from exec until `/readyz` answers 200, then
+/// a graceful stop).
+fn startup_profile(args: &[String]) -> ExitCode {
+    let [connhost, plugin, n, data] = args else {
+        eprintln!("usage: harness startup-profile CONNHOST_BIN PLUGIN_SO N PERF_DATA");
+        return ExitCode::from(2);
+    };
+    let n: usize = n.parse().expect("N");
+    let dir = fresh_copies(Path::new(plugin), n);
+    let _ = Command::new("sync").status();
+    let tmp = tempfile::Builder::new()
+        .prefix("connhost-bench-serve-")
+        .tempdir()
+        .expect("temp dir");
+    let addr = free_port();
+    let mut perf = Command::new("perf")
+        .args(["record", "-e", "cpu-clock", "-F", "5000", "-o", data, "--"])
+        .arg(connhost)
+        .arg("--plugins")
+        .arg(dir.path())
+        .args(["serve", "--listen", &addr.to_string()])
+        .env("TMPDIR", tmp.path())
+        .env_remove("CONNHOST_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(log_file("startup-profile.stdout"))
+        .stderr(log_file("startup-profile.stderr"))
+        .spawn()
+        .expect("run perf record");
+    let started = Instant::now();
+    let ready = loop {
+        if let Ok(answer) = http(addr, "GET", "/readyz", None) {
+            if answer.status == 200 {
+                break true;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(120) || matches!(perf.try_wait(), Ok(Some(_))) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Stop connhost (perf's child) gracefully; perf then writes its data.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", perf.id()))
+        .unwrap_or_default();
+    for pid in children.split_whitespace() {
+        let _ = Command::new("kill").args(["-TERM", pid]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = perf.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if perf.try_wait().ok().flatten().is_none() {
+        let _ = perf.kill();
+        let _ = perf.wait();
+    }
+    if ready {
+        println!(
+            "startup-profile: ready after {:.0} ms with {n} plugins (under perf)",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("harness startup-profile: connhost serve never got ready");
+        ExitCode::FAILURE
+    }
+}
+
 /// `VmRSS`, `RssAnon` and `RssFile` of a process, in KiB.
 fn memory_of(pid: u32) -> Value {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -708,6 +782,7 @@ fn main() -> ExitCode {
         Some((task, rest)) if task == "http" => http_bench(rest),
         Some((task, rest)) if task == "memory" => memory_bench(rest),
         Some((task, rest)) if task == "http-profile" => http_profile(rest),
+        Some((task, rest)) if task == "startup-profile" => startup_profile(rest),
         _ => {
             eprintln!("usage: harness http CONNHOST_BIN PLUGINS_DIR BARE_BIN | harness memory CONNHOST_BIN PLUGIN_SO");
             ExitCode::from(2)

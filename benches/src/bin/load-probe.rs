@@ -21,14 +21,15 @@
 //!   every file registers: the check that conflicts do not distort the
 //!   `connhost` figure.
 //!
-//! Two more modes take the loader apart (they are `bare` plus one step):
+//! Two more modes take the loader's file check apart (they are `bare` plus
+//! one step):
 //! - `bare-fullcheck`: before each `dlopen`, the check connhost's loader
-//!   makes today (`check_file` in `host/src/loader/library.rs`): read the
-//!   whole file, parse it with `object`, check its kind and that every
-//!   segment is inside the file.
+//!   made up to commit b20a855 (`check_file` in
+//!   `host/src/loader/library.rs`): read the whole file, parse it with
+//!   `object`, check its kind and that every segment is inside the file.
 //! - `bare-headercheck`: the same guarantee from the ELF header and program
-//!   headers alone (a few hundred bytes read through `object::ReadCache`):
-//!   the change this suite proposes.
+//!   headers alone (a few hundred bytes read through `object::ReadCache`),
+//!   which is how `check_file` works since b20a855.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -74,7 +75,7 @@ fn bare_with(dir: &Path, check: fn(&Path)) -> Counts {
     counts
 }
 
-/// The loader's check today: the whole file, read and parsed.
+/// The loader's check up to b20a855: the whole file, read and parsed.
 fn full_check(path: &Path) {
     use object::{Object as _, ObjectKind, ObjectSegment as _};
     let data = std::fs::read(path).expect("read the file");
@@ -89,7 +90,7 @@ fn full_check(path: &Path) {
     }
 }
 
-/// The proposed check: the ELF header and program headers only.
+/// The header-only check (as `check_file` does since b20a855).
 fn header_check(path: &Path) {
     use object::elf::{FileHeader64, ET_DYN};
     use object::read::elf::{FileHeader as _, ProgramHeader as _};

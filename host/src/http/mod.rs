@@ -66,7 +66,7 @@ impl Default for HttpConfig {
 /// token, and metrics.
 #[derive(Clone)]
 pub struct AppState {
-    host: Arc<ArcSwapOption<Connhost>>,
+    host: Arc<ArcSwapOption<Snapshot>>,
     token: Option<Arc<AccessToken>>,
     metrics: Arc<metrics::Metrics>,
     reload: Arc<std::sync::OnceLock<crate::reload::ReloadHandle>>,
@@ -114,12 +114,35 @@ impl AppState {
     /// with the set they started with.
     pub fn set_host(&self, host: Connhost) {
         self.metrics.set_host(&host);
-        self.host.store(Some(Arc::new(host)));
+        // The listing is the same for every request until the next swap:
+        // serialise it once.
+        let providers_json = axum::body::Bytes::from(
+            serde_json::to_vec(&host.providers()).expect("the provider listing serialises"),
+        );
+        self.host.store(Some(Arc::new(Snapshot {
+            host,
+            providers_json,
+        })));
     }
 
     /// The current provider set, or 503 while loading.
-    fn host(&self) -> Result<Arc<Connhost>, ApiError> {
+    fn host(&self) -> Result<Arc<Snapshot>, ApiError> {
         self.host.load_full().ok_or_else(ApiError::starting)
+    }
+}
+
+/// One published provider set, with what is derived from it once.
+pub(crate) struct Snapshot {
+    host: Connhost,
+    /// `GET /v1/providers`, serialised.
+    providers_json: axum::body::Bytes,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Connhost;
+
+    fn deref(&self) -> &Connhost {
+        &self.host
     }
 }
 

@@ -25,10 +25,13 @@ use crate::{LoadReport, ProviderInfo, Verdict};
     ),
     security((), ("bearer" = [])),
 )]
-pub(crate) async fn list_providers(
-    State(state): State<AppState>,
-) -> Result<Json<Vec<ProviderInfo>>, ApiError> {
-    Ok(Json(state.host()?.providers()))
+pub(crate) async fn list_providers(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let snapshot = state.host()?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        snapshot.providers_json.clone(),
+    )
+        .into_response())
 }
 
 /// One provider.
