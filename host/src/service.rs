@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use connhost_plugin_api::schema::is_filled;
 use connhost_plugin_api::{
     assemble_credential_document, ConnectionType, CredentialFields, CredentialFormSchema,
 };
@@ -187,7 +188,11 @@ impl Connhost {
             .collect()
     }
 
-    fn entry(&self, provider_id: &str) -> Result<Arc<RegisteredProvider>, UnknownProvider> {
+    /// The registered provider, or which ids exist.
+    pub(crate) fn entry(
+        &self,
+        provider_id: &str,
+    ) -> Result<Arc<RegisteredProvider>, UnknownProvider> {
         self.registry
             .get(provider_id)
             .ok_or_else(|| UnknownProvider {
@@ -249,7 +254,7 @@ impl Connhost {
                 return Verdict::InvalidFields(errors);
             }
         }
-        if schema.is_none() && fields.values().all(|v| v.trim().is_empty()) {
+        if schema.is_none() && !fields.keys().any(|name| is_filled(&fields, name)) {
             return Verdict::InvalidFields(vec![connhost_plugin_api::FieldError {
                 field: None,
                 message:
@@ -310,13 +315,10 @@ impl Connhost {
 /// fields of the credential methods (groups) the user chose, that is,
 /// filled something in. A default never chooses a method by itself.
 fn apply_defaults(schema: &CredentialFormSchema, fields: &mut CredentialFields) {
-    let filled = |fields: &CredentialFields, name: &str| {
-        fields.get(name).is_some_and(|v| !v.trim().is_empty())
-    };
     let chosen: BTreeSet<&str> = schema
         .fields
         .iter()
-        .filter(|f| filled(fields, &f.name))
+        .filter(|f| is_filled(fields, &f.name))
         .filter_map(|f| f.group.as_deref())
         .collect();
     for field in &schema.fields {
@@ -324,7 +326,7 @@ fn apply_defaults(schema: &CredentialFormSchema, fields: &mut CredentialFields) 
             continue;
         };
         let applies = field.group.as_deref().is_none_or(|g| chosen.contains(g));
-        if applies && !filled(fields, &field.name) {
+        if applies && !is_filled(fields, &field.name) {
             fields.insert(field.name.clone(), default.clone());
         }
     }

@@ -163,7 +163,9 @@ pub struct CredentialFormSchema {
 /// Message produced when the schema has groups and none of them is complete.
 const NO_METHOD_MESSAGE: &str = "Provide credentials for one of the available methods.";
 
-fn is_filled(fields: &CredentialFields, name: &str) -> bool {
+/// Whether the field `name` is filled: present and not only whitespace.
+/// The one emptiness rule for schema validation, documents and defaults.
+pub fn is_filled(fields: &CredentialFields, name: &str) -> bool {
     fields
         .get(name)
         .is_some_and(|value| !value.trim().is_empty())

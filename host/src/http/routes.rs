@@ -86,7 +86,7 @@ pub(crate) async fn validate(
     // Readiness and the provider first: a request for a provider that does
     // not exist is a 404 whatever its body.
     let host = state.host()?;
-    host.provider(&id)?;
+    host.entry(&id)?;
     let request = ValidateRequest::from_request(request, &()).await?;
     let started = Instant::now();
     let verdict = host.validate(&id, request.fields).await?;
