@@ -59,7 +59,11 @@ pub async fn start(
     // still being written their chance first.
     let (set_back, outcome) = scan_until_settled(set).await;
     set = set_back;
-    publish(set.snapshot());
+    let first = set.snapshot();
+    // What the last published set reported: the answer to a rescan that
+    // changed nothing.
+    let mut report = first.load_report().clone();
+    publish(first);
     let mut waiting = outcome.waiting;
 
     tokio::spawn(async move {
@@ -97,15 +101,10 @@ pub async fn start(
             set = set_back;
             waiting = outcome.waiting;
             let snapshot = outcome.changed.then(|| set.snapshot());
-            let report = match snapshot {
-                Some(snapshot) => {
-                    let report = snapshot.load_report().clone();
-                    publish(snapshot);
-                    report
-                }
-                None if replies.is_empty() => continue,
-                None => set.snapshot().load_report().clone(),
-            };
+            if let Some(snapshot) = snapshot {
+                report = snapshot.load_report().clone();
+                publish(snapshot);
+            }
             for reply in replies {
                 let _ = reply.send(report.clone());
             }
