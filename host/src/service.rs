@@ -234,10 +234,19 @@ impl Connhost {
         fields: CredentialFields,
     ) -> Result<Verdict, UnknownProvider> {
         let entry = self.entry(provider_id)?;
+        Ok(self.validate_entry(entry, fields).await)
+    }
+
+    /// [`Connhost::validate`] with the provider already looked up.
+    pub(crate) async fn validate_entry(
+        &self,
+        entry: Arc<RegisteredProvider>,
+        fields: CredentialFields,
+    ) -> Verdict {
         // Plugin log lines emitted while the provider is polled land in
         // this span.
-        let span = tracing::info_span!("validate", provider = provider_id);
-        Ok(self.run(entry, fields).instrument(span).await)
+        let span = tracing::info_span!("validate", provider = entry.id());
+        self.run(entry, fields).instrument(span).await
     }
 
     async fn run(&self, entry: Arc<RegisteredProvider>, mut fields: CredentialFields) -> Verdict {

@@ -371,6 +371,8 @@ fn plugins_probes_metrics_and_openapi() {
         "/v1/providers/daytona/validate",
         json!({"fields": {"api_key": "wrong-key"}}),
     );
+    let stray = client().get(server.at("/no/such/page")).send().unwrap();
+    assert_eq!(stray.status(), StatusCode::NOT_FOUND);
     let metrics = client().get(server.at("/metrics")).send().unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
     assert!(metrics.headers()["content-type"]
@@ -380,6 +382,11 @@ fn plugins_probes_metrics_and_openapi() {
     let text = metrics.text().unwrap();
     for needle in [
         "connhost_http_requests_total{route=\"/v1/providers/{id}/validate\",method=\"POST\",status=\"200\"} 2",
+        "connhost_http_request_duration_seconds_count{route=\"/v1/providers/{id}/validate\"} 2",
+        // A raw path never becomes a label.
+        "connhost_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+        // Every route's latency series exists from the start.
+        "connhost_http_request_duration_seconds_count{route=\"/openapi.json\"} 0",
         "connhost_validations_total{provider=\"daytona\",outcome=\"valid\"} 1",
         "connhost_validations_total{provider=\"daytona\",outcome=\"rejected\"} 1",
         "connhost_validation_duration_seconds_count{provider=\"daytona\"} 2",

@@ -2,15 +2,14 @@
 
 use std::fmt;
 
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tower_http::validate_request::ValidateRequest;
 
 use super::error::ApiError;
-use super::AppState;
 
 /// The access token, kept only as its SHA-256 digest so that comparing a
 /// presented token takes the same time whatever it is (length included).
@@ -45,36 +44,45 @@ impl AccessToken {
     }
 }
 
-/// Rejects a request without `Authorization: Bearer <token>` when a token
-/// is configured.
-pub(crate) async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = &state.token else {
-        return next.run(request).await;
-    };
-    let path = request.uri().path();
-    let guarded = path == "/v1" || path.starts_with("/v1/") || path.starts_with("/ui/");
-    // CORS preflights carry no credentials; the CORS layer answers them.
-    if !guarded || request.method() == axum::http::Method::OPTIONS {
-        return next.run(request).await;
+/// Rejects a request to a guarded path (`/v1`, `/ui`) without
+/// `Authorization: Bearer <token>`; a tower-http request validator, so the
+/// check costs no allocation and no boxed service.
+#[derive(Clone)]
+pub(crate) struct RequireToken {
+    token: AccessToken,
+}
+
+impl RequireToken {
+    pub(crate) fn new(token: AccessToken) -> Self {
+        Self { token }
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, credentials) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
-        });
-    match presented {
-        Some(presented) if token.matches(presented.trim()) => next.run(request).await,
-        Some(_) => unauthorized("The access token is wrong."),
-        None => unauthorized(
-            "This server requires an access token: send Authorization: Bearer <token>.",
-        ),
+}
+
+impl<B> ValidateRequest<B> for RequireToken {
+    type ResponseBody = Body;
+
+    fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response> {
+        let path = request.uri().path();
+        let guarded = path == "/v1" || path.starts_with("/v1/") || path.starts_with("/ui/");
+        // CORS preflights carry no credentials; the CORS layer answers them.
+        if !guarded || request.method() == axum::http::Method::OPTIONS {
+            return Ok(());
+        }
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, credentials) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+            });
+        match presented {
+            Some(presented) if self.token.matches(presented.trim()) => Ok(()),
+            Some(_) => Err(unauthorized("The access token is wrong.")),
+            None => Err(unauthorized(
+                "This server requires an access token: send Authorization: Bearer <token>.",
+            )),
+        }
     }
 }
 

@@ -1,9 +1,8 @@
 //! The API's error type: every failure answers with a JSON body
 //! `{"error": {"code", "message", ...}}` and the right status.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use connhost_plugin_api::FieldError;
 use serde::Serialize;
 
@@ -130,6 +129,21 @@ impl IntoResponse for ApiError {
                 fields: self.fields,
             },
         };
-        (self.status, Json(body)).into_response()
+        // Sized for a typical error at once (axum's `Json` starts at 128
+        // bytes and grows).
+        let mut bytes = Vec::with_capacity(256);
+        match serde_json::to_writer(&mut bytes, &body) {
+            Ok(()) => (
+                self.status,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                bytes,
+            )
+                .into_response(),
+            // Strings, numbers and field names only: cannot fail.
+            Err(_) => self.status.into_response(),
+        }
     }
 }

@@ -22,23 +22,25 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ProviderId {
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, ApiError> {
-        axum::extract::Path::<String>::from_request_parts(parts, state)
+        // The raw parameters: no serde deserializer for one string.
+        let malformed = |reason: String| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                format!("The provider id in the path is malformed: {reason}"),
+            )
+        };
+        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
             .await
-            .map(|axum::extract::Path(id)| ProviderId(id))
-            .map_err(|rejection| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_path",
-                    format!(
-                        "The provider id in the path is malformed: {}",
-                        rejection.body_text()
-                    ),
-                )
-            })
+            .map_err(|rejection| malformed(rejection.body_text()))?;
+        params
+            .iter()
+            .find(|(name, _)| *name == "id")
+            .map(|(_, id)| ProviderId(id.to_owned()))
+            .ok_or_else(|| malformed("no provider id in the path".to_owned()))
     }
 }
 
-/// `{"fields": {name: value}, "include_document": bool?}`
 #[derive(Debug)]
 pub(crate) struct ValidateRequest {
     pub(crate) fields: CredentialFields,
@@ -68,6 +70,19 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// `application/json` or `application/*+json`, in any case.
+fn is_json_media_type(mime: &str) -> bool {
+    let starts = |prefix: &str| {
+        mime.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let ends = |suffix: &str| {
+        mime.get(mime.len().saturating_sub(suffix.len())..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+    };
+    mime.eq_ignore_ascii_case("application/json") || (starts("application/") && ends("+json"))
+}
+
 fn invalid_body(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
 }
@@ -81,22 +96,18 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !(mime == "application/json"
-            || (mime.starts_with("application/") && mime.ends_with("+json")))
-        {
+        let mime = content_type.split(';').next().unwrap_or("").trim();
+        if !is_json_media_type(mime) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 if content_type.is_empty() {
                     "The body must be JSON: send Content-Type: application/json.".to_owned()
                 } else {
-                    format!("The body must be JSON (Content-Type: application/json), not {mime}.")
+                    format!(
+                        "The body must be JSON (Content-Type: application/json), not {}.",
+                        mime.to_ascii_lowercase()
+                    )
                 },
             ));
         }
@@ -229,5 +240,27 @@ mod tests {
         let ok = parse(json!({"fields": {"a": "1"}, "include_document": true})).unwrap();
         assert!(ok.include_document);
         assert_eq!(ok.fields["a"], "1");
+    }
+
+    #[test]
+    fn json_media_types_in_any_case_and_nothing_else() {
+        for mime in [
+            "application/json",
+            "Application/JSON",
+            "application/merge-patch+json",
+            "APPLICATION/VND.API+JSON",
+        ] {
+            assert!(is_json_media_type(mime), "{mime}");
+        }
+        for mime in [
+            "",
+            "text/plain",
+            "application/jsonx",
+            "text/x+json",
+            "application/+jso",
+            "applicatioé+json",
+        ] {
+            assert!(!is_json_media_type(mime), "{mime}");
+        }
     }
 }

@@ -1,32 +1,35 @@
 //! Prometheus metrics: requests by route and status, validation outcomes
 //! and latency by provider, plugins loaded and failed.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::MatchedPath;
+use axum::http::{Method, Request, Response};
+use pin_project_lite::pin_project;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tower::{Layer, Service};
 
-use super::AppState;
+use super::{paths, AppState};
 use crate::Connhost;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    method: String,
+    route: &'static str,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,7 +47,9 @@ struct ProviderLabels {
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_seconds: Family<RouteLabels, Histogram>,
+    /// The latency histogram of each route, by [`paths::index`]: looked up
+    /// once here rather than hashed on every request.
+    route_seconds: Vec<Histogram>,
     validations: Family<OutcomeLabels, Counter>,
     validation_seconds: Family<ProviderLabels, Histogram>,
     plugins_loaded: Gauge<i64, AtomicI64>,
@@ -62,7 +67,7 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("connhost");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -106,16 +111,26 @@ impl Metrics {
         );
         let providers = Gauge::<i64, AtomicI64>::default();
         registry.register("providers", "Registered providers", providers.clone());
-        Arc::new(Self {
+        // Every route's series exists from the start (at zero).
+        let route_seconds = (0..=paths::ALL.len())
+            .map(|index| {
+                request_seconds
+                    .get_or_create(&RouteLabels {
+                        route: paths::label(index),
+                    })
+                    .clone()
+            })
+            .collect();
+        Self {
             registry,
-            requests: requests.clone(),
-            request_seconds,
+            requests,
+            route_seconds,
             validations,
             validation_seconds,
             plugins_loaded,
             plugins_failed,
             providers,
-        })
+        }
     }
 
     /// Records the provider set after (re)loading.
@@ -149,54 +164,131 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+
+    /// Records one answered request.
+    fn request(&self, route: usize, method: &'static str, status: u16, elapsed: Duration) {
+        if let Some(histogram) = self.route_seconds.get(route) {
+            histogram.observe(elapsed.as_secs_f64());
+        }
+        let route = paths::label(route);
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+        tracing::info!(
+            target: "connhost::http",
+            method,
+            route,
+            status,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
 }
 
 /// Counts and times every request by its route template (never the raw
-/// path, which would make unbounded labels), and logs it.
-pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    // Only known methods become labels: anyone can send a made-up one.
-    let method = match *request.method() {
-        axum::http::Method::GET => "GET",
-        axum::http::Method::HEAD => "HEAD",
-        axum::http::Method::POST => "POST",
-        axum::http::Method::OPTIONS => "OPTIONS",
-        axum::http::Method::PUT => "PUT",
-        axum::http::Method::DELETE => "DELETE",
-        _ => "other",
+/// path, which would make unbounded labels), and logs it. Applied with
+/// `Router::layer`, so it runs after routing and sees the matched route.
+#[derive(Clone)]
+pub(crate) struct TrackLayer {
+    state: AppState,
+}
+
+impl TrackLayer {
+    pub(crate) fn new(state: AppState) -> Self {
+        Self { state }
     }
-    .to_owned();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route.clone(),
-            method: method.clone(),
-            status,
-        })
-        .inc();
-    state
-        .metrics
-        .request_seconds
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
-        .observe(elapsed.as_secs_f64());
-    tracing::info!(
-        target: "connhost::http",
-        method,
-        route,
-        status,
-        elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
-    response
+}
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The service [`TrackLayer`] wraps around each route.
+#[derive(Clone)]
+pub(crate) struct Track<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Track<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let route = paths::index(
+            request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str),
+        );
+        // Only known methods become labels: anyone can send a made-up one.
+        let method = match *request.method() {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::OPTIONS => "OPTIONS",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            _ => "other",
+        };
+        TrackFuture {
+            inner: self.inner.call(request),
+            started: Instant::now(),
+            route,
+            method,
+            state: self.state.clone(),
+        }
+    }
+}
+
+pin_project! {
+    /// A request being answered; records it once answered.
+    pub(crate) struct TrackFuture<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        route: usize,
+        method: &'static str,
+        state: AppState,
+    }
+}
+
+impl<F, E, ResBody> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            this.state.0.metrics.request(
+                *this.route,
+                this.method,
+                response.status().as_u16(),
+                this.started.elapsed(),
+            );
+        }
+        Poll::Ready(result)
+    }
 }

@@ -14,6 +14,7 @@ mod error;
 mod extract;
 mod metrics;
 mod openapi;
+mod paths;
 mod routes;
 mod ui;
 
@@ -27,8 +28,10 @@ use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 pub use auth::AccessToken;
 use error::ApiError;
@@ -63,21 +66,25 @@ impl Default for HttpConfig {
 
 /// The state handlers share: the current provider set (empty while the
 /// plugins load; swapped atomically, so readers never wait), the access
-/// token, and metrics.
+/// token, and metrics. Cloning it (axum does, for every request) is one
+/// reference count.
 #[derive(Clone)]
-pub struct AppState {
-    host: Arc<ArcSwapOption<Snapshot>>,
-    token: Option<Arc<AccessToken>>,
-    metrics: Arc<metrics::Metrics>,
-    reload: Arc<std::sync::OnceLock<crate::reload::ReloadHandle>>,
-    draining: Arc<std::sync::atomic::AtomicBool>,
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares.
+struct Shared {
+    host: ArcSwapOption<Snapshot>,
+    token: Option<AccessToken>,
+    metrics: metrics::Metrics,
+    reload: std::sync::OnceLock<crate::reload::ReloadHandle>,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("ready", &self.host.load().is_some())
-            .field("token", &self.token.is_some())
+            .field("ready", &self.0.host.load().is_some())
+            .field("token", &self.0.token.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -85,41 +92,42 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// A state with no provider set yet (`/readyz` answers 503).
     pub fn new(config: &HttpConfig) -> Self {
-        Self {
-            host: Arc::new(ArcSwapOption::empty()),
-            token: config.token.clone().map(Arc::new),
+        Self(Arc::new(Shared {
+            host: ArcSwapOption::empty(),
+            token: config.token.clone(),
             metrics: metrics::Metrics::new(),
-            reload: Arc::new(std::sync::OnceLock::new()),
-            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        }
+            reload: std::sync::OnceLock::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }))
     }
 
     /// Marks the server as shutting down: `/readyz` answers 503 from now on,
     /// so load balancers stop sending new traffic.
     pub fn drain(&self) {
-        self.draining
+        self.0
+            .draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) fn is_draining(&self) -> bool {
-        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+        self.0.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Enables `POST /v1/plugins/rescan` through this hot-reload task.
     pub fn set_reload(&self, handle: crate::reload::ReloadHandle) {
-        let _ = self.reload.set(handle);
+        let _ = self.0.reload.set(handle);
     }
 
     /// Installs (or replaces) the provider set; requests in flight finish
     /// with the set they started with.
     pub fn set_host(&self, host: Connhost) {
-        self.metrics.set_host(&host);
+        self.0.metrics.set_host(&host);
         // The listing is the same for every request until the next swap:
         // serialise it once.
         let providers_json = axum::body::Bytes::from(
             serde_json::to_vec(&host.providers()).expect("the provider listing serialises"),
         );
-        self.host.store(Some(Arc::new(Snapshot {
+        self.0.host.store(Some(Arc::new(Snapshot {
             host,
             providers_json,
         })));
@@ -127,7 +135,7 @@ impl AppState {
 
     /// The current provider set, or 503 while loading.
     fn host(&self) -> Result<Arc<Snapshot>, ApiError> {
-        self.host.load_full().ok_or_else(ApiError::starting)
+        self.0.host.load_full().ok_or_else(ApiError::starting)
     }
 }
 
@@ -149,40 +157,42 @@ impl std::ops::Deref for Snapshot {
 /// The whole app: API, probes, metrics, OpenAPI and the settings page.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
     let app = Router::new()
-        .route("/v1/providers", get(routes::list_providers))
-        .route("/v1/providers/{id}", get(routes::get_provider))
-        .route("/v1/providers/{id}/validate", post(routes::validate))
-        .route("/v1/plugins", get(routes::plugins))
-        .route("/v1/plugins/rescan", post(routes::rescan))
-        .route("/ui/instructions", get(ui::instructions))
-        .route("/", get(ui::index))
-        .route("/assets/app.js", get(ui::app_js))
-        .route("/assets/app.css", get(ui::app_css))
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi))
+        .route(paths::PROVIDERS, get(routes::list_providers))
+        .route(paths::PROVIDER, get(routes::get_provider))
+        .route(paths::VALIDATE, post(routes::validate))
+        .route(paths::PLUGINS, get(routes::plugins))
+        .route(paths::RESCAN, post(routes::rescan))
+        .route(paths::INSTRUCTIONS, get(ui::instructions))
+        .route(paths::INDEX, get(ui::index))
+        .route(paths::APP_JS, get(ui::app_js))
+        .route(paths::APP_CSS, get(ui::app_css))
+        .route(paths::HEALTHZ, get(routes::healthz))
+        .route(paths::READYZ, get(routes::readyz))
+        .route(paths::METRICS, get(routes::metrics))
+        .route(paths::OPENAPI, get(routes::openapi))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            BODY_READ_TIMEOUT,
-        ))
-        // Outside the routes, so unmatched /v1 paths and wrong methods need
-        // the token too: nothing under /v1 answers an anonymous caller.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
-        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
+        // One stack, applied once: `Router::layer` boxes each route's
+        // service again for every layer it is given. Outermost first.
+        .layer(
+            ServiceBuilder::new()
+                .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(metrics::TrackLayer::new(state.clone()))
+                .layer(CatchPanicLayer::custom(panic_response as fn(_) -> _))
+                // Around every route and the fallbacks, so unmatched /v1
+                // paths and wrong methods need the token too: nothing under
+                // /v1 answers an anonymous caller. No layer without a token.
+                .option_layer(state.0.token.clone().map(|token| {
+                    ValidateRequestHeaderLayer::custom(auth::RequireToken::new(token))
+                }))
+                .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                    BODY_READ_TIMEOUT,
+                ))
+                .layer(DefaultBodyLimit::max(config.body_limit)),
+        )
         .with_state(state);
     if config.cors_origins.is_empty() {
         app

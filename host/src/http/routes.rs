@@ -86,11 +86,12 @@ pub(crate) async fn validate(
     // Readiness and the provider first: a request for a provider that does
     // not exist is a 404 whatever its body.
     let host = state.host()?;
-    host.entry(&id)?;
+    let entry = host.entry(&id)?;
     let request = ValidateRequest::from_request(request, &()).await?;
     let started = Instant::now();
-    let verdict = host.validate(&id, request.fields).await?;
+    let verdict = host.validate_entry(entry, request.fields).await;
     state
+        .0
         .metrics
         .validation(&id, verdict.outcome().as_str(), started);
     let no_store = [(header::CACHE_CONTROL, "no-store")];
@@ -141,7 +142,7 @@ pub(crate) async fn rescan(State(state): State<AppState>) -> Result<Json<LoadRep
             "This server does not reload plugins.",
         )
     };
-    let handle = state.reload.get().ok_or_else(unavailable)?;
+    let handle = state.0.reload.get().ok_or_else(unavailable)?;
     handle.rescan().await.map(Json).ok_or_else(unavailable)
 }
 
@@ -188,7 +189,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.encode(),
+        state.0.metrics.encode(),
     )
         .into_response()
 }
