@@ -110,7 +110,7 @@ pub fn plugin_library() -> PathBuf {
 /// appended after the end of the ELF image, where nothing reads them (the
 /// dynamic loader maps segments by the program headers). Without them,
 /// anything that identifies libraries by content (`connhost serve` loads
-/// each plugin from a private copy named by its SHA-256) would load one
+/// each plugin from a private copy named by its content hash) would load one
 /// library for all the copies.
 pub fn fresh_copies(library: &Path, n: usize) -> tempfile::TempDir {
     use std::io::Write as _;

