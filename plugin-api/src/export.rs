@@ -123,10 +123,13 @@ extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<
             Ok(list) => list.get(handle as usize).cloned(),
             Err(_) => None,
         };
-        let fields: CredentialFields = fields
-            .into_iter()
-            .map(|f| (f.name.into_string(), f.value.into_string()))
-            .collect();
+        // One insert per field: cheaper than collecting (which sorts a
+        // temporary vector) for the handful of fields a form has.
+        let mut owned = CredentialFields::new();
+        for field in fields {
+            owned.insert(field.name.into_string(), field.value.into_string());
+        }
+        let fields = owned;
         FfiFuture::new(async move {
             let Some(provider) = provider else {
                 return fault(match providers() {
@@ -142,7 +145,10 @@ extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<
                     username: validation.provider_username.map(RString::from).into(),
                     metadata_json: validation
                         .provider_metadata
-                        .map(|m| RString::from(m.to_string()))
+                        // `to_string` writes straight into a buffer; `Display`
+                        // goes through the formatting machinery.
+                        .and_then(|m| serde_json::to_string(&m).ok())
+                        .map(RString::from)
                         .into(),
                 },
                 Ok(Err(error)) => FfiOutcome {
