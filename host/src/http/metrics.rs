@@ -250,9 +250,10 @@ where
             Method::DELETE => "DELETE",
             _ => "other",
         };
+        let started = Instant::now();
         TrackFuture {
             inner: self.inner.call(request),
-            started: Instant::now(),
+            started,
             route,
             method,
             state: self.state.clone(),
