@@ -10,6 +10,14 @@
 //! trailing bytes), so each one is a real load of a new library, not a
 //! cache hit. Prints min / median / p99 / max in milliseconds, then one
 //! JSON line for scripts.
+//!
+//! It also measures what a **retired** library costs: every replacement
+//! leaves the old library mapped (nothing is unloaded), so the server's
+//! resident memory (`/proc/<pid>/status`) is read before and after the
+//! replace runs and divided by the libraries `GET /v1/plugins` reports as
+//! retired meanwhile. The baseline, in this process: a bare `dlopen` (plus
+//! the root-module symbol lookup) of the same replacement files, per
+//! library.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -84,6 +92,8 @@ fn main() {
     // version is listed.
     install(&v1);
     wait_for(&address, |v| v == Some("1.0.0"));
+    let resident_before = resident_kib(server.id());
+    let retired_before = retired_count(&address);
     let mut replace = Vec::new();
     for run in 0..runs {
         let (content, version) = if run % 2 == 0 {
@@ -96,17 +106,123 @@ fn main() {
         replace.push(started.elapsed());
     }
 
+    let resident_after = resident_kib(server.id());
+    let retired = retired_count(&address) - retired_before;
+
     let _ = server.kill();
     let _ = server.wait();
     let add = summary(&mut add);
     let replace = summary(&mut replace);
+    assert!(retired > 0, "no library was retired");
+    let per_retired = resident_after.per_library(&resident_before, retired);
+    let bare = bare_dlopen_per_library(&v1, &v2, runs, &work.path().join("bare"));
     println!("runs: {runs} of each, every one a new library");
     println!("add:     {}", add.text());
     println!("replace: {}", replace.text());
     println!(
-        "{}",
-        serde_json::json!({"runs": runs, "add_ms": add.json(), "replace_ms": replace.json()})
+        "retired: {retired} libraries kept mapped by the replace runs, {:+.0} KiB resident each (anonymous {:+.0}, file {:+.0}); a bare dlopen of the same files {:+.0} KiB each: x{:.2}",
+        per_retired.rss,
+        per_retired.anon,
+        per_retired.file,
+        bare.rss,
+        per_retired.rss / bare.rss
     );
+    println!(
+        "{}",
+        serde_json::json!({
+            "runs": runs,
+            "add_ms": add.json(),
+            "replace_ms": replace.json(),
+            "retired": {
+                "libraries": retired,
+                "kib_per_library": per_retired.json(),
+                "bare_dlopen_kib_per_library": bare.json(),
+                "ratio_vs_bare": per_retired.rss / bare.rss,
+            },
+        })
+    );
+}
+
+/// Resident memory in KiB (`VmRSS`, `RssAnon`, `RssFile`).
+#[derive(Clone, Copy)]
+struct Resident {
+    rss: f64,
+    anon: f64,
+    file: f64,
+}
+
+impl Resident {
+    fn per_library(&self, before: &Resident, libraries: usize) -> Resident {
+        let n = libraries as f64;
+        Resident {
+            rss: (self.rss - before.rss) / n,
+            anon: (self.anon - before.anon) / n,
+            file: (self.file - before.file) / n,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"rss": self.rss, "anon": self.anon, "file": self.file})
+    }
+}
+
+/// A process's resident memory, from `/proc/<pid>/status`.
+fn resident_kib(pid: u32) -> Resident {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    Resident {
+        rss: field("VmRSS:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+    }
+}
+
+/// How many libraries the server reports as retired.
+fn retired_count(address: &str) -> usize {
+    let report: serde_json::Value =
+        serde_json::from_str(&get(address, "/v1/plugins")).expect("GET /v1/plugins is JSON");
+    report["retired"]
+        .as_array()
+        .map(Vec::len)
+        .expect("the load report lists retired libraries")
+}
+
+/// The baseline: `runs` files with the replace runs' contents, each opened
+/// with a bare `dlopen` and its root-module symbol looked up, in this
+/// process; resident memory added per library.
+fn bare_dlopen_per_library(v1: &[u8], v2: &[u8], runs: usize, dir: &std::path::Path) -> Resident {
+    std::fs::create_dir_all(dir).unwrap();
+    let files: Vec<PathBuf> = (0..runs)
+        .map(|run| {
+            let mut bytes = if run % 2 == 0 { v2 } else { v1 }.to_vec();
+            bytes.extend_from_slice(&(run as u64).to_le_bytes());
+            let path = dir.join(format!("libbare{run}.{}", std::env::consts::DLL_EXTENSION));
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect();
+    let before = resident_kib(std::process::id());
+    for path in &files {
+        // SAFETY: the repository's own test plugin, leaked like connhost
+        // leaks every library.
+        let library = unsafe { libloading::Library::new(path) }.expect("dlopen");
+        // SAFETY: only the symbol's address is read.
+        assert!(unsafe { library.get::<*const u8>(connhost_bench::ROOT_MODULE_SYMBOL) }.is_ok());
+        std::mem::forget(library);
+    }
+    resident_kib(std::process::id()).per_library(&before, runs)
 }
 
 /// Polls `GET /v1/providers` (every 0.5 ms) until the greeter's listed

@@ -609,6 +609,43 @@ fn main() -> ExitCode {
     } else {
         writeln!(memory, "(no memory results in this run)").unwrap();
     }
+    // A retired library (section 6's replace runs): what hot reload keeps.
+    let retired = std::fs::read_to_string(results.join("raw/reload.txt"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .filter(|line| line.starts_with('{'))
+                .find_map(|line| serde_json::from_str::<Value>(line).ok())
+        })
+        .map(|reload| reload["retired"].clone())
+        .filter(|retired| retired.is_object());
+    if let Some(retired) = retired {
+        let ratio = f(&retired["ratio_vs_bare"]);
+        writeln!(
+            memory,
+            "\n**Per retired library**: each hot replacement leaves the old library mapped (nothing is unloaded). Over the {} replace runs of section 6, `connhost serve` grew by {:+.0} KiB resident per retired library (anonymous {:+.0}, file-backed {:+.0}), against {:+.0} KiB for a bare `dlopen` of the same files: **×{ratio:.2}**. Each retired version also keeps its private copy in the cache folder on disk.",
+            f(&retired["libraries"]),
+            f(&retired["kib_per_library"]["rss"]),
+            f(&retired["kib_per_library"]["anon"]),
+            f(&retired["kib_per_library"]["file"]),
+            f(&retired["bare_dlopen_kib_per_library"]["rss"]),
+        )
+        .unwrap();
+        bars.push(Bar {
+            label: "RSS per retired library".into(),
+            ratio,
+            group: "memory",
+        });
+        headline.push((
+            "Resident memory per retired (hot-replaced) library, `connhost serve` vs bare `dlopen`"
+                .into(),
+            format!(
+                "×{ratio:.2} (+{:.0} KiB vs +{:.0} KiB per library)",
+                f(&retired["kib_per_library"]["rss"]),
+                f(&retired["bare_dlopen_kib_per_library"]["rss"]),
+            ),
+        ));
+    }
     // ---- assemble ---------------------------------------------------------
     writeln!(md, "## Headline ratios\n\n| what | ratio (connhost or plugin / same-run baseline) |\n|---|---|").unwrap();
     for (what, value) in &headline {
