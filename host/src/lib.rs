@@ -22,6 +22,7 @@
 //! [`Verdict`]). The host's core knows nothing of the command line or HTTP.
 
 mod builtin;
+pub mod cache_dir;
 pub mod capabilities;
 pub mod http;
 pub mod loader;

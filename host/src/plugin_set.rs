@@ -221,8 +221,8 @@ impl PluginSet {
             outcome.waiting = true;
             return;
         }
-        // One pass over the file: copy it into the cache, hashing what is
-        // written; the copy is what gets checked and loaded.
+        // Copy the file into the cache and hash the copy: the copy is what
+        // gets checked and loaded.
         let (hash, copy) = match self.copy_into_cache(path) {
             Ok(copied) => copied,
             Err(e) => {
@@ -337,6 +337,13 @@ impl PluginSet {
         ));
         let result = (|| {
             std::fs::copy(path, &partial)?;
+            // `fs::copy` copies the permission bits too; the host must be
+            // able to read its own copy whatever the original allowed.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))?;
+            }
             // The hash of what was copied: the copy is what gets loaded.
             let mut hasher = blake3::Hasher::new();
             hasher.update_reader(std::fs::File::open(&partial)?)?;

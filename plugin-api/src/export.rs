@@ -139,18 +139,27 @@ extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<
             };
             let validating = async move { provider.validate_fields(&fields).await };
             match CatchPanic::new(validating).await {
-                Ok(Ok(validation)) => FfiOutcome {
-                    kind: outcome::VALID,
-                    message: RString::new(),
-                    username: validation.provider_username.map(RString::from).into(),
-                    metadata_json: validation
+                Ok(Ok(validation)) => {
+                    // `to_string` writes straight into a buffer; `Display`
+                    // goes through the formatting machinery.
+                    let metadata = match validation
                         .provider_metadata
-                        // `to_string` writes straight into a buffer; `Display`
-                        // goes through the formatting machinery.
-                        .and_then(|m| serde_json::to_string(&m).ok())
-                        .map(RString::from)
-                        .into(),
-                },
+                        .as_ref()
+                        .map(serde_json::to_string)
+                    {
+                        None => None,
+                        Some(Ok(json)) => Some(RString::from(json)),
+                        Some(Err(e)) => {
+                            return fault(format!("returned metadata that does not serialise: {e}"))
+                        }
+                    };
+                    FfiOutcome {
+                        kind: outcome::VALID,
+                        message: RString::new(),
+                        username: validation.provider_username.map(RString::from).into(),
+                        metadata_json: metadata.into(),
+                    }
+                }
                 Ok(Err(error)) => FfiOutcome {
                     kind: match error.kind {
                         ValidationErrorKind::Rejected => outcome::REJECTED,

@@ -395,3 +395,76 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
         .unwrap()
         .is_empty());
 }
+
+/// The cache folders (`connhost-<pid>`) in `tmp`.
+fn cache_folders(tmp: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("connhost-"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_default_cache_goes_with_the_process_and_a_killed_one_is_swept_at_the_next_start() {
+    let dir = PluginDir::with(&["mai"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let start = || {
+        Server::start(dir.path(), |c| {
+            c.env("TMPDIR", tmp.path());
+        })
+    };
+
+    // A clean exit removes the folder.
+    let server = start();
+    let folder = tmp.path().join(format!("connhost-{}", server.pid()));
+    assert!(folder.is_dir(), "{:?}", cache_folders(tmp.path()));
+    drop(server);
+    assert_eq!(cache_folders(tmp.path()), Vec::<std::path::PathBuf>::new());
+
+    // A killed process cannot; the next one sweeps its folder, and leaves
+    // the folder of a process that still runs alone.
+    let killed = start();
+    let stale = tmp.path().join(format!("connhost-{}", killed.pid()));
+    killed.kill();
+    assert!(stale.is_dir(), "the killed server's folder is left behind");
+    let running = start();
+    assert!(!stale.exists(), "the next start sweeps it");
+    let second = start();
+    assert!(
+        tmp.path()
+            .join(format!("connhost-{}", running.pid()))
+            .is_dir(),
+        "a running server's folder is never swept"
+    );
+    drop((running, second));
+    assert_eq!(cache_folders(tmp.path()), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn a_named_cache_dir_loses_only_the_copies_at_exit() {
+    let dir = PluginDir::with(&["mai"]);
+    let cache = tempfile::tempdir().unwrap();
+    let precious = cache.path().join("precious.txt");
+    std::fs::write(&precious, b"not the cache's").unwrap();
+    let server = Server::start(dir.path(), |c| {
+        c.arg("--cache-dir").arg(cache.path());
+    });
+    let copies = || {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref().unwrap().path().extension()
+                    == Some(std::env::consts::DLL_EXTENSION.as_ref())
+            })
+            .count()
+    };
+    assert_eq!(copies(), 1, "mai's private copy");
+    drop(server);
+    assert_eq!(copies(), 0);
+    assert!(precious.exists(), "a file the cache did not create stays");
+}

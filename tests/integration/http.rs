@@ -654,6 +654,8 @@ fn nothing_under_v1_answers_an_anonymous_caller_when_a_token_is_set() {
         c.env("CONNHOST_TOKEN", "correct-horse-battery");
     });
     for (method, path) in [
+        (reqwest::Method::GET, "/v1"),
+        (reqwest::Method::GET, "/v1/providers"),
         (reqwest::Method::DELETE, "/v1/providers/mai"),
         (reqwest::Method::GET, "/v1/no-such-route"),
         (reqwest::Method::GET, "/ui/instructions"),
@@ -672,6 +674,15 @@ fn nothing_under_v1_answers_an_anonymous_caller_when_a_token_is_set() {
         .send()
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
+    // Refusals are counted under the route template, never the raw path.
+    let metrics = client().get(server.at("/metrics")).send().unwrap();
+    let text = metrics.text().unwrap();
+    for needle in [
+        "connhost_http_requests_total{route=\"/v1/providers\",method=\"GET\",status=\"401\"} 1",
+        "connhost_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"401\"} 2",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
 }
 
 #[test]
@@ -691,6 +702,37 @@ fn the_provider_is_looked_up_before_the_body_is_read() {
         .unwrap();
     let message = error_of(response, StatusCode::BAD_REQUEST, "invalid_path");
     assert!(message.contains("malformed"), "{message}");
+    // A percent-encoded id is decoded.
+    let response = client()
+        .get(format!("{}/v1/providers/m%61i", server.url()))
+        .send()
+        .unwrap();
+    assert_eq!(json_of(response, StatusCode::OK)["provider_id"], "mai");
+}
+
+#[test]
+fn every_answer_carries_nosniff() {
+    let dir = PluginDir::with(&["mai"]);
+    let server = Server::start(dir.path(), |_| {});
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/v1/providers", StatusCode::OK),
+        (reqwest::Method::GET, "/v1/nope", StatusCode::NOT_FOUND),
+        (
+            reqwest::Method::DELETE,
+            "/v1/providers",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (reqwest::Method::GET, "/healthz", StatusCode::OK),
+        (reqwest::Method::GET, "/metrics", StatusCode::OK),
+    ] {
+        let response = client().request(method, server.at(path)).send().unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{path}"
+        );
+    }
 }
 
 #[test]

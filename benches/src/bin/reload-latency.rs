@@ -16,8 +16,8 @@
 //! resident memory (`/proc/<pid>/status`) is read before and after the
 //! replace runs and divided by the libraries `GET /v1/plugins` reports as
 //! retired meanwhile. The baseline, in this process: a bare `dlopen` (plus
-//! the root-module symbol lookup) of the same replacement files, per
-//! library.
+//! the root-module symbol lookup) of files like the replace runs' (the same
+//! libraries with a few distinct trailing bytes), per library.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -116,6 +116,10 @@ fn main() {
     assert!(retired > 0, "no library was retired");
     let per_retired = resident_after.per_library(&resident_before, retired);
     let bare = bare_dlopen_per_library(&v1, &v2, runs, &work.path().join("bare"));
+    assert!(
+        bare.rss > 0.0,
+        "a bare dlopen added no resident memory: the kernel's RSS counters lag"
+    );
     println!("runs: {runs} of each, every one a new library");
     println!("add:     {}", add.text());
     println!("replace: {}", replace.text());
@@ -207,7 +211,7 @@ fn bare_dlopen_per_library(v1: &[u8], v2: &[u8], runs: usize, dir: &std::path::P
     let files: Vec<PathBuf> = (0..runs)
         .map(|run| {
             let mut bytes = if run % 2 == 0 { v2 } else { v1 }.to_vec();
-            bytes.extend_from_slice(&(run as u64).to_le_bytes());
+            bytes.extend_from_slice(&(run as u32).to_le_bytes());
             let path = dir.join(format!("libbare{run}.{}", std::env::consts::DLL_EXTENSION));
             std::fs::write(&path, bytes).unwrap();
             path

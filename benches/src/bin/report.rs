@@ -623,7 +623,7 @@ fn main() -> ExitCode {
         let ratio = f(&retired["ratio_vs_bare"]);
         writeln!(
             memory,
-            "\n**Per retired library**: each hot replacement leaves the old library mapped (nothing is unloaded). Over the {} replace runs of section 6, `connhost serve` grew by {:+.0} KiB resident per retired library (anonymous {:+.0}, file-backed {:+.0}), against {:+.0} KiB for a bare `dlopen` of the same files: **×{ratio:.2}**. Each retired version also keeps its private copy in the cache folder on disk.",
+            "\n**Per retired library**: each hot replacement leaves the old library mapped (nothing is unloaded). Over the {} replace runs of section 6, `connhost serve` grew by {:+.0} KiB resident per retired library (anonymous {:+.0}, file-backed {:+.0}), against {:+.0} KiB for a bare `dlopen` of the same files: **×{ratio:.2}**. The server's figure also holds whatever else it allocated meanwhile (it answered a listing every 0.5 ms). Each retired version also keeps its private copy in the cache folder on disk.",
             f(&retired["libraries"]),
             f(&retired["kib_per_library"]["rss"]),
             f(&retired["kib_per_library"]["anon"]),
@@ -640,7 +640,7 @@ fn main() -> ExitCode {
             "Resident memory per retired (hot-replaced) library, `connhost serve` vs bare `dlopen`"
                 .into(),
             format!(
-                "×{ratio:.2} (+{:.0} KiB vs +{:.0} KiB per library)",
+                "×{ratio:.2} ({:+.0} KiB vs {:+.0} KiB per library)",
                 f(&retired["kib_per_library"]["rss"]),
                 f(&retired["bare_dlopen_kib_per_library"]["rss"]),
             ),

@@ -46,10 +46,17 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         body_limit: args.body_limit,
     };
 
-    let cache_dir = args
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("connhost-{}", std::process::id())));
+    let cache_dir = match args.cache_dir.clone() {
+        Some(dir) => dir,
+        None => {
+            // Folders left by processes that were killed before they could
+            // remove theirs.
+            for swept in connhost::cache_dir::sweep_stale_defaults() {
+                tracing::info!(folder = %swept.display(), "removed a stale plugin cache");
+            }
+            connhost::cache_dir::default_for_this_process()
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("connhost")
@@ -98,8 +105,9 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
     })?;
     // Do not wait for providers that never finished.
     runtime.shutdown_timeout(Duration::from_millis(100));
-    // The libraries stay mapped until the process exits; the names can go.
-    let _ = std::fs::remove_dir_all(&cache_dir);
+    // The libraries stay mapped until the process exits; the names can go
+    // (only the cache's own files: `--cache-dir` may hold anything else).
+    connhost::cache_dir::clean(&cache_dir);
     if finished {
         Ok(super::success())
     } else {

@@ -44,7 +44,7 @@ impl AccessToken {
     }
 }
 
-/// Rejects a request to a guarded path (`/v1`, `/ui`) without
+/// Rejects a request to a guarded path (`/v1`, `/v1/...`, `/ui/...`) without
 /// `Authorization: Bearer <token>`; a tower-http request validator, so the
 /// check costs no allocation and no boxed service.
 #[derive(Clone)]

@@ -41,6 +41,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ProviderId {
     }
 }
 
+/// `{"fields": {name: value}, "include_document": bool?}`
 #[derive(Debug)]
 pub(crate) struct ValidateRequest {
     pub(crate) fields: CredentialFields,

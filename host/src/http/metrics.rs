@@ -234,11 +234,14 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let route = paths::index(
-            request
-                .extensions()
-                .get::<MatchedPath>()
-                .map(MatchedPath::as_str),
+        let matched = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        let route = paths::index(matched);
+        debug_assert!(
+            matched.is_none() || route < paths::ALL.len(),
+            "route {matched:?} is missing from http::paths::ALL"
         );
         // Only known methods become labels: anyone can send a made-up one.
         let method = match *request.method() {
