@@ -143,7 +143,9 @@ pub(crate) struct ServeArgs {
     pub(crate) no_watch: bool,
 
     /// Where private copies of plugin files are loaded from (default: a
-    /// folder of this process under the system's temp dir).
+    /// folder of this process under the system's temp dir, removed at exit
+    /// and, after a crash, by the next start). At exit only the copies are
+    /// removed from it.
     #[arg(long, env = "CONNHOST_CACHE_DIR", value_name = "DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
 
