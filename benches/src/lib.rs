@@ -184,6 +184,18 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// The baseline load: `dlopen` of `path` and a lookup of abi_stable's
+/// root-module symbol, the library leaked as connhost leaks every library.
+/// Panics if either fails: the benchmarks only open their own plugins.
+pub fn bare_dlopen(path: &Path) {
+    // SAFETY: the repository's own plugins, whose initializers are sound.
+    let library = unsafe { libloading::Library::new(path) }.expect("dlopen");
+    // SAFETY: only the symbol's address is read.
+    let found = unsafe { library.get::<*const u8>(ROOT_MODULE_SYMBOL) }.is_ok();
+    assert!(found, "no root module in {}", path.display());
+    std::mem::forget(library);
+}
+
 /// A field of `/proc/<pid>/status` in KiB (`"VmRSS"`, `"RssAnon"`,
 /// `"RssFile"`).
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use connhost::loader::{load_directory, LoadOptions};
 use connhost::{Connhost, CredentialFields, LoadReport, ProviderRegistry};
 use connhost_bench::{
-    block_on, credential, fresh_copies, plugin_library, PROVIDER_ID, ROOT_MODULE_SYMBOL,
+    bare_dlopen, block_on, credential, fresh_copies, plugin_library, PROVIDER_ID,
 };
 use fixture_bench_trivial::BenchTrivial;
 
@@ -73,11 +73,7 @@ fn measured_load_bare(dir: &Path) {
         .collect();
     files.sort();
     for path in files {
-        // SAFETY: the benchmark's own plugin.
-        let library = unsafe { libloading::Library::new(&path) }.expect("dlopen");
-        // SAFETY: only the symbol's address is read.
-        assert!(unsafe { library.get::<*const u8>(ROOT_MODULE_SYMBOL) }.is_ok());
-        std::mem::forget(library);
+        bare_dlopen(&path);
     }
 }
 

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use connhost_bench::{fresh_copies, median, results_dir, rss_kib, write_result};
+use connhost_bench::{fresh_copies, median, results_dir, rss_kib, status_kib, write_result};
 use serde_json::{json, Value};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -612,19 +612,10 @@ fn startup_profile(args: &[String]) -> ExitCode {
 
 /// `VmRSS`, `RssAnon` and `RssFile` of a process, in KiB.
 fn memory_of(pid: u32) -> Value {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
     json!({
         "vm_rss_kib": rss_kib(pid).unwrap_or(0),
-        "rss_anon_kib": field("RssAnon:"),
-        "rss_file_kib": field("RssFile:"),
+        "rss_anon_kib": status_kib(pid, "RssAnon").unwrap_or(0),
+        "rss_file_kib": status_kib(pid, "RssFile").unwrap_or(0),
     })
 }
 

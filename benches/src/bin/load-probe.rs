@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use connhost::loader::{library_files, load_directory, load_file, LoadOptions};
 use connhost::{FailureKind, ProviderRegistry};
-use connhost_bench::{rss_kib, status_kib, ROOT_MODULE_SYMBOL};
+use connhost_bench::{bare_dlopen, rss_kib, status_kib};
 
 /// What one load did.
 #[derive(Default)]
@@ -64,12 +64,7 @@ fn bare_with(dir: &Path, check: fn(&Path)) -> Counts {
     };
     for path in &files {
         check(path);
-        // SAFETY: the benchmark's own plugin, whose initializers are sound.
-        let library = unsafe { libloading::Library::new(path) }.expect("dlopen");
-        // SAFETY: only the symbol's address is read.
-        let found = unsafe { library.get::<*const u8>(ROOT_MODULE_SYMBOL) }.is_ok();
-        assert!(found, "no root module in {}", path.display());
-        std::mem::forget(library);
+        bare_dlopen(path);
         counts.loaded += 1;
     }
     counts

@@ -172,24 +172,14 @@ impl Resident {
 
 /// A process's resident memory, from `/proc/<pid>/status`.
 fn resident_kib(pid: u32) -> Resident {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
     let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        connhost_bench::status_kib(pid, name)
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status")) as f64
     };
     Resident {
-        rss: field("VmRSS:"),
-        anon: field("RssAnon:"),
-        file: field("RssFile:"),
+        rss: field("VmRSS"),
+        anon: field("RssAnon"),
+        file: field("RssFile"),
     }
 }
 
@@ -219,12 +209,7 @@ fn bare_dlopen_per_library(v1: &[u8], v2: &[u8], runs: usize, dir: &std::path::P
         .collect();
     let before = resident_kib(std::process::id());
     for path in &files {
-        // SAFETY: the repository's own test plugin, leaked like connhost
-        // leaks every library.
-        let library = unsafe { libloading::Library::new(path) }.expect("dlopen");
-        // SAFETY: only the symbol's address is read.
-        assert!(unsafe { library.get::<*const u8>(connhost_bench::ROOT_MODULE_SYMBOL) }.is_ok());
-        std::mem::forget(library);
+        connhost_bench::bare_dlopen(path);
     }
     resident_kib(std::process::id()).per_library(&before, runs)
 }
