@@ -19,6 +19,16 @@ pub fn default_for_this_process() -> PathBuf {
     std::env::temp_dir().join(format!("{PREFIX}{}", std::process::id()))
 }
 
+/// The name of the copy of a file whose content hash (hex) is `hash`.
+pub fn copy_file_name(hash: &str) -> String {
+    format!("{hash}.{}", std::env::consts::DLL_EXTENSION)
+}
+
+/// The name of the `n`th copy in progress.
+pub fn partial_file_name(n: u64) -> String {
+    format!(".incoming-{n}.partial")
+}
+
 /// Whether `name` is a file the cache creates: a copy named by its content
 /// hash (`<64 hex digits>.<library extension>`) or a copy in progress
 /// (`.incoming-<n>.partial`).
@@ -103,17 +113,13 @@ fn process_is_running(_pid: u32) -> bool {
 mod tests {
     use super::*;
 
-    fn copy_name(hash: &str) -> String {
-        format!("{hash}.{}", std::env::consts::DLL_EXTENSION)
-    }
-
     #[test]
     fn only_the_cache_own_names_are_cache_files() {
-        assert!(is_cache_file_name(&copy_name(&"a1".repeat(32))));
-        assert!(is_cache_file_name(".incoming-17.partial"));
+        assert!(is_cache_file_name(&copy_file_name(&"a1".repeat(32))));
+        assert!(is_cache_file_name(&partial_file_name(17)));
         for other in [
-            copy_name(&"a1".repeat(31)),
-            copy_name(&"zz".repeat(32)),
+            copy_file_name(&"a1".repeat(31)),
+            copy_file_name(&"zz".repeat(32)),
             "libdaytona.so".to_owned(),
             ".incoming-.partial".to_owned(),
             ".incoming-1x.partial".to_owned(),
@@ -126,8 +132,8 @@ mod tests {
     #[test]
     fn cleaning_keeps_what_the_cache_did_not_create() {
         let dir = tempfile::tempdir().unwrap();
-        let copy = dir.path().join(copy_name(&"0f".repeat(32)));
-        let partial = dir.path().join(".incoming-3.partial");
+        let copy = dir.path().join(copy_file_name(&"0f".repeat(32)));
+        let partial = dir.path().join(partial_file_name(3));
         let precious = dir.path().join("precious.txt");
         for file in [&copy, &partial, &precious] {
             std::fs::write(file, b"x").unwrap();

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::cache_dir;
 use crate::loader::{
     check_file, library_files, log_outcome, missing_dir_reason, FailureKind, LoadFailure,
     LoadOptions, LoadReport, PluginLibrary, RetiredLibrary,
@@ -331,9 +332,8 @@ impl PluginSet {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(&self.cache)?;
-        let partial = self.cache.join(format!(
-            ".incoming-{}.partial",
-            NEXT.fetch_add(1, Ordering::Relaxed)
+        let partial = self.cache.join(cache_dir::partial_file_name(
+            NEXT.fetch_add(1, Ordering::Relaxed),
         ));
         let result = (|| {
             std::fs::copy(path, &partial)?;
@@ -348,9 +348,7 @@ impl PluginSet {
             let mut hasher = blake3::Hasher::new();
             hasher.update_reader(std::fs::File::open(&partial)?)?;
             let hash = hasher.finalize().to_hex().to_string();
-            let copy = self
-                .cache
-                .join(format!("{hash}.{}", std::env::consts::DLL_EXTENSION));
+            let copy = self.cache.join(cache_dir::copy_file_name(&hash));
             if copy.exists() {
                 std::fs::remove_file(&partial)?;
             } else {
