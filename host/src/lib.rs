@@ -25,6 +25,7 @@ mod builtin;
 pub mod cache_dir;
 pub mod capabilities;
 pub mod http;
+mod in_flight;
 pub mod loader;
 mod plugin_provider;
 pub mod plugin_set;
@@ -37,6 +38,7 @@ mod validation;
 
 pub use connhost_plugin_api as plugin_api;
 pub use connhost_plugin_api::{CredentialFields, CredentialFormSchema, FieldError};
+pub use in_flight::DEFAULT_MAX_IN_FLIGHT;
 pub use loader::{
     FailureKind, LoadFailure, LoadOptions, LoadReport, LoadedPlugin, PluginLibrary, RetiredLibrary,
 };

@@ -29,6 +29,12 @@ impl PluginProvider {
         Self { module, handle }
     }
 
+    /// The library's module address and the provider's handle in it:
+    /// which code this is, in this process.
+    pub(crate) fn identity(&self) -> (usize, u32) {
+        (self.module.0.to_raw_ptr() as usize, self.handle)
+    }
+
     /// Calls the plugin's validation. The SDK on the other side catches
     /// panics and reports them as [`outcome::FAULT`].
     pub(crate) async fn validate_fields(&self, fields: CredentialFields) -> ProviderOutcome {

@@ -381,5 +381,6 @@ impl PluginSet {
             .extend(self.failures.values().map(|(_, f)| f.clone()));
         report.retired = self.retired.clone();
         Connhost::from_parts(registry, report, self.config.validation_timeout)
+            .with_max_in_flight(self.config.max_in_flight)
     }
 }

@@ -17,22 +17,94 @@ use std::task::{Context, Poll};
 
 use connhost_plugin_api::{CredentialFields, CredentialFormSchema};
 
-/// What replaces a secret.
+/// What replaces a secret that stands as a whole token.
 pub const REDACTED: &str = "<redacted>";
 
-/// Values shorter than this are not scrubbed from text: they would match
-/// ordinary words. Forms do not accept such short secrets in practice.
-const MIN_SCRUBBED_LEN: usize = 4;
+/// What replaces a whole text in which a secret appears where cutting it
+/// out would let the context give it away.
+pub const WITHHELD: &str = "<withheld: the text may contain a submitted secret>";
+
+/// Secrets at least this long (in characters) are replaced by [`REDACTED`]
+/// where they stand as a whole token: the context of a cut-out token this
+/// long does not tell what it was.
+pub const MIN_REPLACED_LEN: usize = 8;
+
+/// Secrets shorter than this are looked for as whole tokens only: inside
+/// longer words they match ordinary text by chance ("a" in "cat").
+pub const MIN_IN_WORD_LEN: usize = 4;
 
 /// The secret values of one submission.
+///
+/// The rule, safe both ways (the secret never shows, and no redaction lets
+/// the context give it away):
+///
+/// - a secret of [`MIN_REPLACED_LEN`] or more characters standing as a
+///   whole token (not touching a letter or digit) is replaced by
+///   [`REDACTED`];
+/// - any other appearance withholds the whole text (it becomes
+///   [`WITHHELD`]): a short secret as a token ("king" in "the king key"
+///   would read "the <redacted> key"), or a secret inside a longer word
+///   ("chec<redacted>" gives "king" away);
+/// - secrets shorter than [`MIN_IN_WORD_LEN`] are looked for as whole
+///   tokens only.
+///
+/// Every value is looked for as submitted (trimmed), and as `Debug` and JSON
+/// would escape it.
 #[derive(Clone, Default)]
 pub struct Secrets {
+    /// Longest first, so a secret containing another is handled whole.
     values: Vec<String>,
 }
 
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secrets({} values)", self.values.len())
+    }
+}
+
+/// Where a secret appears in a text.
+enum Appearance {
+    /// Nowhere (or only where it cannot be told from ordinary text).
+    Absent,
+    /// Only as whole tokens long enough to cut out: at these byte offsets.
+    Tokens(Vec<usize>),
+    /// Somewhere cutting it out would give it away.
+    Withhold,
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric()
+}
+
+/// Finds `value` in `text` and decides, by the rule of [`Secrets`], what to
+/// do about it.
+fn appearance(text: &str, value: &str) -> Appearance {
+    let len = value.chars().count();
+    let starts_in_word = value.chars().next().is_some_and(is_word_char);
+    let ends_in_word = value.chars().next_back().is_some_and(is_word_char);
+    let mut tokens = Vec::new();
+    for (at, _) in text.match_indices(value) {
+        let glued_before =
+            starts_in_word && text[..at].chars().next_back().is_some_and(is_word_char);
+        let glued_after = ends_in_word
+            && text[at + value.len()..]
+                .chars()
+                .next()
+                .is_some_and(is_word_char);
+        if glued_before || glued_after {
+            if len >= MIN_IN_WORD_LEN {
+                return Appearance::Withhold;
+            }
+        } else if len >= MIN_REPLACED_LEN {
+            tokens.push(at);
+        } else {
+            return Appearance::Withhold;
+        }
+    }
+    if tokens.is_empty() {
+        Appearance::Absent
+    } else {
+        Appearance::Tokens(tokens)
     }
 }
 
@@ -44,7 +116,7 @@ impl Secrets {
             .iter()
             .filter(|(name, _)| schema.is_none_or(|s| s.is_secret(name)))
             .map(|(_, value)| value.trim().to_owned())
-            .filter(|value| value.len() >= MIN_SCRUBBED_LEN)
+            .filter(|value| !value.is_empty())
             // Also as `Debug` and JSON would escape it, which is how it shows
             // up in a formatted log field or an echoed JSON body.
             .flat_map(|value| {
@@ -57,10 +129,14 @@ impl Secrets {
                 ]
             })
             .collect();
-        // Longest first, so a secret containing another is replaced whole.
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         values.dedup();
         Self { values }
+    }
+
+    /// Whether there is nothing to scrub.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
     }
 
     /// Scrubs every string inside a JSON value.
@@ -77,12 +153,27 @@ impl Secrets {
         }
     }
 
-    /// `text` with every secret value replaced by [`REDACTED`].
+    /// `text` scrubbed by the rule of [`Secrets`]: secrets standing as
+    /// whole tokens replaced by [`REDACTED`], or the whole text replaced by
+    /// [`WITHHELD`].
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         for value in &self.values {
-            if out.contains(value.as_str()) {
-                out = Cow::Owned(out.replace(value.as_str(), REDACTED));
+            match appearance(&out, value) {
+                Appearance::Absent => {}
+                // Owned, so callers that look for a change see one.
+                Appearance::Withhold => return Cow::Owned(WITHHELD.to_owned()),
+                Appearance::Tokens(offsets) => {
+                    let mut scrubbed = String::with_capacity(out.len());
+                    let mut last = 0;
+                    for at in offsets {
+                        scrubbed.push_str(&out[last..at]);
+                        scrubbed.push_str(REDACTED);
+                        last = at + value.len();
+                    }
+                    scrubbed.push_str(&out[last..]);
+                    out = Cow::Owned(scrubbed);
+                }
             }
         }
         out
@@ -191,6 +282,67 @@ mod tests {
             secrets.scrub("key s3cr3t-value refused in eu-west-1"),
             "key <redacted> refused in eu-west-1"
         );
+    }
+
+    fn scrub_with(secret: &str, text: &str) -> String {
+        Secrets::of(None, &fields(&[("k", secret)]))
+            .scrub(text)
+            .into_owned()
+    }
+
+    #[test]
+    fn a_short_secret_inside_a_word_withholds_the_text_instead_of_cutting_the_word() {
+        // "chec<redacted>" would give "king" away.
+        assert_eq!(scrub_with("king", "checking a Daytona API key"), WITHHELD);
+        assert_eq!(scrub_with("king", "the king key failed"), WITHHELD);
+        assert_eq!(scrub_with("king", "nothing to see"), "nothing to see");
+    }
+
+    #[test]
+    fn secrets_of_one_to_three_characters_are_found_as_whole_tokens() {
+        assert_eq!(scrub_with("a", "checking a Daytona API key"), WITHHELD);
+        assert_eq!(scrub_with("x9", "key x9 refused"), WITHHELD);
+        assert_eq!(scrub_with("x9", "key=x9"), WITHHELD);
+        // Inside words they are ordinary text, and reveal nothing.
+        assert_eq!(scrub_with("a", "cat"), "cat");
+        assert_eq!(scrub_with("abc", "abcdef refused"), "abcdef refused");
+    }
+
+    #[test]
+    fn long_secrets_are_cut_out_as_whole_tokens_and_withhold_the_text_inside_words() {
+        let secret = "s3cr3t-value";
+        assert_eq!(
+            scrub_with(secret, "key s3cr3t-value refused (s3cr3t-value)"),
+            "key <redacted> refused (<redacted>)"
+        );
+        assert_eq!(
+            scrub_with(secret, "Bearer:s3cr3t-value."),
+            "Bearer:<redacted>."
+        );
+        assert_eq!(scrub_with(secret, "xs3cr3t-value"), WITHHELD);
+        assert_eq!(scrub_with(secret, "s3cr3t-valueZ"), WITHHELD);
+        // A secret starting or ending with punctuation cannot be inside a
+        // word on that side.
+        assert_eq!(
+            scrub_with("-----secret-key", "pem:x-----secret-key"),
+            "pem:x<redacted>"
+        );
+    }
+
+    #[test]
+    fn no_secret_no_change_and_whitespace_only_values_are_not_secrets() {
+        let secrets = Secrets::of(None, &fields(&[("k", "   ")]));
+        assert!(secrets.is_empty());
+        assert!(matches!(secrets.scrub("a b c"), Cow::Borrowed("a b c")));
+    }
+
+    #[test]
+    fn withheld_text_wins_over_redacted_tokens() {
+        let secrets = Secrets::of(None, &fields(&[("a", "long-secret-1"), ("b", "pin")]));
+        assert_eq!(secrets.scrub("long-secret-1 then pin"), WITHHELD);
+        let mut json = serde_json::json!({"m": "pin 1", "n": "long-secret-1"});
+        secrets.scrub_json(&mut json);
+        assert_eq!(json, serde_json::json!({"m": WITHHELD, "n": REDACTED}));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use connhost_plugin_api::panic::catch_panic;
 
+use crate::in_flight::InFlight;
 use crate::loader::{FailureKind, LoadFailure};
 use crate::plugin_provider::PluginProvider;
 use crate::validation::ProviderOutcome;
@@ -65,6 +66,7 @@ pub struct RegisteredProvider {
     experimental: bool,
     origin: Origin,
     backend: Backend,
+    in_flight: InFlight,
 }
 
 impl fmt::Debug for RegisteredProvider {
@@ -81,8 +83,10 @@ impl RegisteredProvider {
     /// A provider compiled into the host. Reads its descriptive methods now
     /// (a panic there is the embedder's bug, and propagates).
     pub fn native(provider: Arc<dyn ConnectionProvider>, experimental: bool) -> Self {
+        let descriptor = ProviderDescriptor::capture(provider.as_ref());
         Self {
-            descriptor: ProviderDescriptor::capture(provider.as_ref()),
+            in_flight: InFlight::of(&descriptor.provider_id, 0, 0),
+            descriptor,
             experimental,
             origin: Origin::Builtin,
             backend: Backend::Native(provider),
@@ -94,7 +98,9 @@ impl RegisteredProvider {
         origin: Origin,
         provider: PluginProvider,
     ) -> Self {
+        let (library, handle) = provider.identity();
         Self {
+            in_flight: InFlight::of(&descriptor.provider_id, library, handle),
             descriptor,
             experimental: false,
             origin,
@@ -120,6 +126,11 @@ impl RegisteredProvider {
     /// Where the provider comes from.
     pub fn origin(&self) -> &Origin {
         &self.origin
+    }
+
+    /// The counter of this provider's validations in flight.
+    pub(crate) fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 
     /// Calls the provider's `validate_fields` directly, on the caller's task:
@@ -319,6 +330,7 @@ impl ProviderRegistry {
                 continue;
             }
             let entry = RegisteredProvider {
+                in_flight: InFlight::of(&descriptor.provider_id, 0, 0),
                 descriptor,
                 experimental: plugin.experimental_only,
                 origin: Origin::Builtin,

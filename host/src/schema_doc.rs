@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 #[schema(rename_all = "snake_case")]
 pub(crate) enum ConnectionType {
     /// OAuth; the provider has no form.
+    #[schema(rename = "o_auth")]
     Oauth,
     /// The user fills in the provider's form.
     ApiKey,

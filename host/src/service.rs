@@ -2,7 +2,7 @@
 //! list / describe / validate. The CLI and the HTTP service are thin layers
 //! over [`Connhost`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use connhost_plugin_api::{
 use serde::Serialize;
 use tracing::Instrument as _;
 
+use crate::in_flight::{Slot, DEFAULT_MAX_IN_FLIGHT};
 use crate::loader::{load_directory, LoadOptions, LoadReport};
 use crate::redact::{RedactedFields, Secrets, WithSecrets};
 use crate::registry::{Origin, ProviderRegistry, RegisteredProvider};
@@ -33,6 +34,10 @@ pub struct HostConfig {
     pub builtins: bool,
     /// The longest a provider may take to validate.
     pub validation_timeout: Duration,
+    /// The most validations one provider may have in flight (counted until
+    /// the thread running each is free again, even past its timeout);
+    /// beyond it the provider answers [`Verdict::Busy`] at once.
+    pub max_in_flight: usize,
     /// Per-plugin settings (plugin name -> key -> value); the built-in
     /// providers' scope is `"builtin"`.
     pub settings: BTreeMap<String, BTreeMap<String, String>>,
@@ -45,6 +50,7 @@ impl Default for HostConfig {
             experimental: false,
             builtins: true,
             validation_timeout: DEFAULT_VALIDATION_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             settings: BTreeMap::new(),
         }
     }
@@ -116,6 +122,7 @@ pub struct Connhost {
     registry: Arc<ProviderRegistry>,
     report: Arc<LoadReport>,
     validation_timeout: Duration,
+    max_in_flight: usize,
 }
 
 impl Connhost {
@@ -151,6 +158,7 @@ impl Connhost {
         }
         report.failed.splice(0..0, builtin_failures);
         Self::from_parts(registry, report, config.validation_timeout)
+            .with_max_in_flight(config.max_in_flight)
     }
 
     /// Serves a registry assembled by the embedder. Built-in providers get
@@ -166,7 +174,17 @@ impl Connhost {
             registry: Arc::new(registry),
             report: Arc::new(report),
             validation_timeout,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
+    }
+
+    /// Bounds each provider's validations in flight (default
+    /// [`DEFAULT_MAX_IN_FLIGHT`]; at least 1): see
+    /// [`HostConfig::max_in_flight`].
+    #[must_use]
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight.max(1);
+        self
     }
 
     /// The provider set.
@@ -225,8 +243,10 @@ impl Connhost {
     /// once; the provider is not called when any fails), then the provider
     /// under the host's timeout, then, on success, the credential document.
     ///
-    /// Empty fields that have a default in the form take it. Keys that are
-    /// not in the form are dropped. Messages that come back from the
+    /// A field's default value only seeds the form's input: it is never
+    /// filled in here, so a required field left out is an error, and the
+    /// credential document holds only what was submitted. Keys that are not
+    /// in the form are dropped. Messages that come back from the
     /// provider are scrubbed of the submission's secrets.
     pub async fn validate(
         &self,
@@ -253,7 +273,6 @@ impl Connhost {
         let schema = entry.descriptor().form_schema.as_ref();
         if let Some(schema) = schema {
             fields.retain(|name, _| schema.field(name).is_some());
-            apply_defaults(schema, &mut fields);
             let errors = schema.check(&fields);
             if !errors.is_empty() {
                 tracing::info!(
@@ -271,11 +290,23 @@ impl Connhost {
                         .to_owned(),
             }]);
         }
+        // Taken before anything else is spent on the call, and held by the
+        // thread that runs it until that thread is free again.
+        let Some(slot) = entry.in_flight().try_acquire(self.max_in_flight) else {
+            tracing::warn!(
+                limit = self.max_in_flight,
+                "provider busy: its validations in flight are at the bound"
+            );
+            return Verdict::Busy {
+                limit: self.max_in_flight,
+            };
+        };
         tracing::debug!(fields = ?RedactedFields::new(schema, &fields), "validating");
         let secrets = Arc::new(Secrets::of(schema, &fields));
         let started = Instant::now();
         let outcome = run_isolated(
             entry,
+            slot,
             fields.clone(),
             secrets.clone(),
             self.validation_timeout,
@@ -320,27 +351,6 @@ impl Connhost {
     }
 }
 
-/// Fills empty fields that have a default in the form: ungrouped fields, and
-/// fields of the credential methods (groups) the user chose, that is,
-/// filled something in. A default never chooses a method by itself.
-fn apply_defaults(schema: &CredentialFormSchema, fields: &mut CredentialFields) {
-    let chosen: BTreeSet<&str> = schema
-        .fields
-        .iter()
-        .filter(|f| is_filled(fields, &f.name))
-        .filter_map(|f| f.group.as_deref())
-        .collect();
-    for field in &schema.fields {
-        let Some(default) = &field.default_value else {
-            continue;
-        };
-        let applies = field.group.as_deref().is_none_or(|g| chosen.contains(g));
-        if applies && !is_filled(fields, &field.name) {
-            fields.insert(field.name.clone(), default.clone());
-        }
-    }
-}
-
 /// Runs a provider's validation on a blocking-pool thread of its own,
 /// driven by the host's runtime, and waits for it at most `timeout`.
 /// Returns `None` on timeout.
@@ -349,9 +359,11 @@ fn apply_defaults(schema: &CredentialFormSchema, fields: &mut CredentialFields) 
 /// I/O or a busy loop inside `async`) hold a runtime worker and outlive any
 /// timeout; on its own thread, the caller's timeout always fires, and the
 /// future is dropped (cancelling its requests) as soon as it yields. A
-/// provider that never yields keeps only its own thread.
+/// provider that never yields keeps only its own thread, and its `slot`
+/// (so the provider's bound on validations in flight counts it).
 async fn run_isolated(
     entry: Arc<RegisteredProvider>,
+    slot: Slot,
     fields: CredentialFields,
     secrets: Arc<Secrets>,
     timeout: Duration,
@@ -360,6 +372,7 @@ async fn run_isolated(
     let runtime = tokio::runtime::Handle::current();
     let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         runtime.block_on(
             async move {
                 let validating = WithSecrets::new(secrets, entry.run_validation(fields));
@@ -387,51 +400,6 @@ mod tests {
     use super::*;
 
     use connhost_plugin_api::testing::fields;
-    use connhost_plugin_api::FormField;
-
-    #[test]
-    fn defaults_fill_ungrouped_fields_and_the_chosen_method_only() {
-        let schema = CredentialFormSchema::new("")
-            .with_field(
-                FormField::text("region", "Region")
-                    .required()
-                    .with_default("us-east-1"),
-            )
-            .with_field(FormField::password("key", "Key").required().in_group("Key"))
-            .with_field(
-                FormField::text("role", "Role")
-                    .required()
-                    .with_default("admin")
-                    .in_group("IAM"),
-            )
-            .with_field(
-                FormField::password("secret", "Secret")
-                    .required()
-                    .in_group("IAM"),
-            );
-        let mut submitted = fields(&[("key", "k-123")]);
-        apply_defaults(&schema, &mut submitted);
-        assert_eq!(
-            submitted,
-            fields(&[("key", "k-123"), ("region", "us-east-1")])
-        );
-        assert!(
-            schema.check(&submitted).is_empty(),
-            "{:?}",
-            schema.check(&submitted)
-        );
-
-        let mut iam = fields(&[("secret", "s-123"), ("region", " ")]);
-        apply_defaults(&schema, &mut iam);
-        assert_eq!(
-            iam,
-            fields(&[
-                ("region", "us-east-1"),
-                ("role", "admin"),
-                ("secret", "s-123")
-            ])
-        );
-    }
 
     /// A provider an embedder writes, calling a URL through the host.
     struct Pinger(String);
@@ -489,6 +457,120 @@ mod tests {
             panic!("{verdict:?}");
         };
         assert_eq!(accepted.provider_username.as_deref(), Some("status 204"));
+    }
+
+    /// A provider with an either-or form and an optional field with a
+    /// default, accepting anything the form lets through.
+    struct Forms;
+
+    #[connhost_plugin_api::async_trait]
+    impl connhost_plugin_api::ConnectionProvider for Forms {
+        fn provider_id(&self) -> &str {
+            "forms"
+        }
+        fn display_name(&self) -> &str {
+            "Forms"
+        }
+        fn description(&self) -> &str {
+            "test"
+        }
+        fn icon(&self) -> &str {
+            "plug"
+        }
+        fn connection_type(&self) -> ConnectionType {
+            ConnectionType::ApiKey
+        }
+        fn form_schema(&self) -> Option<CredentialFormSchema> {
+            use connhost_plugin_api::FormField;
+            Some(
+                CredentialFormSchema::new("")
+                    .with_field(FormField::text("region", "Region").required())
+                    .with_field(FormField::url("endpoint", "Endpoint").with_default("https://x"))
+                    .with_field(FormField::password("key", "Key").required().in_group("Key"))
+                    .with_field(FormField::text("user", "User").required().in_group("Login"))
+                    .with_field(
+                        FormField::password("pass", "Pass")
+                            .required()
+                            .in_group("Login"),
+                    ),
+            )
+        }
+        async fn validate_fields(
+            &self,
+            _: &CredentialFields,
+        ) -> connhost_plugin_api::ValidationResult {
+            Ok(connhost_plugin_api::ConnectionValidation::valid())
+        }
+        async fn validate(&self, _: &str) -> connhost_plugin_api::ValidationResult {
+            unreachable!("validate_fields is overridden")
+        }
+    }
+
+    fn forms_host() -> Connhost {
+        let registry = ProviderRegistry::builder().provider(Forms).build();
+        Connhost::from_parts(registry, LoadReport::default(), Duration::from_secs(5))
+    }
+
+    #[test]
+    fn an_unfilled_optional_field_stays_out_of_the_document_whatever_its_default() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let verdict = runtime
+            .block_on(forms_host().validate("forms", fields(&[("region", "eu"), ("key", "k-1")])))
+            .unwrap();
+        let Verdict::Valid(accepted) = verdict else {
+            panic!("{verdict:?}");
+        };
+        assert_eq!(
+            accepted.document.unwrap().expose(),
+            r#"{"key":"k-1","region":"eu"}"#
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever is submitted, validation answers (never panics), and a
+        /// refusal names only the form's own fields.
+        #[test]
+        fn validation_never_panics_on_arbitrary_field_maps(
+            submitted in proptest::collection::btree_map(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("region".to_owned()),
+                    proptest::strategy::Just("key".to_owned()),
+                    proptest::strategy::Just("user".to_owned()),
+                    proptest::strategy::Just("pass".to_owned()),
+                    proptest::arbitrary::any::<String>(),
+                ],
+                proptest::arbitrary::any::<String>(),
+                0..8,
+            )
+        ) {
+            static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+            let runtime = RUNTIME.get_or_init(|| {
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+            });
+            let verdict = runtime.block_on(forms_host().validate("forms", submitted.clone())).unwrap();
+            match verdict {
+                Verdict::Valid(accepted) => {
+                    let document = accepted.document.expect("something was filled");
+                    let stored = connhost_plugin_api::parse_credential_document(Some(document.expose()));
+                    for name in stored.keys() {
+                        proptest::prop_assert!(["region", "endpoint", "key", "user", "pass"].contains(&name.as_str()));
+                    }
+                }
+                Verdict::InvalidFields(errors) => {
+                    for error in errors {
+                        if let Some(field) = error.field {
+                            proptest::prop_assert!(["region", "key", "user", "pass"].contains(&field.as_str()));
+                        }
+                    }
+                }
+                other => proptest::prop_assert!(false, "{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -93,6 +93,13 @@ pub enum Verdict {
         /// What happened.
         message: String,
     },
+    /// The provider already had as many validations in flight as it may
+    /// (see [`crate::HostConfig::max_in_flight`]); it was not called. Says
+    /// nothing about the credential; worth retrying shortly.
+    Busy {
+        /// The bound that was reached.
+        limit: usize,
+    },
 }
 
 /// The machine-readable name of a verdict's outcome.
@@ -111,6 +118,8 @@ pub enum Outcome {
     TimedOut,
     /// [`Verdict::ProviderFault`].
     ProviderFault,
+    /// [`Verdict::Busy`].
+    Busy,
 }
 
 impl Outcome {
@@ -123,6 +132,7 @@ impl Outcome {
             Outcome::Inconclusive => "inconclusive",
             Outcome::TimedOut => "timed_out",
             Outcome::ProviderFault => "provider_fault",
+            Outcome::Busy => "busy",
         }
     }
 }
@@ -137,6 +147,7 @@ impl Verdict {
             Verdict::Inconclusive { .. } => Outcome::Inconclusive,
             Verdict::TimedOut { .. } => Outcome::TimedOut,
             Verdict::ProviderFault { .. } => Outcome::ProviderFault,
+            Verdict::Busy { .. } => Outcome::Busy,
         }
     }
 
@@ -146,11 +157,11 @@ impl Verdict {
     }
 
     /// Whether asking again with the same credential may give another
-    /// answer (inconclusive or timed out).
+    /// answer (inconclusive, timed out, or busy).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Verdict::Inconclusive { .. } | Verdict::TimedOut { .. }
+            Verdict::Inconclusive { .. } | Verdict::TimedOut { .. } | Verdict::Busy { .. }
         )
     }
 
@@ -171,6 +182,9 @@ impl Verdict {
             Verdict::TimedOut { after } => Some(format!(
                 "The provider did not answer within {:.1} s.",
                 after.as_secs_f64()
+            )),
+            Verdict::Busy { limit } => Some(format!(
+                "The provider is busy: it already has {limit} validations in flight, the most it is allowed. Retry shortly."
             )),
         }
     }

@@ -12,16 +12,21 @@ use crate::schema::{CredentialFields, CredentialFormSchema};
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionType {
     /// The platform runs an OAuth flow; there is no credential form.
+    ///
+    /// On the wire `"o_auth"`: the seed platform's `ConnectionType::OAuth`
+    /// under serde's `snake_case`. `"oauth"` (what connhost wrote before) is
+    /// still read.
+    #[serde(rename = "o_auth", alias = "oauth")]
     Oauth,
     /// The user fills in the provider's credential form.
     ApiKey,
 }
 
 impl ConnectionType {
-    /// The wire name: `"oauth"` or `"api_key"`.
+    /// The wire name: `"o_auth"` or `"api_key"`.
     pub fn as_str(self) -> &'static str {
         match self {
-            ConnectionType::Oauth => "oauth",
+            ConnectionType::Oauth => "o_auth",
             ConnectionType::ApiKey => "api_key",
         }
     }
@@ -282,5 +287,36 @@ impl ProviderDescriptor {
             problems.extend(schema.lint());
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_type_speaks_the_seeds_wire_names() {
+        // The seed's `enum ConnectionType { OAuth, ApiKey }` under serde's
+        // `snake_case` is `"o_auth"` and `"api_key"`.
+        assert_eq!(
+            serde_json::to_string(&ConnectionType::Oauth).unwrap(),
+            "\"o_auth\""
+        );
+        assert_eq!(
+            serde_json::to_string(&ConnectionType::ApiKey).unwrap(),
+            "\"api_key\""
+        );
+        assert_eq!(ConnectionType::Oauth.as_str(), "o_auth");
+        for (wire, expected) in [
+            ("\"o_auth\"", ConnectionType::Oauth),
+            ("\"oauth\"", ConnectionType::Oauth),
+            ("\"api_key\"", ConnectionType::ApiKey),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<ConnectionType>(wire).unwrap(),
+                expected
+            );
+        }
+        assert!(serde_json::from_str::<ConnectionType>("\"OAuth\"").is_err());
     }
 }

@@ -201,7 +201,7 @@ fn check_settings_page(chrome: &Chrome, url: &str, screenshot: &Path) -> Result<
                 if (!card) { problems.push(id + ': no card'); continue; }
                 textOnly(card.querySelector('h2'), p.display_name || id, id + ' name');
                 if (p.description) textOnly(card.querySelector('.description'), p.description, id + ' description');
-                if (p.connection_type === 'oauth' || !p.form_schema) continue;
+                if (p.connection_type === 'o_auth' || !p.form_schema) continue;
                 const fields = p.form_schema.fields || [];
                 const wrappers = [...card.querySelectorAll('[data-field]')];
                 if (wrappers.length !== fields.length) {

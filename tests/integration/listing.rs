@@ -77,7 +77,7 @@ fn providers_json_follows_the_frontend_contract() {
         );
     }
     let github = list.iter().find(|p| p["provider_id"] == "github").unwrap();
-    assert_eq!(github["connection_type"], "oauth");
+    assert_eq!(github["connection_type"], "o_auth");
     assert_eq!(github["form_schema"], serde_json::Value::Null);
     assert_eq!(github["origin"]["kind"], "plugin");
     assert_eq!(github["origin"]["plugin"], "github");

@@ -12,5 +12,6 @@ mod http;
 mod listing;
 mod logging;
 mod readme;
+mod starved;
 mod third_party;
 mod validation;

@@ -149,32 +149,45 @@ fn either_or_groups_are_enforced_before_the_provider_runs() {
 }
 
 #[test]
-fn multi_field_credentials_get_defaults_and_are_checked_by_the_plugin() {
+fn a_default_only_seeds_the_form_so_a_required_field_left_out_is_an_error() {
     let dir = PluginDir::with(&["bedrock"]);
     let host = host_with(&dir, |_| {});
     let rt = runtime();
-    let good = rt
-        .block_on(host.validate(
-            "bedrock",
-            fields(&[
-                ("access_key_id", "AKIAIOSFODNN7EXAMPLE"),
-                (
-                    "secret_access_key",
-                    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-                ),
-            ]),
-        ))
-        .unwrap();
+    let key = [
+        ("access_key_id", "AKIAIOSFODNN7EXAMPLE"),
+        (
+            "secret_access_key",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+    ];
+    // The form pre-fills `region` with us-east-1; an API client that leaves
+    // it out is told, as the seed platform does.
+    let without_region = rt.block_on(host.validate("bedrock", fields(&key))).unwrap();
+    let Verdict::InvalidFields(errors) = &without_region else {
+        panic!("{without_region:?}")
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].field.as_deref(), Some("region"));
+    assert_eq!(errors[0].message, "Region is required.");
+
+    let mut submitted = fields(&key);
+    submitted.insert("region".into(), "eu-west-1".into());
+    let good = rt.block_on(host.validate("bedrock", submitted)).unwrap();
     let Verdict::Valid(accepted) = good else {
         panic!("{good:?}")
     };
     assert_eq!(
         accepted.provider_metadata.as_ref().unwrap()["region"],
-        "us-east-1"
+        "eu-west-1"
     );
     let document: serde_json::Value =
         serde_json::from_str(accepted.document.unwrap().expose()).unwrap();
-    assert_eq!(document["region"], "us-east-1");
+    assert_eq!(document["region"], "eu-west-1");
+    assert_eq!(
+        document.as_object().unwrap().len(),
+        3,
+        "the document holds what was submitted, nothing more: {document}"
+    );
 
     let bad = rt
         .block_on(host.validate(
@@ -185,6 +198,7 @@ fn multi_field_credentials_get_defaults_and_are_checked_by_the_plugin() {
                     "secret_access_key",
                     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
                 ),
+                ("region", "eu-west-1"),
             ]),
         ))
         .unwrap();

@@ -47,6 +47,18 @@ pub(crate) struct GlobalArgs {
     )]
     pub(crate) timeout: f64,
 
+    /// The most validations one provider may have in flight; beyond it, the
+    /// provider answers at once with a retryable "busy" verdict.
+    #[arg(
+        long,
+        global = true,
+        env = "CONNHOST_MAX_IN_FLIGHT",
+        default_value_t = connhost::DEFAULT_MAX_IN_FLIGHT,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536),
+        value_name = "N"
+    )]
+    pub(crate) max_in_flight: usize,
+
     /// A plugin setting, as PLUGIN.KEY=VALUE (repeatable). Environment
     /// variables CONNHOST_PLUGIN_<PLUGIN>_<KEY> work too.
     #[arg(long = "setting", global = true, value_name = "PLUGIN.KEY=VALUE")]

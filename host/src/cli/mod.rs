@@ -108,7 +108,10 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(match verdict.outcome() {
                 Outcome::Valid => OK,
                 Outcome::InvalidFields | Outcome::Rejected => INVALID,
-                Outcome::Inconclusive | Outcome::TimedOut | Outcome::ProviderFault => UNDECIDED,
+                Outcome::Inconclusive
+                | Outcome::TimedOut
+                | Outcome::ProviderFault
+                | Outcome::Busy => UNDECIDED,
             }))
         }
     }
@@ -159,6 +162,7 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
         builtins: true,
         validation_timeout: Duration::try_from_secs_f64(global.timeout)
             .with_context(|| format!("--timeout {} is too large", global.timeout))?,
+        max_in_flight: global.max_in_flight,
         settings,
     })
 }

@@ -318,7 +318,7 @@
     }
 
     const schema = provider.form_schema;
-    if (provider.connection_type === "oauth" || !schema || typeof schema !== "object") {
+    if (provider.connection_type === "o_auth" || !schema || typeof schema !== "object") {
       card.append(
         el("p", { class: "oauth-note" }, "Connects through OAuth — there is no form to fill in here."),
       );
