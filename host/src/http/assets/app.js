@@ -30,6 +30,7 @@
     inconclusive: "Could not check",
     timed_out: "Timed out",
     provider_fault: "Provider failed",
+    busy: "Busy",
   };
   const STARTING_RETRY_MS = 1000;
   const STARTING_RETRIES = 30;
