@@ -587,3 +587,38 @@ impl PluginSet {
         Connhost::from_parts(registry, report, self.config.validation_timeout)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_that_cannot_be_listed_is_reported_once_and_retried_with_a_growing_backoff() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A regular file where the folder should be: listing fails (ENOTDIR).
+        let not_a_folder = tmp.path().join("plugins");
+        std::fs::write(&not_a_folder, b"x").unwrap();
+        let mut config = HostConfig::with_plugins_dir(&not_a_folder);
+        config.builtins = false;
+        let mut set = PluginSet::new(&config, tmp.path().join("cache"));
+
+        let first = set.rescan();
+        assert!(first.changed, "the failure is news");
+        assert_eq!(first.retry_in, Some(FIRST_RETRY));
+        let waits: Vec<_> = (0..8).map(|_| set.rescan()).collect();
+        assert!(waits.iter().all(|o| !o.changed), "a retry is not news");
+        assert_eq!(waits[0].retry_in, Some(FIRST_RETRY * 2));
+        assert_eq!(waits[1].retry_in, Some(FIRST_RETRY * 4));
+        assert_eq!(waits[7].retry_in, Some(MAX_RETRY));
+        let report = set.snapshot().load_report().clone();
+        let failure = report.folder_failure().expect("reported");
+        assert_eq!(failure.kind, FailureKind::FolderUnreadable);
+        assert!(failure.since.is_some());
+
+        std::fs::remove_file(&not_a_folder).unwrap();
+        std::fs::create_dir(&not_a_folder).unwrap();
+        let back = set.rescan();
+        assert!(back.changed && back.retry_in.is_none());
+        assert!(set.snapshot().load_report().folder_failure().is_none());
+    }
+}

@@ -260,6 +260,14 @@ fn a_fifo_at_start_or_renamed_in_is_reported_and_never_blocks_reload_or_shutdown
     let server = Server::start(dir.path(), |c| {
         c.env("CONNHOST_LOG", "info");
     });
+    // `connhost inspect` does not block on it either.
+    let run = run_within(
+        connhost(dir.path())
+            .args(["inspect", "--json"])
+            .arg(dir.file("libx.so")),
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.json()["failure"]["kind"], "not_a_regular_file");
     let report = get(&server, "/v1/plugins");
     let failure = failure_for(&report, &dir.file("libx.so"));
     assert_eq!(failure["kind"], "not_a_regular_file", "{failure}");

@@ -511,6 +511,38 @@ pub(crate) fn check_api_version(found: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
+    #[test]
+    fn running_out_of_descriptors_is_passing_and_a_missing_file_is_not() {
+        for code in [libc::EMFILE, libc::ENFILE] {
+            assert!(is_transient(&std::io::Error::from_raw_os_error(code)));
+        }
+        for code in [libc::ENOENT, libc::EACCES, libc::ELOOP, libc::ENOTDIR] {
+            assert!(!is_transient(&std::io::Error::from_raw_os_error(code)));
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn special_entries_are_refused_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = |path: &Path| match open_regular(path) {
+            Err(OpenError::Failed(failure)) => failure.kind,
+            other => panic!("{}: {other:?}", path.display()),
+        };
+        assert_eq!(kind(dir.path()), FailureKind::NotARegularFile);
+        let looping = dir.path().join("loop.so");
+        std::os::unix::fs::symlink(&looping, &looping).unwrap();
+        assert_eq!(kind(&looping), FailureKind::BrokenLink);
+        let dangling = dir.path().join("dangling.so");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
+        assert_eq!(kind(&dangling), FailureKind::BrokenLink);
+        assert!(matches!(
+            open_regular(&dir.path().join("absent.so")),
+            Err(OpenError::Vanished)
+        ));
+    }
+
     #[test]
     fn same_minor_loads_and_other_minors_do_not() {
         assert!(check_api_version(PLUGIN_API_VERSION).is_ok());
