@@ -7,6 +7,7 @@ mod support;
 mod bad_plugins;
 mod browser;
 mod cli;
+mod crowded_folder;
 mod hot_reload;
 mod http;
 mod listing;

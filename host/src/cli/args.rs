@@ -63,6 +63,17 @@ pub(crate) struct GlobalArgs {
     /// variables CONNHOST_PLUGIN_<PLUGIN>_<KEY> work too.
     #[arg(long = "setting", global = true, value_name = "PLUGIN.KEY=VALUE")]
     pub(crate) settings: Vec<String>,
+
+    /// The largest plugin file loaded, in bytes; a larger file is refused
+    /// before anything reads it.
+    #[arg(
+        long,
+        global = true,
+        env = "CONNHOST_MAX_PLUGIN_SIZE",
+        default_value_t = connhost::loader::DEFAULT_MAX_PLUGIN_SIZE,
+        value_name = "BYTES"
+    )]
+    pub(crate) max_plugin_size: u64,
 }
 
 #[derive(Debug, Subcommand)]

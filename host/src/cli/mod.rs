@@ -38,6 +38,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     init_logging();
     let command = cli.command;
     let global = cli.global;
+    connhost::loader::set_max_plugin_size(global.max_plugin_size);
     match command {
         Command::Inspect { file, json } => {
             let inspection = connhost::loader::inspect(&file);

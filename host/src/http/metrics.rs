@@ -55,6 +55,7 @@ pub(crate) struct Metrics {
     plugins_loaded: Gauge<i64, AtomicI64>,
     plugins_failed: Gauge<i64, AtomicI64>,
     providers: Gauge<i64, AtomicI64>,
+    plugins_folder_unreadable: Gauge<i64, AtomicI64>,
 }
 
 type AtomicI64 = std::sync::atomic::AtomicI64;
@@ -111,6 +112,12 @@ impl Metrics {
         );
         let providers = Gauge::<i64, AtomicI64>::default();
         registry.register("providers", "Registered providers", providers.clone());
+        let plugins_folder_unreadable = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "plugins_folder_unreadable",
+            "1 while the plugins folder cannot be listed (the last good set keeps serving)",
+            plugins_folder_unreadable.clone(),
+        );
         // Every route's series exists from the start (at zero).
         let route_seconds = (0..=paths::ALL.len())
             .map(|index| {
@@ -130,6 +137,7 @@ impl Metrics {
             plugins_loaded,
             plugins_failed,
             providers,
+            plugins_folder_unreadable,
         }
     }
 
@@ -140,6 +148,8 @@ impl Metrics {
         self.plugins_failed
             .set(host.load_report().failed.len() as i64);
         self.providers.set(host.registry().len() as i64);
+        self.plugins_folder_unreadable
+            .set(host.load_report().folder_failure().is_some().into());
     }
 
     /// Records one validation.

@@ -2,6 +2,7 @@
 //! talk to. Libraries are never unloaded.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use abi_stable::library::{abi_header_from_raw_library, LibHeader, LibraryError, RawLibrary};
@@ -60,7 +61,8 @@ static OPENING: Mutex<()> = Mutex::new(());
 pub(crate) fn open(path: &Path) -> Result<OpenedLibrary, LoadFailure> {
     let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
 
-    check_file(path)?;
+    // The descriptor stays open until the system loader has the file.
+    let _checked = check_file(path)?;
 
     let _guard = OPENING.lock().unwrap_or_else(|e| e.into_inner());
     let raw = RawLibrary::load_at(path).map_err(|e| {
@@ -128,11 +130,196 @@ pub(crate) fn open(path: &Path) -> Result<OpenedLibrary, LoadFailure> {
     })
 }
 
-/// Checks, before the system loader sees it, that the file is a complete
-/// shared library: the dynamic loader maps segments without checking that
-/// the file holds them, and touching a missing page kills the process
-/// (SIGBUS). A file still being copied looks exactly like that.
-pub(crate) fn check_file(path: &Path) -> Result<(), LoadFailure> {
+/// The largest plugin file loaded unless configured: 256 MiB (plugins are
+/// a few MB; a debug build of the largest example is 17 MB).
+pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 256 * 1024 * 1024;
+
+static MAX_PLUGIN_SIZE: AtomicU64 = AtomicU64::new(DEFAULT_MAX_PLUGIN_SIZE);
+
+/// Sets the size limit for plugin files, for this process: a larger file
+/// is refused from its metadata alone, before anything is copied or read.
+pub fn set_max_plugin_size(bytes: u64) {
+    MAX_PLUGIN_SIZE.store(bytes, Ordering::Relaxed);
+}
+
+/// The size limit for plugin files (see [`set_max_plugin_size`]).
+pub fn max_plugin_size() -> u64 {
+    MAX_PLUGIN_SIZE.load(Ordering::Relaxed)
+}
+
+/// Why a file named like a library could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// It is gone (removed between listing and opening).
+    Vanished,
+    /// A passing shortage of the process or the system (too many open
+    /// files, no memory): it says nothing about the file. Try again later.
+    Transient(std::io::Error),
+    /// The entry cannot be loaded as it is.
+    Failed(LoadFailure),
+}
+
+/// Whether an I/O error is a passing shortage rather than a property of
+/// the file: out of descriptors (EMFILE, ENFILE), memory, or interrupted.
+pub(crate) fn is_transient(error: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    if let Some(code) = error.raw_os_error() {
+        return [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::EINTR,
+            libc::EAGAIN,
+        ]
+        .contains(&code);
+    }
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// What a file type is, in words (`a directory`, `a named pipe (FIFO)`).
+fn file_type_name(file_type: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if file_type.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+        if file_type.is_char_device() {
+            return "a character device";
+        }
+        if file_type.is_block_device() {
+            return "a block device";
+        }
+    }
+    if file_type.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
+}
+
+fn not_regular(path: &Path, file_type: std::fs::FileType) -> LoadFailure {
+    LoadFailure::new(
+        path,
+        FailureKind::NotARegularFile,
+        format!(
+            "not a regular file: it is {}, so it was not opened. Plugins are the `.{}` files cargo builds from a `cdylib` crate (or symbolic links to them).",
+            file_type_name(file_type),
+            std::env::consts::DLL_EXTENSION
+        ),
+    )
+}
+
+/// Words an error from looking at or opening `path`.
+fn open_error(path: &Path, error: std::io::Error) -> OpenError {
+    if is_transient(&error) {
+        return OpenError::Transient(error);
+    }
+    let fail = |kind, reason: String| OpenError::Failed(LoadFailure::new(path, kind, reason));
+    #[cfg(unix)]
+    if error.raw_os_error() == Some(libc::ELOOP) {
+        return fail(
+            FailureKind::BrokenLink,
+            "a symbolic link that loops (too many levels of symbolic links), so it leads to no file.".to_owned(),
+        );
+    }
+    #[cfg(unix)]
+    if error.raw_os_error() == Some(libc::ENXIO) {
+        return fail(
+            FailureKind::NotARegularFile,
+            "not a regular file: a socket or a device without a reader, so it was not opened."
+                .to_owned(),
+        );
+    }
+    match error.kind() {
+        std::io::ErrorKind::NotFound => match std::fs::symlink_metadata(path) {
+            Ok(link) if link.file_type().is_symlink() => fail(
+                FailureKind::BrokenLink,
+                match std::fs::read_link(path) {
+                    Ok(target) => format!(
+                        "a symbolic link to {}, which does not exist.",
+                        target.display()
+                    ),
+                    Err(_) => "a symbolic link whose target does not exist.".to_owned(),
+                },
+            ),
+            Ok(_) => OpenError::Vanished,
+            Err(e) if is_transient(&e) => OpenError::Transient(e),
+            Err(_) => OpenError::Vanished,
+        },
+        std::io::ErrorKind::PermissionDenied => fail(
+            FailureKind::Unreadable,
+            format!(
+                "the host may not read this file ({error}); let the user connhost runs as read it."
+            ),
+        ),
+        _ => fail(
+            FailureKind::Unreadable,
+            format!("could not read the file: {error}."),
+        ),
+    }
+}
+
+/// Opens `path` for reading without ever blocking, and checks that what
+/// was opened is a regular file. The entry's metadata is looked at first,
+/// so a directory, FIFO, socket or device is never opened at all; the
+/// open itself is non-blocking (`O_NONBLOCK`) and its result is checked
+/// again with `fstat`, so an entry swapped for a FIFO in between cannot
+/// block the caller either. Read only from the returned descriptor.
+pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File, OpenError> {
+    let metadata = std::fs::metadata(path).map_err(|e| open_error(path, e))?;
+    if !metadata.is_file() {
+        return Err(OpenError::Failed(not_regular(path, metadata.file_type())));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC);
+    }
+    let file = options.open(path).map_err(|e| open_error(path, e))?;
+    let opened = file.metadata().map_err(|e| open_error(path, e))?;
+    if !opened.is_file() {
+        return Err(OpenError::Failed(not_regular(path, opened.file_type())));
+    }
+    Ok(file)
+}
+
+/// Opens `path` (see [`open_regular`]) and checks it (see [`check_opened`]).
+/// A transient failure is reported as a failure of the file, worded as
+/// passing: for callers that do not retry.
+pub(crate) fn check_file(path: &Path) -> Result<std::fs::File, LoadFailure> {
+    let file = open_regular(path).map_err(|e| match e {
+        OpenError::Failed(failure) => failure,
+        OpenError::Vanished => LoadFailure::new(
+            path,
+            FailureKind::Unreadable,
+            "the file was removed while it was being loaded.",
+        ),
+        OpenError::Transient(e) => LoadFailure::new(
+            path,
+            FailureKind::Unreadable,
+            format!("could not open the file for now ({e}); load it again later."),
+        ),
+    })?;
+    check_opened(path, &file)?;
+    Ok(file)
+}
+
+/// Checks, before the system loader sees it (and before anything copies
+/// it), that the opened file is a complete shared library within the size
+/// limit: the dynamic loader maps segments without checking that the file
+/// holds them, and touching a missing page kills the process (SIGBUS). A
+/// file still being copied looks exactly like that. Only the size and the
+/// headers are read, never the whole file.
+pub(crate) fn check_opened(path: &Path, file: &std::fs::File) -> Result<(), LoadFailure> {
     let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
     let still_copying = "if it is still being copied, load it again once the copy is complete";
     let unreadable = |e: std::io::Error| {
@@ -141,16 +328,22 @@ pub(crate) fn check_file(path: &Path) -> Result<(), LoadFailure> {
             format!("could not read the file: {e}."),
         )
     };
-    let file = std::fs::File::open(path).map_err(unreadable)?;
     let len = file.metadata().map_err(unreadable)?.len();
+    let limit = max_plugin_size();
+    if len > limit {
+        return Err(fail(
+            FailureKind::TooLarge,
+            format!(
+                "the file is {len} bytes, more than the {limit}-byte limit for a plugin, so it was not read. Raise --max-plugin-size (CONNHOST_MAX_PLUGIN_SIZE) if it really is a plugin."
+            ),
+        ));
+    }
     if len == 0 {
         return Err(fail(
             FailureKind::NotASharedLibrary,
             format!("the file is empty (0 bytes), so it is not a shared library; {still_copying}."),
         ));
     }
-    // Only the headers are read (lazily, through a cache), never the whole
-    // library: this check runs before every load.
     let data = object::ReadCache::new(file);
     let head = object::ReadRef::read_bytes_at(&data, 0, len.min(8)).unwrap_or(&[]);
     if !looks_like_shared_library(head) {
@@ -202,7 +395,7 @@ enum Problem {
 
 /// ELF: a shared object whose loadable segments and section header table
 /// all lie inside the file.
-fn check_elf<Elf>(data: &object::ReadCache<std::fs::File>, len: u64) -> Result<(), Problem>
+fn check_elf<Elf>(data: &object::ReadCache<&std::fs::File>, len: u64) -> Result<(), Problem>
 where
     Elf: object::read::elf::FileHeader<Endian = object::Endianness>,
 {
@@ -238,7 +431,7 @@ where
 }
 
 /// Mach-O and PE: the generic parser, then the same segment check.
-fn check_other(data: &object::ReadCache<std::fs::File>, len: u64) -> Result<(), Problem> {
+fn check_other(data: &object::ReadCache<&std::fs::File>, len: u64) -> Result<(), Problem> {
     use object::{Object as _, ObjectKind, ObjectSegment as _};
     let file = object::File::parse(data).map_err(|e| Problem::Damaged(e.to_string()))?;
     if file.kind() != ObjectKind::Dynamic {
@@ -317,6 +510,38 @@ pub(crate) fn check_api_version(found: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn running_out_of_descriptors_is_passing_and_a_missing_file_is_not() {
+        for code in [libc::EMFILE, libc::ENFILE] {
+            assert!(is_transient(&std::io::Error::from_raw_os_error(code)));
+        }
+        for code in [libc::ENOENT, libc::EACCES, libc::ELOOP, libc::ENOTDIR] {
+            assert!(!is_transient(&std::io::Error::from_raw_os_error(code)));
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn special_entries_are_refused_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = |path: &Path| match open_regular(path) {
+            Err(OpenError::Failed(failure)) => failure.kind,
+            other => panic!("{}: {other:?}", path.display()),
+        };
+        assert_eq!(kind(dir.path()), FailureKind::NotARegularFile);
+        let looping = dir.path().join("loop.so");
+        std::os::unix::fs::symlink(&looping, &looping).unwrap();
+        assert_eq!(kind(&looping), FailureKind::BrokenLink);
+        let dangling = dir.path().join("dangling.so");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
+        assert_eq!(kind(&dangling), FailureKind::BrokenLink);
+        assert!(matches!(
+            open_regular(&dir.path().join("absent.so")),
+            Err(OpenError::Vanished)
+        ));
+    }
 
     #[test]
     fn same_minor_loads_and_other_minors_do_not() {

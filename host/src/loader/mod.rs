@@ -19,8 +19,10 @@ use connhost_plugin_api::abi::PluginModuleRef;
 use connhost_plugin_api::ProviderDescriptor;
 use serde::Serialize;
 
+pub(crate) use failure::rfc3339;
 pub use failure::{FailureKind, LoadFailure};
-pub(crate) use library::check_file;
+pub(crate) use library::{check_opened, is_transient, open_regular, OpenError};
+pub use library::{max_plugin_size, set_max_plugin_size, DEFAULT_MAX_PLUGIN_SIZE};
 
 use crate::capabilities;
 use crate::plugin_provider::PluginProvider;
@@ -90,6 +92,13 @@ impl LoadReport {
     /// The bytes of all retired libraries.
     pub fn retired_bytes(&self) -> u64 {
         self.retired.iter().map(|r| r.bytes).sum()
+    }
+
+    /// The plugins folder's own failure (it could not be listed), if any.
+    pub fn folder_failure(&self) -> Option<&LoadFailure> {
+        self.failed
+            .iter()
+            .find(|f| f.kind == FailureKind::FolderUnreadable)
     }
 }
 
@@ -319,13 +328,16 @@ pub fn is_library_path(path: &Path) -> bool {
         .is_some_and(|ext| ext == std::env::consts::DLL_EXTENSION)
 }
 
-/// The library files in `dir`, sorted by name (which decides who wins an id
-/// conflict between two plugins: the first file).
+/// The entries of `dir` named like libraries, sorted by name (which decides
+/// who wins an id conflict between two plugins: the first file). Entries of
+/// every type are listed, so that a directory, a FIFO or a broken link
+/// named like a library is reported rather than silently skipped; nothing
+/// is opened here. An error while listing fails the whole listing.
 pub fn library_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if is_library_path(&path) && path.is_file() {
+        if is_library_path(&path) {
             files.push(path);
         }
     }
@@ -344,11 +356,10 @@ pub fn load_directory(
     let files = match library_files(dir) {
         Ok(files) => files,
         Err(e) => {
-            report.failed.push(LoadFailure::new(
-                dir,
-                FailureKind::Unreadable,
-                missing_dir_reason(&e),
-            ));
+            let mut failure =
+                LoadFailure::new(dir, FailureKind::FolderUnreadable, missing_dir_reason(&e));
+            failure.since = Some(rfc3339(std::time::SystemTime::now()));
+            report.failed.push(failure);
             return report;
         }
     };
@@ -370,8 +381,23 @@ pub(crate) fn missing_dir_reason(error: &std::io::Error) -> String {
     }
 }
 
-/// Copies `path` into a fresh private folder under the temp dir.
-fn private_copy(path: &Path) -> std::io::Result<PathBuf> {
+/// Copies `path` into a fresh private folder under the temp dir, reading
+/// only from a descriptor checked to be a complete library (so a FIFO or
+/// a huge file is refused, never read).
+fn private_copy(path: &Path) -> Result<PathBuf, LoadFailure> {
+    let mut file = library::check_file(path)?;
+    let unreadable = |e: std::io::Error| {
+        LoadFailure::new(
+            path,
+            FailureKind::Unreadable,
+            format!("could not copy the file: {e}."),
+        )
+    };
+    copy_to_private_dir(path, &mut file).map_err(unreadable)
+}
+
+fn copy_to_private_dir(path: &Path, file: &mut std::fs::File) -> std::io::Result<PathBuf> {
+    use std::io::Seek as _;
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -381,7 +407,8 @@ fn private_copy(path: &Path) -> std::io::Result<PathBuf> {
     ));
     std::fs::create_dir_all(&dir)?;
     let copy = dir.join(path.file_name().unwrap_or_else(|| "plugin".as_ref()));
-    std::fs::copy(path, &copy)?;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    std::io::copy(file, &mut std::fs::File::create(&copy)?)?;
     Ok(copy)
 }
 
@@ -429,12 +456,8 @@ pub fn inspect(path: &Path) -> Inspection {
     };
     let copy = match private_copy(path) {
         Ok(copy) => copy,
-        Err(e) => {
-            inspection.failure = Some(LoadFailure::new(
-                path,
-                FailureKind::Unreadable,
-                format!("could not read the file: {e}."),
-            ));
+        Err(failure) => {
+            inspection.failure = Some(failure);
             return inspection;
         }
     };

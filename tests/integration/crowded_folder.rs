@@ -1,0 +1,611 @@
+// A crowded, hostile or failing plugins folder: listing errors, FIFOs and other special entries, files touched or copied again, huge files, an idle server, and a starved blocking pool.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use connhost::FailureKind;
+use reqwest::blocking::Client;
+use serde_json::Value;
+
+use crate::support::server::Server;
+use crate::support::*;
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn get(server: &Server, path: &str) -> Value {
+    client()
+        .get(server.at(path))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// `POST /v1/plugins/rescan`, answered within `limit`.
+fn rescan_within(server: &Server, limit: Duration) -> Value {
+    Client::builder()
+        .timeout(limit)
+        .build()
+        .unwrap()
+        .post(server.at("/v1/plugins/rescan"))
+        .send()
+        .unwrap_or_else(|e| panic!("the rescan did not answer within {limit:?}: {e}"))
+        .json()
+        .unwrap()
+}
+
+fn rescan(server: &Server) -> Value {
+    rescan_within(server, Duration::from_secs(30))
+}
+
+/// The ids of the providers served.
+fn provider_ids(server: &Server) -> Vec<String> {
+    get(server, "/v1/providers")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["provider_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The failures a report lists for `path`.
+fn failures_for<'a>(report: &'a Value, path: &Path) -> Vec<&'a Value> {
+    let path = path.display().to_string();
+    report["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["path"] == path.as_str())
+        .collect()
+}
+
+/// The one failure a report lists for `path`.
+fn failure_for<'a>(report: &'a Value, path: &Path) -> &'a Value {
+    let found = failures_for(report, path);
+    assert_eq!(
+        found.len(),
+        1,
+        "one failure for {}: {report:#}",
+        path.display()
+    );
+    found[0]
+}
+
+/// The plugins folder's own failure, if the report has one.
+fn folder_failure(report: &Value) -> Option<&Value> {
+    report["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "folder_unreadable")
+}
+
+/// `mkfifo PATH`.
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Whether this process runs as root (which reads any file whatever its
+/// permission bits).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .is_some_and(|effective| effective == "0")
+}
+
+/// A process's CPU time so far (user + system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: state is the
+    // 3rd field, utime the 14th and stime the 15th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The bytes a process has read so far (`rchar` in /proc/<pid>/io).
+fn bytes_read(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Sends SIGTERM and asserts the server exits within `limit`.
+fn terminates_within(server: Server, limit: Duration) {
+    let pid = server.pid();
+    let started = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Until it exits, /proc/<pid>/stat shows a state other than Z (zombie).
+    let exited = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+    };
+    while !exited() {
+        assert!(
+            started.elapsed() < limit,
+            "the server did not exit within {limit:?} of SIGTERM:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.wait(), Some(0));
+}
+
+/// Runs a command, killing it if it has not finished within `limit`.
+fn run_within(command: &mut Command, limit: Duration) -> Run {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap().into()
+}
+
+#[test]
+fn a_folder_that_cannot_be_listed_keeps_the_set_is_reported_and_is_retried_until_it_can() {
+    let dir = PluginDir::with(&["mai", "daytona"]);
+    // No watcher: only the retry can notice that the folder is back.
+    let server = Server::start(dir.path(), |c| {
+        c.arg("--no-watch").env("CONNHOST_LOG", "info");
+    });
+    let served = provider_ids(&server);
+    assert!(served.contains(&"mai".to_owned()) && served.contains(&"daytona".to_owned()));
+
+    // Listing now fails with ENOTDIR (as root, permission bits would not).
+    let away = dir.path().with_extension("away");
+    std::fs::rename(dir.path(), &away).unwrap();
+    std::fs::write(dir.path(), b"not a folder").unwrap();
+    let report = rescan(&server);
+    let restore = || {
+        std::fs::remove_file(dir.path()).unwrap();
+        std::fs::rename(&away, dir.path()).unwrap();
+    };
+    let failure = folder_failure(&report).cloned();
+    let loaded = report["loaded"].as_array().unwrap().len();
+    let after = provider_ids(&server);
+    let metrics = client()
+        .get(server.at("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    // Further retries happen meanwhile; they must not log again.
+    std::thread::sleep(Duration::from_millis(800));
+    restore();
+
+    let failure = failure.unwrap_or_else(|| panic!("no folder failure: {report:#}"));
+    assert_eq!(failure["path"], dir.path().display().to_string());
+    let reason = failure["reason"].as_str().unwrap();
+    assert!(reason.contains("Not a directory"), "{reason}");
+    assert!(reason.contains("keep serving"), "{reason}");
+    assert!(
+        failure["since"].as_str().is_some_and(|s| s.ends_with('Z')),
+        "{failure}"
+    );
+    assert_eq!(loaded, 2, "the last good set stays: {report:#}");
+    assert_eq!(after, served, "every provider is still served");
+    assert!(
+        metrics.contains("connhost_plugins_folder_unreadable 1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        server
+            .log()
+            .matches("the plugins folder could not be listed")
+            .count(),
+        1,
+        "one warning per failure, not per retry:\n{}",
+        server.log()
+    );
+
+    // Nothing but the retry (no watcher, no request that rescans) brings
+    // the report back to clean.
+    wait_until("the retry finds the folder again", || {
+        folder_failure(&get(&server, "/v1/plugins")).is_none()
+    });
+    let report = get(&server, "/v1/plugins");
+    assert!(
+        report["failed"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    assert_eq!(report["loaded"].as_array().unwrap().len(), 2);
+    assert!(report["retired"].as_array().unwrap().is_empty());
+    assert_eq!(provider_ids(&server), served);
+    let metrics = client()
+        .get(server.at("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("connhost_plugins_folder_unreadable 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_fifo_at_start_or_renamed_in_is_reported_and_never_blocks_reload_or_shutdown() {
+    let dir = PluginDir::with(&["mai"]);
+    mkfifo(&dir.file("libx.so"));
+    let server = Server::start(dir.path(), |c| {
+        c.env("CONNHOST_LOG", "info");
+    });
+    // `connhost inspect` does not block on it either.
+    let run = run_within(
+        connhost(dir.path())
+            .args(["inspect", "--json"])
+            .arg(dir.file("libx.so")),
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.json()["failure"]["kind"], "not_a_regular_file");
+    let report = get(&server, "/v1/plugins");
+    let failure = failure_for(&report, &dir.file("libx.so"));
+    assert_eq!(failure["kind"], "not_a_regular_file", "{failure}");
+    assert!(
+        failure["reason"]
+            .as_str()
+            .unwrap()
+            .contains("named pipe (FIFO)"),
+        "{failure}"
+    );
+
+    // A FIFO made elsewhere and renamed in while the server runs.
+    let outside = tempfile::tempdir_in(dir.path().parent().unwrap()).unwrap();
+    mkfifo(&outside.path().join("liby.so"));
+    std::fs::rename(outside.path().join("liby.so"), dir.file("liby.so")).unwrap();
+    let report = rescan_within(&server, Duration::from_secs(10));
+    let failure = failure_for(&report, &dir.file("liby.so"));
+    assert_eq!(failure["kind"], "not_a_regular_file", "{failure}");
+
+    // Reload still works: a plugin dropped in afterwards loads.
+    let temporary = dir.file(".daytona.tmp");
+    std::fs::copy(built_library("daytona"), &temporary).unwrap();
+    std::fs::rename(&temporary, dir.file(&library_file_name("daytona"))).unwrap();
+    wait_until("daytona is served", || {
+        provider_ids(&server).contains(&"daytona".to_owned())
+    });
+    let report = rescan_within(&server, Duration::from_secs(10));
+    assert_eq!(report["loaded"].as_array().unwrap().len(), 2, "{report:#}");
+    terminates_within(server, Duration::from_secs(5));
+}
+
+#[test]
+fn an_idle_server_with_a_quiet_folder_does_no_work() {
+    let dir = PluginDir::with(&["mai", "daytona"]);
+    let server = Server::start(dir.path(), |c| {
+        c.env("CONNHOST_LOG", "warn,connhost::reload=debug");
+    });
+    let rescans = || {
+        server
+            .log()
+            .matches("rescanning the plugins folder")
+            .count()
+    };
+    // Let the first load's own after-effects pass (the access time of a
+    // file read for the first time changes once).
+    std::thread::sleep(Duration::from_millis(500));
+    let (ticks_before, rescans_before) = (cpu_ticks(server.pid()), rescans());
+    let window = Duration::from_secs(3);
+    std::thread::sleep(window);
+    let ticks = cpu_ticks(server.pid()) - ticks_before;
+    let rescanned = rescans() - rescans_before;
+    eprintln!(
+        "idle for {window:?}: {ticks} CPU ticks ({:.2}% of one core), {rescanned} rescans ({:.1}/s)",
+        ticks as f64 / window.as_secs_f64(),
+        rescanned as f64 / window.as_secs_f64()
+    );
+    assert_eq!(rescanned, 0, "an idle server rescans:\n{}", server.log());
+    assert!(
+        ticks < 10,
+        "an idle server used {ticks} CPU ticks in {window:?}"
+    );
+
+    // A rescan's own reads of the folder never wake it either.
+    rescan(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    let after_own = rescans();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        rescans(),
+        after_own,
+        "the rescan woke the watcher:\n{}",
+        server.log()
+    );
+    // A real change still does.
+    std::fs::copy(
+        built_library("github"),
+        dir.file(&library_file_name("github")),
+    )
+    .unwrap();
+    wait_until("github is served", || {
+        provider_ids(&server).contains(&"github".to_owned())
+    });
+}
+
+/// Lays out every kind of entry that is named like a library but is not a
+/// loadable file, plus a symbolic link to a good library and one good
+/// file. Returns the entries with the kind and a piece of the reason each
+/// must be reported with.
+fn special_entries(dir: &PluginDir) -> Vec<(PathBuf, &'static str, &'static str)> {
+    let mut expected = Vec::new();
+    let folder = dir.file("folder.so");
+    std::fs::create_dir(&folder).unwrap();
+    expected.push((folder, "not_a_regular_file", "a directory"));
+    let dangling = dir.file("dangling.so");
+    std::os::unix::fs::symlink(dir.file("nowhere.so.gone"), &dangling).unwrap();
+    expected.push((dangling, "broken_link", "does not exist"));
+    let looping = dir.file("looping.so");
+    std::os::unix::fs::symlink(&looping, &looping).unwrap();
+    expected.push((looping, "broken_link", "loops"));
+    let fifo = dir.file("fifo.so");
+    mkfifo(&fifo);
+    expected.push((fifo, "not_a_regular_file", "named pipe (FIFO)"));
+    // Root reads any file whatever its permission bits, so the case of an
+    // unreadable file only exists for other users.
+    if !running_as_root() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let unreadable = dir.add_file(
+            "unreadable.so",
+            &std::fs::read(built_library("github")).unwrap(),
+        );
+        std::fs::set_permissions(&unreadable, std::fs::Permissions::from_mode(0o000)).unwrap();
+        expected.push((unreadable, "unreadable", "may not read"));
+    }
+    std::os::unix::fs::symlink(
+        built_library("daytona"),
+        dir.file(&library_file_name("daytona")),
+    )
+    .unwrap();
+    dir.add_library("mai");
+    expected
+}
+
+fn assert_special_entries_reported(report: &Value, expected: &[(PathBuf, &str, &str)]) {
+    for (path, kind, reason) in expected {
+        let failure = failure_for(report, path);
+        assert_eq!(failure["kind"], *kind, "{}: {failure}", path.display());
+        assert!(
+            failure["reason"].as_str().unwrap().contains(reason),
+            "{}: {failure}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn special_entries_named_like_libraries_are_each_reported_and_a_symlink_to_a_library_loads() {
+    // At start, through the library (what `connhost plugins` uses).
+    let dir = PluginDir::empty();
+    let expected = special_entries(&dir);
+    let host = host_with(&dir, |_| {});
+    let report = serde_json::to_value(host.load_report()).unwrap();
+    assert_special_entries_reported(&report, &expected);
+    assert!(host.registry().has("daytona"), "through the symbolic link");
+    assert!(host.registry().has("mai"));
+    assert_eq!(
+        host.load_report().failed.len(),
+        expected.len(),
+        "{report:#}"
+    );
+    assert!(host
+        .load_report()
+        .failed
+        .iter()
+        .any(|f| f.kind == FailureKind::NotARegularFile));
+
+    // The CLI, which must not block on the FIFO either.
+    let run = run_within(
+        connhost(dir.path()).args(["plugins", "--json"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_special_entries_reported(&run.json(), &expected);
+
+    // In hot reload, the same entries appearing while the server runs.
+    let dir = PluginDir::empty();
+    let server = Server::start(dir.path(), |_| {});
+    let expected = special_entries(&dir);
+    wait_until("mai and daytona are served", || {
+        let ids = provider_ids(&server);
+        ids.contains(&"mai".to_owned()) && ids.contains(&"daytona".to_owned())
+    });
+    let report = rescan(&server);
+    assert_special_entries_reported(&report, &expected);
+    assert_eq!(report["loaded"].as_array().unwrap().len(), 2, "{report:#}");
+}
+
+#[test]
+fn touching_or_copying_the_same_bytes_again_changes_nothing() {
+    let dir = PluginDir::with(&["mai", "daytona"]);
+    let cache = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), |c| {
+        c.env("CONNHOST_LOG", "info")
+            .arg("--cache-dir")
+            .arg(cache.path());
+    });
+    let report = get(&server, "/v1/plugins");
+    let providers = get(&server, "/v1/providers");
+    let copies = || std::fs::read_dir(cache.path()).unwrap().count();
+    assert_eq!(copies(), 2);
+    let mai = dir.file(&library_file_name("mai"));
+
+    // touch: new times, same bytes.
+    let file = std::fs::File::options().write(true).open(&mai).unwrap();
+    file.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(file);
+    assert_eq!(rescan(&server), report);
+    // The same bytes written in place.
+    std::fs::copy(built_library("mai"), &mai).unwrap();
+    assert_eq!(rescan(&server), report);
+    // The same bytes as a new file renamed over it.
+    let temporary = dir.file(".mai.tmp");
+    std::fs::copy(built_library("mai"), &temporary).unwrap();
+    std::fs::rename(&temporary, &mai).unwrap();
+    assert_eq!(rescan(&server), report);
+    // Removed and recreated (as `install` does), with a rescan in between:
+    // the same library is in use again, so nothing is retired.
+    std::fs::remove_file(&mai).unwrap();
+    let without = rescan(&server);
+    assert!(
+        without["loaded"].as_array().unwrap().len() == 1,
+        "{without:#}"
+    );
+    std::fs::copy(built_library("mai"), &mai).unwrap();
+    let back = rescan(&server);
+    assert!(back["retired"].as_array().unwrap().is_empty(), "{back:#}");
+    assert_eq!(back["loaded"].as_array().unwrap().len(), 2, "{back:#}");
+
+    assert_eq!(get(&server, "/v1/providers"), providers);
+    assert_eq!(copies(), 2, "no new copy in the cache");
+    assert_eq!(
+        server.log().matches("plugin replaced").count(),
+        0,
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_huge_file_is_refused_from_its_size_and_never_read_or_copied() {
+    let dir = PluginDir::with(&["mai"]);
+    let cache = tempfile::tempdir().unwrap();
+    let limit = 100 * 1024 * 1024;
+    let server = Server::start(dir.path(), |c| {
+        c.env("CONNHOST_LOG", "info")
+            .env("CONNHOST_MAX_PLUGIN_SIZE", limit.to_string())
+            .arg("--cache-dir")
+            .arg(cache.path());
+    });
+    let pid = server.pid();
+    let read_before = bytes_read(pid);
+    // 200 MB, sparse: costs no disk, but reading it would read 200 MB.
+    let big = dir.file("big.so");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(200 * 1000 * 1000)
+        .unwrap();
+    let report = rescan(&server);
+    let failure = failure_for(&report, &big);
+    assert_eq!(failure["kind"], "too_large", "{failure}");
+    let reason = failure["reason"].as_str().unwrap();
+    assert!(reason.contains(&limit.to_string()), "{reason}");
+    assert!(reason.contains("--max-plugin-size"), "{reason}");
+    let read_refusing = bytes_read(pid) - read_before;
+    // Later rescans do not look at it again.
+    for _ in 0..3 {
+        assert_eq!(rescan(&server), report);
+    }
+    let read_later = bytes_read(pid) - read_before - read_refusing;
+    eprintln!(
+        "bytes read: {read_refusing} while refusing big.so, {read_later} over 3 more rescans"
+    );
+    assert!(read_refusing < 1_000_000, "{read_refusing} bytes read");
+    assert!(read_later < 1_000_000, "{read_later} bytes read");
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(cached.len(), 1, "only mai's copy: {cached:?}");
+    assert_eq!(
+        server.log().matches("big.so").count(),
+        1,
+        "reported once:\n{}",
+        server.log()
+    );
+
+    // The command line takes the same limit, as a flag.
+    let run = run_within(
+        connhost(dir.path()).args(["--max-plugin-size", "1000", "plugins", "--json"]),
+        Duration::from_secs(30),
+    );
+    let report = run.json();
+    assert_eq!(failure_for(&report, &big)["kind"], "too_large");
+    assert_eq!(
+        failure_for(&report, &dir.file(&library_file_name("mai")))["kind"],
+        "too_large"
+    );
+}
+
+#[test]
+fn hot_reload_and_rescans_work_while_blocked_providers_hold_every_blocking_thread() {
+    let dir = PluginDir::with(&["fixture-hang", "mai"]);
+    let server = Server::start(dir.path(), |c| {
+        c.args(["--timeout", "1"]);
+    });
+    let address = server.url().trim_start_matches("http://").to_owned();
+    // More validations than tokio's blocking pool has threads (512), each
+    // blocking its thread for 25 s; each times out for its client after 1 s.
+    let body = r#"{"fields": {"api_key": "25000"}}"#;
+    let request = format!(
+        "POST /v1/providers/blocks-thread/validate HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let clients: Vec<TcpStream> = (0..530)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&address).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    // Wait until the first ones answered `timed_out`: their threads are
+    // still blocked.
+    let mut answer = [0u8; 512];
+    let mut first = &clients[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let n = first.read(&mut answer).unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).contains("timed_out"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    let started = Instant::now();
+    let report = rescan_within(&server, Duration::from_secs(10));
+    assert!(report["loaded"].is_array());
+    dir.add_library("daytona");
+    let report = rescan_within(&server, Duration::from_secs(10));
+    assert!(
+        report["loaded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["plugin"] == "daytona"),
+        "{report:#}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the rescans waited for the blocked threads"
+    );
+    drop(clients);
+}
