@@ -559,8 +559,10 @@ fn a_huge_file_is_refused_from_its_size_and_never_read_or_copied() {
 #[test]
 fn hot_reload_and_rescans_work_while_blocked_providers_hold_every_blocking_thread() {
     let dir = PluginDir::with(&["fixture-hang", "mai"]);
+    // No per-provider bound to speak of (that defence is tested in
+    // starved.rs): here the blocking pool really is exhausted.
     let server = Server::start(dir.path(), |c| {
-        c.args(["--timeout", "1"]);
+        c.args(["--timeout", "1", "--max-in-flight", "65536"]);
     });
     let address = server.url().trim_start_matches("http://").to_owned();
     // More validations than tokio's blocking pool has threads (512), each
