@@ -16,6 +16,22 @@ pub fn runs(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether `python3` imports `module`.
+pub fn python_has(module: &str) -> bool {
+    Command::new(python())
+        .args(["-c", &format!("import {module}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The Python interpreter: `$PYTHON`, or `python3`.
+pub fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
 /// Returns whether the test can go on: `true` when `available`; otherwise
 /// fails under `CI=true` and, elsewhere, prints why the test is skipped.
 pub fn require(available: bool, what: &str, install: &str) -> bool {

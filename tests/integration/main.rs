@@ -13,6 +13,7 @@ mod http;
 mod listing;
 mod logging;
 mod metrics_interop;
+mod openapi_conformance;
 mod readme;
 mod third_party;
 mod validation;
