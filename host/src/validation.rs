@@ -216,11 +216,13 @@ pub enum VerdictBody {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ValidBody {
     /// Always `true`.
+    #[schema(schema_with = crate::schema_doc::valid_true)]
     pub valid: bool,
     /// The account the credential belongs to, when the provider says.
+    #[schema(required = true)]
     pub provider_username: Option<String>,
     /// Whatever else the provider reported.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, required = true)]
     pub provider_metadata: Option<serde_json::Value>,
     /// The credential as it should be stored (a lone `api_key` raw,
     /// anything else as JSON with sorted keys). Present only when requested:
@@ -233,6 +235,7 @@ pub struct ValidBody {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NotValidBody {
     /// Always `false`.
+    #[schema(schema_with = crate::schema_doc::valid_false)]
     pub valid: bool,
     /// What happened.
     pub outcome: Outcome,

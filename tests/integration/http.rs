@@ -496,10 +496,14 @@ fn a_token_guards_the_api_and_nothing_else() {
         .send()
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
+    // /metrics needs the token too, unless opened (see metrics_interop).
+    assert_eq!(
+        client().get(server.at("/metrics")).send().unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
     for open in [
         "/healthz",
         "/readyz",
-        "/metrics",
         "/openapi.json",
         "/",
         "/assets/app.js",
@@ -675,7 +679,11 @@ fn nothing_under_v1_answers_an_anonymous_caller_when_a_token_is_set() {
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     // Refusals are counted under the route template, never the raw path.
-    let metrics = client().get(server.at("/metrics")).send().unwrap();
+    let metrics = client()
+        .get(server.at("/metrics"))
+        .bearer_auth("correct-horse-battery")
+        .send()
+        .unwrap();
     let text = metrics.text().unwrap();
     for needle in [
         "connhost_http_requests_total{route=\"/v1/providers\",method=\"GET\",status=\"401\"} 1",

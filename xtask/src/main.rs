@@ -7,9 +7,10 @@
 //!   (by default `serve`: the API and settings page on 127.0.0.1:8080).
 //! - `cargo xtask plugins`: only builds and stages the example plugins.
 //! - `cargo xtask test`: the whole test suite. Makes sure Chromium (for the
-//!   settings page's browser test) and curl (for the README's examples) are
-//!   installed, installing Debian's packages when it can, then runs
-//!   `cargo test --workspace`.
+//!   settings page's browser test), curl (for the README's examples),
+//!   Prometheus and promtool (for `/metrics`) and Python's openapi-core (for
+//!   the OpenAPI document) are installed, installing Debian's packages and
+//!   the pinned openapi-core when it can, then runs `cargo test --workspace`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -122,8 +123,12 @@ fn run(args: &[String]) -> Result<(), String> {
 /// Where the browser test looks for Chromium (it honours `CHROME` too).
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// The openapi-core version `tests/openapi/validate.py` is pinned to.
+const OPENAPI_CORE: &str = "0.23.1";
+
 fn test(args: &[String]) -> Result<(), String> {
     ensure_test_tools()?;
+    ensure_openapi_core()?;
     let args: Vec<&String> = args.iter().filter(|a| *a != "--").collect();
     let status = cargo()
         .args(["test", "--workspace"])
@@ -144,8 +149,9 @@ fn on_path(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The tests drive Chromium (the settings page) and curl (the README's
-/// examples). Installs Debian's packages for whichever is missing when this
+/// The tests drive Chromium (the settings page), curl (the README's
+/// examples), Prometheus and promtool (`/metrics`) and Python (the OpenAPI
+/// check). Installs Debian's packages for whichever is missing when this
 /// is a Debian-like system and we are root; otherwise says what to do.
 fn ensure_test_tools() -> Result<(), String> {
     let mut missing = Vec::new();
@@ -162,6 +168,13 @@ fn ensure_test_tools() -> Result<(), String> {
     }
     if !on_path("curl") {
         missing.push("curl");
+    }
+    // Debian's `prometheus` ships both the server and promtool.
+    if !on_path("prometheus") || !on_path("promtool") {
+        missing.push("prometheus");
+    }
+    if !on_path("python3") {
+        missing.extend(["python3", "python3-pip"]);
     }
     if missing.is_empty() {
         return Ok(());
@@ -201,4 +214,34 @@ fn ensure_test_tools() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The OpenAPI conformance test validates real answers with Python's
+/// openapi-core: installs the pinned version with pip unless it is there.
+fn ensure_openapi_core() -> Result<(), String> {
+    let check =
+        format!("import sys, openapi_core; sys.exit(openapi_core.__version__ != '{OPENAPI_CORE}')");
+    let installed = Command::new("python3")
+        .args(["-c", &check])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: installing openapi-core=={OPENAPI_CORE} for the tests (pip)");
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet"])
+        .arg(format!("openapi-core=={OPENAPI_CORE}"))
+        // A Debian system Python refuses pip installs otherwise (PEP 668);
+        // older pips ignore it.
+        .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
+        .status()
+        .map_err(|e| format!("could not run python3 -m pip: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "pip install openapi-core=={OPENAPI_CORE} failed: install it yourself (python3 -m pip install openapi-core=={OPENAPI_CORE})"
+        ))
+    }
 }

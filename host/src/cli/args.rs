@@ -156,6 +156,11 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) cors_origins: Vec<String>,
 
+    /// With a token, let anyone read /metrics (by default it needs the
+    /// token, like the API).
+    #[arg(long, env = "CONNHOST_METRICS_OPEN")]
+    pub(crate) metrics_open: bool,
+
     /// The largest request body accepted, in bytes.
     #[arg(long, default_value_t = connhost::http::DEFAULT_BODY_LIMIT, value_name = "BYTES")]
     pub(crate) body_limit: usize,

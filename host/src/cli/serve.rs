@@ -44,6 +44,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         token,
         cors_origins,
         body_limit: args.body_limit,
+        metrics_open: args.metrics_open,
     };
 
     let cache_dir = match args.cache_dir.clone() {

@@ -1,4 +1,5 @@
-//! Bearer-token access control for the `/v1` routes.
+//! Bearer-token access control for the `/v1` routes, the page's `/ui/`
+//! data and (unless the operator opens it) `/metrics`.
 
 use std::fmt;
 
@@ -44,17 +45,35 @@ impl AccessToken {
     }
 }
 
-/// Rejects a request to a guarded path (`/v1`, `/v1/...`, `/ui/...`) without
-/// `Authorization: Bearer <token>`; a tower-http request validator, so the
-/// check costs no allocation and no boxed service.
+/// Rejects a request to a guarded path (`/v1`, `/v1/...`, `/ui/...`, and
+/// `/metrics` unless it is open) without `Authorization: Bearer <token>`; a
+/// tower-http request validator, so the check costs no allocation and no
+/// boxed service.
+///
+/// `/metrics` tells who validates what and how often (counts by provider
+/// and outcome), so like Vault (`unauthenticated_metrics_access`, off by
+/// default) it needs the token unless the operator opens it.
 #[derive(Clone)]
 pub(crate) struct RequireToken {
     token: AccessToken,
+    metrics_open: bool,
 }
 
 impl RequireToken {
-    pub(crate) fn new(token: AccessToken) -> Self {
-        Self { token }
+    /// Guards with `token`; `metrics_open` leaves `/metrics` to anyone.
+    pub(crate) fn new(token: AccessToken, metrics_open: bool) -> Self {
+        Self {
+            token,
+            metrics_open,
+        }
+    }
+
+    /// Whether a request to `path` must carry the token.
+    fn guards(&self, path: &str) -> bool {
+        path == "/v1"
+            || path.starts_with("/v1/")
+            || path.starts_with("/ui/")
+            || (path == "/metrics" && !self.metrics_open)
     }
 }
 
@@ -62,8 +81,7 @@ impl<B> ValidateRequest<B> for RequireToken {
     type ResponseBody = Body;
 
     fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response> {
-        let path = request.uri().path();
-        let guarded = path == "/v1" || path.starts_with("/v1/") || path.starts_with("/ui/");
+        let guarded = self.guards(request.uri().path());
         // CORS preflights carry no credentials; the CORS layer answers them.
         if !guarded || request.method() == axum::http::Method::OPTIONS {
             return Ok(());
@@ -108,5 +126,27 @@ mod tests {
         assert!(!token.matches("s3cret-token2"));
         assert!(!format!("{token:?}").contains("s3cret"));
         assert!(AccessToken::new("  \n").is_err());
+    }
+
+    #[test]
+    fn metrics_are_guarded_unless_opened() {
+        let token = AccessToken::new("t").unwrap();
+        let closed = RequireToken::new(token.clone(), false);
+        let open = RequireToken::new(token, true);
+        for path in ["/v1", "/v1/providers", "/ui/instructions"] {
+            assert!(closed.guards(path) && open.guards(path), "{path}");
+        }
+        assert!(closed.guards("/metrics"));
+        assert!(!open.guards("/metrics"));
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+            "/",
+            "/metrics/x",
+            "/v1x",
+        ] {
+            assert!(!closed.guards(path), "{path}");
+        }
     }
 }

@@ -1,5 +1,14 @@
 //! Prometheus metrics: requests by route and status, validation outcomes
 //! and latency by provider, plugins loaded and failed.
+//!
+//! `/metrics` speaks both text formats and labels each with its own content
+//! type: OpenMetrics 1.0.0 to a scraper whose `Accept` asks for it (as
+//! Prometheus does), and otherwise the classic Prometheus text format
+//! 0.0.4, which every tool reads (`curl | promtool check metrics`, older
+//! scrapers, agents that ask for `text/plain`). The two differ for counters:
+//! OpenMetrics names the family `connhost_http_requests` and its sample
+//! `connhost_http_requests_total`; the classic format's `# HELP` and `# TYPE`
+//! name the sample itself, and it has no `# EOF`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -167,12 +176,16 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// The Prometheus text exposition.
-    pub(crate) fn encode(&self) -> String {
+    /// The metrics in `format`.
+    pub(crate) fn encode(&self, format: Exposition) -> String {
         let mut text = String::new();
+        // prometheus_client writes OpenMetrics 1.0.0 text.
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
-        text
+        match format {
+            Exposition::OpenMetrics => text,
+            Exposition::Classic => openmetrics_to_classic(&text),
+        }
     }
 
     /// Records one answered request.
@@ -304,5 +317,222 @@ where
             );
         }
         Poll::Ready(result)
+    }
+}
+
+/// A text format of `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exposition {
+    /// OpenMetrics 1.0.0 (`application/openmetrics-text`).
+    OpenMetrics,
+    /// The classic Prometheus text format 0.0.4 (`text/plain`).
+    Classic,
+}
+
+impl Exposition {
+    /// The content type of OpenMetrics text.
+    pub(crate) const OPENMETRICS: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    /// The content type of the classic text format.
+    pub(crate) const CLASSIC: &'static str = "text/plain; version=0.0.4; charset=utf-8";
+
+    /// The format for a request with this `Accept` header: OpenMetrics when
+    /// the client lists `application/openmetrics-text` (version 1.0.0,
+    /// 0.0.1 or none) with a quality above zero and no lower than what it
+    /// gives `text/plain` (named, or through `text/*` or `*/*`); otherwise
+    /// classic, including when there is no `Accept` or nothing acceptable
+    /// (a scrape is better answered than refused with 406).
+    pub(crate) fn negotiate(accept: Option<&str>) -> Self {
+        let Some(accept) = accept else {
+            return Exposition::Classic;
+        };
+        let mut openmetrics = 0.0_f32;
+        let mut text_named: Option<f32> = None;
+        let mut text_wildcard = 0.0_f32;
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut quality = 1.0_f32;
+            let mut version = None;
+            for parameter in parts {
+                let Some((name, value)) = parameter.split_once('=') else {
+                    continue;
+                };
+                let value = value.trim().trim_matches('"');
+                match name.trim().to_ascii_lowercase().as_str() {
+                    // An unreadable quality makes the range unusable.
+                    "q" => quality = value.parse().unwrap_or(0.0),
+                    "version" => version = Some(value.to_owned()),
+                    _ => {}
+                }
+            }
+            match media.as_str() {
+                "application/openmetrics-text"
+                    if matches!(version.as_deref(), None | Some("1.0.0" | "0.0.1")) =>
+                {
+                    openmetrics = openmetrics.max(quality);
+                }
+                "text/plain" if matches!(version.as_deref(), None | Some("0.0.4")) => {
+                    text_named = Some(text_named.unwrap_or(0.0).max(quality));
+                }
+                "text/*" | "*/*" => text_wildcard = text_wildcard.max(quality),
+                _ => {}
+            }
+        }
+        let text = text_named.unwrap_or(text_wildcard);
+        if openmetrics > 0.0 && openmetrics >= text {
+            Exposition::OpenMetrics
+        } else {
+            Exposition::Classic
+        }
+    }
+
+    /// The `Content-Type` of this format.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => Self::OPENMETRICS,
+            Exposition::Classic => Self::CLASSIC,
+        }
+    }
+}
+
+/// Rewrites OpenMetrics text (as prometheus_client writes it) into the
+/// classic text format 0.0.4: a counter's `# HELP` and `# TYPE` name its
+/// `_total` sample, `unknown` becomes `untyped`, `# UNIT` and `# EOF` go,
+/// and `HELP` keeps only the escapes the classic format knows (`\\`, `\n`).
+/// Gauges and histograms are written the same in both formats.
+fn openmetrics_to_classic(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let classic_name = |name: &str| -> String {
+        if counters.contains(name) {
+            format!("{name}_total")
+        } else {
+            name.to_owned()
+        }
+    };
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push_str("# HELP ");
+            out.push_str(&classic_name(name));
+            out.push(' ');
+            // OpenMetrics also escapes `"` in HELP; the classic format
+            // refuses that escape.
+            out.push_str(&help.replace("\\\"", "\""));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let kind = if kind == "unknown" { "untyped" } else { kind };
+            out.push_str("# TYPE ");
+            out.push_str(&classic_name(name));
+            out.push(' ');
+            out.push_str(kind);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Prometheus 2.42 sends.
+    const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+    #[test]
+    fn openmetrics_goes_to_clients_that_ask_for_it_and_classic_to_the_rest() {
+        for (accept, expected) in [
+            (Some(PROMETHEUS_ACCEPT), Exposition::OpenMetrics),
+            (
+                Some("application/openmetrics-text"),
+                Exposition::OpenMetrics,
+            ),
+            (
+                Some("Application/OpenMetrics-Text; Version=1.0.0; q=0.9, text/plain;q=0.9"),
+                Exposition::OpenMetrics,
+            ),
+            (None, Exposition::Classic),
+            (Some("*/*"), Exposition::Classic),
+            (Some("text/plain"), Exposition::Classic),
+            (Some("text/plain;version=0.0.4"), Exposition::Classic),
+            (Some("application/json"), Exposition::Classic),
+            (
+                Some("application/openmetrics-text;q=0.4, text/plain;q=0.5"),
+                Exposition::Classic,
+            ),
+            (
+                Some("application/openmetrics-text;q=0"),
+                Exposition::Classic,
+            ),
+            (
+                Some("application/openmetrics-text;q=x"),
+                Exposition::Classic,
+            ),
+            (
+                Some("application/openmetrics-text;version=9.9.9"),
+                Exposition::Classic,
+            ),
+        ] {
+            assert_eq!(Exposition::negotiate(accept), expected, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn the_classic_text_names_each_sample_in_help_and_type() {
+        let metrics = Metrics::new();
+        metrics.request(0, "GET", 200, Duration::from_millis(3));
+        metrics.validation("daytona", "valid", Instant::now());
+        let open = metrics.encode(Exposition::OpenMetrics);
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert!(open.contains("# TYPE connhost_http_requests counter\n"));
+
+        let classic = metrics.encode(Exposition::Classic);
+        assert!(!classic.contains("# EOF"), "{classic}");
+        for needle in [
+            "# HELP connhost_http_requests_total HTTP requests by route, method and status.\n",
+            "# TYPE connhost_http_requests_total counter\n",
+            "connhost_http_requests_total{route=\"/v1/providers\",method=\"GET\",status=\"200\"} 1\n",
+            "# TYPE connhost_validations_total counter\n",
+            "# TYPE connhost_http_request_duration_seconds histogram\n",
+            "# TYPE connhost_plugins_loaded gauge\n",
+        ] {
+            assert!(classic.contains(needle), "{needle} missing from:\n{classic}");
+        }
+        // Every sample's family is announced under the sample's own name
+        // (or its histogram's), as the classic format requires.
+        let typed: Vec<&str> = classic
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        for sample in classic.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            assert!(
+                typed.iter().any(|family| name == *family
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| name == format!("{family}{suffix}"))),
+                "{name} has no TYPE in:\n{classic}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_escapes_are_the_classic_ones() {
+        let open = "# HELP a_b Say \\\"hi\\\" \\\\ now\\n.\n# TYPE a_b counter\n# UNIT a_b seconds\na_b_total 1\n# TYPE c unknown\nc 2\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_classic(open),
+            "# HELP a_b_total Say \"hi\" \\\\ now\\n.\n# TYPE a_b_total counter\na_b_total 1\n# TYPE c untyped\nc 2\n"
+        );
     }
 }

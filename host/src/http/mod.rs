@@ -52,6 +52,9 @@ pub struct HttpConfig {
     pub cors_origins: Vec<HeaderValue>,
     /// The largest request body accepted.
     pub body_limit: usize,
+    /// With a token, leave `/metrics` open to anyone (by default it needs
+    /// the token too).
+    pub metrics_open: bool,
 }
 
 impl Default for HttpConfig {
@@ -60,6 +63,7 @@ impl Default for HttpConfig {
             token: None,
             cors_origins: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
+            metrics_open: false,
         }
     }
 }
@@ -186,7 +190,10 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
                 // paths and wrong methods need the token too: nothing under
                 // /v1 answers an anonymous caller. No layer without a token.
                 .option_layer(state.0.token.clone().map(|token| {
-                    ValidateRequestHeaderLayer::custom(auth::RequireToken::new(token))
+                    ValidateRequestHeaderLayer::custom(auth::RequireToken::new(
+                        token,
+                        config.metrics_open,
+                    ))
                 }))
                 .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
                     BODY_READ_TIMEOUT,

@@ -3,15 +3,17 @@
 use std::sync::OnceLock;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
+use super::error::ErrorBody;
 use super::routes;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "connhost",
-        description = "Connection providers, built in and from plugin libraries, behind one schema-and-validation API. Every error is a JSON body {\"error\": {\"code\", \"message\"}}. When the server has an access token, /v1 routes need `Authorization: Bearer <token>`."
+        description = "Connection providers, built in and from plugin libraries, behind one schema-and-validation API. Every error is a JSON body {\"error\": {\"code\", \"message\"}}. A path not listed here answers 404 (`#/components/responses/NotFound`); a listed path asked with a method it does not list answers 405 (`#/components/responses/MethodNotAllowed`). When the server has an access token, /v1 routes, /ui/instructions and (unless the server runs with `--metrics-open`) /metrics need `Authorization: Bearer <token>`."
     ),
     paths(
         routes::list_providers,
@@ -22,20 +24,73 @@ use super::routes;
         routes::healthz,
         routes::readyz,
         routes::metrics,
+        routes::openapi,
+        index,
+        app_js,
+        app_css,
+        instructions,
     ),
     components(schemas(
         crate::validation::VerdictBody,
         crate::validation::FieldErrorBody,
         super::error::ErrorBody,
     )),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &FallbackResponses),
     tags(
         (name = "providers", description = "The provider set, forms and validation"),
         (name = "plugins", description = "What loaded from the plugins folder"),
-        (name = "operations", description = "Probes and metrics"),
+        (name = "operations", description = "Probes, metrics and this document"),
+        (name = "ui", description = "The settings page"),
     )
 )]
 struct ApiDoc;
+
+/// The settings page (the handlers live in `ui.rs`; these stubs only
+/// document them).
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ui",
+    responses((status = 200, description = "The settings page", body = String, content_type = "text/html")),
+)]
+#[allow(dead_code)]
+fn index() {}
+
+/// The settings page's script.
+#[utoipa::path(
+    get,
+    path = "/assets/app.js",
+    tag = "ui",
+    responses((status = 200, description = "The page's script", body = String, content_type = "text/javascript")),
+)]
+#[allow(dead_code)]
+fn app_js() {}
+
+/// The settings page's styles.
+#[utoipa::path(
+    get,
+    path = "/assets/app.css",
+    tag = "ui",
+    responses((status = 200, description = "The page's styles", body = String, content_type = "text/css")),
+)]
+#[allow(dead_code)]
+fn app_css() {}
+
+/// Every provider's instructions, rendered from markdown to sanitised HTML
+/// (for the page).
+#[utoipa::path(
+    get,
+    path = "/ui/instructions",
+    tag = "ui",
+    responses(
+        (status = 200, description = "Provider id to instructions as HTML", body = std::collections::BTreeMap<String, String>),
+        (status = 401, description = "Missing or wrong access token", body = ErrorBody),
+        (status = 503, description = "Still loading plugins", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+#[allow(dead_code)]
+fn instructions() {}
 
 struct BearerScheme;
 
@@ -45,6 +100,36 @@ impl Modify for BearerScheme {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The answers of the router's fallbacks, which no path lists: `NotFound`
+/// (a path not in the document) and `MethodNotAllowed` (a listed path with
+/// another method).
+struct FallbackResponses;
+
+impl Modify for FallbackResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.responses.insert(
+            "NotFound".to_owned(),
+            error("No such route (`not_found`): any path this document does not list").into(),
+        );
+        components.responses.insert(
+            "MethodNotAllowed".to_owned(),
+            error("The path exists, the method does not (`method_not_allowed`)").into(),
         );
     }
 }
@@ -65,7 +150,7 @@ pub(crate) fn document() -> String {
 #[cfg(test)]
 mod tests {
     use connhost_plugin_api::{CredentialFormSchema, FormField};
-    use serde_json::Value;
+    use serde_json::{json, Value};
 
     fn schemas() -> Value {
         let doc: Value = serde_json::from_str(&super::document()).unwrap();
@@ -83,20 +168,42 @@ mod tests {
         names
     }
 
+    /// Every route the router serves is in the document, and nothing else:
+    /// a new route without documentation fails here.
     #[test]
     fn every_route_is_documented() {
         let doc: Value = serde_json::from_str(&super::document()).unwrap();
-        let paths = doc["paths"].as_object().unwrap();
-        for path in [
-            "/v1/providers",
-            "/v1/providers/{id}",
-            "/v1/providers/{id}/validate",
-            "/v1/plugins",
-            "/healthz",
-            "/readyz",
-            "/metrics",
-        ] {
-            assert!(paths.contains_key(path), "{path} is missing");
+        let mut documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut served = super::super::paths::ALL.to_vec();
+        documented.sort_unstable();
+        served.sort_unstable();
+        assert_eq!(documented, served);
+    }
+
+    /// The two verdict shapes are told apart by `valid` alone, so a verdict
+    /// matches exactly one branch of `VerdictBody`'s `oneOf`.
+    #[test]
+    fn verdict_branches_are_exclusive() {
+        let schemas = schemas();
+        for (name, literal) in [("ValidBody", true), ("NotValidBody", false)] {
+            let schema = &schemas[name];
+            assert_eq!(
+                schema["properties"]["valid"]["enum"],
+                json!([literal]),
+                "{name}"
+            );
+            assert!(
+                schema["required"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("valid")),
+                "{name}"
+            );
         }
     }
 

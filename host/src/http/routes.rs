@@ -3,12 +3,14 @@
 use std::time::Instant;
 
 use axum::extract::{FromRequest as _, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ProviderId, ValidateRequest};
+use super::metrics::Exposition;
 use super::AppState;
 use crate::validation::VerdictBody;
 use crate::{LoadReport, ProviderInfo, Verdict};
@@ -42,6 +44,7 @@ pub(crate) async fn list_providers(State(state): State<AppState>) -> Result<Resp
     params(("id" = String, Path, description = "The provider id")),
     responses(
         (status = 200, description = "The provider", body = ProviderInfo),
+        (status = 400, description = "The id in the path is malformed (`invalid_path`: not UTF-8)", body = ErrorBody),
         (status = 404, description = "No such provider", body = ErrorBody),
         (status = 401, description = "Missing or wrong access token", body = ErrorBody),
         (status = 503, description = "Plugins still loading", body = ErrorBody),
@@ -67,13 +70,15 @@ pub(crate) async fn get_provider(
     params(("id" = String, Path, description = "The provider id")),
     request_body(content = super::extract::ValidateRequestBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The provider's verdict", body = VerdictBody),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 200, description = "The provider's verdict", body = VerdictBody,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "Malformed JSON (`malformed_json`), a malformed id (`invalid_path`) or a body that could not be read (`unreadable_body`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong access token", body = ErrorBody),
         (status = 404, description = "No such provider", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
-        (status = 422, description = "Invalid fields (`invalid_fields`, the provider was not called) or a malformed body (`invalid_body`)", body = ErrorBody),
+        (status = 422, description = "Invalid fields (`invalid_fields`, the provider was not called) or a malformed body (`invalid_body`)", body = ErrorBody,
+            headers(("Cache-Control" = String, description = "`no-store` for `invalid_fields`"))),
         (status = 503, description = "Plugins still loading, or shutting down", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
@@ -146,10 +151,53 @@ pub(crate) async fn rescan(State(state): State<AppState>) -> Result<Json<LoadRep
     handle.rescan().await.map(Json).ok_or_else(unavailable)
 }
 
+/// `GET /healthz`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    status: HealthStatus,
+}
+
+/// The only value of [`Health::status`].
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum HealthStatus {
+    /// The process is up.
+    Ok,
+}
+
+/// `GET /readyz`'s answer when ready.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Readiness {
+    /// Always `ready`.
+    status: ReadyStatus,
+    /// Providers registered, built in and loaded.
+    providers: usize,
+    /// Plugin files loaded.
+    plugins_loaded: usize,
+    /// Plugin files or providers that failed to load.
+    plugins_failed: usize,
+}
+
+/// The only value of [`Readiness::status`].
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ReadyStatus {
+    /// The plugins folder is scanned and the API serves.
+    Ready,
+}
+
 /// Liveness: the process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up")))]
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Up", body = Health))
+)]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
 }
 
 /// Readiness: the plugins folder has been scanned and the API serves.
@@ -158,13 +206,11 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "Ready"),
-        (status = 503, description = "Still loading plugins", body = ErrorBody),
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Still loading plugins (`starting`) or shutting down (`draining`)", body = ErrorBody),
     )
 )]
-pub(crate) async fn readyz(
-    State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     if state.is_draining() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -173,28 +219,54 @@ pub(crate) async fn readyz(
         ));
     }
     let host = state.host()?;
-    Ok(Json(serde_json::json!({
-        "status": "ready",
-        "providers": host.registry().len(),
-        "plugins_loaded": host.load_report().loaded.len(),
-        "plugins_failed": host.load_report().failed.len(),
-    })))
+    Ok(Json(Readiness {
+        status: ReadyStatus::Ready,
+        providers: host.registry().len(),
+        plugins_loaded: host.load_report().loaded.len(),
+        plugins_failed: host.load_report().failed.len(),
+    }))
 }
 
-/// Prometheus metrics, text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus metrics: OpenMetrics to a scraper whose `Accept` asks for it
+/// (Prometheus does), the classic text format 0.0.4 to anyone else; each
+/// labelled with its own content type.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics. OpenMetrics 1.0.0 (`application/openmetrics-text; version=1.0.0; charset=utf-8`) when the request's `Accept` prefers it, otherwise the classic Prometheus text format (`text/plain; version=0.0.4; charset=utf-8`).",
+            headers(("Vary" = String, description = "`Accept`: the format depends on it")),
+            content(
+                (String = "text/plain"),
+                (String = "application/openmetrics-text"),
+            )),
+        (status = 401, description = "Missing or wrong access token: with a token, `/metrics` needs it unless the server runs with `--metrics-open`", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = Exposition::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.0.metrics.encode(),
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "accept"),
+        ],
+        state.0.metrics.encode(format),
     )
         .into_response()
 }
 
 /// The OpenAPI document of this API.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object, content_type = "application/json")),
+)]
 pub(crate) async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -1,0 +1,441 @@
+//! The served OpenAPI document describes every real answer: a child
+//! `connhost serve` (and, for the 503s of a server still loading, the same
+//! router served in process) answers every route with every status it
+//! can; each request and answer is recorded and checked against the served
+//! `/openapi.json` by a real validator, Python's openapi-core
+//! (`tests/openapi/validate.py`). The routes and statuses to cover are the
+//! document's own, so a newly documented answer without a request here
+//! fails too (and `http::openapi`'s unit test fails for a route the
+//! document lacks).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+use crate::external_tools::{python, python_has, require};
+use crate::support::server::Server;
+use crate::support::vendor::Vendor;
+use crate::support::*;
+
+/// The access token of the server under test (not a secret).
+const TOKEN: &str = "conformance-token";
+
+/// What Prometheus sends.
+const OPENMETRICS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// The openapi-core version `cargo xtask test` installs.
+const OPENAPI_CORE: &str = "0.23.1";
+
+/// Requests sent and answers received, in the form `validate.py` reads.
+struct Recorder {
+    client: Client,
+    exchanges: Vec<Value>,
+}
+
+/// One request to record.
+struct Ask {
+    method: &'static str,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<String>,
+}
+
+impl Ask {
+    fn new(method: &'static str, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    fn get(path: &str) -> Self {
+        Self::new("GET", path)
+    }
+
+    /// A POST of this JSON body.
+    fn post_json(path: impl Into<String>, body: Value) -> Self {
+        Self::new("POST", path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn body(mut self, body: String) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    fn token(self) -> Self {
+        self.header("authorization", format!("Bearer {TOKEN}"))
+    }
+}
+
+impl Recorder {
+    fn new() -> Self {
+        Self {
+            client: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            exchanges: Vec::new(),
+        }
+    }
+
+    /// Sends `ask` to `base`, asserts the status (so each request covers
+    /// what it is meant to), records the exchange, and returns the body.
+    fn send(&mut self, base: &str, ask: Ask, expected: u16) -> String {
+        let method = reqwest::Method::from_bytes(ask.method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, format!("{base}{}", ask.path));
+        for (name, value) in &ask.headers {
+            request = request.header(*name, value);
+        }
+        if let Some(body) = &ask.body {
+            request = request.body(body.clone());
+        }
+        let response = request
+            .send()
+            .unwrap_or_else(|e| panic!("{} {}: {e}", ask.method, ask.path));
+        let status = response.status().as_u16();
+        let headers: BTreeMap<String, String> = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    value.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let body = response.text().unwrap();
+        assert_eq!(
+            status, expected,
+            "{} {} answered {status}: {body}",
+            ask.method, ask.path
+        );
+        let request_headers: BTreeMap<&str, &str> = ask
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        self.exchanges.push(json!({
+            "method": ask.method,
+            "path": ask.path,
+            "request_headers": request_headers,
+            "request_body": ask.body,
+            "status": status,
+            "response_headers": headers,
+            "response_body": body,
+        }));
+        body
+    }
+}
+
+/// `/v1/providers/{id}` as a pattern matching `/v1/providers/mai`.
+fn matches_template(template: &str, path: &str) -> bool {
+    let (template, path): (Vec<_>, Vec<_>) =
+        (template.split('/').collect(), path.split('/').collect());
+    template.len() == path.len()
+        && template
+            .iter()
+            .zip(&path)
+            .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty()))
+}
+
+/// Every (method, path template, status, media type) the document lists.
+fn documented_answers(document: &Value) -> Vec<(String, String, String, String)> {
+    let mut answers = Vec::new();
+    for (template, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let media_types: Vec<String> = match response["content"].as_object() {
+                    Some(content) => content.keys().cloned().collect(),
+                    None => vec![String::new()],
+                };
+                for media_type in media_types {
+                    answers.push((
+                        method.to_uppercase(),
+                        template.clone(),
+                        status.clone(),
+                        media_type,
+                    ));
+                }
+            }
+        }
+    }
+    answers
+}
+
+/// The documented answers no recorded exchange produced.
+fn uncovered(document: &Value, exchanges: &[Value]) -> Vec<String> {
+    documented_answers(document)
+        .into_iter()
+        .filter(|(method, template, status, media_type)| {
+            !exchanges.iter().any(|e| {
+                let content_type = e["response_headers"]["content-type"].as_str().unwrap_or("");
+                e["method"] == method.as_str()
+                    && matches_template(template, e["path"].as_str().unwrap())
+                    && e["status"].as_u64().map(|s| s.to_string()).as_deref()
+                        == Some(status.as_str())
+                    && content_type.split(';').next().unwrap_or("").trim() == media_type
+            })
+        })
+        .map(|(method, template, status, media_type)| {
+            format!("{method} {template} -> {status} {media_type}")
+        })
+        .collect()
+}
+
+/// Records the 503s of a server whose plugins are not loaded yet (and
+/// that then starts draining): the real router, served in process on a
+/// loopback socket, since a child `connhost serve` leaves that state too
+/// quickly to be caught reliably.
+fn record_a_server_still_starting(recorder: &mut Recorder) {
+    let runtime = runtime();
+    let config = connhost::http::HttpConfig::default();
+    let state = connhost::http::AppState::new(&config);
+    let app = connhost::http::router(state.clone(), &config);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = runtime.spawn(connhost::http::serve(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+        || {},
+    ));
+    for ask in [
+        Ask::get("/v1/providers"),
+        Ask::get("/v1/providers/mai"),
+        Ask::post_json(
+            "/v1/providers/mai/validate",
+            json!({"fields": {"api_key": "a-long-enough-api-key"}}),
+        ),
+        Ask::get("/v1/plugins"),
+        // Without a hot-reload task, a rescan cannot be served.
+        Ask::new("POST", "/v1/plugins/rescan"),
+        Ask::get("/ui/instructions"),
+        Ask::get("/readyz"),
+    ] {
+        recorder.send(&base, ask, 503);
+    }
+    state.drain();
+    let draining = recorder.send(&base, Ask::get("/readyz"), 503);
+    assert!(draining.contains("draining"), "{draining}");
+    let _ = stop.send(());
+    runtime.block_on(serving).unwrap().unwrap();
+}
+
+/// Records every route of a real `connhost serve` (token set, example
+/// plugins, daytona pointed at a loopback vendor, a 1 s timeout, a 4 KiB
+/// body limit) with each status it answers.
+fn record_a_running_server(recorder: &mut Recorder, server: &Server) {
+    let base = server.url().to_owned();
+    let validate = |provider: &str, key: &str| {
+        Ask::post_json(
+            format!("/v1/providers/{provider}/validate"),
+            json!({"fields": {"api_key": key}}),
+        )
+        .token()
+    };
+    let mut send = |ask: Ask, status: u16| recorder.send(&base, ask, status);
+
+    // The API.
+    send(Ask::get("/v1/providers").token(), 200);
+    send(Ask::get("/v1/providers"), 401);
+    send(
+        Ask::get("/v1/providers").header("authorization", "Bearer wrong"),
+        401,
+    );
+    send(Ask::get("/v1/providers/mai").token(), 200);
+    send(Ask::get("/v1/providers/nope").token(), 404);
+    send(Ask::get("/v1/providers/%FF").token(), 400);
+    send(Ask::get("/v1/providers/mai"), 401);
+
+    // Every verdict the loopback vendor and the fixtures can produce.
+    let verdicts = [
+        (validate("daytona", "good-key"), "\"valid\":true"),
+        (validate("daytona", "wrong-key"), "\"outcome\":\"rejected\""),
+        (
+            validate("daytona", "broken"),
+            "\"outcome\":\"inconclusive\"",
+        ),
+        (
+            validate("daytona", "rate-limited"),
+            "\"outcome\":\"inconclusive\"",
+        ),
+        (
+            validate("hangs-forever", "k-key"),
+            "\"outcome\":\"timed_out\"",
+        ),
+        (
+            validate("panics-in-validate", "some-key"),
+            "\"outcome\":\"provider_fault\"",
+        ),
+        (
+            Ask::post_json(
+                "/v1/providers/daytona/validate",
+                json!({"fields": {"api_key": "good-key"}, "include_document": true}),
+            )
+            .token(),
+            "\"credential_document\":\"good-key\"",
+        ),
+    ];
+    for (ask, needle) in verdicts {
+        let body = send(ask, 200);
+        assert!(body.contains(needle), "{needle} missing from {body}");
+    }
+    let path = "/v1/providers/daytona/validate";
+    let invalid_fields = send(
+        Ask::post_json(
+            "/v1/providers/mai/validate",
+            json!({"fields": {"tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47"}}),
+        )
+        .token(),
+        422,
+    );
+    assert!(
+        invalid_fields.contains("invalid_fields"),
+        "{invalid_fields}"
+    );
+    let invalid_body = send(
+        Ask::post_json(path, json!({"fields": {"api_key": 5}})).token(),
+        422,
+    );
+    assert!(invalid_body.contains("invalid_body"), "{invalid_body}");
+    send(Ask::post_json(path, json!({"field": {}})).token(), 422);
+    send(
+        Ask::new("POST", path)
+            .header("content-type", "application/json")
+            .body("{\"fields\": {".to_owned())
+            .token(),
+        400,
+    );
+    send(
+        Ask::new("POST", path)
+            .header("content-type", "text/plain")
+            .body("api_key=x".to_owned())
+            .token(),
+        415,
+    );
+    send(
+        Ask::post_json(path, json!({"fields": {"api_key": "x".repeat(8192)}})).token(),
+        413,
+    );
+    send(
+        Ask::post_json("/v1/providers/nope/validate", json!({"fields": {}})).token(),
+        404,
+    );
+    send(
+        Ask::post_json(path, json!({"fields": {"api_key": "good-key"}})),
+        401,
+    );
+
+    // The load report.
+    send(Ask::get("/v1/plugins").token(), 200);
+    send(Ask::get("/v1/plugins"), 401);
+    send(Ask::new("POST", "/v1/plugins/rescan").token(), 200);
+    send(Ask::new("POST", "/v1/plugins/rescan"), 401);
+
+    // Operations.
+    send(Ask::get("/healthz"), 200);
+    send(Ask::get("/readyz"), 200);
+    let classic = send(Ask::get("/metrics").token(), 200);
+    assert!(!classic.contains("# EOF"), "{classic}");
+    let open = send(
+        Ask::get("/metrics")
+            .header("accept", OPENMETRICS_ACCEPT)
+            .token(),
+        200,
+    );
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    send(Ask::get("/metrics"), 401);
+    send(Ask::get("/openapi.json"), 200);
+
+    // The page.
+    send(Ask::get("/"), 200);
+    send(Ask::get("/assets/app.js"), 200);
+    send(Ask::get("/assets/app.css"), 200);
+    send(Ask::get("/ui/instructions").token(), 200);
+    send(Ask::get("/ui/instructions"), 401);
+
+    // The fallbacks.
+    send(Ask::get("/no/such/page"), 404);
+    send(Ask::get("/v1/nothing/here").token(), 404);
+    send(Ask::new("DELETE", "/v1/providers").token(), 405);
+    send(Ask::get("/v1/providers/mai/validate").token(), 405);
+    send(Ask::new("POST", "/healthz"), 405);
+}
+
+#[test]
+fn every_answer_of_every_route_is_described_by_the_served_document() {
+    if !require(
+        python_has("openapi_core"),
+        "Python's openapi-core",
+        &format!("pip install openapi-core=={OPENAPI_CORE}"),
+    ) {
+        return;
+    }
+    let vendor = Vendor::start();
+    let dir = PluginDir::with(&[
+        "daytona",
+        "mai",
+        "github",
+        "fixture-hang",
+        "fixture-panicky",
+    ]);
+    let server = Server::start(dir.path(), |c| {
+        c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+            .env("CONNHOST_TOKEN", TOKEN)
+            .args(["--timeout", "1", "--body-limit", "4096"]);
+    });
+    let document: Value = reqwest::blocking::get(server.at("/openapi.json"))
+        .unwrap()
+        .json()
+        .unwrap();
+
+    let mut recorder = Recorder::new();
+    record_a_running_server(&mut recorder, &server);
+    record_a_server_still_starting(&mut recorder);
+
+    let missing = uncovered(&document, &recorder.exchanges);
+    assert!(
+        missing.is_empty(),
+        "the document lists answers this test never produced (add a request for each):\n  {}",
+        missing.join("\n  ")
+    );
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        serde_json::to_vec(&json!({"document": document, "exchanges": recorder.exchanges}))
+            .unwrap(),
+    )
+    .unwrap();
+    let script = workspace_root().join("tests/openapi/validate.py");
+    let output = std::process::Command::new(python())
+        .arg(&script)
+        .arg(file.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run tests/openapi/validate.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "answers that the served OpenAPI document does not describe (openapi-core):\n{stdout}\n{stderr}"
+    );
+}
