@@ -7,6 +7,7 @@ mod support;
 mod bad_plugins;
 mod browser;
 mod cli;
+mod hostile_clients;
 mod hot_reload;
 mod http;
 mod listing;

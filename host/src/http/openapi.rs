@@ -11,7 +11,7 @@ use super::routes;
 #[openapi(
     info(
         title = "connhost",
-        description = "Connection providers, built in and from plugin libraries, behind one schema-and-validation API. Every error is a JSON body {\"error\": {\"code\", \"message\"}}. When the server has an access token, /v1 routes need `Authorization: Bearer <token>`."
+        description = "Connection providers, built in and from plugin libraries, behind one schema-and-validation API. Every error connhost answers is a JSON body {\"error\": {\"code\", \"message\"}} (hyper's own answers to unparseable requests have an empty body). When the server has an access token, /v1 routes need `Authorization: Bearer <token>`."
     ),
     paths(
         routes::list_providers,
