@@ -380,3 +380,93 @@ fn a_request_hyper_cannot_parse_gets_its_empty_400_as_documented() {
         "the README no longer documents hyper's own answers"
     );
 }
+
+/// How many sockets the process `pid` has open.
+fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// Waits (up to `within`) until `pid` has `count` sockets open; returns
+/// whether it did.
+fn wait_for_sockets(pid: u32, count: usize, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if open_sockets(pid) == count {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_client_that_never_reads_is_dropped_by_the_write_timeout() {
+    let dir = PluginDir::empty();
+    let server = Server::start(dir.path(), |c| {
+        c.arg("--no-watch");
+    });
+    let pid = server.pid();
+    let idle = open_sockets(pid);
+    // Far more answers than the socket buffers hold, asked for at once
+    // (pipelined) and never read.
+    let mut stream = connect(&server);
+    let request = "GET /openapi.json HTTP/1.1\r\nHost: test\r\n\r\n".repeat(2000);
+    stream.write_all(request.as_bytes()).unwrap();
+    assert!(
+        wait_for_sockets(pid, idle + 1, Duration::from_secs(10)),
+        "the connection was never accepted"
+    );
+    // The server's writes block; after the write timeout (10 s) it drops
+    // the connection, while this client still holds its end.
+    let started = Instant::now();
+    assert!(
+        wait_for_sockets(pid, idle, Duration::from_secs(40)),
+        "the server still holds the connection of a client that reads nothing"
+    );
+    eprintln!(
+        "a non-reading client was dropped after {:?}",
+        started.elapsed()
+    );
+    drop(stream);
+}
+
+#[test]
+fn accept_failures_back_off_and_are_logged_once() {
+    raise_own_open_files_limit();
+    let dir = PluginDir::with(&["mai"]);
+    // A cap above what the descriptors allow, so accepting does fail.
+    let server = Server::start(dir.path(), |c| {
+        limit_open_files(c, 64);
+        c.args(["--max-connections", "1000", "--no-watch"])
+            .env("CONNHOST_LOG", "info");
+    });
+    let idle: Vec<TcpStream> = (0..200).map(|_| connect(&server)).collect();
+    server.wait_for_log("accepting a connection failed");
+    std::thread::sleep(Duration::from_secs(3));
+    drop(idle);
+    server.wait_for_log("accepting connections again");
+    assert!(!providers_once_listed(&server, "mai").is_empty());
+    // One line for each run of failures (the old loop logged one every
+    // 50 ms), and far fewer tries than a 50 ms loop makes.
+    let log = server.log();
+    let mut in_a_run = false;
+    for line in log.lines() {
+        if line.contains("accepting a connection failed") {
+            assert!(!in_a_run, "logged twice in one run of failures:\n{log}");
+            in_a_run = true;
+        } else if let Some(rest) = line.split("accepting connections again failures=").nth(1) {
+            in_a_run = false;
+            let failures: u32 = rest.trim().parse().unwrap();
+            // A run lasts at most the 10 s header timeout of the idle
+            // connections: about 17 tries with the backoff, 200 without.
+            assert!(failures < 60, "{failures} tries:\n{log}");
+        }
+    }
+}
