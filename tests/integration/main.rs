@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod crowded_folder;
 mod external_tools;
+mod hostile_clients;
 mod hot_reload;
 mod http;
 mod listing;

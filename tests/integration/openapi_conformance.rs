@@ -210,11 +210,14 @@ fn record_a_server_still_starting(recorder: &mut Recorder) {
     let serving = runtime.spawn(connhost::http::serve(
         listener,
         app,
+        state.clone(),
         async {
             let _ = stopped.await;
         },
-        Duration::from_secs(5),
-        || {},
+        connhost::http::ServeOptions {
+            grace: Duration::from_secs(5),
+            max_connections: 64,
+        },
     ));
     for ask in [
         Ask::get("/v1/providers"),

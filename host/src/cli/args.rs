@@ -181,4 +181,14 @@ pub(crate) struct ServeArgs {
     /// seconds (default: the validation timeout plus 5).
     #[arg(long, value_name = "SECONDS")]
     pub(crate) shutdown_grace: Option<f64>,
+
+    /// The most connections open at once; more wait in the listen backlog
+    /// (default: half the open-files limit, at most 4096).
+    #[arg(
+        long,
+        env = "CONNHOST_MAX_CONNECTIONS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub(crate) max_connections: Option<u32>,
 }

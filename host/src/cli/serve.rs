@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use axum::http::HeaderValue;
-use connhost::http::{AccessToken, AppState, HttpConfig};
+use connhost::http::{AccessToken, AppState, HttpConfig, ServeOptions};
 use connhost::{Connhost, HostConfig, PluginSet};
 
 use super::args::ServeArgs;
@@ -46,6 +46,16 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         body_limit: args.body_limit,
         metrics_open: args.metrics_open,
     };
+    let open_files = raise_open_files_limit();
+    let max_connections = match args.max_connections {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => connhost::http::default_max_connections(open_files),
+    };
+    tracing::info!(max_connections, "connection cap");
+    let options = ServeOptions {
+        grace,
+        max_connections,
+    };
 
     let cache_dir = match args.cache_dir.clone() {
         Some(dir) => dir,
@@ -73,7 +83,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         tracing::info!(%address, "listening");
 
         let state = AppState::new(&http_config);
-        let draining = state.clone();
+        let serving = state.clone();
         let app = connhost::http::router(state.clone(), &http_config);
         // Answer probes (and 503 on the API) while the plugins load.
         let set = PluginSet::new(&host_config, cache);
@@ -97,9 +107,9 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         connhost::http::serve(
             listener,
             app,
+            serving,
             connhost::http::shutdown_signal(),
-            grace,
-            move || draining.drain(),
+            options,
         )
         .await
         .context("the server failed")
@@ -114,6 +124,52 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
     } else {
         Ok(ExitCode::from(1))
     }
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go's runtime
+/// and many servers do (the soft limit is often 1024 while the hard one is
+/// far higher), and logs both. Returns the soft limit now in force, `None`
+/// when unlimited or unknown.
+fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let (Some(soft), hard) = (limit.current, limit.maximum) else {
+            return None;
+        };
+        // An unlimited hard limit is left alone: macOS refuses a soft limit
+        // above its per-process maximum.
+        let Some(hard) = hard.filter(|&hard| hard > soft) else {
+            tracing::info!(soft, hard = ?limit.maximum, "open-files limit");
+            return Some(soft);
+        };
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::info!(
+                    soft = hard,
+                    hard,
+                    was = soft,
+                    "raised the open-files limit to the hard limit"
+                );
+                Some(hard)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    soft,
+                    hard,
+                    "could not raise the open-files limit to the hard limit: {error}"
+                );
+                Some(soft)
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// Rescans the plugins folder on every SIGHUP.

@@ -54,6 +54,9 @@ pub(crate) enum ErrorCode {
     MalformedJson,
     /// 400: the body could not be read.
     UnreadableBody,
+    /// 408: the body did not arrive in time (a total bound from the end
+    /// of the headers).
+    BodyTimeout,
     /// 415: the body is not JSON.
     UnsupportedMediaType,
     /// 413: the body is over the size limit.

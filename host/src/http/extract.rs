@@ -1,6 +1,9 @@
 //! The validate request's body, read by hand so that every malformed input
 //! gets a precise error in the API's own format, and so that no error
-//! message ever quotes a submitted value.
+//! message ever quotes a submitted value. Answers are bounded whatever the
+//! body: at most [`MAX_LISTED_PROBLEMS`] problems are listed (with a count
+//! of the rest), and names taken from the body are cut to
+//! [`MAX_ECHOED_CHARS`] characters.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -9,6 +12,22 @@ use connhost_plugin_api::{CredentialFields, FieldError};
 use serde_json::Value;
 
 use super::error::ApiError;
+
+/// The most problems an `invalid_body` answer lists; the message counts the
+/// rest.
+pub(crate) const MAX_LISTED_PROBLEMS: usize = 20;
+
+/// The most characters of a client-chosen name (a field, an unknown key, a
+/// media type) an error message repeats.
+pub(crate) const MAX_ECHOED_CHARS: usize = 64;
+
+/// `text` cut to [`MAX_ECHOED_CHARS`] characters, with `…` when cut.
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_ECHOED_CHARS) {
+        None => text.into(),
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+    }
+}
 
 /// The `{id}` of a provider route; a malformed one (not UTF-8) is a 400 in
 /// the API's own format.
@@ -107,7 +126,7 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
                 } else {
                     format!(
                         "The body must be JSON (Content-Type: application/json), not {}.",
-                        mime.to_ascii_lowercase()
+                        bounded(&mime.to_ascii_lowercase())
                     )
                 },
             ));
@@ -116,10 +135,15 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    super::body::payload_too_large()
+                } else if super::body::is_body_timeout(&rejection) {
                     ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "The body is larger than this server accepts (see --body-limit).",
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        format!(
+                            "The body did not arrive within {} s of the headers; send it at once.",
+                            super::BODY_READ_TIMEOUT.as_secs()
+                        ),
                     )
                 } else {
                     ApiError::new(
@@ -148,12 +172,17 @@ fn parse(value: Value) -> Result<ValidateRequest, ApiError> {
             json_type(&value)
         )));
     };
-    if let Some(unknown) = body
+    let mut unknown = body
         .keys()
-        .find(|k| *k != "fields" && *k != "include_document")
-    {
+        .filter(|k| *k != "fields" && *k != "include_document");
+    if let Some(first) = unknown.next() {
+        let more = match unknown.count() {
+            0 => String::new(),
+            more => format!(" (and {more} more)"),
+        };
         return Err(invalid_body(format!(
-            "Unknown key \"{unknown}\" in the body; expected \"fields\" and optionally \"include_document\"."
+            "Unknown key \"{}\"{more} in the body; expected \"fields\" and optionally \"include_document\".",
+            bounded(first)
         )));
     }
     let include_document = match body.remove("include_document") {
@@ -178,23 +207,33 @@ fn parse(value: Value) -> Result<ValidateRequest, ApiError> {
     };
     let mut parsed = CredentialFields::new();
     let mut problems = Vec::new();
+    let mut unlisted = 0_usize;
     for (name, value) in fields {
         match value {
             Value::String(s) => {
                 parsed.insert(name, s);
             }
-            other => problems.push(FieldError {
-                message: format!("\"{name}\" must be a string, not {}.", json_type(&other)),
-                field: Some(name),
-            }),
+            _ if problems.len() == MAX_LISTED_PROBLEMS => unlisted += 1,
+            other => {
+                let name = bounded(&name).into_owned();
+                problems.push(FieldError {
+                    message: format!("\"{name}\" must be a string, not {}.", json_type(&other)),
+                    field: Some(name),
+                })
+            }
         }
     }
     if !problems.is_empty() {
-        let message = problems
+        let mut message = problems
             .iter()
             .map(|p| p.message.as_str())
             .collect::<Vec<_>>()
             .join(" ");
+        if unlisted > 0 {
+            message.push_str(&format!(
+                " And {unlisted} more fields that are not strings (only the first {MAX_LISTED_PROBLEMS} are listed)."
+            ));
+        }
         return Err(invalid_body(message).with_fields(problems));
     }
     Ok(ValidateRequest {
@@ -218,6 +257,41 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("123456"), "{text}");
+    }
+
+    #[test]
+    fn answers_are_bounded_whatever_the_body() {
+        let long = "x".repeat(10_000);
+        let mut fields = serde_json::Map::new();
+        for i in 0..100_000 {
+            fields.insert(format!("f{i}"), json!(i));
+        }
+        fields.insert(long.clone(), json!(1));
+        let err = parse(json!({ "fields": fields })).unwrap_err();
+        let text = format!("{err:?}");
+        assert!(text.len() < 5_000, "{} bytes", text.len());
+        assert!(
+            text.contains("And 99981 more fields that are not strings"),
+            "{text}"
+        );
+        assert!(!text.contains(&long[..100]), "{text}");
+
+        let mut body = serde_json::Map::new();
+        body.insert("fields".to_owned(), json!({}));
+        for i in 0..1000 {
+            body.insert(format!("{long}{i}"), json!(1));
+        }
+        let text = format!("{:?}", parse(Value::Object(body)).unwrap_err());
+        assert!(text.len() < 1_000, "{text}");
+        assert!(text.contains("(and 999 more)"), "{text}");
+    }
+
+    #[test]
+    fn bounded_cuts_on_a_character_boundary() {
+        assert_eq!(bounded("short"), "short");
+        let cut = bounded(&"é".repeat(100)).into_owned();
+        assert_eq!(cut.chars().count(), MAX_ECHOED_CHARS + 1);
+        assert!(cut.ends_with('…'));
     }
 
     #[test]

@@ -4,23 +4,24 @@
 //! (`/healthz`, `/readyz`), Prometheus `/metrics`, `/openapi.json`, and a
 //! settings page at `/` that renders every provider's form from its schema.
 //! [`router`] builds the whole app, so embedders and tests can serve it on
-//! their own listener; [`serve`] runs it with graceful shutdown.
+//! their own listener; [`serve`] runs it with a connection cap,
+//! per-connection timeouts and graceful shutdown.
 //!
 //! The service is stateless: every replica with the same plugins folder
 //! answers the same, so it scales behind any load balancer.
 
 mod auth;
+mod body;
 mod error;
 mod extract;
 mod metrics;
 mod openapi;
 mod paths;
 mod routes;
+mod server;
 mod ui;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use axum::extract::DefaultBodyLimit;
@@ -35,6 +36,10 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 pub use auth::AccessToken;
 use error::ApiError;
+pub use server::{
+    default_max_connections, serve, ServeOptions, BODY_READ_TIMEOUT, DRAIN_ANSWER_TIMEOUT,
+    HEADER_READ_TIMEOUT, WRITE_TIMEOUT,
+};
 pub use ui::render_markdown;
 
 use crate::Connhost;
@@ -82,6 +87,9 @@ struct Shared {
     metrics: metrics::Metrics,
     reload: std::sync::OnceLock<crate::reload::ReloadHandle>,
     draining: std::sync::atomic::AtomicBool,
+    /// Set once the shutdown grace is over: requests still running answer
+    /// 503 `draining` at once.
+    grace_over: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -102,6 +110,7 @@ impl AppState {
             metrics: metrics::Metrics::new(),
             reload: std::sync::OnceLock::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            grace_over: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -111,6 +120,12 @@ impl AppState {
         self.0
             .draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Ends the shutdown grace: every request still running answers 503
+    /// `draining` (with `Connection: close`) instead of finishing.
+    pub fn end_grace(&self) {
+        self.0.grace_over.send_replace(true);
     }
 
     pub(crate) fn is_draining(&self) -> bool {
@@ -185,6 +200,10 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
                     HeaderValue::from_static("nosniff"),
                 ))
                 .layer(metrics::TrackLayer::new(state.clone()))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    answer_when_grace_ends,
+                ))
                 .layer(CatchPanicLayer::custom(panic_response as fn(_) -> _))
                 // Around every route and the fallbacks, so unmatched /v1
                 // paths and wrong methods need the token too: nothing under
@@ -195,8 +214,12 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
                         config.metrics_open,
                     ))
                 }))
-                .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-                    BODY_READ_TIMEOUT,
+                .layer(axum::middleware::from_fn_with_state(
+                    body::BodyBounds {
+                        limit: config.body_limit,
+                        timeout: BODY_READ_TIMEOUT,
+                    },
+                    body::guard_body,
                 ))
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         )
@@ -238,65 +261,33 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     .into_response()
 }
 
-/// How long a client may take to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a client may take to send a request's body.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `app` on `listener` until `shutdown` resolves; then stops
-/// accepting, calls `on_drain`, and lets requests in flight finish for at
-/// most `grace`. Returns whether everything finished in time.
-///
-/// Connections that do not send their headers within
-/// [`HEADER_READ_TIMEOUT`] are closed, so a slow or stalled client cannot
-/// hold a connection (or delay shutdown) for ever.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-    on_drain: impl FnOnce(),
-) -> std::io::Result<bool> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
-
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _remote) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off.
-                        tracing::warn!("accepting a connection failed: {error}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
-            () = &mut shutdown => break,
+/// Middleware: runs the request until it finishes or the shutdown grace
+/// ends, whichever comes first; in the second case the client gets a 503
+/// `draining` answer and the connection closes, instead of a reset.
+async fn answer_when_grace_ends(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut grace_over = state.0.grace_over.subscribe();
+    let ended = async move {
+        // The sender lives as long as the state: an error cannot happen,
+        // and would not end the grace.
+        if grace_over.wait_for(|over| *over).await.is_err() {
+            std::future::pending::<()>().await;
         }
-    }
-    drop(listener);
-    on_drain();
-    tracing::info!("shutting down: waiting up to {grace:?} for requests in flight");
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => Ok(true),
-        Err(_) => {
-            tracing::warn!("requests still in flight after {grace:?}; exiting anyway");
-            Ok(false)
-        }
+    };
+    tokio::select! {
+        response = next.run(request) => response,
+        () = ended => (
+            [(header::CONNECTION, HeaderValue::from_static("close"))],
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "draining",
+                "connhost shut down before this request finished; retry it against another replica or after the restart.",
+            ),
+        )
+            .into_response(),
     }
 }
 

@@ -152,3 +152,23 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Makes `command` start with this open-files limit, soft and hard (what
+/// `ulimit -n` sets in a shell), so a test can starve the child of
+/// descriptors.
+#[cfg(unix)]
+pub fn limit_open_files(command: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt as _;
+    let limit = rustix::process::Rlimit {
+        current: Some(limit),
+        maximum: Some(limit),
+    };
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes one system call (no allocation, no lock).
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
