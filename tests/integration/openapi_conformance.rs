@@ -138,6 +138,55 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// POSTs to `path` a body that announces 64 bytes and sends one, then
+    /// nothing (the trickling client the body timeout is for), over a raw
+    /// socket; records the answer like [`send`](Self::send).
+    fn send_trickled(&mut self, base: &str, path: &str, expected: u16) {
+        use std::io::{Read as _, Write as _};
+        let address = base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n{{"
+        )
+        .unwrap();
+        // The server answers and closes once the timeout passes.
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no complete answer: {raw:?}"));
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status line: {raw:?}"));
+        let headers: BTreeMap<String, String> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        assert_eq!(
+            status, expected,
+            "POST {path} (trickled) answered {status}: {body}"
+        );
+        self.exchanges.push(json!({
+            "method": "POST",
+            "path": path,
+            "request_headers": {"content-type": "application/json", "authorization": format!("Bearer {TOKEN}")},
+            "request_body": "{",
+            "status": status,
+            "response_headers": headers,
+            "response_body": body,
+        }));
+    }
+}
+
 /// `/v1/providers/{id}` as a pattern matching `/v1/providers/mai`.
 fn matches_template(template: &str, path: &str) -> bool {
     let (template, path): (Vec<_>, Vec<_>) =
@@ -287,6 +336,13 @@ fn record_a_running_server(recorder: &mut Recorder, server: &Server) {
             validate("panics-in-validate", "some-key"),
             "\"outcome\":\"provider_fault\"",
         ),
+        // Blocks its thread for 3 s: the 1 s timeout answers, and the
+        // provider's one in-flight slot stays taken until the thread is free.
+        (
+            validate("blocks-thread", "3000"),
+            "\"outcome\":\"timed_out\"",
+        ),
+        (validate("blocks-thread", "1"), "\"outcome\":\"busy\""),
         (
             Ask::post_json(
                 "/v1/providers/daytona/validate",
@@ -341,6 +397,9 @@ fn record_a_running_server(recorder: &mut Recorder, server: &Server) {
         Ask::post_json("/v1/providers/nope/validate", json!({"fields": {}})).token(),
         404,
     );
+    drop(send);
+    recorder.send_trickled(&base, path, 408);
+    let mut send = |ask: Ask, status: u16| recorder.send(&base, ask, status);
     send(
         Ask::post_json(path, json!({"fields": {"api_key": "good-key"}})),
         401,
@@ -402,7 +461,8 @@ fn every_answer_of_every_route_is_described_by_the_served_document() {
     let server = Server::start(dir.path(), |c| {
         c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
             .env("CONNHOST_TOKEN", TOKEN)
-            .args(["--timeout", "1", "--body-limit", "4096"]);
+            .args(["--timeout", "1", "--body-limit", "4096"])
+            .args(["--body-timeout", "1", "--max-in-flight", "1"]);
     });
     let document: Value = reqwest::blocking::get(server.at("/openapi.json"))
         .unwrap()

@@ -40,10 +40,20 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
                 .map_err(|e| anyhow::anyhow!("--cors-origin: {e}"))
         })
         .collect::<anyhow::Result<Vec<HeaderValue>>>()?;
+    let body_timeout = Duration::try_from_secs_f64(args.body_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--body-timeout must be a positive number of seconds, got {}",
+                args.body_timeout
+            )
+        })?;
     let http_config = HttpConfig {
         token,
         cors_origins,
         body_limit: args.body_limit,
+        body_timeout,
         metrics_open: args.metrics_open,
     };
     let open_files = raise_open_files_limit();

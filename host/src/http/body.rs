@@ -69,16 +69,17 @@ impl std::fmt::Display for BodyTimedOut {
 
 impl std::error::Error for BodyTimedOut {}
 
-/// Whether `error` (or an error it wraps) is a [`BodyTimedOut`].
-pub(crate) fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+/// The timeout that passed, when `error` (or an error it wraps) is a
+/// [`BodyTimedOut`].
+pub(crate) fn body_timeout(error: &(dyn std::error::Error + 'static)) -> Option<Duration> {
     let mut current = Some(error);
     while let Some(error) = current {
-        if error.is::<BodyTimedOut>() {
-            return true;
+        if let Some(timed_out) = error.downcast_ref::<BodyTimedOut>() {
+            return Some(timed_out.0);
         }
         current = error.source();
     }
-    false
+    None
 }
 
 pin_project_lite::pin_project! {
@@ -195,7 +196,7 @@ mod tests {
         ))
         .await
         .unwrap_err();
-        assert!(is_body_timeout(&*error), "{error}");
+        assert!(body_timeout(&*error).is_some(), "{error}");
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{:?}",

@@ -136,13 +136,13 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     super::body::payload_too_large()
-                } else if super::body::is_body_timeout(&rejection) {
+                } else if let Some(timeout) = super::body::body_timeout(&rejection) {
                     ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,
                         "body_timeout",
                         format!(
-                            "The body did not arrive within {} s of the headers; send it at once.",
-                            super::BODY_READ_TIMEOUT.as_secs()
+                            "The body did not arrive within {} s of the headers (see --body-timeout); send it at once.",
+                            timeout.as_secs_f64()
                         ),
                     )
                 } else {

@@ -22,6 +22,7 @@ mod server;
 mod ui;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use axum::extract::DefaultBodyLimit;
@@ -57,6 +58,9 @@ pub struct HttpConfig {
     pub cors_origins: Vec<HeaderValue>,
     /// The largest request body accepted.
     pub body_limit: usize,
+    /// How long a request's whole body may take to arrive, from the end of
+    /// its headers (default [`BODY_READ_TIMEOUT`]).
+    pub body_timeout: Duration,
     /// With a token, leave `/metrics` open to anyone (by default it needs
     /// the token too).
     pub metrics_open: bool,
@@ -68,6 +72,7 @@ impl Default for HttpConfig {
             token: None,
             cors_origins: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: BODY_READ_TIMEOUT,
             metrics_open: false,
         }
     }
@@ -217,7 +222,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
                 .layer(axum::middleware::from_fn_with_state(
                     body::BodyBounds {
                         limit: config.body_limit,
-                        timeout: BODY_READ_TIMEOUT,
+                        timeout: config.body_timeout,
                     },
                     body::guard_body,
                 ))

@@ -13,7 +13,7 @@ use super::routes;
 #[openapi(
     info(
         title = "connhost",
-        description = "Connection providers, built in and from plugin libraries, behind one schema-and-validation API. Every error connhost answers is a JSON body {\"error\": {\"code\", \"message\"}} (hyper's own answers to unparseable requests have an empty body). A path not listed here answers 404 (`#/components/responses/NotFound`); a listed path asked with a method it does not list answers 405 (`#/components/responses/MethodNotAllowed`). When the server has an access token, /v1 routes, /ui/instructions and (unless the server runs with `--metrics-open`) /metrics need `Authorization: Bearer <token>`."
+        description = "Connection providers, built in and from plugin libraries, behind one schema-and-validation API. Every error connhost answers is a JSON body {\"error\": {\"code\", \"message\"}} (hyper's own answers to unparseable requests have an empty body). A path not listed here answers 404 (`#/components/responses/NotFound`); a listed path asked with a method it does not list answers 405 (`#/components/responses/MethodNotAllowed`). Any route refuses a declared `Content-Length` over the body limit with 413 `payload_too_large` before reading the body. When the server has an access token, /v1 routes, /ui/instructions and (unless the server runs with `--metrics-open`) /metrics need `Authorization: Bearer <token>`."
     ),
     paths(
         routes::list_providers,

@@ -75,6 +75,7 @@ pub(crate) async fn get_provider(
         (status = 400, description = "Malformed JSON (`malformed_json`), a malformed id (`invalid_path`) or a body that could not be read (`unreadable_body`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong access token", body = ErrorBody),
         (status = 404, description = "No such provider", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within the body timeout (`body_timeout`)", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "Invalid fields (`invalid_fields`, the provider was not called) or a malformed body (`invalid_body`)", body = ErrorBody,
