@@ -397,7 +397,6 @@ fn record_a_running_server(recorder: &mut Recorder, server: &Server) {
         Ask::post_json("/v1/providers/nope/validate", json!({"fields": {}})).token(),
         404,
     );
-    drop(send);
     recorder.send_trickled(&base, path, 408);
     let mut send = |ask: Ask, status: u16| recorder.send(&base, ask, status);
     send(
