@@ -7,31 +7,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use connhost::FailureKind;
-use reqwest::blocking::Client;
 use serde_json::Value;
 
-use crate::support::server::Server;
+use crate::support::server::{client, get, Server};
 use crate::support::*;
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-fn get(server: &Server, path: &str) -> Value {
-    client()
-        .get(server.at(path))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-}
 
 /// `POST /v1/plugins/rescan`, answered within `limit`.
 fn rescan_within(server: &Server, limit: Duration) -> Value {
-    Client::builder()
+    reqwest::blocking::Client::builder()
         .timeout(limit)
         .build()
         .unwrap()

@@ -4,28 +4,11 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
-use crate::support::server::Server;
+use crate::support::server::{client, get, Server};
 use crate::support::vendor::Vendor;
 use crate::support::*;
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-fn get(server: &Server, path: &str) -> Value {
-    client()
-        .get(server.at(path))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-}
 
 fn validate(server: &Server, provider: &str, key: &str) -> Value {
     client()

@@ -2,20 +2,13 @@
 
 use std::time::Duration;
 
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::Response;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::server::Server;
+use crate::support::server::{client, Server};
 use crate::support::vendor::Vendor;
 use crate::support::*;
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 /// Asserts the status and that the body is JSON, and returns it.
 fn json_of(response: Response, status: StatusCode) -> Value {

@@ -172,3 +172,21 @@ pub fn limit_open_files(command: &mut Command, limit: u64) {
         });
     }
 }
+
+/// A blocking HTTP client with a 30 s bound on every request.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// GETs `path` from `server` and returns its JSON body.
+pub fn get(server: &Server, path: &str) -> serde_json::Value {
+    client()
+        .get(server.at(path))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
