@@ -15,6 +15,25 @@ use std::sync::{Arc, Mutex};
 /// The default bound on one provider's validations in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 
+/// The bound on validations in flight across all providers, in this
+/// process: well under tokio's blocking pool (512 threads by default), so
+/// that however many providers block their threads, the host keeps threads
+/// for its own blocking work (name resolution for the HTTP capability, file
+/// reads).
+pub const HOST_MAX_IN_FLIGHT: usize = 384;
+
+/// Validations in flight across all providers.
+static TOTAL: AtomicUsize = AtomicUsize::new(0);
+
+/// Why a validation could not take a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The provider has `max` validations in flight.
+    Provider(usize),
+    /// The host has [`HOST_MAX_IN_FLIGHT`] validations in flight.
+    Host(usize),
+}
+
 /// What identifies a provider's code: its id, the library it lives in (0
 /// for compiled-in code) and its handle there.
 type Key = (String, usize, u32);
@@ -37,14 +56,30 @@ impl InFlight {
         Self(counter)
     }
 
-    /// Takes a slot if fewer than `max` are taken.
-    pub(crate) fn try_acquire(&self, max: usize) -> Option<Slot> {
-        self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(self.0.clone()))
+    /// Takes a slot if the provider has fewer than `max` validations in
+    /// flight and the host fewer than [`HOST_MAX_IN_FLIGHT`].
+    pub(crate) fn try_acquire(&self, max: usize) -> Result<Slot, Full> {
+        self.try_acquire_within(max, &TOTAL, HOST_MAX_IN_FLIGHT)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) against a given host-wide count.
+    fn try_acquire_within(
+        &self,
+        max: usize,
+        total: &'static AtomicUsize,
+        host_max: usize,
+    ) -> Result<Slot, Full> {
+        if !take(total, host_max) {
+            return Err(Full::Host(host_max));
+        }
+        if !take(&self.0, max) {
+            total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Full::Provider(max));
+        }
+        Ok(Slot {
+            provider: self.0.clone(),
+            total,
+        })
     }
 
     /// How many slots are taken now.
@@ -54,13 +89,27 @@ impl InFlight {
     }
 }
 
-/// One validation's slot; freed when dropped.
+/// Adds one to `counter` if it is under `max`.
+fn take(counter: &AtomicUsize, max: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// One validation's slot (in its provider's count and the host's); freed
+/// when dropped.
 #[derive(Debug)]
-pub(crate) struct Slot(Arc<AtomicUsize>);
+pub(crate) struct Slot {
+    provider: Arc<AtomicUsize>,
+    total: &'static AtomicUsize,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.provider.fetch_sub(1, Ordering::AcqRel);
+        self.total.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -73,10 +122,10 @@ mod tests {
         let counter = InFlight::of("in-flight-test", 1, 7);
         let first = counter.try_acquire(2).unwrap();
         let _second = counter.try_acquire(2).unwrap();
-        assert!(counter.try_acquire(2).is_none());
+        assert_eq!(counter.try_acquire(2).unwrap_err(), Full::Provider(2));
         assert_eq!(counter.current(), 2);
         drop(first);
-        assert!(counter.try_acquire(2).is_some());
+        assert!(counter.try_acquire(2).is_ok());
     }
 
     #[test]
@@ -85,9 +134,27 @@ mod tests {
         let _slot = a.try_acquire(1).unwrap();
         assert!(InFlight::of("in-flight-shared", 2, 0)
             .try_acquire(1)
-            .is_none());
+            .is_err());
         assert!(InFlight::of("in-flight-shared", 3, 0)
             .try_acquire(1)
-            .is_some());
+            .is_ok());
+    }
+
+    #[test]
+    fn the_host_wide_bound_holds_across_providers_and_is_freed_with_the_slots() {
+        // A count of its own, so other tests' validations do not share it.
+        static TOTAL: AtomicUsize = AtomicUsize::new(0);
+        let acquire =
+            |handle| InFlight::of("in-flight-host", 4, handle).try_acquire_within(1, &TOTAL, 3);
+        let mut held: Vec<Slot> = (0..3).map(|h| acquire(h).unwrap()).collect();
+        assert_eq!(acquire(3).unwrap_err(), Full::Host(3));
+        // A refusal by the provider's own bound gives the host's slot back.
+        assert_eq!(acquire(0).unwrap_err(), Full::Host(3));
+        held.pop();
+        assert_eq!(acquire(0).unwrap_err(), Full::Provider(1));
+        assert_eq!(TOTAL.load(Ordering::Acquire), 2);
+        assert!(acquire(3).is_ok());
+        drop(held);
+        assert_eq!(TOTAL.load(Ordering::Acquire), 0);
     }
 }

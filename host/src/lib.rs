@@ -38,7 +38,7 @@ mod validation;
 
 pub use connhost_plugin_api as plugin_api;
 pub use connhost_plugin_api::{CredentialFields, CredentialFormSchema, FieldError};
-pub use in_flight::DEFAULT_MAX_IN_FLIGHT;
+pub use in_flight::{DEFAULT_MAX_IN_FLIGHT, HOST_MAX_IN_FLIGHT};
 pub use loader::{
     FailureKind, LoadFailure, LoadOptions, LoadReport, LoadedPlugin, PluginLibrary, RetiredLibrary,
 };

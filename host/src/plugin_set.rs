@@ -292,12 +292,14 @@ impl PluginSet {
     /// Drops what is no longer listed: failures and pending files at once,
     /// loaded files once they have been gone for [`SETTLE`].
     fn drop_gone(&mut self, files: &[PathBuf], outcome: &mut RescanOutcome) {
-        self.missing.retain(|p, _| !files.contains(p));
+        // A set: a crowded folder must not make this quadratic.
+        let listed: std::collections::HashSet<&Path> = files.iter().map(PathBuf::as_path).collect();
+        self.missing.retain(|p, _| !listed.contains(p.as_path()));
         let gone: Vec<PathBuf> = self
             .entries
             .iter()
             .map(|e| e.path.clone())
-            .filter(|p| !files.contains(p))
+            .filter(|p| !listed.contains(p.as_path()))
             .collect();
         for path in gone {
             let since = *self
@@ -317,9 +319,9 @@ impl PluginSet {
             }
         }
         let before = self.failures.len();
-        self.failures.retain(|p, _| files.contains(p));
+        self.failures.retain(|p, _| listed.contains(p.as_path()));
         outcome.changed |= self.failures.len() != before;
-        self.pending.retain(|p, _| files.contains(p));
+        self.pending.retain(|p, _| listed.contains(p.as_path()));
     }
 
     /// Looks at one listed entry. Returns whether it must be retried for a
@@ -334,11 +336,9 @@ impl PluginSet {
                 return false;
             }
         }
-        if self
-            .failures
-            .get(path)
-            .is_some_and(|(known, _)| *known == fingerprint)
-        {
+        if self.failures.get(path).is_some_and(|(known, failure)| {
+            *known == fingerprint && failure.kind != FailureKind::CacheFailed
+        }) {
             return false; // known broken, unchanged: not read again
         }
         // New or changed. Wait until it is quiet.
@@ -407,17 +407,36 @@ impl PluginSet {
         }
         // Copy the checked descriptor into the cache, hashing what is
         // written: the copy is what gets loaded.
-        let (hash, copy) = match self.copy_into_cache(&mut file) {
-            Ok(copied) => copied,
+        let copied = self.copy_into_cache(&mut file);
+        // What was read is the version checked only if the file did not
+        // change meanwhile (a writer rewriting it in place).
+        let steady =
+            file.metadata().map(|m| Fingerprint::from_metadata(&m)).ok() == Some(fingerprint);
+        let (hash, copy) = match copied {
+            Ok(copied) if steady => copied,
+            Ok((hash, copy)) => {
+                tracing::debug!(path = %path.display(), "the plugin changed while it was copied; looking again");
+                if !self.entries.iter().any(|e| e.hash == hash) {
+                    let _ = std::fs::remove_file(&copy);
+                }
+                outcome.waiting = true;
+                return false;
+            }
             Err(e) if is_transient(&e) => {
                 tracing::debug!(path = %path.display(), "cannot copy the plugin for now, retrying: {e}");
                 return true;
             }
-            Err(e) => {
-                // Most likely removed or replaced while reading: look again.
-                tracing::debug!(path = %path.display(), "could not copy the plugin: {e}");
+            Err(e) if !steady => {
+                tracing::debug!(path = %path.display(), "could not copy the plugin while it changed: {e}");
                 outcome.waiting = true;
                 return false;
+            }
+            Err(e) => {
+                // The file is steady: the cache is what fails (full,
+                // read-only, removed). Report it, and retry with the backoff
+                // rather than at every settle tick.
+                self.cache_failed(path, fingerprint, &e, outcome);
+                return true;
             }
         };
         self.pending.remove(path);
@@ -471,6 +490,31 @@ impl PluginSet {
 
     /// Records that this version of `path` cannot be loaded; a loaded
     /// previous version keeps serving, and says so.
+    /// Reports that `path` could not be copied into the cache (once per
+    /// distinct error); the caller retries it.
+    fn cache_failed(
+        &mut self,
+        path: &Path,
+        fingerprint: Fingerprint,
+        error: &std::io::Error,
+        outcome: &mut RescanOutcome,
+    ) {
+        let failure = LoadFailure::new(
+            path,
+            FailureKind::CacheFailed,
+            format!(
+                "could not copy the file into the plugin cache {}: {error}. Nothing is wrong with the file; it is tried again every few seconds.",
+                self.cache.display()
+            ),
+        );
+        let known = self.failures.get(path).is_some_and(|(known, f)| {
+            *known == fingerprint && f.reason.starts_with(&failure.reason)
+        });
+        if !known {
+            self.fail_version(path, fingerprint, failure, outcome);
+        }
+    }
+
     fn fail_version(
         &mut self,
         path: &Path,

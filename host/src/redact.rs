@@ -139,7 +139,7 @@ impl Secrets {
         self.values.is_empty()
     }
 
-    /// Scrubs every string inside a JSON value.
+    /// Scrubs every string inside a JSON value, object keys included.
     pub fn scrub_json(&self, value: &mut serde_json::Value) {
         match value {
             serde_json::Value::String(s) => {
@@ -148,7 +148,15 @@ impl Secrets {
                 }
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_json(v)),
-            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.scrub_json(v)),
+            serde_json::Value::Object(map) => {
+                if map.keys().any(|k| matches!(self.scrub(k), Cow::Owned(_))) {
+                    *map = std::mem::take(map)
+                        .into_iter()
+                        .map(|(k, v)| (self.scrub(&k).into_owned(), v))
+                        .collect();
+                }
+                map.values_mut().for_each(|v| self.scrub_json(v));
+            }
             _ => {}
         }
     }
@@ -343,6 +351,13 @@ mod tests {
         let mut json = serde_json::json!({"m": "pin 1", "n": "long-secret-1"});
         secrets.scrub_json(&mut json);
         assert_eq!(json, serde_json::json!({"m": WITHHELD, "n": REDACTED}));
+        // Keys are text too.
+        let mut keyed = serde_json::json!({"long-secret-1": "ok", "k": {"x long-secret-1": 1}});
+        secrets.scrub_json(&mut keyed);
+        assert_eq!(
+            keyed,
+            serde_json::json!({"<redacted>": "ok", "k": {"x <redacted>": 1}})
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use connhost_plugin_api::{
 use serde::Serialize;
 use tracing::Instrument as _;
 
-use crate::in_flight::{Slot, DEFAULT_MAX_IN_FLIGHT};
+use crate::in_flight::{Full, Slot, DEFAULT_MAX_IN_FLIGHT};
 use crate::loader::{load_directory, LoadOptions, LoadReport};
 use crate::redact::{RedactedFields, Secrets, WithSecrets};
 use crate::registry::{Origin, ProviderRegistry, RegisteredProvider};
@@ -78,7 +78,7 @@ pub struct ProviderInfo {
     pub description: String,
     /// A Lucide icon name.
     pub icon: String,
-    /// `"oauth"` or `"api_key"`.
+    /// `"o_auth"` or `"api_key"`.
     #[schema(value_type = crate::schema_doc::ConnectionType)]
     pub connection_type: ConnectionType,
     /// The credential form (`null` for OAuth).
@@ -292,14 +292,28 @@ impl Connhost {
         }
         // Taken before anything else is spent on the call, and held by the
         // thread that runs it until that thread is free again.
-        let Some(slot) = entry.in_flight().try_acquire(self.max_in_flight) else {
-            tracing::warn!(
-                limit = self.max_in_flight,
-                "provider busy: its validations in flight are at the bound"
-            );
-            return Verdict::Busy {
-                limit: self.max_in_flight,
-            };
+        let slot = match entry.in_flight().try_acquire(self.max_in_flight) {
+            Ok(slot) => slot,
+            Err(Full::Provider(limit)) => {
+                tracing::warn!(
+                    limit,
+                    "provider busy: its validations in flight are at its bound"
+                );
+                return Verdict::Busy {
+                    limit,
+                    host_wide: false,
+                };
+            }
+            Err(Full::Host(limit)) => {
+                tracing::warn!(
+                    limit,
+                    "host busy: validations in flight across all providers are at the bound"
+                );
+                return Verdict::Busy {
+                    limit,
+                    host_wide: true,
+                };
+            }
         };
         tracing::debug!(fields = ?RedactedFields::new(schema, &fields), "validating");
         let secrets = Arc::new(Secrets::of(schema, &fields));
@@ -371,20 +385,23 @@ async fn run_isolated(
     let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Handle::current();
     let span = tracing::Span::current();
-    let task = tokio::task::spawn_blocking(move || {
+    let mut task = AbortUnstarted(tokio::task::spawn_blocking(move || {
         let _slot = slot;
         runtime.block_on(
             async move {
                 let validating = WithSecrets::new(secrets, entry.run_validation(fields));
                 tokio::select! {
-                    outcome = validating => Some(outcome),
+                    // A caller that gave up before this thread started:
+                    // the provider is never called.
+                    biased;
                     _ = cancelled => None,
+                    outcome = validating => Some(outcome),
                 }
             }
             .instrument(span),
         )
-    });
-    let outcome = match tokio::time::timeout(timeout, task).await {
+    }));
+    let outcome = match tokio::time::timeout(timeout, &mut task.0).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(failed)) => Some(ProviderOutcome::Fault(format!(
             "the validation task failed: {failed}"
@@ -393,6 +410,16 @@ async fn run_isolated(
     };
     drop(cancel);
     outcome
+}
+
+/// A blocking task that is aborted when its caller stops waiting: one that
+/// has not started yet never runs (one that runs finishes on its own).
+struct AbortUnstarted<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortUnstarted<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,9 @@ pub enum Verdict {
     Busy {
         /// The bound that was reached.
         limit: usize,
+        /// Whether it is the host's bound across all providers
+        /// ([`crate::HOST_MAX_IN_FLIGHT`]) rather than the provider's own.
+        host_wide: bool,
     },
 }
 
@@ -183,8 +186,17 @@ impl Verdict {
                 "The provider did not answer within {:.1} s.",
                 after.as_secs_f64()
             )),
-            Verdict::Busy { limit } => Some(format!(
+            Verdict::Busy {
+                limit,
+                host_wide: false,
+            } => Some(format!(
                 "The provider is busy: it already has {limit} validations in flight, the most it is allowed. Retry shortly."
+            )),
+            Verdict::Busy {
+                limit,
+                host_wide: true,
+            } => Some(format!(
+                "connhost is busy: {limit} validations are in flight across all providers, the most it runs at once. Retry shortly."
             )),
         }
     }

@@ -543,7 +543,8 @@ fn a_huge_file_is_refused_from_its_size_and_never_read_or_copied() {
 fn hot_reload_and_rescans_work_while_blocked_providers_hold_every_blocking_thread() {
     let dir = PluginDir::with(&["fixture-hang", "mai"]);
     // No per-provider bound to speak of (that defence is tested in
-    // starved.rs): here the blocking pool really is exhausted.
+    // starved.rs): validations take every blocking thread the host lets
+    // them have (`HOST_MAX_IN_FLIGHT`), and rescans must not need one.
     let server = Server::start(dir.path(), |c| {
         c.args(["--timeout", "1", "--max-in-flight", "65536"]);
     });

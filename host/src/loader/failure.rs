@@ -40,6 +40,10 @@ pub enum FailureKind {
     /// The plugins folder itself could not be listed. Hot reload keeps the
     /// last good set serving and retries (`since` says from when).
     FolderUnreadable,
+    /// The file could not be copied into the plugin cache (`--cache-dir`
+    /// full, read-only, gone): nothing is wrong with the file. Hot reload
+    /// retries it with a backoff.
+    CacheFailed,
 }
 
 /// A plugin file, or one provider of it, that was not loaded.

@@ -277,6 +277,11 @@ pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File, OpenError> {
     if !metadata.is_file() {
         return Err(OpenError::Failed(not_regular(path, metadata.file_type())));
     }
+    open_and_check(path)
+}
+
+/// The open step of [`open_regular`]: non-blocking, then `fstat`.
+fn open_and_check(path: &Path) -> Result<std::fs::File, OpenError> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -510,6 +515,32 @@ pub(crate) fn check_api_version(found: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The open step alone (as if a FIFO was swapped in after the entry's
+    /// type was looked at) must neither block nor accept the FIFO.
+    #[cfg(unix)]
+    #[test]
+    fn opening_a_fifo_never_blocks_and_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("libswapped.so");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (done, result) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(open_and_check(&path).err().map(|e| match e {
+                OpenError::Failed(failure) => failure.kind,
+                other => panic!("{other:?}"),
+            }));
+        });
+        let kind = result
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening a FIFO blocked");
+        assert_eq!(kind, Some(FailureKind::NotARegularFile));
+    }
 
     #[cfg(unix)]
     #[test]

@@ -407,8 +407,14 @@ fn copy_to_private_dir(path: &Path, file: &mut std::fs::File) -> std::io::Result
     ));
     std::fs::create_dir_all(&dir)?;
     let copy = dir.join(path.file_name().unwrap_or_else(|| "plugin".as_ref()));
-    file.seek(std::io::SeekFrom::Start(0))?;
-    std::io::copy(file, &mut std::fs::File::create(&copy)?)?;
+    let copied = file
+        .seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| std::io::copy(file, &mut std::fs::File::create(&copy)?));
+    if let Err(error) = copied {
+        // Nothing was loaded from it: leave nothing behind.
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(error);
+    }
     Ok(copy)
 }
 

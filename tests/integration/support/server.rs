@@ -3,17 +3,19 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use super::{build_artifacts, connhost};
+
+/// How long a test server may take to load its plugins and get ready.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A running `connhost serve`. Killed when dropped.
 pub struct Server {
     child: Child,
     url: String,
     stderr: Arc<Mutex<String>>,
-    _stdout: BufReader<ChildStdout>,
 }
 
 impl Server {
@@ -41,23 +43,48 @@ impl Server {
         }
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn connhost serve");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        // Stdout is read on a thread of its own (for as long as the server
+        // runs), so that a server that never gets ready fails the test
+        // instead of hanging it.
+        let lines = {
+            let (send, lines) = std::sync::mpsc::channel::<String>();
+            let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+                    let _ = send.send(std::mem::take(&mut line));
+                }
+            });
+            lines
+        };
+        let deadline = std::time::Instant::now() + READY_WITHIN;
         let mut url = None;
-        let mut line = String::new();
         loop {
-            line.clear();
-            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
-                let output = child.wait_with_output().expect("wait");
-                return Err((
-                    output.status.code(),
-                    String::from_utf8_lossy(&output.stderr).into_owned(),
-                ));
-            }
-            if let Some(rest) = line.trim().strip_prefix("connhost: listening on ") {
-                url = Some(rest.to_owned());
-            }
-            if line.trim() == "connhost: ready" {
-                break;
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(wait) {
+                Ok(line) => {
+                    if let Some(rest) = line.trim().strip_prefix("connhost: listening on ") {
+                        url = Some(rest.to_owned());
+                    }
+                    if line.trim() == "connhost: ready" {
+                        break;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let output = child.wait_with_output().expect("wait");
+                    return Err((
+                        output.status.code(),
+                        String::from_utf8_lossy(&output.stderr).into_owned(),
+                    ));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let output = child.wait_with_output().expect("wait");
+                    panic!(
+                        "connhost serve was not ready within {READY_WITHIN:?}:\n{}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
             }
         }
         let url = url.expect("the listening line comes before ready");
@@ -79,7 +106,6 @@ impl Server {
             child,
             url,
             stderr: log,
-            _stdout: stdout,
         })
     }
 
@@ -117,8 +143,20 @@ impl Server {
     }
 
     /// Waits for the process to exit (after a signal) and returns its code.
+    /// Fails the test (killing the process) if it has not exited within
+    /// 60 s.
     pub fn wait(mut self) -> Option<i32> {
-        self.child.wait().ok().and_then(|s| s.code())
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("connhost serve did not exit within 60 s:\n{}", self.log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
