@@ -595,3 +595,55 @@ fn hot_reload_and_rescans_work_while_blocked_providers_hold_every_blocking_threa
     );
     drop(clients);
 }
+
+#[test]
+fn a_cache_that_cannot_be_written_is_reported_retried_with_backoff_and_recovers() {
+    let dir = PluginDir::with(&["mai"]);
+    let scratch = tempfile::tempdir().unwrap();
+    // A regular file where the cache folder should be: no copy can be made.
+    let cache = scratch.path().join("cache");
+    std::fs::write(&cache, b"not a folder").unwrap();
+    let server = Server::start(dir.path(), |c| {
+        c.env("CONNHOST_LOG", "warn,connhost::reload=debug")
+            .arg("--cache-dir")
+            .arg(&cache);
+    });
+    let mai = dir.file(&library_file_name("mai"));
+    let report = get(&server, "/v1/plugins");
+    let failure = failure_for(&report, &mai);
+    assert_eq!(failure["kind"], "cache_failed", "{report}");
+    let reason = failure["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("could not copy the file into the plugin cache")
+            && reason.contains(&cache.display().to_string())
+            && reason.contains("tried again"),
+        "{reason}"
+    );
+    // Retried with a backoff, not at every settle tick (40 ms).
+    let rescans = || {
+        server
+            .log()
+            .matches("rescanning the plugins folder")
+            .count()
+    };
+    let before = rescans();
+    std::thread::sleep(Duration::from_secs(2));
+    let retried = rescans() - before;
+    assert!(retried < 15, "{retried} rescans in 2 s:\n{}", server.log());
+    assert_eq!(
+        server.log().matches("could not copy the file").count(),
+        1,
+        "reported once:\n{}",
+        server.log()
+    );
+
+    // Once the cache can be written, a retry loads it: no event, no request.
+    std::fs::remove_file(&cache).unwrap();
+    std::fs::create_dir(&cache).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !provider_ids(&server).contains(&"mai".to_owned()) {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(failures_for(&get(&server, "/v1/plugins"), &mai).is_empty());
+}
