@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::server::{limit_open_files, Server};
+use crate::support::server::{limit_open_files, limit_open_files_to, Server};
 use crate::support::*;
 
 /// An answer read off a raw connection.
@@ -482,4 +482,22 @@ fn accept_failures_back_off_and_are_logged_once() {
             assert!(failures < 60, "{failures} tries:\n{log}");
         }
     }
+}
+
+#[test]
+fn the_soft_open_files_limit_is_raised_to_the_hard_one_at_start() {
+    let dir = PluginDir::with(&["mai"]);
+    let server = Server::start(dir.path(), |c| {
+        c.env("CONNHOST_LOG", "info");
+        limit_open_files_to(c, 256, 1024);
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["1024", "1024"], "{open_files}");
+    server.wait_for_log("raised the open-files limit to the hard limit");
+    assert!(server.log().contains("was=256"), "{}", server.log());
 }

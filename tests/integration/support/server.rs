@@ -196,10 +196,15 @@ impl Drop for Server {
 /// descriptors.
 #[cfg(unix)]
 pub fn limit_open_files(command: &mut Command, limit: u64) {
+    limit_open_files_to(command, limit, limit);
+}
+
+/// Starts the command with these soft and hard open-files limits.
+pub fn limit_open_files_to(command: &mut Command, soft: u64, hard: u64) {
     use std::os::unix::process::CommandExt as _;
     let limit = rustix::process::Rlimit {
-        current: Some(limit),
-        maximum: Some(limit),
+        current: Some(soft),
+        maximum: Some(hard),
     };
     // SAFETY: the closure runs in the forked child before exec and only
     // makes one system call (no allocation, no lock).
