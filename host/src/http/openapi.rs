@@ -6,8 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::error::ErrorBody;
-use super::routes;
+use super::{routes, ui};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,10 +24,10 @@ use super::routes;
         routes::readyz,
         routes::metrics,
         routes::openapi,
-        index,
-        app_js,
-        app_css,
-        instructions,
+        ui::index,
+        ui::app_js,
+        ui::app_css,
+        ui::instructions,
     ),
     components(schemas(
         crate::validation::VerdictBody,
@@ -44,53 +43,6 @@ use super::routes;
     )
 )]
 struct ApiDoc;
-
-/// The settings page (the handlers live in `ui.rs`; these stubs only
-/// document them).
-#[utoipa::path(
-    get,
-    path = "/",
-    tag = "ui",
-    responses((status = 200, description = "The settings page", body = String, content_type = "text/html")),
-)]
-#[allow(dead_code)]
-fn index() {}
-
-/// The settings page's script.
-#[utoipa::path(
-    get,
-    path = "/assets/app.js",
-    tag = "ui",
-    responses((status = 200, description = "The page's script", body = String, content_type = "text/javascript")),
-)]
-#[allow(dead_code)]
-fn app_js() {}
-
-/// The settings page's styles.
-#[utoipa::path(
-    get,
-    path = "/assets/app.css",
-    tag = "ui",
-    responses((status = 200, description = "The page's styles", body = String, content_type = "text/css")),
-)]
-#[allow(dead_code)]
-fn app_css() {}
-
-/// Every provider's instructions, rendered from markdown to sanitised HTML
-/// (for the page).
-#[utoipa::path(
-    get,
-    path = "/ui/instructions",
-    tag = "ui",
-    responses(
-        (status = 200, description = "Provider id to instructions as HTML", body = std::collections::BTreeMap<String, String>),
-        (status = 401, description = "Missing or wrong access token", body = ErrorBody),
-        (status = 503, description = "Still loading plugins", body = ErrorBody),
-    ),
-    security((), ("bearer" = [])),
-)]
-#[allow(dead_code)]
-fn instructions() {}
 
 struct BearerScheme;
 

@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use pulldown_cmark::{html, CowStr, Event, Options, Parser, Tag, TagEnd};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -21,7 +21,13 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
-/// `GET /`
+/// The settings page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ui",
+    responses((status = 200, description = "The settings page", body = String, content_type = "text/html")),
+)]
 pub(crate) async fn index() -> Response {
     (
         [
@@ -34,7 +40,13 @@ pub(crate) async fn index() -> Response {
         .into_response()
 }
 
-/// `GET /assets/app.js`
+/// The settings page's script.
+#[utoipa::path(
+    get,
+    path = "/assets/app.js",
+    tag = "ui",
+    responses((status = 200, description = "The page's script", body = String, content_type = "text/javascript")),
+)]
 pub(crate) async fn app_js() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
@@ -43,12 +55,30 @@ pub(crate) async fn app_js() -> Response {
         .into_response()
 }
 
-/// `GET /assets/app.css`
+/// The settings page's styles.
+#[utoipa::path(
+    get,
+    path = "/assets/app.css",
+    tag = "ui",
+    responses((status = 200, description = "The page's styles", body = String, content_type = "text/css")),
+)]
 pub(crate) async fn app_css() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS).into_response()
 }
 
-/// `GET /ui/instructions`: provider id -> instructions as sanitised HTML.
+/// Every provider's instructions, rendered from markdown to sanitised HTML
+/// (for the page).
+#[utoipa::path(
+    get,
+    path = "/ui/instructions",
+    tag = "ui",
+    responses(
+        (status = 200, description = "Provider id to instructions as HTML", body = std::collections::BTreeMap<String, String>),
+        (status = 401, description = "Missing or wrong access token", body = ErrorBody),
+        (status = 503, description = "Still loading plugins", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub(crate) async fn instructions(
     State(state): State<AppState>,
 ) -> Result<Json<BTreeMap<String, String>>, ApiError> {
