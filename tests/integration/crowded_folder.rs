@@ -9,25 +9,8 @@ use std::time::{Duration, Instant};
 use connhost::FailureKind;
 use serde_json::Value;
 
-use crate::support::server::{client, get, Server};
+use crate::support::server::{get, get_text, rescan, rescan_within, Server};
 use crate::support::*;
-
-/// `POST /v1/plugins/rescan`, answered within `limit`.
-fn rescan_within(server: &Server, limit: Duration) -> Value {
-    reqwest::blocking::Client::builder()
-        .timeout(limit)
-        .build()
-        .unwrap()
-        .post(server.at("/v1/plugins/rescan"))
-        .send()
-        .unwrap_or_else(|e| panic!("the rescan did not answer within {limit:?}: {e}"))
-        .json()
-        .unwrap()
-}
-
-fn rescan(server: &Server) -> Value {
-    rescan_within(server, Duration::from_secs(30))
-}
 
 /// The ids of the providers served.
 fn provider_ids(server: &Server) -> Vec<String> {
@@ -176,12 +159,7 @@ fn a_folder_that_cannot_be_listed_keeps_the_set_is_reported_and_is_retried_until
     let failure = folder_failure(&report).cloned();
     let loaded = report["loaded"].as_array().unwrap().len();
     let after = provider_ids(&server);
-    let metrics = client()
-        .get(server.at("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = get_text(&server, "/metrics");
     // Further retries happen meanwhile; they must not log again.
     std::thread::sleep(Duration::from_millis(800));
     restore();
@@ -224,12 +202,7 @@ fn a_folder_that_cannot_be_listed_keeps_the_set_is_reported_and_is_retried_until
     assert_eq!(report["loaded"].as_array().unwrap().len(), 2);
     assert!(report["retired"].as_array().unwrap().is_empty());
     assert_eq!(provider_ids(&server), served);
-    let metrics = client()
-        .get(server.at("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = get_text(&server, "/metrics");
     assert!(
         metrics.contains("connhost_plugins_folder_unreadable 0"),
         "{metrics}"

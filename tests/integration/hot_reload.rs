@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::server::{client, get, Server};
+use crate::support::server::{client, get, rescan, Server};
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
@@ -290,12 +290,7 @@ fn without_watching_sighup_and_the_rescan_endpoint_pick_up_changes() {
         c.arg("--no-watch");
     });
     install(dir.path(), "fixture-greeter-v1", &greeter_file());
-    let report: Value = client()
-        .post(server.at("/v1/plugins/rescan"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let report = rescan(&server);
     assert_eq!(
         report["loaded"][0]["plugin"], "fixture-greeter-v1",
         "{report}"
@@ -354,12 +349,7 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
             std::fs::remove_file(dir.file(&name)).unwrap();
         }
         // Let the reload happen while the clients run.
-        let rescanned: Value = client()
-            .post(server.at("/v1/plugins/rescan"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let rescanned = rescan(&server);
         assert!(rescanned["loaded"].is_array());
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -378,12 +368,7 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
     for round in 0..3 {
         let _ = std::fs::remove_file(dir.file(&library_file_name(&format!("churn-{round}"))));
     }
-    let report: Value = client()
-        .post(server.at("/v1/plugins/rescan"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let report = rescan(&server);
     let mut retired: Vec<&str> = report["retired"]
         .as_array()
         .unwrap()

@@ -6,7 +6,7 @@ use reqwest::blocking::Response;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::server::{client, Server};
+use crate::support::server::{client, get_text, Server};
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
@@ -765,12 +765,7 @@ fn made_up_methods_do_not_become_metric_labels() {
             .send()
             .unwrap();
     }
-    let text = client()
-        .get(server.at("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = get_text(&server, "/metrics");
     assert!(!text.contains("ZZZ"), "{text}");
     assert!(text.contains("method=\"other\""), "{text}");
 }

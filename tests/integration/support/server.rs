@@ -233,3 +233,31 @@ pub fn get(server: &Server, path: &str) -> serde_json::Value {
         .json()
         .unwrap()
 }
+
+/// GETs `path` from `server` and returns its body as text.
+pub fn get_text(server: &Server, path: &str) -> String {
+    client()
+        .get(server.at(path))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// `POST /v1/plugins/rescan`, answered within `limit`: the load report.
+pub fn rescan_within(server: &Server, limit: std::time::Duration) -> serde_json::Value {
+    reqwest::blocking::Client::builder()
+        .timeout(limit)
+        .build()
+        .unwrap()
+        .post(server.at("/v1/plugins/rescan"))
+        .send()
+        .unwrap_or_else(|e| panic!("the rescan did not answer within {limit:?}: {e}"))
+        .json()
+        .unwrap()
+}
+
+/// `POST /v1/plugins/rescan` (within 30 s): the load report.
+pub fn rescan(server: &Server) -> serde_json::Value {
+    rescan_within(server, std::time::Duration::from_secs(30))
+}
