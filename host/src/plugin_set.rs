@@ -188,9 +188,7 @@ impl PluginSet {
         );
         Self {
             dir: config.plugins_dir.clone().unwrap_or_default(),
-            options: LoadOptions {
-                settings: config.settings.clone(),
-            },
+            options: config.load_options(),
             config: config.clone(),
             cache,
             entries: Vec::new(),
@@ -395,7 +393,7 @@ impl PluginSet {
             outcome.waiting = true;
             return false;
         }
-        if let Err(failure) = check_opened(path, &file) {
+        if let Err(failure) = check_opened(path, &file, self.options.max_plugin_size) {
             let lasting = failure.kind == FailureKind::TooLarge;
             if !lasting && since.elapsed() < COMPLETION_GRACE {
                 outcome.waiting = true; // maybe still being copied

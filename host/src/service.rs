@@ -38,6 +38,9 @@ pub struct HostConfig {
     /// the thread running each is free again, even past its timeout);
     /// beyond it the provider answers [`Verdict::Busy`] at once.
     pub max_in_flight: usize,
+    /// The largest plugin file loaded, in bytes (see
+    /// [`LoadOptions::max_plugin_size`]).
+    pub max_plugin_size: u64,
     /// Per-plugin settings (plugin name -> key -> value); the built-in
     /// providers' scope is `"builtin"`.
     pub settings: BTreeMap<String, BTreeMap<String, String>>,
@@ -51,12 +54,21 @@ impl Default for HostConfig {
             builtins: true,
             validation_timeout: DEFAULT_VALIDATION_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_plugin_size: crate::loader::DEFAULT_MAX_PLUGIN_SIZE,
             settings: BTreeMap::new(),
         }
     }
 }
 
 impl HostConfig {
+    /// What the loader needs of this configuration.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            settings: self.settings.clone(),
+            max_plugin_size: self.max_plugin_size,
+        }
+    }
+
     /// The default configuration, loading plugins from `dir`.
     pub fn with_plugins_dir(dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -144,13 +156,7 @@ impl Connhost {
             Vec::new()
         };
         let mut report = match &config.plugins_dir {
-            Some(dir) => load_directory(
-                dir,
-                &mut registry,
-                &LoadOptions {
-                    settings: config.settings.clone(),
-                },
-            ),
+            Some(dir) => load_directory(dir, &mut registry, &config.load_options()),
             None => LoadReport::default(),
         };
         for failure in &builtin_failures {

@@ -38,10 +38,9 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     init_logging();
     let command = cli.command;
     let global = cli.global;
-    connhost::loader::set_max_plugin_size(global.max_plugin_size);
     match command {
         Command::Inspect { file, json } => {
-            let inspection = connhost::loader::inspect(&file);
+            let inspection = connhost::loader::inspect(&file, global.max_plugin_size);
             if json {
                 println!("{}", serde_json::to_string_pretty(&inspection)?);
             } else {
@@ -164,6 +163,7 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
         validation_timeout: Duration::try_from_secs_f64(global.timeout)
             .with_context(|| format!("--timeout {} is too large", global.timeout))?,
         max_in_flight: global.max_in_flight,
+        max_plugin_size: global.max_plugin_size,
         settings,
     })
 }

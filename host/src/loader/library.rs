@@ -2,7 +2,6 @@
 //! talk to. Libraries are never unloaded.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use abi_stable::library::{abi_header_from_raw_library, LibHeader, LibraryError, RawLibrary};
@@ -58,11 +57,11 @@ static OPENING: Mutex<()> = Mutex::new(());
 /// Opens `path` and checks it without calling into the plugin (beyond its
 /// static initializers and abi_stable's module constructor, which loading
 /// a library always runs).
-pub(crate) fn open(path: &Path) -> Result<OpenedLibrary, LoadFailure> {
+pub(crate) fn open(path: &Path, max_size: u64) -> Result<OpenedLibrary, LoadFailure> {
     let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
 
     // The descriptor stays open until the system loader has the file.
-    let _checked = check_file(path)?;
+    let _checked = check_file(path, max_size)?;
 
     let _guard = OPENING.lock().unwrap_or_else(|e| e.into_inner());
     let raw = RawLibrary::load_at(path).map_err(|e| {
@@ -133,19 +132,6 @@ pub(crate) fn open(path: &Path) -> Result<OpenedLibrary, LoadFailure> {
 /// The largest plugin file loaded unless configured: 256 MiB (plugins are
 /// a few MB; a debug build of the largest example is 17 MB).
 pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 256 * 1024 * 1024;
-
-static MAX_PLUGIN_SIZE: AtomicU64 = AtomicU64::new(DEFAULT_MAX_PLUGIN_SIZE);
-
-/// Sets the size limit for plugin files, for this process: a larger file
-/// is refused from its metadata alone, before anything is copied or read.
-pub fn set_max_plugin_size(bytes: u64) {
-    MAX_PLUGIN_SIZE.store(bytes, Ordering::Relaxed);
-}
-
-/// The size limit for plugin files (see [`set_max_plugin_size`]).
-pub fn max_plugin_size() -> u64 {
-    MAX_PLUGIN_SIZE.load(Ordering::Relaxed)
-}
 
 /// Why a file named like a library could not be opened.
 #[derive(Debug)]
@@ -300,7 +286,7 @@ fn open_and_check(path: &Path) -> Result<std::fs::File, OpenError> {
 /// Opens `path` (see [`open_regular`]) and checks it (see [`check_opened`]).
 /// A transient failure is reported as a failure of the file, worded as
 /// passing: for callers that do not retry.
-pub(crate) fn check_file(path: &Path) -> Result<std::fs::File, LoadFailure> {
+pub(crate) fn check_file(path: &Path, max_size: u64) -> Result<std::fs::File, LoadFailure> {
     let file = open_regular(path).map_err(|e| match e {
         OpenError::Failed(failure) => failure,
         OpenError::Vanished => LoadFailure::new(
@@ -314,17 +300,21 @@ pub(crate) fn check_file(path: &Path) -> Result<std::fs::File, LoadFailure> {
             format!("could not open the file for now ({e}); load it again later."),
         ),
     })?;
-    check_opened(path, &file)?;
+    check_opened(path, &file, max_size)?;
     Ok(file)
 }
 
 /// Checks, before the system loader sees it (and before anything copies
-/// it), that the opened file is a complete shared library within the size
-/// limit: the dynamic loader maps segments without checking that the file
+/// it), that the opened file is a complete shared library of at most
+/// `max_size` bytes: the dynamic loader maps segments without checking that the file
 /// holds them, and touching a missing page kills the process (SIGBUS). A
 /// file still being copied looks exactly like that. Only the size and the
 /// headers are read, never the whole file.
-pub(crate) fn check_opened(path: &Path, file: &std::fs::File) -> Result<(), LoadFailure> {
+pub(crate) fn check_opened(
+    path: &Path,
+    file: &std::fs::File,
+    max_size: u64,
+) -> Result<(), LoadFailure> {
     let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
     let still_copying = "if it is still being copied, load it again once the copy is complete";
     let unreadable = |e: std::io::Error| {
@@ -334,7 +324,7 @@ pub(crate) fn check_opened(path: &Path, file: &std::fs::File) -> Result<(), Load
         )
     };
     let len = file.metadata().map_err(unreadable)?.len();
-    let limit = max_plugin_size();
+    let limit = max_size;
     if len > limit {
         return Err(fail(
             FailureKind::TooLarge,

@@ -21,20 +21,32 @@ use serde::Serialize;
 
 pub(crate) use failure::rfc3339;
 pub use failure::{FailureKind, LoadFailure};
+pub use library::DEFAULT_MAX_PLUGIN_SIZE;
 pub(crate) use library::{check_opened, is_transient, open_regular, OpenError};
-pub use library::{max_plugin_size, set_max_plugin_size, DEFAULT_MAX_PLUGIN_SIZE};
 
 use crate::capabilities;
 use crate::plugin_provider::PluginProvider;
 use crate::registry::{Origin, ProviderRegistry, RegisteredProvider};
 
 /// Settings for loading plugins.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Per-plugin configuration (plugin name -> key -> value), read by
     /// providers through `connhost_plugin_api::config`. Environment
     /// variables `CONNHOST_PLUGIN_<PLUGIN>_<KEY>` fill in missing keys.
     pub settings: BTreeMap<String, BTreeMap<String, String>>,
+    /// The largest plugin file loaded, in bytes: a larger file is refused
+    /// from its metadata alone, before anything is copied or read.
+    pub max_plugin_size: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            settings: BTreeMap::new(),
+            max_plugin_size: DEFAULT_MAX_PLUGIN_SIZE,
+        }
+    }
 }
 
 /// A plugin file that loaded, with the providers it registered.
@@ -121,7 +133,7 @@ type InitOutcome = Result<Initialized, (FailureKind, String)>;
 static INITIALIZED: Mutex<BTreeMap<usize, Arc<InitOutcome>>> = Mutex::new(BTreeMap::new());
 
 fn initialize(path: &Path, options: &LoadOptions) -> Result<Initialized, LoadFailure> {
-    let opened = library::open(path)?;
+    let opened = library::open(path, options.max_plugin_size)?;
     let mut cache = INITIALIZED.lock().unwrap_or_else(|e| e.into_inner());
     let entry = cache
         .entry(opened.identity)
@@ -384,8 +396,8 @@ pub(crate) fn missing_dir_reason(error: &std::io::Error) -> String {
 /// Copies `path` into a fresh private folder under the temp dir, reading
 /// only from a descriptor checked to be a complete library (so a FIFO or
 /// a huge file is refused, never read).
-fn private_copy(path: &Path) -> Result<PathBuf, LoadFailure> {
-    let mut file = library::check_file(path)?;
+fn private_copy(path: &Path, max_size: u64) -> Result<PathBuf, LoadFailure> {
+    let mut file = library::check_file(path, max_size)?;
     let unreadable = |e: std::io::Error| {
         LoadFailure::new(
             path,
@@ -447,7 +459,8 @@ pub struct Inspection {
 /// runs its code (static initializers and `init`), as loading it for real
 /// would. The file is loaded from a private copy, so that inspecting it does
 /// not initialise the instance a later real load of the same file would get.
-pub fn inspect(path: &Path) -> Inspection {
+/// A file over `max_plugin_size` bytes is refused without being read.
+pub fn inspect(path: &Path, max_plugin_size: u64) -> Inspection {
     let mut inspection = Inspection {
         path: path.to_owned(),
         loadable: false,
@@ -460,14 +473,20 @@ pub fn inspect(path: &Path) -> Inspection {
         detail: None,
         host_api_version: connhost_plugin_api::PLUGIN_API_VERSION,
     };
-    let copy = match private_copy(path) {
+    let copy = match private_copy(path, max_plugin_size) {
         Ok(copy) => copy,
         Err(failure) => {
             inspection.failure = Some(failure);
             return inspection;
         }
     };
-    let initialized = initialize(&copy, &LoadOptions::default());
+    let initialized = initialize(
+        &copy,
+        &LoadOptions {
+            max_plugin_size,
+            ..LoadOptions::default()
+        },
+    );
     // The library stays mapped; the directory entry is no longer needed
     // (where the platform allows removing it).
     let _ = std::fs::remove_file(&copy);
