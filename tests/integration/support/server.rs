@@ -43,6 +43,26 @@ impl Server {
         }
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn connhost serve");
+        // Stderr (the server's log) is read from the start, so the server
+        // never blocks on a full pipe, and tests can look at all of it.
+        let log = Arc::new(Mutex::new(String::new()));
+        let log_reader = {
+            let log = log.clone();
+            let stderr = child.stderr.take().expect("stderr");
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let mut reader = BufReader::new(stderr);
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    log.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            })
+        };
+        // All of the log of a process that has exited.
+        let whole_log = |reader: std::thread::JoinHandle<()>| {
+            let _ = reader.join();
+            log.lock().unwrap().clone()
+        };
         // Stdout is read on a thread of its own (for as long as the server
         // runs), so that a server that never gets ready fails the test
         // instead of hanging it.
@@ -71,37 +91,20 @@ impl Server {
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    let output = child.wait_with_output().expect("wait");
-                    return Err((
-                        output.status.code(),
-                        String::from_utf8_lossy(&output.stderr).into_owned(),
-                    ));
+                    let status = child.wait().expect("wait");
+                    return Err((status.code(), whole_log(log_reader)));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
-                    let output = child.wait_with_output().expect("wait");
+                    let _ = child.wait();
                     panic!(
                         "connhost serve was not ready within {READY_WITHIN:?}:\n{}",
-                        String::from_utf8_lossy(&output.stderr)
+                        whole_log(log_reader)
                     );
                 }
             }
         }
         let url = url.expect("the listening line comes before ready");
-        // Keep reading stderr (the server's log) so it never blocks on a
-        // full pipe, and so tests can look at it.
-        let log = Arc::new(Mutex::new(String::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let mut reader = BufReader::new(stderr);
-                while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                    log.lock().unwrap().push_str(&line);
-                    line.clear();
-                }
-            });
-        }
         Ok(Self {
             child,
             url,
