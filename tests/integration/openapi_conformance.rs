@@ -248,22 +248,22 @@ fn uncovered(document: &Value, exchanges: &[Value]) -> Vec<String> {
 /// quickly to be caught reliably.
 fn record_a_server_still_starting(recorder: &mut Recorder) {
     let runtime = runtime();
-    let config = connhost::http::HttpConfig::default();
-    let state = connhost::http::AppState::new(&config);
-    let app = connhost::http::router(state.clone(), &config);
+    let config = connhost_http::HttpConfig::default();
+    let state = connhost_http::AppState::new(&config);
+    let app = connhost_http::router(state.clone(), &config);
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = runtime.spawn(connhost::http::serve(
+    let serving = runtime.spawn(connhost_http::serve(
         listener,
         app,
         state.clone(),
         async {
             let _ = stopped.await;
         },
-        connhost::http::ServeOptions {
+        connhost_http::ServeOptions {
             grace: Duration::from_secs(5),
             max_connections: 64,
         },

@@ -67,7 +67,7 @@ fn cargo() -> Command {
 /// `target/plugins/` (a fresh copy each time), and returns that folder.
 fn stage_plugins() -> Result<PathBuf, String> {
     let mut build = cargo();
-    build.args(["build", "--package", "connhost"]);
+    build.args(["build", "--package", "connhost-cli"]);
     for plugin in EXAMPLE_PLUGINS {
         build.args(["--package", plugin]);
     }

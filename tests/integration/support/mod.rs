@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 /// Every crate whose library the tests load, plus the binary.
 const PACKAGES: &[&str] = &[
-    "connhost",
+    "connhost-cli",
     "daytona",
     "bedrock",
     "mai",

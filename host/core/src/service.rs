@@ -80,7 +80,8 @@ impl HostConfig {
 
 /// A provider as listed by the API: the JSON contract of
 /// `connhost providers --json` and `GET /v1/providers`.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderInfo {
     /// Stable id.
     pub provider_id: String,
@@ -91,10 +92,10 @@ pub struct ProviderInfo {
     /// A Lucide icon name.
     pub icon: String,
     /// `"o_auth"` or `"api_key"`.
-    #[schema(value_type = crate::schema_doc::ConnectionType)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema_doc::ConnectionType))]
     pub connection_type: ConnectionType,
     /// The credential form (`null` for OAuth).
-    #[schema(value_type = Option<crate::schema_doc::CredentialFormSchema>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schema_doc::CredentialFormSchema>))]
     pub form_schema: Option<CredentialFormSchema>,
     /// Registered only because experimental features are on.
     pub experimental: bool,
@@ -213,10 +214,7 @@ impl Connhost {
     }
 
     /// The registered provider, or which ids exist.
-    pub(crate) fn entry(
-        &self,
-        provider_id: &str,
-    ) -> Result<Arc<RegisteredProvider>, UnknownProvider> {
+    pub fn entry(&self, provider_id: &str) -> Result<Arc<RegisteredProvider>, UnknownProvider> {
         self.registry
             .get(provider_id)
             .ok_or_else(|| UnknownProvider {
@@ -264,7 +262,7 @@ impl Connhost {
     }
 
     /// [`Connhost::validate`] with the provider already looked up.
-    pub(crate) async fn validate_entry(
+    pub async fn validate_entry(
         &self,
         entry: Arc<RegisteredProvider>,
         fields: CredentialFields,

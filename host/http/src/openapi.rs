@@ -30,8 +30,8 @@ use super::{routes, ui};
         ui::instructions,
     ),
     components(schemas(
-        crate::validation::VerdictBody,
-        crate::validation::FieldErrorBody,
+        connhost::VerdictBody,
+        connhost::FieldErrorBody,
         super::error::ErrorBody,
     )),
     modifiers(&BearerScheme, &FallbackResponses),
@@ -131,7 +131,7 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        let mut served = super::super::paths::ALL.to_vec();
+        let mut served = crate::paths::ALL.to_vec();
         documented.sort_unstable();
         served.sort_unstable();
         assert_eq!(documented, served);

@@ -162,12 +162,12 @@ pub(crate) struct ServeArgs {
     pub(crate) metrics_open: bool,
 
     /// The largest request body accepted, in bytes.
-    #[arg(long, default_value_t = connhost::http::DEFAULT_BODY_LIMIT, value_name = "BYTES")]
+    #[arg(long, default_value_t = connhost_http::DEFAULT_BODY_LIMIT, value_name = "BYTES")]
     pub(crate) body_limit: usize,
 
     /// How long a request's whole body may take to arrive, in seconds,
     /// from the end of its headers (answered 408 `body_timeout` after).
-    #[arg(long, default_value_t = connhost::http::BODY_READ_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    #[arg(long, default_value_t = connhost_http::BODY_READ_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
     pub(crate) body_timeout: f64,
 
     /// Do not watch the plugins folder for changes (rescan on SIGHUP or

@@ -18,7 +18,8 @@ use crate::plugin_provider::PluginProvider;
 use crate::validation::ProviderOutcome;
 
 /// Where a registered provider comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
     /// Compiled into the host (collected with `inventory`, or registered by
@@ -31,7 +32,7 @@ pub enum Origin {
         /// The plugin's version.
         version: String,
         /// The file it was loaded from.
-        #[schema(value_type = String)]
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         path: PathBuf,
     },
 }

@@ -106,7 +106,8 @@ pub enum Verdict {
 }
 
 /// The machine-readable name of a verdict's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// [`Verdict::Valid`].
@@ -215,7 +216,8 @@ impl Verdict {
 /// `"credential_document"` when asked for), or
 /// `{"valid": false, "outcome", "error", "retryable"}` (plus `"errors"`, each
 /// `{"field", "message"}`, for invalid fields).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum VerdictBody {
     /// The credential was accepted.
@@ -225,16 +227,17 @@ pub enum VerdictBody {
 }
 
 /// An accepted credential on the wire.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidBody {
     /// Always `true`.
-    #[schema(schema_with = crate::schema_doc::valid_true)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema_doc::valid_true))]
     pub valid: bool,
     /// The account the credential belongs to, when the provider says.
-    #[schema(required = true)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub provider_username: Option<String>,
     /// Whatever else the provider reported.
-    #[schema(value_type = Option<Object>, required = true)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, required = true))]
     pub provider_metadata: Option<serde_json::Value>,
     /// The credential as it should be stored (a lone `api_key` raw,
     /// anything else as JSON with sorted keys). Present only when requested:
@@ -244,10 +247,11 @@ pub struct ValidBody {
 }
 
 /// A credential that was not accepted, or a check that did not conclude.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NotValidBody {
     /// Always `false`.
-    #[schema(schema_with = crate::schema_doc::valid_false)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema_doc::valid_false))]
     pub valid: bool,
     /// What happened.
     pub outcome: Outcome,
@@ -257,12 +261,13 @@ pub struct NotValidBody {
     pub retryable: bool,
     /// The form's errors, for `invalid_fields`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<FieldErrorBody>>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<FieldErrorBody>>))]
     pub errors: Option<Vec<FieldError>>,
 }
 
 /// One form error on the wire.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldErrorBody {
     /// The field the message is about; `null` for a form-wide message.
     pub field: Option<String>,

@@ -50,10 +50,11 @@ impl Default for LoadOptions {
 }
 
 /// A plugin file that loaded, with the providers it registered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoadedPlugin {
     /// The file.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub path: PathBuf,
     /// The plugin's name.
     pub plugin: String,
@@ -66,7 +67,8 @@ pub struct LoadedPlugin {
 }
 
 /// The outcome of scanning a plugins folder.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoadReport {
     /// Plugins that loaded (a plugin some of whose providers were refused
     /// is listed here with the others, and its refusals under `failed`).
@@ -80,10 +82,11 @@ pub struct LoadReport {
 }
 
 /// A library that hot reload replaced or removed, still in memory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetiredLibrary {
     /// The file it was loaded for.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub path: PathBuf,
     /// The plugin's name.
     pub plugin: String,

@@ -24,7 +24,6 @@
 mod builtin;
 pub mod cache_dir;
 pub mod capabilities;
-pub mod http;
 mod in_flight;
 pub mod loader;
 mod plugin_provider;
@@ -32,7 +31,9 @@ pub mod plugin_set;
 pub mod redact;
 mod registry;
 pub mod reload;
-mod schema_doc;
+#[cfg(feature = "openapi")]
+#[doc(hidden)]
+pub mod schema_doc;
 mod service;
 mod validation;
 

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use axum::http::HeaderValue;
-use connhost::http::{AccessToken, AppState, HttpConfig, ServeOptions};
 use connhost::{Connhost, HostConfig, PluginSet};
+use connhost_http::HeaderValue;
+use connhost_http::{AccessToken, AppState, HttpConfig, ServeOptions};
 
 use super::args::ServeArgs;
 
@@ -36,7 +36,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         .iter()
         .filter(|o| !o.trim().is_empty())
         .map(|origin| {
-            connhost::http::parse_cors_origin(origin)
+            connhost_http::parse_cors_origin(origin)
                 .map_err(|e| anyhow::anyhow!("--cors-origin: {e}"))
         })
         .collect::<anyhow::Result<Vec<HeaderValue>>>()?;
@@ -59,7 +59,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
     let open_files = raise_open_files_limit();
     let max_connections = match args.max_connections {
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        None => connhost::http::default_max_connections(open_files),
+        None => connhost_http::default_max_connections(open_files),
     };
     tracing::info!(max_connections, "connection cap");
     let options = ServeOptions {
@@ -94,7 +94,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
 
         let state = AppState::new(&http_config);
         let serving = state.clone();
-        let app = connhost::http::router(state.clone(), &http_config);
+        let app = connhost_http::router(state.clone(), &http_config);
         // Answer probes (and 503 on the API) while the plugins load.
         let set = PluginSet::new(&host_config, cache);
         let watch = !args.no_watch;
@@ -114,11 +114,11 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
             println!("connhost: ready");
             rescan_on_hangup(handle).await;
         });
-        connhost::http::serve(
+        connhost_http::serve(
             listener,
             app,
             serving,
-            connhost::http::shutdown_signal(),
+            connhost_http::shutdown_signal(),
             options,
         )
         .await

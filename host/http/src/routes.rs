@@ -12,8 +12,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ProviderId, ValidateRequest};
 use super::metrics::Exposition;
 use super::AppState;
-use crate::validation::VerdictBody;
-use crate::{LoadReport, ProviderInfo, Verdict};
+use connhost::VerdictBody;
+use connhost::{LoadReport, ProviderInfo, Verdict};
 
 /// Every provider, built in and loaded, ordered by id.
 #[utoipa::path(

@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 use tower::{Layer, Service};
 
 use super::{paths, AppState};
-use crate::Connhost;
+use connhost::Connhost;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {

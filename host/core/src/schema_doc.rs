@@ -63,12 +63,12 @@ pub(crate) enum FieldType {
 /// The schema of an accepted verdict's `valid`: the JSON literal `true`
 /// (`{"type": "boolean", "enum": [true]}`), so that no body matches both
 /// branches of `VerdictBody`'s `oneOf`.
-pub(crate) fn valid_true() -> utoipa::openapi::schema::Object {
+pub fn valid_true() -> utoipa::openapi::schema::Object {
     boolean_literal(true, "Always `true`: the credential was accepted.")
 }
 
 /// The schema of any other verdict's `valid`: the JSON literal `false`.
-pub(crate) fn valid_false() -> utoipa::openapi::schema::Object {
+pub fn valid_false() -> utoipa::openapi::schema::Object {
     boolean_literal(false, "Always `false`: see `outcome`.")
 }
 

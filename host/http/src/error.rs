@@ -33,7 +33,7 @@ pub(crate) struct ErrorDetail {
     /// For `invalid_fields` and `invalid_body`: each problem tied to its
     /// field (`null` for a form-wide one).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<crate::validation::FieldErrorBody>>)]
+    #[schema(value_type = Option<Vec<connhost::FieldErrorBody>>)]
     pub(crate) fields: Option<Vec<FieldError>>,
 }
 
@@ -110,8 +110,8 @@ impl ApiError {
     }
 }
 
-impl From<crate::UnknownProvider> for ApiError {
-    fn from(error: crate::UnknownProvider) -> Self {
+impl From<connhost::UnknownProvider> for ApiError {
+    fn from(error: connhost::UnknownProvider) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "provider_not_found",

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -37,13 +37,17 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 pub use auth::AccessToken;
 use error::ApiError;
+
+/// A header value (a CORS origin in [`HttpConfig::cors_origins`]): re-exported so
+/// that a caller needs no direct `axum` dependency to build one.
+pub use axum::http::HeaderValue;
 pub use server::{
     default_max_connections, serve, ServeOptions, BODY_READ_TIMEOUT, DRAIN_ANSWER_TIMEOUT,
     HEADER_READ_TIMEOUT, WRITE_TIMEOUT,
 };
 pub use ui::render_markdown;
 
-use crate::Connhost;
+use connhost::Connhost;
 
 /// The default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -90,7 +94,7 @@ struct Shared {
     host: ArcSwapOption<Snapshot>,
     token: Option<AccessToken>,
     metrics: metrics::Metrics,
-    reload: std::sync::OnceLock<crate::reload::ReloadHandle>,
+    reload: std::sync::OnceLock<connhost::reload::ReloadHandle>,
     draining: std::sync::atomic::AtomicBool,
     /// Set once the shutdown grace is over: requests still running answer
     /// 503 `draining` at once.
@@ -138,7 +142,7 @@ impl AppState {
     }
 
     /// Enables `POST /v1/plugins/rescan` through this hot-reload task.
-    pub fn set_reload(&self, handle: crate::reload::ReloadHandle) {
+    pub fn set_reload(&self, handle: connhost::reload::ReloadHandle) {
         let _ = self.0.reload.set(handle);
     }
 
