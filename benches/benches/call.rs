@@ -1,7 +1,7 @@
 //! Call overhead: the same trivial provider type (`tests/fixtures/bench-trivial`)
 //! compiled into this binary (the baseline, registered with
 //! `ProviderRegistry::register`) and loaded from its cdylib with
-//! `connhost::loader::load_directory`.
+//! connhost's catalog (`connhost_bench::load_plugins`).
 //!
 //! Groups (each with a `native` and a `plugin` function):
 //! - `raw_call`: `registry.get(id).unwrap().call_provider(fields)`, polled by
@@ -24,10 +24,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use connhost::loader::{load_directory, LoadOptions};
 use connhost::{Connhost, CredentialFields, LoadReport, ProviderRegistry, Verdict};
 use connhost_bench::{
-    block_on, credential, fresh_copies, median, plugin_library, write_result, PROVIDER_ID,
+    block_on, credential, fresh_copies, load_plugins, median, plugin_library, write_result,
+    PROVIDER_ID,
 };
 use criterion::{BatchSize, Criterion};
 use fixture_bench_trivial::BenchTrivial;
@@ -39,8 +39,7 @@ fn registries() -> (ProviderRegistry, ProviderRegistry, tempfile::TempDir) {
     let mut native = ProviderRegistry::new();
     native.register(BenchTrivial);
     let dir = fresh_copies(&plugin_library(), 1);
-    let mut plugin = ProviderRegistry::new();
-    let report = load_directory(dir.path(), &mut plugin, &LoadOptions::default());
+    let (plugin, report) = load_plugins(dir.path());
     assert!(
         report.failed.is_empty() && report.loaded.len() == 1,
         "the plugin did not load: {report:?}"

@@ -1,4 +1,4 @@
-//! Plugin loading: `connhost::loader::load_directory` on N = 1, 10, 100
+//! Plugin loading: connhost's catalog (`Catalog::load`) on N = 1, 10, 100
 //! distinct copies of the trivial plugin vs bare `dlopen` + symbol lookup
 //! on equally fresh copies.
 //!
@@ -11,7 +11,7 @@
 //! timed; they are in the page cache for every mode.
 //!
 //! Modes (see `src/bin/load-probe.rs`): `bare` (the baseline), `connhost`
-//! (`load_directory` into one registry: one file registers, the others are
+//! (the catalog on one folder: one file registers, the others are
 //! counted as id conflicts), `connhost-own` (each file into a registry of
 //! its own), and `bare-fullcheck` / `bare-headercheck`, which take the
 //! loader's cost apart.

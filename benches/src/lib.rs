@@ -6,7 +6,7 @@
 //! - `benches/call.rs` (criterion): the trivial provider of
 //!   `tests/fixtures/bench-trivial` compiled into the benchmark vs loaded from
 //!   its cdylib, through the raw call, `Connhost::validate`, and listing.
-//! - `benches/load.rs`: `connhost::loader::load_directory` on N fresh copies
+//! - `benches/load.rs`: connhost's catalog (`Catalog::load`) on N fresh copies
 //!   of the plugin vs bare `dlopen` + symbol lookup, one child process
 //!   (`load-probe`) per sample.
 //! - `harness http`: `connhost serve` vs a bare axum server returning the
@@ -23,7 +23,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use connhost::CredentialFields;
+use connhost::{Catalog, CredentialFields, HostConfig, LoadReport, ProviderRegistry};
 
 /// The cargo package of the trivial plugin.
 pub const PLUGIN_PACKAGE: &str = "fixture-bench-trivial";
@@ -140,6 +140,17 @@ pub fn fresh_copies(library: &Path, n: usize) -> tempfile::TempDir {
             .expect("tag the copy");
     }
     dir
+}
+
+/// Loads the plugins of `dir` the way connhost does, through the catalog
+/// (each file checked, copied into the private cache, loaded, registered
+/// in arrival order), without the built-ins. The catalog's cache folder
+/// goes with it (the libraries stay mapped).
+pub fn load_plugins(dir: &Path) -> (ProviderRegistry, LoadReport) {
+    let mut config = HostConfig::with_plugins_dir(dir);
+    config.builtins = false;
+    let host = Catalog::load(&config);
+    (host.registry().clone(), host.load_report().clone())
 }
 
 /// The 3-field credential every call benchmark submits.

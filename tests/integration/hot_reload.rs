@@ -383,7 +383,7 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
     );
 }
 
-/// The cache folders (`connhost-<pid>`) in `tmp`.
+/// The cache folders (`connhost-<pid>-<n>`) in `tmp`.
 fn cache_folders(tmp: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(tmp)
         .unwrap()
@@ -408,7 +408,7 @@ fn the_default_cache_goes_with_the_process_and_a_killed_one_is_swept_at_the_next
 
     // A clean exit removes the folder.
     let server = start();
-    let folder = tmp.path().join(format!("connhost-{}", server.pid()));
+    let folder = tmp.path().join(format!("connhost-{}-0", server.pid()));
     assert!(folder.is_dir(), "{:?}", cache_folders(tmp.path()));
     drop(server);
     assert_eq!(cache_folders(tmp.path()), Vec::<std::path::PathBuf>::new());
@@ -416,7 +416,7 @@ fn the_default_cache_goes_with_the_process_and_a_killed_one_is_swept_at_the_next
     // A killed process cannot; the next one sweeps its folder, and leaves
     // the folder of a process that still runs alone.
     let killed = start();
-    let stale = tmp.path().join(format!("connhost-{}", killed.pid()));
+    let stale = tmp.path().join(format!("connhost-{}-0", killed.pid()));
     killed.kill();
     assert!(stale.is_dir(), "the killed server's folder is left behind");
     let running = start();
@@ -424,7 +424,7 @@ fn the_default_cache_goes_with_the_process_and_a_killed_one_is_swept_at_the_next
     let second = start();
     assert!(
         tmp.path()
-            .join(format!("connhost-{}", running.pid()))
+            .join(format!("connhost-{}-0", running.pid()))
             .is_dir(),
         "a running server's folder is never swept"
     );

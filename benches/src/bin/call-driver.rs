@@ -14,27 +14,26 @@
 //!   `schema-plugin`: `Connhost::providers()` and `Connhost::schema(id)`;
 //! - `load-bare`, `load-connhost`: loading every library in DIR (fresh
 //!   copies; ITERS is ignored), with bare `dlopen` + symbol lookup, or with
-//!   `connhost::loader::load_directory`.
+//!   connhost's catalog (`connhost_bench::load_plugins`).
 
 use std::hint::black_box;
 use std::path::Path;
 use std::process::ExitCode;
 
-use connhost::loader::{load_directory, LoadOptions};
 use connhost::{Connhost, CredentialFields, LoadReport, ProviderRegistry};
 use connhost_bench::{
-    bare_dlopen, block_on, credential, fresh_copies, plugin_library, PROVIDER_ID,
+    bare_dlopen, block_on, credential, fresh_copies, load_plugins, plugin_library, PROVIDER_ID,
 };
 use fixture_bench_trivial::BenchTrivial;
 
 fn registry(plugin: bool) -> (ProviderRegistry, Option<tempfile::TempDir>) {
-    let mut registry = ProviderRegistry::new();
     if !plugin {
+        let mut registry = ProviderRegistry::new();
         registry.register(BenchTrivial);
         return (registry, None);
     }
     let dir = fresh_copies(&plugin_library(), 1);
-    let report = load_directory(dir.path(), &mut registry, &LoadOptions::default());
+    let (registry, report) = load_plugins(dir.path());
     assert_eq!(report.loaded.len(), 1, "{report:?}");
     (registry, Some(dir))
 }
@@ -79,10 +78,9 @@ fn measured_load_bare(dir: &Path) {
 
 #[inline(never)]
 fn measured_load_connhost(dir: &Path) {
-    let mut registry = ProviderRegistry::new();
-    let report = load_directory(dir, &mut registry, &LoadOptions::default());
+    let (registry, report) = load_plugins(dir);
     assert!(!report.loaded.is_empty(), "{report:?}");
-    black_box(report);
+    black_box((registry, report));
 }
 
 fn main() -> ExitCode {

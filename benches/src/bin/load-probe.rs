@@ -12,20 +12,20 @@
 //!   extension, sorted), then `libloading::Library::new` and a lookup of
 //!   abi_stable's root-module symbol per file; libraries leaked, as connhost
 //!   leaks them.
-//! - `connhost`: `connhost::loader::load_directory` into one fresh
-//!   registry. Every copy offers the same provider id, so the first file
+//! - `connhost`: connhost's catalog (`Catalog::load`, no built-ins) on the
+//!   folder, as the CLI loads it. Every copy offers the same provider id, so the first file
 //!   registers it and the others are refused as conflicts after doing all
 //!   the work (read, check, dlopen, layout check, init, descriptors).
-//! - `connhost-own`: `connhost::loader::load_file` for each file (listed
-//!   with `connhost::loader::library_files`) into a registry of its own, so
-//!   every file registers: the check that conflicts do not distort the
-//!   `connhost` figure.
+//! - `connhost-own`: the catalog on a folder of its own per file (a hard
+//!   link into a subfolder, made inside the timed section), so every file
+//!   registers: the check that conflicts do not distort the `connhost`
+//!   figure.
 //!
 //! Two more modes take the loader's file check apart (they are `bare` plus
 //! one step):
 //! - `bare-fullcheck`: before each `dlopen`, the check connhost's loader
 //!   made up to commit b20a855 (`check_file` in
-//!   `host/src/loader/library.rs`): read the whole file, parse it with
+//!   `host/core/src/loader/library.rs`): read the whole file, parse it with
 //!   `object`, check its kind and that every segment is inside the file.
 //! - `bare-headercheck`: the same guarantee from the ELF header and program
 //!   headers alone (a few hundred bytes read through `object::ReadCache`),
@@ -35,9 +35,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use connhost::loader::{library_files, load_directory, load_file, LoadOptions};
-use connhost::{FailureKind, ProviderRegistry};
-use connhost_bench::{bare_dlopen, rss_kib, status_kib};
+use connhost::loader::library_files;
+use connhost::FailureKind;
+use connhost_bench::{bare_dlopen, load_plugins, rss_kib, status_kib};
 
 /// What one load did.
 #[derive(Default)]
@@ -118,8 +118,7 @@ fn bare(dir: &Path) -> Counts {
 }
 
 fn connhost_shared(dir: &Path) -> Counts {
-    let mut registry = ProviderRegistry::new();
-    let report = load_directory(dir, &mut registry, &LoadOptions::default());
+    let (_registry, report) = load_plugins(dir);
     let conflicts = report
         .failed
         .iter()
@@ -134,17 +133,21 @@ fn connhost_shared(dir: &Path) -> Counts {
 }
 
 fn connhost_own(dir: &Path) -> Counts {
-    let options = LoadOptions::default();
     let files = library_files(dir).expect("list the folder");
     let mut counts = Counts {
         files: files.len(),
         ..Counts::default()
     };
-    for path in &files {
-        let mut registry = ProviderRegistry::new();
-        let (loaded, failures) = load_file(path, &mut registry, &options);
-        counts.loaded += usize::from(loaded.is_some());
-        counts.failed += failures.len();
+    for (i, path) in files.iter().enumerate() {
+        // A folder of its own per file (a hard link: no copy), so that
+        // every file registers.
+        let own = dir.join(format!("own-{i}"));
+        std::fs::create_dir_all(&own).expect("a folder per file");
+        let name = path.file_name().expect("a file name");
+        std::fs::hard_link(path, own.join(name)).expect("link the file");
+        let (_registry, report) = load_plugins(&own);
+        counts.loaded += report.loaded.len();
+        counts.failed += report.failed.len();
     }
     counts
 }

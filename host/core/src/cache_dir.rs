@@ -1,9 +1,20 @@
-//! The folder that hot reload loads private copies of plugin files from
-//! (see [`PluginSet`](crate::plugin_set::PluginSet)), and keeping it from
-//! filling the disk.
+//! The private copies plugin files are loaded from, and keeping their
+//! folder from filling the disk.
 //!
-//! By default each `connhost serve` process has its own folder under the
-//! temp dir, `connhost-<pid>`, removed when the process exits. A process
+//! Every plugin file is loaded from a copy, never from the watched path:
+//! writing the watched file in place (a careless `cp` over it) cannot
+//! change a mapped library under the host, and a new version never gets the
+//! dynamic loader's cached old object for a reused path. The copy is made
+//! from a descriptor that was checked first ([`copy_into`]), named by its
+//! content's BLAKE3 hash, so the same content is one file and one library
+//! however often it is loaded. The catalog copies into its cache folder;
+//! `connhost inspect` into a folder of its own, so that inspecting a file
+//! never initialises the instance a later real load gets.
+//!
+//! By default each catalog has a folder of its own under the temp dir,
+//! `connhost-<pid>-<n>` ([`fresh_default`]), removed when the catalog is
+//! dropped (the libraries stay mapped: on Unix a mapped file outlives its
+//! name); a folder named with `--cache-dir` is cleaned by whoever named it. A process
 //! that is killed (SIGKILL, a crash, a power cut) cannot remove it, so the
 //! next process sweeps the folders of processes that no longer run. Only
 //! files named the way the cache names them are ever removed, and a folder
@@ -14,9 +25,19 @@ use std::path::{Path, PathBuf};
 
 const PREFIX: &str = "connhost-";
 
-/// This process's default cache folder: `<temp dir>/connhost-<pid>`.
-pub fn default_for_this_process() -> PathBuf {
-    std::env::temp_dir().join(format!("{PREFIX}{}", std::process::id()))
+/// A cache folder of its own for one user in this process (a catalog, an
+/// inspection): `<temp dir>/connhost-<pid>-<n>`, a new `n` at each call.
+/// One folder per catalog means two catalogs never share (or remove) each
+/// other's copies, and each gets its own instance of a library (with its
+/// own settings), as two distinct files would.
+pub fn fresh_default() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "{PREFIX}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// The name of the copy of a file whose content hash (hex) is `hash`.
@@ -64,8 +85,9 @@ pub fn clean(dir: &Path) -> usize {
     removed
 }
 
-/// Cleans the default folders (`<temp dir>/connhost-<pid>`) of processes
-/// that no longer run. Returns the folders it looked at and cleaned.
+/// Cleans the default folders (`<temp dir>/connhost-<pid>-<n>`, and the
+/// older `connhost-<pid>`) of processes that no longer run. Returns the
+/// folders it looked at and cleaned.
 pub fn sweep_stale_defaults() -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return Vec::new();
@@ -76,7 +98,14 @@ pub fn sweep_stale_defaults() -> Vec<PathBuf> {
         let Some(pid) = name
             .to_str()
             .and_then(|name| name.strip_prefix(PREFIX))
-            .and_then(|pid| pid.parse::<u32>().ok())
+            .and_then(|rest| {
+                let (pid, n) = rest.split_once('-').unwrap_or((rest, "0"));
+                n.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then_some(pid)?
+                    .parse::<u32>()
+                    .ok()
+            })
         else {
             continue;
         };
@@ -107,6 +136,60 @@ fn process_is_running(pid: u32) -> bool {
 #[cfg(not(unix))]
 fn process_is_running(_pid: u32) -> bool {
     true
+}
+
+/// Copies an opened, checked file into the cache as `<blake3>.<ext>`
+/// and returns the hash of what was written and the copy's path. Only
+/// the descriptor is read (never the path again, which may name
+/// something else by now), once. A version already in the cache is
+/// reused (the dynamic loader hands back the object it already has for
+/// it). BLAKE3 hashes about three times as fast as SHA-256 here.
+pub(crate) fn copy_into(
+    cache: &Path,
+    file: &mut std::fs::File,
+) -> std::io::Result<(String, PathBuf)> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::fs::create_dir_all(cache)?;
+    let partial = cache.join(partial_file_name(NEXT.fetch_add(1, Ordering::Relaxed)));
+    let result = (|| {
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut out = options.open(&partial)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0; 256 * 1024];
+        loop {
+            let n = match file.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buffer[..n]);
+            out.write_all(&buffer[..n])?;
+        }
+        out.flush()?;
+        drop(out);
+        let hash = hasher.finalize().to_hex().to_string();
+        let copy = cache.join(copy_file_name(&hash));
+        if copy.exists() {
+            std::fs::remove_file(&partial)?;
+        } else {
+            std::fs::rename(&partial, &copy)?;
+        }
+        Ok((hash, copy))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -69,26 +69,46 @@ pub(crate) fn context_for(token: u64) -> HostContext {
     }
 }
 
-/// Makes the host's capabilities available to built-in providers (this
-/// process's own copy of the plugin API). Idempotent; the first call's
-/// settings win.
-pub fn install_for_builtins(settings: BTreeMap<String, String>) {
+/// Makes the host's capabilities available to compiled-in providers (this
+/// process's own copy of the plugin API). Idempotent; called by the
+/// compiled-in backend's constructor, the one place every compiled-in
+/// provider passes through.
+pub(crate) fn install_for_compiled_in() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         {
             let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
-            let slot = Slot {
-                name: BUILTIN_SCOPE.to_owned(),
-                settings,
-            };
-            // A plugin may have been loaded first and reserved slot 0.
-            match slots.first_mut() {
-                Some(first) => *first = slot,
-                None => slots.push(slot),
+            if slots.is_empty() {
+                slots.push(Slot {
+                    name: BUILTIN_SCOPE.to_owned(),
+                    settings: BTreeMap::new(),
+                });
             }
         }
         connhost_plugin_api::__private::install_host(context_for(0));
     });
+}
+
+/// Sets the settings compiled-in providers read through
+/// `connhost_plugin_api::config` (scope [`BUILTIN_SCOPE`]). They are
+/// process-wide, like the providers themselves: the catalog sets them from
+/// its configuration, and the last catalog built wins (a change is logged).
+pub(crate) fn set_compiled_in_settings(settings: BTreeMap<String, String>) {
+    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
+    match slots.first_mut() {
+        Some(first) => {
+            if first.settings != settings && !first.settings.is_empty() {
+                tracing::warn!(
+                    "the compiled-in providers' settings were replaced by a newer configuration"
+                );
+            }
+            first.settings = settings;
+        }
+        None => slots.push(Slot {
+            name: BUILTIN_SCOPE.to_owned(),
+            settings,
+        }),
+    }
 }
 
 fn max_level_code() -> u8 {

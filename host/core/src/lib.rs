@@ -21,36 +21,38 @@
 //! [`LoadReport`]), [`Connhost`] (list, describe, validate into a
 //! [`Verdict`]). The host's core knows nothing of the command line or HTTP.
 
+mod backend;
 mod builtin;
 pub mod cache_dir;
+mod call;
 pub mod capabilities;
+pub mod catalog;
+mod config;
 mod in_flight;
 pub mod loader;
-mod plugin_provider;
-pub mod plugin_set;
 pub mod redact;
 mod registry;
 pub mod reload;
+mod report;
 #[cfg(feature = "openapi")]
 #[doc(hidden)]
 pub mod schema_doc;
 mod service;
-mod validation;
+mod verdict;
 
+pub use builtin::BUILTIN_PATH;
+pub use catalog::{Catalog, RescanOutcome};
+pub use config::{HostConfig, DEFAULT_VALIDATION_TIMEOUT};
 pub use connhost_plugin_api as plugin_api;
 pub use connhost_plugin_api::{CredentialFields, CredentialFormSchema, FieldError};
 pub use in_flight::{DEFAULT_MAX_IN_FLIGHT, HOST_MAX_IN_FLIGHT};
-pub use loader::{
-    FailureKind, LoadFailure, LoadOptions, LoadReport, LoadedPlugin, PluginLibrary, RetiredLibrary,
+pub use loader::{LoadOptions, PluginLibrary};
+pub use registry::{Conflict, Origin, ProviderRegistry, RegisteredProvider, RegistryBuilder};
+pub use report::{
+    FailureKind, LoadFailure, LoadReport, LoadedPlugin, RetiredLibrary, LOAD_LOG_TARGET,
 };
-pub use plugin_set::{PluginSet, RescanOutcome};
-pub use registry::{
-    Conflict, Origin, ProviderRegistry, RegisteredProvider, RegistryBuilder, BUILTIN_PATH,
-};
-pub use service::{
-    Connhost, HostConfig, ProviderInfo, UnknownProvider, DEFAULT_VALIDATION_TIMEOUT,
-};
-pub use validation::{
+pub use service::{Connhost, ProviderInfo, UnknownProvider};
+pub use verdict::{
     Accepted, CredentialDocument, FieldErrorBody, NotValidBody, Outcome, ValidBody, Verdict,
     VerdictBody,
 };

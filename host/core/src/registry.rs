@@ -5,17 +5,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use connhost_plugin_api::{
-    builtin_providers, ConnectionProvider, CredentialFields, ProviderDescriptor,
-};
+use connhost_plugin_api::{ConnectionProvider, ProviderDescriptor};
 use serde::Serialize;
 
-use connhost_plugin_api::panic::catch_panic;
-
+use crate::backend::{Backend, CompiledIn};
 use crate::in_flight::InFlight;
-use crate::loader::{FailureKind, LoadFailure};
-use crate::plugin_provider::PluginProvider;
-use crate::validation::ProviderOutcome;
 
 /// Where a registered provider comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,15 +44,6 @@ impl fmt::Display for Origin {
     }
 }
 
-/// The code behind a registered provider.
-#[derive(Clone)]
-pub(crate) enum Backend {
-    /// A provider compiled into this process.
-    Native(Arc<dyn ConnectionProvider>),
-    /// A provider inside a loaded plugin library.
-    Plugin(PluginProvider),
-}
-
 /// A provider in the registry: what it describes, where it comes from, and
 /// the code to validate with.
 #[derive(Clone)]
@@ -85,27 +70,25 @@ impl RegisteredProvider {
     /// (a panic there is the embedder's bug, and propagates).
     pub fn native(provider: Arc<dyn ConnectionProvider>, experimental: bool) -> Self {
         let descriptor = ProviderDescriptor::capture(provider.as_ref());
-        Self {
-            in_flight: InFlight::of(&descriptor.provider_id, 0, 0),
-            descriptor,
-            experimental,
-            origin: Origin::Builtin,
-            backend: Backend::Native(provider),
-        }
+        let backend = Backend::CompiledIn(CompiledIn::new(provider));
+        Self::new(descriptor, experimental, Origin::Builtin, backend)
     }
 
-    pub(crate) fn from_plugin(
+    /// An entry for a provider whose descriptor was already read (and
+    /// checked) by whoever built the backend.
+    pub(crate) fn new(
         descriptor: ProviderDescriptor,
+        experimental: bool,
         origin: Origin,
-        provider: PluginProvider,
+        backend: Backend,
     ) -> Self {
-        let (library, handle) = provider.identity();
+        let (library, handle) = backend.identity();
         Self {
             in_flight: InFlight::of(&descriptor.provider_id, library, handle),
             descriptor,
-            experimental: false,
+            experimental,
             origin,
-            backend: Backend::Plugin(provider),
+            backend,
         }
     }
 
@@ -134,47 +117,24 @@ impl RegisteredProvider {
         &self.in_flight
     }
 
-    /// Calls the provider's `validate_fields` directly, on the caller's task:
-    /// panics are caught, but there are no form rules, no defaults, no
-    /// timeout, no thread isolation and no scrubbing. For embedders that
-    /// apply their own policy, and for measuring the raw cost of a call;
-    /// everyone else wants [`crate::Connhost::validate`]. A valid verdict
-    /// carries no credential document.
-    pub async fn call_provider(&self, fields: CredentialFields) -> crate::Verdict {
-        use crate::validation::Accepted;
-        match self.run_validation(fields).await {
-            ProviderOutcome::Valid(validation) => crate::Verdict::Valid(Accepted {
-                provider_username: validation.provider_username,
-                provider_metadata: validation.provider_metadata,
-                document: None,
-            }),
-            ProviderOutcome::Rejected(message) => crate::Verdict::Rejected { message },
-            ProviderOutcome::Inconclusive(message) => crate::Verdict::Inconclusive { message },
-            ProviderOutcome::Fault(message) => crate::Verdict::ProviderFault { message },
-        }
+    /// The code behind it.
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
     }
 
-    /// Runs the provider's `validate_fields`, catching panics. No timeout:
-    /// [`crate::Connhost::validate`] applies the host's.
-    pub(crate) async fn run_validation(&self, fields: CredentialFields) -> ProviderOutcome {
-        match &self.backend {
-            Backend::Native(provider) => {
-                let provider = provider.clone();
-                let validating = async move { provider.validate_fields(&fields).await };
-                match connhost_plugin_api::panic::CatchPanic::new(validating).await {
-                    Ok(result) => ProviderOutcome::from(result),
-                    Err(panic) => {
-                        ProviderOutcome::Fault(format!("panicked while validating: {panic}"))
-                    }
-                }
-            }
-            Backend::Plugin(provider) => provider.validate_fields(fields).await,
-        }
+    /// Calls the provider's `validate_fields` directly, on the caller's task:
+    /// panics are caught, but there are no form rules, no timeout, no
+    /// thread isolation, no bound on calls in flight and no scrubbing. For
+    /// embedders that apply their own policy, and for measuring the raw
+    /// cost of a call; everyone else wants [`crate::Connhost::validate`].
+    /// A valid verdict carries no credential document.
+    pub async fn call_provider(
+        &self,
+        fields: connhost_plugin_api::CredentialFields,
+    ) -> crate::Verdict {
+        crate::call::call_directly(self, fields).await
     }
 }
-
-/// The path a failure of a built-in provider is reported under.
-pub const BUILTIN_PATH: &str = "(built in)";
 
 /// Why a provider was not registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -242,14 +202,23 @@ impl ProviderRegistry {
 
     /// Inserts an entry unless its id is taken.
     pub fn try_register(&mut self, entry: RegisteredProvider) -> Result<(), Box<Conflict>> {
+        self.try_register_arc(Arc::new(entry))
+    }
+
+    /// [`try_register`](Self::try_register) for a shared entry (the catalog
+    /// puts the same entries into every snapshot it builds).
+    pub fn try_register_arc(
+        &mut self,
+        entry: Arc<RegisteredProvider>,
+    ) -> Result<(), Box<Conflict>> {
         if let Some(existing) = self.entries.get(entry.id()) {
             return Err(Box::new(Conflict {
                 provider_id: entry.id().to_owned(),
                 existing: existing.origin.clone(),
-                refused: entry.origin,
+                refused: entry.origin.clone(),
             }));
         }
-        self.insert(entry);
+        self.entries.insert(entry.id().to_owned(), entry);
         Ok(())
     }
 
@@ -281,67 +250,6 @@ impl ProviderRegistry {
     /// Whether no provider is registered.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// Registers the providers compiled into this binary (see
-    /// [`connhost_plugin_api::ConnectionProviderPlugin`]); experimental-only
-    /// ones only when `experimental` is true.
-    ///
-    /// Like plugins, built-ins are checked: one whose factory or descriptive
-    /// methods panic, whose description is unusable, or whose id is already
-    /// registered is refused, and returned as a failure (with the path
-    /// [`BUILTIN_PATH`]) instead of stopping the host.
-    pub fn register_builtins(&mut self, experimental: bool) -> Vec<LoadFailure> {
-        let mut failures = Vec::new();
-        let fail = |kind, reason: String| LoadFailure::new(BUILTIN_PATH, kind, reason);
-        for plugin in builtin_providers() {
-            if plugin.experimental_only && !experimental {
-                continue;
-            }
-            let provider: Arc<dyn ConnectionProvider> = match catch_panic(plugin.factory) {
-                Ok(provider) => Arc::from(provider),
-                Err(panic) => {
-                    failures.push(fail(
-                        FailureKind::ProviderFault,
-                        format!("a built-in provider panicked while being constructed: {panic}"),
-                    ));
-                    continue;
-                }
-            };
-            let descriptor = match ProviderDescriptor::capture_catching(provider.as_ref()) {
-                Ok(descriptor) => descriptor,
-                Err(message) => {
-                    failures.push(fail(
-                        FailureKind::ProviderFault,
-                        format!("a built-in {message}"),
-                    ));
-                    continue;
-                }
-            };
-            let problems = descriptor.problems();
-            if !problems.is_empty() {
-                failures.push(fail(
-                    FailureKind::ProviderFault,
-                    format!(
-                        "built-in provider \"{}\" has an unusable description: {}",
-                        descriptor.provider_id,
-                        problems.join("; ")
-                    ),
-                ));
-                continue;
-            }
-            let entry = RegisteredProvider {
-                in_flight: InFlight::of(&descriptor.provider_id, 0, 0),
-                descriptor,
-                experimental: plugin.experimental_only,
-                origin: Origin::Builtin,
-                backend: Backend::Native(provider),
-            };
-            if let Err(conflict) = self.try_register(entry) {
-                failures.push(fail(FailureKind::Conflict, format!("{conflict}.")));
-            }
-        }
-        failures
     }
 }
 
@@ -386,8 +294,12 @@ impl RegistryBuilder {
     pub fn build(self) -> ProviderRegistry {
         let mut registry = ProviderRegistry::new();
         if self.builtins {
-            for failure in registry.register_builtins(self.experimental) {
+            let (entries, failures) = crate::builtin::compiled_in(self.experimental);
+            for failure in failures {
                 tracing::error!("{failure}");
+            }
+            for entry in entries {
+                let _ = registry.try_register_arc(entry);
             }
         }
         for provider in self.providers {
@@ -491,18 +403,5 @@ mod tests {
         assert!(experimental.get("simulator").unwrap().is_experimental());
         assert!(experimental.has("mine"));
         assert!(!ProviderRegistry::builder().build().has("openai"));
-    }
-
-    #[test]
-    fn a_second_builtin_with_a_taken_id_is_refused_not_swapped_in() {
-        let mut registry = ProviderRegistry::new();
-        registry.register(Named("openai", "Embedder's own"));
-        let failures = registry.register_builtins(false);
-        assert_eq!(failures.len(), 1, "{failures:?}");
-        assert_eq!(failures[0].kind, FailureKind::Conflict);
-        assert_eq!(
-            registry.get("openai").unwrap().descriptor().display_name,
-            "Embedder's own"
-        );
     }
 }

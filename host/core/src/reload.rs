@@ -1,4 +1,4 @@
-//! Hot reload: a thread that keeps a [`PluginSet`] in step with its folder
+//! Hot reload: a thread that keeps a [`Catalog`] in step with its folder
 //! and publishes a new provider set whenever it changes.
 //!
 //! It rescans when the folder changes (a `notify` watcher, debounced; reads
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::plugin_set::{COMPLETION_GRACE, SETTLE};
-use crate::{Connhost, LoadReport, PluginSet, RescanOutcome};
+use crate::catalog::{Catalog, RescanOutcome, COMPLETION_GRACE, SETTLE};
+use crate::{Connhost, LoadReport};
 
 /// Events closer together than this are handled by one rescan.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
@@ -72,7 +72,7 @@ impl ReloadHandle {
 /// retries after failures) do. Plugins' `init` runs on that thread inside
 /// the caller's tokio runtime context, if there is one.
 pub async fn start(
-    set: PluginSet,
+    set: Catalog,
     watch: bool,
     publish: impl Fn(Connhost) + Send + Sync + 'static,
 ) -> ReloadHandle {
@@ -105,7 +105,7 @@ pub async fn start(
 
 /// The state of the reload thread.
 struct Reloader {
-    set: PluginSet,
+    set: Catalog,
     watch: bool,
     watcher: Option<notify::RecommendedWatcher>,
     commands: mpsc::Sender<Command>,
@@ -195,7 +195,7 @@ impl Reloader {
 
     /// One rescan.
     fn scan(&mut self) -> RescanOutcome {
-        tracing::debug!(dir = %self.set.dir().display(), "rescanning the plugins folder");
+        tracing::debug!(dir = ?self.set.dir(), "rescanning the plugins folder");
         self.set.rescan()
     }
 
@@ -222,7 +222,7 @@ impl Reloader {
     /// rescans cause themselves) becomes a rescan request.
     fn watch_folder(&self) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher as _;
-        let dir = self.set.dir();
+        let dir = self.set.dir()?;
         let commands = self.commands.clone();
         let queued = self.change_queued.clone();
         let mut watcher = match notify::recommended_watcher(

@@ -1,82 +1,21 @@
 //! The combined API: one set of providers, built-in and loaded, behind
 //! list / describe / validate. The CLI and the HTTP service are thin layers
-//! over [`Connhost`].
+//! over [`Connhost`]; the [`Catalog`] builds the set, `call.rs` runs a
+//! provider.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use connhost_plugin_api::schema::is_filled;
-use connhost_plugin_api::{
-    assemble_credential_document, ConnectionType, CredentialFields, CredentialFormSchema,
-};
+use connhost_plugin_api::{ConnectionType, CredentialFields, CredentialFormSchema};
 use serde::Serialize;
-use tracing::Instrument as _;
 
-use crate::in_flight::{Full, Slot, DEFAULT_MAX_IN_FLIGHT};
-use crate::loader::{load_directory, LoadOptions, LoadReport};
-use crate::redact::{RedactedFields, Secrets, WithSecrets};
+use crate::call::{self, Limits};
+use crate::catalog::Catalog;
+use crate::config::HostConfig;
+use crate::in_flight::DEFAULT_MAX_IN_FLIGHT;
 use crate::registry::{Origin, ProviderRegistry, RegisteredProvider};
-use crate::validation::{Accepted, CredentialDocument, ProviderOutcome, Verdict};
-
-/// The default bound on one validation.
-pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How to assemble a [`Connhost`].
-#[derive(Debug, Clone)]
-pub struct HostConfig {
-    /// The folder to load plugins from; `None` loads none.
-    pub plugins_dir: Option<PathBuf>,
-    /// Register experimental-only built-in providers too.
-    pub experimental: bool,
-    /// Register the providers compiled into the binary.
-    pub builtins: bool,
-    /// The longest a provider may take to validate.
-    pub validation_timeout: Duration,
-    /// The most validations one provider may have in flight (counted until
-    /// the thread running each is free again, even past its timeout);
-    /// beyond it the provider answers [`Verdict::Busy`] at once.
-    pub max_in_flight: usize,
-    /// The largest plugin file loaded, in bytes (see
-    /// [`LoadOptions::max_plugin_size`]).
-    pub max_plugin_size: u64,
-    /// Per-plugin settings (plugin name -> key -> value); the built-in
-    /// providers' scope is `"builtin"`.
-    pub settings: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-impl Default for HostConfig {
-    fn default() -> Self {
-        Self {
-            plugins_dir: None,
-            experimental: false,
-            builtins: true,
-            validation_timeout: DEFAULT_VALIDATION_TIMEOUT,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            max_plugin_size: crate::loader::DEFAULT_MAX_PLUGIN_SIZE,
-            settings: BTreeMap::new(),
-        }
-    }
-}
-
-impl HostConfig {
-    /// What the loader needs of this configuration.
-    pub fn load_options(&self) -> LoadOptions {
-        LoadOptions {
-            settings: self.settings.clone(),
-            max_plugin_size: self.max_plugin_size,
-        }
-    }
-
-    /// The default configuration, loading plugins from `dir`.
-    pub fn with_plugins_dir(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            plugins_dir: Some(dir.into()),
-            ..Self::default()
-        }
-    }
-}
+use crate::report::LoadReport;
+use crate::verdict::Verdict;
 
 /// A provider as listed by the API: the JSON contract of
 /// `connhost providers --json` and `GET /v1/providers`.
@@ -129,59 +68,51 @@ pub struct UnknownProvider {
     pub known: Vec<String>,
 }
 
-/// connhost's core: the provider set and the operations on it.
+/// connhost's core: a provider set (built by the [`Catalog`], or by an
+/// embedder from its own [`ProviderRegistry`]) and the queries and
+/// validation over it. Cheap to clone; a snapshot never changes (hot
+/// reload publishes a new one).
 #[derive(Debug, Clone)]
 pub struct Connhost {
     registry: Arc<ProviderRegistry>,
     report: Arc<LoadReport>,
-    validation_timeout: Duration,
-    max_in_flight: usize,
+    limits: Limits,
 }
 
 impl Connhost {
     /// Registers the built-in providers, loads the plugins folder, and
-    /// returns the combined set. Never fails: files that do not load are in
-    /// [`load_report`](Self::load_report).
+    /// returns the combined set: [`Catalog::load`]. Never fails: files that
+    /// do not load are in [`load_report`](Self::load_report).
     pub fn start(config: &HostConfig) -> Self {
-        crate::capabilities::install_for_builtins(
-            config
-                .settings
-                .get(crate::capabilities::BUILTIN_SCOPE)
-                .cloned()
-                .unwrap_or_default(),
-        );
-        let mut registry = ProviderRegistry::new();
-        let builtin_failures = if config.builtins {
-            registry.register_builtins(config.experimental)
-        } else {
-            Vec::new()
-        };
-        let mut report = match &config.plugins_dir {
-            Some(dir) => load_directory(dir, &mut registry, &config.load_options()),
-            None => LoadReport::default(),
-        };
-        for failure in &builtin_failures {
-            tracing::error!("{failure}");
-        }
-        report.failed.splice(0..0, builtin_failures);
-        Self::from_parts(registry, report, config.validation_timeout)
-            .with_max_in_flight(config.max_in_flight)
+        Catalog::load(config)
     }
 
-    /// Serves a registry assembled by the embedder. Built-in providers get
-    /// the host's capabilities (HTTP, timers) with default settings, unless
-    /// [`start`](Self::start) installed them first.
+    /// Serves a registry assembled by the embedder, with this report.
     pub fn from_parts(
         registry: ProviderRegistry,
         report: LoadReport,
         validation_timeout: Duration,
     ) -> Self {
-        crate::capabilities::install_for_builtins(BTreeMap::new());
         Self {
             registry: Arc::new(registry),
             report: Arc::new(report),
-            validation_timeout,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            limits: Limits {
+                timeout: validation_timeout,
+                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            },
+        }
+    }
+
+    /// A host over a set the catalog built.
+    pub(crate) fn from_shared(
+        registry: Arc<ProviderRegistry>,
+        report: Arc<LoadReport>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            registry,
+            report,
+            limits,
         }
     }
 
@@ -190,7 +121,7 @@ impl Connhost {
     /// [`HostConfig::max_in_flight`].
     #[must_use]
     pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
-        self.max_in_flight = max_in_flight.max(1);
+        self.limits.max_in_flight = max_in_flight.max(1);
         self
     }
 
@@ -251,7 +182,8 @@ impl Connhost {
     /// filled in here, so a required field left out is an error, and the
     /// credential document holds only what was submitted. Keys that are not
     /// in the form are dropped. Messages that come back from the
-    /// provider are scrubbed of the submission's secrets.
+    /// provider are scrubbed of the submission's secrets. The whole policy
+    /// lives in one module, `call.rs`.
     pub async fn validate(
         &self,
         provider_id: &str,
@@ -261,168 +193,14 @@ impl Connhost {
         Ok(self.validate_entry(entry, fields).await)
     }
 
-    /// [`Connhost::validate`] with the provider already looked up.
+    /// [`Connhost::validate`] with the provider already looked up (with
+    /// [`entry`](Self::entry)).
     pub async fn validate_entry(
         &self,
         entry: Arc<RegisteredProvider>,
         fields: CredentialFields,
     ) -> Verdict {
-        // Plugin log lines emitted while the provider is polled land in
-        // this span.
-        let span = tracing::info_span!("validate", provider = entry.id());
-        self.run(entry, fields).instrument(span).await
-    }
-
-    async fn run(&self, entry: Arc<RegisteredProvider>, mut fields: CredentialFields) -> Verdict {
-        let schema = entry.descriptor().form_schema.as_ref();
-        if let Some(schema) = schema {
-            fields.retain(|name, _| schema.field(name).is_some());
-            let errors = schema.check(&fields);
-            if !errors.is_empty() {
-                tracing::info!(
-                    errors = errors.len(),
-                    "submission refused by the form's rules"
-                );
-                return Verdict::InvalidFields(errors);
-            }
-        }
-        if schema.is_none() && !fields.keys().any(|name| is_filled(&fields, name)) {
-            return Verdict::InvalidFields(vec![connhost_plugin_api::FieldError {
-                field: None,
-                message:
-                    "Provide the credential to check (for an OAuth provider, its access_token)."
-                        .to_owned(),
-            }]);
-        }
-        // Taken before anything else is spent on the call, and held by the
-        // thread that runs it until that thread is free again.
-        let slot = match entry.in_flight().try_acquire(self.max_in_flight) {
-            Ok(slot) => slot,
-            Err(Full::Provider(limit)) => {
-                tracing::warn!(
-                    limit,
-                    "provider busy: its validations in flight are at its bound"
-                );
-                return Verdict::Busy {
-                    limit,
-                    host_wide: false,
-                };
-            }
-            Err(Full::Host(limit)) => {
-                tracing::warn!(
-                    limit,
-                    "host busy: validations in flight across all providers are at the bound"
-                );
-                return Verdict::Busy {
-                    limit,
-                    host_wide: true,
-                };
-            }
-        };
-        tracing::debug!(fields = ?RedactedFields::new(schema, &fields), "validating");
-        let secrets = Arc::new(Secrets::of(schema, &fields));
-        let started = Instant::now();
-        let outcome = run_isolated(
-            entry,
-            slot,
-            fields.clone(),
-            secrets.clone(),
-            self.validation_timeout,
-        )
-        .await;
-        let scrub = |message: String| secrets.scrub(&message).into_owned();
-        let verdict = match outcome {
-            None => Verdict::TimedOut {
-                after: self.validation_timeout,
-            },
-            Some(ProviderOutcome::Valid(validation)) => Verdict::Valid(Accepted {
-                provider_username: validation.provider_username.map(scrub),
-                provider_metadata: validation.provider_metadata.map(|mut metadata| {
-                    secrets.scrub_json(&mut metadata);
-                    metadata
-                }),
-                document: assemble_credential_document(&fields).map(CredentialDocument::new),
-            }),
-            Some(ProviderOutcome::Rejected(message)) => Verdict::Rejected {
-                message: scrub(message),
-            },
-            Some(ProviderOutcome::Inconclusive(message)) => Verdict::Inconclusive {
-                message: scrub(message),
-            },
-            Some(ProviderOutcome::Fault(message)) => Verdict::ProviderFault {
-                message: format!("The provider failed: {}", scrub(message)),
-            },
-        };
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match &verdict {
-            Verdict::ProviderFault { message } => {
-                tracing::error!(elapsed_ms, "provider fault: {message}")
-            }
-            Verdict::TimedOut { .. } => {
-                tracing::warn!(elapsed_ms, "validation timed out")
-            }
-            other => {
-                tracing::info!(outcome = other.outcome().as_str(), elapsed_ms, "validated")
-            }
-        }
-        verdict
-    }
-}
-
-/// Runs a provider's validation on a blocking-pool thread of its own,
-/// driven by the host's runtime, and waits for it at most `timeout`.
-/// Returns `None` on timeout.
-///
-/// Polling a provider inline would let one that blocks its thread (blocking
-/// I/O or a busy loop inside `async`) hold a runtime worker and outlive any
-/// timeout; on its own thread, the caller's timeout always fires, and the
-/// future is dropped (cancelling its requests) as soon as it yields. A
-/// provider that never yields keeps only its own thread, and its `slot`
-/// (so the provider's bound on validations in flight counts it).
-async fn run_isolated(
-    entry: Arc<RegisteredProvider>,
-    slot: Slot,
-    fields: CredentialFields,
-    secrets: Arc<Secrets>,
-    timeout: Duration,
-) -> Option<ProviderOutcome> {
-    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
-    let runtime = tokio::runtime::Handle::current();
-    let span = tracing::Span::current();
-    let mut task = AbortUnstarted(tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        runtime.block_on(
-            async move {
-                let validating = WithSecrets::new(secrets, entry.run_validation(fields));
-                tokio::select! {
-                    // A caller that gave up before this thread started:
-                    // the provider is never called.
-                    biased;
-                    _ = cancelled => None,
-                    outcome = validating => Some(outcome),
-                }
-            }
-            .instrument(span),
-        )
-    }));
-    let outcome = match tokio::time::timeout(timeout, &mut task.0).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(failed)) => Some(ProviderOutcome::Fault(format!(
-            "the validation task failed: {failed}"
-        ))),
-        Err(_) => None,
-    };
-    drop(cancel);
-    outcome
-}
-
-/// A blocking task that is aborted when its caller stops waiting: one that
-/// has not started yet never runs (one that runs finishes on its own).
-struct AbortUnstarted<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortUnstarted<T> {
-    fn drop(&mut self) {
-        self.0.abort();
+        call::validate(entry, fields, self.limits).await
     }
 }
 

@@ -37,11 +37,28 @@ pub(crate) const ALL: [&str; 13] = [
 pub(crate) const UNMATCHED: &str = "unmatched";
 
 /// The index in [`ALL`] of the route the router matched (axum's
-/// `MatchedPath`), or `ALL.len()` for [`UNMATCHED`].
+/// `MatchedPath`), or `ALL.len()` for [`UNMATCHED`]. When an embedder
+/// nests the router under a prefix, the matched path carries that prefix
+/// (`/connhost/v1/providers`): the route is the longest template it ends
+/// with (the settings page, `/`, for a matched path ending in `/`).
 pub(crate) fn index(matched: Option<&str>) -> usize {
-    matched
-        .and_then(|matched| ALL.iter().position(|path| *path == matched))
-        .unwrap_or(ALL.len())
+    let Some(matched) = matched else {
+        return ALL.len();
+    };
+    if let Some(exact) = ALL.iter().position(|path| *path == matched) {
+        return exact;
+    }
+    let nested = ALL
+        .iter()
+        .enumerate()
+        .filter(|(_, path)| path.len() > 1 && matched.ends_with(*path))
+        .max_by_key(|(_, path)| path.len())
+        .map(|(i, _)| i);
+    match nested {
+        Some(i) => i,
+        None if matched.ends_with('/') => ALL.iter().position(|p| *p == INDEX).unwrap_or(ALL.len()),
+        None => ALL.len(),
+    }
 }
 
 /// The label for [`index`]'s answer.
@@ -60,6 +77,14 @@ mod tests {
             assert_eq!(label(i), *path);
         }
         assert_eq!(label(index(Some("/v1/providers/daytona"))), UNMATCHED);
+        // Nested under a prefix by an embedder.
+        assert_eq!(label(index(Some("/connhost/v1/providers"))), PROVIDERS);
+        assert_eq!(
+            label(index(Some("/connhost/v1/providers/{id}/validate"))),
+            VALIDATE
+        );
+        assert_eq!(label(index(Some("/connhost/v1/providers/{id}"))), PROVIDER);
+        assert_eq!(label(index(Some("/connhost/"))), INDEX);
         assert_eq!(label(index(None)), UNMATCHED);
     }
 }

@@ -165,6 +165,7 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
         max_in_flight: global.max_in_flight,
         max_plugin_size: global.max_plugin_size,
         settings,
+        cache_dir: None,
     })
 }
 

@@ -1,11 +1,12 @@
 //! `connhost serve`: bind, start answering, load the plugins, report ready,
 //! and shut down gracefully on SIGINT/SIGTERM.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use connhost::{Connhost, HostConfig, PluginSet};
+use connhost::{Catalog, Connhost, HostConfig};
 use connhost_http::HeaderValue;
 use connhost_http::{AccessToken, AppState, HttpConfig, ServeOptions};
 
@@ -67,23 +68,16 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         max_connections,
     };
 
-    let cache_dir = match args.cache_dir.clone() {
-        Some(dir) => dir,
-        None => {
-            // Folders left by processes that were killed before they could
-            // remove theirs.
-            for swept in connhost::cache_dir::sweep_stale_defaults() {
-                tracing::info!(folder = %swept.display(), "removed a stale plugin cache");
-            }
-            connhost::cache_dir::default_for_this_process()
-        }
-    };
+    let mut host_config = host_config;
+    host_config.cache_dir = args.cache_dir.clone();
+    // The catalog's files are read once the server answers probes.
+    let set = Catalog::new(&host_config);
+    let cache_dir = set.cache_dir().map(Path::to_owned);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("connhost")
         .build()
         .context("could not start the async runtime")?;
-    let cache = cache_dir.clone();
     let finished = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -96,7 +90,6 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         let serving = state.clone();
         let app = connhost_http::router(state.clone(), &http_config);
         // Answer probes (and 503 on the API) while the plugins load.
-        let set = PluginSet::new(&host_config, cache);
         let watch = !args.no_watch;
         tokio::spawn(async move {
             let publishing = state.clone();
@@ -128,7 +121,9 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
     runtime.shutdown_timeout(Duration::from_millis(100));
     // The libraries stay mapped until the process exits; the names can go
     // (only the cache's own files: `--cache-dir` may hold anything else).
-    connhost::cache_dir::clean(&cache_dir);
+    if let Some(cache_dir) = &cache_dir {
+        connhost::cache_dir::clean(cache_dir);
+    }
     if finished {
         Ok(super::success())
     } else {

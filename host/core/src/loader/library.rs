@@ -9,7 +9,7 @@ use abi_stable::sabi_types::VersionNumber;
 use connhost_plugin_api::abi::PluginModuleRef;
 use connhost_plugin_api::PLUGIN_API_VERSION;
 
-use super::failure::{summarize_layout_diff, FailureKind, LoadFailure};
+use crate::report::{FailureKind, LoadFailure};
 
 /// A plugin library, open and checked, with its root module.
 #[derive(Clone, Copy)]
@@ -502,6 +502,34 @@ pub(crate) fn check_api_version(found: &str) -> Result<(), String> {
     }
 }
 
+/// The useful end of abi_stable's layout diff: its last `Error:` block,
+/// on one line (`mismatched type: expected RStr<'a>, found RSlice<'a>`).
+pub(crate) fn summarize_layout_diff(diff: &str) -> String {
+    let lines: Vec<&str> = diff.lines().map(str::trim).collect();
+    let Some(start) = lines.iter().rposition(|l| l.starts_with("Error:")) else {
+        return lines
+            .iter()
+            .rev()
+            .find(|l| !l.is_empty())
+            .unwrap_or(&"")
+            .to_string();
+    };
+    let mut summary = lines[start].trim_start_matches("Error:").trim().to_owned();
+    for line in lines[start + 1..]
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .take(8)
+    {
+        let piece = match *line {
+            "Expected:" => ": expected".to_owned(),
+            "Found:" => ", found".to_owned(),
+            other => format!(" {other}"),
+        };
+        summary.push_str(&piece);
+    }
+    summary.replace(" :", ":")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,5 +603,14 @@ mod tests {
         assert!(check_api_version("banana")
             .unwrap_err()
             .contains("not a version number"));
+    }
+
+    #[test]
+    fn layout_summary_keeps_the_last_error_block_on_one_line() {
+        let diff = "lots of text\n  Error:other\n\nError:mismatched type\nExpected:\n    RStr<'a>\nFound:\n    RSlice<'a>\n\n";
+        assert_eq!(
+            summarize_layout_diff(diff),
+            "mismatched type: expected RStr<'a>, found RSlice<'a>"
+        );
     }
 }

@@ -1,14 +1,15 @@
-//! Finding plugin libraries in a folder, loading each independently, and
-//! reporting what loaded and what did not (and why).
+//! Loading one plugin library into this process: from a checked file to a
+//! [`PluginLibrary`] whose providers are ready to register.
 //!
-//! Each file goes through: read its first bytes (is it a shared library at
-//! all?), open it, find connhost's entry point, check the plugin API version
-//! and the layout of every type that crosses the boundary, call the plugin's
-//! `init` with the host's capabilities, ask for its providers, and register
-//! each provider unless its id is taken. A failure at any step is recorded
-//! for that file, and the next file is loaded as if nothing happened.
+//! Each file goes through: check it from a non-blocking descriptor (a
+//! regular file, under the size limit, a complete shared library by its
+//! headers), open it, find connhost's entry point, check the plugin API
+//! version and the layout of every type that crosses the boundary, call the
+//! plugin's `init` with the host's capabilities, and ask for its providers.
+//! A failure at any step is a [`LoadFailure`] for that file. Which files
+//! are loaded, from which copy, and in what order their providers are
+//! registered is the catalog's business (`crate::catalog`).
 
-mod failure;
 mod library;
 
 use std::collections::BTreeMap;
@@ -19,14 +20,13 @@ use connhost_plugin_api::abi::PluginModuleRef;
 use connhost_plugin_api::ProviderDescriptor;
 use serde::Serialize;
 
-pub(crate) use failure::rfc3339;
-pub use failure::{FailureKind, LoadFailure};
 pub use library::DEFAULT_MAX_PLUGIN_SIZE;
 pub(crate) use library::{check_opened, is_transient, open_regular, OpenError};
 
+use crate::backend::{Backend, InProcess};
 use crate::capabilities;
-use crate::plugin_provider::PluginProvider;
-use crate::registry::{Origin, ProviderRegistry, RegisteredProvider};
+use crate::registry::{Origin, RegisteredProvider};
+use crate::report::{FailureKind, LoadFailure};
 
 /// Settings for loading plugins.
 #[derive(Debug, Clone)]
@@ -46,74 +46,6 @@ impl Default for LoadOptions {
             settings: BTreeMap::new(),
             max_plugin_size: DEFAULT_MAX_PLUGIN_SIZE,
         }
-    }
-}
-
-/// A plugin file that loaded, with the providers it registered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct LoadedPlugin {
-    /// The file.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub path: PathBuf,
-    /// The plugin's name.
-    pub plugin: String,
-    /// The plugin's version.
-    pub version: String,
-    /// The `connhost-plugin-api` version it was built against.
-    pub api_version: String,
-    /// Ids of the providers it registered.
-    pub providers: Vec<String>,
-}
-
-/// The outcome of scanning a plugins folder.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct LoadReport {
-    /// Plugins that loaded (a plugin some of whose providers were refused
-    /// is listed here with the others, and its refusals under `failed`).
-    pub loaded: Vec<LoadedPlugin>,
-    /// Files, or providers of files, that were not loaded.
-    pub failed: Vec<LoadFailure>,
-    /// Libraries that were replaced or removed while the host ran. They
-    /// stay mapped (a library is never unloaded): this is the memory that
-    /// hot reload keeps.
-    pub retired: Vec<RetiredLibrary>,
-}
-
-/// A library that hot reload replaced or removed, still in memory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct RetiredLibrary {
-    /// The file it was loaded for.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub path: PathBuf,
-    /// The plugin's name.
-    pub plugin: String,
-    /// The plugin's version.
-    pub version: String,
-    /// The library file's size in bytes (what stays mapped, at most).
-    pub bytes: u64,
-}
-
-impl LoadReport {
-    /// Merges another report into this one.
-    pub fn extend(&mut self, other: LoadReport) {
-        self.loaded.extend(other.loaded);
-        self.failed.extend(other.failed);
-        self.retired.extend(other.retired);
-    }
-
-    /// The bytes of all retired libraries.
-    pub fn retired_bytes(&self) -> u64 {
-        self.retired.iter().map(|r| r.bytes).sum()
-    }
-
-    /// The plugins folder's own failure (it could not be listed), if any.
-    pub fn folder_failure(&self) -> Option<&LoadFailure> {
-        self.failed
-            .iter()
-            .find(|f| f.kind == FailureKind::FolderUnreadable)
     }
 }
 
@@ -256,84 +188,41 @@ impl PluginLibrary {
         &self.path
     }
 
-    /// Registers its providers into `registry`, never replacing one that is
-    /// there. Returns the plugin (if any provider registered, or it has none)
-    /// and every failure (providers that could not describe themselves, and
-    /// conflicts naming both origins).
-    pub fn register_into(
-        &self,
-        registry: &mut ProviderRegistry,
-    ) -> (Option<LoadedPlugin>, Vec<LoadFailure>) {
+    /// The `connhost-plugin-api` version it was built against.
+    pub fn api_version(&self) -> &str {
+        &self.init.api_version
+    }
+
+    /// Its providers, in the order the plugin lists them: each an entry
+    /// ready to register (origin: this plugin and [`path`](Self::path);
+    /// backend: in process), or the failure of a provider that could not
+    /// describe itself.
+    pub(crate) fn providers(&self) -> Vec<Result<RegisteredProvider, LoadFailure>> {
         let init = &self.init;
-        let path = &self.path;
         let origin = Origin::Plugin {
             plugin: init.name.clone(),
             version: init.version.clone(),
-            path: path.clone(),
+            path: self.path.clone(),
         };
-        let mut failures = Vec::new();
-        let mut registered = Vec::new();
-        for provider in &init.providers {
-            match provider {
-                Err(message) => failures.push(LoadFailure::new(
-                    path,
+        init.providers
+            .iter()
+            .map(|provider| match provider {
+                Err(message) => Err(LoadFailure::new(
+                    &self.path,
                     FailureKind::ProviderFault,
                     format!(
                         "plugin {} {}: {message}; its other providers still load.",
                         init.name, init.version
                     ),
                 )),
-                Ok((handle, descriptor)) => {
-                    let entry = RegisteredProvider::from_plugin(
-                        descriptor.clone(),
-                        origin.clone(),
-                        PluginProvider::new(init.module, *handle),
-                    );
-                    match registry.try_register(entry) {
-                        Ok(()) => registered.push(descriptor.provider_id.clone()),
-                        Err(conflict) => failures.push(LoadFailure::new(
-                            path,
-                            FailureKind::Conflict,
-                            format!("{conflict}. Provider ids must be unique: a plugin never replaces a provider that is already registered; remove or rename one of them."),
-                        )),
-                    }
-                }
-            }
-        }
-        let loaded = (!registered.is_empty() || init.providers.is_empty()).then(|| LoadedPlugin {
-            path: path.clone(),
-            plugin: init.name.clone(),
-            version: init.version.clone(),
-            api_version: init.api_version.clone(),
-            providers: registered,
-        });
-        (loaded, failures)
-    }
-}
-
-/// Loads one plugin file into `registry`. Returns the plugin (if it loaded)
-/// and every failure (the file's, or individual providers').
-pub fn load_file(
-    path: &Path,
-    registry: &mut ProviderRegistry,
-    options: &LoadOptions,
-) -> (Option<LoadedPlugin>, Vec<LoadFailure>) {
-    match PluginLibrary::open(path, path, options) {
-        Ok(library) => library.register_into(registry),
-        Err(failure) => (None, vec![failure]),
-    }
-}
-
-/// Logs what happened to one file.
-pub(crate) fn log_outcome(loaded: Option<&LoadedPlugin>, failures: &[LoadFailure]) {
-    for failure in failures {
-        tracing::warn!(path = %failure.path.display(), kind = ?failure.kind, "plugin not loaded: {}", failure.reason);
-        if let Some(detail) = &failure.detail {
-            tracing::debug!(path = %failure.path.display(), "layout difference:\n{detail}");
-        }
-    }
-    if let Some(loaded) = loaded {
-        tracing::info!(path = %loaded.path.display(), plugin = %loaded.plugin, version = %loaded.version, providers = ?loaded.providers, "plugin loaded");
+                Ok((handle, descriptor)) => Ok(RegisteredProvider::new(
+                    descriptor.clone(),
+                    false,
+                    origin.clone(),
+                    Backend::InProcess(InProcess::new(init.module, *handle)),
+                )),
+            })
+            .collect()
     }
 }
 
@@ -360,33 +249,6 @@ pub fn library_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Loads every plugin in `dir` into `registry`. A folder that cannot be
-/// read is reported as a failure of the folder itself.
-pub fn load_directory(
-    dir: &Path,
-    registry: &mut ProviderRegistry,
-    options: &LoadOptions,
-) -> LoadReport {
-    let mut report = LoadReport::default();
-    let files = match library_files(dir) {
-        Ok(files) => files,
-        Err(e) => {
-            let mut failure =
-                LoadFailure::new(dir, FailureKind::FolderUnreadable, missing_dir_reason(&e));
-            failure.since = Some(rfc3339(std::time::SystemTime::now()));
-            report.failed.push(failure);
-            return report;
-        }
-    };
-    for path in files {
-        let (loaded, failures) = load_file(&path, registry, options);
-        log_outcome(loaded.as_ref(), &failures);
-        report.loaded.extend(loaded);
-        report.failed.extend(failures);
-    }
-    report
-}
-
 /// Why a plugins folder could not be listed.
 pub(crate) fn missing_dir_reason(error: &std::io::Error) -> String {
     if error.kind() == std::io::ErrorKind::NotFound {
@@ -396,41 +258,24 @@ pub(crate) fn missing_dir_reason(error: &std::io::Error) -> String {
     }
 }
 
-/// Copies `path` into a fresh private folder under the temp dir, reading
-/// only from a descriptor checked to be a complete library (so a FIFO or
-/// a huge file is refused, never read).
+/// Copies `path` into a fresh private folder under the temp dir (with the
+/// cache's own copy, [`crate::cache_dir::copy_into`]), reading only from a
+/// descriptor checked to be a complete library (so a FIFO or a huge file is
+/// refused, never read).
 fn private_copy(path: &Path, max_size: u64) -> Result<PathBuf, LoadFailure> {
     let mut file = library::check_file(path, max_size)?;
-    let unreadable = |e: std::io::Error| {
-        LoadFailure::new(
-            path,
-            FailureKind::Unreadable,
-            format!("could not copy the file: {e}."),
-        )
-    };
-    copy_to_private_dir(path, &mut file).map_err(unreadable)
-}
-
-fn copy_to_private_dir(path: &Path, file: &mut std::fs::File) -> std::io::Result<PathBuf> {
-    use std::io::Seek as _;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "connhost-inspect-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let copy = dir.join(path.file_name().unwrap_or_else(|| "plugin".as_ref()));
-    let copied = file
-        .seek(std::io::SeekFrom::Start(0))
-        .and_then(|_| std::io::copy(file, &mut std::fs::File::create(&copy)?));
-    if let Err(error) = copied {
-        // Nothing was loaded from it: leave nothing behind.
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(error);
-    }
-    Ok(copy)
+    let dir = crate::cache_dir::fresh_default();
+    crate::cache_dir::copy_into(&dir, &mut file)
+        .map(|(_, copy)| copy)
+        .map_err(|e| {
+            // Nothing was loaded from it: leave nothing behind.
+            let _ = crate::cache_dir::clean(&dir);
+            LoadFailure::new(
+                path,
+                FailureKind::Unreadable,
+                format!("could not copy the file: {e}."),
+            )
+        })
 }
 
 /// What `connhost inspect` shows about a file.
@@ -492,9 +337,8 @@ pub fn inspect(path: &Path, max_plugin_size: u64) -> Inspection {
     );
     // The library stays mapped; the directory entry is no longer needed
     // (where the platform allows removing it).
-    let _ = std::fs::remove_file(&copy);
     if let Some(dir) = copy.parent() {
-        let _ = std::fs::remove_dir(dir);
+        crate::cache_dir::clean(dir);
     }
     match initialized {
         Err(mut failure) => {

@@ -1,4 +1,8 @@
-//! Why a plugin file was not loaded, worded for the person who dropped it in.
+//! What loading produced: the plugins that loaded, the files (or single
+//! providers) that did not and why, worded for the person who dropped the
+//! file in, and the libraries hot reload retired. Below both the loader and
+//! the registry: either may produce a failure, neither imports the other's
+//! reports.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -121,32 +125,87 @@ pub(crate) fn rfc3339(time: std::time::SystemTime) -> String {
     )
 }
 
-/// The useful end of abi_stable's layout diff: its last `Error:` block,
-/// on one line (`mismatched type: expected RStr<'a>, found RSlice<'a>`).
-pub(crate) fn summarize_layout_diff(diff: &str) -> String {
-    let lines: Vec<&str> = diff.lines().map(str::trim).collect();
-    let Some(start) = lines.iter().rposition(|l| l.starts_with("Error:")) else {
-        return lines
-            .iter()
-            .rev()
-            .find(|l| !l.is_empty())
-            .unwrap_or(&"")
-            .to_string();
-    };
-    let mut summary = lines[start].trim_start_matches("Error:").trim().to_owned();
-    for line in lines[start + 1..]
-        .iter()
-        .take_while(|l| !l.is_empty())
-        .take(8)
-    {
-        let piece = match *line {
-            "Expected:" => ": expected".to_owned(),
-            "Found:" => ", found".to_owned(),
-            other => format!(" {other}"),
-        };
-        summary.push_str(&piece);
+/// A plugin file that loaded, with the providers it registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoadedPlugin {
+    /// The file.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub path: PathBuf,
+    /// The plugin's name.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The `connhost-plugin-api` version it was built against.
+    pub api_version: String,
+    /// Ids of the providers it registered.
+    pub providers: Vec<String>,
+}
+
+/// The outcome of scanning a plugins folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoadReport {
+    /// Plugins that loaded (a plugin some of whose providers were refused
+    /// is listed here with the others, and its refusals under `failed`).
+    pub loaded: Vec<LoadedPlugin>,
+    /// Files, or providers of files, that were not loaded.
+    pub failed: Vec<LoadFailure>,
+    /// Libraries that were replaced or removed while the host ran. They
+    /// stay mapped (a library is never unloaded): this is the memory that
+    /// hot reload keeps.
+    pub retired: Vec<RetiredLibrary>,
+}
+
+/// A library that hot reload replaced or removed, still in memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetiredLibrary {
+    /// The file it was loaded for.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub path: PathBuf,
+    /// The plugin's name.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The library file's size in bytes (what stays mapped, at most).
+    pub bytes: u64,
+}
+
+impl LoadReport {
+    /// Merges another report into this one.
+    pub fn extend(&mut self, other: LoadReport) {
+        self.loaded.extend(other.loaded);
+        self.failed.extend(other.failed);
+        self.retired.extend(other.retired);
     }
-    summary.replace(" :", ":")
+
+    /// The bytes of all retired libraries.
+    pub fn retired_bytes(&self) -> u64 {
+        self.retired.iter().map(|r| r.bytes).sum()
+    }
+
+    /// The plugins folder's own failure (it could not be listed), if any.
+    pub fn folder_failure(&self) -> Option<&LoadFailure> {
+        self.failed
+            .iter()
+            .find(|f| f.kind == FailureKind::FolderUnreadable)
+    }
+}
+
+/// The tracing target of load failures, wherever they are found (the
+/// loader, the catalog, hot reload): `CONNHOST_LOG=connhost::loader=error`
+/// silences them, as the CLI does by default (it reports them itself).
+pub const LOAD_LOG_TARGET: &str = "connhost::loader";
+
+/// Logs files or providers that were not loaded.
+pub(crate) fn log_failures(failures: &[LoadFailure]) {
+    for failure in failures {
+        tracing::warn!(target: LOAD_LOG_TARGET, path = %failure.path.display(), kind = ?failure.kind, "plugin not loaded: {}", failure.reason);
+        if let Some(detail) = &failure.detail {
+            tracing::debug!(target: LOAD_LOG_TARGET, path = %failure.path.display(), "layout difference:\n{detail}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -159,14 +218,5 @@ mod tests {
         assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(at(1_796_161_503)), "2026-12-01T21:45:03Z");
-    }
-
-    #[test]
-    fn layout_summary_keeps_the_last_error_block_on_one_line() {
-        let diff = "lots of text\n  Error:other\n\nError:mismatched type\nExpected:\n    RStr<'a>\nFound:\n    RSlice<'a>\n\n";
-        assert_eq!(
-            summarize_layout_diff(diff),
-            "mismatched type: expected RStr<'a>, found RSlice<'a>"
-        );
     }
 }

@@ -1,5 +1,8 @@
-//! The live set of a watched plugins folder: files added, replaced and
-//! removed while the host runs.
+//! A plugins folder's files, kept in step with it: the libraries loaded
+//! from it in arrival order, the files that failed and why, and the
+//! libraries retired by a replacement or a removal. The [`Catalog`]
+//! (`super`) turns this into a provider set; this module only decides what
+//! each file is.
 //!
 //! Each version of a file is loaded from a private copy named by its
 //! content hash, so the loader never maps the watched path (writing that
@@ -22,18 +25,17 @@
 //! good set and is retried with a backoff ([`RescanOutcome::retry_in`]).
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+#[cfg(doc)]
+use super::Catalog;
 use crate::cache_dir;
 use crate::loader::{
-    check_opened, is_transient, library_files, log_outcome, missing_dir_reason, open_regular,
-    rfc3339, FailureKind, LoadFailure, LoadOptions, LoadReport, OpenError, PluginLibrary,
-    RetiredLibrary,
+    check_opened, is_transient, library_files, missing_dir_reason, open_regular, LoadOptions,
+    OpenError, PluginLibrary,
 };
-use crate::registry::ProviderRegistry;
-use crate::service::{Connhost, HostConfig};
+use crate::report::{log_failures, rfc3339, FailureKind, LoadFailure, RetiredLibrary};
 
 /// A file whose last change is more recent than this may still be being
 /// written: it is looked at again once it has been quiet this long. A
@@ -144,8 +146,7 @@ pub struct RescanOutcome {
 }
 
 /// The plugins of one folder, kept in step with it by [`rescan`](Self::rescan).
-pub struct PluginSet {
-    config: HostConfig,
+pub(crate) struct Folder {
     dir: PathBuf,
     cache: PathBuf,
     options: LoadOptions,
@@ -160,11 +161,14 @@ pub struct PluginSet {
     folder_failure: Option<FolderFailure>,
     /// Rescans in a row that had to be retried.
     retries: u32,
+    /// Whether this rescan waits for files still being written (hot
+    /// reload) or takes the folder as it stands (a one-shot load).
+    patient: bool,
 }
 
-impl std::fmt::Debug for PluginSet {
+impl std::fmt::Debug for Folder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginSet")
+        f.debug_struct("Folder")
             .field("dir", &self.dir)
             .field("loaded", &self.entries.len())
             .field("failed", &self.failures.len())
@@ -175,21 +179,13 @@ impl std::fmt::Debug for PluginSet {
     }
 }
 
-impl PluginSet {
-    /// A set for `config.plugins_dir` (nothing is loaded until the first
-    /// rescan), keeping its private copies in `cache`.
-    pub fn new(config: &HostConfig, cache: PathBuf) -> Self {
-        crate::capabilities::install_for_builtins(
-            config
-                .settings
-                .get(crate::capabilities::BUILTIN_SCOPE)
-                .cloned()
-                .unwrap_or_default(),
-        );
+impl Folder {
+    /// The folder `dir` (nothing is loaded until the first rescan), keeping
+    /// its private copies in `cache`.
+    pub(crate) fn new(dir: PathBuf, cache: PathBuf, options: LoadOptions) -> Self {
         Self {
-            dir: config.plugins_dir.clone().unwrap_or_default(),
-            options: config.load_options(),
-            config: config.clone(),
+            dir,
+            options,
             cache,
             entries: Vec::new(),
             failures: BTreeMap::new(),
@@ -198,16 +194,22 @@ impl PluginSet {
             retired: Vec::new(),
             folder_failure: None,
             retries: 0,
+            patient: true,
         }
     }
 
     /// The watched folder.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The folder its copies go to.
+    pub(crate) fn cache(&self) -> &Path {
+        &self.cache
+    }
+
     /// Whether the last rescan could not list the folder.
-    pub fn folder_failing(&self) -> bool {
+    pub(crate) fn folder_failing(&self) -> bool {
         self.folder_failure.is_some()
     }
 
@@ -215,7 +217,12 @@ impl PluginSet {
     /// that are complete, drops removed ones. A folder that cannot be
     /// listed changes nothing but the report. Blocking (reads files, runs
     /// plugins' init): call it off the async runtime.
-    pub fn rescan(&mut self) -> RescanOutcome {
+    ///
+    /// `patient` (hot reload) waits for a file that changed within
+    /// [`SETTLE`], and gives an incomplete one [`COMPLETION_GRACE`] to
+    /// complete; impatient (a one-shot load) takes every file as it stands.
+    pub(crate) fn rescan(&mut self, patient: bool) -> RescanOutcome {
+        self.patient = patient;
         let mut outcome = RescanOutcome::default();
         let mut retry = false;
         match library_files(&self.dir) {
@@ -353,7 +360,7 @@ impl PluginSet {
                 Instant::now()
             }
         };
-        if !fingerprint.quiet() && since.elapsed() < SETTLE {
+        if self.patient && !fingerprint.quiet() && since.elapsed() < SETTLE {
             outcome.waiting = true;
             return false;
         }
@@ -395,7 +402,7 @@ impl PluginSet {
         }
         if let Err(failure) = check_opened(path, &file, self.options.max_plugin_size) {
             let lasting = failure.kind == FailureKind::TooLarge;
-            if !lasting && since.elapsed() < COMPLETION_GRACE {
+            if self.patient && !lasting && since.elapsed() < COMPLETION_GRACE {
                 outcome.waiting = true; // maybe still being copied
                 return false;
             }
@@ -405,7 +412,7 @@ impl PluginSet {
         }
         // Copy the checked descriptor into the cache, hashing what is
         // written: the copy is what gets loaded.
-        let copied = self.copy_into_cache(&mut file);
+        let copied = cache_dir::copy_into(&self.cache, &mut file);
         // What was read is the version checked only if the file did not
         // change meanwhile (a writer rewriting it in place).
         let steady =
@@ -529,7 +536,7 @@ impl PluginSet {
             );
         }
         failure.path = path.to_owned();
-        log_outcome(None, std::slice::from_ref(&failure));
+        log_failures(std::slice::from_ref(&failure));
         self.failures
             .insert(path.to_owned(), (fingerprint, failure));
         outcome.changed = true;
@@ -554,80 +561,25 @@ impl PluginSet {
         ));
     }
 
-    /// Copies an opened, checked file into the cache as `<blake3>.<ext>`
-    /// and returns the hash of what was written and the copy's path. Only
-    /// the descriptor is read (never the path again, which may name
-    /// something else by now), once. A version already in the cache is
-    /// reused (the dynamic loader hands back the object it already has for
-    /// it). BLAKE3 hashes about three times as fast as SHA-256 here.
-    fn copy_into_cache(&self, file: &mut std::fs::File) -> std::io::Result<(String, PathBuf)> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        std::fs::create_dir_all(&self.cache)?;
-        let partial = self.cache.join(cache_dir::partial_file_name(
-            NEXT.fetch_add(1, Ordering::Relaxed),
-        ));
-        let result = (|| {
-            file.seek(std::io::SeekFrom::Start(0))?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                options.mode(0o600);
-            }
-            let mut out = options.open(&partial)?;
-            let mut hasher = blake3::Hasher::new();
-            let mut buffer = vec![0; 256 * 1024];
-            loop {
-                let n = match file.read(&mut buffer) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                hasher.update(&buffer[..n]);
-                out.write_all(&buffer[..n])?;
-            }
-            out.flush()?;
-            drop(out);
-            let hash = hasher.finalize().to_hex().to_string();
-            let copy = self.cache.join(cache_dir::copy_file_name(&hash));
-            if copy.exists() {
-                std::fs::remove_file(&partial)?;
-            } else {
-                std::fs::rename(&partial, &copy)?;
-            }
-            Ok((hash, copy))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        result
+    /// The loaded libraries, in the order their files first arrived (a
+    /// replacement keeps its file's place).
+    pub(crate) fn libraries(&self) -> impl Iterator<Item = &PluginLibrary> {
+        self.entries.iter().map(|e| &e.library)
     }
 
-    /// The provider set as it stands: built-ins, then every loaded file's
-    /// providers in arrival order, with the report.
-    pub fn snapshot(&self) -> Connhost {
-        let mut registry = ProviderRegistry::new();
-        let mut report = LoadReport::default();
-        if self.config.builtins {
-            report.failed = registry.register_builtins(self.config.experimental);
-        }
-        report
-            .failed
-            .extend(self.folder_failure.as_ref().map(|f| f.failure.clone()));
-        for entry in &self.entries {
-            let (loaded, failures) = entry.library.register_into(&mut registry);
-            report.loaded.extend(loaded);
-            report.failed.extend(failures);
-        }
-        report
-            .failed
-            .extend(self.failures.values().map(|(_, f)| f.clone()));
-        report.retired = self.retired.iter().map(|(_, r)| r.clone()).collect();
-        Connhost::from_parts(registry, report, self.config.validation_timeout)
-            .with_max_in_flight(self.config.max_in_flight)
+    /// The folder's own failure (it cannot be listed), if any.
+    pub(crate) fn folder_failure(&self) -> Option<&LoadFailure> {
+        self.folder_failure.as_ref().map(|f| &f.failure)
+    }
+
+    /// Each failed file's failure, by path.
+    pub(crate) fn file_failures(&self) -> impl Iterator<Item = &LoadFailure> {
+        self.failures.values().map(|(_, f)| f)
+    }
+
+    /// The libraries no loaded file uses any more, still in memory.
+    pub(crate) fn retired(&self) -> impl Iterator<Item = &RetiredLibrary> {
+        self.retired.iter().map(|(_, r)| r)
     }
 }
 
@@ -641,27 +593,28 @@ mod tests {
         // A regular file where the folder should be: listing fails (ENOTDIR).
         let not_a_folder = tmp.path().join("plugins");
         std::fs::write(&not_a_folder, b"x").unwrap();
-        let mut config = HostConfig::with_plugins_dir(&not_a_folder);
-        config.builtins = false;
-        let mut set = PluginSet::new(&config, tmp.path().join("cache"));
+        let mut set = Folder::new(
+            not_a_folder.clone(),
+            tmp.path().join("cache"),
+            LoadOptions::default(),
+        );
 
-        let first = set.rescan();
+        let first = set.rescan(true);
         assert!(first.changed, "the failure is news");
         assert_eq!(first.retry_in, Some(FIRST_RETRY));
-        let waits: Vec<_> = (0..8).map(|_| set.rescan()).collect();
+        let waits: Vec<_> = (0..8).map(|_| set.rescan(true)).collect();
         assert!(waits.iter().all(|o| !o.changed), "a retry is not news");
         assert_eq!(waits[0].retry_in, Some(FIRST_RETRY * 2));
         assert_eq!(waits[1].retry_in, Some(FIRST_RETRY * 4));
         assert_eq!(waits[7].retry_in, Some(MAX_RETRY));
-        let report = set.snapshot().load_report().clone();
-        let failure = report.folder_failure().expect("reported");
+        let failure = set.folder_failure().expect("reported");
         assert_eq!(failure.kind, FailureKind::FolderUnreadable);
         assert!(failure.since.is_some());
 
         std::fs::remove_file(&not_a_folder).unwrap();
         std::fs::create_dir(&not_a_folder).unwrap();
-        let back = set.rescan();
+        let back = set.rescan(true);
         assert!(back.changed && back.retry_in.is_none());
-        assert!(set.snapshot().load_report().folder_failure().is_none());
+        assert!(set.folder_failure().is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! A provider that lives in a loaded plugin library.
+//! The in-process plugin backend: a provider inside a plugin library
+//! loaded into this process, called through the ABI-stable module.
 
 use std::fmt;
 
@@ -6,25 +7,25 @@ use abi_stable::std_types::RVec;
 use connhost_plugin_api::abi::{outcome, FfiField, PluginModuleRef};
 use connhost_plugin_api::{ConnectionValidation, CredentialFields};
 
-use crate::validation::ProviderOutcome;
+use super::ProviderOutcome;
 
 /// A handle to one provider of a loaded plugin. Cheap to clone; the library
 /// it points into is never unloaded.
 #[derive(Clone, Copy)]
-pub(crate) struct PluginProvider {
+pub(crate) struct InProcess {
     module: PluginModuleRef,
     handle: u32,
 }
 
-impl fmt::Debug for PluginProvider {
+impl fmt::Debug for InProcess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PluginProvider")
+        f.debug_struct("InProcess")
             .field("handle", &self.handle)
             .finish_non_exhaustive()
     }
 }
 
-impl PluginProvider {
+impl InProcess {
     pub(crate) fn new(module: PluginModuleRef, handle: u32) -> Self {
         Self { module, handle }
     }

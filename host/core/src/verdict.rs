@@ -4,30 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use connhost_plugin_api::{ConnectionValidation, FieldError, ValidationError, ValidationErrorKind};
+use connhost_plugin_api::FieldError;
 use serde::Serialize;
-
-/// What a provider's `validate_fields` produced, before the host adds its
-/// own checks.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum ProviderOutcome {
-    Valid(ConnectionValidation),
-    Rejected(String),
-    Inconclusive(String),
-    Fault(String),
-}
-
-impl From<Result<ConnectionValidation, ValidationError>> for ProviderOutcome {
-    fn from(result: Result<ConnectionValidation, ValidationError>) -> Self {
-        match result {
-            Ok(validation) => ProviderOutcome::Valid(validation),
-            Err(error) => match error.kind {
-                ValidationErrorKind::Rejected => ProviderOutcome::Rejected(error.message),
-                ValidationErrorKind::Inconclusive => ProviderOutcome::Inconclusive(error.message),
-            },
-        }
-    }
-}
 
 /// An assembled credential document (see
 /// [`connhost_plugin_api::assemble_credential_document`]). It holds secrets:

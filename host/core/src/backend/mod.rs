@@ -1,0 +1,79 @@
+//! Backends: the code behind a registered provider, and the one seam where
+//! a new way of running providers slots in.
+//!
+//! [`Backend`] is a closed enum on purpose: the registry stores it, the
+//! caller ([`crate::call`]) asks it for a [`ProviderOutcome`], and nothing
+//! else looks inside. A third backend (a plugin running in a worker
+//! process) is a new variant here, with its own module beside
+//! [`compiled_in`] and [`in_process`]: its constructor where the catalog
+//! admits a plugin file, and one arm in [`Backend::validate_fields`] and
+//! [`Backend::identity`]. The registry, the API and HTTP do not change.
+
+mod compiled_in;
+mod in_process;
+
+use connhost_plugin_api::{
+    ConnectionValidation, CredentialFields, ValidationError, ValidationErrorKind,
+};
+
+pub(crate) use compiled_in::CompiledIn;
+pub(crate) use in_process::InProcess;
+
+/// The code behind a registered provider.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    /// Compiled into this binary, called directly.
+    CompiledIn(CompiledIn),
+    /// Inside a plugin library loaded into this process, called through
+    /// its ABI-stable module.
+    InProcess(InProcess),
+}
+
+/// What a provider's `validate_fields` produced, before the host adds its
+/// own checks (timeout, scrubbing, the form's rules): the backend's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ProviderOutcome {
+    /// The credential works.
+    Valid(ConnectionValidation),
+    /// The vendor refused it.
+    Rejected(String),
+    /// No decision (network, vendor outage).
+    Inconclusive(String),
+    /// The provider failed (panicked, answered nonsense).
+    Fault(String),
+}
+
+impl From<Result<ConnectionValidation, ValidationError>> for ProviderOutcome {
+    fn from(result: Result<ConnectionValidation, ValidationError>) -> Self {
+        match result {
+            Ok(validation) => ProviderOutcome::Valid(validation),
+            Err(error) => match error.kind {
+                ValidationErrorKind::Rejected => ProviderOutcome::Rejected(error.message),
+                ValidationErrorKind::Inconclusive => ProviderOutcome::Inconclusive(error.message),
+            },
+        }
+    }
+}
+
+impl Backend {
+    /// Runs the provider's validation. There is no timeout, no scrubbing
+    /// and no panic containment here: [`crate::call`] adds those (a
+    /// plugin's own panics are also caught on its side of the boundary,
+    /// since none may cross it).
+    pub(crate) async fn validate_fields(&self, fields: CredentialFields) -> ProviderOutcome {
+        match self {
+            Backend::CompiledIn(provider) => provider.validate_fields(fields).await,
+            Backend::InProcess(provider) => provider.validate_fields(fields).await,
+        }
+    }
+
+    /// Which code this is in this process (a library's address and the
+    /// provider's handle in it; `(0, 0)` when compiled in): two entries
+    /// with the same id and identity share one bound on calls in flight.
+    pub(crate) fn identity(&self) -> (usize, u32) {
+        match self {
+            Backend::CompiledIn(_) => (0, 0),
+            Backend::InProcess(provider) => provider.identity(),
+        }
+    }
+}

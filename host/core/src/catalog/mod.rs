@@ -1,0 +1,289 @@
+//! The catalog: the one place a plugin file becomes a served provider.
+//!
+//! A [`Catalog`] holds the compiled-in providers (the built-ins `inventory`
+//! collected, and any an embedder adds in code) and a plugins folder's
+//! libraries ([`folder`]: checked, copied, loaded, kept in step with the
+//! folder), and assembles them into one provider set, with the report of
+//! what loaded and what did not. The CLI and [`Connhost::start`] load the
+//! folder once ([`Catalog::load`]); `connhost serve`'s hot reload keeps one
+//! catalog and rescans it ([`crate::reload`]). Both get the same set from
+//! the same files.
+//!
+//! **One conflict order.** Compiled-in providers come first (the
+//! built-ins, then the embedder's, which replace a built-in of the same id:
+//! a deliberate choice in code). Then each plugin file's providers, in the
+//! order the files arrived: the files of one scan by name, a file added
+//! later after every file already there, a replaced file in its old place.
+//! The first holder of an id keeps it; a later claimant is refused with a
+//! [`FailureKind::Conflict`] naming both origins. So a dropped-in file can
+//! never take over an id that is already served.
+//!
+//! **One copy rule.** Every plugin file is loaded from a private copy made
+//! from a checked descriptor ([`crate::cache_dir`]), never from the watched
+//! path.
+
+mod folder;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use connhost_plugin_api::ConnectionProvider;
+
+pub use folder::{RescanOutcome, COMPLETION_GRACE, FIRST_RETRY, MAX_RETRY, SETTLE};
+
+use crate::call::Limits;
+use crate::config::HostConfig;
+use crate::loader::PluginLibrary;
+use crate::registry::{ProviderRegistry, RegisteredProvider};
+use crate::report::{log_failures, FailureKind, LoadFailure, LoadReport, LoadedPlugin};
+use crate::service::Connhost;
+use folder::Folder;
+
+/// Builds the provider set from the compiled-in providers and a plugins
+/// folder. See the [module documentation](self) for the rules.
+pub struct Catalog {
+    limits: Limits,
+    compiled_in: Vec<Arc<RegisteredProvider>>,
+    compiled_in_failures: Vec<LoadFailure>,
+    folder: Option<Folder>,
+    /// The cache folder, when it is the catalog's own (removed on drop).
+    own_cache: Option<PathBuf>,
+    /// The set as it stands (rebuilt when something changed).
+    current: (Arc<ProviderRegistry>, Arc<LoadReport>),
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("compiled_in", &self.compiled_in.len())
+            .field("folder", &self.folder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    /// A catalog for `config`: its compiled-in providers registered (the
+    /// built-ins unless `config.builtins` is false, with their settings),
+    /// its plugins folder not read yet ([`rescan`](Self::rescan) or
+    /// [`scan_now`](Self::scan_now) reads it). Without `config.cache_dir`
+    /// the catalog copies plugin files into a folder of its own
+    /// ([`crate::cache_dir::fresh_default`]), removed when the catalog is
+    /// dropped; folders that dead processes left behind are swept first.
+    pub fn new(config: &HostConfig) -> Self {
+        crate::capabilities::set_compiled_in_settings(
+            config
+                .settings
+                .get(crate::capabilities::BUILTIN_SCOPE)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let (compiled_in, compiled_in_failures) = if config.builtins {
+            crate::builtin::compiled_in(config.experimental)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        for failure in &compiled_in_failures {
+            tracing::error!("{failure}");
+        }
+        let own_cache = match (&config.plugins_dir, &config.cache_dir) {
+            (Some(_), None) => {
+                // Folders left by processes that were killed before they
+                // could remove theirs.
+                for swept in crate::cache_dir::sweep_stale_defaults() {
+                    tracing::info!(folder = %swept.display(), "removed a stale plugin cache");
+                }
+                Some(crate::cache_dir::fresh_default())
+            }
+            _ => None,
+        };
+        let folder = config.plugins_dir.clone().map(|dir| {
+            let cache = config
+                .cache_dir
+                .clone()
+                .or_else(|| own_cache.clone())
+                .unwrap_or_default();
+            Folder::new(dir, cache, config.load_options())
+        });
+        let mut catalog = Self {
+            limits: Limits {
+                timeout: config.validation_timeout,
+                max_in_flight: config.max_in_flight.max(1),
+            },
+            compiled_in,
+            compiled_in_failures,
+            folder,
+            own_cache,
+            current: Default::default(),
+        };
+        catalog.rebuild();
+        catalog
+    }
+
+    /// Adds a provider compiled into the embedding program, after the
+    /// built-ins; it replaces a built-in with the same id.
+    #[must_use]
+    pub fn with_provider<P: ConnectionProvider + 'static>(mut self, provider: P) -> Self {
+        let entry = Arc::new(RegisteredProvider::native(Arc::new(provider), false));
+        self.compiled_in.retain(|e| e.id() != entry.id());
+        self.compiled_in.push(entry);
+        self.rebuild();
+        self
+    }
+
+    /// The whole set for `config`, loaded once: [`new`](Self::new),
+    /// [`scan_now`](Self::scan_now), [`snapshot`](Self::snapshot).
+    pub fn load(config: &HostConfig) -> Connhost {
+        let mut catalog = Self::new(config);
+        catalog.scan_now();
+        catalog.snapshot()
+    }
+
+    /// The plugins folder, if the catalog has one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.folder.as_ref().map(Folder::dir)
+    }
+
+    /// The folder plugin files are copied into before they are loaded.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.folder.as_ref().map(Folder::cache)
+    }
+
+    /// Whether the last scan could not list the plugins folder.
+    pub fn folder_failing(&self) -> bool {
+        self.folder.as_ref().is_some_and(Folder::folder_failing)
+    }
+
+    /// Takes the folder as it stands, once (the CLI's and the library's
+    /// load): every file is examined now, without waiting for a recent
+    /// change to settle or an incomplete file to complete. Only a file
+    /// seen changing while it was copied is looked at again, for at most
+    /// [`COMPLETION_GRACE`].
+    pub fn scan_now(&mut self) -> RescanOutcome {
+        let deadline = Instant::now() + COMPLETION_GRACE;
+        let mut total = self.scan(false);
+        while total.waiting && Instant::now() < deadline {
+            std::thread::sleep(SETTLE);
+            let again = self.scan(false);
+            total = RescanOutcome {
+                changed: total.changed || again.changed,
+                ..again
+            };
+        }
+        total
+    }
+
+    /// Brings the folder's libraries in step with the folder, patiently
+    /// (hot reload): a file that changed within [`SETTLE`] waits, an
+    /// incomplete one gets [`COMPLETION_GRACE`]. Blocking (reads files,
+    /// runs plugins' `init`): call it off the async runtime.
+    pub fn rescan(&mut self) -> RescanOutcome {
+        self.scan(true)
+    }
+
+    fn scan(&mut self, patient: bool) -> RescanOutcome {
+        let Some(folder) = self.folder.as_mut() else {
+            return RescanOutcome::default();
+        };
+        let outcome = folder.rescan(patient);
+        if outcome.changed {
+            self.rebuild();
+        }
+        outcome
+    }
+
+    /// The provider set as it stands, to serve.
+    pub fn snapshot(&self) -> Connhost {
+        let (registry, report) = &self.current;
+        Connhost::from_shared(registry.clone(), report.clone(), self.limits)
+    }
+
+    /// Assembles the set, in the one conflict order: compiled-in
+    /// providers, then each loaded file's in arrival order. New conflicts
+    /// are logged once.
+    fn rebuild(&mut self) {
+        let mut registry = ProviderRegistry::new();
+        let mut report = LoadReport {
+            failed: self.compiled_in_failures.clone(),
+            ..LoadReport::default()
+        };
+        for entry in &self.compiled_in {
+            if let Err(conflict) = registry.try_register_arc(entry.clone()) {
+                // Two built-ins with one id: the first listed keeps it.
+                report.failed.push(LoadFailure::new(
+                    crate::builtin::BUILTIN_PATH,
+                    FailureKind::Conflict,
+                    format!("{conflict}."),
+                ));
+            }
+        }
+        if let Some(folder) = &self.folder {
+            report.failed.extend(folder.folder_failure().cloned());
+            for library in folder.libraries() {
+                let (loaded, failures) = register(&mut registry, library);
+                report.loaded.extend(loaded);
+                report.failed.extend(failures);
+            }
+            report.failed.extend(folder.file_failures().cloned());
+            report.retired = folder.retired().cloned().collect();
+        }
+        let before = &self.current.1.failed;
+        for failure in &report.failed {
+            if failure.kind == FailureKind::Conflict && !before.contains(failure) {
+                log_failures(std::slice::from_ref(failure));
+            }
+        }
+        self.current = (Arc::new(registry), Arc::new(report));
+    }
+}
+
+impl Drop for Catalog {
+    /// Removes the catalog's own cache folder (only the cache's files; the
+    /// libraries stay mapped).
+    fn drop(&mut self) {
+        if let Some(cache) = &self.own_cache {
+            crate::cache_dir::clean(cache);
+        }
+    }
+}
+
+/// Registers a library's providers, never replacing one that is there.
+/// Returns the plugin (if any provider registered, or it has none) and
+/// every failure (providers that could not describe themselves, and
+/// conflicts naming both origins).
+fn register(
+    registry: &mut ProviderRegistry,
+    library: &PluginLibrary,
+) -> (Option<LoadedPlugin>, Vec<LoadFailure>) {
+    let path = library.path();
+    let providers = library.providers();
+    let offered = providers.len();
+    let mut failures = Vec::new();
+    let mut registered = Vec::new();
+    for provider in providers {
+        let entry = match provider {
+            Ok(entry) => entry,
+            Err(failure) => {
+                failures.push(failure);
+                continue;
+            }
+        };
+        let id = entry.id().to_owned();
+        match registry.try_register(entry) {
+            Ok(()) => registered.push(id),
+            Err(conflict) => failures.push(LoadFailure::new(
+                path,
+                FailureKind::Conflict,
+                format!("{conflict}. Provider ids must be unique: a plugin never replaces a provider that is already registered; remove or rename one of them."),
+            )),
+        }
+    }
+    let loaded = (!registered.is_empty() || offered == 0).then(|| LoadedPlugin {
+        path: path.to_owned(),
+        plugin: library.name().to_owned(),
+        version: library.version().to_owned(),
+        api_version: library.api_version().to_owned(),
+        providers: registered,
+    });
+    (loaded, failures)
+}
