@@ -64,7 +64,7 @@
 //! crate is `0.y`, a plugin loads into hosts with the same `y`. See [`abi`]
 //! for how the interface evolves.
 //!
-//! [connhost]: https://example.invalid/connhost
+//! [connhost]: https://github.com/connhost/connhost
 
 pub mod abi;
 mod builtin;

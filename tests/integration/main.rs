@@ -18,6 +18,7 @@ mod listing;
 mod logging;
 mod metrics_interop;
 mod openapi_conformance;
+mod packaged_api;
 mod readme;
 mod starved;
 mod third_party;

@@ -150,8 +150,8 @@ fn on_path(program: &str) -> bool {
 }
 
 /// The tests drive Chromium (the settings page), curl (the README's
-/// examples), Prometheus and promtool (`/metrics`) and Python (the OpenAPI
-/// check). Installs Debian's packages for whichever is missing when this
+/// examples), tar (the packaged plugin API), Prometheus and promtool
+/// (`/metrics`) and Python (the OpenAPI check). Installs Debian's packages for whichever is missing when this
 /// is a Debian-like system and we are root; otherwise says what to do.
 fn ensure_test_tools() -> Result<(), String> {
     let mut missing = Vec::new();
@@ -168,6 +168,10 @@ fn ensure_test_tools() -> Result<(), String> {
     }
     if !on_path("curl") {
         missing.push("curl");
+    }
+    // Unpacks the `cargo package`d plugin API (Debian's base has it).
+    if !on_path("tar") {
+        missing.push("tar");
     }
     // Debian's `prometheus` ships both the server and promtool.
     if !on_path("prometheus") || !on_path("promtool") {
