@@ -242,10 +242,18 @@ fn write_readme_example(api: &Path, work: &Path) -> PathBuf {
 }
 
 /// `cargo build`, then `cargo test` (the README's unit test), in the
-/// vendor's project, with its own lockfile, into a target dir kept between
-/// runs; returns the built library.
+/// vendor's project, with its own lockfile; returns the built library.
+///
+/// The lockfile starts as a copy of the workspace's, and the build shares
+/// the tests' target dir: the plugin's registry dependencies are then the
+/// very builds the workspace made (a cargo build is keyed by package,
+/// version and features, not by workspace), so only the packaged crate and
+/// the plugin are compiled, instead of minutes of dependencies on a fresh
+/// machine. The project itself is outside the workspace all the same.
 fn build_and_test(project: &Path) -> PathBuf {
-    let target = target_dir().join("packaged-plugin");
+    let target = target_dir();
+    std::fs::copy(workspace_root().join("Cargo.lock"), project.join("Cargo.lock"))
+        .expect("start the plugin's lockfile from the workspace's");
     let release = profile_dir().file_name().is_some_and(|p| p == "release");
     for step in ["build", "test"] {
         let mut command = Command::new(env!("CARGO"));
