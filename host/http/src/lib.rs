@@ -36,7 +36,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 pub use auth::AccessToken;
-use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 
 /// A header value (a CORS origin in [`HttpConfig::cors_origins`]): re-exported so
 /// that a caller needs no direct `axum` dependency to build one.
@@ -263,8 +263,7 @@ pub fn parse_cors_origin(origin: &str) -> Result<HeaderValue, String> {
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ErrorCode::Internal,
         "connhost hit an internal error; it is logged.",
     )
     .into_response()
@@ -291,8 +290,7 @@ async fn answer_when_grace_ends(
         () = ended => (
             [(header::CONNECTION, HeaderValue::from_static("close"))],
             ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "draining",
+                ErrorCode::Draining,
                 "connhost shut down before this request finished; retry it against another replica or after the restart.",
             ),
         )

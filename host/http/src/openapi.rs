@@ -3,9 +3,10 @@
 use std::sync::OnceLock;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi};
 
+use super::error::ErrorCode;
 use super::{routes, ui};
 
 #[derive(OpenApi)]
@@ -34,7 +35,7 @@ use super::{routes, ui};
         connhost::FieldErrorBody,
         super::error::ErrorBody,
     )),
-    modifiers(&BearerScheme, &FallbackResponses),
+    modifiers(&BearerScheme, &FallbackResponses, &ErrorCodeStatuses),
     tags(
         (name = "providers", description = "The provider set, forms and validation"),
         (name = "plugins", description = "What loaded from the plugins folder"),
@@ -83,6 +84,30 @@ impl Modify for FallbackResponses {
             "MethodNotAllowed".to_owned(),
             error("The path exists, the method does not (`method_not_allowed`)").into(),
         );
+    }
+}
+
+/// Each error code's status, in the `ErrorCode` schema's description,
+/// from [`ErrorCode::status`] (the schema's list of codes is derived from
+/// the same enum).
+struct ErrorCodeStatuses;
+
+impl Modify for ErrorCodeStatuses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let statuses: Vec<String> = ErrorCode::ALL
+            .iter()
+            .map(|code| format!("`{code}` {}", code.status().as_u16()))
+            .collect();
+        let schema = openapi
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("ErrorCode"));
+        if let Some(RefOr::T(Schema::Object(object))) = schema {
+            object.description = Some(format!(
+                "A stable machine-readable error code; each comes with one status: {}.",
+                statuses.join(", ")
+            ));
+        }
     }
 }
 
