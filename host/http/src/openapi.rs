@@ -145,18 +145,22 @@ mod tests {
         names
     }
 
-    /// Every route the router serves is in the document, and nothing else:
-    /// a new route without documentation fails here.
+    /// Every documented route the router serves is in the document (as a
+    /// method on a path), and nothing else: a new route without
+    /// documentation fails here.
     #[test]
     fn every_route_is_documented() {
         let doc: Value = serde_json::from_str(&super::document()).unwrap();
-        let mut documented: Vec<&str> = doc["paths"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
+        let mut documented: Vec<String> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        let mut served: Vec<String> = crate::routes()
+            .filter(|route| route.undocumented.is_none())
+            .map(|route| format!("{} {}", route.method, route.path))
             .collect();
-        let mut served = crate::paths::ALL.to_vec();
         documented.sort_unstable();
         served.sort_unstable();
         assert_eq!(documented, served);
