@@ -4,13 +4,13 @@
 use std::fmt;
 
 use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, Request};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::validate_request::ValidateRequest;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// The access token, kept only as its SHA-256 digest so that comparing a
 /// presented token takes the same time whatever it is (length included).
@@ -105,8 +105,7 @@ impl<B> ValidateRequest<B> for RequireToken {
 }
 
 fn unauthorized(message: &str) -> Response {
-    let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    let mut response = ApiError::new(ErrorCode::Unauthorized, message).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),

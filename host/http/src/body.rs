@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use axum::BoxError;
 use http_body::{Frame, SizeHint};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// What [`guard_body`] enforces.
 #[derive(Debug, Clone, Copy)]
@@ -33,8 +32,7 @@ pub(crate) struct BodyBounds {
 /// (for bodies without a `Content-Length` that grow over the limit).
 pub(crate) fn payload_too_large() -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         "The body is larger than this server accepts (see --body-limit).",
     )
 }

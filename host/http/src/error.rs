@@ -1,47 +1,30 @@
 //! The API's error type: every failure answers with a JSON body
-//! `{"error": {"code", "message", ...}}` and the right status.
+//! `{"error": {"code", "message", ...}}` and the status of its code.
+//!
+//! [`ErrorCode`] is the one list of codes: each code's status and wire
+//! string are decided in [`ErrorCode::spec`], its JSON form is that string,
+//! and the OpenAPI document's `ErrorCode` schema is derived from the same
+//! enum (the unit tests below hold the three together).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use connhost_plugin_api::FieldError;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-/// An error answer of the HTTP API.
-#[derive(Debug, Clone)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    fields: Option<Vec<FieldError>>,
-}
-
-/// The JSON envelope of an error.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct ErrorBody {
-    /// The error.
-    pub(crate) error: ErrorDetail,
-}
-
-/// What went wrong.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct ErrorDetail {
-    /// A stable machine-readable code.
-    #[schema(value_type = ErrorCode)]
-    pub(crate) code: &'static str,
-    /// A message for humans.
-    pub(crate) message: String,
-    /// For `invalid_fields` and `invalid_body`: each problem tied to its
-    /// field (`null` for a form-wide one).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<connhost::FieldErrorBody>>)]
-    pub(crate) fields: Option<Vec<FieldError>>,
-}
-
-/// The error codes (documentation of [`ErrorDetail::code`]).
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
+/// A stable, machine-readable error code: the `error.code` of every error
+/// body connhost answers, each with one HTTP status ([`status`]).
+///
+/// The JSON form is [`as_str`] (`snake_case`, such as
+/// `"provider_not_found"`); the served OpenAPI document lists exactly these
+/// codes as the `ErrorCode` schema. An embedder that mounts
+/// [`router`](crate::router) in its own app sees these codes and no other
+/// (apart from hyper's own empty-bodied answers to unparseable requests).
+///
+/// [`status`]: ErrorCode::status
+/// [`as_str`]: ErrorCode::as_str
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[schema(rename_all = "snake_case")]
-pub(crate) enum ErrorCode {
+pub enum ErrorCode {
     /// 404: no provider with that id.
     ProviderNotFound,
     /// 404: no such route.
@@ -69,7 +52,8 @@ pub(crate) enum ErrorCode {
     Unauthorized,
     /// 503: plugins are still loading.
     Starting,
-    /// 503: the server is shutting down.
+    /// 503: the server is shutting down (also the answer to a request
+    /// still running when the shutdown grace ends).
     Draining,
     /// 503: hot reload is not running.
     ReloadUnavailable,
@@ -77,44 +61,165 @@ pub(crate) enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// Every code, in the order the OpenAPI document lists them.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::ProviderNotFound,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::InvalidPath,
+        ErrorCode::MalformedJson,
+        ErrorCode::UnreadableBody,
+        ErrorCode::BodyTimeout,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InvalidBody,
+        ErrorCode::InvalidFields,
+        ErrorCode::Unauthorized,
+        ErrorCode::Starting,
+        ErrorCode::Draining,
+        ErrorCode::ReloadUnavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The one place a code's status and wire string are decided.
+    const fn spec(self) -> (StatusCode, &'static str) {
+        match self {
+            ErrorCode::ProviderNotFound => (StatusCode::NOT_FOUND, "provider_not_found"),
+            ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorCode::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ErrorCode::InvalidPath => (StatusCode::BAD_REQUEST, "invalid_path"),
+            ErrorCode::MalformedJson => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ErrorCode::UnreadableBody => (StatusCode::BAD_REQUEST, "unreadable_body"),
+            ErrorCode::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            ErrorCode::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ErrorCode::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ErrorCode::InvalidBody => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+            ErrorCode::InvalidFields => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields"),
+            ErrorCode::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ErrorCode::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+            ErrorCode::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            ErrorCode::ReloadUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "reload_unavailable"),
+            ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The HTTP status every answer with this code has.
+    pub const fn status(self) -> StatusCode {
+        self.spec().0
+    }
+
+    /// The code as it appears in the JSON body, such as
+    /// `"provider_not_found"`.
+    pub const fn as_str(self) -> &'static str {
+        self.spec().1
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// An error answer of the HTTP API: a code, a message for humans, and for
+/// form errors the problem of each field. As an axum response it is the
+/// code's status with the JSON body `{"error": {"code", "message",
+/// "fields"?}}`, the shape of every error connhost answers, so an
+/// embedder's own handlers can answer in it too.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    fields: Option<Vec<FieldError>>,
+}
+
+/// The JSON envelope of an error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// The error.
+    pub(crate) error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// A stable machine-readable code.
+    pub(crate) code: ErrorCode,
+    /// A message for humans.
+    pub(crate) message: String,
+    /// For `invalid_fields` and `invalid_body`: each problem tied to its
+    /// field (`null` for a form-wide one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<connhost::FieldErrorBody>>)]
+    pub(crate) fields: Option<Vec<FieldError>>,
+}
+
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with this code (which decides the status) and message. The
+    /// message is shown to the client: never put a submitted value in it.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             fields: None,
         }
     }
 
-    pub(crate) fn with_fields(mut self, fields: Vec<FieldError>) -> Self {
+    /// Adds the problem of each field (`"fields"` in the body).
+    #[must_use]
+    pub fn with_fields(mut self, fields: Vec<FieldError>) -> Self {
         self.fields = Some(fields);
         self
     }
 
-    #[cfg(test)]
-    pub(crate) fn status(&self) -> StatusCode {
-        self.status
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The status the answer has: the code's.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// The message for humans.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     pub(crate) fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+        Self::new(ErrorCode::NotFound, what)
     }
 
     pub(crate) fn starting() -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting",
+            ErrorCode::Starting,
             "connhost is still loading its plugins; retry in a moment.",
         )
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.status(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl From<connhost::UnknownProvider> for ApiError {
     fn from(error: connhost::UnknownProvider) -> Self {
         Self::new(
-            StatusCode::NOT_FOUND,
-            "provider_not_found",
+            ErrorCode::ProviderNotFound,
             format!(
                 "No provider \"{}\" is registered. GET /v1/providers lists them.",
                 error.provider_id
@@ -125,6 +230,7 @@ impl From<connhost::UnknownProvider> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
@@ -137,7 +243,7 @@ impl IntoResponse for ApiError {
         let mut bytes = Vec::with_capacity(256);
         match serde_json::to_writer(&mut bytes, &body) {
             Ok(()) => (
-                self.status,
+                status,
                 [(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
@@ -146,7 +252,157 @@ impl IntoResponse for ApiError {
             )
                 .into_response(),
             // Strings, numbers and field names only: cannot fail.
-            Err(_) => self.status.into_response(),
+            Err(_) => status.into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn document() -> Value {
+        serde_json::from_str(&crate::openapi::document()).unwrap()
+    }
+
+    /// The codes a text names in backticks, such as "`invalid_path`".
+    fn codes_named_in(text: &str) -> Vec<ErrorCode> {
+        ErrorCode::ALL
+            .into_iter()
+            .filter(|code| text.contains(&format!("`{}`", code.as_str())))
+            .collect()
+    }
+
+    #[test]
+    fn every_code_serialises_as_its_wire_string() {
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+            assert_eq!(code.to_string(), code.as_str());
+        }
+    }
+
+    /// The document's `ErrorCode` schema is derived from the enum, and
+    /// `ALL` is checked against it: together they list every variant once.
+    #[test]
+    fn the_document_lists_exactly_the_codes() {
+        let schema = document()["components"]["schemas"]["ErrorCode"].clone();
+        let all: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        assert_eq!(schema["enum"], json!(all));
+        let description = schema["description"].as_str().unwrap();
+        for code in ErrorCode::ALL {
+            let status = format!("`{code}` {}", code.status().as_u16());
+            assert!(description.contains(&status), "{status}: {description}");
+        }
+        let mut unique = all.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), all.len(), "{all:?}");
+    }
+
+    /// An error's answer is its code's status with the JSON envelope, byte
+    /// for byte.
+    #[tokio::test]
+    async fn an_error_answers_with_its_codes_status_and_the_envelope() {
+        let response = ApiError::new(ErrorCode::InvalidFields, "Fix the form.")
+            .with_fields(vec![FieldError {
+                field: Some("api_key".to_owned()),
+                message: "Required.".to_owned(),
+            }])
+            .into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"error":{"code":"invalid_fields","message":"Fix the form.","fields":[{"field":"api_key","message":"Required."}]}}"#
+        );
+
+        let response = ApiError::new(ErrorCode::Starting, "Wait.").into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"error":{"code":"starting","message":"Wait."}}"#
+        );
+    }
+
+    /// Where a documented response names a code (in backticks, such as
+    /// "Malformed JSON (`malformed_json`)"), it is listed under that code's
+    /// status.
+    #[test]
+    fn the_document_names_each_code_under_its_status() {
+        let document = document();
+        let mut named = Vec::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    let description = response["description"].as_str().unwrap_or("");
+                    for code in codes_named_in(description) {
+                        assert_eq!(
+                            status,
+                            code.status().as_str(),
+                            "{method} {path}: {status} names `{code}`"
+                        );
+                        named.push(code);
+                    }
+                }
+            }
+        }
+        for (name, status) in [("NotFound", "404"), ("MethodNotAllowed", "405")] {
+            let description = document["components"]["responses"][name]["description"]
+                .as_str()
+                .unwrap();
+            let codes = codes_named_in(description);
+            assert!(!codes.is_empty(), "{name}: {description}");
+            for code in codes {
+                assert_eq!(code.status().as_str(), status, "{name}: {description}");
+            }
+        }
+        // Enough of them are named for the check to mean something.
+        for code in [
+            ErrorCode::InvalidPath,
+            ErrorCode::MalformedJson,
+            ErrorCode::BodyTimeout,
+            ErrorCode::InvalidFields,
+            ErrorCode::Starting,
+            ErrorCode::Draining,
+        ] {
+            assert!(named.contains(&code), "no response names `{code}`");
+        }
+    }
+
+    /// The README's "Errors" paragraph gives each code's status as
+    /// "`code` (status" (or "`a` and `b` (status"): every code is there,
+    /// with the status it has.
+    #[test]
+    fn the_readme_gives_each_code_its_status() {
+        let readme_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(readme_path).unwrap();
+        let start = readme
+            .find("**Errors**")
+            .expect("the README has an **Errors** paragraph");
+        let paragraph = &readme[start..];
+        let paragraph = &paragraph[..paragraph.find("\n\n").unwrap_or(paragraph.len())];
+        for code in ErrorCode::ALL {
+            let named = format!("`{}`", code.as_str());
+            let at = paragraph
+                .find(&named)
+                .unwrap_or_else(|| panic!("the README's errors do not name {named}"));
+            let after = &paragraph[at..];
+            let status = after
+                .match_indices('(')
+                .map(|(i, _)| &after[i + 1..])
+                .find_map(|rest| {
+                    rest.get(..3)
+                        .filter(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .unwrap_or_else(|| panic!("no status after {named} in the README"));
+            assert_eq!(status, code.status().as_str(), "{named} in the README");
         }
     }
 }

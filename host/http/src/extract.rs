@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 use connhost_plugin_api::{CredentialFields, FieldError};
 use serde_json::Value;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// The most problems an `invalid_body` answer lists; the message counts the
 /// rest.
@@ -44,8 +44,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ProviderId {
         // The raw parameters: no serde deserializer for one string.
         let malformed = |reason: String| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
+                ErrorCode::InvalidPath,
                 format!("The provider id in the path is malformed: {reason}"),
             )
         };
@@ -104,7 +103,7 @@ fn is_json_media_type(mime: &str) -> bool {
 }
 
 fn invalid_body(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+    ApiError::new(ErrorCode::InvalidBody, message)
 }
 
 impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
@@ -119,8 +118,7 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
         let mime = content_type.split(';').next().unwrap_or("").trim();
         if !is_json_media_type(mime) {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 if content_type.is_empty() {
                     "The body must be JSON: send Content-Type: application/json.".to_owned()
                 } else {
@@ -138,8 +136,7 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
                     super::body::payload_too_large()
                 } else if let Some(timeout) = super::body::body_timeout(&rejection) {
                     ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "body_timeout",
+                        ErrorCode::BodyTimeout,
                         format!(
                             "The body did not arrive within {} s of the headers (see --body-timeout); send it at once.",
                             timeout.as_secs_f64()
@@ -147,8 +144,7 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
                     )
                 } else {
                     ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "unreadable_body",
+                        ErrorCode::UnreadableBody,
                         format!("The body could not be read: {rejection}"),
                     )
                 }
@@ -156,8 +152,7 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
         // serde_json's syntax errors name a position, never the content.
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
+                ErrorCode::MalformedJson,
                 format!("The body is not valid JSON: {e}."),
             )
         })?;

@@ -26,9 +26,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, Method};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -36,11 +35,16 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 pub use auth::AccessToken;
-use error::ApiError;
+pub use error::{ApiError, ErrorCode};
+pub use paths::Route;
 
 /// A header value (a CORS origin in [`HttpConfig::cors_origins`]): re-exported so
 /// that a caller needs no direct `axum` dependency to build one.
 pub use axum::http::HeaderValue;
+/// An HTTP method ([`Route::method`]), re-exported for the same reason.
+pub use axum::http::Method;
+/// An HTTP status ([`ErrorCode::status`]), re-exported for the same reason.
+pub use axum::http::StatusCode;
 pub use server::{
     default_max_connections, serve, ServeOptions, BODY_READ_TIMEOUT, DRAIN_ANSWER_TIMEOUT,
     HEADER_READ_TIMEOUT, WRITE_TIMEOUT,
@@ -184,20 +188,13 @@ impl std::ops::Deref for Snapshot {
 
 /// The whole app: API, probes, metrics, OpenAPI and the settings page.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
-    let app = Router::new()
-        .route(paths::PROVIDERS, get(routes::list_providers))
-        .route(paths::PROVIDER, get(routes::get_provider))
-        .route(paths::VALIDATE, post(routes::validate))
-        .route(paths::PLUGINS, get(routes::plugins))
-        .route(paths::RESCAN, post(routes::rescan))
-        .route(paths::INSTRUCTIONS, get(ui::instructions))
-        .route(paths::INDEX, get(ui::index))
-        .route(paths::APP_JS, get(ui::app_js))
-        .route(paths::APP_CSS, get(ui::app_css))
-        .route(paths::HEALTHZ, get(routes::healthz))
-        .route(paths::READYZ, get(routes::readyz))
-        .route(paths::METRICS, get(routes::metrics))
-        .route(paths::OPENAPI, get(routes::openapi))
+    // The table is the only place a route is registered: `routes()` lists
+    // exactly what is served.
+    let app = paths::TABLE
+        .iter()
+        .fold(Router::new(), |app, entry| {
+            app.route(entry.route.path, entry.method_router())
+        })
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // One stack, applied once: `Router::layer` boxes each route's
@@ -245,6 +242,15 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
     }
 }
 
+/// Every route [`router`] serves, as a method and a path template, in the
+/// order it registers them: the router registers these and nothing else
+/// (any other path answers 404 `not_found`, another method on a listed
+/// path 405 `method_not_allowed`). Each is in the served OpenAPI document
+/// (`/openapi.json`) unless its [`Route::undocumented`] says why not.
+pub fn routes() -> impl ExactSizeIterator<Item = &'static Route> {
+    paths::TABLE.iter().map(|entry| &entry.route)
+}
+
 /// Checks an allowed CORS origin: `scheme://host[:port]`, nothing else.
 pub fn parse_cors_origin(origin: &str) -> Result<HeaderValue, String> {
     let origin = origin.trim();
@@ -263,8 +269,7 @@ pub fn parse_cors_origin(origin: &str) -> Result<HeaderValue, String> {
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ErrorCode::Internal,
         "connhost hit an internal error; it is logged.",
     )
     .into_response()
@@ -291,8 +296,7 @@ async fn answer_when_grace_ends(
         () = ended => (
             [(header::CONNECTION, HeaderValue::from_static("close"))],
             ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "draining",
+                ErrorCode::Draining,
                 "connhost shut down before this request finished; retry it against another replica or after the restart.",
             ),
         )

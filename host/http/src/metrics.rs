@@ -128,7 +128,7 @@ impl Metrics {
             plugins_folder_unreadable.clone(),
         );
         // Every route's series exists from the start (at zero).
-        let route_seconds = (0..=paths::ALL.len())
+        let route_seconds = (0..=paths::TABLE.len())
             .map(|index| {
                 request_seconds
                     .get_or_create(&RouteLabels {
@@ -263,8 +263,8 @@ where
             .map(MatchedPath::as_str);
         let route = paths::index(matched);
         debug_assert!(
-            matched.is_none() || route < paths::ALL.len(),
-            "route {matched:?} is missing from http::paths::ALL"
+            matched.is_none() || route < paths::TABLE.len(),
+            "route {matched:?} is missing from http::paths::TABLE"
         );
         // Only known methods become labels: anyone can send a made-up one.
         let method = match *request.method() {

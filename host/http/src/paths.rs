@@ -1,90 +1,297 @@
-//! The route templates, shared by the router and the metrics: a metrics
-//! label is one of these `'static` strings (never a raw path, which anyone
-//! could vary without bound), so labelling a request allocates nothing.
+//! The route table: every route the router serves, with its handler. The
+//! router registers these and nothing else ([`crate::router`] loops over
+//! [`TABLE`]), [`crate::routes`] lists them for embedders and tests, and
+//! the metrics label a request with one of these `'static` templates (never
+//! a raw path, which anyone could vary without bound), so labelling a
+//! request allocates nothing.
 
-pub(crate) const PROVIDERS: &str = "/v1/providers";
-pub(crate) const PROVIDER: &str = "/v1/providers/{id}";
-pub(crate) const VALIDATE: &str = "/v1/providers/{id}/validate";
-pub(crate) const PLUGINS: &str = "/v1/plugins";
-pub(crate) const RESCAN: &str = "/v1/plugins/rescan";
-pub(crate) const INSTRUCTIONS: &str = "/ui/instructions";
-pub(crate) const INDEX: &str = "/";
-pub(crate) const APP_JS: &str = "/assets/app.js";
-pub(crate) const APP_CSS: &str = "/assets/app.css";
-pub(crate) const HEALTHZ: &str = "/healthz";
-pub(crate) const READYZ: &str = "/readyz";
-pub(crate) const METRICS: &str = "/metrics";
-pub(crate) const OPENAPI: &str = "/openapi.json";
+use axum::http::Method;
+use axum::routing::{on, MethodFilter, MethodRouter};
 
-/// Every route the router serves.
-pub(crate) const ALL: [&str; 13] = [
-    PROVIDERS,
-    PROVIDER,
-    VALIDATE,
-    PLUGINS,
-    RESCAN,
-    INSTRUCTIONS,
-    INDEX,
-    APP_JS,
-    APP_CSS,
-    HEALTHZ,
-    READYZ,
-    METRICS,
-    OPENAPI,
+use super::{routes, ui, AppState};
+
+/// One route the router serves: a method on a path template (axum's
+/// syntax, `{id}` for a parameter, as in the OpenAPI document).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Route {
+    /// The method (`GET` routes answer `HEAD` too, without a body).
+    pub method: Method,
+    /// The path template, such as `/v1/providers/{id}`.
+    pub path: &'static str,
+    /// Why the served OpenAPI document leaves this route out, for a route
+    /// deliberately undocumented; `None` for a documented one (every route
+    /// today).
+    pub undocumented: Option<&'static str>,
+}
+
+impl Route {
+    /// A documented `GET` route.
+    const fn get(path: &'static str) -> Self {
+        Self {
+            method: Method::GET,
+            path,
+            undocumented: None,
+        }
+    }
+
+    /// A documented `POST` route.
+    const fn post(path: &'static str) -> Self {
+        Self {
+            method: Method::POST,
+            path,
+            undocumented: None,
+        }
+    }
+}
+
+/// A route's handler, registered for the route's method.
+type Handler = fn(MethodFilter) -> MethodRouter<AppState>;
+
+/// One row of [`TABLE`].
+pub(crate) struct Entry {
+    /// The route.
+    pub(crate) route: Route,
+    /// Its handler.
+    handler: Handler,
+}
+
+impl Entry {
+    /// The handler, answering the route's method only.
+    pub(crate) fn method_router(&self) -> MethodRouter<AppState> {
+        let filter = MethodFilter::try_from(self.route.method.clone())
+            .expect("a route's method is one axum can filter on");
+        (self.handler)(filter)
+    }
+}
+
+/// Every route the router serves, with its handler.
+pub(crate) static TABLE: [Entry; 13] = [
+    Entry {
+        route: Route::get("/v1/providers"),
+        handler: |method| on(method, routes::list_providers),
+    },
+    Entry {
+        route: Route::get("/v1/providers/{id}"),
+        handler: |method| on(method, routes::get_provider),
+    },
+    Entry {
+        route: Route::post("/v1/providers/{id}/validate"),
+        handler: |method| on(method, routes::validate),
+    },
+    Entry {
+        route: Route::get("/v1/plugins"),
+        handler: |method| on(method, routes::plugins),
+    },
+    Entry {
+        route: Route::post("/v1/plugins/rescan"),
+        handler: |method| on(method, routes::rescan),
+    },
+    Entry {
+        route: Route::get("/ui/instructions"),
+        handler: |method| on(method, ui::instructions),
+    },
+    Entry {
+        route: Route::get("/"),
+        handler: |method| on(method, ui::index),
+    },
+    Entry {
+        route: Route::get("/assets/app.js"),
+        handler: |method| on(method, ui::app_js),
+    },
+    Entry {
+        route: Route::get("/assets/app.css"),
+        handler: |method| on(method, ui::app_css),
+    },
+    Entry {
+        route: Route::get("/healthz"),
+        handler: |method| on(method, routes::healthz),
+    },
+    Entry {
+        route: Route::get("/readyz"),
+        handler: |method| on(method, routes::readyz),
+    },
+    Entry {
+        route: Route::get("/metrics"),
+        handler: |method| on(method, routes::metrics),
+    },
+    Entry {
+        route: Route::get("/openapi.json"),
+        handler: |method| on(method, routes::openapi),
+    },
 ];
 
 /// The label of requests the router did not match (the fallbacks).
 pub(crate) const UNMATCHED: &str = "unmatched";
 
-/// The index in [`ALL`] of the route the router matched (axum's
-/// `MatchedPath`), or `ALL.len()` for [`UNMATCHED`]. When an embedder
+/// The index in [`TABLE`] of the route the router matched (axum's
+/// `MatchedPath`), or `TABLE.len()` for [`UNMATCHED`]. When an embedder
 /// nests the router under a prefix, the matched path carries that prefix
 /// (`/connhost/v1/providers`): the route is the longest template it ends
 /// with (the settings page, `/`, for a matched path ending in `/`).
 pub(crate) fn index(matched: Option<&str>) -> usize {
     let Some(matched) = matched else {
-        return ALL.len();
+        return TABLE.len();
     };
-    if let Some(exact) = ALL.iter().position(|path| *path == matched) {
+    let path = |i: usize| TABLE[i].route.path;
+    if let Some(exact) = (0..TABLE.len()).find(|&i| path(i) == matched) {
         return exact;
     }
-    let nested = ALL
-        .iter()
-        .enumerate()
-        .filter(|(_, path)| path.len() > 1 && matched.ends_with(*path))
-        .max_by_key(|(_, path)| path.len())
-        .map(|(i, _)| i);
+    let nested = (0..TABLE.len())
+        .filter(|&i| path(i).len() > 1 && matched.ends_with(path(i)))
+        .max_by_key(|&i| path(i).len());
     match nested {
         Some(i) => i,
-        None if matched.ends_with('/') => ALL.iter().position(|p| *p == INDEX).unwrap_or(ALL.len()),
-        None => ALL.len(),
+        None if matched.ends_with('/') => (0..TABLE.len())
+            .find(|&i| path(i) == "/")
+            .unwrap_or(TABLE.len()),
+        None => TABLE.len(),
     }
 }
 
 /// The label for [`index`]'s answer.
 pub(crate) fn label(index: usize) -> &'static str {
-    ALL.get(index).copied().unwrap_or(UNMATCHED)
+    TABLE.get(index).map_or(UNMATCHED, |entry| entry.route.path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    /// The real router's answer to `method path` (no plugins loaded yet,
+    /// no token): its status and error code, if any.
+    async fn answer(method: Method, path: &str) -> (StatusCode, Option<String>) {
+        let config = crate::HttpConfig::default();
+        let app = crate::router(crate::AppState::new(&config), &config);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|body| body["error"]["code"].as_str().map(str::to_owned));
+        (status, code)
+    }
+
+    /// A path the template matches, such as `/v1/providers/x` for
+    /// `/v1/providers/{id}`.
+    fn concrete(template: &str) -> String {
+        template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "x"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Whether any listed route's template matches `path`.
+    fn listed(path: &str) -> bool {
+        let segments: Vec<&str> = path.split('/').collect();
+        TABLE.iter().any(|entry| {
+            let template: Vec<&str> = entry.route.path.split('/').collect();
+            template.len() == segments.len()
+                && template
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+        })
+    }
+
+    #[tokio::test]
+    async fn every_listed_route_is_served() {
+        for entry in &TABLE {
+            let route = &entry.route;
+            let path = concrete(route.path);
+            let (status, code) = answer(route.method.clone(), &path).await;
+            assert!(
+                !matches!(code.as_deref(), Some("not_found" | "method_not_allowed")),
+                "{} {path}: {status} {code:?}",
+                route.method
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listed_path_asked_with_another_method_answers_405() {
+        let methods = [Method::GET, Method::POST, Method::PUT, Method::DELETE];
+        for entry in &TABLE {
+            let path = concrete(entry.route.path);
+            for method in &methods {
+                let served = TABLE.iter().any(|other| {
+                    other.route.path == entry.route.path && other.route.method == method
+                });
+                if served {
+                    continue;
+                }
+                let (status, code) = answer(method.clone(), &path).await;
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert_eq!(
+                    code.as_deref(),
+                    Some("method_not_allowed"),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+
+    /// The router serves the table and nothing else: a path next to a
+    /// listed one gets the 404 fallback.
+    #[tokio::test]
+    async fn a_path_not_listed_gets_the_404_fallback() {
+        let mut paths: Vec<String> = ["/v1", "/v1/", "/v1/providers/", "/assets", "/ui", "/x"]
+            .map(str::to_owned)
+            .to_vec();
+        for entry in &TABLE {
+            paths.push(format!(
+                "{}/x",
+                concrete(entry.route.path).trim_end_matches('/')
+            ));
+            paths.push(format!("{}x", concrete(entry.route.path)));
+        }
+        paths.retain(|path| !listed(path));
+        for path in paths {
+            for method in [Method::GET, Method::POST] {
+                let (status, code) = answer(method.clone(), &path).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+                assert_eq!(code.as_deref(), Some("not_found"), "{method} {path}");
+            }
+        }
+    }
 
     #[test]
     fn every_route_has_its_own_label_and_anything_else_is_unmatched() {
-        for (i, path) in ALL.iter().enumerate() {
-            assert_eq!(index(Some(path)), i);
-            assert_eq!(label(i), *path);
+        for (i, entry) in TABLE.iter().enumerate() {
+            assert_eq!(index(Some(entry.route.path)), i);
+            assert_eq!(label(i), entry.route.path);
         }
         assert_eq!(label(index(Some("/v1/providers/daytona"))), UNMATCHED);
         // Nested under a prefix by an embedder.
-        assert_eq!(label(index(Some("/connhost/v1/providers"))), PROVIDERS);
-        assert_eq!(
-            label(index(Some("/connhost/v1/providers/{id}/validate"))),
-            VALIDATE
-        );
-        assert_eq!(label(index(Some("/connhost/v1/providers/{id}"))), PROVIDER);
-        assert_eq!(label(index(Some("/connhost/"))), INDEX);
+        for (nested, route) in [
+            ("/connhost/v1/providers", "/v1/providers"),
+            ("/connhost/v1/providers/{id}", "/v1/providers/{id}"),
+            (
+                "/connhost/v1/providers/{id}/validate",
+                "/v1/providers/{id}/validate",
+            ),
+            ("/connhost/assets/app.js", "/assets/app.js"),
+            ("/connhost/", "/"),
+        ] {
+            assert_eq!(label(index(Some(nested))), route, "{nested}");
+        }
         assert_eq!(label(index(None)), UNMATCHED);
     }
 }

@@ -3,12 +3,12 @@
 use std::time::Instant;
 
 use axum::extract::{FromRequest as _, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{ProviderId, ValidateRequest};
 use super::metrics::Exposition;
 use super::AppState;
@@ -103,8 +103,7 @@ pub(crate) async fn validate(
     let no_store = [(header::CACHE_CONTROL, "no-store")];
     if let Verdict::InvalidFields(errors) = &verdict {
         let message = verdict.error_message().unwrap_or_default();
-        let error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", message)
-            .with_fields(errors.clone());
+        let error = ApiError::new(ErrorCode::InvalidFields, message).with_fields(errors.clone());
         return Ok((no_store, error).into_response());
     }
     let body = VerdictBody::new(&verdict, request.include_document);
@@ -143,8 +142,7 @@ pub(crate) async fn plugins(State(state): State<AppState>) -> Result<Json<LoadRe
 pub(crate) async fn rescan(State(state): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
     let unavailable = || {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "reload_unavailable",
+            ErrorCode::ReloadUnavailable,
             "This server does not reload plugins.",
         )
     };
@@ -214,8 +212,7 @@ pub(crate) async fn healthz() -> Json<Health> {
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     if state.is_draining() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
+            ErrorCode::Draining,
             "connhost is shutting down and finishing the requests in flight.",
         ));
     }
@@ -284,8 +281,7 @@ pub(crate) async fn not_found() -> ApiError {
 /// A known path with the wrong method.
 pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "This route does not accept that method. GET /openapi.json lists the API.",
     )
 }
