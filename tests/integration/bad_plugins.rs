@@ -61,7 +61,11 @@ fn random_bytes_are_not_a_shared_library() {
     check(
         |d| d.add_file(&library_file_name("random"), &bytes),
         FailureKind::NotASharedLibrary,
-        &["not a shared library"],
+        &[
+            "not a shared library",
+            "does not start with an ELF header",
+            "from a `cdylib` crate",
+        ],
     );
 }
 
@@ -70,7 +74,7 @@ fn an_empty_file_is_reported_as_empty() {
     check(
         |d| d.add_file(&library_file_name("empty"), b""),
         FailureKind::NotASharedLibrary,
-        &["empty (0 bytes)"],
+        &["empty (0 bytes)", "once the copy is complete"],
     );
 }
 
@@ -109,16 +113,19 @@ fn a_plugin_with_a_different_layout_is_refused_with_the_layout_summary() {
     let host = load_beside_good_plugins(&dir);
     let failure = failure_for(&host, &file);
     assert_eq!(failure.kind, FailureKind::IncompatibleApi);
-    assert!(
-        failure.reason.contains("different layout"),
-        "{}",
-        failure.reason
-    );
-    assert!(
-        failure.reason.contains("connhost inspect"),
-        "{}",
-        failure.reason
-    );
+    for needle in [
+        "different layout",
+        // The summary is the diff's last error, on one line.
+        "(mismatched type: expected RStr<'a>, found RSlice<'a>)",
+        "Rebuild the plugin against connhost-plugin-api 0.1.0",
+        "`connhost inspect` shows the full layout difference",
+    ] {
+        assert!(
+            failure.reason.contains(needle),
+            "{needle:?} missing from: {}",
+            failure.reason
+        );
+    }
     assert!(
         failure.reason.len() < 1200,
         "the summary should be short: {}",
@@ -126,6 +133,7 @@ fn a_plugin_with_a_different_layout_is_refused_with_the_layout_summary() {
     );
     let detail = failure.detail.expect("the full diff is kept");
     assert!(detail.lines().count() > failure.reason.lines().count());
+    assert!(detail.contains("RSlice"), "{detail}");
 }
 
 #[test]
@@ -328,15 +336,67 @@ fn the_cli_reports_every_bad_file_and_still_serves_the_rest() {
         "fixture-abi-version",
     ]);
     dir.add_file(&library_file_name("junk"), b"definitely not ELF");
+    // Each bad file, with its kind and what its reason must say: what is
+    // wrong with it, at which step, and what to do about it.
+    let expected: [(&str, &str, &[&str]); 4] = [
+        (
+            "fixture-abi-version",
+            "incompatible_api",
+            &[
+                "version 0.2.0",
+                "this host loads plugins built against 0.1.x",
+                "Rebuild the plugin against connhost-plugin-api 0.1.0, or upgrade connhost",
+            ],
+        ),
+        (
+            "fixture-not-a-plugin",
+            "not_a_plugin",
+            &[
+                "not a connhost plugin",
+                "does not export connhost's plugin entry point",
+                "must call `connhost_plugin_api::export_plugin!`",
+            ],
+        ),
+        (
+            "fixture-panic-init",
+            "init_failed",
+            &[
+                "plugin fixture-panic-init 0.1.0 failed to initialise",
+                "panicked during init: fixture: init exploded",
+            ],
+        ),
+        (
+            "junk",
+            "not_a_shared_library",
+            &["not a shared library", "does not start with an ELF header"],
+        ),
+    ];
     let report = run(connhost(dir.path()).args(["plugins", "--json"])).json();
-    assert_eq!(report["loaded"].as_array().unwrap().len(), 1);
-    assert_eq!(report["failed"].as_array().unwrap().len(), 4);
-    for failure in report["failed"].as_array().unwrap() {
-        assert!(failure["path"].is_string());
-        assert!(failure["reason"].as_str().unwrap().len() > 20);
-    }
+    let loaded = report["loaded"].as_array().unwrap();
+    assert_eq!(loaded.len(), 1, "{report:#}");
+    assert_eq!(loaded[0]["plugin"], "daytona", "{report:#}");
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), expected.len(), "{report:#}");
     let human = run(connhost(dir.path()).arg("plugins"));
     assert!(human.stdout.contains("Not loaded (4)"), "{}", human.stdout);
+    for (file, kind, needles) in expected {
+        let path = dir.file(&library_file_name(file)).display().to_string();
+        let failure = failed
+            .iter()
+            .find(|f| f["path"] == path.as_str())
+            .unwrap_or_else(|| panic!("no failure for {path}: {report:#}"));
+        assert_eq!(failure["kind"], kind, "{failure}");
+        let reason = failure["reason"].as_str().unwrap();
+        for needle in needles {
+            assert!(reason.contains(needle), "{needle:?} missing from: {reason}");
+        }
+        // The human listing names the file with its reason under it.
+        assert!(
+            human.stdout.contains(&format!("  {path}\n    {reason}")),
+            "{path} and its reason are not listed:\n{}",
+            human.stdout
+        );
+    }
     let providers = run(connhost(dir.path()).arg("providers"));
     assert_eq!(providers.code, 0);
     assert!(providers.stdout.contains("daytona"));

@@ -33,12 +33,22 @@ fn inspect_shows_the_full_layout_difference_of_an_incompatible_plugin() {
     let out = run(connhost(dir.path()).arg("inspect").arg(&file));
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("loadable: no"), "{}", out.stdout);
-    assert!(
-        out.stdout.contains("full layout difference"),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.lines().count() > 20, "{}", out.stdout);
+    // Past the one-line summary, abi_stable's whole diff: both layouts and
+    // the error block with what was expected and what was found.
+    let (_, diff) = out
+        .stdout
+        .split_once("full layout difference:\n")
+        .unwrap_or_else(|| panic!("no full layout difference:\n{}", out.stdout));
+    for needle in [
+        "Compared <this>:",
+        "To <other>:",
+        "Error:mismatched type",
+        "Expected:",
+        "Found:",
+        "RSlice<'a>",
+    ] {
+        assert!(diff.contains(needle), "{needle:?} missing from:\n{diff}");
+    }
 }
 
 #[test]

@@ -551,7 +551,13 @@ fn hot_reload_and_rescans_work_while_blocked_providers_hold_every_blocking_threa
     );
     let started = Instant::now();
     let report = rescan_within(&server, Duration::from_secs(10));
-    assert!(report["loaded"].is_array());
+    let loaded: Vec<&str> = report["loaded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["plugin"].as_str().unwrap())
+        .collect();
+    assert_eq!(loaded, ["fixture-hang", "mai"], "{report:#}");
     dir.add_library("daytona");
     let report = rescan_within(&server, Duration::from_secs(10));
     assert!(

@@ -308,67 +308,172 @@ fn without_watching_sighup_and_the_rescan_endpoint_pick_up_changes() {
     });
 }
 
+/// What a rescan reports after one round of
+/// [`reloading_in_a_loop_never_fails_a_request_for_another_provider`]: the
+/// churn file holding `greeter` and its version, the churn files whose
+/// `greeter` is refused as a conflict, and the greeter builds retired (in
+/// memory, used by no file).
+type Round = (
+    (usize, &'static str),
+    &'static [usize],
+    &'static [&'static str],
+);
+
+/// `libchurn_<n>.so`.
+fn churn_file(n: usize) -> String {
+    library_file_name(&format!("churn-{n}"))
+}
+
+/// The file name of each path in `entries` (a report list), with each
+/// entry's `field` (`plugin`, `kind`), sorted.
+fn listed(entries: &Value, field: &str) -> Vec<(String, String)> {
+    let mut listed: Vec<(String, String)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let path = Path::new(e["path"].as_str().unwrap());
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                e[field].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    listed.sort();
+    listed
+}
+
 #[test]
 fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
+    const V1: &str = "fixture-greeter-v1";
+    const V2: &str = "fixture-greeter-v2";
+    // Round r writes churn file r % 3 with v1 (even r) or v2 (odd r), and
+    // removes it again at once every fourth round. Files keep their place
+    // in arrival order, so the first file still present that arrived holds
+    // `greeter` and the others are conflicts; a build is retired while no
+    // file uses it (the same build under two names is one library).
+    const ROUNDS: [Round; 12] = [
+        ((0, "1.0.0"), &[], &[]),
+        ((0, "1.0.0"), &[1], &[]),
+        ((0, "1.0.0"), &[1, 2], &[]),
+        ((1, "2.0.0"), &[2], &[]),
+        ((1, "1.0.0"), &[2], &[V2]),
+        ((1, "1.0.0"), &[2], &[]),
+        ((1, "1.0.0"), &[0, 2], &[]),
+        ((2, "2.0.0"), &[0], &[]),
+        ((2, "1.0.0"), &[0], &[V2]),
+        ((2, "1.0.0"), &[0], &[]),
+        ((2, "1.0.0"), &[0, 1], &[]),
+        ((0, "2.0.0"), &[1], &[]),
+    ];
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
     let dir = PluginDir::with(&["mai"]);
     let server = serve(&dir, None);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // Valid answers to mai, from every client together.
+    let answered = std::sync::Arc::new(AtomicU32::new(0));
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let url = server.at("/v1/providers/mai/validate");
-            let stop = stop.clone();
+            let (stop, answered) = (stop.clone(), answered.clone());
             std::thread::spawn(move || {
                 let client = client();
-                let (mut ok, mut failed) = (0u32, Vec::new());
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    match client
+                // How many requests got which answer.
+                let mut answers = std::collections::BTreeMap::<String, u32>::new();
+                while !stop.load(SeqCst) {
+                    let answer = match client
                         .post(&url)
                         .json(&json!({"fields": {"api_key": "a-long-enough-api-key"}}))
                         .send()
                     {
                         Ok(r) if r.status() == 200 => match r.json::<Value>() {
-                            Ok(v) if v["valid"] == true => ok += 1,
-                            other => failed.push(format!("{other:?}")),
+                            Ok(v) if v["valid"] == true => {
+                                answered.fetch_add(1, SeqCst);
+                                "200 valid".to_owned()
+                            }
+                            other => format!("200 {other:?}"),
                         },
-                        other => failed.push(format!("{other:?}")),
-                    }
+                        other => format!("{other:?}"),
+                    };
+                    *answers.entry(answer).or_default() += 1;
                 }
-                (ok, failed)
+                answers
             })
         })
         .collect();
-    for round in 0..12 {
-        let name = library_file_name(&format!("churn-{}", round % 3));
-        let version = if round % 2 == 0 {
-            "fixture-greeter-v1"
-        } else {
-            "fixture-greeter-v2"
-        };
+    for (round, &(holder, conflicts, retired)) in ROUNDS.iter().enumerate() {
+        let name = churn_file(round % 3);
+        let version = if round % 2 == 0 { V1 } else { V2 };
+        let before = answered.load(SeqCst);
         install(dir.path(), version, &name);
         if round % 4 == 3 {
             std::fs::remove_file(dir.file(&name)).unwrap();
         }
-        // Let the reload happen while the clients run.
-        let rescanned = rescan(&server);
-        assert!(rescanned["loaded"].is_array());
+        // The rescan answers once the folder has settled.
+        let report = rescan(&server);
+        let (holder, holder_version) = holder;
+        let holder_plugin = if holder_version == "1.0.0" { V1 } else { V2 };
+        assert_eq!(
+            listed(&report["loaded"], "plugin"),
+            [
+                (churn_file(holder), holder_plugin.to_owned()),
+                (library_file_name("mai"), "mai".to_owned()),
+            ],
+            "round {round}: {report:#}"
+        );
+        let conflicts: Vec<_> = conflicts
+            .iter()
+            .map(|&n| (churn_file(n), "conflict".to_owned()))
+            .collect();
+        assert_eq!(
+            listed(&report["failed"], "kind"),
+            conflicts,
+            "round {round}: {report:#}"
+        );
+        let now_retired: Vec<&str> = report["retired"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["plugin"].as_str().unwrap())
+            .collect();
+        assert_eq!(now_retired, retired, "round {round}: {report:#}");
+        assert_eq!(
+            version_of(&server, "greeter").as_deref(),
+            Some(holder_version),
+            "round {round}"
+        );
+        // Requests keep being answered through every round.
+        wait_until(&format!("mai answers after round {round}"), || {
+            answered.load(SeqCst) > before
+        });
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    stop.store(true, SeqCst);
     let mut total = 0;
     for handle in clients {
-        let (ok, failed) = handle.join().unwrap();
-        assert!(
-            failed.is_empty(),
-            "failed requests during reloads: {failed:?}"
+        let answers = handle.join().unwrap();
+        let valid = answers.get("200 valid").copied().unwrap_or(0);
+        assert!(valid > 0, "a client got no answer: {answers:?}");
+        assert_eq!(
+            answers.len(),
+            1,
+            "every request during the reloads is a valid 200: {answers:?}"
         );
-        total += ok;
+        total += valid;
     }
-    assert!(total > 0);
+    assert_eq!(total, answered.load(SeqCst));
+    assert!(total >= ROUNDS.len() as u32, "{total}");
     // Once every churned file is gone, both versions are retired, each
     // counted once however often it was loaded (it is in memory once).
     for round in 0..3 {
-        let _ = std::fs::remove_file(dir.file(&library_file_name(&format!("churn-{round}"))));
+        let _ = std::fs::remove_file(dir.file(&churn_file(round)));
     }
     let report = rescan(&server);
+    assert_eq!(
+        listed(&report["loaded"], "plugin"),
+        [(library_file_name("mai"), "mai".to_owned())],
+        "{report:#}"
+    );
+    assert_eq!(report["failed"], json!([]), "{report:#}");
     let mut retired: Vec<&str> = report["retired"]
         .as_array()
         .unwrap()
@@ -376,11 +481,7 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
         .map(|r| r["plugin"].as_str().unwrap())
         .collect();
     retired.sort_unstable();
-    assert_eq!(
-        retired,
-        ["fixture-greeter-v1", "fixture-greeter-v2"],
-        "{report:#}"
-    );
+    assert_eq!(retired, [V1, V2], "{report:#}");
 }
 
 /// The cache folders (`connhost-<pid>-<n>`) in `tmp`.

@@ -118,7 +118,11 @@ fn schema_command_prints_each_providers_form() {
     assert_eq!(daytona["fields"][0]["label"], "API Key");
     assert_eq!(daytona["fields"][0]["field_type"], "password");
     assert_eq!(daytona["fields"][0]["required"], true);
-    assert!(daytona["instructions_markdown"].as_str().unwrap().len() > 10);
+    let instructions = daytona["instructions_markdown"].as_str().unwrap();
+    assert!(
+        instructions.contains("[Daytona dashboard](https://app.daytona.io/dashboard)"),
+        "the plugin's markdown, as written: {instructions}"
+    );
 
     let bedrock = run(connhost(dir.path()).args(["schema", "bedrock"])).json();
     let names: Vec<_> = bedrock["fields"]

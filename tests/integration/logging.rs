@@ -3,42 +3,92 @@
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
-#[test]
-fn plugin_tracing_events_reach_the_host_log_tagged_with_the_plugin() {
+/// The host's log line re-emitting the plugin event whose text starts with
+/// `message` (the host writes `connhost::plugin: <message> <fields>`).
+fn plugin_line<'a>(log: &'a str, message: &str) -> Option<&'a str> {
+    let needle = format!("connhost::plugin: {message}");
+    log.lines().find(|l| l.contains(&needle))
+}
+
+/// Runs `connhost validate daytona` with a good key at this log level,
+/// against a fake Daytona.
+fn validate_daytona_logging_at(level: &str) -> Run {
     let vendor = Vendor::start();
     let dir = PluginDir::with(&["daytona"]);
     let out = run(connhost(dir.path())
-        .env("CONNHOST_LOG", "info")
+        .env("CONNHOST_LOG", level)
         .env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
         .args(["validate", "daytona", "-f", "api_key=good-key"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let line = out
-        .stderr
-        .lines()
-        .find(|l| l.contains("checking a Daytona API key"))
-        .unwrap_or_else(|| panic!("the plugin's log line is missing:\n{}", out.stderr));
-    assert!(line.contains("connhost::plugin"), "{line}");
-    assert!(line.contains("plugin=daytona"), "{line}");
     assert!(
-        !out.stderr.contains("good-key"),
-        "a secret reached the log:\n{}",
+        !out.stderr.contains("good-key") && !out.stdout.contains("good-key"),
+        "a secret reached the output at level {level}:\n{}{}",
+        out.stdout,
         out.stderr
+    );
+    out
+}
+
+#[test]
+fn plugin_tracing_events_reach_the_host_log_tagged_with_the_plugin() {
+    let out = validate_daytona_logging_at("info");
+    let line = plugin_line(&out.stderr, "checking a Daytona API key")
+        .unwrap_or_else(|| panic!("the plugin's log line is missing:\n{}", out.stderr));
+    // Its level, the validation's span, the plugin's name and the module
+    // (the plugin event's own target) all come along.
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(
+        line.contains(r#"validate{provider="daytona"}: connhost::plugin:"#),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("checking a Daytona API key plugin=daytona module=daytona"),
+        "{line}"
     );
 }
 
 #[test]
 fn the_host_log_level_applies_to_plugins() {
-    let vendor = Vendor::start();
-    let dir = PluginDir::with(&["daytona"]);
-    let out = run(connhost(dir.path())
-        .env("CONNHOST_LOG", "warn")
-        .env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
-        .args(["validate", "daytona", "-f", "api_key=good-key"]));
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    const CHECKING: &str = "checking a Daytona API key";
+    // The plugin's debug event, with its own field (the vendor's status).
+    const ANSWERED: &str = "Daytona answered the key check status=200";
+
+    let debug = validate_daytona_logging_at("debug");
+    let answered = plugin_line(&debug.stderr, ANSWERED)
+        .unwrap_or_else(|| panic!("the plugin's debug line is missing:\n{}", debug.stderr));
+    assert!(answered.contains(" DEBUG "), "{answered}");
     assert!(
-        !out.stderr.contains("checking a Daytona API key"),
+        answered.ends_with("plugin=daytona module=daytona"),
+        "{answered}"
+    );
+    assert!(
+        plugin_line(&debug.stderr, CHECKING).is_some(),
         "{}",
-        out.stderr
+        debug.stderr
+    );
+
+    let info = validate_daytona_logging_at("info");
+    assert!(
+        plugin_line(&info.stderr, CHECKING).is_some(),
+        "{}",
+        info.stderr
+    );
+    assert!(
+        plugin_line(&info.stderr, ANSWERED).is_none(),
+        "{}",
+        info.stderr
+    );
+
+    let warn = validate_daytona_logging_at("warn");
+    assert!(
+        plugin_line(&warn.stderr, CHECKING).is_none(),
+        "{}",
+        warn.stderr
+    );
+    assert!(
+        plugin_line(&warn.stderr, ANSWERED).is_none(),
+        "{}",
+        warn.stderr
     );
 }
 
