@@ -252,8 +252,11 @@ fn write_readme_example(api: &Path, work: &Path) -> PathBuf {
 /// machine. The project itself is outside the workspace all the same.
 fn build_and_test(project: &Path) -> PathBuf {
     let target = target_dir();
-    std::fs::copy(workspace_root().join("Cargo.lock"), project.join("Cargo.lock"))
-        .expect("start the plugin's lockfile from the workspace's");
+    std::fs::copy(
+        workspace_root().join("Cargo.lock"),
+        project.join("Cargo.lock"),
+    )
+    .expect("start the plugin's lockfile from the workspace's");
     let release = profile_dir().file_name().is_some_and(|p| p == "release");
     for step in ["build", "test"] {
         let mut command = Command::new(env!("CARGO"));
