@@ -144,10 +144,7 @@ fn process_is_running(_pid: u32) -> bool {
 /// something else by now), once. A version already in the cache is
 /// reused (the dynamic loader hands back the object it already has for
 /// it). BLAKE3 hashes about three times as fast as SHA-256 here.
-pub(crate) fn copy_into(
-    cache: &Path,
-    file: &mut std::fs::File,
-) -> std::io::Result<(String, PathBuf)> {
+pub fn copy_into(cache: &Path, file: &mut std::fs::File) -> std::io::Result<(String, PathBuf)> {
     use std::io::{Read as _, Seek as _, Write as _};
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -5,7 +5,7 @@
 //! the provider's bound on calls in flight, the backend's call on a thread
 //! of its own under the host's timeout (panics contained), the submitted
 //! secrets scrubbed from whatever comes back, and the outcome mapped to a
-//! [`Verdict`]. [`call_directly`] is the same call and the same mapping
+//! [`Verdict`]. [`RegisteredProvider::call_provider`] is the same call and the same mapping
 //! without the policy, for measuring the raw cost of a call. The backend
 //! (compiled in, in process, ...) is chosen by the entry: see
 //! [`crate::backend`].
@@ -126,10 +126,16 @@ fn busy(full: Full) -> Verdict {
     }
 }
 
-/// Calls the provider on the caller's task, with no policy but panic
-/// containment: see [`RegisteredProvider::call_provider`].
-pub(crate) async fn call_directly(entry: &RegisteredProvider, fields: CredentialFields) -> Verdict {
-    verdict_of(backend_call(entry, fields).await, None, None)
+impl RegisteredProvider {
+    /// Calls the provider's `validate_fields` directly, on the caller's
+    /// task: panics are caught, but there are no form rules, no timeout, no
+    /// thread of its own, no bound on calls in flight and no scrubbing. For
+    /// embedders that apply their own policy, and for measuring the raw
+    /// cost of a call; everyone else wants [`crate::Connhost::validate`].
+    /// A valid verdict carries no credential document.
+    pub async fn call_provider(&self, fields: CredentialFields) -> Verdict {
+        verdict_of(backend_call(self, fields).await, None, None)
+    }
 }
 
 /// The backend's answer, with a panic while it is polled turned into a
@@ -199,7 +205,7 @@ async fn run_on_own_thread(
         let _slot = slot;
         runtime.block_on(
             async move {
-                let validating = WithSecrets::new(secrets, entry.backend().validate_fields(fields));
+                let validating = WithSecrets::new(secrets, backend_call(&entry, fields));
                 tokio::select! {
                     // A caller that gave up before this thread started:
                     // the provider is never called.

@@ -1,7 +1,7 @@
 //! What the host lends to providers: log forwarding, scoped configuration,
 //! timers and HTTP, all run on the host's tokio runtime.
 //!
-//! Each loaded plugin gets a token (an index into [`SLOTS`]); every host
+//! Each loaded plugin gets a token (an index into `SLOTS`); every host
 //! function receives it, so policy is per plugin: logs are tagged with the
 //! plugin's name and configuration is scoped to it. This is where egress
 //! grants (which hosts a plugin may call) will be enforced.

@@ -11,7 +11,7 @@ use crate::loader::{LoadOptions, DEFAULT_MAX_PLUGIN_SIZE};
 /// The default bound on one validation.
 pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How to assemble a [`Connhost`].
+/// How to assemble a [`crate::Connhost`].
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     /// The folder to load plugins from; `None` loads none.
@@ -24,7 +24,7 @@ pub struct HostConfig {
     pub validation_timeout: Duration,
     /// The most validations one provider may have in flight (counted until
     /// the thread running each is free again, even past its timeout);
-    /// beyond it the provider answers [`Verdict::Busy`] at once.
+    /// beyond it the provider answers [`crate::Verdict::Busy`] at once.
     pub max_in_flight: usize,
     /// The largest plugin file loaded, in bytes (see
     /// [`LoadOptions::max_plugin_size`]).
@@ -33,8 +33,9 @@ pub struct HostConfig {
     /// providers' scope is `"builtin"`.
     pub settings: BTreeMap<String, BTreeMap<String, String>>,
     /// The folder plugin files are copied into before they are loaded
-    /// (see [`crate::cache_dir`]); `None` uses this process's default,
-    /// `<temp dir>/connhost-<pid>`.
+    /// (see [`crate::cache_dir`]). `None`: each catalog makes a folder of
+    /// its own, `<temp dir>/connhost-<pid>-<n>`, and removes it when it is
+    /// dropped. A folder named here is the caller's to clean.
     pub cache_dir: Option<PathBuf>,
 }
 

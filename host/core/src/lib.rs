@@ -16,10 +16,15 @@
 //! # }
 //! ```
 //!
-//! The pieces: [`ProviderRegistry`] (the provider set, each entry with its
-//! [`Origin`]), [`loader`] (plugin files -> providers, with a
-//! [`LoadReport`]), [`Connhost`] (list, describe, validate into a
-//! [`Verdict`]). The host's core knows nothing of the command line or HTTP.
+//! The path of a plugin file: the [`Catalog`] (`catalog/mod.rs`, the one
+//! place a plugin file becomes a provider) has each file checked, copied
+//! and loaded by the [`loader`], and assembles the compiled-in providers
+//! and the plugins into one [`ProviderRegistry`] (entries with their
+//! [`Origin`]) with a [`LoadReport`]. [`Connhost`] lists, describes and
+//! validates over that set; `call.rs` is the one place a provider is
+//! called, producing a [`Verdict`]. [`reload`] keeps a catalog in step
+//! with its folder. This crate knows nothing of the command line or of
+//! HTTP servers: `connhost-http` serves it, `connhost-cli` is the binary.
 
 mod backend;
 mod builtin;

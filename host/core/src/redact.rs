@@ -43,8 +43,8 @@ pub const MIN_IN_WORD_LEN: usize = 4;
 ///   [`REDACTED`];
 /// - any other appearance withholds the whole text (it becomes
 ///   [`WITHHELD`]): a short secret as a token ("king" in "the king key"
-///   would read "the <redacted> key"), or a secret inside a longer word
-///   ("chec<redacted>" gives "king" away);
+///   would read "the `<redacted>` key"), or a secret inside a longer word
+///   (`"chec<redacted>"` gives "king" away);
 /// - secrets shorter than [`MIN_IN_WORD_LEN`] are looked for as whole
 ///   tokens only.
 ///

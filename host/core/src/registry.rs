@@ -1,4 +1,6 @@
-//! The combined set of providers: built-in and loaded, each with its origin.
+//! The provider set: a plain map of entries by id, each with its origin
+//! and its backend. It runs nothing (see `call.rs`) and loads nothing (see
+//! the catalog).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -121,19 +123,6 @@ impl RegisteredProvider {
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
     }
-
-    /// Calls the provider's `validate_fields` directly, on the caller's task:
-    /// panics are caught, but there are no form rules, no timeout, no
-    /// thread isolation, no bound on calls in flight and no scrubbing. For
-    /// embedders that apply their own policy, and for measuring the raw
-    /// cost of a call; everyone else wants [`crate::Connhost::validate`].
-    /// A valid verdict carries no credential document.
-    pub async fn call_provider(
-        &self,
-        fields: connhost_plugin_api::CredentialFields,
-    ) -> crate::Verdict {
-        crate::call::call_directly(self, fields).await
-    }
 }
 
 /// Why a provider was not registered.
@@ -152,7 +141,7 @@ pub struct Conflict {
 ///
 /// Embedders can edit it before serving: [`register`](Self::register)
 /// replaces a provider with the same id (a deliberate choice in code), while
-/// the plugin loader uses [`try_register`](Self::try_register), which never
+/// the catalog registers plugins with [`try_register`](Self::try_register), which never
 /// replaces: a dropped-in file cannot take over an existing id.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderRegistry {
@@ -253,38 +242,24 @@ impl ProviderRegistry {
     }
 }
 
-/// Builds a [`ProviderRegistry`].
+/// Builds a [`ProviderRegistry`] from providers compiled into the embedding
+/// program. (The built-ins collected with `inventory`, and plugins, come
+/// with a [`crate::Catalog`].)
 #[derive(Default)]
 pub struct RegistryBuilder {
-    builtins: bool,
-    experimental: bool,
     providers: Vec<Arc<dyn ConnectionProvider>>,
 }
 
 impl fmt::Debug for RegistryBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryBuilder")
-            .field("builtins", &self.builtins)
-            .field("experimental", &self.experimental)
             .field("providers", &self.providers.len())
             .finish()
     }
 }
 
 impl RegistryBuilder {
-    /// Includes the providers compiled into the binary.
-    pub fn with_builtins(mut self) -> Self {
-        self.builtins = true;
-        self
-    }
-
-    /// Includes experimental-only built-in providers too.
-    pub fn experimental(mut self, enabled: bool) -> Self {
-        self.experimental = enabled;
-        self
-    }
-
-    /// Adds a provider (after the built-ins, replacing same-id ones).
+    /// Adds a provider (replacing an earlier one with the same id).
     pub fn provider<P: ConnectionProvider + 'static>(mut self, provider: P) -> Self {
         self.providers.push(Arc::new(provider));
         self
@@ -293,15 +268,6 @@ impl RegistryBuilder {
     /// The registry.
     pub fn build(self) -> ProviderRegistry {
         let mut registry = ProviderRegistry::new();
-        if self.builtins {
-            let (entries, failures) = crate::builtin::compiled_in(self.experimental);
-            for failure in failures {
-                tracing::error!("{failure}");
-            }
-            for entry in entries {
-                let _ = registry.try_register_arc(entry);
-            }
-        }
         for provider in self.providers {
             registry.register_arc(provider);
         }
@@ -391,17 +357,20 @@ mod tests {
     }
 
     #[test]
-    fn the_builder_adds_builtins_experimental_ones_only_when_asked() {
-        let plain = ProviderRegistry::builder().with_builtins().build();
-        assert!(plain.has("openai"));
-        assert!(!plain.has("simulator"));
-        let experimental = ProviderRegistry::builder()
-            .with_builtins()
-            .experimental(true)
-            .provider(Named("mine", "Mine"))
+    fn the_builder_registers_the_programs_providers_later_ones_replacing_earlier() {
+        let registry = ProviderRegistry::builder()
+            .provider(Named("mine", "First"))
+            .provider(Named("other", "Other"))
+            .provider(Named("mine", "Second"))
             .build();
-        assert!(experimental.get("simulator").unwrap().is_experimental());
-        assert!(experimental.has("mine"));
-        assert!(!ProviderRegistry::builder().build().has("openai"));
+        assert_eq!(registry.len(), 2);
+        assert_eq!(
+            registry.get("mine").unwrap().descriptor().display_name,
+            "Second"
+        );
+        assert!(
+            !registry.has("openai"),
+            "no built-ins: those come with a Catalog"
+        );
     }
 }

@@ -82,7 +82,9 @@ pub struct Connhost {
 impl Connhost {
     /// Registers the built-in providers, loads the plugins folder, and
     /// returns the combined set: [`Catalog::load`]. Never fails: files that
-    /// do not load are in [`load_report`](Self::load_report).
+    /// do not load are in [`load_report`](Self::load_report). Each call
+    /// loads its own instance of every plugin (never unloaded): call it
+    /// once, or keep a [`Catalog`].
     pub fn start(config: &HostConfig) -> Self {
         Catalog::load(config)
     }
@@ -380,6 +382,57 @@ mod tests {
                 other => proptest::prop_assert!(false, "{other:?}"),
             }
         }
+    }
+
+    /// A compiled-in provider that panics while validating.
+    struct Boom;
+
+    #[connhost_plugin_api::async_trait]
+    impl connhost_plugin_api::ConnectionProvider for Boom {
+        fn provider_id(&self) -> &str {
+            "boom"
+        }
+        fn display_name(&self) -> &str {
+            "Boom"
+        }
+        fn description(&self) -> &str {
+            "test"
+        }
+        fn icon(&self) -> &str {
+            "plug"
+        }
+        fn connection_type(&self) -> ConnectionType {
+            ConnectionType::ApiKey
+        }
+        fn form_schema(&self) -> Option<CredentialFormSchema> {
+            Some(CredentialFormSchema::api_key(""))
+        }
+        async fn validate(&self, _: &str) -> connhost_plugin_api::ValidationResult {
+            panic!("boom")
+        }
+    }
+
+    #[test]
+    fn a_compiled_in_providers_panic_is_a_fault_with_its_message_on_both_paths() {
+        let registry = ProviderRegistry::builder().provider(Boom).build();
+        let host = Connhost::from_parts(registry, LoadReport::default(), Duration::from_secs(5));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let verdict = runtime
+            .block_on(host.validate("boom", fields(&[("api_key", "k-123456789")])))
+            .unwrap();
+        let Verdict::ProviderFault { message } = &verdict else {
+            panic!("{verdict:?}");
+        };
+        assert_eq!(
+            message,
+            "The provider failed: panicked while validating: boom"
+        );
+        let entry = host.entry("boom").unwrap();
+        let raw = runtime.block_on(entry.call_provider(fields(&[("api_key", "k")])));
+        assert_eq!(raw.outcome(), crate::Outcome::ProviderFault, "{raw:?}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde::{Serialize, Serializer};
 /// [`as_str`]: ErrorCode::as_str
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[schema(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// 404: no provider with that id.
     ProviderNotFound,
@@ -63,7 +64,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the OpenAPI document lists them.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: &'static [ErrorCode] = &[
         ErrorCode::ProviderNotFound,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
@@ -269,7 +270,8 @@ mod tests {
     /// The codes a text names in backticks, such as "`invalid_path`".
     fn codes_named_in(text: &str) -> Vec<ErrorCode> {
         ErrorCode::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|code| text.contains(&format!("`{}`", code.as_str())))
             .collect()
     }

@@ -1,4 +1,5 @@
-//! `connhost serve`: the HTTP service over the combined provider set.
+//! connhost's HTTP service over the combined provider set: what `connhost
+//! serve` runs, and a router an embedder can mount in its own axum app.
 //!
 //! A JSON API under `/v1` (providers, validation, the load report), probes
 //! (`/healthz`, `/readyz`), Prometheus `/metrics`, `/openapi.json`, and a

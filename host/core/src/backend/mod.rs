@@ -4,10 +4,16 @@
 //! [`Backend`] is a closed enum on purpose: the registry stores it, the
 //! caller ([`crate::call`]) asks it for a [`ProviderOutcome`], and nothing
 //! else looks inside. A third backend (a plugin running in a worker
-//! process) is a new variant here, with its own module beside
-//! [`compiled_in`] and [`in_process`]: its constructor where the catalog
-//! admits a plugin file, and one arm in [`Backend::validate_fields`] and
-//! [`Backend::identity`]. The registry, the API and HTTP do not change.
+//! process) is:
+//! - a new variant here, with its module beside [`compiled_in`] and
+//!   [`in_process`], and one arm in [`Backend::validate_fields`] and
+//!   [`Backend::identity`];
+//! - a way to build its entries from a checked file, beside
+//!   `loader::PluginLibrary::providers` (which builds in-process ones),
+//!   chosen per file by the catalog's folder (`catalog/folder.rs`, where a
+//!   file's copy is loaded).
+//!
+//! The registry, `Connhost`, `call.rs`, the CLI and HTTP do not change.
 
 mod compiled_in;
 mod in_process;

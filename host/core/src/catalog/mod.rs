@@ -2,7 +2,7 @@
 //!
 //! A [`Catalog`] holds the compiled-in providers (the built-ins `inventory`
 //! collected, and any an embedder adds in code) and a plugins folder's
-//! libraries ([`folder`]: checked, copied, loaded, kept in step with the
+//! libraries (`folder.rs`: checked, copied, loaded, kept in step with the
 //! folder), and assembles them into one provider set, with the report of
 //! what loaded and what did not. The CLI and [`Connhost::start`] load the
 //! folder once ([`Catalog::load`]); `connhost serve`'s hot reload keeps one
@@ -71,14 +71,16 @@ impl Catalog {
     /// ([`crate::cache_dir::fresh_default`]), removed when the catalog is
     /// dropped; folders that dead processes left behind are swept first.
     pub fn new(config: &HostConfig) -> Self {
-        crate::capabilities::set_compiled_in_settings(
-            config
-                .settings
-                .get(crate::capabilities::BUILTIN_SCOPE)
-                .cloned()
-                .unwrap_or_default(),
-        );
         let (compiled_in, compiled_in_failures) = if config.builtins {
+            // Process-wide, like the built-ins themselves: a catalog
+            // without built-ins leaves them alone.
+            crate::capabilities::set_compiled_in_settings(
+                config
+                    .settings
+                    .get(crate::capabilities::BUILTIN_SCOPE)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
             crate::builtin::compiled_in(config.experimental)
         } else {
             (Vec::new(), Vec::new())
