@@ -17,6 +17,7 @@ mod layout;
 mod listing;
 mod logging;
 mod metrics_interop;
+mod one_shot;
 mod openapi_conformance;
 mod packaged_api;
 mod readme;

@@ -23,6 +23,9 @@
 //! changes nothing. A folder that cannot be listed, or a file that cannot
 //! be opened for a passing reason (out of descriptors), keeps the last
 //! good set and is retried with a backoff ([`RescanOutcome::retry_in`]).
+//! An impatient rescan (a one-shot load, which never retries) reports
+//! such a file as a failure instead, and words every failure without
+//! promising a retry.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,7 +38,9 @@ use crate::loader::{
     check_opened, is_transient, library_files, missing_dir_reason, open_regular, LoadOptions,
     OpenError, PluginLibrary,
 };
-use crate::report::{log_failures, rfc3339, FailureKind, LoadFailure, RetiredLibrary};
+use crate::report::{
+    log_failures, rfc3339, FailureKind, LoadFailure, RetiredLibrary, LOAD_LOG_TARGET,
+};
 
 /// A file whose last change is more recent than this may still be being
 /// written: it is looked at again once it has been quiet this long. A
@@ -159,6 +164,9 @@ pub(crate) struct Folder {
     /// that no loaded file uses.
     retired: Vec<(String, RetiredLibrary)>,
     folder_failure: Option<FolderFailure>,
+    /// Files the last rescan could not open or copy for a passing reason,
+    /// when it was impatient (hot reload retries them and reports nothing).
+    passing: BTreeMap<PathBuf, LoadFailure>,
     /// Rescans in a row that had to be retried.
     retries: u32,
     /// Whether this rescan waits for files still being written (hot
@@ -193,6 +201,7 @@ impl Folder {
             missing: BTreeMap::new(),
             retired: Vec::new(),
             folder_failure: None,
+            passing: BTreeMap::new(),
             retries: 0,
             patient: true,
         }
@@ -225,6 +234,7 @@ impl Folder {
         self.patient = patient;
         let mut outcome = RescanOutcome::default();
         let mut retry = false;
+        let passing_before = std::mem::take(&mut self.passing);
         match library_files(&self.dir) {
             Ok(files) => {
                 self.folder_listed(&mut outcome);
@@ -238,6 +248,13 @@ impl Folder {
                 retry = true;
             }
         }
+        for (path, failure) in &self.passing {
+            if passing_before.get(path) != Some(failure) {
+                log_failures(std::slice::from_ref(failure));
+                outcome.changed = true;
+            }
+        }
+        outcome.changed |= self.passing.len() != passing_before.len();
         if retry {
             let delay = FIRST_RETRY.saturating_mul(1 << self.retries.min(10));
             outcome.retry_in = Some(delay.min(MAX_RETRY));
@@ -273,20 +290,34 @@ impl Folder {
             1 => " The plugin loaded before keeps serving.".to_owned(),
             n => format!(" The {n} plugins loaded before keep serving."),
         };
-        let reason = format!(
-            "{}{keeping} The folder is read again every few seconds until it can be.",
-            if error.kind() == std::io::ErrorKind::NotFound {
-                missing_dir_reason(error)
-            } else {
-                format!("the plugins folder could not be listed: {error}.")
-            }
-        );
+        // A one-shot load reads the folder once: it says what is wrong,
+        // and promises no retry.
+        let reason = if self.patient {
+            format!(
+                "{}{keeping} The folder is read again every few seconds until it can be.",
+                if error.kind() == std::io::ErrorKind::NotFound {
+                    missing_dir_reason(error)
+                } else {
+                    format!("the plugins folder could not be listed: {error}.")
+                }
+            )
+        } else {
+            format!("{}{keeping}", missing_dir_reason(error))
+        };
         let mut failure = LoadFailure::new(&self.dir, FailureKind::FolderUnreadable, reason);
         failure.since = Some(match &self.folder_failure {
             Some(earlier) => earlier.failure.since.clone().unwrap_or_default(),
             None => rfc3339(SystemTime::now()),
         });
-        tracing::warn!(dir = %self.dir.display(), since = failure.since.as_deref().unwrap_or(""), "{}", failure.reason);
+        let since = failure.since.as_deref().unwrap_or("");
+        if self.patient {
+            // Hot reload: the server's own warning, shown by default.
+            tracing::warn!(dir = %self.dir.display(), since, "{}", failure.reason);
+        } else {
+            // A one-shot load: a load failure like any other, which the
+            // CLI reports itself.
+            tracing::warn!(target: LOAD_LOG_TARGET, dir = %self.dir.display(), since, "{}", failure.reason);
+        }
         self.folder_failure = Some(FolderFailure {
             error: key,
             failure,
@@ -318,7 +349,7 @@ impl Folder {
             self.missing.remove(&path);
             if let Some(index) = self.entries.iter().position(|e| e.path == path) {
                 let entry = self.entries.remove(index);
-                tracing::info!(path = %path.display(), plugin = entry.library.name(), "plugin removed; its library stays in memory");
+                tracing::info!(target: LOAD_LOG_TARGET, path = %path.display(), plugin = entry.library.name(), "plugin removed; its library stays in memory");
                 self.retire(entry);
                 outcome.changed = true;
             }
@@ -386,6 +417,7 @@ impl Folder {
             }
             Err(OpenError::Transient(e)) => {
                 tracing::debug!(path = %path.display(), "cannot open the plugin for now, retrying: {e}");
+                self.passing_failure(path, "open", &e);
                 return true;
             }
             Err(OpenError::Failed(failure)) => {
@@ -429,6 +461,7 @@ impl Folder {
             }
             Err(e) if is_transient(&e) => {
                 tracing::debug!(path = %path.display(), "cannot copy the plugin for now, retrying: {e}");
+                self.passing_failure(path, "copy", &e);
                 return true;
             }
             Err(e) if !steady => {
@@ -476,7 +509,13 @@ impl Folder {
                     bytes,
                     library,
                 };
-                tracing::info!(path = %path.display(), plugin = entry.library.name(), version = entry.library.version(), "plugin {}", if index.is_some() { "replaced" } else { "added" });
+                let offers: Vec<String> = entry
+                    .library
+                    .providers()
+                    .iter()
+                    .filter_map(|p| p.as_ref().ok().map(|p| p.id().to_owned()))
+                    .collect();
+                tracing::info!(target: LOAD_LOG_TARGET, path = %path.display(), plugin = entry.library.name(), version = entry.library.version(), ?offers, "plugin {}", if index.is_some() { "replaced" } else { "added" });
                 // In use again: no longer retired.
                 self.retired.retain(|(h, _)| *h != entry.hash);
                 match index {
@@ -493,8 +532,6 @@ impl Folder {
         }
     }
 
-    /// Records that this version of `path` cannot be loaded; a loaded
-    /// previous version keeps serving, and says so.
     /// Reports that `path` could not be copied into the cache (once per
     /// distinct error); the caller retries it.
     fn cache_failed(
@@ -508,8 +545,13 @@ impl Folder {
             path,
             FailureKind::CacheFailed,
             format!(
-                "could not copy the file into the plugin cache {}: {error}. Nothing is wrong with the file; it is tried again every few seconds.",
-                self.cache.display()
+                "could not copy the file into the plugin cache {}: {error}. Nothing is wrong with the file{}",
+                self.cache.display(),
+                if self.patient {
+                    "; it is tried again every few seconds."
+                } else {
+                    "."
+                }
             ),
         );
         let known = self.failures.get(path).is_some_and(|(known, f)| {
@@ -520,6 +562,24 @@ impl Folder {
         }
     }
 
+    /// A one-shot load could not open or copy `path` for a passing reason
+    /// (out of descriptors or memory): it does not retry, so the file is
+    /// reported. Hot reload retries it with the backoff and reports
+    /// nothing. The report lasts until the next rescan looks again.
+    fn passing_failure(&mut self, path: &Path, step: &str, error: &std::io::Error) {
+        if self.patient {
+            return;
+        }
+        let failure = LoadFailure::new(
+            path,
+            FailureKind::Unreadable,
+            format!("could not {step} the file for now ({error}); load it again later."),
+        );
+        self.passing.insert(path.to_owned(), failure);
+    }
+
+    /// Records that this version of `path` cannot be loaded; a loaded
+    /// previous version keeps serving, and says so.
     fn fail_version(
         &mut self,
         path: &Path,
@@ -572,9 +632,13 @@ impl Folder {
         self.folder_failure.as_ref().map(|f| &f.failure)
     }
 
-    /// Each failed file's failure, by path.
+    /// Each failed file's failure (a file a one-shot load could not open
+    /// or copy for a passing reason included), in no particular order.
     pub(crate) fn file_failures(&self) -> impl Iterator<Item = &LoadFailure> {
-        self.failures.values().map(|(_, f)| f)
+        self.failures
+            .values()
+            .map(|(_, f)| f)
+            .chain(self.passing.values())
     }
 
     /// The libraries no loaded file uses any more, still in memory.

@@ -16,7 +16,12 @@
 //! later after every file already there, a replaced file in its old place.
 //! The first holder of an id keeps it; a later claimant is refused with a
 //! [`FailureKind::Conflict`] naming both origins. So a dropped-in file can
-//! never take over an id that is already served.
+//! never take over an id that is already served. The report lists what
+//! failed in one order too, whichever way the folder was read: the
+//! compiled-in providers' failures, then the plugins folder's own (it
+//! cannot be listed), then the plugin files' failures file by file in
+//! name order, each file's in the order they were found (its conflicts
+//! and provider faults, or why it did not load).
 //!
 //! **One copy rule.** Every plugin file is loaded from a private copy made
 //! from a checked descriptor ([`crate::cache_dir`]), never from the watched
@@ -201,37 +206,51 @@ impl Catalog {
     }
 
     /// Assembles the set, in the one conflict order: compiled-in
-    /// providers, then each loaded file's in arrival order. New conflicts
-    /// are logged once.
+    /// providers, then each loaded file's in arrival order; and its
+    /// failures in the one failure order. A registration failure
+    /// (conflict, provider fault) is logged once, when it is new.
     fn rebuild(&mut self) {
         let mut registry = ProviderRegistry::new();
         let mut report = LoadReport {
             failed: self.compiled_in_failures.clone(),
             ..LoadReport::default()
         };
+        // Failures found while registering, logged here (the folder logs
+        // the failures of files and of itself as it finds them).
+        let mut registration = Vec::new();
         for entry in &self.compiled_in {
             if let Err(conflict) = registry.try_register_arc(entry.clone()) {
                 // Two built-ins with one id: the first listed keeps it.
-                report.failed.push(LoadFailure::new(
+                registration.push(LoadFailure::new(
                     crate::builtin::BUILTIN_PATH,
                     FailureKind::Conflict,
                     format!("{conflict}."),
                 ));
             }
         }
+        report.failed.extend(registration.iter().cloned());
+        let compiled_in = registration.len();
         if let Some(folder) = &self.folder {
             report.failed.extend(folder.folder_failure().cloned());
             for library in folder.libraries() {
                 let (loaded, failures) = register(&mut registry, library);
                 report.loaded.extend(loaded);
-                report.failed.extend(failures);
+                registration.extend(failures);
             }
-            report.failed.extend(folder.file_failures().cloned());
+            // File by file in name order; a stable sort keeps each file's
+            // own failures in the order they were found.
+            let mut files: Vec<LoadFailure> = registration[compiled_in..]
+                .iter()
+                .cloned()
+                .chain(folder.file_failures().cloned())
+                .collect();
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            report.failed.extend(files);
             report.retired = folder.retired().cloned().collect();
         }
         let before = &self.current.1.failed;
-        for failure in &report.failed {
-            if failure.kind == FailureKind::Conflict && !before.contains(failure) {
+        for failure in &registration {
+            if !before.contains(failure) {
                 log_failures(std::slice::from_ref(failure));
             }
         }

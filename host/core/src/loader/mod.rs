@@ -159,7 +159,9 @@ impl std::fmt::Debug for PluginLibrary {
 impl PluginLibrary {
     /// Opens, checks and initialises the library at `load_path`, reporting
     /// it (in origins and failures) as `path`. The two differ when the host
-    /// loads a private copy of a watched file.
+    /// loads a private copy of a watched file: a failure then names `path`
+    /// wherever its text named the copy (the system loader's message names
+    /// the file it was given).
     pub fn open(load_path: &Path, path: &Path, options: &LoadOptions) -> Result<Self, LoadFailure> {
         match initialize(load_path, options) {
             Ok(init) => Ok(Self {
@@ -167,6 +169,14 @@ impl PluginLibrary {
                 path: path.to_owned(),
             }),
             Err(mut failure) => {
+                if load_path != path {
+                    let (copy, file) =
+                        (load_path.display().to_string(), path.display().to_string());
+                    failure.reason = failure.reason.replace(&copy, &file);
+                    if let Some(detail) = &mut failure.detail {
+                        *detail = detail.replace(&copy, &file);
+                    }
+                }
                 failure.path = path.to_owned();
                 Err(failure)
             }
