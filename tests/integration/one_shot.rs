@@ -205,3 +205,30 @@ fn a_cache_that_cannot_be_written_is_reported_without_a_promise_to_retry() {
     );
     assert!(!reason.contains("again"), "{reason}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_file_that_cannot_be_opened_or_copied_for_now_is_reported_not_dropped() {
+    let dir = PluginDir::with(&["daytona"]);
+    let file = dir
+        .file(&library_file_name("daytona"))
+        .display()
+        .to_string();
+    // Starved of descriptors, the load fails at some step (opening,
+    // copying, the system loader) depending on the limit; whichever it
+    // is, the file is accounted for. Below 4 the process cannot start.
+    for limit in 4..=8 {
+        let mut command = connhost(dir.path());
+        server::limit_open_files(&mut command, limit);
+        let report = run(command.args(["plugins", "--json"])).json();
+        let loaded = report["loaded"].as_array().unwrap();
+        let failed = report["failed"].as_array().unwrap();
+        let accounted = loaded.iter().any(|p| p["path"] == file.as_str())
+            || failed.iter().any(|f| f["path"] == file.as_str());
+        assert!(accounted, "with {limit} descriptors: {report:#}");
+        for failure in failed.iter().filter(|f| f["kind"] == "unreadable") {
+            let reason = failure["reason"].as_str().unwrap();
+            assert!(reason.contains("Too many open files"), "{reason}");
+        }
+    }
+}
