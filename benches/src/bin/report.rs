@@ -408,7 +408,7 @@ fn main() -> ExitCode {
             .unwrap();
         }
         if let (Some(bare), Some(connhost)) = (cg_per("load-bare"), cg_per("load-connhost")) {
-            writeln!(load, "\nInstructions per library (callgrind, user space only; the difference between loading 12 and 2 fresh copies, over 10): bare {bare:.0}, `Catalog::load` {connhost:.0} (×{:.1}). They miss the loader's main cost, which is kernel time: see the profile.", connhost / bare).unwrap();
+            writeln!(load, "\nInstructions per library (callgrind, user space only; the difference between loading 12 and 2 fresh copies, over 10): bare {bare:.0}, `Catalog::load` {connhost:.0} (×{:.1}). They miss the kernel time (the copy's reads and writes, `dlopen`'s mappings): see the profile.", connhost / bare).unwrap();
         }
         if let Some(last) = data["sizes"].as_array().and_then(|s| s.last()) {
             let anon = |m: &str| f(&last["modes"][m]["rss_anon_increment_kib"]) / 1024.0;
