@@ -408,7 +408,7 @@ fn main() -> ExitCode {
             .unwrap();
         }
         if let (Some(bare), Some(connhost)) = (cg_per("load-bare"), cg_per("load-connhost")) {
-            writeln!(load, "\nInstructions per library (callgrind, user space only; the difference between loading 12 and 2 fresh copies, over 10): bare {bare:.0}, `Catalog::load` {connhost:.0} (×{:.1}). They miss the loader's main cost, which is kernel time: see the profile.", connhost / bare).unwrap();
+            writeln!(load, "\nInstructions per library (callgrind, user space only; the difference between loading 12 and 2 fresh copies, over 10): bare {bare:.0}, `Catalog::load` {connhost:.0} (×{:.1}). They miss the kernel time (the copy's reads and writes, `dlopen`'s mappings): see the profile.", connhost / bare).unwrap();
         }
         if let Some(last) = data["sizes"].as_array().and_then(|s| s.last()) {
             let anon = |m: &str| f(&last["modes"][m]["rss_anon_increment_kib"]) / 1024.0;
@@ -584,7 +584,7 @@ fn main() -> ExitCode {
                 let ratio = f(&row["ready_marginal_ms"]) / per_library;
                 writeln!(
                     memory,
-                    "\n**Startup per plugin**: `connhost serve` takes {:.1} ms more to be ready per added plugin, against {:.2} ms per library for `Catalog::load` in section 2 (×{ratio:.1}): serve's hot-reload path copies each file into a private cache (`fs::copy`), hashes the copy (BLAKE3), then checks and loads it.",
+                    "\n**Startup per plugin**: `connhost serve` takes {:.1} ms more to be ready per added plugin, against {:.2} ms per library for `Catalog::load` in section 2 (×{ratio:.1}). Serve loads through the same catalog (each file checked, copied into the private cache while BLAKE3 hashes it, then loaded), so both figures include the copy and the hash: the ratio compares the same work measured in a fresh `connhost serve` until `/readyz` answers and in `load-probe`, and a ratio near 1 means serve adds nothing per plugin to the catalog's load.",
                     f(&row["ready_marginal_ms"]),
                     per_library
                 )
@@ -691,11 +691,11 @@ fn main() -> ExitCode {
     };
     writeln!(
         md,
-        "### `connhost serve` startup: the path furthest from its baseline\n"
+        "### `connhost serve` startup: loading through the catalog\n"
     )
     .unwrap();
     if let Some(startup) = serve_startup {
-        writeln!(md, "Each plugin added to the folder makes `connhost serve` {startup:.1} ms slower to be ready (section 4), against {:.2} ms per library for `Catalog::load` (×{:.0}) and {:.2} ms for a bare `dlopen` (×{:.0}). Serve loads through its hot-reload path (`host/core/src/catalog/folder.rs`): each file is copied into a private cache (`fs::copy`), the copy hashed (BLAKE3), then checked and loaded. Profile of `connhost serve` starting with 100 fresh copies, from exec until `/readyz` answers 200 (top symbols by self time):\n", per_library("connhost"), startup / per_library("connhost"), per_library("bare"), startup / per_library("bare")).unwrap();
+        writeln!(md, "Each plugin added to the folder makes `connhost serve` {startup:.1} ms slower to be ready (section 4), against {:.2} ms per library for `Catalog::load` (×{:.0}) and {:.2} ms for a bare `dlopen` (×{:.0}). Serve loads through the same catalog as the CLI and `Connhost::start` (`host/core/src/catalog/folder.rs`): each file is checked from its descriptor, copied into the private cache while BLAKE3 hashes it (one pass), then checked again and loaded. Profile of `connhost serve` starting with 100 fresh copies, from exec until `/readyz` answers 200 (top symbols by self time):\n", per_library("connhost"), startup / per_library("connhost"), per_library("bare"), startup / per_library("bare")).unwrap();
     }
     md.push_str(&perf_top(
         &results.join("raw/profile-serve-startup-perf.txt"),
@@ -745,7 +745,11 @@ fn main() -> ExitCode {
                 "`check_file` (user space only: its read is kernel time)",
             ),
             (
-                "connhost::loader::PluginLibrary::register_into",
+                "connhost::cache_dir::copy_into",
+                "copying into the private cache while hashing (BLAKE3; user space only: the copy itself is kernel time)",
+            ),
+            (
+                "connhost::catalog::register",
                 "registering (and refusing conflicts)",
             ),
         ] {
@@ -772,7 +776,7 @@ fn main() -> ExitCode {
     )
     .unwrap();
     md.push_str(&self_top(&self_cost, 12));
-    writeln!(md, "\nThe decomposition columns of section 2 show the file check's share directly: `bare + whole-file check` adds to `dlopen` what `check_file` (`host/src/loader/library.rs`) did up to commit b20a855 (read the whole file, parse it with `object`, check its segments), and `bare + header-only check` what it does since (the ELF header and program headers, read lazily). What is left of the loader's cost is abi_stable's layout check of the plugin's types, most of the user-space instructions above.").unwrap();
+    writeln!(md, "\nThe decomposition columns of section 2 show the file check's share directly: `bare + whole-file check` adds to `dlopen` what `check_file` (`host/core/src/loader/library.rs`) did up to commit b20a855 (read the whole file, parse it with `object`, check its segments), and `bare + header-only check` what it does since (the ELF header and program headers, read lazily; the catalog checks them on the watched file's descriptor, and `check_file` again on the copy it loads). The rest of `Catalog::load`'s cost is the private copy with its BLAKE3 hash (the copy is kernel time, the hash user space) and abi_stable's layout check of the plugin's types.").unwrap();
 
     writeln!(md, "\n### HTTP: `GET /v1/providers`\n\n`connhost serve` (pinned to CPU 0) answering `GET /v1/providers` under wrk, `perf record -e cpu-clock -p PID` for 5 s; top symbols by self time:\n").unwrap();
     md.push_str(&perf_top(
