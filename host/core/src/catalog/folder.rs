@@ -509,12 +509,7 @@ impl Folder {
                     bytes,
                     library,
                 };
-                let offers: Vec<String> = entry
-                    .library
-                    .providers()
-                    .iter()
-                    .filter_map(|p| p.as_ref().ok().map(|p| p.id().to_owned()))
-                    .collect();
+                let offers: Vec<&str> = entry.library.provider_ids().collect();
                 tracing::info!(target: LOAD_LOG_TARGET, path = %path.display(), plugin = entry.library.name(), version = entry.library.version(), ?offers, "plugin {}", if index.is_some() { "replaced" } else { "added" });
                 // In use again: no longer retired.
                 self.retired.retain(|(h, _)| *h != entry.hash);

@@ -203,6 +203,15 @@ impl PluginLibrary {
         &self.init.api_version
     }
 
+    /// The ids of the providers it offers (those that described
+    /// themselves), in the order the plugin lists them.
+    pub fn provider_ids(&self) -> impl Iterator<Item = &str> {
+        self.init
+            .providers
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|(_, d)| d.provider_id.as_str()))
+    }
+
     /// Its providers, in the order the plugin lists them: each an entry
     /// ready to register (origin: this plugin and [`path`](Self::path);
     /// backend: in process), or the failure of a provider that could not
