@@ -6,6 +6,8 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A worker process for an isolated plugin runs and exits here.
+    connhost::worker::run_if_worker();
     match cli::run() {
         Ok(code) => code,
         Err(error) => {

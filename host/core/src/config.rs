@@ -11,6 +11,113 @@ use crate::loader::{LoadOptions, DEFAULT_MAX_PLUGIN_SIZE};
 /// The default bound on one validation.
 pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where a plugin's code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Isolation {
+    /// Loaded into the host's own process: native speed, for plugins the
+    /// operator trusts (a crash in it is a crash of the host).
+    #[default]
+    InProcess,
+    /// Loaded into a sandboxed worker process of its own, which the host
+    /// restarts when it crashes: for untrusted plugins.
+    Process,
+}
+
+impl Isolation {
+    /// The name used in the config file, flags and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::InProcess => "in-process",
+            Isolation::Process => "process",
+        }
+    }
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "in-process" => Ok(Isolation::InProcess),
+            "process" => Ok(Isolation::Process),
+            other => Err(format!(
+                "unknown isolation \"{other}\": use \"in-process\" or \"process\""
+            )),
+        }
+    }
+}
+
+/// What the operator set for one plugin (the config file's
+/// `[plugin.NAME]` table); `None` takes the host-wide value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginPolicy {
+    /// Where its code runs.
+    pub isolation: Option<Isolation>,
+    /// The longest one of its validations may take.
+    pub validation_timeout: Option<Duration>,
+    /// The most validations each of its providers may have in flight.
+    pub max_in_flight: Option<usize>,
+}
+
+/// How worker processes (plugins with [`Isolation::Process`]) are run:
+/// their sandbox, resource limits and restart policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// The program to run as a worker; `None` runs this process's own
+    /// executable, which must call [`crate::worker::run_if_worker`] first
+    /// thing in `main` (the `connhost` binary does).
+    pub program: Option<PathBuf>,
+    /// Confine the worker (Linux): no network of its own, a read-only view
+    /// of the library and the system's libraries, no `exec`, no new
+    /// privileges. Off only for debugging a plugin.
+    pub sandbox: bool,
+    /// The worker's address space limit in bytes (`RLIMIT_AS`); `None`
+    /// sets none.
+    pub memory_limit: Option<u64>,
+    /// The most files the worker may have open (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+    /// The CPU seconds the worker may use in its life (`RLIMIT_CPU`);
+    /// `None` sets none (a validation that spins is stopped by its
+    /// timeout either way).
+    pub cpu_seconds: Option<u64>,
+    /// How long a worker may take from start to having loaded its plugin.
+    pub start_timeout: Duration,
+    /// This many crashes within [`crash_window`](Self::crash_window) park
+    /// the plugin as failed until its file changes or a rescan.
+    pub crash_limit: u32,
+    /// See [`crash_limit`](Self::crash_limit).
+    pub crash_window: Duration,
+}
+
+/// The default worker address space limit: 1 GiB.
+pub const DEFAULT_WORKER_MEMORY: u64 = 1 << 30;
+
+/// The default limit on a worker's open files.
+pub const DEFAULT_WORKER_OPEN_FILES: u64 = 256;
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            program: None,
+            sandbox: true,
+            memory_limit: Some(DEFAULT_WORKER_MEMORY),
+            open_files: Some(DEFAULT_WORKER_OPEN_FILES),
+            cpu_seconds: None,
+            start_timeout: Duration::from_secs(10),
+            crash_limit: 5,
+            crash_window: Duration::from_secs(60),
+        }
+    }
+}
+
 /// How to assemble a [`crate::Connhost`].
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -37,6 +144,13 @@ pub struct HostConfig {
     /// its own, `<temp dir>/connhost-<pid>-<n>`, and removes it when it is
     /// dropped. A folder named here is the caller's to clean.
     pub cache_dir: Option<PathBuf>,
+    /// Where plugins run unless their own policy says otherwise.
+    pub isolation: Isolation,
+    /// Per-plugin policy (plugin name -> policy). Names match with `-` and
+    /// `_` taken as equal, as cargo names a crate's library file.
+    pub plugins: BTreeMap<String, PluginPolicy>,
+    /// How isolated plugins' worker processes run.
+    pub worker: WorkerConfig,
 }
 
 impl Default for HostConfig {
@@ -50,6 +164,9 @@ impl Default for HostConfig {
             max_plugin_size: DEFAULT_MAX_PLUGIN_SIZE,
             settings: BTreeMap::new(),
             cache_dir: None,
+            isolation: Isolation::default(),
+            plugins: BTreeMap::new(),
+            worker: WorkerConfig::default(),
         }
     }
 }
@@ -63,6 +180,22 @@ impl HostConfig {
         }
     }
 
+    /// The operator's policy for the plugin `name` (empty when there is
+    /// none); `-` and `_` in names are taken as equal.
+    pub fn policy_for(&self, name: &str) -> PluginPolicy {
+        let wanted = normalized(name);
+        self.plugins
+            .iter()
+            .find(|(key, _)| normalized(key) == wanted)
+            .map(|(_, policy)| policy.clone())
+            .unwrap_or_default()
+    }
+
+    /// Where the plugin `name` runs.
+    pub fn isolation_for(&self, name: &str) -> Isolation {
+        self.policy_for(name).isolation.unwrap_or(self.isolation)
+    }
+
     /// The default configuration, loading plugins from `dir`.
     pub fn with_plugins_dir(dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -70,4 +203,9 @@ impl HostConfig {
             ..Self::default()
         }
     }
+}
+
+/// A plugin name as matched against policies: `-` as `_`.
+fn normalized(name: &str) -> String {
+    name.replace('-', "_")
 }

@@ -44,10 +44,14 @@ mod report;
 pub mod schema_doc;
 mod service;
 mod verdict;
+pub mod worker;
 
 pub use builtin::BUILTIN_PATH;
 pub use catalog::{Catalog, RescanOutcome};
-pub use config::{HostConfig, DEFAULT_VALIDATION_TIMEOUT};
+pub use config::{
+    HostConfig, Isolation, PluginPolicy, WorkerConfig, DEFAULT_VALIDATION_TIMEOUT,
+    DEFAULT_WORKER_MEMORY, DEFAULT_WORKER_OPEN_FILES,
+};
 pub use connhost_plugin_api as plugin_api;
 pub use connhost_plugin_api::{CredentialFields, CredentialFormSchema, FieldError};
 pub use in_flight::{DEFAULT_MAX_IN_FLIGHT, HOST_MAX_IN_FLIGHT};

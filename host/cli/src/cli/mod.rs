@@ -166,6 +166,7 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
         max_plugin_size: global.max_plugin_size,
         settings,
         cache_dir: None,
+        ..HostConfig::default()
     })
 }
 

@@ -1,0 +1,23 @@
+//! Isolated plugins: each in a worker process of its own, sandboxed, which
+//! the host supervises (restarts it when it crashes, parks it when it
+//! crashes in a loop) and talks to over a Unix socket pair.
+//!
+//! The worker is the host's own executable in a hidden mode: a program
+//! that embeds connhost and isolates plugins calls [`run_if_worker`] first
+//! thing in `main` (the `connhost` binary does), or names another program
+//! that does in [`crate::config::WorkerConfig::program`].
+
+#[allow(dead_code)] // used by the worker, which the next steps build
+pub(crate) mod sandbox;
+
+/// The first argument that starts a program in worker mode.
+pub const WORKER_ARG: &str = "__connhost-worker";
+
+/// When this process was started as a connhost worker, runs the worker and
+/// exits; otherwise returns at once. Call it first thing in `main`, before
+/// starting threads or a runtime.
+pub fn run_if_worker() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == WORKER_ARG) {
+        std::process::exit(2);
+    }
+}
