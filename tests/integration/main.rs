@@ -13,6 +13,7 @@ mod external_tools;
 mod hostile_clients;
 mod hot_reload;
 mod http;
+mod isolation;
 mod layout;
 mod listing;
 mod logging;

@@ -78,8 +78,16 @@ async fn run(
     tracing::debug!(fields = ?RedactedFields::new(schema, &fields), "validating");
     let secrets = Arc::new(Secrets::of(schema, &fields));
     let started = Instant::now();
-    let outcome =
-        run_on_own_thread(entry, slot, fields.clone(), secrets.clone(), limits.timeout).await;
+    let outcome = if entry.backend().runs_here() {
+        run_on_own_thread(entry, slot, fields.clone(), secrets.clone(), limits.timeout).await
+    } else {
+        // An isolated provider only awaits its worker: no thread of its
+        // own, and a timeout drops the wait (which cancels the validation
+        // in the worker, or stops the worker).
+        let _slot = slot;
+        let validating = WithSecrets::new(secrets.clone(), backend_call(&entry, fields.clone()));
+        tokio::time::timeout(limits.timeout, validating).await.ok()
+    };
     let verdict = match outcome {
         None => Verdict::TimedOut {
             after: limits.timeout,
@@ -91,7 +99,7 @@ async fn run(
     };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &verdict {
-        Verdict::ProviderFault { message } => {
+        Verdict::ProviderFault { message, .. } => {
             tracing::error!(elapsed_ms, "provider fault: {message}")
         }
         Verdict::TimedOut { .. } => tracing::warn!(elapsed_ms, "validation timed out"),
@@ -177,6 +185,11 @@ fn verdict_of(
         },
         ProviderOutcome::Fault(message) => Verdict::ProviderFault {
             message: format!("The provider failed: {}", scrub(message)),
+            retryable: false,
+        },
+        ProviderOutcome::WorkerFault { message, retryable } => Verdict::ProviderFault {
+            message: format!("The provider failed: {}", scrub(message)),
+            retryable,
         },
     }
 }

@@ -111,8 +111,23 @@ pub(crate) fn set_compiled_in_settings(settings: BTreeMap<String, String>) {
     }
 }
 
-fn max_level_code() -> u8 {
+/// In a worker process: the host's level, which the worker's own (absent)
+/// subscriber cannot tell. 0 = not a worker.
+static WORKER_LOG_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sets the most verbose level a worker forwards (plugin-api's codes; the
+/// host's, sent in its hello).
+pub(crate) fn set_worker_log_level(code: u8) {
+    WORKER_LOG_LEVEL.store(code.max(level::ERROR), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The most verbose level the host's subscriber wants (plugin-api's codes).
+pub(crate) fn max_level_code() -> u8 {
     use tracing::level_filters::LevelFilter;
+    let worker = WORKER_LOG_LEVEL.load(std::sync::atomic::Ordering::Relaxed);
+    if worker != 0 {
+        return worker;
+    }
     match LevelFilter::current() {
         LevelFilter::OFF => 0,
         LevelFilter::ERROR => level::ERROR,
@@ -156,22 +171,64 @@ pub fn setting_env_var(plugin: &str, key: &str) -> String {
 extern "C" fn host_log(plugin: u64, level_code: u8, target: RStr<'_>, message: RStr<'_>) {
     // Nothing here may panic: this runs inside the plugin's call stack.
     let _ = std::panic::catch_unwind(|| {
+        // In a worker, the host scrubs and emits it.
+        if crate::worker::child::forward_log(level_code, target.as_str(), message.as_str()) {
+            return;
+        }
         let name = with_slot(plugin, |s| s.name.clone()).unwrap_or_else(|| "?".to_owned());
         let message = scrub_active(message.as_str());
-        let target = target.as_str();
-        macro_rules! emit {
-            ($level:expr) => {
-                tracing::event!(target: PLUGIN_LOG_TARGET, $level, plugin = %name, module = %target, "{message}")
-            };
-        }
-        match level_code {
-            level::ERROR => emit!(tracing::Level::ERROR),
-            level::WARN => emit!(tracing::Level::WARN),
-            level::INFO => emit!(tracing::Level::INFO),
-            level::DEBUG => emit!(tracing::Level::DEBUG),
-            _ => emit!(tracing::Level::TRACE),
-        }
+        emit_plugin_log(&name, level_code, target.as_str(), &message);
     });
+}
+
+/// Emits a plugin's log event (already scrubbed) under
+/// [`PLUGIN_LOG_TARGET`], tagged with the plugin's name.
+pub(crate) fn emit_plugin_log(name: &str, level_code: u8, target: &str, message: &str) {
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(target: PLUGIN_LOG_TARGET, $level, plugin = %name, module = %target, "{message}")
+        };
+    }
+    match level_code {
+        level::ERROR => emit!(tracing::Level::ERROR),
+        level::WARN => emit!(tracing::Level::WARN),
+        level::INFO => emit!(tracing::Level::INFO),
+        level::DEBUG => emit!(tracing::Level::DEBUG),
+        _ => emit!(tracing::Level::TRACE),
+    }
+}
+
+/// Performs an isolated plugin's HTTP request on its behalf, through the
+/// same path (and policy) as an in-process plugin's.
+pub(crate) async fn http_for_worker(
+    request: crate::worker::protocol::HttpRequest,
+) -> Result<crate::worker::protocol::HttpResponse, crate::worker::protocol::HttpFailure> {
+    let request = FfiHttpRequest {
+        method: request.method.into(),
+        url: request.url.into(),
+        headers: request
+            .headers
+            .into_iter()
+            .map(|(k, v)| Tuple2(RString::from(k), RString::from(v)))
+            .collect(),
+        body: RVec::from(request.body),
+        timeout_ms: request.timeout_ms,
+    };
+    match host_http(0, request).await {
+        ROk(response) => Ok(crate::worker::protocol::HttpResponse {
+            status: response.status,
+            headers: response
+                .headers
+                .into_iter()
+                .map(|Tuple2(k, v)| (k.into_string(), v.into_string()))
+                .collect(),
+            body: response.body.into_vec(),
+        }),
+        RErr(error) => Err(crate::worker::protocol::HttpFailure {
+            kind: error.kind,
+            message: error.message.into_string(),
+        }),
+    }
 }
 
 extern "C" fn host_config(plugin: u64, key: RStr<'_>) -> ROption<RString> {
@@ -263,6 +320,11 @@ fn http_failure(kind: u8, message: impl Into<String>) -> FfiHttpError {
 type HttpResult = RResult<FfiHttpResponse, FfiHttpError>;
 
 extern "C" fn host_http(_plugin: u64, request: FfiHttpRequest) -> FfiFuture<HttpResult> {
+    // In a worker, the host makes the request.
+    let request = match crate::worker::child::forward_http(request) {
+        Ok(forwarded) => return forwarded,
+        Err(request) => request,
+    };
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_request(request)));
     let request = match built {
         Ok(Ok(request)) => request,

@@ -177,6 +177,13 @@ impl HostConfig {
         LoadOptions {
             settings: self.settings.clone(),
             max_plugin_size: self.max_plugin_size,
+            isolation: self.isolation,
+            isolation_by_plugin: self
+                .plugins
+                .iter()
+                .filter_map(|(name, policy)| Some((name.clone(), policy.isolation?)))
+                .collect(),
+            worker: self.worker.clone(),
         }
     }
 

@@ -211,6 +211,12 @@ pub fn scrub_active(text: &str) -> Cow<'_, str> {
     })
 }
 
+/// The secrets active on this thread right now (see [`scrub_active`]):
+/// an isolated backend takes them along to scrub its worker's output.
+pub(crate) fn active_secrets() -> Vec<Arc<Secrets>> {
+    ACTIVE.with(|active| active.borrow().clone())
+}
+
 /// A future that makes its secrets active (see [`scrub_active`]) while it
 /// is polled.
 pub(crate) struct WithSecrets<F> {

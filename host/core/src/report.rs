@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 /// The kind of a load failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -49,6 +49,9 @@ pub enum FailureKind {
     /// full, read-only, gone): nothing is wrong with the file. Hot reload
     /// retries it with a backoff.
     CacheFailed,
+    /// An isolated plugin's worker process could not be started, or died
+    /// or hung before it loaded the plugin.
+    WorkerFailed,
 }
 
 /// A plugin file, or one provider of it, that was not loaded.

@@ -423,7 +423,7 @@ mod tests {
         let verdict = runtime
             .block_on(host.validate("boom", fields(&[("api_key", "k-123456789")])))
             .unwrap();
-        let Verdict::ProviderFault { message } = &verdict else {
+        let Verdict::ProviderFault { message, .. } = &verdict else {
             panic!("{verdict:?}");
         };
         assert_eq!(

@@ -66,10 +66,15 @@ pub enum Verdict {
         /// The timeout that passed.
         after: Duration,
     },
-    /// The provider misbehaved: it panicked or returned something unusable.
+    /// The provider misbehaved: it panicked, returned something unusable,
+    /// or its worker process crashed.
     ProviderFault {
         /// What happened.
         message: String,
+        /// Whether asking again may give another answer: true when an
+        /// isolated plugin's worker crashed and is being restarted (the
+        /// crash may have been another validation's doing).
+        retryable: bool,
     },
     /// The provider already had as many validations in flight as it may
     /// (see [`crate::HostConfig::max_in_flight`]); it was not called. Says
@@ -139,11 +144,17 @@ impl Verdict {
     }
 
     /// Whether asking again with the same credential may give another
-    /// answer (inconclusive, timed out, or busy).
+    /// answer (inconclusive, timed out, busy, or a crashed worker).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Verdict::Inconclusive { .. } | Verdict::TimedOut { .. } | Verdict::Busy { .. }
+            Verdict::Inconclusive { .. }
+                | Verdict::TimedOut { .. }
+                | Verdict::Busy { .. }
+                | Verdict::ProviderFault {
+                    retryable: true,
+                    ..
+                }
         )
     }
 
@@ -160,7 +171,7 @@ impl Verdict {
             ),
             Verdict::Rejected { message }
             | Verdict::Inconclusive { message }
-            | Verdict::ProviderFault { message } => Some(message.clone()),
+            | Verdict::ProviderFault { message, .. } => Some(message.clone()),
             Verdict::TimedOut { after } => Some(format!(
                 "The provider did not answer within {:.1} s.",
                 after.as_secs_f64()

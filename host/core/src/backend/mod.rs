@@ -17,6 +17,7 @@
 
 mod compiled_in;
 mod in_process;
+mod isolated;
 
 use connhost_plugin_api::{
     ConnectionValidation, CredentialFields, ValidationError, ValidationErrorKind,
@@ -24,6 +25,7 @@ use connhost_plugin_api::{
 
 pub(crate) use compiled_in::CompiledIn;
 pub(crate) use in_process::InProcess;
+pub(crate) use isolated::Isolated;
 
 /// The code behind a registered provider.
 #[derive(Debug, Clone)]
@@ -33,6 +35,9 @@ pub(crate) enum Backend {
     /// Inside a plugin library loaded into this process, called through
     /// its ABI-stable module.
     InProcess(InProcess),
+    /// Inside a plugin library loaded into a worker process of its own,
+    /// called over its socket.
+    Isolated(Isolated),
 }
 
 /// What a provider's `validate_fields` produced, before the host adds its
@@ -47,6 +52,14 @@ pub(crate) enum ProviderOutcome {
     Inconclusive(String),
     /// The provider failed (panicked, answered nonsense).
     Fault(String),
+    /// An isolated provider's worker process failed (crashed, was stopped,
+    /// is parked); `retryable` when a new worker may answer.
+    WorkerFault {
+        /// What happened.
+        message: String,
+        /// Whether asking again may help.
+        retryable: bool,
+    },
 }
 
 impl From<Result<ConnectionValidation, ValidationError>> for ProviderOutcome {
@@ -70,6 +83,7 @@ impl Backend {
         match self {
             Backend::CompiledIn(provider) => provider.validate_fields(fields).await,
             Backend::InProcess(provider) => provider.validate_fields(fields).await,
+            Backend::Isolated(provider) => provider.validate_fields(fields).await,
         }
     }
 
@@ -80,6 +94,21 @@ impl Backend {
         match self {
             Backend::CompiledIn(_) => (0, 0),
             Backend::InProcess(provider) => provider.identity(),
+            Backend::Isolated(provider) => provider.identity(),
+        }
+    }
+
+    /// Whether the provider's code runs in this process, and so may hold a
+    /// thread (an isolated one only ever awaits its worker's answer).
+    pub(crate) fn runs_here(&self) -> bool {
+        !matches!(self, Backend::Isolated(_))
+    }
+
+    /// Its worker's status, when the provider is isolated.
+    pub(crate) fn worker_status(&self) -> Option<crate::worker::WorkerStatus> {
+        match self {
+            Backend::Isolated(provider) => Some(provider.status()),
+            _ => None,
         }
     }
 }

@@ -23,10 +23,12 @@ use serde::Serialize;
 pub use library::DEFAULT_MAX_PLUGIN_SIZE;
 pub(crate) use library::{check_opened, is_transient, open_regular, OpenError};
 
-use crate::backend::{Backend, InProcess};
+use crate::backend::{Backend, InProcess, Isolated};
 use crate::capabilities;
+use crate::config::{Isolation, WorkerConfig};
 use crate::registry::{Origin, RegisteredProvider};
 use crate::report::{FailureKind, LoadFailure};
+use crate::worker::{Supervisor, WorkerStatus};
 
 /// Settings for loading plugins.
 #[derive(Debug, Clone)]
@@ -38,6 +40,15 @@ pub struct LoadOptions {
     /// The largest plugin file loaded, in bytes: a larger file is refused
     /// from its metadata alone, before anything is copied or read.
     pub max_plugin_size: u64,
+    /// Where plugins run unless [`isolation_by_plugin`](Self::isolation_by_plugin)
+    /// names them.
+    pub isolation: Isolation,
+    /// Where each named plugin runs (names with `-` and `_` as equal). The
+    /// choice is made before the file is loaded, so a plugin is known here
+    /// by its file's name: `libfoo_bar.so` is plugin `foo-bar`.
+    pub isolation_by_plugin: BTreeMap<String, Isolation>,
+    /// How isolated plugins' workers run.
+    pub worker: WorkerConfig,
 }
 
 impl Default for LoadOptions {
@@ -45,15 +56,53 @@ impl Default for LoadOptions {
         Self {
             settings: BTreeMap::new(),
             max_plugin_size: DEFAULT_MAX_PLUGIN_SIZE,
+            isolation: Isolation::default(),
+            isolation_by_plugin: BTreeMap::new(),
+            worker: WorkerConfig::default(),
         }
     }
+}
+
+impl LoadOptions {
+    /// Where the plugin in the file `path` runs, by the file's name.
+    pub fn isolation_of(&self, path: &Path) -> Isolation {
+        let key = plugin_key(path);
+        self.isolation_by_plugin
+            .iter()
+            .find(|(name, _)| name.replace('-', "_") == key)
+            .map_or(self.isolation, |(_, isolation)| *isolation)
+    }
+}
+
+/// The plugin name a library file stands for, as cargo names files:
+/// `libfoo_bar.so` -> `foo_bar` (`-` written as `_`).
+fn plugin_key(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = if cfg!(windows) {
+        stem.as_str()
+    } else {
+        stem.strip_prefix("lib").unwrap_or(&stem)
+    };
+    stem.replace('-', "_")
+}
+
+/// Where a library's code runs.
+#[derive(Clone)]
+enum Code {
+    /// Loaded into this process.
+    InProcess(PluginModuleRef),
+    /// Loaded into a worker process of its own.
+    Isolated(Arc<Supervisor>),
 }
 
 /// A library after `init` and `providers`: cached per library, since the
 /// same file (or inode) opened twice is the same object in the process.
 #[derive(Clone)]
 struct Initialized {
-    module: PluginModuleRef,
+    code: Code,
     name: String,
     version: String,
     api_version: String,
@@ -111,29 +160,32 @@ fn run_init(module: PluginModuleRef, api_version: &str, options: &LoadOptions) -
         .into_iter()
         .map(|entry| {
             let entry = entry.into_result().map_err(|m| m.into_string())?;
-            let descriptor: ProviderDescriptor =
-                serde_json::from_str(entry.descriptor_json.as_str()).map_err(|e| {
-                    format!("a provider returned a description the host cannot read: {e}")
-                })?;
-            let problems = descriptor.problems();
-            if !problems.is_empty() {
-                return Err(format!(
-                    "provider \"{}\" has an unusable description: {}",
-                    descriptor.provider_id,
-                    problems.join("; ")
-                ));
-            }
-            Ok((entry.handle, descriptor))
+            describe(entry.handle, entry.descriptor_json.as_str())
         })
         .collect();
     Ok(Initialized {
-        module,
+        code: Code::InProcess(module),
         name,
         version,
         api_version: api_version.to_owned(),
         providers,
         settings,
     })
+}
+
+/// A provider's handle and description from its JSON, checked.
+fn describe(handle: u32, json: &str) -> Result<(u32, ProviderDescriptor), String> {
+    let descriptor: ProviderDescriptor = serde_json::from_str(json)
+        .map_err(|e| format!("a provider returned a description the host cannot read: {e}"))?;
+    let problems = descriptor.problems();
+    if !problems.is_empty() {
+        return Err(format!(
+            "provider \"{}\" has an unusable description: {}",
+            descriptor.provider_id,
+            problems.join("; ")
+        ));
+    }
+    Ok((handle, descriptor))
 }
 
 /// A plugin library that opened, passed every check and initialised, with
@@ -158,11 +210,98 @@ impl std::fmt::Debug for PluginLibrary {
 
 impl PluginLibrary {
     /// Opens, checks and initialises the library at `load_path`, reporting
-    /// it (in origins and failures) as `path`. The two differ when the host
+    /// it (in origins and failures) as `path`, in this process or in a
+    /// worker of its own as `options` say for `path`
+    /// ([`LoadOptions::isolation_of`]). The two paths differ when the host
     /// loads a private copy of a watched file: a failure then names `path`
     /// wherever its text named the copy (the system loader's message names
     /// the file it was given).
     pub fn open(load_path: &Path, path: &Path, options: &LoadOptions) -> Result<Self, LoadFailure> {
+        match options.isolation_of(path) {
+            Isolation::InProcess => Self::open_in_process(load_path, path, options),
+            Isolation::Process => Self::open_isolated(load_path, path, options),
+        }
+    }
+
+    /// Starts a worker process that loads the library at `load_path` with
+    /// the same checks as [`open_in_process`](Self::open_in_process), in
+    /// its sandbox, and waits until it has (at most
+    /// [`WorkerConfig::start_timeout`]). This process never maps the file;
+    /// it only checks that it is a complete library first.
+    pub fn open_isolated(
+        load_path: &Path,
+        path: &Path,
+        options: &LoadOptions,
+    ) -> Result<Self, LoadFailure> {
+        library::check_file(load_path, options.max_plugin_size).map_err(|mut failure| {
+            failure.reason = failure.reason.replace(
+                &load_path.display().to_string(),
+                &path.display().to_string(),
+            );
+            failure.path = path.to_owned();
+            failure
+        })?;
+        let program = match options.worker.program.clone() {
+            Some(program) => program,
+            None => std::env::current_exe().map_err(|e| {
+                LoadFailure::new(
+                    path,
+                    FailureKind::WorkerFailed,
+                    format!("cannot find this program to start a worker process: {e}."),
+                )
+            })?,
+        };
+        let worker = &options.worker;
+        let spec = crate::worker::Spec {
+            program,
+            hello: crate::worker::protocol::Hello {
+                confinement: crate::worker::sandbox::Confinement {
+                    library: load_path.to_owned(),
+                    sandbox: worker.sandbox,
+                    memory_limit: worker.memory_limit,
+                    open_files: worker.open_files,
+                    cpu_seconds: worker.cpu_seconds,
+                },
+                plugin_file: path.to_owned(),
+                settings: options.settings.clone(),
+                max_plugin_size: options.max_plugin_size,
+                max_log_level: capabilities::max_level_code(),
+            },
+            config: worker.clone(),
+        };
+        let (supervisor, ready) = Supervisor::start(spec)?;
+        if !ready.sandbox.unavailable.is_empty() {
+            tracing::warn!(target: crate::report::LOAD_LOG_TARGET, path = %path.display(), plugin = %ready.name, unavailable = ?ready.sandbox.unavailable, "the worker runs without part of its sandbox");
+        }
+        let settings = options
+            .settings
+            .get(&ready.name)
+            .cloned()
+            .unwrap_or_default();
+        let providers = ready
+            .providers
+            .into_iter()
+            .map(|provider| provider.and_then(|(handle, json)| describe(handle, &json)))
+            .collect();
+        Ok(Self {
+            init: Initialized {
+                code: Code::Isolated(Arc::new(supervisor)),
+                name: ready.name,
+                version: ready.version,
+                api_version: ready.api_version,
+                providers,
+                settings,
+            },
+            path: path.to_owned(),
+        })
+    }
+
+    /// [`open`](Self::open), in this process whatever the options say.
+    pub fn open_in_process(
+        load_path: &Path,
+        path: &Path,
+        options: &LoadOptions,
+    ) -> Result<Self, LoadFailure> {
         match initialize(load_path, options) {
             Ok(init) => Ok(Self {
                 init,
@@ -196,6 +335,55 @@ impl PluginLibrary {
     /// The file it is reported as.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where its code runs.
+    pub fn isolation(&self) -> Isolation {
+        match self.init.code {
+            Code::InProcess(_) => Isolation::InProcess,
+            Code::Isolated(_) => Isolation::Process,
+        }
+    }
+
+    /// Its worker's status, when it is isolated.
+    pub fn worker_status(&self) -> Option<WorkerStatus> {
+        match &self.init.code {
+            Code::InProcess(_) => None,
+            Code::Isolated(supervisor) => Some(supervisor.status()),
+        }
+    }
+
+    /// Lets an isolated plugin parked after a crash loop start again.
+    pub(crate) fn unpark(&self) {
+        if let Code::Isolated(supervisor) = &self.init.code {
+            supervisor.unpark();
+        }
+    }
+
+    /// The module, when the library is loaded into this process.
+    pub(crate) fn module(&self) -> Option<PluginModuleRef> {
+        match self.init.code {
+            Code::InProcess(module) => Some(module),
+            Code::Isolated(_) => None,
+        }
+    }
+
+    /// Its providers as a worker reports them to its host.
+    pub(crate) fn wire_providers(&self) -> Vec<crate::worker::protocol::WireProvider> {
+        self.init
+            .providers
+            .iter()
+            .map(|provider| {
+                provider
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|(handle, descriptor)| {
+                        serde_json::to_string(descriptor)
+                            .map(|json| (*handle, json))
+                            .map_err(|e| format!("a provider's description could not be sent: {e}"))
+                    })
+            })
+            .collect()
     }
 
     /// The `connhost-plugin-api` version it was built against.
@@ -238,7 +426,14 @@ impl PluginLibrary {
                     descriptor.clone(),
                     false,
                     origin.clone(),
-                    Backend::InProcess(InProcess::new(init.module, *handle)),
+                    match &init.code {
+                        Code::InProcess(module) => {
+                            Backend::InProcess(InProcess::new(*module, *handle))
+                        }
+                        Code::Isolated(supervisor) => {
+                            Backend::Isolated(Isolated::new(supervisor.clone(), *handle))
+                        }
+                    },
                 )),
             })
             .collect()

@@ -7,8 +7,13 @@
 //! thing in `main` (the `connhost` binary does), or names another program
 //! that does in [`crate::config::WorkerConfig::program`].
 
-#[allow(dead_code)] // used by the worker, which the next steps build
+pub(crate) mod child;
+pub(crate) mod protocol;
 pub(crate) mod sandbox;
+mod supervisor;
+
+pub(crate) use supervisor::{Spec, Supervisor};
+pub use supervisor::{WorkerState, WorkerStatus};
 
 /// The first argument that starts a program in worker mode.
 pub const WORKER_ARG: &str = "__connhost-worker";
@@ -18,6 +23,6 @@ pub const WORKER_ARG: &str = "__connhost-worker";
 /// starting threads or a runtime.
 pub fn run_if_worker() {
     if std::env::args_os().nth(1).is_some_and(|a| a == WORKER_ARG) {
-        std::process::exit(2);
+        child::main();
     }
 }

@@ -1,0 +1,380 @@
+//! The worker process: one isolated plugin, confined, serving its host.
+//!
+//! In order: die with the host (`PR_SET_PDEATHSIG`), take the socket the
+//! host left at descriptor [`SOCKET_FD`], read the [`Hello`], confine
+//! this process on its only thread (so every thread started later inherits
+//! the sandbox), load the library with the same checks as in process
+//! ([`PluginLibrary::open`]), answer [`FromWorker::Ready`], then serve
+//! validations until the host closes the socket. Each validation runs on
+//! a thread of its own, so one that never yields holds only its thread;
+//! the host decides when to give up on it (and on this process).
+//!
+//! The plugin's capabilities that carry policy go to the host:
+//! [`crate::capabilities`] calls [`forward_log`] and [`forward_http`]
+//! first, which in a worker send the event or the request over the socket.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::fd::FromRawFd as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use abi_stable::std_types::{RErr, ROk, RResult, RString, RVec, Tuple2};
+use async_ffi::{FfiFuture, FutureExt as _};
+use connhost_plugin_api::abi::{http_error, FfiHttpError, FfiHttpRequest, FfiHttpResponse};
+use connhost_plugin_api::panic::CatchPanic;
+use connhost_plugin_api::CredentialFields;
+use tokio::sync::{mpsc, oneshot};
+
+use super::protocol::{
+    self, FromWorker, Hello, HttpFailure, HttpRequest, HttpResponse, Ready, ToWorker, WireOutcome,
+};
+use super::sandbox;
+use crate::backend::{InProcess, ProviderOutcome};
+use crate::loader::{LoadOptions, PluginLibrary};
+use crate::report::FailureKind;
+
+/// The descriptor a worker finds its socket at.
+pub(crate) const SOCKET_FD: i32 = 3;
+
+/// The environment variable carrying the host's pid, so a worker whose
+/// host died before it could ask to die with it exits at once.
+pub(crate) const PARENT_ENV: &str = "CONNHOST_WORKER_PARENT";
+
+/// The exit code of a worker that could not start (no socket, no hello).
+pub(crate) const EXIT_NO_HOST: i32 = 70;
+
+/// Runs the worker and exits the process.
+pub(crate) fn main() -> ! {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "connhost worker: {message}");
+            EXIT_NO_HOST
+        }
+    };
+    exit(code)
+}
+
+/// Leaves at once: no destructors, no atexit handlers (a plugin's could
+/// hang or crash on the way out, and nothing here needs flushing).
+fn exit(code: i32) -> ! {
+    // SAFETY: `_exit` ends the process; nothing runs after it.
+    unsafe { libc::_exit(code) }
+}
+
+fn run() -> Result<(), String> {
+    die_with_host()?;
+    // SAFETY: the host leaves the worker's end of the socket pair at this
+    // descriptor and nothing else in this process owns it; `is_socket`
+    // checks it is one before it is used.
+    if !is_socket(SOCKET_FD) {
+        return Err(format!(
+            "descriptor {SOCKET_FD} is not a socket: a worker is started by connhost, not by hand"
+        ));
+    }
+    let mut socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(SOCKET_FD) };
+    let hello: Hello = match protocol::read_blocking(&mut socket) {
+        Ok(Some(frame)) => protocol::decode(&frame)?,
+        Ok(None) => return Err("the host closed the socket before saying hello".to_owned()),
+        Err(e) => return Err(format!("reading the host's hello: {e}")),
+    };
+    let sandbox = match sandbox::confine(&hello.confinement) {
+        Ok(report) => report,
+        Err(reason) => {
+            let _ = protocol::write_blocking(
+                &mut socket,
+                &FromWorker::LoadFailed {
+                    kind: FailureKind::WorkerFailed,
+                    reason: format!("the worker's sandbox could not be applied: {reason}; the plugin was not loaded."),
+                    detail: None,
+                },
+            );
+            return Ok(());
+        }
+    };
+    crate::capabilities::set_worker_log_level(hello.max_log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("connhost-worker")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the worker's runtime: {e}"))?;
+    runtime.block_on(serve(socket, hello, sandbox))
+}
+
+/// Asks the kernel to kill this process when the host dies, then checks
+/// the host did not die before that.
+fn die_with_host() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    if let Some(parent) = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        let now = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+        if now != parent {
+            exit(EXIT_NO_HOST);
+        }
+    }
+    Ok(())
+}
+
+fn is_socket(fd: i32) -> bool {
+    // SAFETY: fstat only writes into the buffer it is given.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd, &mut stat) } == 0) && (stat.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+}
+
+/// The worker's side of the conversation, once confined.
+struct Link {
+    out: mpsc::UnboundedSender<FromWorker>,
+    http: Mutex<HashMap<u64, oneshot::Sender<Result<HttpResponse, HttpFailure>>>>,
+    next_http: AtomicU64,
+}
+
+static LINK: OnceLock<Link> = OnceLock::new();
+
+thread_local! {
+    /// The validation being polled on this thread, if any.
+    static VALIDATION: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// In a worker, sends a plugin log event to the host and returns true;
+/// elsewhere returns false.
+pub(crate) fn forward_log(level: u8, target: &str, message: &str) -> bool {
+    let Some(link) = LINK.get() else {
+        return false;
+    };
+    let _ = link.out.send(FromWorker::Log {
+        level,
+        target: target.to_owned(),
+        message: message.to_owned(),
+        validation: VALIDATION.with(Cell::get),
+    });
+    true
+}
+
+type HttpResult = RResult<FfiHttpResponse, FfiHttpError>;
+
+/// In a worker, hands a plugin's HTTP request to the host (where the
+/// egress policy lives) and returns its answer as a future; elsewhere
+/// gives the request back.
+pub(crate) fn forward_http(
+    request: FfiHttpRequest,
+) -> Result<FfiFuture<HttpResult>, FfiHttpRequest> {
+    let Some(link) = LINK.get() else {
+        return Err(request);
+    };
+    let id = link.next_http.fetch_add(1, Ordering::Relaxed);
+    let (answer, answered) = oneshot::channel();
+    link.http
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, answer);
+    let request = HttpRequest {
+        method: request.method.into_string(),
+        url: request.url.into_string(),
+        headers: request
+            .headers
+            .into_iter()
+            .map(|Tuple2(k, v)| (k.into_string(), v.into_string()))
+            .collect(),
+        body: request.body.into_vec(),
+        timeout_ms: request.timeout_ms,
+    };
+    let sent = link.out.send(FromWorker::Http { id, request }).is_ok();
+    /// Forgets the pending answer when the plugin drops the request.
+    struct Forget(u64);
+    impl Drop for Forget {
+        fn drop(&mut self) {
+            if let Some(link) = LINK.get() {
+                link.http
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&self.0);
+            }
+        }
+    }
+    let forget = Forget(id);
+    Ok(async move {
+        let _forget = forget;
+        if !sent {
+            return RErr(FfiHttpError {
+                kind: http_error::OTHER,
+                message: RString::from("the host is gone"),
+            });
+        }
+        match answered.await {
+            Ok(Ok(response)) => ROk(FfiHttpResponse {
+                status: response.status,
+                headers: response
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| Tuple2(k.into(), v.into()))
+                    .collect(),
+                body: RVec::from(response.body),
+            }),
+            Ok(Err(failure)) => RErr(FfiHttpError {
+                kind: failure.kind,
+                message: failure.message.into(),
+            }),
+            Err(_) => RErr(FfiHttpError {
+                kind: http_error::OTHER,
+                message: RString::from("the host dropped the request"),
+            }),
+        }
+    }
+    .into_ffi())
+}
+
+async fn serve(
+    socket: std::os::unix::net::UnixStream,
+    hello: Hello,
+    sandbox: sandbox::SandboxReport,
+) -> Result<(), String> {
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| format!("socket: {e}"))?;
+    let socket = tokio::net::UnixStream::from_std(socket).map_err(|e| format!("socket: {e}"))?;
+    let (mut reader, mut writer) = socket.into_split();
+    let (out, mut outbox) = mpsc::unbounded_channel::<FromWorker>();
+    let writing = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        while let Some(message) = outbox.recv().await {
+            if writer.write_all(&protocol::encode(&message)).await.is_err() {
+                // The host is gone.
+                exit(0);
+            }
+        }
+    });
+    if LINK
+        .set(Link {
+            out: out.clone(),
+            http: Mutex::new(HashMap::new()),
+            next_http: AtomicU64::new(0),
+        })
+        .is_err()
+    {
+        return Err("the worker started twice".to_owned());
+    }
+    let options = LoadOptions {
+        settings: hello.settings.clone(),
+        max_plugin_size: hello.max_plugin_size,
+        ..LoadOptions::default()
+    };
+    let library_path = hello.confinement.library.clone();
+    let plugin_file = hello.plugin_file.clone();
+    // Loading runs the plugin's code (initializers, init): off the runtime.
+    let loaded = tokio::task::spawn_blocking(move || {
+        PluginLibrary::open_in_process(&library_path, &plugin_file, &options)
+    })
+    .await
+    .map_err(|e| format!("loading the library: {e}"))?;
+    let library = match loaded {
+        Ok(library) => library,
+        Err(failure) => {
+            let _ = out.send(FromWorker::LoadFailed {
+                kind: failure.kind,
+                reason: failure.reason,
+                detail: failure.detail,
+            });
+            drop(out);
+            let _ = writing.await;
+            return Ok(());
+        }
+    };
+    let Some(module) = library.module() else {
+        return Err("the library did not load in this process".to_owned());
+    };
+    let _ = out.send(FromWorker::Ready(Ready {
+        name: library.name().to_owned(),
+        version: library.version().to_owned(),
+        api_version: library.api_version().to_owned(),
+        providers: library.wire_providers(),
+        sandbox,
+    }));
+    let cancels: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>> = Default::default();
+    loop {
+        let frame = match protocol::read_async(&mut reader).await {
+            Ok(Some(frame)) => frame,
+            // The host closed the socket (it stops this worker) or broke it.
+            Ok(None) | Err(_) => exit(0),
+        };
+        let message: ToWorker = match protocol::decode(&frame) {
+            Ok(message) => message,
+            Err(_) => exit(EXIT_NO_HOST),
+        };
+        match message {
+            ToWorker::Validate { id, handle, fields } => {
+                let (cancel, cancelled) = oneshot::channel();
+                cancels
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, cancel);
+                let provider = InProcess::new(module, handle);
+                let fields: CredentialFields = fields.into_iter().collect();
+                let out = out.clone();
+                let cancels = cancels.clone();
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    VALIDATION.with(|v| v.set(Some(id)));
+                    let answer = runtime.block_on(async move {
+                        tokio::select! {
+                            biased;
+                            _ = cancelled => FromWorker::Cancelled { id },
+                            outcome = CatchPanic::new(provider.validate_fields(fields)) => {
+                                let outcome = outcome.unwrap_or_else(|panic| {
+                                    ProviderOutcome::Fault(format!("panicked while validating: {panic}"))
+                                });
+                                FromWorker::Outcome { id, outcome: wire(outcome) }
+                            }
+                        }
+                    });
+                    VALIDATION.with(|v| v.set(None));
+                    cancels
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    let _ = out.send(answer);
+                });
+            }
+            ToWorker::Cancel { id } => {
+                let cancel = cancels
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                if let Some(cancel) = cancel {
+                    let _ = cancel.send(());
+                }
+            }
+            ToWorker::HttpDone { id, result } => {
+                let waiting = LINK.get().and_then(|link| {
+                    link.http
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id)
+                });
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send(result);
+                }
+            }
+        }
+    }
+}
+
+fn wire(outcome: ProviderOutcome) -> WireOutcome {
+    match outcome {
+        ProviderOutcome::Valid(validation) => WireOutcome::Valid {
+            username: validation.provider_username,
+            metadata_json: validation.provider_metadata.map(|m| m.to_string()),
+        },
+        ProviderOutcome::Rejected(message) => WireOutcome::Rejected(message),
+        ProviderOutcome::Inconclusive(message) => WireOutcome::Inconclusive(message),
+        ProviderOutcome::Fault(message) | ProviderOutcome::WorkerFault { message, .. } => {
+            WireOutcome::Fault(message)
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! What the host and a worker say to each other over their socket pair:
+//! length-prefixed frames (a little-endian `u32` length, then the message
+//! in postcard, a compact serde format chosen by measurement: see
+//! `BENCHMARKS.md`), each a [`ToWorker`] or a [`FromWorker`].
+//!
+//! The conversation: the host writes one [`Hello`]; the worker confines
+//! itself, loads the library and answers [`FromWorker::Ready`] or
+//! [`FromWorker::LoadFailed`]; then the host sends validations and
+//! cancellations, tagged by request id, and the worker answers each with
+//! its outcome, in any order. The worker asks the host for HTTP (tagged by
+//! its own ids) and sends its plugin's log events.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+
+use super::sandbox::{Confinement, SandboxReport};
+use crate::report::FailureKind;
+
+/// The largest frame either side accepts: a bigger length is a broken or
+/// hostile peer, never an allocation.
+pub(crate) const MAX_FRAME: usize = 16 << 20;
+
+/// The host's first and only order before the worker loads its library.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// The library copy to load, and the limits to load it under.
+    pub(crate) confinement: Confinement,
+    /// The plugin file as the operator knows it (for messages).
+    pub(crate) plugin_file: PathBuf,
+    /// Settings by plugin name (the worker learns its plugin's name only
+    /// when it has loaded it).
+    pub(crate) settings: BTreeMap<String, BTreeMap<String, String>>,
+    /// The largest library file the worker accepts.
+    pub(crate) max_plugin_size: u64,
+    /// The most verbose log level the host wants (plugin-api's codes).
+    pub(crate) max_log_level: u8,
+}
+
+/// A provider's description, or why it has none.
+pub(crate) type WireProvider = Result<(u32, String), String>;
+
+/// What a worker that loaded its library offers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Ready {
+    /// The plugin's name.
+    pub(crate) name: String,
+    /// The plugin's version.
+    pub(crate) version: String,
+    /// The plugin API version it was built against.
+    pub(crate) api_version: String,
+    /// Each provider's handle and descriptor (JSON), or its failure.
+    pub(crate) providers: Vec<WireProvider>,
+    /// What the sandbox could and could not do.
+    pub(crate) sandbox: SandboxReport,
+}
+
+/// What one validation came to in the worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum WireOutcome {
+    /// Accepted: username and metadata (JSON text).
+    Valid {
+        /// The vendor's name for the account.
+        username: Option<String>,
+        /// Metadata as JSON text.
+        metadata_json: Option<String>,
+    },
+    /// Refused by the vendor.
+    Rejected(String),
+    /// No decision.
+    Inconclusive(String),
+    /// The provider failed.
+    Fault(String),
+}
+
+/// An HTTP request a plugin makes through the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HttpRequest {
+    pub(crate) method: String,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) timeout_ms: u64,
+}
+
+/// The host's answer to an [`HttpRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Why an [`HttpRequest`] failed (plugin-api's `http_error` codes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HttpFailure {
+    pub(crate) kind: u8,
+    pub(crate) message: String,
+}
+
+/// Host to worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ToWorker {
+    /// Validate `fields` with the provider behind `handle`.
+    Validate {
+        id: u64,
+        handle: u32,
+        fields: Vec<(String, String)>,
+    },
+    /// The caller gave up on validation `id`: drop it.
+    Cancel { id: u64 },
+    /// The answer to the worker's HTTP request `id`.
+    HttpDone {
+        id: u64,
+        result: Result<HttpResponse, HttpFailure>,
+    },
+}
+
+/// Worker to host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum FromWorker {
+    /// The library loaded; its providers.
+    Ready(Ready),
+    /// The library did not load (the same checks and words as in process).
+    LoadFailed {
+        kind: FailureKind,
+        reason: String,
+        detail: Option<String>,
+    },
+    /// Validation `id` finished.
+    Outcome { id: u64, outcome: WireOutcome },
+    /// Validation `id` was dropped after a [`ToWorker::Cancel`].
+    Cancelled { id: u64 },
+    /// The plugin makes an HTTP request through the host.
+    Http { id: u64, request: HttpRequest },
+    /// A log event of the plugin, with the validation it was emitted for
+    /// when it was emitted while one was being polled.
+    Log {
+        level: u8,
+        target: String,
+        message: String,
+        validation: Option<u64>,
+    },
+}
+
+/// `message` as one frame: its length, then its bytes.
+pub(crate) fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serialising these types into a Vec cannot fail.
+    let mut frame = postcard::to_extend(message, vec![0; 4]).unwrap_or_else(|_| vec![0; 4]);
+    let len = (frame.len() - 4) as u32;
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    frame
+}
+
+/// Decodes one frame's bytes.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("an unreadable message ({e})"))
+}
+
+fn frame_len(header: [u8; 4]) -> std::io::Result<usize> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes, over the {MAX_FRAME}-byte limit"),
+        ));
+    }
+    Ok(len)
+}
+
+/// Reads one frame, blocking. `Ok(None)` at a clean end of stream.
+pub(crate) fn read_blocking(reader: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 4];
+    match reader.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut body = vec![0; frame_len(header)?];
+    reader.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+/// Writes one message, blocking.
+pub(crate) fn write_blocking<T: Serialize>(
+    writer: &mut impl Write,
+    message: &T,
+) -> std::io::Result<()> {
+    writer.write_all(&encode(message))?;
+    writer.flush()
+}
+
+/// Reads one frame. `Ok(None)` at a clean end of stream.
+pub(crate) async fn read_async(
+    reader: &mut (impl AsyncRead + Unpin),
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 4];
+    match reader.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut body = vec![0; frame_len(header)?];
+    reader.read_exact(&mut body).await?;
+    Ok(Some(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_survives_a_frame_round_trip() {
+        let message = ToWorker::Validate {
+            id: 7,
+            handle: 2,
+            fields: vec![("api_key".into(), "s3cr3t".into())],
+        };
+        let frame = encode(&message);
+        assert_eq!(
+            u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize,
+            frame.len() - 4
+        );
+        let body = read_blocking(&mut &frame[..]).unwrap().unwrap();
+        let back: ToWorker = decode(&body).unwrap();
+        assert!(
+            matches!(back, ToWorker::Validate { id: 7, handle: 2, fields } if fields[0].1 == "s3cr3t")
+        );
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_without_allocating() {
+        let frame = u32::MAX.to_le_bytes();
+        let error = read_blocking(&mut &frame[..]).unwrap_err();
+        assert!(error.to_string().contains("over the"), "{error}");
+    }
+
+    #[test]
+    fn a_clean_end_of_stream_is_none() {
+        assert!(read_blocking(&mut &[][..]).unwrap().is_none());
+    }
+}

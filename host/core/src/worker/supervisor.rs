@@ -1,0 +1,1002 @@
+//! The host's side of one isolated plugin: its worker process, the calls
+//! in flight to it, and what happens when it dies.
+//!
+//! A [`Supervisor`] starts a worker for one library copy and answers
+//! validations through it. When the worker dies (a signal, an exit, or
+//! killed by the host because a validation would not stop), every call in
+//! flight is answered at once with what happened, and a new worker is
+//! started: at once after a first crash, then with a doubling backoff.
+//! [`WorkerConfig::crash_limit`] crashes within
+//! [`WorkerConfig::crash_window`] park the plugin: its calls answer with
+//! the reason until its file changes (a new supervisor) or it is
+//! [unparked](Supervisor::unpark). Dropping the supervisor (its file was
+//! replaced or removed, and the last call in flight finished) stops the
+//! worker, and its memory goes back to the system.
+//!
+//! Everything here runs on one process-wide runtime of its own
+//! ([`runtime`]), so it does not depend on the caller's; workers are
+//! started from one long-lived thread ([`spawner`]), because a worker's
+//! "die with the host" signal is tied to the thread that started it.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::protocol::{self, FromWorker, Hello, Ready, ToWorker, WireOutcome};
+use super::WORKER_ARG;
+use crate::backend::ProviderOutcome;
+use crate::config::WorkerConfig;
+use crate::redact::Secrets;
+use crate::report::{FailureKind, LoadFailure};
+use connhost_plugin_api::{ConnectionValidation, CredentialFields};
+
+/// How long a cancelled validation may take to stop before the host
+/// stops its worker.
+pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// The longest wait between restarts of a crashing worker.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// How many of a worker's last standard error lines are kept, to explain
+/// its death.
+const STDERR_TAIL: usize = 8;
+
+/// Where an isolated plugin stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Its worker is starting.
+    Starting,
+    /// Its worker answers.
+    Ready,
+    /// Its worker died; a new one is being started.
+    Restarting,
+    /// It crashed too often: parked until its file changes or a rescan.
+    Parked,
+    /// It was replaced or removed; its worker is stopped.
+    Stopped,
+}
+
+/// What an operator sees of an isolated plugin's worker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerStatus {
+    /// Where it stands.
+    pub state: WorkerState,
+    /// The worker's process id, while one runs.
+    pub pid: Option<u32>,
+    /// How many times its worker was restarted.
+    pub restarts: u64,
+    /// Why its worker last died (or why it is parked).
+    pub last_crash: Option<String>,
+    /// The sandbox measures in force in its worker.
+    pub sandbox: Vec<String>,
+    /// Sandbox measures this system could not apply, with why.
+    pub sandbox_unavailable: Vec<String>,
+}
+
+/// The process-wide runtime supervisors run on.
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("connhost-supervisor")
+            .enable_all()
+            .build()
+            .expect("connhost: cannot start the worker supervisor runtime")
+    })
+}
+
+/// An order to start a worker, carried out on the spawner thread.
+struct SpawnOrder {
+    program: PathBuf,
+    socket: OwnedFd,
+    reply: std::sync::mpsc::Sender<std::io::Result<tokio::process::Child>>,
+}
+
+/// The one thread that starts workers. It never ends: a worker's
+/// `PR_SET_PDEATHSIG` fires when the thread that forked it exits.
+fn spawner() -> &'static Mutex<std::sync::mpsc::Sender<SpawnOrder>> {
+    static SPAWNER: OnceLock<Mutex<std::sync::mpsc::Sender<SpawnOrder>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (orders, incoming) = std::sync::mpsc::channel::<SpawnOrder>();
+        let handle = runtime().handle().clone();
+        std::thread::Builder::new()
+            .name("connhost-spawner".to_owned())
+            .spawn(move || {
+                let _entered = handle.enter();
+                for order in incoming {
+                    let _ = order.reply.send(spawn_now(&order.program, &order.socket));
+                }
+            })
+            .expect("connhost: cannot start the worker spawner thread");
+        Mutex::new(orders)
+    })
+}
+
+fn spawn_now(program: &PathBuf, socket: &OwnedFd) -> std::io::Result<tokio::process::Child> {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg(WORKER_ARG)
+        .env(super::child::PARENT_ENV, std::process::id().to_string())
+        // Fewer malloc arenas: less address space reserved per thread, so
+        // the memory limit measures what the plugin uses.
+        .env("MALLOC_ARENA_MAX", "2")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let fd = socket.as_raw_fd();
+    let target = super::child::SOCKET_FD;
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
+    // exec.
+    unsafe {
+        command.pre_exec(move || {
+            if fd == target {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// What a supervisor needs to start its worker.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    /// The program to run (with [`WORKER_ARG`]).
+    pub(crate) program: PathBuf,
+    /// The first message.
+    pub(crate) hello: Hello,
+    /// Limits and restart policy.
+    pub(crate) config: WorkerConfig,
+}
+
+/// A call in flight to the worker.
+struct Call {
+    /// Where its answer goes; `None` once the caller gave up.
+    reply: Option<oneshot::Sender<ProviderOutcome>>,
+    /// The submitted secrets, scrubbed from the worker's log lines.
+    secrets: Vec<Arc<Secrets>>,
+}
+
+/// One running worker.
+struct Conn {
+    pid: Option<u32>,
+    out: mpsc::UnboundedSender<ToWorker>,
+    calls: Mutex<HashMap<u64, Call>>,
+    next_id: AtomicU64,
+    /// Asks the monitor to kill the worker, with the reason.
+    kill: Mutex<Option<oneshot::Sender<String>>>,
+}
+
+impl Conn {
+    fn kill(&self, reason: String) {
+        if let Some(kill) = self.kill.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = kill.send(reason);
+        }
+    }
+
+    fn secrets(&self, validation: Option<u64>) -> Vec<Arc<Secrets>> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        match validation.and_then(|id| calls.get(&id)) {
+            Some(call) => call.secrets.clone(),
+            // Not tied to one validation: every secret in flight.
+            None => calls.values().flat_map(|c| c.secrets.clone()).collect(),
+        }
+    }
+}
+
+struct State {
+    phase: WorkerState,
+    conn: Option<Arc<Conn>>,
+    restarts: u64,
+    crashes: VecDeque<Instant>,
+    last_crash: Option<String>,
+    ready: Option<Ready>,
+}
+
+struct Shared {
+    spec: Spec,
+    state: Mutex<State>,
+    /// Bumped on every change of phase.
+    changed: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn set_phase(&self, state: &mut State, phase: WorkerState) {
+        state.phase = phase;
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn plugin(&self) -> String {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .ready
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| self.spec.hello.plugin_file.display().to_string())
+    }
+}
+
+/// One isolated plugin's worker, supervised. Dropping it stops the worker.
+pub(crate) struct Supervisor {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("file", &self.shared.spec.hello.plugin_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let conn = {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.set_phase(&mut state, WorkerState::Stopped);
+            state.conn.take()
+        };
+        if let Some(conn) = conn {
+            conn.kill("was stopped by the host".to_owned());
+        }
+    }
+}
+
+impl Supervisor {
+    /// Starts the worker and waits (blocking, at most the configured start
+    /// timeout) until it has loaded its library: its offer, or why it
+    /// could not load it, as a failure of `spec.hello.plugin_file`.
+    pub(crate) fn start(spec: Spec) -> Result<(Self, Ready), LoadFailure> {
+        let file = spec.hello.plugin_file.clone();
+        let (tx, rx) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            spec,
+            state: Mutex::new(State {
+                phase: WorkerState::Starting,
+                conn: None,
+                restarts: 0,
+                crashes: VecDeque::new(),
+                last_crash: None,
+                ready: None,
+            }),
+            changed: tx,
+        });
+        drop(rx);
+        let (reply, started) = std::sync::mpsc::channel();
+        let starting = shared.clone();
+        runtime().spawn(async move {
+            let _ = reply.send(incarnate(&starting).await);
+        });
+        let fail = |kind, reason: String| LoadFailure::new(&file, kind, reason);
+        match started.recv() {
+            Ok(Ok(ready)) => Ok((Self { shared }, ready)),
+            Ok(Err(Incarnation::LoadFailed(kind, reason, detail))) => {
+                let failure = fail(kind, reason);
+                Err(match detail {
+                    Some(detail) => failure.with_detail(detail),
+                    None => failure,
+                })
+            }
+            Ok(Err(Incarnation::Broken(reason))) => Err(fail(
+                FailureKind::WorkerFailed,
+                format!("the plugin's worker process {reason}; the plugin was not loaded."),
+            )),
+            Err(_) => Err(fail(
+                FailureKind::WorkerFailed,
+                "the worker supervisor stopped".to_owned(),
+            )),
+        }
+    }
+
+    /// The worker's status, for the operator.
+    pub(crate) fn status(&self) -> WorkerStatus {
+        let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let sandbox = state
+            .ready
+            .as_ref()
+            .map(|r| r.sandbox.clone())
+            .unwrap_or_default();
+        WorkerStatus {
+            state: state.phase,
+            pid: state.conn.as_ref().and_then(|c| c.pid),
+            restarts: state.restarts,
+            last_crash: state.last_crash.clone(),
+            sandbox: sandbox.applied,
+            sandbox_unavailable: sandbox.unavailable,
+        }
+    }
+
+    /// Lets a parked plugin start again (a rescan asked for it).
+    pub(crate) fn unpark(&self) {
+        let parked = {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.phase != WorkerState::Parked {
+                return;
+            }
+            state.crashes.clear();
+            self.shared.set_phase(&mut state, WorkerState::Restarting);
+            true
+        };
+        if parked {
+            let shared = self.shared.clone();
+            runtime().spawn(restart(shared, Duration::ZERO));
+        }
+    }
+
+    /// Validates `fields` with the provider behind `handle` in the worker.
+    /// Waits for a starting or restarting worker (the caller's timeout
+    /// bounds the wait). When the returned future is dropped before it
+    /// finished (the caller's timeout), the worker is told to drop the
+    /// validation, and is stopped if it does not within [`CANCEL_GRACE`].
+    pub(crate) async fn validate(
+        &self,
+        handle: u32,
+        fields: CredentialFields,
+        secrets: Vec<Arc<Secrets>>,
+    ) -> ProviderOutcome {
+        let conn = match self.ready_conn().await {
+            Ok(conn) => conn,
+            Err(outcome) => return outcome,
+        };
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        conn.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            id,
+            Call {
+                reply: Some(reply),
+                secrets,
+            },
+        );
+        let mut guard = CancelOnDrop {
+            conn: conn.clone(),
+            id,
+            done: false,
+        };
+        let sent = conn.out.send(ToWorker::Validate {
+            id,
+            handle,
+            fields: fields.into_iter().collect(),
+        });
+        if sent.is_err() {
+            guard.done = true;
+            conn.calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return ProviderOutcome::WorkerFault {
+                message: "its worker process stopped before the validation was sent; retry"
+                    .to_owned(),
+                retryable: true,
+            };
+        }
+        let outcome = answer
+            .await
+            .unwrap_or_else(|_| ProviderOutcome::WorkerFault {
+                message: "its worker process stopped without answering; retry".to_owned(),
+                retryable: true,
+            });
+        guard.done = true;
+        outcome
+    }
+
+    /// The running worker, waiting for one that is starting.
+    async fn ready_conn(&self) -> Result<Arc<Conn>, ProviderOutcome> {
+        let mut changes = self.shared.changed.subscribe();
+        loop {
+            {
+                let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                match state.phase {
+                    WorkerState::Ready => {
+                        if let Some(conn) = &state.conn {
+                            return Ok(conn.clone());
+                        }
+                    }
+                    WorkerState::Parked => {
+                        return Err(ProviderOutcome::WorkerFault {
+                            message: format!(
+                                "the plugin is parked: {}",
+                                state
+                                    .last_crash
+                                    .as_deref()
+                                    .unwrap_or("it crashed too often")
+                            ),
+                            retryable: false,
+                        })
+                    }
+                    WorkerState::Stopped => {
+                        return Err(ProviderOutcome::WorkerFault {
+                            message: "the plugin was unloaded; retry".to_owned(),
+                            retryable: true,
+                        })
+                    }
+                    WorkerState::Starting | WorkerState::Restarting => {}
+                }
+            }
+            if changes.changed().await.is_err() {
+                return Err(ProviderOutcome::WorkerFault {
+                    message: "the plugin's supervisor stopped".to_owned(),
+                    retryable: true,
+                });
+            }
+        }
+    }
+}
+
+/// Tells the worker to drop a validation its caller gave up on, and
+/// stops the worker if it does not within [`CANCEL_GRACE`].
+struct CancelOnDrop {
+    conn: Arc<Conn>,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let still_running = {
+            let mut calls = self.conn.calls.lock().unwrap_or_else(|e| e.into_inner());
+            match calls.get_mut(&self.id) {
+                Some(call) => {
+                    call.reply = None;
+                    true
+                }
+                None => false,
+            }
+        };
+        if !still_running {
+            return;
+        }
+        let _ = self.conn.out.send(ToWorker::Cancel { id: self.id });
+        let (conn, id) = (self.conn.clone(), self.id);
+        runtime().spawn(async move {
+            tokio::time::sleep(CANCEL_GRACE).await;
+            let stuck = conn
+                .calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&id);
+            if stuck {
+                conn.kill(format!(
+                    "was stopped because a validation ran past its timeout and did not stop within {} s of being cancelled (a provider that never yields)",
+                    CANCEL_GRACE.as_secs()
+                ));
+            }
+        });
+    }
+}
+
+/// Why a worker did not come up.
+enum Incarnation {
+    /// Its library did not load (the loader's kind and words).
+    LoadFailed(FailureKind, String, Option<String>),
+    /// The worker could not be started, or died or hung while loading.
+    Broken(String),
+}
+
+/// Starts one worker and, once it is ready, the tasks that serve it.
+async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
+    let spec = &shared.spec;
+    let (host_end, worker_end) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| Incarnation::Broken(format!("could not get a socket pair: {e}")))?;
+    let (reply, spawned) = std::sync::mpsc::channel();
+    spawner()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(SpawnOrder {
+            program: spec.program.clone(),
+            socket: OwnedFd::from(worker_end),
+            reply,
+        })
+        .map_err(|_| Incarnation::Broken("could not be started: no spawner".to_owned()))?;
+    let spawned = tokio::task::spawn_blocking(move || spawned.recv())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            Incarnation::Broken("could not be started: the spawner stopped".to_owned())
+        })?;
+    let mut child = spawned.map_err(|e| {
+        Incarnation::Broken(format!(
+            "could not be started ({}: {e})",
+            spec.program.display()
+        ))
+    })?;
+    let pid = child.id();
+    let stderr = child.stderr.take();
+    host_end
+        .set_nonblocking(true)
+        .map_err(|e| Incarnation::Broken(format!("socket: {e}")))?;
+    let socket = tokio::net::UnixStream::from_std(host_end)
+        .map_err(|e| Incarnation::Broken(format!("socket: {e}")))?;
+    let (mut reader, mut writer) = socket.into_split();
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    if let Some(stderr) = stderr {
+        runtime().spawn(read_stderr(shared.clone(), stderr, tail.clone()));
+    }
+    let greeting = async {
+        writer
+            .write_all(&protocol::encode(&spec.hello))
+            .await
+            .map_err(|e| format!("did not take its orders ({e})"))?;
+        loop {
+            let frame = protocol::read_async(&mut reader)
+                .await
+                .map_err(|e| format!("broke its socket while loading ({e})"))?
+                .ok_or_else(|| "closed its socket while loading".to_owned())?;
+            match protocol::decode::<FromWorker>(&frame)? {
+                FromWorker::Ready(ready) => return Ok(Ok(ready)),
+                FromWorker::LoadFailed {
+                    kind,
+                    reason,
+                    detail,
+                } => return Ok(Err(Incarnation::LoadFailed(kind, reason, detail))),
+                FromWorker::Log {
+                    level,
+                    target,
+                    message,
+                    ..
+                } => crate::capabilities::emit_plugin_log(
+                    &spec.hello.plugin_file.display().to_string(),
+                    level,
+                    &target,
+                    &message,
+                ),
+                other => return Err(format!("said {} before it was ready", kind_of(&other))),
+            }
+        }
+    };
+    let greeted = tokio::time::timeout(spec.config.start_timeout, greeting).await;
+    let ready = match greeted {
+        Ok(Ok(Ok(ready))) => ready,
+        Ok(Ok(Err(failed))) => {
+            let _ = child.kill().await;
+            return Err(failed);
+        }
+        Ok(Err(broken)) => {
+            // Let it finish dying, to say how.
+            let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+            let _ = child.kill().await;
+            let died = match status {
+                Ok(Ok(status)) => describe_exit(status, &tail, &spec.config),
+                _ => broken,
+            };
+            return Err(Incarnation::Broken(died));
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(Incarnation::Broken(format!(
+                "did not load its plugin within {} s",
+                spec.config.start_timeout.as_secs_f64()
+            )));
+        }
+    };
+    let (out, outbox) = mpsc::unbounded_channel();
+    let (kill, killed) = oneshot::channel();
+    let conn = Arc::new(Conn {
+        pid,
+        out,
+        calls: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(0),
+        kill: Mutex::new(Some(kill)),
+    });
+    let stopped = {
+        let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let stopped = state.phase == WorkerState::Stopped;
+        if !stopped {
+            state.conn = Some(conn.clone());
+            state.ready = Some(ready.clone());
+            shared.set_phase(&mut state, WorkerState::Ready);
+        }
+        stopped
+    };
+    if stopped {
+        let _ = child.kill().await;
+        return Err(Incarnation::Broken("was stopped by the host".to_owned()));
+    }
+    runtime().spawn(write_frames(writer, outbox));
+    runtime().spawn(read_frames(shared.clone(), conn.clone(), reader));
+    runtime().spawn(monitor(shared.clone(), conn, child, killed, tail));
+    Ok(ready)
+}
+
+fn kind_of(message: &FromWorker) -> &'static str {
+    match message {
+        FromWorker::Ready(_) => "ready",
+        FromWorker::LoadFailed { .. } => "load failed",
+        FromWorker::Outcome { .. } => "an outcome",
+        FromWorker::Cancelled { .. } => "cancelled",
+        FromWorker::Http { .. } => "an HTTP request",
+        FromWorker::Log { .. } => "a log line",
+    }
+}
+
+async fn write_frames(
+    mut writer: tokio::net::unix::OwnedWriteHalf,
+    mut outbox: mpsc::UnboundedReceiver<ToWorker>,
+) {
+    while let Some(message) = outbox.recv().await {
+        if writer.write_all(&protocol::encode(&message)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves what the worker says until it stops talking; a worker that
+/// breaks the protocol is killed.
+async fn read_frames(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    mut reader: tokio::net::unix::OwnedReadHalf,
+) {
+    let plugin = shared.plugin();
+    loop {
+        let frame = match protocol::read_async(&mut reader).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(e) => {
+                conn.kill(format!("was stopped: it broke its socket ({e})"));
+                return;
+            }
+        };
+        let message = match protocol::decode::<FromWorker>(&frame) {
+            Ok(message) => message,
+            Err(e) => {
+                conn.kill(format!("was stopped: it sent {e}"));
+                return;
+            }
+        };
+        match message {
+            FromWorker::Outcome { id, outcome } => {
+                let call = conn
+                    .calls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                if let Some(Call {
+                    reply: Some(reply), ..
+                }) = call
+                {
+                    let _ = reply.send(unwire(outcome));
+                }
+            }
+            FromWorker::Cancelled { id } => {
+                conn.calls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+            }
+            FromWorker::Http { id, request } => {
+                let out = conn.out.clone();
+                runtime().spawn(async move {
+                    let result = crate::capabilities::http_for_worker(request).await;
+                    let _ = out.send(ToWorker::HttpDone { id, result });
+                });
+            }
+            FromWorker::Log {
+                level,
+                target,
+                message,
+                validation,
+            } => {
+                let mut message = message;
+                for secrets in conn.secrets(validation) {
+                    if let std::borrow::Cow::Owned(scrubbed) = secrets.scrub(&message) {
+                        message = scrubbed;
+                    }
+                }
+                crate::capabilities::emit_plugin_log(&plugin, level, &target, &message);
+            }
+            other @ (FromWorker::Ready(_) | FromWorker::LoadFailed { .. }) => {
+                conn.kill(format!("was stopped: it said {} twice", kind_of(&other)));
+                return;
+            }
+        }
+    }
+}
+
+fn unwire(outcome: WireOutcome) -> ProviderOutcome {
+    match outcome {
+        WireOutcome::Valid {
+            username,
+            metadata_json,
+        } => {
+            let metadata = match metadata_json.map(|json| serde_json::from_str(&json)) {
+                None => None,
+                Some(Ok(value)) => Some(value),
+                Some(Err(e)) => {
+                    return ProviderOutcome::Fault(format!(
+                        "returned metadata that is not JSON: {e}"
+                    ))
+                }
+            };
+            ProviderOutcome::Valid(ConnectionValidation {
+                provider_username: username,
+                provider_metadata: metadata,
+            })
+        }
+        WireOutcome::Rejected(message) => ProviderOutcome::Rejected(message),
+        WireOutcome::Inconclusive(message) => ProviderOutcome::Inconclusive(message),
+        WireOutcome::Fault(message) => ProviderOutcome::Fault(message),
+    }
+}
+
+/// Forwards the worker's standard error to the log (scrubbed of the
+/// secrets in flight) and keeps its last lines, which say why it died
+/// (an allocation failure, a stack overflow).
+async fn read_stderr(
+    shared: Arc<Shared>,
+    mut stderr: tokio::process::ChildStderr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    const MAX_LINE: usize = 4096;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buffer.extend_from_slice(&chunk[..read]);
+        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            stderr_line(&shared, &tail, &line[..line.len() - 1]);
+        }
+        if buffer.len() > MAX_LINE {
+            let line: Vec<u8> = std::mem::take(&mut buffer);
+            stderr_line(&shared, &tail, &line[..MAX_LINE]);
+        }
+    }
+    if !buffer.is_empty() {
+        stderr_line(&shared, &tail, &buffer);
+    }
+}
+
+fn stderr_line(shared: &Shared, tail: &Mutex<VecDeque<String>>, line: &[u8]) {
+    let mut line = String::from_utf8_lossy(line).into_owned();
+    let conn = shared
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .conn
+        .clone();
+    if let Some(conn) = conn {
+        for secrets in conn.secrets(None) {
+            if let std::borrow::Cow::Owned(scrubbed) = secrets.scrub(&line) {
+                line = scrubbed;
+            }
+        }
+    }
+    tracing::warn!(target: "connhost::worker", plugin = %shared.plugin(), "worker stderr: {line}");
+    let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+    if tail.len() == STDERR_TAIL {
+        tail.pop_front();
+    }
+    tail.push_back(line);
+}
+
+/// Waits for the worker to die (or kills it when asked), answers every
+/// call in flight with why, and restarts or parks the plugin.
+async fn monitor(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    mut child: tokio::process::Child,
+    killed: oneshot::Receiver<String>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let (status, ours) = tokio::select! {
+        status = child.wait() => (status, None),
+        reason = killed => {
+            let _ = child.start_kill();
+            (child.wait().await, reason.ok())
+        }
+    };
+    // The stderr reader may still hold the last lines: give it a moment.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let died = match (&ours, status) {
+        (Some(reason), _) => reason.clone(),
+        (None, Ok(status)) => describe_exit(status, &tail, &shared.spec.config),
+        (None, Err(e)) => format!("was lost ({e})"),
+    };
+    let stopping = {
+        let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.phase == WorkerState::Stopped
+    };
+    let plugin = shared.plugin();
+    let (parked, backoff) = {
+        let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(current) = &state.conn {
+            if Arc::ptr_eq(current, &conn) {
+                state.conn = None;
+            }
+        }
+        if stopping {
+            (false, None)
+        } else {
+            let now = Instant::now();
+            let window = shared.spec.config.crash_window;
+            state.crashes.push_back(now);
+            while state
+                .crashes
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
+                state.crashes.pop_front();
+            }
+            let recent = state.crashes.len() as u32;
+            if recent >= shared.spec.config.crash_limit.max(1) {
+                state.last_crash = Some(format!(
+                    "its worker process {died}; it crashed {recent} times within {} s, so it is parked until its file changes or a rescan",
+                    window.as_secs()
+                ));
+                shared.set_phase(&mut state, WorkerState::Parked);
+                (true, None)
+            } else {
+                state.last_crash = Some(format!("its worker process {died}"));
+                shared.set_phase(&mut state, WorkerState::Restarting);
+                let backoff = match recent {
+                    0 | 1 => Duration::ZERO,
+                    n => (Duration::from_millis(100) * 2u32.saturating_pow(n - 2)).min(MAX_BACKOFF),
+                };
+                (false, Some(backoff))
+            }
+        }
+    };
+    let calls: Vec<Call> = conn
+        .calls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+        .map(|(_, call)| call)
+        .collect();
+    if !stopping {
+        tracing::error!(target: "connhost::worker", plugin = %plugin, in_flight = calls.len(), "the plugin's worker process {died}{}", if parked { "; the plugin is parked" } else { "; restarting it" });
+    }
+    for call in calls {
+        if let Some(reply) = call.reply {
+            let _ = reply.send(ProviderOutcome::WorkerFault {
+                message: if parked {
+                    format!("its worker process {died} while validating; the plugin crashed too often and is parked")
+                } else {
+                    format!("its worker process {died} while validating; it is being restarted, retry")
+                },
+                retryable: !parked,
+            });
+        }
+    }
+    if let Some(backoff) = backoff {
+        runtime().spawn(restart(shared, backoff));
+    }
+}
+
+/// Starts a new worker after `backoff`, again and again until one comes
+/// up, the plugin is parked or it is stopped. (Boxed: starting a worker
+/// starts its monitor, which may restart it.)
+fn restart(
+    shared: Arc<Shared>,
+    backoff: Duration,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(restart_after(shared, backoff))
+}
+
+async fn restart_after(shared: Arc<Shared>, backoff: Duration) {
+    tokio::time::sleep(backoff).await;
+    let mut backoff = backoff;
+    loop {
+        {
+            let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(state.phase, WorkerState::Stopped | WorkerState::Parked) {
+                return;
+            }
+        }
+        match incarnate(&shared).await {
+            Ok(_) => {
+                let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.restarts += 1;
+                tracing::info!(target: "connhost::worker", plugin = %shared.plugin_locked(&state), restarts = state.restarts, "the plugin's worker process was restarted");
+                return;
+            }
+            Err(failed) => {
+                let reason = match failed {
+                    Incarnation::LoadFailed(_, reason, _) => reason,
+                    Incarnation::Broken(reason) => format!("its worker process {reason}"),
+                };
+                let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                if state.phase == WorkerState::Stopped {
+                    return;
+                }
+                let now = Instant::now();
+                state.crashes.push_back(now);
+                if state.crashes.len() as u32 >= shared.spec.config.crash_limit.max(1) {
+                    state.last_crash = Some(format!(
+                        "{reason}; it failed {} times within {} s, so it is parked until its file changes or a rescan",
+                        state.crashes.len(),
+                        shared.spec.config.crash_window.as_secs()
+                    ));
+                    shared.set_phase(&mut state, WorkerState::Parked);
+                    return;
+                }
+                state.last_crash = Some(reason);
+            }
+        }
+        backoff = (backoff * 2)
+            .max(Duration::from_millis(100))
+            .min(MAX_BACKOFF);
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+impl Shared {
+    fn plugin_locked(&self, state: &State) -> String {
+        state
+            .ready
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| self.spec.hello.plugin_file.display().to_string())
+    }
+}
+
+/// Says how a worker ended, in words: the signal by name, the exit code,
+/// and what its last standard error lines tell (the memory limit, a stack
+/// overflow).
+fn describe_exit(
+    status: std::process::ExitStatus,
+    tail: &Mutex<VecDeque<String>>,
+    config: &WorkerConfig,
+) -> String {
+    let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+    let said = |needle: &str| tail.iter().any(|line| line.contains(needle));
+    let how = match (status.signal(), status.code()) {
+        (Some(signal), _) => format!("was killed by signal {}", signal_name(signal)),
+        (None, Some(code)) => format!("exited with code {code}"),
+        (None, None) => "ended".to_owned(),
+    };
+    if said("memory allocation of") {
+        let limit = config
+            .memory_limit
+            .map(|b| format!(" of {} MiB", b >> 20))
+            .unwrap_or_default();
+        format!("exceeded its memory limit{limit} ({how})")
+    } else if said("has overflowed its stack") {
+        format!("overflowed its stack ({how})")
+    } else if status.signal() == Some(libc::SIGXCPU) {
+        format!("exceeded its CPU time limit ({how})")
+    } else {
+        how
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGSEGV => "SIGSEGV (segmentation fault)",
+        libc::SIGABRT => "SIGABRT (abort)",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGBUS => "SIGBUS (bus error)",
+        libc::SIGILL => "SIGILL (illegal instruction)",
+        libc::SIGFPE => "SIGFPE (arithmetic error)",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU (CPU time limit)",
+        libc::SIGSYS => "SIGSYS (forbidden system call)",
+        libc::SIGPIPE => "SIGPIPE",
+        other => return format!("{other}"),
+    };
+    name.to_owned()
+}
