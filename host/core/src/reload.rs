@@ -174,6 +174,9 @@ impl Reloader {
             outcome = if replies.is_empty() {
                 self.scan()
             } else {
+                // Asked for: isolated plugins parked after a crash loop
+                // get another chance too.
+                self.set.unpark();
                 self.scan_until_settled()
             };
             if outcome.changed {

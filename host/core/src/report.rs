@@ -143,6 +143,12 @@ pub struct LoadedPlugin {
     pub api_version: String,
     /// Ids of the providers it registered.
     pub providers: Vec<String>,
+    /// Where its code runs.
+    pub isolation: crate::config::Isolation,
+    /// Its worker process, when it is isolated (as it stands when asked:
+    /// [`crate::Connhost::plugins`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<crate::worker::WorkerStatus>,
 }
 
 /// The outcome of scanning a plugins folder.

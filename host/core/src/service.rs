@@ -132,9 +132,29 @@ impl Connhost {
         &self.registry
     }
 
-    /// What loaded from the plugins folder and what did not.
+    /// What loaded from the plugins folder and what did not, as it was
+    /// when the set was built.
     pub fn load_report(&self) -> &LoadReport {
         &self.report
+    }
+
+    /// The [load report](Self::load_report) with each isolated plugin's
+    /// worker as it stands now (state, pid, restarts, last crash).
+    pub fn plugins(&self) -> LoadReport {
+        let mut report = (*self.report).clone();
+        let entries = self.registry.list();
+        for plugin in &mut report.loaded {
+            let status = entries.iter().find_map(|entry| match entry.origin() {
+                crate::registry::Origin::Plugin { path, .. } if *path == plugin.path => {
+                    entry.backend().worker_status()
+                }
+                _ => None,
+            });
+            if status.is_some() {
+                plugin.worker = status;
+            }
+        }
+        report
     }
 
     /// Every provider, ordered by id.

@@ -69,6 +69,45 @@ pub(crate) struct Metrics {
 
 type AtomicI64 = std::sync::atomic::AtomicI64;
 
+/// Isolated plugins' worker crashes and restarts, read from the core's
+/// process-wide counts at each scrape.
+#[derive(Debug)]
+struct WorkerCollector;
+
+impl prometheus_client::collector::Collector for WorkerCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::TypedMetric as _;
+        let counts = connhost::worker::counts();
+        type Pick = fn(&connhost::worker::WorkerCounts) -> u64;
+        let series: [(&str, &str, Pick); 2] = [
+            (
+                "worker_crashes",
+                "Isolated plugins' worker processes that died without the host asking, by plugin",
+                |c| c.crashes,
+            ),
+            (
+                "worker_restarts",
+                "Isolated plugins' worker processes started again after one died, by plugin",
+                |c| c.restarts,
+            ),
+        ];
+        for (name, help, pick) in series {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, ConstCounter::<u64>::TYPE)?;
+            for (plugin, counts) in &counts {
+                let labels = [("plugin", plugin.as_str())];
+                ConstCounter::new(pick(counts)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~33 s
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -127,6 +166,7 @@ impl Metrics {
             "1 while the plugins folder cannot be listed (the last good set keeps serving)",
             plugins_folder_unreadable.clone(),
         );
+        registry.register_collector(Box::new(WorkerCollector));
         // Every route's series exists from the start (at zero).
         let route_seconds = (0..=paths::TABLE.len())
             .map(|index| {

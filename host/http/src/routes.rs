@@ -123,7 +123,7 @@ pub(crate) async fn validate(
     security((), ("bearer" = [])),
 )]
 pub(crate) async fn plugins(State(state): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
-    Ok(Json(state.host()?.load_report().clone()))
+    Ok(Json(state.host()?.plugins()))
 }
 
 /// Rescans the plugins folder now (for file systems without change

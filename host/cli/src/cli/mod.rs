@@ -76,9 +76,9 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Command::Plugins { json } => {
             let host = start(&global)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(host.load_report())?);
+                println!("{}", serde_json::to_string_pretty(&host.plugins())?);
             } else {
-                print!("{}", output::report(host.load_report()));
+                print!("{}", output::report(&host.plugins()));
             }
             Ok(ExitCode::from(OK))
         }

@@ -82,12 +82,21 @@ pub(crate) fn report(report: &LoadReport) -> String {
                 vec![
                     p.plugin.clone(),
                     p.version.clone(),
+                    runs(p),
                     p.providers.join(", "),
                     p.path.display().to_string(),
                 ]
             })
             .collect();
-        out.push_str(&table(&["PLUGIN", "VERSION", "PROVIDERS", "FILE"], &rows));
+        out.push_str(&table(
+            &["PLUGIN", "VERSION", "RUNS", "PROVIDERS", "FILE"],
+            &rows,
+        ));
+        for plugin in &report.loaded {
+            if let Some(crash) = plugin.worker.as_ref().and_then(|w| w.last_crash.as_ref()) {
+                let _ = writeln!(out, "  {}: last crash: {crash}", plugin.plugin);
+            }
+        }
     }
     if !report.retired.is_empty() {
         let _ = writeln!(
@@ -104,6 +113,31 @@ pub(crate) fn report(report: &LoadReport) -> String {
         }
     }
     out
+}
+
+/// Where a plugin runs: `in-process`, or `process (ready, pid 42, 1 restart)`.
+fn runs(plugin: &connhost::LoadedPlugin) -> String {
+    let Some(worker) = &plugin.worker else {
+        return plugin.isolation.to_string();
+    };
+    let state = serde_json::to_value(worker.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut runs = format!("{} ({state}", plugin.isolation);
+    if let Some(pid) = worker.pid {
+        let _ = write!(runs, ", pid {pid}");
+    }
+    if worker.restarts > 0 {
+        let _ = write!(
+            runs,
+            ", {} restart{}",
+            worker.restarts,
+            if worker.restarts == 1 { "" } else { "s" }
+        );
+    }
+    runs.push(')');
+    runs
 }
 
 pub(crate) fn verdict(provider: &str, verdict: &Verdict, show_document: bool) -> String {

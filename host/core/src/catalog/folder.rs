@@ -598,8 +598,14 @@ impl Folder {
     }
 
     /// Counts a library that no file serves any more (once per content: a
-    /// library is in memory once however often it was loaded).
+    /// library is in memory once however often it was loaded). An
+    /// isolated one is not counted: it is not in this process.
     fn retire(&mut self, entry: Entry) {
+        if entry.library.isolation() == crate::config::Isolation::Process {
+            // Its worker stops once the calls in flight to it finish, and
+            // its memory goes with it: nothing stays behind to count.
+            return;
+        }
         let in_use = self.entries.iter().any(|e| e.hash == entry.hash);
         let counted = self.retired.iter().any(|(h, _)| *h == entry.hash);
         if in_use || counted {

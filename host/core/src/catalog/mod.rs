@@ -188,6 +188,16 @@ impl Catalog {
         self.scan(true)
     }
 
+    /// Lets every isolated plugin that was parked after a crash loop
+    /// start a worker again (an operator's rescan asks for it).
+    pub fn unpark(&self) {
+        if let Some(folder) = &self.folder {
+            for library in folder.libraries() {
+                library.unpark();
+            }
+        }
+    }
+
     fn scan(&mut self, patient: bool) -> RescanOutcome {
         let Some(folder) = self.folder.as_mut() else {
             return RescanOutcome::default();
@@ -305,6 +315,8 @@ fn register(
         version: library.version().to_owned(),
         api_version: library.api_version().to_owned(),
         providers: registered,
+        isolation: library.isolation(),
+        worker: library.worker_status(),
     });
     (loaded, failures)
 }

@@ -13,7 +13,7 @@ pub(crate) mod sandbox;
 mod supervisor;
 
 pub(crate) use supervisor::{Spec, Supervisor};
-pub use supervisor::{WorkerState, WorkerStatus};
+pub use supervisor::{counts, WorkerCounts, WorkerState, WorkerStatus};
 
 /// The first argument that starts a program in worker mode.
 pub const WORKER_ARG: &str = "__connhost-worker";

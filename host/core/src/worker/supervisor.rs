@@ -75,12 +75,40 @@ pub struct WorkerStatus {
     pub pid: Option<u32>,
     /// How many times its worker was restarted.
     pub restarts: u64,
+    /// How many times its worker died without the host asking (crashes,
+    /// and kills for a validation that would not stop).
+    pub crashes: u64,
     /// Why its worker last died (or why it is parked).
     pub last_crash: Option<String>,
     /// The sandbox measures in force in its worker.
     pub sandbox: Vec<String>,
     /// Sandbox measures this system could not apply, with why.
     pub sandbox_unavailable: Vec<String>,
+}
+
+/// Crashes and restarts of one plugin's workers in this process, across
+/// every version of its file: what `/metrics` counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerCounts {
+    /// Worker deaths the host did not ask for.
+    pub crashes: u64,
+    /// Workers started again after one died.
+    pub restarts: u64,
+}
+
+static COUNTS: Mutex<std::collections::BTreeMap<String, WorkerCounts>> =
+    Mutex::new(std::collections::BTreeMap::new());
+
+fn count(plugin: &str, update: impl FnOnce(&mut WorkerCounts)) {
+    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    update(counts.entry(plugin.to_owned()).or_default());
+}
+
+/// Every plugin's worker crashes and restarts in this process so far, by
+/// plugin name (monotonic: for counters).
+pub fn counts() -> Vec<(String, WorkerCounts)> {
+    let counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    counts.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// The process-wide runtime supervisors run on.
@@ -205,6 +233,7 @@ struct State {
     phase: WorkerState,
     conn: Option<Arc<Conn>>,
     restarts: u64,
+    crashes_total: u64,
     crashes: VecDeque<Instant>,
     last_crash: Option<String>,
     ready: Option<Ready>,
@@ -272,6 +301,7 @@ impl Supervisor {
                 phase: WorkerState::Starting,
                 conn: None,
                 restarts: 0,
+                crashes_total: 0,
                 crashes: VecDeque::new(),
                 last_crash: None,
                 ready: None,
@@ -317,6 +347,7 @@ impl Supervisor {
             state: state.phase,
             pid: state.conn.as_ref().and_then(|c| c.pid),
             restarts: state.restarts,
+            crashes: state.crashes_total,
             last_crash: state.last_crash.clone(),
             sandbox: sandbox.applied,
             sandbox_unavailable: sandbox.unavailable,
@@ -833,6 +864,7 @@ async fn monitor(
         } else {
             let now = Instant::now();
             let window = shared.spec.config.crash_window;
+            state.crashes_total += 1;
             state.crashes.push_back(now);
             while state
                 .crashes
@@ -868,6 +900,7 @@ async fn monitor(
         .map(|(_, call)| call)
         .collect();
     if !stopping {
+        count(&plugin, |c| c.crashes += 1);
         tracing::error!(target: "connhost::worker", plugin = %plugin, in_flight = calls.len(), "the plugin's worker process {died}{}", if parked { "; the plugin is parked" } else { "; restarting it" });
     }
     for call in calls {
@@ -911,7 +944,9 @@ async fn restart_after(shared: Arc<Shared>, backoff: Duration) {
             Ok(_) => {
                 let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.restarts += 1;
-                tracing::info!(target: "connhost::worker", plugin = %shared.plugin_locked(&state), restarts = state.restarts, "the plugin's worker process was restarted");
+                let plugin = shared.plugin_locked(&state);
+                count(&plugin, |c| c.restarts += 1);
+                tracing::info!(target: "connhost::worker", plugin = %plugin, restarts = state.restarts, "the plugin's worker process was restarted");
                 return;
             }
             Err(failed) => {
