@@ -58,3 +58,322 @@ fn an_isolated_plugin_answers_like_an_in_process_one_and_its_http_goes_through_t
         "{refused:?}"
     );
 }
+
+/// A host isolating every plugin of `dir`, with `configure` applied.
+fn isolated_host(dir: &PluginDir, configure: impl FnOnce(&mut HostConfig)) -> Connhost {
+    let mut config = isolated(dir);
+    configure(&mut config);
+    let host = Connhost::start(&config);
+    assert!(
+        host.load_report().failed.is_empty(),
+        "{:?}",
+        host.load_report().failed
+    );
+    host
+}
+
+/// The worker status of the plugin `name` as it stands.
+fn worker(host: &Connhost, name: &str) -> connhost::worker::WorkerStatus {
+    host.plugins()
+        .loaded
+        .iter()
+        .find(|p| p.plugin == name)
+        .and_then(|p| p.worker.clone())
+        .unwrap_or_else(|| panic!("no isolated plugin {name}"))
+}
+
+/// A client validating the greeter (in a worker of its own) over and over
+/// until stopped; counts answers that are not valid.
+struct Bystander {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Bystander {
+    fn start(host: &Connhost) -> Self {
+        let host = host.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = runtime();
+            let (mut calls, mut failures) = (0, Vec::new());
+            while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                let verdict = runtime
+                    .block_on(host.validate("greeter", fields(&[("api_key", "plain")])))
+                    .unwrap();
+                calls += 1;
+                if !verdict.is_valid() {
+                    failures.push(format!("{verdict:?}"));
+                }
+            }
+            (calls, failures)
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the client; asserts it made calls and none failed.
+    fn finish(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (calls, failures) = self.thread.take().unwrap().join().unwrap();
+        assert!(calls > 0, "the bystander made no call");
+        assert!(
+            failures.is_empty(),
+            "{} of {calls} bystander validations failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(3)]
+        );
+    }
+}
+
+fn act(host: &Connhost, provider: &str, action: &str) -> Verdict {
+    runtime()
+        .block_on(host.validate(provider, fields(&[("action", action)])))
+        .expect("known provider")
+}
+
+/// Triggers `provider`'s fault while a bystander validates another
+/// plugin; checks the answer names `expected` and is retryable, then that
+/// the worker comes back and answers.
+fn fault_becomes_an_answer(
+    package: &str,
+    plugin: &str,
+    provider: &str,
+    configure: impl FnOnce(&mut HostConfig),
+    expected: &[&str],
+) {
+    let dir = PluginDir::with(&[package, "fixture-greeter-v1"]);
+    let host = isolated_host(&dir, configure);
+    assert!(act(&host, provider, "ok").is_valid());
+    let first_pid = worker(&host, plugin).pid.expect("a pid");
+    let bystander = Bystander::start(&host);
+    let verdict = act(&host, provider, "fault");
+    let message = verdict.error_message().unwrap_or_default();
+    for words in expected {
+        assert!(message.contains(words), "{words:?} not in {message:?}");
+    }
+    wait_until("the worker is back", || {
+        let status = worker(&host, plugin);
+        status.state == connhost::worker::WorkerState::Ready && status.restarts == 1
+    });
+    let status = worker(&host, plugin);
+    assert_ne!(status.pid, Some(first_pid), "a new worker process");
+    assert_eq!(status.crashes, 1);
+    assert!(
+        act(&host, provider, "ok").is_valid(),
+        "the new worker answers"
+    );
+    bystander.finish();
+}
+
+#[test]
+fn a_segfault_answers_with_the_signal_and_the_worker_restarts() {
+    fault_becomes_an_answer(
+        "fixture-fault-segfault",
+        "fixture-fault-segfault",
+        "fault-segfault",
+        |_| {},
+        &["SIGSEGV", "restarted"],
+    );
+}
+
+#[test]
+fn an_abort_answers_with_the_signal_and_the_worker_restarts() {
+    fault_becomes_an_answer(
+        "fixture-fault-abort",
+        "fixture-fault-abort",
+        "fault-abort",
+        |_| {},
+        &["SIGABRT", "restarted"],
+    );
+}
+
+#[test]
+fn an_exit_answers_with_the_exit_code_and_the_worker_restarts() {
+    fault_becomes_an_answer(
+        "fixture-fault-exit",
+        "fixture-fault-exit",
+        "fault-exit",
+        |_| {},
+        &["exited with code 0", "restarted"],
+    );
+}
+
+#[test]
+fn a_stack_overflow_answers_as_such_and_the_worker_restarts() {
+    fault_becomes_an_answer(
+        "fixture-fault-stack",
+        "fixture-fault-stack",
+        "fault-stack-overflow",
+        |_| {},
+        &["overflowed its stack", "restarted"],
+    );
+}
+
+#[test]
+fn a_runaway_allocation_answers_with_the_memory_limit_and_the_worker_restarts() {
+    fault_becomes_an_answer(
+        "fixture-fault-alloc",
+        "fixture-fault-alloc",
+        "fault-alloc",
+        |config| config.worker.memory_limit = Some(256 << 20),
+        &["exceeded its memory limit of 256 MiB", "restarted"],
+    );
+}
+
+#[test]
+fn a_provider_that_spins_times_out_its_worker_is_replaced_and_no_host_thread_is_held() {
+    let dir = PluginDir::with(&["fixture-fault-spin", "fixture-greeter-v1"]);
+    let host = isolated_host(&dir, |config| {
+        config.validation_timeout = Duration::from_secs(2);
+    });
+    let bystander = Bystander::start(&host);
+    // More spinning calls than a provider may have threads in process:
+    // each only awaits its worker.
+    let verdicts: Vec<Verdict> = runtime().block_on(async {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let host = host.clone();
+                tokio::spawn(async move {
+                    host.validate("fault-spin", fields(&[("action", "fault")]))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut verdicts = Vec::new();
+        for call in calls {
+            verdicts.push(call.await.unwrap());
+        }
+        verdicts
+    });
+    for verdict in verdicts {
+        let message = verdict.error_message().unwrap_or_default();
+        assert!(
+            message.contains("did not answer within 2.0 s"),
+            "{message:?}"
+        );
+        assert!(verdict.is_retryable());
+    }
+    wait_until("the spinning worker is replaced", || {
+        let status = worker(&host, "fixture-fault-spin");
+        status.state == connhost::worker::WorkerState::Ready && status.restarts >= 1
+    });
+    let status = worker(&host, "fixture-fault-spin");
+    assert!(
+        status
+            .last_crash
+            .as_deref()
+            .is_some_and(|c| c.contains("did not stop")),
+        "{status:?}"
+    );
+    assert!(act(&host, "fault-spin", "ok").is_valid());
+    bystander.finish();
+}
+
+#[test]
+fn a_crash_loop_parks_the_plugin_with_its_reason_until_an_unpark() {
+    let dir = PluginDir::with(&["fixture-fault-abort"]);
+    let mut config = isolated(&dir);
+    config.worker.crash_limit = 3;
+    let mut catalog = connhost::Catalog::new(&config);
+    catalog.scan_now();
+    let host = catalog.snapshot();
+    for round in 0..3 {
+        wait_until("the worker is ready", || {
+            let state = worker(&host, "fixture-fault-abort").state;
+            state == connhost::worker::WorkerState::Ready
+                || state == connhost::worker::WorkerState::Parked
+        });
+        let verdict = act(&host, "fault-abort", "fault");
+        assert!(
+            verdict.error_message().unwrap().contains("SIGABRT"),
+            "round {round}: {verdict:?}"
+        );
+    }
+    wait_until("the plugin is parked", || {
+        worker(&host, "fixture-fault-abort").state == connhost::worker::WorkerState::Parked
+    });
+    let parked = act(&host, "fault-abort", "ok");
+    let message = parked.error_message().unwrap();
+    assert!(message.contains("parked"), "{message}");
+    assert!(message.contains("3 times within 60 s"), "{message}");
+    assert!(!parked.is_retryable());
+    let status = worker(&host, "fixture-fault-abort");
+    assert_eq!(status.pid, None);
+    assert!(status.last_crash.unwrap().contains("SIGABRT"));
+    catalog.unpark();
+    wait_until("the plugin runs again", || {
+        worker(&host, "fixture-fault-abort").state == connhost::worker::WorkerState::Ready
+    });
+    assert!(act(&host, "fault-abort", "ok").is_valid());
+}
+
+fn probe(host: &Connhost, provider: &str, field: &str, value: &str) -> Verdict {
+    runtime()
+        .block_on(host.validate(provider, fields(&[(field, value)])))
+        .expect("known provider")
+}
+
+/// Asserts a probe was refused by the sandbox: a provider fault naming
+/// the operation and the system's refusal.
+fn assert_refused(verdict: &Verdict, operation: &str) {
+    let message = verdict.error_message().unwrap_or_default();
+    assert!(
+        matches!(verdict, Verdict::ProviderFault { .. }),
+        "{operation}: {verdict:?}"
+    );
+    assert!(message.contains(operation), "{message}");
+    assert!(
+        [
+            "Operation not permitted",
+            "Permission denied",
+            "Network is unreachable"
+        ]
+        .iter()
+        .any(|refusal| message.contains(refusal)),
+        "no refusal named in {message:?}"
+    );
+}
+
+#[test]
+fn the_sandbox_refuses_a_tcp_connect_a_read_outside_its_paths_and_an_exec() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), "host secrets").unwrap();
+    let path = secret_file.path().display().to_string();
+    let dir = PluginDir::with(&["fixture-sandbox-probe"]);
+
+    // The same plugin in process reaches all three ...
+    let in_process = host_with(&dir, |_| {});
+    for (provider, field, value) in [
+        ("probe-connect", "address", address.as_str()),
+        ("probe-read", "path", path.as_str()),
+        ("probe-exec", "command", "/bin/sh"),
+    ] {
+        assert!(
+            probe(&in_process, provider, field, value).is_valid(),
+            "{provider} in process"
+        );
+    }
+    // ... and isolated, none.
+    let host = isolated_host(&dir, |_| {});
+    let sandbox = worker(&host, "fixture-sandbox-probe").sandbox;
+    for measure in ["no new privileges", "landlock", "seccomp"] {
+        assert!(
+            sandbox.iter().any(|m| m.contains(measure)),
+            "{measure} not in {sandbox:?}"
+        );
+    }
+    assert_refused(
+        &probe(&host, "probe-connect", "address", &address),
+        "connect",
+    );
+    assert_refused(&probe(&host, "probe-read", "path", &path), "read");
+    assert_refused(&probe(&host, "probe-exec", "command", "/bin/sh"), "exec");
+    // Refusals are answers, not crashes.
+    assert_eq!(worker(&host, "fixture-sandbox-probe").crashes, 0);
+}

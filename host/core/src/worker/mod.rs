@@ -12,8 +12,8 @@ pub(crate) mod protocol;
 pub(crate) mod sandbox;
 mod supervisor;
 
-pub(crate) use supervisor::{Spec, Supervisor};
 pub use supervisor::{counts, WorkerCounts, WorkerState, WorkerStatus};
+pub(crate) use supervisor::{Spec, Supervisor};
 
 /// The first argument that starts a program in worker mode.
 pub const WORKER_ARG: &str = "__connhost-worker";
