@@ -377,3 +377,76 @@ fn the_sandbox_refuses_a_tcp_connect_a_read_outside_its_paths_and_an_exec() {
     // Refusals are answers, not crashes.
     assert_eq!(worker(&host, "fixture-sandbox-probe").crashes, 0);
 }
+
+#[test]
+fn chaos_killing_workers_at_random_fails_no_other_provider_and_every_worker_comes_back() {
+    let victims = [
+        ("fixture-fault-abort", "fault-abort"),
+        ("fixture-fault-exit", "fault-exit"),
+        ("fixture-fault-segfault", "fault-segfault"),
+    ];
+    let mut packages: Vec<&str> = victims.iter().map(|(package, _)| *package).collect();
+    packages.push("fixture-greeter-v1");
+    let dir = PluginDir::with(&packages);
+    let host = isolated_host(&dir, |config| {
+        config.worker.crash_limit = 1000;
+    });
+    let bystander = Bystander::start(&host);
+    // A client of the victims too: every answer is valid or a retryable
+    // fault, never a hang (each call is bounded by the timeout anyway).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let victim_client = {
+        let (host, stop) = (host.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let runtime = runtime();
+            let mut answers = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (_, provider) in victims {
+                    let verdict = runtime
+                        .block_on(host.validate(provider, fields(&[("action", "ok")])))
+                        .unwrap();
+                    assert!(
+                        verdict.is_valid() || verdict.is_retryable(),
+                        "{provider}: {verdict:?}"
+                    );
+                    answers += 1;
+                }
+            }
+            answers
+        })
+    };
+    let mut seed: u64 = std::process::id() as u64 | 1;
+    let mut random = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let mut kills = 0;
+    while kills < 12 {
+        let (plugin, _) = victims[random(victims.len() as u64) as usize];
+        if let Some(pid) = worker(&host, plugin).pid {
+            let killed = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .unwrap();
+            kills += usize::from(killed.success());
+        }
+        std::thread::sleep(Duration::from_millis(20 + random(80)));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(victim_client.join().unwrap() > 0);
+    for (plugin, provider) in victims {
+        wait_until("every worker is back", || {
+            worker(&host, plugin).state == connhost::worker::WorkerState::Ready
+        });
+        assert!(act(&host, provider, "ok").is_valid(), "{provider}");
+    }
+    let crashes: u64 = victims
+        .iter()
+        .map(|(plugin, _)| worker(&host, plugin).crashes)
+        .sum();
+    // (A kill may land on a worker that is already dying.)
+    assert!(crashes > 0 && crashes <= kills as u64, "{crashes} crashes");
+    bystander.finish();
+}
