@@ -14,6 +14,7 @@ mod hostile_clients;
 mod hot_reload;
 mod http;
 mod isolation;
+mod isolation_serve;
 mod layout;
 mod listing;
 mod logging;
