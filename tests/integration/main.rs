@@ -7,6 +7,7 @@ mod support;
 mod bad_plugins;
 mod browser;
 mod cli;
+mod config_file;
 mod crowded_folder;
 mod examples;
 mod external_tools;

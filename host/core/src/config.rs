@@ -190,12 +190,7 @@ impl HostConfig {
     /// The operator's policy for the plugin `name` (empty when there is
     /// none); `-` and `_` in names are taken as equal.
     pub fn policy_for(&self, name: &str) -> PluginPolicy {
-        let wanted = normalized(name);
-        self.plugins
-            .iter()
-            .find(|(key, _)| normalized(key) == wanted)
-            .map(|(_, policy)| policy.clone())
-            .unwrap_or_default()
+        policy_in(&self.plugins, name)
     }
 
     /// Where the plugin `name` runs.
@@ -210,6 +205,17 @@ impl HostConfig {
             ..Self::default()
         }
     }
+}
+
+/// The policy in `plugins` for the plugin `name` (empty when there is
+/// none); `-` and `_` in names are taken as equal.
+pub(crate) fn policy_in(plugins: &BTreeMap<String, PluginPolicy>, name: &str) -> PluginPolicy {
+    let wanted = normalized(name);
+    plugins
+        .iter()
+        .find(|(key, _)| normalized(key) == wanted)
+        .map(|(_, policy)| policy.clone())
+        .unwrap_or_default()
 }
 
 /// A plugin name as matched against policies: `-` as `_`.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use connhost_plugin_api::{ConnectionProvider, ProviderDescriptor};
 use serde::Serialize;
@@ -55,6 +56,17 @@ pub struct RegisteredProvider {
     origin: Origin,
     backend: Backend,
     in_flight: InFlight,
+    own_limits: OwnLimits,
+}
+
+/// Bounds the operator set for one provider (its plugin's policy, see
+/// [`crate::PluginPolicy`]); `None` keeps the host's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OwnLimits {
+    /// The longest one of its validations may take.
+    pub(crate) timeout: Option<Duration>,
+    /// The most validations it may have in flight.
+    pub(crate) max_in_flight: Option<usize>,
 }
 
 impl fmt::Debug for RegisteredProvider {
@@ -91,7 +103,19 @@ impl RegisteredProvider {
             experimental,
             origin,
             backend,
+            own_limits: OwnLimits::default(),
         }
+    }
+
+    /// The same entry with bounds of its own (its plugin's policy).
+    pub(crate) fn with_own_limits(mut self, own_limits: OwnLimits) -> Self {
+        self.own_limits = own_limits;
+        self
+    }
+
+    /// The bounds set for this provider alone (none: the host's apply).
+    pub(crate) fn own_limits(&self) -> OwnLimits {
+        self.own_limits
     }
 
     /// The provider's id.

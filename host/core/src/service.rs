@@ -222,7 +222,21 @@ impl Connhost {
         entry: Arc<RegisteredProvider>,
         fields: CredentialFields,
     ) -> Verdict {
-        call::validate(entry, fields, self.limits).await
+        let limits = self.limits_for(&entry);
+        call::validate(entry, fields, limits).await
+    }
+
+    /// The bounds on a validation by `entry`: its own (its plugin's
+    /// policy) where set, the host's otherwise.
+    fn limits_for(&self, entry: &RegisteredProvider) -> Limits {
+        let own = entry.own_limits();
+        Limits {
+            timeout: own.timeout.unwrap_or(self.limits.timeout),
+            max_in_flight: own
+                .max_in_flight
+                .unwrap_or(self.limits.max_in_flight)
+                .max(1),
+        }
     }
 }
 

@@ -185,6 +185,8 @@ pub fn connhost(plugins: &Path) -> Command {
         .env_remove("CONNHOST_PLUGINS")
         .env_remove("CONNHOST_EXPERIMENTAL")
         .env_remove("CONNHOST_TIMEOUT")
+        .env_remove("CONNHOST_CONFIG")
+        .env_remove("CONNHOST_ISOLATION")
         .env("CONNHOST_LOG", "error")
         .env("NO_COLOR", "1")
         .arg("--plugins")

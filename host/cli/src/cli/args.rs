@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand};
+use connhost::Isolation;
 
 /// connhost: connection providers, built in and from plugin libraries,
 /// behind one schema-and-validation API.
@@ -18,6 +20,24 @@ pub(crate) struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
+    /// A configuration file (TOML; see connhost.example.toml). Flags and
+    /// environment variables override what it sets.
+    #[arg(long, global = true, env = "CONNHOST_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Where plugins run unless the configuration file's table for a plugin
+    /// says otherwise: in the host's process, or each in a sandboxed worker
+    /// process of its own.
+    #[arg(
+        long,
+        global = true,
+        env = "CONNHOST_ISOLATION",
+        default_value = "in-process",
+        value_parser = isolation_parser(),
+        value_name = "MODE"
+    )]
+    pub(crate) isolation: Isolation,
+
     /// The folder to load plugin libraries from.
     #[arg(
         long,
@@ -196,4 +216,10 @@ pub(crate) struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub(crate) max_connections: Option<u32>,
+}
+
+/// `in-process` or `process`, listed in `--help`.
+fn isolation_parser() -> impl clap::builder::TypedValueParser<Value = Isolation> {
+    PossibleValuesParser::new([Isolation::InProcess.as_str(), Isolation::Process.as_str()])
+        .map(|name| name.parse().unwrap_or_default())
 }

@@ -2,6 +2,7 @@
 //! here the commands themselves, each a thin layer over the library.
 
 mod args;
+mod config_file;
 mod output;
 
 use std::collections::BTreeMap;
@@ -10,13 +11,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use connhost::{Connhost, CredentialFields, HostConfig, Outcome};
 
 mod serve;
 
 pub(crate) use args::Cli;
 use args::{Command, GlobalArgs};
+use config_file::{ConfigFile, Given};
 
 /// Exit status for a command that worked (and a valid credential).
 const OK: u8 = 0;
@@ -34,13 +36,19 @@ const UNDECIDED: u8 = 3;
 
 /// Parses the command line and runs the command.
 pub(crate) fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging();
-    let command = cli.command;
-    let global = cli.global;
-    match command {
+    let file = cli
+        .global
+        .config
+        .as_deref()
+        .map(ConfigFile::load)
+        .transpose()?;
+    let config = configure(&cli.global, file.as_ref(), &Given::new(&matches))?;
+    match cli.command {
         Command::Inspect { file, json } => {
-            let inspection = connhost::loader::inspect(&file, global.max_plugin_size);
+            let inspection = connhost::loader::inspect(&file, config.max_plugin_size);
             if json {
                 println!("{}", serde_json::to_string_pretty(&inspection)?);
             } else {
@@ -52,12 +60,14 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
                 INVALID
             }))
         }
-        Command::Serve(args) => {
-            let config = host_config(&global)?;
+        Command::Serve(mut args) => {
+            if let (Some(file), Some((_, serve))) = (&file, matches.subcommand()) {
+                file.fill_serve(&mut args, &Given::new(serve));
+            }
             serve::run(config, args)
         }
         Command::Providers { json } => {
-            let host = start(&global)?;
+            let host = Connhost::start(&config);
             let list = host.providers();
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -68,13 +78,13 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(OK))
         }
         Command::Schema { provider } => {
-            let host = start(&global)?;
+            let host = Connhost::start(&config);
             let schema = host.schema(&provider)?;
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::from(OK))
         }
         Command::Plugins { json } => {
-            let host = start(&global)?;
+            let host = Connhost::start(&config);
             if json {
                 println!("{}", serde_json::to_string_pretty(&host.plugins())?);
             } else {
@@ -89,7 +99,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
             show_document,
         } => {
             let fields = parse_fields(&fields)?;
-            let host = start(&global)?;
+            let host = Connhost::start(&config);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -132,10 +142,21 @@ fn init_logging() {
         .try_init();
 }
 
-fn start(global: &GlobalArgs) -> anyhow::Result<Connhost> {
-    Ok(Connhost::start(&host_config(global)?))
+/// The host's configuration: the flags (and their environment variables)
+/// over the configuration `file` over the defaults.
+fn configure(
+    global: &GlobalArgs,
+    file: Option<&ConfigFile>,
+    given: &Given<'_>,
+) -> anyhow::Result<HostConfig> {
+    let mut config = host_config(global)?;
+    if let Some(file) = file {
+        file.fill_host(&mut config, given);
+    }
+    Ok(config)
 }
 
+/// The host's configuration from the flags alone.
 fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
     if !(global.timeout.is_finite() && global.timeout > 0.0) {
         bail!(
@@ -166,6 +187,7 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
         max_plugin_size: global.max_plugin_size,
         settings,
         cache_dir: None,
+        isolation: global.isolation,
         ..HostConfig::default()
     })
 }

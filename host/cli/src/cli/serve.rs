@@ -13,7 +13,7 @@ use connhost_http::{AccessToken, AppState, HttpConfig, ServeOptions};
 use super::args::ServeArgs;
 
 /// Where the access token comes from when not in a file.
-const TOKEN_ENV: &str = "CONNHOST_TOKEN";
+pub(super) const TOKEN_ENV: &str = "CONNHOST_TOKEN";
 
 pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let token = read_token(&args)?;

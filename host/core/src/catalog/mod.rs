@@ -29,6 +29,7 @@
 
 mod folder;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,9 +39,9 @@ use connhost_plugin_api::ConnectionProvider;
 pub use folder::{RescanOutcome, COMPLETION_GRACE, FIRST_RETRY, MAX_RETRY, SETTLE};
 
 use crate::call::Limits;
-use crate::config::HostConfig;
+use crate::config::{policy_in, HostConfig, PluginPolicy};
 use crate::loader::PluginLibrary;
-use crate::registry::{ProviderRegistry, RegisteredProvider};
+use crate::registry::{OwnLimits, ProviderRegistry, RegisteredProvider};
 use crate::report::{log_failures, FailureKind, LoadFailure, LoadReport, LoadedPlugin};
 use crate::service::Connhost;
 use folder::Folder;
@@ -49,6 +50,9 @@ use folder::Folder;
 /// folder. See the [module documentation](self) for the rules.
 pub struct Catalog {
     limits: Limits,
+    /// Per-plugin policies ([`HostConfig::plugins`]): their bounds apply
+    /// to their plugin's providers.
+    policies: BTreeMap<String, PluginPolicy>,
     compiled_in: Vec<Arc<RegisteredProvider>>,
     compiled_in_failures: Vec<LoadFailure>,
     folder: Option<Folder>,
@@ -117,6 +121,7 @@ impl Catalog {
                 timeout: config.validation_timeout,
                 max_in_flight: config.max_in_flight.max(1),
             },
+            policies: config.plugins.clone(),
             compiled_in,
             compiled_in_failures,
             folder,
@@ -243,7 +248,8 @@ impl Catalog {
         if let Some(folder) = &self.folder {
             report.failed.extend(folder.folder_failure().cloned());
             for library in folder.libraries() {
-                let (loaded, failures) = register(&mut registry, library);
+                let limits = own_limits(&self.policies, library.name());
+                let (loaded, failures) = register(&mut registry, library, limits);
                 report.loaded.extend(loaded);
                 registration.extend(failures);
             }
@@ -278,13 +284,24 @@ impl Drop for Catalog {
     }
 }
 
-/// Registers a library's providers, never replacing one that is there.
+/// The bounds the operator set for the plugin `name`'s providers.
+fn own_limits(policies: &BTreeMap<String, PluginPolicy>, name: &str) -> OwnLimits {
+    let policy = policy_in(policies, name);
+    OwnLimits {
+        timeout: policy.validation_timeout,
+        max_in_flight: policy.max_in_flight,
+    }
+}
+
+/// Registers a library's providers, never replacing one that is there,
+/// each with the bounds of its plugin's policy (`limits`).
 /// Returns the plugin (if any provider registered, or it has none) and
 /// every failure (providers that could not describe themselves, and
 /// conflicts naming both origins).
 fn register(
     registry: &mut ProviderRegistry,
     library: &PluginLibrary,
+    limits: OwnLimits,
 ) -> (Option<LoadedPlugin>, Vec<LoadFailure>) {
     let path = library.path();
     let providers = library.providers();
@@ -300,7 +317,7 @@ fn register(
             }
         };
         let id = entry.id().to_owned();
-        match registry.try_register(entry) {
+        match registry.try_register(entry.with_own_limits(limits)) {
             Ok(()) => registered.push(id),
             Err(conflict) => failures.push(LoadFailure::new(
                 path,
