@@ -64,6 +64,20 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
+    /// The settings of the plugin `name` (`-` and `_` taken as equal, as
+    /// in policies; an exact match wins).
+    pub fn settings_of(&self, name: &str) -> BTreeMap<String, String> {
+        if let Some(settings) = self.settings.get(name) {
+            return settings.clone();
+        }
+        let wanted = name.replace('-', "_");
+        self.settings
+            .iter()
+            .find(|(key, _)| key.replace('-', "_") == wanted)
+            .map(|(_, settings)| settings.clone())
+            .unwrap_or_default()
+    }
+
     /// Where the plugin in the file `path` runs, by the file's name.
     pub fn isolation_of(&self, path: &Path) -> Isolation {
         let key = plugin_key(path);
@@ -126,11 +140,7 @@ fn initialize(path: &Path, options: &LoadOptions) -> Result<Initialized, LoadFai
     drop(cache);
     match &*entry {
         Ok(init) => {
-            let wanted = options
-                .settings
-                .get(&init.name)
-                .cloned()
-                .unwrap_or_default();
+            let wanted = options.settings_of(&init.name);
             if wanted != init.settings {
                 tracing::warn!(
                     path = %path.display(),
@@ -148,7 +158,7 @@ fn initialize(path: &Path, options: &LoadOptions) -> Result<Initialized, LoadFai
 fn run_init(module: PluginModuleRef, api_version: &str, options: &LoadOptions) -> InitOutcome {
     let name = module.plugin_name().as_str().to_owned();
     let version = module.plugin_version().as_str().to_owned();
-    let settings = options.settings.get(&name).cloned().unwrap_or_default();
+    let settings = options.settings_of(&name);
     let token = capabilities::register_plugin(&name, settings.clone());
     if let Err(message) = (module.init())(capabilities::context_for(token)).into_result() {
         return Err((
@@ -273,11 +283,7 @@ impl PluginLibrary {
         if !ready.sandbox.unavailable.is_empty() {
             tracing::warn!(target: crate::report::LOAD_LOG_TARGET, path = %path.display(), plugin = %ready.name, unavailable = ?ready.sandbox.unavailable, "the worker runs without part of its sandbox");
         }
-        let settings = options
-            .settings
-            .get(&ready.name)
-            .cloned()
-            .unwrap_or_default();
+        let settings = options.settings_of(&ready.name);
         let providers = ready
             .providers
             .into_iter()
