@@ -33,7 +33,13 @@ fn plugin_of(server: &Server, provider: &str) -> Option<Value> {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["providers"].as_array().unwrap().iter().any(|id| id == provider))
+        .find(|p| {
+            p["providers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|id| id == provider)
+        })
         .cloned()
 }
 
@@ -45,8 +51,14 @@ fn worker_pid(server: &Server, provider: &str) -> Option<u32> {
 
 fn alive(pid: u32) -> bool {
     // A reaped process has no /proc entry; a zombie is dead already.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 fn validate(server: &Server, key: &str) -> Value {

@@ -1035,3 +1035,53 @@ fn signal_name(signal: i32) -> String {
     };
     name.to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn died(raw: i32, stderr: &[&str]) -> String {
+        let tail = Mutex::new(stderr.iter().map(|s| s.to_string()).collect());
+        let config = WorkerConfig {
+            memory_limit: Some(256 << 20),
+            ..WorkerConfig::default()
+        };
+        describe_exit(std::process::ExitStatus::from_raw(raw), &tail, &config)
+    }
+
+    #[test]
+    fn a_signal_is_named_and_an_exit_code_given() {
+        assert_eq!(
+            died(libc::SIGSEGV, &[]),
+            "was killed by signal SIGSEGV (segmentation fault)"
+        );
+        assert_eq!(died(3 << 8, &[]), "exited with code 3");
+        assert_eq!(died(0, &[]), "exited with code 0");
+    }
+
+    #[test]
+    fn the_last_words_on_stderr_say_memory_or_stack() {
+        assert_eq!(
+            died(
+                libc::SIGABRT,
+                &["memory allocation of 67108864 bytes failed"]
+            ),
+            "exceeded its memory limit of 256 MiB (was killed by signal SIGABRT (abort))"
+        );
+        assert_eq!(
+            died(
+                libc::SIGABRT,
+                &[
+                    "",
+                    "thread 'x' has overflowed its stack",
+                    "fatal runtime error: stack overflow"
+                ]
+            ),
+            "overflowed its stack (was killed by signal SIGABRT (abort))"
+        );
+        assert_eq!(
+            died(libc::SIGXCPU, &[]),
+            "exceeded its CPU time limit (was killed by signal SIGXCPU (CPU time limit))"
+        );
+    }
+}
