@@ -10,6 +10,7 @@ mod cli;
 mod crowded_folder;
 mod examples;
 mod external_tools;
+mod fixtures_in_process;
 mod hostile_clients;
 mod hot_reload;
 mod http;
