@@ -223,7 +223,7 @@ mod linux {
                 .push("network namespace (in a new user namespace)".to_owned()),
             Err(with_user) => report.unavailable.push(format!(
                 "network namespace: refused ({alone}), and in a new user namespace too \
-                 ({with_user}); the seccomp filter refuses network sockets"
+                 ({with_user}); network sockets are left to the seccomp filter and Landlock"
             )),
         }
     }
@@ -269,8 +269,11 @@ mod linux {
                 },
                 _,
             ) => {
-                let abi = kernel_abi.unwrap_or(effective_abi as i32);
-                report.applied.push(format!("landlock (ABI {abi})"));
+                let used = effective_abi as i32;
+                report.applied.push(match kernel_abi {
+                    Some(kernel) => format!("landlock (ABI {used}; the kernel has {kernel})"),
+                    None => format!("landlock (ABI {used})"),
+                });
             }
         }
         Ok(())
