@@ -11,6 +11,7 @@ mod config_file;
 mod crowded_folder;
 mod examples;
 mod external_tools;
+mod fixtures_in_process;
 mod hostile_clients;
 mod hot_reload;
 mod http;

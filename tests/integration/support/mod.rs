@@ -27,6 +27,13 @@ const PACKAGES: &[&str] = &[
     "fixture-abi-layout",
     "fixture-greeter-v1",
     "fixture-greeter-v2",
+    "fixture-fault-segfault",
+    "fixture-fault-abort",
+    "fixture-fault-exit",
+    "fixture-fault-stack",
+    "fixture-fault-alloc",
+    "fixture-fault-spin",
+    "fixture-sandbox-probe",
 ];
 
 /// The workspace's target dir, found from this test binary's own path

@@ -223,7 +223,7 @@ mod linux {
                 .push("network namespace (in a new user namespace)".to_owned()),
             Err(with_user) => report.unavailable.push(format!(
                 "network namespace: refused ({alone}), and in a new user namespace too \
-                 ({with_user}); the seccomp filter refuses network sockets"
+                 ({with_user}); network sockets are left to the seccomp filter and Landlock"
             )),
         }
     }
@@ -269,8 +269,11 @@ mod linux {
                 },
                 _,
             ) => {
-                let abi = kernel_abi.unwrap_or(effective_abi as i32);
-                report.applied.push(format!("landlock (ABI {abi})"));
+                let used = effective_abi as i32;
+                report.applied.push(match kernel_abi {
+                    Some(kernel) => format!("landlock (ABI {used}; the kernel has {kernel})"),
+                    None => format!("landlock (ABI {used})"),
+                });
             }
         }
         Ok(())
@@ -362,13 +365,13 @@ mod linux {
 }
 
 /// Each test confines a real process: this test binary, run again with
-/// `CONNHOST_SANDBOX_PROBE` set so that only [`tests::probe_child`] runs,
-/// confines itself, tries one thing and prints the outcome on a
-/// `PROBE ` line; the parent asserts on that line and on how it ended.
+/// `CONNHOST_SANDBOX_PROBE` set so that only `tests::probe_child` runs,
+/// forks a single-threaded process that confines itself, tries one thing
+/// and prints the outcome on a `PROBE: ` line; the parent asserts on that
+/// line and on how the fork ended.
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::io::{Read, Write};
-    use std::os::unix::process::ExitStatusExt;
     use std::path::{Path, PathBuf};
     use std::process::{Command, ExitStatus, Stdio};
     use std::time::{Duration, Instant};
@@ -464,6 +467,17 @@ mod tests {
                 .map(|(_, errno)| *errno)
         }
 
+        /// Whether the child and its confined fork both exited with 0.
+        fn exited_cleanly(&self) -> bool {
+            self.status.success() && self.line("ENDED: ") == Some("exit 0")
+        }
+
+        /// The signal that ended the confined fork, if one did.
+        fn killed_by(&self) -> Option<i32> {
+            self.line("ENDED: signal ")
+                .and_then(|signal| signal.trim().parse().ok())
+        }
+
         /// Everything the child said, for assertion messages.
         fn said(&self) -> String {
             format!(
@@ -484,7 +498,19 @@ mod tests {
     /// `library`) and runs `probe` with `target`; kills it after the
     /// deadline.
     fn run_probe(probe: &str, library: &Path, target: &str) -> Child {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        run_probe_as(None, probe, library, target)
+    }
+
+    /// [`run_probe`], as the user `uid` (and its group) when given.
+    fn run_probe_as(uid: Option<u32>, probe: &str, library: &Path, target: &str) -> Child {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(std::env::current_exe().expect("test binary"));
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
+        // A group of its own, so that the deadline kills the fork too.
+        command.process_group(0);
+        let mut child = command
             .args([
                 "--exact",
                 &probe_test_name(),
@@ -518,7 +544,9 @@ mod tests {
                 break status;
             }
             if started.elapsed() > DEADLINE {
-                let _ = child.kill();
+                let group = libc::pid_t::try_from(child.id()).expect("pid");
+                // SAFETY: signals the process group this test made.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
                 let status = child.wait().expect("reap the probe child");
                 panic!(
                     "probe {probe} did not finish within {DEADLINE:?} ({status:?}); stdout:\n{}",
@@ -564,7 +592,7 @@ mod tests {
     /// Asserts the child confined itself, ran its probe and found it
     /// refused with one of `errnos`.
     fn assert_refused(child: &Child, errnos: &[i32]) {
-        assert!(child.status.success(), "{}", child.said());
+        assert!(child.exited_cleanly(), "{}", child.said());
         let outcome = child
             .outcome()
             .unwrap_or_else(|| panic!("{}", child.said()));
@@ -581,7 +609,7 @@ mod tests {
 
     /// Asserts the child confined itself and its probe worked.
     fn assert_works(child: &Child) {
-        assert!(child.status.success(), "{}", child.said());
+        assert!(child.exited_cleanly(), "{}", child.said());
         let outcome = child
             .outcome()
             .unwrap_or_else(|| panic!("{}", child.said()));
@@ -721,12 +749,7 @@ mod tests {
     #[test]
     fn the_memory_limit_holds() {
         let child = Scene::new().probe("allocate", "");
-        assert_eq!(
-            child.status.signal(),
-            Some(libc::SIGABRT),
-            "{}",
-            child.said()
-        );
+        assert_eq!(child.killed_by(), Some(libc::SIGABRT), "{}", child.said());
         assert!(
             child.stderr.contains("memory allocation"),
             "{}",
@@ -738,12 +761,7 @@ mod tests {
     #[test]
     fn the_cpu_limit_holds() {
         let child = Scene::new().probe("spin", "");
-        assert_eq!(
-            child.status.signal(),
-            Some(libc::SIGXCPU),
-            "{}",
-            child.said()
-        );
+        assert_eq!(child.killed_by(), Some(libc::SIGXCPU), "{}", child.said());
     }
 
     #[test]
@@ -764,12 +782,56 @@ mod tests {
         );
     }
 
+    /// The user `nobody` runs as on most systems.
+    const NOBODY: u32 = 65534;
+
+    /// Without the privilege for a network namespace of its own, the
+    /// child tries one in a new user namespace, or says why it has none;
+    /// either way a TCP connect is still refused.
+    #[test]
+    fn an_unprivileged_child_is_confined_too() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: switching to an unprivileged user needs root");
+            return;
+        }
+        let scene = Scene::new();
+        for path in [scene.dir.path(), scene.library().as_path()] {
+            let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+            std::fs::set_permissions(path, mode).unwrap();
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let child = run_probe_as(Some(NOBODY), "connect", &scene.library(), &address);
+        assert!(
+            !child.applied().contains(&"network namespace"),
+            "an unprivileged process got a network namespace without a user namespace\n{}",
+            child.said()
+        );
+        let in_user_namespace = child
+            .applied()
+            .contains(&"network namespace (in a new user namespace)");
+        let why_not = child.unavailable().join(" | ");
+        assert!(
+            in_user_namespace
+                || why_not.contains("network namespace: refused") && why_not.contains("seccomp"),
+            "{}",
+            child.said()
+        );
+        if let Some(errno) =
+            child.first_layer(&[("seccomp filter", libc::EPERM), ("landlock", libc::EACCES)])
+        {
+            assert_refused(&child, &[errno]);
+        }
+        eprintln!("unprivileged child: {:?}", child.line("APPLIED: "));
+    }
+
     #[test]
     fn a_library_that_cannot_be_opened_is_an_error() {
         let scene = Scene::new();
         let missing = scene.dir.path().join("gone.so");
         let child = run_probe("read", &missing, "/dev/null");
-        assert!(child.status.success(), "{}", child.said());
+        assert!(child.exited_cleanly(), "{}", child.said());
         let error = child
             .line("CONFINE ERROR: ")
             .unwrap_or_else(|| panic!("{}", child.said()));
@@ -814,19 +876,48 @@ mod tests {
         confinement
     }
 
-    /// The child's side: confines this process, runs the probe, prints
-    /// `APPLIED: ...` and `PROBE: ok ...` or `PROBE: refused errno=N ...`.
-    /// Passes at once when not run as a child.
+    /// The child's side: forks, so that the process it confines has one
+    /// thread, as the worker has (libtest runs this on a thread of its
+    /// own); the fork confines itself, runs the probe and prints
+    /// `APPLIED: ...`, `UNAVAILABLE: ...` and `PROBE: ok ...` or `PROBE:
+    /// refused errno=N ...`; this process prints how it ended (`ENDED:
+    /// exit N` or `ENDED: signal N`). Passes at once when not run as a
+    /// child.
     #[test]
     fn probe_child() {
         let Ok(probe) = std::env::var(PROBE_VAR) else {
             return;
         };
+        std::io::stdout().flush().unwrap();
+        // SAFETY: the fork runs only the probe (glibc keeps malloc usable
+        // after fork) and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            confine_and_probe(&probe);
+            let _ = std::io::stdout().flush();
+            // SAFETY: leaves the fork without running the test harness's
+            // exit path.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the fork just made; `status` is a valid int.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid, "waitpid: {}", std::io::Error::last_os_error());
+        if libc::WIFSIGNALED(status) {
+            println!("ENDED: signal {}", libc::WTERMSIG(status));
+        } else {
+            println!("ENDED: exit {}", libc::WEXITSTATUS(status));
+        }
+    }
+
+    /// Confines this (single-threaded) process and runs `probe`.
+    fn confine_and_probe(probe: &str) {
         let library = PathBuf::from(std::env::var_os(LIBRARY_VAR).expect("library"));
         let target = std::env::var(TARGET_VAR).unwrap_or_default();
         // Made before confining, as the worker inherits its socket.
         let inherited = std::os::unix::net::UnixStream::pair().unwrap();
-        let report = match confine(&confinement_for(&probe, library)) {
+        let report = match confine(&confinement_for(probe, library)) {
             Ok(report) => report,
             Err(error) => {
                 println!("CONFINE ERROR: {error}");
@@ -835,7 +926,8 @@ mod tests {
         };
         println!("APPLIED: {}", report.applied.join(" | "));
         println!("UNAVAILABLE: {}", report.unavailable.join(" | "));
-        let outcome = match run(&probe, &target, inherited) {
+        std::io::stdout().flush().unwrap();
+        let outcome = match run(probe, &target, inherited) {
             Ok(detail) => format!("ok {detail}"),
             Err(error) => format!(
                 "refused errno={} {error}",
@@ -843,7 +935,6 @@ mod tests {
             ),
         };
         println!("PROBE: {outcome}");
-        std::io::stdout().flush().unwrap();
     }
 
     type Pair = (
@@ -855,8 +946,7 @@ mod tests {
     fn run(probe: &str, target: &str, inherited: Pair) -> std::io::Result<String> {
         match probe {
             "connect" => std::net::TcpStream::connect(target).map(|_| "connected".to_owned()),
-            // The thread's own: a namespace is per thread, and libtest may
-            // run this probe on a thread other than the main one.
+            // The thread's own: `unshare` moves the calling thread.
             "netns" => std::fs::read_link("/proc/thread-self/ns/net")
                 .map(|link| link.to_string_lossy().into_owned()),
             "socketpair" => {
