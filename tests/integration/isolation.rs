@@ -89,6 +89,14 @@ struct Bystander {
     thread: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
 }
 
+impl Drop for Bystander {
+    /// A test that failed before [`finish`](Self::finish) leaves no client
+    /// running.
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl Bystander {
     fn start(host: &Connhost) -> Self {
         let host = host.clone();

@@ -262,11 +262,27 @@ impl PluginLibrary {
             })?,
         };
         let worker = &options.worker;
+        // The worker's own link to the library: its restarts need the
+        // file for as long as it lives, whatever happens to the copy it
+        // came from (a one-shot catalog removes its cache when dropped).
+        let own_dir = crate::cache_dir::fresh_default();
+        let library = own_link(load_path, &own_dir).map_err(|e| {
+            crate::cache_dir::clean(&own_dir);
+            LoadFailure::new(
+                path,
+                FailureKind::CacheFailed,
+                format!(
+                    "could not give the worker its own copy in {}: {e}. Nothing is wrong with the file.",
+                    own_dir.display()
+                ),
+            )
+        })?;
         let spec = crate::worker::Spec {
             program,
+            own_dir: Some(own_dir),
             hello: crate::worker::protocol::Hello {
                 confinement: crate::worker::sandbox::Confinement {
-                    library: load_path.to_owned(),
+                    library,
                     sandbox: worker.sandbox,
                     memory_limit: worker.memory_limit,
                     open_files: worker.open_files,
@@ -444,6 +460,24 @@ impl PluginLibrary {
             })
             .collect()
     }
+}
+
+/// A hard link to (or, across file systems, a copy of) `library` in a new
+/// folder `dir`, named like a cache copy so that `cache_dir::clean` and the
+/// sweep of dead processes' folders remove it.
+fn own_link(library: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let name = library
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| crate::cache_dir::is_cache_file_name(n))
+        .map(str::to_owned)
+        .unwrap_or_else(|| crate::cache_dir::copy_file_name(&"0".repeat(64)));
+    let link = dir.join(name);
+    if std::fs::hard_link(library, &link).is_err() {
+        std::fs::copy(library, &link)?;
+    }
+    Ok(link)
 }
 
 /// Whether a path has this platform's shared library extension.

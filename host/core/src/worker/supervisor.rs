@@ -48,6 +48,10 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// its death.
 const STDERR_TAIL: usize = 8;
 
+/// What Rust's runtime says on standard error before it aborts for a
+/// reason worth naming (see [`describe_exit`]).
+const LAST_WORDS: [&str; 2] = ["memory allocation of", "has overflowed its stack"];
+
 /// Where an isolated plugin stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -188,6 +192,9 @@ fn spawn_now(program: &PathBuf, socket: &OwnedFd) -> std::io::Result<tokio::proc
 pub(crate) struct Spec {
     /// The program to run (with [`WORKER_ARG`]).
     pub(crate) program: PathBuf,
+    /// A folder holding the worker's own link to its library, removed
+    /// when the supervisor is gone (and its last task with it).
+    pub(crate) own_dir: Option<PathBuf>,
     /// The first message.
     pub(crate) hello: Hello,
     /// Limits and restart policy.
@@ -244,6 +251,14 @@ struct Shared {
     state: Mutex<State>,
     /// Bumped on every change of phase.
     changed: watch::Sender<u64>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.spec.own_dir {
+            crate::cache_dir::clean(dir);
+        }
+    }
 }
 
 impl Shared {
@@ -560,8 +575,13 @@ async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
         .map_err(|e| Incarnation::Broken(format!("socket: {e}")))?;
     let (mut reader, mut writer) = socket.into_split();
     let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let (stderr_closed, stderr_done) = oneshot::channel::<()>();
     if let Some(stderr) = stderr {
-        runtime().spawn(read_stderr(shared.clone(), stderr, tail.clone()));
+        let (shared, tail) = (shared.clone(), tail.clone());
+        runtime().spawn(async move {
+            read_stderr(shared, stderr, tail).await;
+            let _ = stderr_closed.send(());
+        });
     }
     let greeting = async {
         writer
@@ -606,6 +626,7 @@ async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
             // Let it finish dying, to say how.
             let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
             let _ = child.kill().await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), stderr_done).await;
             let died = match status {
                 Ok(Ok(status)) => describe_exit(status, &tail, &spec.config),
                 _ => broken,
@@ -645,7 +666,14 @@ async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
     }
     runtime().spawn(write_frames(writer, outbox));
     runtime().spawn(read_frames(shared.clone(), conn.clone(), reader));
-    runtime().spawn(monitor(shared.clone(), conn, child, killed, tail));
+    runtime().spawn(monitor(
+        shared.clone(),
+        conn,
+        child,
+        killed,
+        tail,
+        stderr_done,
+    ));
     Ok(ready)
 }
 
@@ -819,7 +847,12 @@ fn stderr_line(shared: &Shared, tail: &Mutex<VecDeque<String>>, line: &[u8]) {
     tracing::warn!(target: "connhost::worker", plugin = %shared.plugin(), "worker stderr: {line}");
     let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
     if tail.len() == STDERR_TAIL {
-        tail.pop_front();
+        // Last words (an allocation failure before a long backtrace) are
+        // kept over ordinary lines.
+        let ordinary = tail
+            .iter()
+            .position(|kept| !LAST_WORDS.iter().any(|words| kept.contains(words)));
+        tail.remove(ordinary.unwrap_or(0));
     }
     tail.push_back(line);
 }
@@ -832,6 +865,7 @@ async fn monitor(
     mut child: tokio::process::Child,
     killed: oneshot::Receiver<String>,
     tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_done: oneshot::Receiver<()>,
 ) {
     let (status, ours) = tokio::select! {
         status = child.wait() => (status, None),
@@ -840,8 +874,10 @@ async fn monitor(
             (child.wait().await, reason.ok())
         }
     };
-    // The stderr reader may still hold the last lines: give it a moment.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Its last words (an allocation failure, a stack overflow) are on
+    // its standard error: read them to the end, which a dead process
+    // reaches at once (bounded, in case something else holds the pipe).
+    let _ = tokio::time::timeout(Duration::from_secs(2), stderr_done).await;
     let died = match (&ours, status) {
         (Some(reason), _) => reason.clone(),
         (None, Ok(status)) => describe_exit(status, &tail, &shared.spec.config),
