@@ -310,3 +310,63 @@ fn the_plugins_section_is_a_labelled_region_with_ordered_headings_tables_and_rea
         )
     });
 }
+
+#[test]
+fn a_replaced_library_is_listed_as_retired_with_its_size() {
+    let greeter = library_file_name("greeter");
+    let (settings, dir) = serve(
+        &["mai"],
+        |d| {
+            std::fs::copy(built_library("fixture-greeter-v1"), d.file(&greeter))
+                .expect("copy greeter v1");
+            broken_files(d);
+        },
+        &["--no-watch"],
+    );
+    let screenshot = target_dir().join("test-output/browser/plugins-view.png");
+    settings.check(|page| {
+        open_view(page, "fixture-greeter-v1")?;
+        page.expect(
+            "no retired library yet",
+            "!document.querySelector('#plugins-view tr[data-retired]')",
+        )?;
+        // Replaced whole (written aside, then renamed), as a deploy does.
+        let aside = dir.join(".greeter.tmp");
+        std::fs::copy(built_library("fixture-greeter-v2"), &aside)
+            .and_then(|_| std::fs::rename(&aside, dir.join(&greeter)))
+            .map_err(|e| format!("replacing {greeter}: {e}"))?;
+        page.click("#plugins-rescan")?;
+        page.wait_until(
+            "the view to show version 2 in place of version 1",
+            "!!plugins.card('fixture-greeter-v2') && !plugins.card('fixture-greeter-v1')",
+        )?;
+        let problems = page.eval_async(
+            r#"(async () => {
+                const report = await plugins.report();
+                const problems = [];
+                if (report.retired.length !== 1) return ['report: ' + JSON.stringify(report.retired)];
+                const [old] = report.retired;
+                const rows = [...document.querySelectorAll('#plugins-view tr[data-retired]')];
+                if (rows.length !== 1) return [rows.length + ' retired rows'];
+                const cells = [...rows[0].cells].map(c => c.textContent);
+                if (cells[0] !== old.path || cells[1] !== 'fixture-greeter-v1' || cells[2] !== '1.0.0'
+                    || !cells[3].includes(old.bytes.toLocaleString('en') + ' bytes')) {
+                    problems.push('row: ' + JSON.stringify(cells));
+                }
+                const total = document.querySelector('#plugins-view [data-key="retired-total"]').textContent;
+                if (!total.startsWith('1 library ') || !total.includes(old.bytes.toLocaleString('en') + ' bytes')) {
+                    problems.push('total: ' + total);
+                }
+                const headings = [...document.querySelectorAll('#plugins-view h3')].map(h => h.textContent);
+                if (headings[2] !== 'Retired libraries (1)') problems.push('headings: ' + JSON.stringify(headings));
+                return problems;
+            })()"#,
+        )?;
+        if problems != json!([]) {
+            return Err(page.problem(&format!(
+                "the retired library is not shown as the report has it: {problems:#}"
+            )));
+        }
+        page.screenshot(&screenshot)
+    });
+}
