@@ -3,8 +3,9 @@
 //! schemas (`forms`), either-or credential methods (`either_or`), the form
 //! errors of a 422 (`field_errors`), live verdicts by mouse and by keyboard
 //! (`verdicts`), accessibility of the page's structure (`accessibility`),
-//! and plugin strings kept as text next to sanitised markdown
-//! (`plugin_text`).
+//! plugin strings kept as text next to sanitised markdown
+//! (`plugin_text`), and the operator's view of the plugins
+//! (`plugins_view`).
 //!
 //! Every test starts its own `connhost serve` (with only the plugins its
 //! concern needs, and its own fake vendor) and opens its own tab, in one
@@ -17,6 +18,7 @@ mod either_or;
 mod field_errors;
 mod forms;
 mod plugin_text;
+mod plugins_view;
 mod verdicts;
 
 use std::ffi::OsStr;
