@@ -321,10 +321,9 @@ type HttpResult = RResult<FfiHttpResponse, FfiHttpError>;
 
 extern "C" fn host_http(_plugin: u64, request: FfiHttpRequest) -> FfiFuture<HttpResult> {
     // In a worker, the host makes the request.
-    let request = match crate::worker::child::forward_http(request) {
-        Ok(forwarded) => return forwarded,
-        Err(request) => request,
-    };
+    if crate::worker::child::in_worker() {
+        return crate::worker::child::forward_http(request);
+    }
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_request(request)));
     let request = match built {
         Ok(Ok(request)) => request,

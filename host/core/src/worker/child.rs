@@ -159,14 +159,22 @@ pub(crate) fn forward_log(level: u8, target: &str, message: &str) -> bool {
 
 type HttpResult = RResult<FfiHttpResponse, FfiHttpError>;
 
-/// In a worker, hands a plugin's HTTP request to the host (where the
-/// egress policy lives) and returns its answer as a future; elsewhere
-/// gives the request back.
-pub(crate) fn forward_http(
-    request: FfiHttpRequest,
-) -> Result<FfiFuture<HttpResult>, FfiHttpRequest> {
+/// Whether this process is a worker (its link to the host is up).
+pub(crate) fn in_worker() -> bool {
+    LINK.get().is_some()
+}
+
+/// In a worker ([`in_worker`]), hands a plugin's HTTP request to the host
+/// (where the egress policy lives) and returns its answer as a future.
+pub(crate) fn forward_http(request: FfiHttpRequest) -> FfiFuture<HttpResult> {
     let Some(link) = LINK.get() else {
-        return Err(request);
+        return async {
+            RErr(FfiHttpError {
+                kind: http_error::OTHER,
+                message: RString::from("not a worker: no host to forward the request to"),
+            })
+        }
+        .into_ffi();
     };
     let id = link.next_http.fetch_add(1, Ordering::Relaxed);
     let (answer, answered) = oneshot::channel();
@@ -199,7 +207,7 @@ pub(crate) fn forward_http(
         }
     }
     let forget = Forget(id);
-    Ok(async move {
+    async move {
         let _forget = forget;
         if !sent {
             return RErr(FfiHttpError {
@@ -227,7 +235,7 @@ pub(crate) fn forward_http(
             }),
         }
     }
-    .into_ffi())
+    .into_ffi()
 }
 
 async fn serve(
