@@ -1,9 +1,12 @@
 //! Call overhead: the same trivial provider type (`tests/fixtures/bench-trivial`)
 //! compiled into this binary (the baseline, registered with
-//! `ProviderRegistry::register`) and loaded from its cdylib with
-//! connhost's catalog (`connhost_bench::load_plugins`).
+//! `ProviderRegistry::register`), loaded from its cdylib with connhost's
+//! catalog (`connhost_bench::load_plugins`), and loaded isolated, in a
+//! sandboxed worker process of its own (`Isolation::Process`, the release
+//! `connhost` binary as the worker: `connhost_bench::connhost_program`).
 //!
-//! Groups (each with a `native` and a `plugin` function):
+//! Groups (each with a `native` and a `plugin` function; `raw_call` and
+//! `validate` also with `isolated`):
 //! - `raw_call`: `registry.get(id).unwrap().call_provider(fields)`, polled by
 //!   a minimal `block_on`; the credential's clone is outside the timing.
 //! - `validate`: `Connhost::validate` (form rules, isolation thread, timeout,
@@ -16,7 +19,9 @@
 //! drift on a shared machine can land on one of them. After criterion, a
 //! paired measurement alternates blocks of native and plugin calls (the
 //! order flipping every pair) and keeps the median of the per-pair ratios
-//! and differences: `call-paired.json` in the results folder.
+//! and differences; likewise isolated vs plugin and isolated vs native
+//! (`*_isolated_vs_plugin`, `*_isolated_vs_native`, with `baseline_ns`
+//! and `isolated_ns`): `call-paired.json` in the results folder.
 //!
 //! `scripts/bench` runs it with a short measurement time; `report` reads
 //! criterion's estimates and the paired figures.
@@ -24,18 +29,29 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use connhost::{Connhost, CredentialFields, LoadReport, ProviderRegistry, Verdict};
+use connhost::{Connhost, CredentialFields, Isolation, LoadReport, ProviderRegistry, Verdict};
 use connhost_bench::{
-    block_on, credential, fresh_copies, load_plugins, median, plugin_library, write_result,
-    PROVIDER_ID,
+    block_on, credential, fresh_copies, load_host, load_plugins, median, plugin_library,
+    worker_pids, write_result, PROVIDER_ID,
 };
 use criterion::{BatchSize, Criterion};
 use fixture_bench_trivial::BenchTrivial;
 use serde_json::json;
 
-/// The two registries: compiled in, and loaded from a fresh copy of the
-/// cdylib. The temp dir is returned so that it outlives the benchmarks.
-fn registries() -> (ProviderRegistry, ProviderRegistry, tempfile::TempDir) {
+/// The three backends' registries and what keeps them alive.
+struct Backends {
+    native: ProviderRegistry,
+    plugin: ProviderRegistry,
+    isolated: ProviderRegistry,
+    /// The isolated plugin's host (its worker runs while it lives).
+    _isolated_host: Connhost,
+    /// The plugin files (they outlive the benchmarks).
+    _dirs: [tempfile::TempDir; 2],
+}
+
+/// The three registries: compiled in, loaded from a fresh copy of the
+/// cdylib, and loaded isolated from another fresh copy.
+fn registries() -> Backends {
     let mut native = ProviderRegistry::new();
     native.register(BenchTrivial);
     let dir = fresh_copies(&plugin_library(), 1);
@@ -44,7 +60,20 @@ fn registries() -> (ProviderRegistry, ProviderRegistry, tempfile::TempDir) {
         report.failed.is_empty() && report.loaded.len() == 1,
         "the plugin did not load: {report:?}"
     );
-    (native, plugin, dir)
+    let isolated_dir = fresh_copies(&plugin_library(), 1);
+    let isolated_host = load_host(isolated_dir.path(), Isolation::Process);
+    assert_eq!(
+        worker_pids(&isolated_host).len(),
+        1,
+        "the isolated plugin has no worker process"
+    );
+    Backends {
+        native,
+        plugin,
+        isolated: isolated_host.registry().clone(),
+        _isolated_host: isolated_host,
+        _dirs: [dir, isolated_dir],
+    }
 }
 
 /// Both backends must answer the same before they are compared.
@@ -107,10 +136,29 @@ fn paired(
     })
 }
 
+/// [`paired`] figures of an isolated backend (`b`) against a baseline
+/// (`a`), named as such.
+fn isolated_figures(paired: serde_json::Value) -> serde_json::Value {
+    json!({
+        "pairs": paired["pairs"],
+        "calls_per_block": paired["calls_per_block"],
+        "baseline_ns": paired["native_ns"],
+        "isolated_ns": paired["plugin_ns"],
+        "ratio": paired["ratio"],
+        "overhead_ns": paired["overhead_ns"],
+    })
+}
+
 fn bench(c: &mut Criterion) {
-    let (native, plugin, _dir) = registries();
-    check_same_answers(&native, &plugin);
-    let backends = [("native", &native), ("plugin", &plugin)];
+    let all = registries();
+    let (native, plugin, isolated) = (&all.native, &all.plugin, &all.isolated);
+    check_same_answers(native, plugin);
+    check_same_answers(native, isolated);
+    let backends = [
+        ("native", native),
+        ("plugin", plugin),
+        ("isolated", isolated),
+    ];
 
     let mut group = c.benchmark_group("raw_call");
     for (name, registry) in backends {
@@ -172,7 +220,9 @@ fn bench(c: &mut Criterion) {
         );
         black_box(verdict);
     };
-    let raw_paired = paired(41, 5_000, |f| raw(&native, f), |f| raw(&plugin, f));
+    let raw_paired = paired(41, 5_000, |f| raw(native, f), |f| raw(plugin, f));
+    let raw_isolated_plugin = paired(41, 500, |f| raw(plugin, f), |f| raw(isolated, f));
+    let raw_isolated_native = paired(41, 500, |f| raw(native, f), |f| raw(isolated, f));
     let validate = |host: &Connhost, fields: CredentialFields| {
         black_box(runtime.block_on(host.validate(black_box(PROVIDER_ID), fields)))
             .expect("registered");
@@ -183,23 +233,39 @@ fn bench(c: &mut Criterion) {
         |f| validate(&hosts[0].1, f),
         |f| validate(&hosts[1].1, f),
     );
-    println!("paired raw_call: {raw_paired}\npaired validate: {validate_paired}");
-    write_result(
-        "call-paired.json",
-        &json!({
-            "raw_call": raw_paired,
-            "validate": validate_paired,
-        }),
+    let validate_isolated_plugin = paired(
+        41,
+        200,
+        |f| validate(&hosts[1].1, f),
+        |f| validate(&hosts[2].1, f),
     );
+    let validate_isolated_native = paired(
+        41,
+        200,
+        |f| validate(&hosts[0].1, f),
+        |f| validate(&hosts[2].1, f),
+    );
+    let results = json!({
+        "raw_call": raw_paired,
+        "validate": validate_paired,
+        "raw_call_isolated_vs_plugin": isolated_figures(raw_isolated_plugin),
+        "raw_call_isolated_vs_native": isolated_figures(raw_isolated_native),
+        "validate_isolated_vs_plugin": isolated_figures(validate_isolated_plugin),
+        "validate_isolated_vs_native": isolated_figures(validate_isolated_native),
+    });
+    println!("paired: {results:#}");
+    write_result("call-paired.json", &results);
 
+    // Listing is the same for every backend (descriptors are cached at
+    // load): compiled in and plugin only.
     let mut group = c.benchmark_group("providers");
-    for (name, host) in &hosts {
+    for (name, host) in &hosts[..2] {
         group.bench_function(*name, |b| b.iter(|| black_box(host).providers()));
     }
     group.finish();
 
     let mut group = c.benchmark_group("schema");
-    for (name, host) in &hosts {
+    for (name, host) in &hosts[..2] {
         group.bench_function(*name, |b| {
             b.iter(|| black_box(host).schema(black_box(PROVIDER_ID)))
         });

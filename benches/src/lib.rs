@@ -14,6 +14,10 @@
 //!   memory of `connhost serve` with 0, 10 and 100 plugins.
 //! - `call-driver`: a small driver for callgrind (instruction counts are
 //!   stable where wall-clock time is not).
+//! - `isolation`: isolated plugins (a worker process each) against in-process
+//!   ones: throughput of concurrent validations, worker start and restart,
+//!   memory per worker and across replacements, and postcard vs JSON for the
+//!   worker protocol's messages (`benches/call.rs` has the per-call cost).
 //! - `report`: turns the results into `BENCHMARKS.md` and SVG charts.
 
 use std::future::Future;
@@ -23,7 +27,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use connhost::{Catalog, CredentialFields, HostConfig, LoadReport, ProviderRegistry};
+use connhost::{
+    Catalog, Connhost, CredentialFields, HostConfig, Isolation, LoadReport, ProviderRegistry,
+};
 
 /// The cargo package of the trivial plugin.
 pub const PLUGIN_PACKAGE: &str = "fixture-bench-trivial";
@@ -151,6 +157,53 @@ pub fn load_plugins(dir: &Path) -> (ProviderRegistry, LoadReport) {
     config.builtins = false;
     let host = Catalog::load(&config);
     (host.registry().clone(), host.load_report().clone())
+}
+
+/// The `connhost` binary that isolated plugins' workers run (a benchmark
+/// is not `connhost`, so it names it): `CONNHOST_BENCH_CONNHOST`, or the
+/// release build in this executable's target dir (scripts/bench builds it
+/// first).
+pub fn connhost_program() -> PathBuf {
+    std::env::var_os("CONNHOST_BENCH_CONNHOST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            target_dir()
+                .join("release")
+                .join(format!("connhost{}", std::env::consts::EXE_SUFFIX))
+        })
+}
+
+/// A configuration that loads the plugins of `dir` without the built-ins,
+/// in `isolation`; isolated plugins' workers run [`connhost_program`]
+/// (sandboxed, with the default limits).
+pub fn config_for(dir: &Path, isolation: Isolation) -> HostConfig {
+    let mut config = HostConfig::with_plugins_dir(dir);
+    config.builtins = false;
+    config.isolation = isolation;
+    config.worker.program = Some(connhost_program());
+    config
+}
+
+/// Loads the plugins of `dir` in `isolation` through the catalog. The host
+/// returned keeps isolated plugins' workers running until it is dropped.
+/// Panics unless every file loaded.
+pub fn load_host(dir: &Path, isolation: Isolation) -> Connhost {
+    let host = Catalog::load(&config_for(dir, isolation));
+    let report = host.load_report();
+    assert!(
+        report.failed.is_empty() && !report.loaded.is_empty(),
+        "the plugins did not load ({isolation}): {report:?}"
+    );
+    host
+}
+
+/// The worker process ids of a host's isolated plugins, in load order.
+pub fn worker_pids(host: &Connhost) -> Vec<u32> {
+    host.plugins()
+        .loaded
+        .iter()
+        .filter_map(|plugin| plugin.worker.as_ref()?.pid)
+        .collect()
 }
 
 /// The 3-field credential every call benchmark submits.

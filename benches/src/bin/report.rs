@@ -646,6 +646,7 @@ fn main() -> ExitCode {
             ),
         ));
     }
+    headline.extend(isolation_headline(&results));
     // ---- assemble ---------------------------------------------------------
     writeln!(md, "## Headline ratios\n\n| what | ratio (connhost or plugin / same-run baseline) |\n|---|---|").unwrap();
     for (what, value) in &headline {
@@ -811,6 +812,93 @@ fn main() -> ExitCode {
 
 /// `N (P%)  file:function [object]` lines of callgrind_annotate, as
 /// (N, function), the function without its file, object or recursion mark.
+/// Headline rows for isolated plugins (section 7, which `isolation report`
+/// writes), from `call-paired.json` and `isolation.json`.
+fn isolation_headline(results: &Path) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    if let Some(paired) = read_json(&results.join("call-paired.json")) {
+        for (group, label) in [
+            ("raw_call", "Raw provider call"),
+            ("validate", "`Connhost::validate`"),
+        ] {
+            let (vs_plugin, vs_native) = (
+                &paired[format!("{group}_isolated_vs_plugin")],
+                &paired[format!("{group}_isolated_vs_native")],
+            );
+            if !vs_plugin.is_object() {
+                continue;
+            }
+            rows.push((
+                format!("{label}, isolated (worker process) vs in process and vs compiled in"),
+                format!(
+                    "×{:.1} and ×{:.1} in time, paired: {} added per call vs in process ({} vs {}), against the 10 µs aim",
+                    f(&vs_plugin["ratio"]),
+                    f(&vs_native["ratio"]),
+                    ns(f(&vs_plugin["overhead_ns"])),
+                    ns(f(&vs_plugin["isolated_ns"])),
+                    ns(f(&vs_plugin["baseline_ns"])),
+                ),
+            ));
+        }
+    }
+    let Some(r) = read_json(&results.join("isolation.json")) else {
+        return rows;
+    };
+    let (t, s, c, m, z) = (
+        &r["throughput"],
+        &r["start"],
+        &r["restart"],
+        &r["memory"],
+        &r["serde"],
+    );
+    rows.push((
+        "16 concurrent validations' throughput, isolated vs in process".into(),
+        format!(
+            "×{:.2} ({:.0} vs {:.0} validations/s; aim ≥ ×0.5)",
+            f(&t["ratio"]),
+            f(&t["isolated_per_s"]),
+            f(&t["in_process_per_s"])
+        ),
+    ));
+    rows.push((
+        "Plugin load to first answer, isolated vs in process".into(),
+        format!(
+            "×{:.2} ({:.1} ms vs {:.1} ms, worker spawn and start included)",
+            f(&s["ratio_first_answer"]),
+            f(&s["isolated_first_answer_ms"]),
+            f(&s["in_process_first_answer_ms"])
+        ),
+    ));
+    rows.push((
+        "Worker `kill -9` to its replacement answering".into(),
+        format!(
+            "median {:.1} ms, worst {:.1} ms (aim under 200 ms; no same-run baseline)",
+            f(&c["median_ms"]),
+            f(&c["max_ms"])
+        ),
+    ));
+    rows.push((
+        "Resident memory per plugin, isolated (host + worker) vs in process".into(),
+        format!(
+            "×{:.1} ({:.0} KiB vs {:.0} KiB; a worker alone {:.0} KiB)",
+            f(&m["isolated_total_per_plugin_kib"]) / f(&m["in_process_per_plugin_kib"]),
+            f(&m["isolated_total_per_plugin_kib"]),
+            f(&m["in_process_per_plugin_kib"]),
+            f(&m["worker_kib"])
+        ),
+    ));
+    rows.push((
+        "Worker protocol encode + decode, serde_json vs postcard".into(),
+        format!(
+            "×{:.1} ({:.0} ns vs {:.0} ns per request + outcome)",
+            f(&z["ratio_json_to_postcard"]),
+            f(&z["json_ns"]),
+            f(&z["postcard_ns"])
+        ),
+    ));
+    rows
+}
+
 fn annotate_entries(text: &str) -> Vec<(f64, String)> {
     text.lines()
         .filter_map(|line| {
