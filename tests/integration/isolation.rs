@@ -458,3 +458,21 @@ fn chaos_killing_workers_at_random_fails_no_other_provider_and_every_worker_come
     assert!(crashes > 0 && crashes <= kills as u64, "{crashes} crashes");
     bystander.finish();
 }
+
+#[test]
+fn the_daytona_example_answers_the_same_isolated_as_in_process_against_the_loopback_vendor() {
+    let vendor = Vendor::start();
+    let dir = PluginDir::with(&["daytona"]);
+    let configure = |config: &mut HostConfig| set(config, "daytona", "api_url", vendor.url());
+    let in_process = host_with(&dir, configure);
+    let isolated = isolated_host(&dir, configure);
+    for key in ["good-key", "wrong-key", "rate-limited", "broken"] {
+        let ask = |host: &Connhost| {
+            runtime()
+                .block_on(host.validate("daytona", fields(&[("api_key", key)])))
+                .unwrap()
+        };
+        assert_eq!(ask(&isolated), ask(&in_process), "{key}");
+    }
+    assert_eq!(vendor.requests(), 8);
+}

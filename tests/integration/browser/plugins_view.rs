@@ -370,3 +370,30 @@ fn a_replaced_library_is_listed_as_retired_with_its_size() {
         page.screenshot(&screenshot)
     });
 }
+
+#[test]
+fn an_isolated_plugin_shows_its_worker_state_pid_and_sandbox() {
+    let (settings, _dir) = serve(&["mai"], |_| {}, &["--isolation", "process"]);
+    settings.check(|page| {
+        open_view(page, "mai")?;
+        let shown = page.eval_async(
+            r#"(async () => {
+                const report = await plugins.report();
+                const worker = report.loaded[0].worker;
+                const card = plugins.card('mai');
+                return worker && worker.state === 'ready'
+                    && card.querySelector('.badge-runs').textContent === 'Isolated'
+                    && card.querySelector('.badge-state').textContent === 'Worker ready'
+                    && plugins.fact('mai', 'pid') === String(worker.pid)
+                    && plugins.fact('mai', 'restarts') === '0'
+                    && plugins.fact('mai', 'sandbox').includes('seccomp');
+            })()"#,
+        )?;
+        if shown != json!(true) {
+            return Err(page.problem(
+                "mai is not shown isolated with its worker ready, pid, restarts and sandbox",
+            ));
+        }
+        Ok(())
+    });
+}
