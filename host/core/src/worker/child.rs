@@ -25,7 +25,7 @@ use async_ffi::{FfiFuture, FutureExt as _};
 use connhost_plugin_api::abi::{http_error, FfiHttpError, FfiHttpRequest, FfiHttpResponse};
 use connhost_plugin_api::panic::CatchPanic;
 use connhost_plugin_api::CredentialFields;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::protocol::{
     self, FromWorker, Hello, HttpFailure, HttpRequest, HttpResponse, Ready, ToWorker, WireOutcome,
@@ -130,7 +130,7 @@ fn is_socket(fd: i32) -> bool {
 
 /// The worker's side of the conversation, once confined.
 struct Link {
-    out: mpsc::UnboundedSender<FromWorker>,
+    out: Arc<protocol::FrameWriter>,
     http: Mutex<HashMap<u64, oneshot::Sender<Result<HttpResponse, HttpFailure>>>>,
     next_http: AtomicU64,
 }
@@ -148,7 +148,7 @@ pub(crate) fn forward_log(level: u8, target: &str, message: &str) -> bool {
     let Some(link) = LINK.get() else {
         return false;
     };
-    let _ = link.out.send(FromWorker::Log {
+    let _ = link.out.send(&FromWorker::Log {
         level,
         target: target.to_owned(),
         message: message.to_owned(),
@@ -193,7 +193,7 @@ pub(crate) fn forward_http(request: FfiHttpRequest) -> FfiFuture<HttpResult> {
         body: request.body.into_vec(),
         timeout_ms: request.timeout_ms,
     };
-    let sent = link.out.send(FromWorker::Http { id, request }).is_ok();
+    let sent = link.out.send(&FromWorker::Http { id, request });
     /// Forgets the pending answer when the plugin drops the request.
     struct Forget(u64);
     impl Drop for Forget {
@@ -247,17 +247,8 @@ async fn serve(
         .set_nonblocking(true)
         .map_err(|e| format!("socket: {e}"))?;
     let socket = tokio::net::UnixStream::from_std(socket).map_err(|e| format!("socket: {e}"))?;
-    let (mut reader, mut writer) = socket.into_split();
-    let (out, mut outbox) = mpsc::unbounded_channel::<FromWorker>();
-    let writing = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt as _;
-        while let Some(message) = outbox.recv().await {
-            if writer.write_all(&protocol::encode(&message)).await.is_err() {
-                // The host is gone.
-                exit(0);
-            }
-        }
-    });
+    let (mut reader, writer) = socket.into_split();
+    let out = protocol::FrameWriter::new(writer, tokio::runtime::Handle::current());
     if LINK
         .set(Link {
             out: out.clone(),
@@ -284,20 +275,20 @@ async fn serve(
     let library = match loaded {
         Ok(library) => library,
         Err(failure) => {
-            let _ = out.send(FromWorker::LoadFailed {
+            let _ = out.send(&FromWorker::LoadFailed {
                 kind: failure.kind,
                 reason: failure.reason,
                 detail: failure.detail,
             });
-            drop(out);
-            let _ = writing.await;
+            // Until the host has it (it closes the socket once read).
+            let _ = protocol::read_async(&mut reader).await;
             return Ok(());
         }
     };
     let Some(module) = library.module() else {
         return Err("the library did not load in this process".to_owned());
     };
-    let _ = out.send(FromWorker::Ready(Ready {
+    let _ = out.send(&FromWorker::Ready(Ready {
         name: library.name().to_owned(),
         version: library.version().to_owned(),
         api_version: library.api_version().to_owned(),
@@ -346,7 +337,7 @@ async fn serve(
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&id);
-                    let _ = out.send(answer);
+                    let _ = out.send(&answer);
                 });
             }
             ToWorker::Cancel { id } => {

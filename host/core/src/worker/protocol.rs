@@ -156,6 +156,100 @@ pub(crate) fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     frame
 }
 
+/// Writes frames to one end of the socket from any thread, without a task
+/// in between: a frame goes straight to the socket when it fits (the
+/// usual case), and only what the socket cannot take now waits in a
+/// backlog that a task on `runtime` drains. Frames never interleave.
+pub(crate) struct FrameWriter {
+    half: tokio::net::unix::OwnedWriteHalf,
+    backlog: std::sync::Mutex<Backlog>,
+    runtime: tokio::runtime::Handle,
+}
+
+#[derive(Default)]
+struct Backlog {
+    bytes: Vec<u8>,
+    draining: bool,
+    broken: bool,
+}
+
+/// The most bytes waiting for a peer that does not read: beyond, the
+/// connection counts as broken.
+const MAX_BACKLOG: usize = 64 << 20;
+
+impl FrameWriter {
+    /// A writer over `half`, draining its backlog on `runtime` (which must
+    /// be the one `half` was registered with).
+    pub(crate) fn new(
+        half: tokio::net::unix::OwnedWriteHalf,
+        runtime: tokio::runtime::Handle,
+    ) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            half,
+            backlog: std::sync::Mutex::new(Backlog::default()),
+            runtime,
+        })
+    }
+
+    /// Sends one message; false when the connection is broken (the peer is
+    /// gone or stopped reading).
+    pub(crate) fn send<T: Serialize>(self: &std::sync::Arc<Self>, message: &T) -> bool {
+        let frame = encode(message);
+        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        if backlog.broken {
+            return false;
+        }
+        let mut rest = &frame[..];
+        if backlog.bytes.is_empty() {
+            match self.half.try_write(rest) {
+                Ok(n) if n == rest.len() => return true,
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    backlog.broken = true;
+                    return false;
+                }
+            }
+        }
+        if backlog.bytes.len() + rest.len() > MAX_BACKLOG {
+            backlog.broken = true;
+            backlog.bytes = Vec::new();
+            return false;
+        }
+        backlog.bytes.extend_from_slice(rest);
+        if !backlog.draining {
+            backlog.draining = true;
+            let writer = self.clone();
+            self.runtime.spawn(async move { writer.drain().await });
+        }
+        true
+    }
+
+    async fn drain(self: std::sync::Arc<Self>) {
+        loop {
+            let ready = self.half.writable().await;
+            let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+            if ready.is_err() {
+                backlog.broken = true;
+            }
+            while !backlog.broken && !backlog.bytes.is_empty() {
+                match self.half.try_write(&backlog.bytes) {
+                    Ok(n) => {
+                        backlog.bytes.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => backlog.broken = true,
+                }
+            }
+            if backlog.broken || backlog.bytes.is_empty() {
+                backlog.bytes = Vec::new();
+                backlog.draining = false;
+                return;
+            }
+        }
+    }
+}
+
 /// Decodes one frame's bytes.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| format!("an unreadable message ({e})"))

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::protocol::{self, FromWorker, Hello, Ready, ToWorker, WireOutcome};
 use super::WORKER_ARG;
@@ -212,7 +212,7 @@ struct Call {
 /// One running worker.
 struct Conn {
     pid: Option<u32>,
-    out: mpsc::UnboundedSender<ToWorker>,
+    out: Arc<protocol::FrameWriter>,
     calls: Mutex<HashMap<u64, Call>>,
     next_id: AtomicU64,
     /// Asks the monitor to kill the worker, with the reason.
@@ -415,12 +415,12 @@ impl Supervisor {
             id,
             done: false,
         };
-        let sent = conn.out.send(ToWorker::Validate {
+        let sent = conn.out.send(&ToWorker::Validate {
             id,
             handle,
             fields: fields.into_iter().collect(),
         });
-        if sent.is_err() {
+        if !sent {
             guard.done = true;
             conn.calls
                 .lock()
@@ -511,7 +511,7 @@ impl Drop for CancelOnDrop {
         if !still_running {
             return;
         }
-        let _ = self.conn.out.send(ToWorker::Cancel { id: self.id });
+        let _ = self.conn.out.send(&ToWorker::Cancel { id: self.id });
         let (conn, id) = (self.conn.clone(), self.id);
         runtime().spawn(async move {
             tokio::time::sleep(CANCEL_GRACE).await;
@@ -641,7 +641,7 @@ async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
             )));
         }
     };
-    let (out, outbox) = mpsc::unbounded_channel();
+    let out = protocol::FrameWriter::new(writer, runtime().handle().clone());
     let (kill, killed) = oneshot::channel();
     let conn = Arc::new(Conn {
         pid,
@@ -664,7 +664,6 @@ async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
         let _ = child.kill().await;
         return Err(Incarnation::Broken("was stopped by the host".to_owned()));
     }
-    runtime().spawn(write_frames(writer, outbox));
     runtime().spawn(read_frames(shared.clone(), conn.clone(), reader));
     runtime().spawn(monitor(
         shared.clone(),
@@ -685,17 +684,6 @@ fn kind_of(message: &FromWorker) -> &'static str {
         FromWorker::Cancelled { .. } => "cancelled",
         FromWorker::Http { .. } => "an HTTP request",
         FromWorker::Log { .. } => "a log line",
-    }
-}
-
-async fn write_frames(
-    mut writer: tokio::net::unix::OwnedWriteHalf,
-    mut outbox: mpsc::UnboundedReceiver<ToWorker>,
-) {
-    while let Some(message) = outbox.recv().await {
-        if writer.write_all(&protocol::encode(&message)).await.is_err() {
-            return;
-        }
     }
 }
 
@@ -747,7 +735,7 @@ async fn read_frames(
                 let out = conn.out.clone();
                 runtime().spawn(async move {
                     let result = crate::capabilities::http_for_worker(request).await;
-                    let _ = out.send(ToWorker::HttpDone { id, result });
+                    let _ = out.send(&ToWorker::HttpDone { id, result });
                 });
             }
             FromWorker::Log {
