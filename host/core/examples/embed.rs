@@ -50,8 +50,17 @@ impl ConnectionProvider for Acme {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Isolated plugins run in worker processes started from this very
+    // program: a worker must take over before any thread or runtime
+    // exists.
+    connhost::worker::run_if_worker();
+    tokio::runtime::Runtime::new()
+        .expect("a tokio runtime")
+        .block_on(run());
+}
+
+async fn run() {
     let folder = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "target/plugins".to_owned());
