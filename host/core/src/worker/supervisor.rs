@@ -655,6 +655,8 @@ async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
         let stopped = state.phase == WorkerState::Stopped;
         if !stopped {
             state.conn = Some(conn.clone());
+            // Its counters exist (at zero) from its first worker on.
+            count(&ready.name, |_| {});
             state.ready = Some(ready.clone());
             shared.set_phase(&mut state, WorkerState::Ready);
         }
