@@ -92,12 +92,12 @@ impl prometheus_client::collector::Collector for WorkerCollector {
         let series: [(&str, &str, Pick); 2] = [
             (
                 "worker_crashes",
-                "Isolated plugins' worker processes that died without the host asking, by plugin",
+                "Isolated plugins' worker processes that died without the host asking, by plugin.",
                 |c| c.crashes,
             ),
             (
                 "worker_restarts",
-                "Isolated plugins' worker processes started again after one died, by plugin",
+                "Isolated plugins' worker processes started again after one died, by plugin.",
                 |c| c.restarts,
             ),
         ];
