@@ -8,11 +8,14 @@
 //! that does in [`crate::config::WorkerConfig::program`].
 
 pub(crate) mod child;
+mod death;
 pub(crate) mod protocol;
 pub(crate) mod sandbox;
+mod spawn;
+mod status;
 mod supervisor;
 
-pub use supervisor::{counts, WorkerCounts, WorkerState, WorkerStatus};
+pub use status::{counts, WorkerCounts, WorkerState, WorkerStatus};
 pub(crate) use supervisor::{Spec, Supervisor};
 
 /// The first argument that starts a program in worker mode.

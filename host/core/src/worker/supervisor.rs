@@ -15,22 +15,25 @@
 //!
 //! Everything here runs on one process-wide runtime of its own
 //! ([`runtime`]), so it does not depend on the caller's; workers are
-//! started from one long-lived thread ([`spawner`]), because a worker's
+//! started from one long-lived thread (`spawn.rs`), because a worker's
 //! "die with the host" signal is tied to the thread that started it.
+//! `death.rs` words how a worker died; `status.rs` is what the operator
+//! sees.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::os::unix::process::ExitStatusExt as _;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{oneshot, watch};
 
+use super::death::{describe_exit, LAST_WORDS};
 use super::protocol::{self, FromWorker, Hello, Ready, ToWorker, WireOutcome};
-use super::WORKER_ARG;
+use super::spawn::{runtime, spawn};
+use super::status::{count, WorkerState, WorkerStatus};
 use crate::backend::ProviderOutcome;
 use crate::config::WorkerConfig;
 use crate::redact::Secrets;
@@ -47,145 +50,6 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How many of a worker's last standard error lines are kept, to explain
 /// its death.
 const STDERR_TAIL: usize = 8;
-
-/// What Rust's runtime says on standard error before it aborts for a
-/// reason worth naming (see [`describe_exit`]).
-const LAST_WORDS: [&str; 2] = ["memory allocation of", "has overflowed its stack"];
-
-/// Where an isolated plugin stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum WorkerState {
-    /// Its worker is starting.
-    Starting,
-    /// Its worker answers.
-    Ready,
-    /// Its worker died; a new one is being started.
-    Restarting,
-    /// It crashed too often: parked until its file changes or a rescan.
-    Parked,
-    /// It was replaced or removed; its worker is stopped.
-    Stopped,
-}
-
-/// What an operator sees of an isolated plugin's worker.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct WorkerStatus {
-    /// Where it stands.
-    pub state: WorkerState,
-    /// The worker's process id, while one runs.
-    pub pid: Option<u32>,
-    /// How many times its worker was restarted.
-    pub restarts: u64,
-    /// How many times its worker died without the host asking (crashes,
-    /// and kills for a validation that would not stop).
-    pub crashes: u64,
-    /// Why its worker last died (or why it is parked).
-    pub last_crash: Option<String>,
-    /// The sandbox measures in force in its worker.
-    pub sandbox: Vec<String>,
-    /// Sandbox measures this system could not apply, with why.
-    pub sandbox_unavailable: Vec<String>,
-}
-
-/// Crashes and restarts of one plugin's workers in this process, across
-/// every version of its file: what `/metrics` counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkerCounts {
-    /// Worker deaths the host did not ask for.
-    pub crashes: u64,
-    /// Workers started again after one died.
-    pub restarts: u64,
-}
-
-static COUNTS: Mutex<std::collections::BTreeMap<String, WorkerCounts>> =
-    Mutex::new(std::collections::BTreeMap::new());
-
-fn count(plugin: &str, update: impl FnOnce(&mut WorkerCounts)) {
-    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    update(counts.entry(plugin.to_owned()).or_default());
-}
-
-/// Every plugin's worker crashes and restarts in this process so far, by
-/// plugin name (monotonic: for counters).
-pub fn counts() -> Vec<(String, WorkerCounts)> {
-    let counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    counts.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
-/// The process-wide runtime supervisors run on.
-pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("connhost-supervisor")
-            .enable_all()
-            .build()
-            .expect("connhost: cannot start the worker supervisor runtime")
-    })
-}
-
-/// An order to start a worker, carried out on the spawner thread.
-struct SpawnOrder {
-    program: PathBuf,
-    socket: OwnedFd,
-    reply: std::sync::mpsc::Sender<std::io::Result<tokio::process::Child>>,
-}
-
-/// The one thread that starts workers. It never ends: a worker's
-/// `PR_SET_PDEATHSIG` fires when the thread that forked it exits.
-fn spawner() -> &'static Mutex<std::sync::mpsc::Sender<SpawnOrder>> {
-    static SPAWNER: OnceLock<Mutex<std::sync::mpsc::Sender<SpawnOrder>>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (orders, incoming) = std::sync::mpsc::channel::<SpawnOrder>();
-        let handle = runtime().handle().clone();
-        std::thread::Builder::new()
-            .name("connhost-spawner".to_owned())
-            .spawn(move || {
-                let _entered = handle.enter();
-                for order in incoming {
-                    let _ = order.reply.send(spawn_now(&order.program, &order.socket));
-                }
-            })
-            .expect("connhost: cannot start the worker spawner thread");
-        Mutex::new(orders)
-    })
-}
-
-fn spawn_now(program: &PathBuf, socket: &OwnedFd) -> std::io::Result<tokio::process::Child> {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .arg(WORKER_ARG)
-        .env(super::child::PARENT_ENV, std::process::id().to_string())
-        // Fewer malloc arenas: less address space reserved per thread, so
-        // the memory limit measures what the plugin uses.
-        .env("MALLOC_ARENA_MAX", "2")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let fd = socket.as_raw_fd();
-    let target = super::child::SOCKET_FD;
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
-    // exec.
-    unsafe {
-        command.pre_exec(move || {
-            if fd == target {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, target) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command.spawn()
-}
 
 /// What a supervisor needs to start its worker.
 #[derive(Debug, Clone)]
@@ -543,29 +407,14 @@ async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
     let spec = &shared.spec;
     let (host_end, worker_end) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| Incarnation::Broken(format!("could not get a socket pair: {e}")))?;
-    let (reply, spawned) = std::sync::mpsc::channel();
-    spawner()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send(SpawnOrder {
-            program: spec.program.clone(),
-            socket: OwnedFd::from(worker_end),
-            reply,
-        })
-        .map_err(|_| Incarnation::Broken("could not be started: no spawner".to_owned()))?;
-    let spawned = tokio::task::spawn_blocking(move || spawned.recv())
+    let mut child = spawn(&spec.program, OwnedFd::from(worker_end))
         .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            Incarnation::Broken("could not be started: the spawner stopped".to_owned())
+        .map_err(|e| {
+            Incarnation::Broken(format!(
+                "could not be started ({}: {e})",
+                spec.program.display()
+            ))
         })?;
-    let mut child = spawned.map_err(|e| {
-        Incarnation::Broken(format!(
-            "could not be started ({}: {e})",
-            spec.program.display()
-        ))
-    })?;
     let pid = child.id();
     let stderr = child.stderr.take();
     host_end
@@ -1012,102 +861,5 @@ impl Shared {
             .as_ref()
             .map(|r| r.name.clone())
             .unwrap_or_else(|| self.spec.hello.plugin_file.display().to_string())
-    }
-}
-
-/// Says how a worker ended, in words: the signal by name, the exit code,
-/// and what its last standard error lines tell (the memory limit, a stack
-/// overflow).
-fn describe_exit(
-    status: std::process::ExitStatus,
-    tail: &Mutex<VecDeque<String>>,
-    config: &WorkerConfig,
-) -> String {
-    let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
-    let said = |needle: &str| tail.iter().any(|line| line.contains(needle));
-    let how = match (status.signal(), status.code()) {
-        (Some(signal), _) => format!("was killed by signal {}", signal_name(signal)),
-        (None, Some(code)) => format!("exited with code {code}"),
-        (None, None) => "ended".to_owned(),
-    };
-    if said("memory allocation of") {
-        let limit = config
-            .memory_limit
-            .map(|b| format!(" of {} MiB", b >> 20))
-            .unwrap_or_default();
-        format!("exceeded its memory limit{limit} ({how})")
-    } else if said("has overflowed its stack") {
-        format!("overflowed its stack ({how})")
-    } else if status.signal() == Some(libc::SIGXCPU) {
-        format!("exceeded its CPU time limit ({how})")
-    } else {
-        how
-    }
-}
-
-fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGSEGV => "SIGSEGV (segmentation fault)",
-        libc::SIGABRT => "SIGABRT (abort)",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGBUS => "SIGBUS (bus error)",
-        libc::SIGILL => "SIGILL (illegal instruction)",
-        libc::SIGFPE => "SIGFPE (arithmetic error)",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU (CPU time limit)",
-        libc::SIGSYS => "SIGSYS (forbidden system call)",
-        libc::SIGPIPE => "SIGPIPE",
-        other => return format!("{other}"),
-    };
-    name.to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn died(raw: i32, stderr: &[&str]) -> String {
-        let tail = Mutex::new(stderr.iter().map(|s| s.to_string()).collect());
-        let config = WorkerConfig {
-            memory_limit: Some(256 << 20),
-            ..WorkerConfig::default()
-        };
-        describe_exit(std::process::ExitStatus::from_raw(raw), &tail, &config)
-    }
-
-    #[test]
-    fn a_signal_is_named_and_an_exit_code_given() {
-        assert_eq!(
-            died(libc::SIGSEGV, &[]),
-            "was killed by signal SIGSEGV (segmentation fault)"
-        );
-        assert_eq!(died(3 << 8, &[]), "exited with code 3");
-        assert_eq!(died(0, &[]), "exited with code 0");
-    }
-
-    #[test]
-    fn the_last_words_on_stderr_say_memory_or_stack() {
-        assert_eq!(
-            died(
-                libc::SIGABRT,
-                &["memory allocation of 67108864 bytes failed"]
-            ),
-            "exceeded its memory limit of 256 MiB (was killed by signal SIGABRT (abort))"
-        );
-        assert_eq!(
-            died(
-                libc::SIGABRT,
-                &[
-                    "",
-                    "thread 'x' has overflowed its stack",
-                    "fatal runtime error: stack overflow"
-                ]
-            ),
-            "overflowed its stack (was killed by signal SIGABRT (abort))"
-        );
-        assert_eq!(
-            died(libc::SIGXCPU, &[]),
-            "exceeded its CPU time limit (was killed by signal SIGXCPU (CPU time limit))"
-        );
     }
 }
