@@ -5,7 +5,7 @@ use std::fmt;
 
 use abi_stable::std_types::RVec;
 use connhost_plugin_api::abi::{outcome, FfiField, PluginModuleRef};
-use connhost_plugin_api::{ConnectionValidation, CredentialFields};
+use connhost_plugin_api::CredentialFields;
 
 use super::ProviderOutcome;
 
@@ -48,23 +48,14 @@ impl InProcess {
             .collect();
         let result = (self.module.validate())(self.handle, fields).await;
         match result.kind {
-            outcome::VALID => {
-                let metadata = match result.metadata_json.into_option() {
-                    None => None,
-                    Some(json) => match serde_json::from_str(json.as_str()) {
-                        Ok(value) => Some(value),
-                        Err(e) => {
-                            return ProviderOutcome::Fault(format!(
-                                "returned metadata that is not JSON: {e}"
-                            ))
-                        }
-                    },
-                };
-                ProviderOutcome::Valid(ConnectionValidation {
-                    provider_username: result.username.into_option().map(|s| s.into_string()),
-                    provider_metadata: metadata,
-                })
-            }
+            outcome::VALID => ProviderOutcome::valid_from_plugin(
+                result.username.into_option().map(|s| s.into_string()),
+                result
+                    .metadata_json
+                    .as_ref()
+                    .map(|json| json.as_str())
+                    .into_option(),
+            ),
             outcome::REJECTED => ProviderOutcome::Rejected(result.message.into_string()),
             outcome::INCONCLUSIVE => ProviderOutcome::Inconclusive(result.message.into_string()),
             outcome::FAULT => ProviderOutcome::Fault(result.message.into_string()),

@@ -62,6 +62,25 @@ pub(crate) enum ProviderOutcome {
     },
 }
 
+impl ProviderOutcome {
+    /// An accepted credential as a plugin reports it across a boundary
+    /// (the ABI, a worker's socket): the username, and the metadata as
+    /// JSON text, which makes it a fault when it is not JSON.
+    pub(crate) fn valid_from_plugin(username: Option<String>, metadata_json: Option<&str>) -> Self {
+        let provider_metadata = match metadata_json.map(serde_json::from_str) {
+            None => None,
+            Some(Ok(value)) => Some(value),
+            Some(Err(e)) => {
+                return ProviderOutcome::Fault(format!("returned metadata that is not JSON: {e}"))
+            }
+        };
+        ProviderOutcome::Valid(ConnectionValidation {
+            provider_username: username,
+            provider_metadata,
+        })
+    }
+}
+
 impl From<Result<ConnectionValidation, ValidationError>> for ProviderOutcome {
     fn from(result: Result<ConnectionValidation, ValidationError>) -> Self {
         match result {

@@ -38,7 +38,7 @@ use crate::backend::ProviderOutcome;
 use crate::config::WorkerConfig;
 use crate::redact::Secrets;
 use crate::report::{FailureKind, LoadFailure};
-use connhost_plugin_api::{ConnectionValidation, CredentialFields};
+use connhost_plugin_api::CredentialFields;
 
 /// How long a cancelled validation may take to stop before the host
 /// stops its worker.
@@ -131,13 +131,49 @@ impl Shared {
         self.changed.send_modify(|n| *n += 1);
     }
 
+    /// The plugin's name once a worker has loaded it, its file before.
     fn plugin(&self) -> String {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.plugin_locked(&self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn plugin_locked(&self, state: &State) -> String {
         state
             .ready
             .as_ref()
             .map(|r| r.name.clone())
             .unwrap_or_else(|| self.spec.hello.plugin_file.display().to_string())
+    }
+
+    /// Counts a failure (a worker's death, or a worker that did not come
+    /// up) against [`WorkerConfig::crash_limit`] within
+    /// [`WorkerConfig::crash_window`], and records `what` as the last
+    /// crash. Parks the plugin when the limit is reached (`None`);
+    /// otherwise marks it restarting and returns how many failures fall in
+    /// the window now.
+    fn record_failure(&self, state: &mut State, what: &str) -> Option<u32> {
+        let now = Instant::now();
+        let window = self.spec.config.crash_window;
+        state.crashes.push_back(now);
+        while state
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            state.crashes.pop_front();
+        }
+        let recent = state.crashes.len() as u32;
+        if recent >= self.spec.config.crash_limit.max(1) {
+            state.last_crash = Some(format!(
+                "{what}; it crashed {recent} times within {} s, so it is parked until its file changes or a rescan",
+                window.as_secs()
+            ));
+            self.set_phase(state, WorkerState::Parked);
+            None
+        } else {
+            state.last_crash = Some(what.to_owned());
+            self.set_phase(state, WorkerState::Restarting);
+            Some(recent)
+        }
     }
 }
 
@@ -616,21 +652,7 @@ fn unwire(outcome: WireOutcome) -> ProviderOutcome {
         WireOutcome::Valid {
             username,
             metadata_json,
-        } => {
-            let metadata = match metadata_json.map(|json| serde_json::from_str(&json)) {
-                None => None,
-                Some(Ok(value)) => Some(value),
-                Some(Err(e)) => {
-                    return ProviderOutcome::Fault(format!(
-                        "returned metadata that is not JSON: {e}"
-                    ))
-                }
-            };
-            ProviderOutcome::Valid(ConnectionValidation {
-                provider_username: username,
-                provider_metadata: metadata,
-            })
-        }
+        } => ProviderOutcome::valid_from_plugin(username, metadata_json.as_deref()),
         WireOutcome::Rejected(message) => ProviderOutcome::Rejected(message),
         WireOutcome::Inconclusive(message) => ProviderOutcome::Inconclusive(message),
         WireOutcome::Fault(message) => ProviderOutcome::Fault(message),
@@ -722,48 +744,28 @@ async fn monitor(
         (None, Ok(status)) => describe_exit(status, &tail, &shared.spec.config),
         (None, Err(e)) => format!("was lost ({e})"),
     };
-    let stopping = {
-        let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.phase == WorkerState::Stopped
-    };
-    let plugin = shared.plugin();
-    let (parked, backoff) = {
+    let (stopping, plugin, parked, backoff) = {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(current) = &state.conn {
             if Arc::ptr_eq(current, &conn) {
                 state.conn = None;
             }
         }
-        if stopping {
-            (false, None)
+        let plugin = shared.plugin_locked(&state);
+        if state.phase == WorkerState::Stopped {
+            (true, plugin, false, None)
         } else {
-            let now = Instant::now();
-            let window = shared.spec.config.crash_window;
             state.crashes_total += 1;
-            state.crashes.push_back(now);
-            while state
-                .crashes
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > window)
-            {
-                state.crashes.pop_front();
-            }
-            let recent = state.crashes.len() as u32;
-            if recent >= shared.spec.config.crash_limit.max(1) {
-                state.last_crash = Some(format!(
-                    "its worker process {died}; it crashed {recent} times within {} s, so it is parked until its file changes or a rescan",
-                    window.as_secs()
-                ));
-                shared.set_phase(&mut state, WorkerState::Parked);
-                (true, None)
-            } else {
-                state.last_crash = Some(format!("its worker process {died}"));
-                shared.set_phase(&mut state, WorkerState::Restarting);
-                let backoff = match recent {
-                    0 | 1 => Duration::ZERO,
-                    n => (Duration::from_millis(100) * 2u32.saturating_pow(n - 2)).min(MAX_BACKOFF),
-                };
-                (false, Some(backoff))
+            match shared.record_failure(&mut state, &format!("its worker process {died}")) {
+                None => (false, plugin, true, None),
+                Some(recent) => {
+                    let backoff = match recent {
+                        0 | 1 => Duration::ZERO,
+                        n => (Duration::from_millis(100) * 2u32.saturating_pow(n - 2))
+                            .min(MAX_BACKOFF),
+                    };
+                    (false, plugin, false, Some(backoff))
+                }
             }
         }
     };
@@ -830,36 +832,16 @@ async fn restart_after(shared: Arc<Shared>, backoff: Duration) {
                     Incarnation::Broken(reason) => format!("its worker process {reason}"),
                 };
                 let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-                if state.phase == WorkerState::Stopped {
+                if state.phase == WorkerState::Stopped
+                    || shared.record_failure(&mut state, &reason).is_none()
+                {
                     return;
                 }
-                let now = Instant::now();
-                state.crashes.push_back(now);
-                if state.crashes.len() as u32 >= shared.spec.config.crash_limit.max(1) {
-                    state.last_crash = Some(format!(
-                        "{reason}; it failed {} times within {} s, so it is parked until its file changes or a rescan",
-                        state.crashes.len(),
-                        shared.spec.config.crash_window.as_secs()
-                    ));
-                    shared.set_phase(&mut state, WorkerState::Parked);
-                    return;
-                }
-                state.last_crash = Some(reason);
             }
         }
         backoff = (backoff * 2)
             .max(Duration::from_millis(100))
             .min(MAX_BACKOFF);
         tokio::time::sleep(backoff).await;
-    }
-}
-
-impl Shared {
-    fn plugin_locked(&self, state: &State) -> String {
-        state
-            .ready
-            .as_ref()
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| self.spec.hello.plugin_file.display().to_string())
     }
 }
