@@ -244,9 +244,7 @@ fn a_fifo_at_start_or_renamed_in_is_reported_and_never_blocks_reload_or_shutdown
     assert_eq!(failure["kind"], "not_a_regular_file", "{failure}");
 
     // Reload still works: a plugin dropped in afterwards loads.
-    let temporary = dir.file(".daytona.tmp");
-    std::fs::copy(built_library("daytona"), &temporary).unwrap();
-    std::fs::rename(&temporary, dir.file(&library_file_name("daytona"))).unwrap();
+    install(dir.path(), "daytona", &library_file_name("daytona"));
     wait_until("daytona is served", || {
         provider_ids(&server).contains(&"daytona".to_owned())
     });

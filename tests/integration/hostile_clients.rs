@@ -173,9 +173,11 @@ fn a_descriptor_shortage_never_starves_hot_reload() {
     // Let the server take all the connections it will.
     std::thread::sleep(Duration::from_secs(1));
     // A new plugin arrives while the idle clients hold their connections.
-    let temporary = dir.path().join(".greeter.tmp");
-    std::fs::copy(built_library("fixture-greeter-v1"), &temporary).unwrap();
-    std::fs::rename(&temporary, dir.file(&library_file_name("greeter"))).unwrap();
+    install(
+        dir.path(),
+        "fixture-greeter-v1",
+        &library_file_name("greeter"),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.log().matches("serving a new provider set").count() < 2 {
         assert!(

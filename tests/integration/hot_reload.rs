@@ -35,14 +35,6 @@ fn version_of(server: &Server, provider: &str) -> Option<String> {
         })
 }
 
-/// Writes a built library into `dir` as `name` the way a careful installer
-/// does: a temporary file, then a rename over the target.
-fn install(dir: &Path, crate_name: &str, name: &str) {
-    let temporary = dir.join(format!(".{name}.tmp"));
-    std::fs::copy(built_library(crate_name), &temporary).unwrap();
-    std::fs::rename(&temporary, dir.join(name)).unwrap();
-}
-
 fn greeter_file() -> String {
     library_file_name("greeter")
 }

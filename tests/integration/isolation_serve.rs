@@ -20,11 +20,9 @@ fn serve_isolated(dir: &Path, vendor: Option<&Vendor>) -> Server {
     })
 }
 
-fn install(dir: &Path, crate_name: &str) {
-    let name = library_file_name("greeter");
-    let temporary = dir.join(format!(".{name}.tmp"));
-    std::fs::copy(built_library(crate_name), &temporary).unwrap();
-    std::fs::rename(&temporary, dir.join(name)).unwrap();
+/// Installs `crate_name` as the greeter's file.
+fn install_greeter(dir: &Path, crate_name: &str) {
+    install(dir, crate_name, &library_file_name("greeter"));
 }
 
 /// The plugin serving `provider` in `/v1/plugins`.
@@ -75,7 +73,7 @@ fn validate(server: &Server, key: &str) -> Value {
 fn a_replaced_isolated_plugin_gets_a_new_worker_under_load_and_the_old_one_stops() {
     let vendor = Vendor::start();
     let dir = PluginDir::empty();
-    install(dir.path(), "fixture-greeter-v1");
+    install_greeter(dir.path(), "fixture-greeter-v1");
     let server = serve_isolated(dir.path(), Some(&vendor));
     let plugin = plugin_of(&server, "greeter").expect("greeter is served");
     assert_eq!(plugin["isolation"], "process");
@@ -115,7 +113,7 @@ fn a_replaced_isolated_plugin_gets_a_new_worker_under_load_and_the_old_one_stops
     };
     vendor.wait_for_held(1);
 
-    install(dir.path(), "fixture-greeter-v2");
+    install_greeter(dir.path(), "fixture-greeter-v2");
     wait_until("version 2.0.0 is served", || {
         plugin_of(&server, "greeter").is_some_and(|p| p["version"] == "2.0.0")
     });

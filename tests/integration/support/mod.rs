@@ -183,6 +183,17 @@ impl From<Output> for Run {
     }
 }
 
+/// Writes the library `crate_name` built into `dir` as `name` the way a
+/// careful installer does: a temporary file, then a rename over the
+/// target. Returns the installed path.
+pub fn install(dir: &Path, crate_name: &str, name: &str) -> PathBuf {
+    let temporary = dir.join(format!(".{name}.tmp"));
+    std::fs::copy(built_library(crate_name), &temporary).unwrap();
+    let target = dir.join(name);
+    std::fs::rename(&temporary, &target).unwrap();
+    target
+}
+
 /// A `connhost` command with `--plugins DIR`, its logs off unless a test
 /// asks for them.
 pub fn connhost(plugins: &Path) -> Command {
