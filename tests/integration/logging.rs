@@ -117,3 +117,46 @@ fn a_panic_in_a_plugin_is_logged_by_the_host_with_secrets_scrubbed() {
         out.stderr
     );
 }
+
+/// Validates with `logs-secret-from-thread` (whose provider logs the key at
+/// every level from a thread it spawned) at trace level, in process or
+/// isolated, and returns the host's stderr.
+fn log_from_a_plugin_thread(isolation: &str) -> String {
+    const KEY: &str = "thread-sentinel-3f9a1c77";
+    let dir = PluginDir::with(&["fixture-panicky"]);
+    let out = run(connhost(dir.path())
+        .env("CONNHOST_LOG", "trace")
+        .env("CONNHOST_ISOLATION", isolation)
+        .args([
+            "validate",
+            "logs-secret-from-thread",
+            "-f",
+            &format!("api_key={KEY}"),
+        ]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(!all.contains(KEY), "a secret leaked ({isolation}):\n{all}");
+    out.stderr
+}
+
+#[test]
+fn events_from_a_thread_a_plugin_spawned_are_scrubbed_in_process_and_isolated() {
+    for isolation in ["in-process", "process"] {
+        let log = log_from_a_plugin_thread(isolation);
+        for (level, message) in [
+            ("TRACE", "thread trace: key <redacted>"),
+            ("DEBUG", "thread debug: key <redacted>"),
+            ("INFO", "thread info: key <redacted>"),
+            ("WARN", "thread warn with a field key=<redacted>"),
+            ("ERROR", "thread error: key=\"<redacted>\""),
+        ] {
+            let line = plugin_line(&log, message)
+                .unwrap_or_else(|| panic!("{isolation}: no line {message:?}:\n{log}"));
+            assert!(line.contains(level), "{isolation}: {line}");
+            assert!(
+                line.contains("plugin=fixture-panicky"),
+                "{isolation}: {line}"
+            );
+        }
+    }
+}

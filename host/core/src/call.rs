@@ -85,7 +85,11 @@ async fn run(
         // own, and a timeout drops the wait (which cancels the validation
         // in the worker, or stops the worker).
         let _slot = slot;
-        let validating = WithSecrets::new(secrets.clone(), backend_call(&entry, fields.clone()));
+        let validating = WithSecrets::new(
+            entry.plugin_scope(),
+            secrets.clone(),
+            backend_call(&entry, fields.clone()),
+        );
         tokio::time::timeout(limits.timeout, validating).await.ok()
     };
     let verdict = match outcome {
@@ -218,7 +222,8 @@ async fn run_on_own_thread(
         let _slot = slot;
         runtime.block_on(
             async move {
-                let validating = WithSecrets::new(secrets, backend_call(&entry, fields));
+                let validating =
+                    WithSecrets::new(entry.plugin_scope(), secrets, backend_call(&entry, fields));
                 tokio::select! {
                     // A caller that gave up before this thread started:
                     // the provider is never called.

@@ -19,7 +19,7 @@ use connhost_plugin_api::abi::{
     HostVTableRef,
 };
 
-use crate::redact::scrub_active;
+use crate::redact::scrub_plugin_line;
 
 /// The name built-in providers are known by in logs and configuration.
 pub const BUILTIN_SCOPE: &str = "builtin";
@@ -176,7 +176,7 @@ extern "C" fn host_log(plugin: u64, level_code: u8, target: RStr<'_>, message: R
             return;
         }
         let name = with_slot(plugin, |s| s.name.clone()).unwrap_or_else(|| "?".to_owned());
-        let message = scrub_active(message.as_str());
+        let message = scrub_plugin_line(&name, message.as_str());
         emit_plugin_log(&name, level_code, target.as_str(), &message);
     });
 }

@@ -4,15 +4,21 @@
 //! provider without a form, every value). From a submission the host builds
 //! a [`Secrets`] set once, and everything that comes back from the provider
 //! during that validation (its error messages, panic messages, and the log
-//! lines it emits while being polled) is scrubbed against it. Call sites do
-//! not have to remember anything.
+//! lines it emits) is scrubbed against it. Call sites do not have to
+//! remember anything.
+//!
+//! A log line is scrubbed against the secrets of the validations polled on
+//! the thread that emits it, and against those of every validation its
+//! plugin has in flight: a plugin may log from a thread it spawned itself,
+//! where no validation is being polled.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use connhost_plugin_api::{CredentialFields, CredentialFormSchema};
@@ -211,22 +217,89 @@ pub fn scrub_active(text: &str) -> Cow<'_, str> {
     })
 }
 
+/// The secrets of the validations in flight, by the name of the plugin
+/// running them ([`crate::capabilities::BUILTIN_SCOPE`] for compiled-in
+/// providers). A validation is in flight from the moment its future is
+/// built until that future is dropped (it finished, or was cancelled); one
+/// whose thread outlives its timeout stays in flight with it.
+static IN_FLIGHT: Mutex<BTreeMap<String, Vec<Arc<Secrets>>>> = Mutex::new(BTreeMap::new());
+
+fn in_flight() -> std::sync::MutexGuard<'static, BTreeMap<String, Vec<Arc<Secrets>>>> {
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Scrubs a log line of plugin `plugin` against the secrets polled on this
+/// thread ([`scrub_active`]) and those of every validation of that plugin
+/// in flight, wherever it runs: a line from a thread the plugin spawned is
+/// scrubbed too.
+pub fn scrub_plugin_line<'a>(plugin: &str, text: &'a str) -> Cow<'a, str> {
+    let mut out = scrub_active(text);
+    let in_flight = in_flight();
+    for secrets in in_flight.get(plugin).into_iter().flatten() {
+        if let Cow::Owned(scrubbed) = secrets.scrub(&out) {
+            out = Cow::Owned(scrubbed);
+        }
+    }
+    out
+}
+
+/// Registers one validation's secrets as in flight for `plugin` until it
+/// is dropped.
+struct InFlightSecrets {
+    plugin: String,
+    secrets: Arc<Secrets>,
+}
+
+impl InFlightSecrets {
+    fn register(plugin: &str, secrets: Arc<Secrets>) -> Option<Self> {
+        if secrets.is_empty() {
+            return None;
+        }
+        in_flight()
+            .entry(plugin.to_owned())
+            .or_default()
+            .push(secrets.clone());
+        Some(Self {
+            plugin: plugin.to_owned(),
+            secrets,
+        })
+    }
+}
+
+impl Drop for InFlightSecrets {
+    fn drop(&mut self) {
+        let mut in_flight = in_flight();
+        if let Some(list) = in_flight.get_mut(&self.plugin) {
+            if let Some(at) = list.iter().position(|s| Arc::ptr_eq(s, &self.secrets)) {
+                list.swap_remove(at);
+            }
+            if list.is_empty() {
+                in_flight.remove(&self.plugin);
+            }
+        }
+    }
+}
+
 /// The secrets active on this thread right now (see [`scrub_active`]):
 /// an isolated backend takes them along to scrub its worker's output.
 pub(crate) fn active_secrets() -> Vec<Arc<Secrets>> {
     ACTIVE.with(|active| active.borrow().clone())
 }
 
-/// A future that makes its secrets active (see [`scrub_active`]) while it
-/// is polled.
+/// A validation's future: its secrets are active (see [`scrub_active`])
+/// while it is polled, and in flight for its plugin (see
+/// [`scrub_plugin_line`]) for as long as it exists.
 pub(crate) struct WithSecrets<F> {
     secrets: Arc<Secrets>,
     inner: Pin<Box<F>>,
+    _in_flight: Option<InFlightSecrets>,
 }
 
 impl<F: Future> WithSecrets<F> {
-    pub(crate) fn new(secrets: Arc<Secrets>, inner: F) -> Self {
+    /// Wraps the validation `inner` of a provider of plugin `plugin`.
+    pub(crate) fn new(plugin: &str, secrets: Arc<Secrets>, inner: F) -> Self {
         Self {
+            _in_flight: InFlightSecrets::register(plugin, secrets.clone()),
             secrets,
             inner: Box::pin(inner),
         }
@@ -402,7 +475,7 @@ mod tests {
     #[test]
     fn active_secrets_apply_only_while_polled() {
         let secrets = Arc::new(Secrets::of(None, &fields(&[("k", "topsecret")])));
-        let inside = WithSecrets::new(secrets, async {
+        let inside = WithSecrets::new("test-plugin", secrets, async {
             scrub_active("saw topsecret").into_owned()
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -410,5 +483,26 @@ mod tests {
             .unwrap();
         assert_eq!(runtime.block_on(inside), "saw <redacted>");
         assert_eq!(scrub_active("saw topsecret"), "saw topsecret");
+    }
+
+    #[test]
+    fn a_plugin_line_from_any_thread_is_scrubbed_while_the_validation_is_in_flight() {
+        let secrets = Arc::new(Secrets::of(None, &fields(&[("k", "in-flight-secret")])));
+        let validation = WithSecrets::new("spawning-plugin", secrets, async {});
+        let from_a_thread = || {
+            std::thread::spawn(|| {
+                scrub_plugin_line("spawning-plugin", "thread saw in-flight-secret").into_owned()
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(from_a_thread(), "thread saw <redacted>");
+        // Another plugin's lines are not scrubbed against it.
+        assert_eq!(
+            scrub_plugin_line("another-plugin", "saw in-flight-secret"),
+            "saw in-flight-secret"
+        );
+        drop(validation);
+        assert_eq!(from_a_thread(), "thread saw in-flight-secret");
     }
 }

@@ -138,6 +138,15 @@ impl RegisteredProvider {
         &self.origin
     }
 
+    /// The name its code's logs and settings go by: its plugin's name, or
+    /// [`crate::capabilities::BUILTIN_SCOPE`] when compiled in.
+    pub(crate) fn plugin_scope(&self) -> &str {
+        match &self.origin {
+            Origin::Builtin => crate::capabilities::BUILTIN_SCOPE,
+            Origin::Plugin { plugin, .. } => plugin,
+        }
+    }
+
     /// The counter of this provider's validations in flight.
     pub(crate) fn in_flight(&self) -> &InFlight {
         &self.in_flight
