@@ -157,7 +157,7 @@ fn an_unknown_key_is_an_error_naming_file_line_and_key() {
     let out = run(with_config(dir.path(), &file).arg("providers"));
     assert_eq!(out.code, 2, "{}", out.stderr);
     let expected = format!(
-        "connhost: error: {}:6: unknown key \"isolaton\" in [plugin.daytona]; expected one of isolation, validation_timeout, max_in_flight, settings\n",
+        "connhost: error: {}:6: unknown key \"isolaton\" in [plugin.daytona]; expected one of isolation, validation_timeout, max_in_flight, max_concurrent, settings\n",
         file.path().display()
     );
     assert_eq!(out.stderr, expected);
@@ -291,6 +291,42 @@ fn a_plugins_own_bound_on_validations_in_flight_applies_to_it() {
         "{second}"
     );
     // Another plugin keeps the global bound (and answers).
+    let greeter = post("greeter", "anything");
+    assert_eq!(greeter["valid"], true, "{greeter}");
+}
+
+#[test]
+fn a_plugins_bound_on_concurrent_validations_holds_across_its_providers() {
+    let dir = PluginDir::with(&["fixture-hang", "fixture-greeter-v1"]);
+    let file =
+        ConfigFile::new("[plugin.fixture-hang]\nmax_concurrent = 1\nvalidation_timeout = 1\n");
+    let server = Server::start(dir.path(), |c| {
+        c.arg("--config").arg(file.path());
+    });
+    let post = |id: &str, key: &str| -> Value {
+        client()
+            .post(server.at(&format!("/v1/providers/{id}/validate")))
+            .json(&json!({"fields": {"api_key": key}}))
+            .send()
+            .expect("POST validate")
+            .json()
+            .expect("a JSON answer")
+    };
+    // Holds the plugin's only slot while its thread stays blocked.
+    let first = post("blocks-thread", "60000");
+    assert_eq!(first["outcome"], "timed_out", "{first}");
+    // Another provider of the same plugin is refused by the plugin's bound
+    // (its own bound is the default 32).
+    let other = post("slow", "1");
+    assert_eq!(other["outcome"], "busy", "{other}");
+    assert!(
+        other["error"]
+            .as_str()
+            .unwrap()
+            .contains("its providers already have 1 validations in flight"),
+        "{other}"
+    );
+    // Another plugin is not bound by it.
     let greeter = post("greeter", "anything");
     assert_eq!(greeter["valid"], true, "{greeter}");
 }

@@ -19,10 +19,10 @@ use connhost_plugin_api::{assemble_credential_document, CredentialFields, FieldE
 use tracing::Instrument as _;
 
 use crate::backend::ProviderOutcome;
-use crate::in_flight::{Full, Slot};
+use crate::in_flight::{Full, PluginInFlight, Slot};
 use crate::redact::{RedactedFields, Secrets, WithSecrets};
 use crate::registry::RegisteredProvider;
-use crate::verdict::{Accepted, CredentialDocument, Verdict};
+use crate::verdict::{Accepted, BusyBound, CredentialDocument, Verdict};
 
 /// The host's bounds on one call.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +31,8 @@ pub(crate) struct Limits {
     pub(crate) timeout: Duration,
     /// The most calls one provider's code may have in flight.
     pub(crate) max_in_flight: usize,
+    /// The most calls its plugin's providers may have in flight together.
+    pub(crate) plugin_max_concurrent: Option<usize>,
 }
 
 /// Validates a submission with the host's whole policy (see the module's
@@ -71,7 +73,13 @@ async fn run(
     }
     // Taken before anything else is spent on the call, and held by the
     // thread that runs it until that thread is free again.
-    let slot = match entry.in_flight().try_acquire(limits.max_in_flight) {
+    let plugin_bound = limits
+        .plugin_max_concurrent
+        .map(|max| (PluginInFlight::of(entry.plugin_scope()), max));
+    let slot = match entry
+        .in_flight()
+        .try_acquire(limits.max_in_flight, plugin_bound)
+    {
         Ok(slot) => slot,
         Err(full) => return busy(full),
     };
@@ -122,7 +130,17 @@ fn busy(full: Full) -> Verdict {
             );
             Verdict::Busy {
                 limit,
-                host_wide: false,
+                bound: BusyBound::Provider,
+            }
+        }
+        Full::Plugin(limit) => {
+            tracing::warn!(
+                limit,
+                "plugin busy: its providers' validations in flight are at its bound"
+            );
+            Verdict::Busy {
+                limit,
+                bound: BusyBound::Plugin,
             }
         }
         Full::Host(limit) => {
@@ -132,7 +150,7 @@ fn busy(full: Full) -> Verdict {
             );
             Verdict::Busy {
                 limit,
-                host_wide: true,
+                bound: BusyBound::Host,
             }
         }
     }

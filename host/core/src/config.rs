@@ -65,6 +65,10 @@ pub struct PluginPolicy {
     pub validation_timeout: Option<Duration>,
     /// The most validations each of its providers may have in flight.
     pub max_in_flight: Option<usize>,
+    /// The most validations all its providers together may have in flight
+    /// (none: only each provider's bound). It also keeps the plugin within
+    /// its vendor's own limits on concurrent requests.
+    pub max_concurrent: Option<usize>,
 }
 
 /// How worker processes (plugins with [`Isolation::Process`]) are run:

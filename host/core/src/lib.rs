@@ -62,6 +62,6 @@ pub use report::{
 };
 pub use service::{Connhost, ProviderInfo, UnknownProvider};
 pub use verdict::{
-    Accepted, CredentialDocument, FieldErrorBody, NotValidBody, Outcome, ValidBody, Verdict,
-    VerdictBody,
+    Accepted, BusyBound, CredentialDocument, FieldErrorBody, NotValidBody, Outcome, ValidBody,
+    Verdict, VerdictBody,
 };

@@ -67,6 +67,9 @@ pub(crate) struct OwnLimits {
     pub(crate) timeout: Option<Duration>,
     /// The most validations it may have in flight.
     pub(crate) max_in_flight: Option<usize>,
+    /// The most validations its plugin's providers may have in flight
+    /// together.
+    pub(crate) plugin_max_concurrent: Option<usize>,
 }
 
 impl fmt::Debug for RegisteredProvider {

@@ -101,6 +101,7 @@ impl Connhost {
             limits: Limits {
                 timeout: validation_timeout,
                 max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+                plugin_max_concurrent: None,
             },
         }
     }
@@ -236,6 +237,7 @@ impl Connhost {
                 .max_in_flight
                 .unwrap_or(self.limits.max_in_flight)
                 .max(1),
+            plugin_max_concurrent: own.plugin_max_concurrent.map(|max| max.max(1)),
         }
     }
 }

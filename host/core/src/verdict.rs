@@ -77,15 +77,28 @@ pub enum Verdict {
         retryable: bool,
     },
     /// The provider already had as many validations in flight as it may
-    /// (see [`crate::HostConfig::max_in_flight`]); it was not called. Says
-    /// nothing about the credential; worth retrying shortly.
+    /// (see [`crate::HostConfig::max_in_flight`]), or its plugin, or the
+    /// host; it was not called. Says nothing about the credential; worth
+    /// retrying shortly.
     Busy {
         /// The bound that was reached.
         limit: usize,
-        /// Whether it is the host's bound across all providers
-        /// ([`crate::HOST_MAX_IN_FLIGHT`]) rather than the provider's own.
-        host_wide: bool,
+        /// Whose bound it is.
+        bound: BusyBound,
     },
+}
+
+/// Whose bound on validations in flight a [`Verdict::Busy`] reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyBound {
+    /// The provider's own ([`crate::PluginPolicy::max_in_flight`], or the
+    /// host's default for each provider).
+    Provider,
+    /// Its plugin's, across all its providers
+    /// ([`crate::PluginPolicy::max_concurrent`]).
+    Plugin,
+    /// The host's, across all providers ([`crate::HOST_MAX_IN_FLIGHT`]).
+    Host,
 }
 
 /// The machine-readable name of a verdict's outcome.
@@ -178,13 +191,19 @@ impl Verdict {
             )),
             Verdict::Busy {
                 limit,
-                host_wide: false,
+                bound: BusyBound::Provider,
             } => Some(format!(
                 "The provider is busy: it already has {limit} validations in flight, the most it is allowed. Retry shortly."
             )),
             Verdict::Busy {
                 limit,
-                host_wide: true,
+                bound: BusyBound::Plugin,
+            } => Some(format!(
+                "The provider's plugin is busy: its providers already have {limit} validations in flight, the most the operator allows it. Retry shortly."
+            )),
+            Verdict::Busy {
+                limit,
+                bound: BusyBound::Host,
             } => Some(format!(
                 "connhost is busy: {limit} validations are in flight across all providers, the most it runs at once. Retry shortly."
             )),

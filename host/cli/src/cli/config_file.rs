@@ -98,6 +98,7 @@ struct PluginFile {
     isolation: Option<Isolation>,
     validation_timeout: Option<Seconds>,
     max_in_flight: Option<InFlightBound>,
+    max_concurrent: Option<InFlightBound>,
     #[serde(default)]
     settings: BTreeMap<String, SettingValue>,
 }
@@ -265,6 +266,7 @@ impl ConfigFile {
             if own.isolation.is_some()
                 || own.validation_timeout.is_some()
                 || own.max_in_flight.is_some()
+                || own.max_concurrent.is_some()
             {
                 return Err(format!(
                     "{}: [plugin.{BUILTIN}] takes only settings: the built-in providers run in the host, with the global isolation and bounds",
@@ -423,6 +425,7 @@ impl PluginFile {
             isolation: self.isolation,
             validation_timeout: self.validation_timeout.map(|s| s.0),
             max_in_flight: self.max_in_flight.map(in_flight),
+            max_concurrent: self.max_concurrent.map(in_flight),
         }
     }
 }
@@ -554,6 +557,7 @@ crash_window = 20
 isolation = "in-process"
 validation_timeout = 10
 max_in_flight = 8
+max_concurrent = 4
 [plugin.daytona.settings]
 api_url = "http://127.0.0.1:9999"
 retries = 3
@@ -579,6 +583,7 @@ openai_base_url = "http://127.0.0.1:1"
                 isolation: Some(Isolation::InProcess),
                 validation_timeout: Some(Duration::from_secs(10)),
                 max_in_flight: Some(8),
+                max_concurrent: Some(4),
             }
         );
         assert_eq!(

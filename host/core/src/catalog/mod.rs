@@ -120,6 +120,7 @@ impl Catalog {
             limits: Limits {
                 timeout: config.validation_timeout,
                 max_in_flight: config.max_in_flight.max(1),
+                plugin_max_concurrent: None,
             },
             policies: config.plugins.clone(),
             compiled_in,
@@ -290,6 +291,7 @@ fn own_limits(policies: &BTreeMap<String, PluginPolicy>, name: &str) -> OwnLimit
     OwnLimits {
         timeout: policy.validation_timeout,
         max_in_flight: policy.max_in_flight,
+        plugin_max_concurrent: policy.max_concurrent,
     }
 }
 
