@@ -25,6 +25,7 @@ mod one_shot;
 mod openapi_conformance;
 mod packaged_api;
 mod readme;
+mod sentinel;
 mod starved;
 mod third_party;
 mod validation;
