@@ -117,7 +117,7 @@ fn the_sentinel_never_appears_in_http_answers_logs_metrics_or_pages() {
             ("/v1/providers/no-such-provider/validate", good.clone()),
             (
                 "/v1/providers/echoes-secret/validate",
-                format!("{SENTINEL}"),
+                SENTINEL.to_string(),
             ),
         ] {
             let answer = post(path, body);
