@@ -24,6 +24,7 @@ mod metrics_interop;
 mod one_shot;
 mod openapi_conformance;
 mod packaged_api;
+mod rate_limits;
 mod readme;
 mod starved;
 mod third_party;
