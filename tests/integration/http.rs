@@ -591,6 +591,11 @@ fn cors_is_off_unless_origins_are_configured() {
         allowed.headers()["access-control-allow-origin"],
         "https://app.example"
     );
+    // A page on the origin can read when to retry a 429.
+    assert_eq!(
+        allowed.headers()["access-control-expose-headers"],
+        "retry-after"
+    );
     let other = client()
         .get(open.at("/v1/providers"))
         .header("origin", "https://evil.example")

@@ -251,7 +251,10 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(config.cors_origins.clone()))
                 .allow_methods([Method::GET, Method::POST])
-                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
+                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+                // So that a page on an allowed origin can read when to
+                // retry a 429.
+                .expose_headers([header::RETRY_AFTER]),
         )
     }
 }
