@@ -656,6 +656,68 @@ mod tests {
         assert!(keyed.len() <= 1, "{} keys held", keyed.len());
     }
 
+    /// The router as an embedder mounts it, without `ConnectInfo`: every
+    /// client shares one limit, and the answer is the 429 envelope with
+    /// `Retry-After`, counted in the metrics.
+    #[tokio::test]
+    async fn the_router_answers_429_with_retry_after_even_without_a_peer_address() {
+        use axum::body::Body;
+        use axum::http::{Request, StatusCode};
+        use tower::ServiceExt as _;
+
+        let config = crate::HttpConfig {
+            rate_limits: RateLimits {
+                per_client: Some(RateLimit::new("1/h".parse().unwrap(), nonzero(1))),
+                per_provider: None,
+            },
+            ..crate::HttpConfig::default()
+        };
+        let state = crate::AppState::new(&config);
+        state.set_host(connhost::Connhost::start(&connhost::HostConfig::default()));
+        let app = crate::router(state, &config);
+        let ask = |path: &str| {
+            Request::post(path)
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"fields": {}}"#))
+                .unwrap()
+        };
+        let path = "/v1/providers/openai/validate";
+        // An empty form: 422, and the provider is not called.
+        let first = app.clone().oneshot(ask(path)).await.unwrap();
+        assert_eq!(first.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let second = app.clone().oneshot(ask(path)).await.unwrap();
+        assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = second.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((3500..=3600).contains(&retry_after), "{retry_after}");
+        let body = axum::body::to_bytes(second.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "rate_limited");
+        // An unknown provider is a 404, never charged.
+        let unknown = app
+            .clone()
+            .oneshot(ask("/v1/providers/nope/validate"))
+            .await;
+        assert_eq!(unknown.unwrap().status(), StatusCode::NOT_FOUND);
+        let metrics = app
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let text = axum::body::to_bytes(metrics.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(text.to_vec()).unwrap();
+        assert!(
+            text.contains("connhost_rate_limited_total{scope=\"client\"} 1\n"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn the_client_limit_comes_first_and_each_answer_names_its_limit() {
         let limits = RateLimits {
