@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use connhost::FailureKind;
 use serde_json::Value;
 
-use crate::support::server::{get, get_text, rescan, rescan_within, Server};
+use crate::support::server::{get, get_text, rescan, rescan_within, Server, NO_RATE_LIMITS};
 use crate::support::*;
 
 /// The ids of the providers served.
@@ -517,7 +517,8 @@ fn hot_reload_and_rescans_work_while_blocked_providers_hold_every_blocking_threa
     // starved.rs): validations take every blocking thread the host lets
     // them have (`HOST_MAX_IN_FLIGHT`), and rescans must not need one.
     let server = Server::start(dir.path(), |c| {
-        c.args(["--timeout", "1", "--max-in-flight", "65536"]);
+        c.args(["--timeout", "1", "--max-in-flight", "65536"])
+            .args(NO_RATE_LIMITS);
     });
     let address = server.url().trim_start_matches("http://").to_owned();
     // More validations than tokio's blocking pool has threads (512), each

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::server::{client, get, rescan, Server};
+use crate::support::server::{client, get, rescan, Server, NO_RATE_LIMITS};
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
@@ -41,7 +41,8 @@ fn greeter_file() -> String {
 
 fn serve(dir: &PluginDir, vendor: Option<&Vendor>) -> Server {
     Server::start(dir.path(), |c| {
-        c.env("CONNHOST_LOG", "info");
+        // Reload tests validate in loops: the rate limits are not theirs.
+        c.env("CONNHOST_LOG", "info").args(NO_RATE_LIMITS);
         if let Some(vendor) = vendor {
             c.env("CONNHOST_PLUGIN_FIXTURE_GREETER_V1_API_URL", vendor.url());
             c.env("CONNHOST_PLUGIN_FIXTURE_GREETER_V2_API_URL", vendor.url());

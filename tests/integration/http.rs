@@ -6,7 +6,7 @@ use reqwest::blocking::Response;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::server::{client, get_text, Server};
+use crate::support::server::{client, get_text, Server, NO_RATE_LIMITS};
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
@@ -403,7 +403,9 @@ fn a_slow_validation_does_not_block_the_others() {
     let vendor = Vendor::start();
     let dir = PluginDir::with(&["daytona", "mai"]);
     let server = Server::start(dir.path(), |c| {
-        c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url());
+        // 18 validations from one client: over its default burst.
+        c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+            .args(NO_RATE_LIMITS);
     });
     // Two validations wait on the vendor for as long as the test wants.
     let held: Vec<_> = (0..2)
@@ -588,6 +590,11 @@ fn cors_is_off_unless_origins_are_configured() {
     assert_eq!(
         allowed.headers()["access-control-allow-origin"],
         "https://app.example"
+    );
+    // A page on the origin can read when to retry a 429.
+    assert_eq!(
+        allowed.headers()["access-control-expose-headers"],
+        "retry-after"
     );
     let other = client()
         .get(open.at("/v1/providers"))

@@ -5,14 +5,15 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::support::server::{client, get, Server};
+use crate::support::server::{client, get, Server, NO_RATE_LIMITS};
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
 fn serve_isolated(dir: &Path, vendor: Option<&Vendor>) -> Server {
     Server::start(dir, |c| {
         c.env("CONNHOST_LOG", "info")
-            .env("CONNHOST_ISOLATION", "process");
+            .env("CONNHOST_ISOLATION", "process")
+            .args(NO_RATE_LIMITS);
         if let Some(vendor) = vendor {
             c.env("CONNHOST_PLUGIN_FIXTURE_GREETER_V1_API_URL", vendor.url());
             c.env("CONNHOST_PLUGIN_FIXTURE_GREETER_V2_API_URL", vendor.url());

@@ -24,6 +24,10 @@ mod metrics_interop;
 mod one_shot;
 mod openapi_conformance;
 mod packaged_api;
+// Tells clients apart by loopback source address (127.0.0.2, ...): all of
+// 127/8 answers on Linux only.
+#[cfg(target_os = "linux")]
+mod rate_limits;
 mod readme;
 mod sentinel;
 mod starved;

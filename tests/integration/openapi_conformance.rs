@@ -18,7 +18,7 @@ use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 use crate::external_tools::{python, python_has, require};
-use crate::support::server::Server;
+use crate::support::server::{Server, NO_RATE_LIMITS};
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
@@ -575,6 +575,20 @@ fn record_a_running_server(recorder: &mut Recorder, server: &Server) {
     send(Ask::new("POST", "/healthz"), 405);
 }
 
+/// A validation over the rate limit, from a server that allows one
+/// validation an hour per client: 429 `rate_limited` with `Retry-After`.
+fn record_a_rate_limit(recorder: &mut Recorder, plugins: &std::path::Path) {
+    let limited = Server::start(plugins, |c| {
+        c.env("CONNHOST_TOKEN", TOKEN)
+            .args(["--client-rate", "1/h", "--client-burst", "1"]);
+    });
+    let base = limited.url().to_owned();
+    let ask = || validate("mai", "a-long-enough-api-key");
+    recorder.send(&base, ask(), 200);
+    let body = recorder.send(&base, ask(), 429);
+    assert!(body.contains("\"rate_limited\""), "{body}");
+}
+
 #[test]
 fn every_answer_of_every_route_is_described_by_the_served_document() {
     if !require(
@@ -596,7 +610,10 @@ fn every_answer_of_every_route_is_described_by_the_served_document() {
         c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
             .env("CONNHOST_TOKEN", TOKEN)
             .args(["--timeout", "1", "--body-limit", "4096"])
-            .args(["--body-timeout", "1", "--max-in-flight", "1"]);
+            .args(["--body-timeout", "1", "--max-in-flight", "1"])
+            // Far more validations than a client's burst: the 429s come
+            // from a server of their own.
+            .args(NO_RATE_LIMITS);
     });
     let document: Value = reqwest::blocking::get(server.at("/openapi.json"))
         .unwrap()
@@ -607,6 +624,7 @@ fn every_answer_of_every_route_is_described_by_the_served_document() {
 
     let mut recorder = Recorder::new();
     record_a_running_server(&mut recorder, &server);
+    record_a_rate_limit(&mut recorder, dir.path());
     record_a_server_still_starting(&mut recorder, &document);
 
     let missing = uncovered(&document, &recorder.exchanges);

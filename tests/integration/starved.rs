@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::server::Server;
+use crate::support::server::{Server, NO_RATE_LIMITS};
 use crate::support::*;
 
 /// More validations than tokio's blocking pool has threads (512).
@@ -28,7 +28,8 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value)
 fn a_provider_that_blocks_its_threads_cannot_starve_the_other_providers() {
     let dir = PluginDir::with(&["fixture-hang", "bedrock", "mai"]);
     let server = Server::start(dir.path(), |c| {
-        c.args(["--timeout", "2", "--max-in-flight", "16"]);
+        c.args(["--timeout", "2", "--max-in-flight", "16"])
+            .args(NO_RATE_LIMITS);
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

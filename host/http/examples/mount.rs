@@ -30,7 +30,9 @@ async fn main() {
     let address = args.next().unwrap_or_else(|| "127.0.0.1:3000".to_owned());
 
     // connhost's side: its state (answers 503 `starting` until a provider
-    // set is published), and its router.
+    // set is published), and its router. The default configuration limits
+    // validations per client and per provider (`http_config.rate_limits`;
+    // `connhost_http::RateLimits::OFF` turns them off).
     let http_config = HttpConfig::default();
     let state = AppState::new(&http_config);
     let connhost = connhost_http::router(state.clone(), &http_config);
@@ -63,5 +65,12 @@ async fn main() {
         publishing.set_host(host);
     });
 
-    axum::serve(listener, app).await.expect("serve");
+    // With the peer address, so that the per-client rate limit on
+    // validations tells clients apart.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
+    .expect("serve");
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use axum::body::Body;
-use axum::http::{header, Request};
+use axum::http::{header, HeaderMap, Request};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -86,15 +86,7 @@ impl<B> ValidateRequest<B> for RequireToken {
         if !guarded || request.method() == axum::http::Method::OPTIONS {
             return Ok(());
         }
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, credentials) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
-            });
-        match presented {
+        match bearer(request.headers()) {
             Some(presented) if self.token.matches(presented.trim()) => Ok(()),
             Some(_) => Err(unauthorized("The access token is wrong.")),
             None => Err(unauthorized(
@@ -102,6 +94,18 @@ impl<B> ValidateRequest<B> for RequireToken {
             )),
         }
     }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header, if the
+/// request has one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, credentials) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+        })
 }
 
 fn unauthorized(message: &str) -> Response {

@@ -51,6 +51,9 @@ pub enum ErrorCode {
     InvalidFields,
     /// 401: missing or wrong access token.
     Unauthorized,
+    /// 429: too many validations from this client, or with this provider;
+    /// `Retry-After` says when to retry.
+    RateLimited,
     /// 503: plugins are still loading.
     Starting,
     /// 503: the server is shutting down (also the answer to a request
@@ -77,6 +80,7 @@ impl ErrorCode {
         ErrorCode::InvalidBody,
         ErrorCode::InvalidFields,
         ErrorCode::Unauthorized,
+        ErrorCode::RateLimited,
         ErrorCode::Starting,
         ErrorCode::Draining,
         ErrorCode::ReloadUnavailable,
@@ -100,6 +104,7 @@ impl ErrorCode {
             ErrorCode::InvalidBody => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
             ErrorCode::InvalidFields => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields"),
             ErrorCode::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ErrorCode::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
             ErrorCode::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
             ErrorCode::ReloadUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "reload_unavailable"),

@@ -18,6 +18,7 @@ mod extract;
 mod metrics;
 mod openapi;
 mod paths;
+mod rate_limit;
 mod routes;
 mod server;
 mod ui;
@@ -38,6 +39,9 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 pub use auth::AccessToken;
 pub use error::{ApiError, ErrorCode};
 pub use paths::Route;
+pub use rate_limit::{
+    parse_rate, Per, Rate, RateLimit, RateLimits, DEFAULT_CLIENT_LIMIT, DEFAULT_PROVIDER_LIMIT,
+};
 
 /// A header value (a CORS origin in [`HttpConfig::cors_origins`]): re-exported so
 /// that a caller needs no direct `axum` dependency to build one.
@@ -73,6 +77,10 @@ pub struct HttpConfig {
     /// With a token, leave `/metrics` open to anyone (by default it needs
     /// the token too).
     pub metrics_open: bool,
+    /// The limits on validations, per client and per provider: on by
+    /// default; [`RateLimits::OFF`] turns them off. Read by
+    /// [`AppState::new`].
+    pub rate_limits: RateLimits,
 }
 
 impl Default for HttpConfig {
@@ -83,6 +91,7 @@ impl Default for HttpConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             body_timeout: BODY_READ_TIMEOUT,
             metrics_open: false,
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -99,6 +108,8 @@ struct Shared {
     host: ArcSwapOption<Snapshot>,
     token: Option<AccessToken>,
     metrics: metrics::Metrics,
+    /// The rate limits on validations.
+    limiters: rate_limit::Limiters,
     reload: std::sync::OnceLock<connhost::reload::ReloadHandle>,
     draining: std::sync::atomic::AtomicBool,
     /// Set once the shutdown grace is over: requests still running answer
@@ -116,12 +127,14 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// A state with no provider set yet (`/readyz` answers 503).
+    /// A state with no provider set yet (`/readyz` answers 503), with the
+    /// access token and rate limits of `config`.
     pub fn new(config: &HttpConfig) -> Self {
         Self(Arc::new(Shared {
             host: ArcSwapOption::empty(),
             token: config.token.clone(),
             metrics: metrics::Metrics::new(),
+            limiters: rate_limit::Limiters::new(&config.rate_limits),
             reload: std::sync::OnceLock::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             grace_over: tokio::sync::watch::Sender::new(false),
@@ -238,7 +251,10 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(config.cors_origins.clone()))
                 .allow_methods([Method::GET, Method::POST])
-                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
+                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+                // So that a page on an allowed origin can read when to
+                // retry a 429.
+                .expose_headers([header::RETRY_AFTER]),
         )
     }
 }

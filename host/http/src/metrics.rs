@@ -52,6 +52,11 @@ struct ProviderLabels {
     provider: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
 /// The server's metrics.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -61,6 +66,7 @@ pub(crate) struct Metrics {
     route_seconds: Vec<Histogram>,
     validations: Family<OutcomeLabels, Counter>,
     validation_seconds: Family<ProviderLabels, Histogram>,
+    rate_limited: Family<ScopeLabels, Counter>,
     plugins_loaded: Gauge<i64, AtomicI64>,
     plugins_failed: Gauge<i64, AtomicI64>,
     providers: Gauge<i64, AtomicI64>,
@@ -151,6 +157,21 @@ impl Metrics {
             "Validation latency by provider",
             validation_seconds.clone(),
         );
+        let rate_limited = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Validation requests refused by a rate limit, by scope (client or provider)",
+            rate_limited.clone(),
+        );
+        // Both series exist from the start (at zero).
+        for scope in [
+            crate::rate_limit::Scope::Client,
+            crate::rate_limit::Scope::Provider,
+        ] {
+            let _ = rate_limited.get_or_create(&ScopeLabels {
+                scope: scope.as_str(),
+            });
+        }
         let plugins_loaded = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "plugins_loaded",
@@ -188,6 +209,7 @@ impl Metrics {
             route_seconds,
             validations,
             validation_seconds,
+            rate_limited,
             plugins_loaded,
             plugins_failed,
             providers,
@@ -219,6 +241,15 @@ impl Metrics {
                 provider: provider.to_owned(),
             })
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records one request refused by a rate limit.
+    pub(crate) fn rate_limited(&self, scope: crate::rate_limit::Scope) {
+        self.rate_limited
+            .get_or_create(&ScopeLabels {
+                scope: scope.as_str(),
+            })
+            .inc();
     }
 
     /// The metrics in `format`.

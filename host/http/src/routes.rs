@@ -1,16 +1,19 @@
 //! The JSON API's handlers. Each is a thin layer over [`crate::Connhost`].
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{FromRequest as _, Request, State};
+use axum::extract::{ConnectInfo, FromRequest as _, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use super::auth;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{ProviderId, ValidateRequest};
 use super::metrics::Exposition;
+use super::rate_limit::ClientKey;
 use super::AppState;
 use connhost::VerdictBody;
 use connhost::{LoadReport, ProviderInfo, Verdict};
@@ -58,9 +61,10 @@ pub(crate) async fn get_provider(
     Ok(Json(state.host()?.provider(&id)?))
 }
 
-/// Validates a credential: the form's rules first (422 with every field
-/// error; the provider is not called), then the provider, under the host's
-/// timeout. The verdict tells rejected, inconclusive, timed out and
+/// Validates a credential: the rate limits first (429 with `Retry-After`,
+/// per client and per provider; the body is not read), the form's rules
+/// next (422 with every field error; the provider is not called), then the
+/// provider, under the host's timeout. The verdict tells rejected, inconclusive, timed out and
 /// provider fault apart. The assembled credential document is returned only
 /// when `include_document` is true; responses are never cached.
 #[utoipa::path(
@@ -80,6 +84,8 @@ pub(crate) async fn get_provider(
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "Invalid fields (`invalid_fields`, the provider was not called) or a malformed body (`invalid_body`)", body = ErrorBody,
             headers(("Cache-Control" = String, description = "`no-store` for `invalid_fields`"))),
+        (status = 429, description = "Too many validations (`rate_limited`): from this client, or with this provider from all clients; the message says which. The body was not read and the provider not called.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Whole seconds (at least 1) until a retry can succeed"))),
         (status = 503, description = "Plugins still loading, or shutting down", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
@@ -93,6 +99,13 @@ pub(crate) async fn validate(
     // not exist is a 404 whatever its body.
     let host = state.host()?;
     let entry = host.entry(&id)?;
+    // Charged only for a provider that exists (unknown ids cannot grow the
+    // limiter's map), and before the body is read.
+    let client = client_key(&state, &request);
+    if let Err(limited) = state.0.limiters.check(&client, entry.id()) {
+        state.0.metrics.rate_limited(limited.scope);
+        return Ok(limited.into_response());
+    }
     let request = ValidateRequest::from_request(request, &()).await?;
     let started = Instant::now();
     let verdict = host.validate_entry(entry, request.fields).await;
@@ -108,6 +121,22 @@ pub(crate) async fn validate(
     }
     let body = VerdictBody::new(&verdict, request.include_document);
     Ok((no_store, Json(body)).into_response())
+}
+
+/// Who sent `request`, as the per-client rate limit counts: its peer
+/// address and, when the server checks tokens, its bearer token (a
+/// request without the right token never gets here then).
+fn client_key(state: &AppState, request: &Request) -> ClientKey {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    let token = state
+        .0
+        .token
+        .as_ref()
+        .and_then(|_| auth::bearer(request.headers()));
+    ClientKey::new(peer, token)
 }
 
 /// The load report: plugins loaded, and files that were not, with reasons.

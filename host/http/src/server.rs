@@ -3,9 +3,11 @@
 //! shutdown that answers whatever is still running when its grace ends.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -84,10 +86,10 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _remote)) => {
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
                 backoff.succeeded();
-                stream
+                accepted
             }
             Err(error) => {
                 // Out of descriptors (EMFILE) and the like: wait, do not spin.
@@ -98,7 +100,7 @@ pub async fn serve(
                 }
             }
         };
-        let connection = graceful.watch(connection(stream, &app));
+        let connection = graceful.watch(connection(stream, peer, &app));
         tokio::spawn(async move {
             let _ = connection.await;
             drop(slot);
@@ -132,14 +134,15 @@ type ClientIo = hyper_util::rt::TokioIo<
     std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>,
 >;
 
-/// One HTTP/1 connection over `stream`, with its header, idle and write
-/// timeouts.
+/// One HTTP/1 connection over `stream` from `peer`, with its header, idle
+/// and write timeouts.
 fn connection(
     stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     app: &Router,
 ) -> hyper::server::conn::http1::Connection<
     ClientIo,
-    hyper_util::service::TowerToHyperService<Router>,
+    hyper_util::service::TowerToHyperService<WithPeer>,
 > {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
@@ -154,8 +157,42 @@ fn connection(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(
             TokioIo::new(Box::pin(stream)),
-            TowerToHyperService::new(app.clone()),
+            TowerToHyperService::new(WithPeer {
+                app: app.clone(),
+                peer: ConnectInfo(peer),
+            }),
         )
+}
+
+/// The router, giving each request its connection's peer address as
+/// axum's `ConnectInfo<SocketAddr>` (what `axum::serve` does with
+/// `into_make_service_with_connect_info`): the per-client rate limit reads
+/// it.
+#[derive(Clone)]
+struct WithPeer {
+    app: Router,
+    peer: ConnectInfo<SocketAddr>,
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for WithPeer
+where
+    Router: tower::Service<axum::http::Request<B>>,
+{
+    type Response = <Router as tower::Service<axum::http::Request<B>>>::Response;
+    type Error = <Router as tower::Service<axum::http::Request<B>>>::Error;
+    type Future = <Router as tower::Service<axum::http::Request<B>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<axum::http::Request<B>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        self.app.call(request)
+    }
 }
 
 /// Takes connection slots, and logs when the cap is reached: once when it

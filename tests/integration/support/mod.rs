@@ -205,6 +205,8 @@ pub fn connhost(plugins: &Path) -> Command {
         .env_remove("CONNHOST_TIMEOUT")
         .env_remove("CONNHOST_CONFIG")
         .env_remove("CONNHOST_ISOLATION")
+        .env_remove("CONNHOST_CLIENT_RATE")
+        .env_remove("CONNHOST_PROVIDER_RATE")
         .env("CONNHOST_LOG", "error")
         .env("NO_COLOR", "1")
         .arg("--plugins")

@@ -219,6 +219,12 @@ pub fn limit_open_files_to(command: &mut Command, soft: u64, hard: u64) {
     }
 }
 
+/// The flags that turn both rate limits on validations off: for tests that
+/// validate more than a client's default burst (10) and are about
+/// something else (load, reload, starvation). The default harness keeps
+/// the limits on.
+pub const NO_RATE_LIMITS: [&str; 4] = ["--client-rate", "off", "--provider-rate", "off"];
+
 /// A blocking HTTP client with a 30 s bound on every request.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()

@@ -1,10 +1,12 @@
 //! Command-line flags. Parsed here, and never seen by the library.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand};
 use connhost::Isolation;
+use connhost_http::{Rate, RateLimit};
 
 /// connhost: connection providers, built in and from plugin libraries,
 /// behind one schema-and-validation API.
@@ -216,6 +218,74 @@ pub(crate) struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub(crate) max_connections: Option<u32>,
+
+    /// The most validations one client may make (a client is its address,
+    /// an IPv6 address's /64, and its token when the server has one): N/s,
+    /// N/min or N/h, or off. Over it: 429 with Retry-After.
+    #[arg(
+        long,
+        env = "CONNHOST_CLIENT_RATE",
+        default_value_t = RateSetting(Some(connhost_http::DEFAULT_CLIENT_LIMIT.rate)),
+        value_parser = rate_setting,
+        value_name = "RATE"
+    )]
+    pub(crate) client_rate: RateSetting,
+
+    /// How many validations one client may make at once, within its rate.
+    #[arg(
+        long,
+        env = "CONNHOST_CLIENT_BURST",
+        default_value_t = connhost_http::DEFAULT_CLIENT_LIMIT.burst,
+        value_name = "N"
+    )]
+    pub(crate) client_burst: NonZeroU32,
+
+    /// The most validations with one provider, from all clients together:
+    /// N/s, N/min or N/h, or off. Over it: 429 with Retry-After.
+    #[arg(
+        long,
+        env = "CONNHOST_PROVIDER_RATE",
+        default_value_t = RateSetting(Some(connhost_http::DEFAULT_PROVIDER_LIMIT.rate)),
+        value_parser = rate_setting,
+        value_name = "RATE"
+    )]
+    pub(crate) provider_rate: RateSetting,
+
+    /// How many validations with one provider may come at once, within
+    /// its rate.
+    #[arg(
+        long,
+        env = "CONNHOST_PROVIDER_BURST",
+        default_value_t = connhost_http::DEFAULT_PROVIDER_LIMIT.burst,
+        value_name = "N"
+    )]
+    pub(crate) provider_burst: NonZeroU32,
+}
+
+/// A rate limit's rate as `--client-rate` and `--provider-rate` take it:
+/// `N/s`, `N/min`, `N/h`, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateSetting(pub(crate) Option<Rate>);
+
+impl std::fmt::Display for RateSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(rate) => rate.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl RateSetting {
+    /// The limit this rate makes with `burst`; `None` when off.
+    pub(crate) fn with_burst(self, burst: NonZeroU32) -> Option<RateLimit> {
+        self.0.map(|rate| RateLimit::new(rate, burst))
+    }
+}
+
+/// Parses a [`RateSetting`] (clap names the flag in its error).
+fn rate_setting(text: &str) -> Result<RateSetting, String> {
+    connhost_http::parse_rate(text).map(RateSetting)
 }
 
 /// `in-process` or `process`, listed in `--help`.

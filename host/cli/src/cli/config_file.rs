@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use clap::ArgMatches;
 use connhost::{HostConfig, Isolation, PluginPolicy, WorkerConfig};
 use serde::{Deserialize, Deserializer};
 
-use super::args::ServeArgs;
+use super::args::{RateSetting, ServeArgs};
 
 /// The settings scope of the built-in providers, `[plugin.builtin]`.
 const BUILTIN: &str = "builtin";
@@ -76,6 +77,10 @@ struct ServeFile {
     no_watch: Option<bool>,
     shutdown_grace: Option<GraceSeconds>,
     max_connections: Option<Int<1, { u32::MAX as i64 }>>,
+    client_rate: Option<RateText>,
+    client_burst: Option<Int<1, { u32::MAX as i64 }>>,
+    provider_rate: Option<RateText>,
+    provider_burst: Option<Int<1, { u32::MAX as i64 }>>,
 }
 
 /// The `[worker]` table: [`WorkerConfig`]. A limit of 0 sets none.
@@ -168,6 +173,27 @@ impl<const MIN: i64, const MAX: i64> Int<MIN, MAX> {
 
 /// The bound on validations in flight: as `--max-in-flight` takes it.
 type InFlightBound = Int<1, 65_536>;
+
+/// A rate limit's rate, as `--client-rate` takes it: `30/min`, or `off`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct RateText(RateSetting);
+
+impl TryFrom<String> for RateText {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        connhost_http::parse_rate(&text).map(|rate| RateText(RateSetting(rate)))
+    }
+}
+
+/// A burst, as `--client-burst` takes it.
+fn burst(n: Int<1, { u32::MAX as i64 }>) -> NonZeroU32 {
+    u32::try_from(n.get())
+        .ok()
+        .and_then(NonZeroU32::new)
+        .unwrap_or(NonZeroU32::MAX)
+}
 
 /// A browser origin, as `--cors-origin` takes it.
 #[derive(Debug, Clone, Deserialize)]
@@ -387,6 +413,30 @@ impl ConfigFile {
             "max_connections",
             &mut args.max_connections,
             max_connections,
+        );
+        fill(
+            given,
+            "client_rate",
+            &mut args.client_rate,
+            serve.client_rate.map(|r| r.0),
+        );
+        fill(
+            given,
+            "client_burst",
+            &mut args.client_burst,
+            serve.client_burst.map(burst),
+        );
+        fill(
+            given,
+            "provider_rate",
+            &mut args.provider_rate,
+            serve.provider_rate.map(|r| r.0),
+        );
+        fill(
+            given,
+            "provider_burst",
+            &mut args.provider_burst,
+            serve.provider_burst.map(burst),
         );
     }
 }
@@ -671,6 +721,18 @@ openai_base_url = "http://127.0.0.1:1"
                 "2: open_files in [worker]: must be 0 or more, got -1",
             ),
             ("experimental = \"yes\"\n", "1: experimental: invalid type"),
+            (
+                "[serve]\n\nclient_rate = \"30/m\"\n",
+                "3: client_rate in [serve]: \"30/m\" is not a rate: give N/s, N/min or N/h",
+            ),
+            (
+                "[serve]\nprovider_rate = \"0/s\"\n",
+                "2: provider_rate in [serve]: \"0/s\": a rate needs at least 1",
+            ),
+            (
+                "[serve]\nclient_burst = 0\n",
+                "2: client_burst in [serve]: must be from 1 to",
+            ),
         ];
         for (text, expected) in cases {
             let message = error(text);
@@ -716,6 +778,54 @@ openai_base_url = "http://127.0.0.1:1"
         assert!(
             message.contains(&missing.display().to_string()),
             "{message}"
+        );
+    }
+
+    /// `connhost serve ARGS`' flags with the file's `[serve]` filled in.
+    fn serve_args(args: &[&str], text: &str) -> ServeArgs {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = super::super::Cli::command()
+            .try_get_matches_from(["connhost", "serve"].iter().chain(args))
+            .unwrap();
+        let cli = super::super::Cli::from_arg_matches(&matches).unwrap();
+        let super::super::Command::Serve(mut serve) = cli.command else {
+            unreachable!("the serve command")
+        };
+        let given = Given::new(matches.subcommand().unwrap().1);
+        parse(text).fill_serve(&mut serve, &given);
+        serve
+    }
+
+    #[test]
+    fn rate_limits_default_on_the_file_fills_them_and_flags_win() {
+        let n = |n| NonZeroU32::new(n).unwrap();
+        let default = serve_args(&[], "");
+        assert_eq!(
+            default.client_rate.with_burst(default.client_burst),
+            Some(connhost_http::DEFAULT_CLIENT_LIMIT)
+        );
+        assert_eq!(
+            default.provider_rate.with_burst(default.provider_burst),
+            Some(connhost_http::DEFAULT_PROVIDER_LIMIT)
+        );
+        let file = "[serve]\nclient_rate = \"off\"\nclient_burst = 3\nprovider_rate = \"5/s\"\nprovider_burst = 7\n";
+        let filled = serve_args(&[], file);
+        assert_eq!(filled.client_rate, RateSetting(None));
+        assert_eq!(filled.client_burst, n(3));
+        assert_eq!(filled.provider_rate.to_string(), "5/s");
+        assert_eq!(filled.provider_burst, n(7));
+        let flags = serve_args(&["--client-rate", "2/h", "--provider-burst", "9"], file);
+        assert_eq!(flags.client_rate.to_string(), "2/h", "the flag wins");
+        assert_eq!(flags.client_burst, n(3), "the file fills in");
+        assert_eq!(flags.provider_burst, n(9), "the flag wins");
+        use clap::CommandFactory as _;
+        let error = super::super::Cli::command()
+            .try_get_matches_from(["connhost", "serve", "--client-rate", "3/m"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--client-rate") && error.contains("give N/s, N/min or N/h"),
+            "{error}"
         );
     }
 

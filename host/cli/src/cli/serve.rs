@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use connhost::{Catalog, Connhost, HostConfig};
 use connhost_http::HeaderValue;
-use connhost_http::{AccessToken, AppState, HttpConfig, ServeOptions};
+use connhost_http::{AccessToken, AppState, HttpConfig, RateLimit, RateLimits, ServeOptions};
 
 use super::args::ServeArgs;
 
@@ -50,12 +50,22 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
                 args.body_timeout
             )
         })?;
+    let rate_limits = RateLimits {
+        per_client: args.client_rate.with_burst(args.client_burst),
+        per_provider: args.provider_rate.with_burst(args.provider_burst),
+    };
+    tracing::info!(
+        per_client = %describe_limit(rate_limits.per_client),
+        per_provider = %describe_limit(rate_limits.per_provider),
+        "rate limits on validations"
+    );
     let http_config = HttpConfig {
         token,
         cors_origins,
         body_limit: args.body_limit,
         body_timeout,
         metrics_open: args.metrics_open,
+        rate_limits,
     };
     let open_files = raise_open_files_limit();
     let max_connections = match args.max_connections {
@@ -129,6 +139,11 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
     } else {
         Ok(ExitCode::from(1))
     }
+}
+
+/// A rate limit for the log: `30/min with bursts of 10`, or `off`.
+fn describe_limit(limit: Option<RateLimit>) -> String {
+    limit.map_or_else(|| "off".to_owned(), |limit| limit.to_string())
 }
 
 /// Raises the soft limit on open files to the hard limit, as Go's runtime
