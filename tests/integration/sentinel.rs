@@ -115,10 +115,7 @@ fn the_sentinel_never_appears_in_http_answers_logs_metrics_or_pages() {
                 format!("{{\"fields\": {{\"api_key\": \"x\"}}, \"extra\": \"{SENTINEL}\"}}"),
             ),
             ("/v1/providers/no-such-provider/validate", good.clone()),
-            (
-                "/v1/providers/echoes-secret/validate",
-                SENTINEL.to_string(),
-            ),
+            ("/v1/providers/echoes-secret/validate", SENTINEL.to_string()),
         ] {
             let answer = post(path, body);
             assert_absent(
@@ -126,6 +123,22 @@ fn the_sentinel_never_appears_in_http_answers_logs_metrics_or_pages() {
                 &answer,
             );
         }
+        // Past the client's rate limit: the 429 does not echo either.
+        let mut limited = None;
+        for _ in 0..40 {
+            let response = client()
+                .post(server.at("/v1/providers/echoes-secret/validate"))
+                .header("content-type", "application/json")
+                .body(good.clone())
+                .send()
+                .expect("POST");
+            if response.status() == 429 {
+                limited = Some(response.text().expect("an answer"));
+                break;
+            }
+        }
+        let limited = limited.expect("the client's rate limit never answered 429");
+        assert_absent(&format!("a 429 answer ({isolation})"), &limited);
         for path in [
             "/metrics",
             "/v1/plugins",
