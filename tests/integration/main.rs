@@ -27,4 +27,5 @@ mod packaged_api;
 mod readme;
 mod starved;
 mod third_party;
+mod trust;
 mod validation;
