@@ -492,7 +492,11 @@ fn the_lock_file_pins_files_and_versions_and_lock_add_admits_new_ones() {
     let text = std::fs::read_to_string(&lock_path).unwrap();
     assert!(text.starts_with("# connhost.lock"), "{text}");
     let report = plugins(dir.path(), &with_keys(&["--locked"]));
-    assert_eq!(names(&report), ["daytona", "fixture-greeter-v2"], "{report:#}");
+    assert_eq!(
+        names(&report),
+        ["daytona", "fixture-greeter-v2"],
+        "{report:#}"
+    );
     let greeter_v2 = loaded(&report, &greeter).unwrap()["trust"].clone();
     assert_eq!(greeter_v2["locked"], true);
     let digest = greeter_v2["digest"].as_str().unwrap();
