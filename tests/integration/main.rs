@@ -32,4 +32,5 @@ mod readme;
 mod sentinel;
 mod starved;
 mod third_party;
+mod trust;
 mod validation;

@@ -8,7 +8,8 @@
 //! - `cargo xtask plugins`: only builds and stages the example plugins.
 //! - `cargo xtask test`: the whole test suite. Makes sure Chromium (for the
 //!   settings page's browser test), curl (for the README's examples),
-//!   Prometheus and promtool (for `/metrics`) and Python's openapi-core (for
+//!   Prometheus and promtool (for `/metrics`), minisign (for signed
+//!   plugins) and Python's openapi-core (for
 //!   the OpenAPI document) are installed, installing Debian's packages and
 //!   the pinned openapi-core when it can, then runs `cargo test --workspace`.
 
@@ -151,7 +152,7 @@ fn on_path(program: &str) -> bool {
 
 /// The tests drive Chromium (the settings page), curl (the README's
 /// examples), tar (the packaged plugin API), Prometheus and promtool
-/// (`/metrics`) and Python (the OpenAPI check). Installs Debian's packages for whichever is missing when this
+/// (`/metrics`), minisign (signed plugins) and Python (the OpenAPI check). Installs Debian's packages for whichever is missing when this
 /// is a Debian-like system and we are root; otherwise says what to do.
 fn ensure_test_tools() -> Result<(), String> {
     let mut missing = Vec::new();
@@ -176,6 +177,15 @@ fn ensure_test_tools() -> Result<(), String> {
     // Debian's `prometheus` ships both the server and promtool.
     if !on_path("prometheus") || !on_path("promtool") {
         missing.push("prometheus");
+    }
+    // Signs plugin files in the trust tests (`minisign -v`: it has no
+    // --version).
+    let minisign = Command::new("minisign")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !minisign {
+        missing.push("minisign");
     }
     if !on_path("python3") {
         missing.extend(["python3", "python3-pip"]);

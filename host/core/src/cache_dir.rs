@@ -145,6 +145,18 @@ fn process_is_running(_pid: u32) -> bool {
 /// reused (the dynamic loader hands back the object it already has for
 /// it). BLAKE3 hashes about three times as fast as SHA-256 here.
 pub fn copy_into(cache: &Path, file: &mut std::fs::File) -> std::io::Result<(String, PathBuf)> {
+    copy_into_observed(cache, file, &mut |_| {})
+}
+
+/// [`copy_into`], handing every chunk written to the copy to `observe` as
+/// well, in order: what `observe` sees is the copy's content (the catalog
+/// checks signatures and digests this way, against exactly what is then
+/// loaded).
+pub fn copy_into_observed(
+    cache: &Path,
+    file: &mut std::fs::File,
+    observe: &mut dyn FnMut(&[u8]),
+) -> std::io::Result<(String, PathBuf)> {
     use std::io::{Read as _, Seek as _, Write as _};
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -170,6 +182,7 @@ pub fn copy_into(cache: &Path, file: &mut std::fs::File) -> std::io::Result<(Str
                 Err(e) => return Err(e),
             };
             hasher.update(&buffer[..n]);
+            observe(&buffer[..n]);
             out.write_all(&buffer[..n])?;
         }
         out.flush()?;

@@ -155,6 +155,9 @@ pub struct HostConfig {
     pub plugins: BTreeMap<String, PluginPolicy>,
     /// How isolated plugins' worker processes run.
     pub worker: WorkerConfig,
+    /// Which plugin files may load: permission checks, trusted signing
+    /// keys, the lock file ([`crate::trust`]).
+    pub trust: crate::trust::TrustConfig,
 }
 
 impl Default for HostConfig {
@@ -171,6 +174,7 @@ impl Default for HostConfig {
             isolation: Isolation::default(),
             plugins: BTreeMap::new(),
             worker: WorkerConfig::default(),
+            trust: crate::trust::TrustConfig::default(),
         }
     }
 }

@@ -43,6 +43,7 @@ mod report;
 #[doc(hidden)]
 pub mod schema_doc;
 mod service;
+pub mod trust;
 mod verdict;
 pub mod worker;
 

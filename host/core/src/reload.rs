@@ -15,6 +15,7 @@
 //! (readers swap an `Arc`), so a reload never blocks a request and never
 //! fails one for a provider it did not touch.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -249,6 +250,15 @@ impl Reloader {
         if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
             tracing::warn!(dir = %dir.display(), "cannot watch the plugins folder ({e}); use SIGHUP or POST /v1/plugins/rescan to rescan");
             return None;
+        }
+        // A lock file kept elsewhere (`--lock-file`): watch its folder too.
+        if let Some(folder) = self.set.lock_file().and_then(Path::parent) {
+            let outside = !folder.as_os_str().is_empty() && folder != dir;
+            if outside {
+                if let Err(e) = watcher.watch(folder, notify::RecursiveMode::NonRecursive) {
+                    tracing::warn!(folder = %folder.display(), "cannot watch the lock file's folder ({e}); use SIGHUP or POST /v1/plugins/rescan after changing it");
+                }
+            }
         }
         Some(watcher)
     }

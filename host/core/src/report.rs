@@ -42,8 +42,10 @@ pub enum FailureKind {
     /// Larger than the size limit (`--max-plugin-size`): refused before
     /// anything is copied or read.
     TooLarge,
-    /// The plugins folder itself could not be listed. Hot reload keeps the
-    /// last good set serving and retries (`since` says from when).
+    /// The plugins folder itself could not be listed, or was refused (it
+    /// is writable by others than the host's user, or the trust
+    /// configuration cannot be read). Hot reload keeps the last good set
+    /// serving and retries (`since` says from when).
     FolderUnreadable,
     /// The file could not be copied into the plugin cache (`--cache-dir`
     /// full, read-only, gone): nothing is wrong with the file. Hot reload
@@ -52,6 +54,21 @@ pub enum FailureKind {
     /// An isolated plugin's worker process could not be started, or died
     /// or hung before it loaded the plugin.
     WorkerFailed,
+    /// The file (the file a link leads to) is writable by its group or by
+    /// everyone, or owned by another user than the host's or root
+    /// (`--insecure-permissions` turns the check off).
+    InsecurePermissions,
+    /// With trusted keys, the file has no signature (`FILE.minisig`).
+    Unsigned,
+    /// With trusted keys, the file is signed by a key that is not trusted.
+    UntrustedKey,
+    /// With trusted keys, the signature does not match the file (changed
+    /// after signing, or another file's signature), or cannot be read as a
+    /// minisign signature.
+    BadSignature,
+    /// With `--locked`, the file is not in the lock file, or its digest is
+    /// not the locked one.
+    NotLocked,
 }
 
 /// A plugin file, or one provider of it, that was not loaded.
@@ -149,6 +166,9 @@ pub struct LoadedPlugin {
     /// [`crate::Connhost::plugins`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<crate::worker::WorkerStatus>,
+    /// What was checked before it was loaded: its digest, whether it is
+    /// locked, its signature.
+    pub trust: crate::trust::PluginTrust,
 }
 
 /// The outcome of scanning a plugins folder.

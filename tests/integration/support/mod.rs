@@ -75,8 +75,12 @@ pub fn build_artifacts() -> &'static Path {
             .arg("build")
             .arg("--target-dir")
             .arg(target_dir());
-        if profile_dir().file_name().is_some_and(|p| p == "release") {
-            command.arg("--release");
+        // The tests' own profile (a custom one too: `--profile NAME`).
+        match profile_dir().file_name().and_then(|p| p.to_str()) {
+            Some("debug") | None => {}
+            Some(profile) => {
+                command.args(["--profile", profile]);
+            }
         }
         for package in PACKAGES {
             command.args(["--package", package]);

@@ -96,6 +96,37 @@ pub(crate) struct GlobalArgs {
         value_name = "BYTES"
     )]
     pub(crate) max_plugin_size: u64,
+
+    /// Do not check who may write the plugins folder, the plugin files,
+    /// the trusted keys and the lock file (for development only: anyone
+    /// who can write them can run code in this host). Warned at each load.
+    #[arg(
+        long,
+        global = true,
+        env = "CONNHOST_INSECURE_PERMISSIONS",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub(crate) insecure_permissions: bool,
+
+    /// A folder of trusted minisign public keys (*.pub): only plugin files
+    /// with a signature (FILE.minisig) by one of them load.
+    #[arg(long, global = true, env = "CONNHOST_TRUSTED_KEYS", value_name = "DIR")]
+    pub(crate) trusted_keys: Option<PathBuf>,
+
+    /// The lock file `connhost lock` writes and --locked reads (default:
+    /// connhost.lock in the plugins folder).
+    #[arg(long, global = true, env = "CONNHOST_LOCK_FILE", value_name = "FILE")]
+    pub(crate) lock_file: Option<PathBuf>,
+
+    /// Load only the plugin files the lock file lists, with the digest it
+    /// records.
+    #[arg(
+        long,
+        global = true,
+        env = "CONNHOST_LOCKED",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub(crate) locked: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +172,18 @@ pub(crate) enum Command {
     /// (--token-file, or the CONNHOST_TOKEN environment variable), which
     /// every /v1 request must then present as `Authorization: Bearer`.
     Serve(ServeArgs),
+    /// Record the digest, name and version of every plugin file that loads
+    /// in the lock file (trust on first use), for --locked.
+    ///
+    /// Without --add, writes the lock file anew from what loads now. Every
+    /// check but the lock itself applies (permissions, signatures).
+    Lock {
+        /// Admit this plugin file (a path, or a name in the plugins
+        /// folder) as it is now: replaces its entry and keeps the others
+        /// (repeatable).
+        #[arg(long, value_name = "FILE")]
+        add: Vec<PathBuf>,
+    },
     /// Examine a plugin file without registering it: what it contains and
     /// whether this host can load it.
     Inspect {

@@ -53,6 +53,14 @@ pub(crate) struct ConfigFile {
     max_plugin_size: Option<Int<1, { i64::MAX }>>,
     /// `serve --cache-dir`.
     cache_dir: Option<PathBuf>,
+    /// `--insecure-permissions`.
+    insecure_permissions: Option<bool>,
+    /// `--trusted-keys`.
+    trusted_keys: Option<PathBuf>,
+    /// `--lock-file`.
+    lock_file: Option<PathBuf>,
+    /// `--locked`.
+    locked: Option<bool>,
     /// The `serve` command's options.
     #[serde(default)]
     serve: ServeFile,
@@ -275,6 +283,8 @@ impl ConfigFile {
             &mut file.plugins,
             &mut file.cache_dir,
             &mut file.serve.token_file,
+            &mut file.trusted_keys,
+            &mut file.lock_file,
         ] {
             if let Some(p) = relative.as_mut() {
                 *p = base.join(&*p);
@@ -338,6 +348,7 @@ impl ConfigFile {
             &mut config.max_plugin_size,
             self.max_plugin_size.map(Int::get),
         );
+        self.fill_trust(&mut config.trust, given);
         self.worker.fill(&mut config.worker);
         for (name, table) in &self.plugin {
             let table = table.get_ref();
@@ -357,6 +368,30 @@ impl ConfigFile {
                     .or_insert_with(|| value.0.clone());
             }
         }
+    }
+
+    /// Fills the trust configuration (built from the flags) with what the
+    /// file's top-level trust keys set and no flag or variable gave.
+    fn fill_trust(&self, trust: &mut connhost::trust::TrustConfig, given: &Given<'_>) {
+        fill(
+            given,
+            "insecure_permissions",
+            &mut trust.check_permissions,
+            self.insecure_permissions.map(|insecure| !insecure),
+        );
+        fill(
+            given,
+            "trusted_keys",
+            &mut trust.trusted_keys,
+            self.trusted_keys.clone().map(Some),
+        );
+        fill(
+            given,
+            "lock_file",
+            &mut trust.lock_file,
+            self.lock_file.clone().map(Some),
+        );
+        fill(given, "locked", &mut trust.locked, self.locked);
     }
 
     /// Fills `args` (the `serve` flags) with what the file's `[serve]`
@@ -854,5 +889,22 @@ openai_base_url = "http://127.0.0.1:1"
         assert_eq!(config.max_in_flight, 3, "the file fills in the default");
         assert_eq!(config.settings["p"]["a"], "flag");
         assert_eq!(config.settings["p"]["b"], "file");
+    }
+
+    #[test]
+    fn the_trust_keys_reach_the_configuration() {
+        let config = host(
+            "insecure_permissions = true\ntrusted_keys = \"/etc/connhost/keys\"\nlock_file = \"/etc/connhost/connhost.lock\"\nlocked = true\n",
+        );
+        assert_eq!(
+            config.trust,
+            connhost::trust::TrustConfig {
+                check_permissions: false,
+                trusted_keys: Some(PathBuf::from("/etc/connhost/keys")),
+                lock_file: Some(PathBuf::from("/etc/connhost/connhost.lock")),
+                locked: true,
+            }
+        );
+        assert!(host("").trust.check_permissions, "on by default");
     }
 }

@@ -14,6 +14,7 @@ use anyhow::{bail, Context as _};
 use clap::{CommandFactory as _, FromArgMatches as _};
 use connhost::{Connhost, CredentialFields, HostConfig, Outcome};
 
+mod lock;
 mod serve;
 
 pub(crate) use args::Cli;
@@ -45,8 +46,16 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(ConfigFile::load)
         .transpose()?;
-    let config = configure(&cli.global, file.as_ref(), &Given::new(&matches))?;
+    let mut config = configure(&cli.global, file.as_ref(), &Given::new(&matches))?;
+    if let Command::Lock { .. } = cli.command {
+        // The lock file is what `lock` writes, not what it obeys.
+        config.trust.locked = false;
+    }
+    if !matches!(cli.command, Command::Inspect { .. }) {
+        connhost::trust::check_config(&config)?;
+    }
     match cli.command {
+        Command::Lock { add } => lock::run(&config, &add),
         Command::Inspect { file, json } => {
             let inspection = connhost::loader::inspect(&file, config.max_plugin_size);
             if json {
@@ -188,6 +197,12 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
         settings,
         cache_dir: None,
         isolation: global.isolation,
+        trust: connhost::trust::TrustConfig {
+            check_permissions: !global.insecure_permissions,
+            trusted_keys: global.trusted_keys.clone(),
+            lock_file: global.lock_file.clone(),
+            locked: global.locked,
+        },
         ..HostConfig::default()
     })
 }

@@ -97,6 +97,11 @@ pub(crate) fn report(report: &LoadReport) -> String {
                 let _ = writeln!(out, "  {}: last crash: {crash}", plugin.plugin);
             }
         }
+        for plugin in &report.loaded {
+            if let Some(trust) = trust(&plugin.trust) {
+                let _ = writeln!(out, "  {}: {trust}", plugin.plugin);
+            }
+        }
     }
     if !report.retired.is_empty() {
         let _ = writeln!(
@@ -113,6 +118,18 @@ pub(crate) fn report(report: &LoadReport) -> String {
         }
     }
     out
+}
+
+/// What was checked about a plugin, when it was signed or locked:
+/// `signed by 4BD7A079B2011681 ("release 1.0"), locked`.
+fn trust(trust: &connhost::trust::PluginTrust) -> Option<String> {
+    let signed = trust
+        .signature
+        .as_ref()
+        .map(|s| format!("signed by {} ({:?})", s.key_id, s.trusted_comment));
+    let locked = trust.locked.then(|| format!("locked at {}", trust.digest));
+    let parts: Vec<String> = signed.into_iter().chain(locked).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// Where a plugin runs: `in-process`, or `process (ready, pid 42, 1 restart)`.

@@ -26,6 +26,18 @@
 //! An impatient rescan (a one-shot load, which never retries) reports
 //! such a file as a failure instead, and words every failure without
 //! promising a retry.
+//!
+//! Before a file is copied it must pass the trust checks
+//! ([`crate::trust`]): its permissions (from the opened descriptor), and
+//! with trusted keys a signature by one of them; while it is copied its
+//! bytes are checked against that signature and hashed (SHA-256); under
+//! `--locked` that digest must be the locked one. Only then is the copy
+//! loaded. The plugins folder's own permissions are checked at every
+//! rescan, and a refused folder is reported like one that cannot be
+//! listed. A failure is remembered with the version of what the decision
+//! depended on (the file, its signature file, the lock file), so a
+//! signature added next to a refused file, or a lock file rewritten, has
+//! it examined again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +53,7 @@ use crate::loader::{
 use crate::report::{
     log_failures, rfc3339, FailureKind, LoadFailure, RetiredLibrary, LOAD_LOG_TARGET,
 };
+use crate::trust::{Admission, Gate, PluginTrust, Stamp, TrustConfig};
 
 /// A file whose last change is more recent than this may still be being
 /// written: it is looked at again once it has been quiet this long. A
@@ -114,6 +127,14 @@ impl Fingerprint {
     }
 }
 
+/// What a decision about a file depended on: the file's own version, and
+/// the trust material around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    file: Fingerprint,
+    trust: Stamp,
+}
+
 /// A loaded file.
 struct Entry {
     path: PathBuf,
@@ -121,6 +142,7 @@ struct Entry {
     hash: String,
     bytes: u64,
     library: PluginLibrary,
+    trust: PluginTrust,
 }
 
 /// A file that changed but is not loaded yet.
@@ -132,8 +154,16 @@ struct Pending {
 /// The plugins folder could not be listed.
 struct FolderFailure {
     /// What the error was (to tell a new failure from a retry of the same).
-    error: (std::io::ErrorKind, Option<i32>),
+    error: String,
     failure: LoadFailure,
+}
+
+/// Why a rescan could not look at the folder's files.
+enum Refusal {
+    /// The folder could not be listed.
+    Listing(std::io::Error),
+    /// The trust checks refused the folder (the reason in words).
+    Trust(String),
 }
 
 /// What a rescan did.
@@ -155,8 +185,12 @@ pub(crate) struct Folder {
     dir: PathBuf,
     cache: PathBuf,
     options: LoadOptions,
+    /// The trust configuration, and the gate made from it (`None` until
+    /// it could be: its keys and lock file read).
+    trust: TrustConfig,
+    gate: Option<Gate>,
     entries: Vec<Entry>,
-    failures: BTreeMap<PathBuf, (Fingerprint, LoadFailure)>,
+    failures: BTreeMap<PathBuf, (Version, LoadFailure)>,
     pending: BTreeMap<PathBuf, Pending>,
     /// Loaded files no longer listed, and since when.
     missing: BTreeMap<PathBuf, Instant>,
@@ -189,12 +223,19 @@ impl std::fmt::Debug for Folder {
 
 impl Folder {
     /// The folder `dir` (nothing is loaded until the first rescan), keeping
-    /// its private copies in `cache`.
-    pub(crate) fn new(dir: PathBuf, cache: PathBuf, options: LoadOptions) -> Self {
+    /// its private copies in `cache`, admitting files by `trust`.
+    pub(crate) fn new(
+        dir: PathBuf,
+        cache: PathBuf,
+        options: LoadOptions,
+        trust: TrustConfig,
+    ) -> Self {
         Self {
             dir,
             options,
             cache,
+            trust,
+            gate: None,
             entries: Vec::new(),
             failures: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -235,7 +276,8 @@ impl Folder {
         let mut outcome = RescanOutcome::default();
         let mut retry = false;
         let passing_before = std::mem::take(&mut self.passing);
-        match library_files(&self.dir) {
+        let trusted = self.prepare_trust();
+        match trusted.and_then(|()| library_files(&self.dir).map_err(Refusal::Listing)) {
             Ok(files) => {
                 self.folder_listed(&mut outcome);
                 for path in &files {
@@ -243,8 +285,12 @@ impl Folder {
                 }
                 self.drop_gone(&files, &mut outcome);
             }
-            Err(error) => {
+            Err(Refusal::Listing(error)) => {
                 self.folder_failed(&error, &mut outcome);
+                retry = true;
+            }
+            Err(Refusal::Trust(reason)) => {
+                self.folder_refused(reason, &mut outcome);
                 retry = true;
             }
         }
@@ -265,6 +311,50 @@ impl Folder {
         outcome
     }
 
+    /// Makes the trust gate if it is not made yet (reads the keys and the
+    /// lock file), brings it up to date, and checks the folder's own
+    /// permissions.
+    fn prepare_trust(&mut self) -> Result<(), Refusal> {
+        if self.gate.is_none() {
+            let gate = Gate::new(&self.trust, &self.dir).map_err(|e| {
+                Refusal::Trust(format!(
+                    "{e}. No plugin is loaded from {} until it is fixed.",
+                    self.dir.display()
+                ))
+            })?;
+            self.gate = Some(gate);
+        }
+        match self.gate.as_mut() {
+            Some(gate) => gate.prepare(&self.dir).map_err(|reason| {
+                Refusal::Trust(format!(
+                    "{reason}. No plugin is loaded from it until it is fixed."
+                ))
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The folder was refused (its permissions, or a trust configuration
+    /// that cannot be used): keep every loaded plugin, report the refusal
+    /// like a folder that cannot be listed, and retry.
+    fn folder_refused(&mut self, reason: String, outcome: &mut RescanOutcome) {
+        let mut words = format!("{reason}{}", self.keeping());
+        if self.patient {
+            words.push_str(" The folder is looked at again every few seconds.");
+        }
+        let failure = LoadFailure::new(&self.dir, FailureKind::FolderUnreadable, words);
+        self.report_folder_failure(reason, failure, outcome);
+    }
+
+    /// ` The N plugins loaded before keep serving.` (or nothing).
+    fn keeping(&self) -> String {
+        match self.entries.len() {
+            0 => String::new(),
+            1 => " The plugin loaded before keeps serving.".to_owned(),
+            n => format!(" The {n} plugins loaded before keep serving."),
+        }
+    }
+
     /// The folder was listed: a failure it had is over.
     fn folder_listed(&mut self, outcome: &mut RescanOutcome) {
         if let Some(over) = self.folder_failure.take() {
@@ -280,16 +370,8 @@ impl Folder {
     /// The folder could not be listed: keep every loaded plugin, report the
     /// failure (logged once, not at every retry), and retry.
     fn folder_failed(&mut self, error: &std::io::Error, outcome: &mut RescanOutcome) {
-        let key = (error.kind(), error.raw_os_error());
-        if self.folder_failure.as_ref().is_some_and(|f| f.error == key) {
-            tracing::debug!(dir = %self.dir.display(), "the plugins folder still cannot be listed: {error}");
-            return;
-        }
-        let keeping = match self.entries.len() {
-            0 => String::new(),
-            1 => " The plugin loaded before keeps serving.".to_owned(),
-            n => format!(" The {n} plugins loaded before keep serving."),
-        };
+        let key = format!("{:?} {:?}", error.kind(), error.raw_os_error());
+        let keeping = self.keeping();
         // A one-shot load reads the folder once: it says what is wrong,
         // and promises no retry.
         let reason = if self.patient {
@@ -304,7 +386,22 @@ impl Folder {
         } else {
             format!("{}{keeping}", missing_dir_reason(error))
         };
-        let mut failure = LoadFailure::new(&self.dir, FailureKind::FolderUnreadable, reason);
+        let failure = LoadFailure::new(&self.dir, FailureKind::FolderUnreadable, reason);
+        self.report_folder_failure(key, failure, outcome);
+    }
+
+    /// Reports the folder's own failure, once per distinct `key` (a retry
+    /// of the same failure is not news), with the time it began.
+    fn report_folder_failure(
+        &mut self,
+        key: String,
+        mut failure: LoadFailure,
+        outcome: &mut RescanOutcome,
+    ) {
+        if self.folder_failure.as_ref().is_some_and(|f| f.error == key) {
+            tracing::debug!(dir = %self.dir.display(), "the plugins folder still fails: {}", failure.reason);
+            return;
+        }
         failure.since = Some(match &self.folder_failure {
             Some(earlier) => earlier.failure.since.clone().unwrap_or_default(),
             None => rfc3339(SystemTime::now()),
@@ -366,6 +463,14 @@ impl Folder {
         let Some(fingerprint) = Fingerprint::of(path) else {
             return false; // vanished between listing and looking
         };
+        let version = Version {
+            file: fingerprint,
+            trust: self
+                .gate
+                .as_ref()
+                .map(|g| g.stamp(path))
+                .unwrap_or_default(),
+        };
         if let Some(entry) = self.entries.iter().find(|e| e.path == path) {
             if entry.fingerprint == fingerprint {
                 self.pending.remove(path);
@@ -373,7 +478,7 @@ impl Folder {
             }
         }
         if self.failures.get(path).is_some_and(|(known, failure)| {
-            *known == fingerprint && failure.kind != FailureKind::CacheFailed
+            *known == version && failure.kind != FailureKind::CacheFailed
         }) {
             return false; // known broken, unchanged: not read again
         }
@@ -395,20 +500,23 @@ impl Folder {
             outcome.waiting = true;
             return false;
         }
-        self.examine(path, fingerprint, since, outcome)
+        self.examine(path, version, since, outcome)
     }
 
     /// Opens a new or changed entry (never blocking), checks what is cheap
-    /// (type, size, headers) from that descriptor, and only then copies it
-    /// into the cache and loads it. Returns whether to retry it for a
+    /// (type, permissions, size, headers, that a trusted signature is
+    /// there) from that descriptor, and only then copies it into the
+    /// cache, checking its bytes as they are copied (signature, digest,
+    /// lock), and loads the copy. Returns whether to retry it for a
     /// passing reason.
     fn examine(
         &mut self,
         path: &Path,
-        fingerprint: Fingerprint,
+        version: Version,
         since: Instant,
         outcome: &mut RescanOutcome,
     ) -> bool {
+        let fingerprint = version.file;
         let mut file = match open_regular(path) {
             Ok(file) => file,
             Err(OpenError::Vanished) => {
@@ -422,16 +530,35 @@ impl Folder {
             }
             Err(OpenError::Failed(failure)) => {
                 self.pending.remove(path);
-                self.fail_version(path, fingerprint, failure, outcome);
+                self.fail_version(path, version, failure, outcome);
                 return false;
             }
         };
         // The descriptor is what gets read: it must be the version the
         // fingerprint describes.
-        if file.metadata().map(|m| Fingerprint::from_metadata(&m)).ok() != Some(fingerprint) {
-            outcome.waiting = true;
-            return false;
-        }
+        let metadata = match file.metadata() {
+            Ok(metadata) if Fingerprint::from_metadata(&metadata) == fingerprint => metadata,
+            _ => {
+                outcome.waiting = true;
+                return false;
+            }
+        };
+        // Who may write the file read (a link's target): before anything
+        // else reads it.
+        let Some(gate) = self.gate.as_ref() else {
+            return false; // a rescan makes the gate before looking at files
+        };
+        let checked = gate
+            .check_file(path, &metadata)
+            .and_then(|()| gate.signature_of(path));
+        let signed = match checked {
+            Ok(signed) => signed,
+            Err(failure) => {
+                self.pending.remove(path);
+                self.fail_version(path, version, failure, outcome);
+                return false;
+            }
+        };
         if let Err(failure) = check_opened(path, &file, self.options.max_plugin_size) {
             let lasting = failure.kind == FailureKind::TooLarge;
             if self.patient && !lasting && since.elapsed() < COMPLETION_GRACE {
@@ -439,12 +566,20 @@ impl Folder {
                 return false;
             }
             self.pending.remove(path);
-            self.fail_version(path, fingerprint, failure, outcome);
+            self.fail_version(path, version, failure, outcome);
             return false;
         }
         // Copy the checked descriptor into the cache, hashing what is
-        // written: the copy is what gets loaded.
-        let copied = cache_dir::copy_into(&self.cache, &mut file);
+        // written and checking it against the signature: the copy is what
+        // gets loaded.
+        let mut admission = Admission::new(signed.as_ref());
+        let copied = cache_dir::copy_into_observed(&self.cache, &mut file, &mut |bytes| {
+            admission.update(bytes)
+        });
+        let Some(gate) = self.gate.as_ref() else {
+            return false;
+        };
+        let admitted = admission.finish(gate, path);
         // What was read is the version checked only if the file did not
         // change meanwhile (a writer rewriting it in place).
         let steady =
@@ -473,28 +608,47 @@ impl Folder {
                 // The file is steady: the cache is what fails (full,
                 // read-only, removed). Report it, and retry with the backoff
                 // rather than at every settle tick.
-                self.cache_failed(path, fingerprint, &e, outcome);
+                self.cache_failed(path, version, &e, outcome);
                 return true;
             }
         };
         self.pending.remove(path);
-        self.load(path, fingerprint, hash, &copy, outcome);
+        let trust = match admitted {
+            Ok(trust) => trust,
+            Err(failure) => {
+                // Refused: the copy is not loaded (unless it is another
+                // file's, loaded already).
+                if !self.entries.iter().any(|e| e.hash == hash) {
+                    let _ = std::fs::remove_file(&copy);
+                }
+                self.fail_version(path, version, failure, outcome);
+                return false;
+            }
+        };
+        self.load(path, version, (hash, trust), &copy, outcome);
         false
     }
 
+    /// Loads the copy `copy` of `path`, whose content hash and checked
+    /// trust are `admitted`.
     fn load(
         &mut self,
         path: &Path,
-        fingerprint: Fingerprint,
-        hash: String,
+        version: Version,
+        admitted: (String, PluginTrust),
         copy: &Path,
         outcome: &mut RescanOutcome,
     ) {
+        let fingerprint = version.file;
+        let (hash, trust) = admitted;
         let index = self.entries.iter().position(|e| e.path == path);
         if let Some(index) = index {
             if self.entries[index].hash == hash {
-                // Touched, or copied again: same content, nothing to do.
+                // Touched, or copied again: same content, nothing to do
+                // (but what was checked about it may have changed).
                 self.entries[index].fingerprint = fingerprint;
+                outcome.changed |= self.entries[index].trust != trust;
+                self.entries[index].trust = trust;
                 outcome.changed |= self.failures.remove(path).is_some();
                 return;
             }
@@ -508,9 +662,16 @@ impl Folder {
                     hash,
                     bytes,
                     library,
+                    trust,
                 };
                 let offers: Vec<&str> = entry.library.provider_ids().collect();
-                tracing::info!(target: LOAD_LOG_TARGET, path = %path.display(), plugin = entry.library.name(), version = entry.library.version(), ?offers, "plugin {}", if index.is_some() { "replaced" } else { "added" });
+                let signer = entry.trust.signature.as_ref().map(|s| s.key_id.as_str());
+                let comment = entry
+                    .trust
+                    .signature
+                    .as_ref()
+                    .map(|s| s.trusted_comment.as_str());
+                tracing::info!(target: LOAD_LOG_TARGET, path = %path.display(), plugin = entry.library.name(), version = entry.library.version(), ?offers, digest = %entry.trust.digest, locked = entry.trust.locked, signer, trusted_comment = comment, "plugin {}", if index.is_some() { "replaced" } else { "added" });
                 // In use again: no longer retired.
                 self.retired.retain(|(h, _)| *h != entry.hash);
                 match index {
@@ -523,7 +684,7 @@ impl Folder {
                 self.failures.remove(path);
                 outcome.changed = true;
             }
-            Err(failure) => self.fail_version(path, fingerprint, failure, outcome),
+            Err(failure) => self.fail_version(path, version, failure, outcome),
         }
     }
 
@@ -532,7 +693,7 @@ impl Folder {
     fn cache_failed(
         &mut self,
         path: &Path,
-        fingerprint: Fingerprint,
+        version: Version,
         error: &std::io::Error,
         outcome: &mut RescanOutcome,
     ) {
@@ -549,11 +710,12 @@ impl Folder {
                 }
             ),
         );
-        let known = self.failures.get(path).is_some_and(|(known, f)| {
-            *known == fingerprint && f.reason.starts_with(&failure.reason)
-        });
+        let known = self
+            .failures
+            .get(path)
+            .is_some_and(|(known, f)| *known == version && f.reason.starts_with(&failure.reason));
         if !known {
-            self.fail_version(path, fingerprint, failure, outcome);
+            self.fail_version(path, version, failure, outcome);
         }
     }
 
@@ -578,7 +740,7 @@ impl Folder {
     fn fail_version(
         &mut self,
         path: &Path,
-        fingerprint: Fingerprint,
+        version: Version,
         mut failure: LoadFailure,
         outcome: &mut RescanOutcome,
     ) {
@@ -592,8 +754,7 @@ impl Folder {
         }
         failure.path = path.to_owned();
         log_failures(std::slice::from_ref(&failure));
-        self.failures
-            .insert(path.to_owned(), (fingerprint, failure));
+        self.failures.insert(path.to_owned(), (version, failure));
         outcome.changed = true;
     }
 
@@ -626,6 +787,12 @@ impl Folder {
     /// replacement keeps its file's place).
     pub(crate) fn libraries(&self) -> impl Iterator<Item = &PluginLibrary> {
         self.entries.iter().map(|e| &e.library)
+    }
+
+    /// The loaded libraries (as [`libraries`](Self::libraries)), each with
+    /// what was checked before it was loaded.
+    pub(crate) fn loaded(&self) -> impl Iterator<Item = (&PluginLibrary, &PluginTrust)> {
+        self.entries.iter().map(|e| (&e.library, &e.trust))
     }
 
     /// The folder's own failure (it cannot be listed), if any.
@@ -662,6 +829,7 @@ mod tests {
             not_a_folder.clone(),
             tmp.path().join("cache"),
             LoadOptions::default(),
+            TrustConfig::default(),
         );
 
         let first = set.rescan(true);

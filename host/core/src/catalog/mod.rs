@@ -56,6 +56,8 @@ pub struct Catalog {
     compiled_in: Vec<Arc<RegisteredProvider>>,
     compiled_in_failures: Vec<LoadFailure>,
     folder: Option<Folder>,
+    /// The lock file, when `--locked` enforces it (hot reload watches it).
+    lock_file: Option<PathBuf>,
     /// The cache folder, when it is the catalog's own (removed on drop).
     own_cache: Option<PathBuf>,
     /// The set as it stands (rebuilt when something changed).
@@ -114,7 +116,7 @@ impl Catalog {
                 .clone()
                 .or_else(|| own_cache.clone())
                 .unwrap_or_default();
-            Folder::new(dir, cache, config.load_options())
+            Folder::new(dir, cache, config.load_options(), config.trust.clone())
         });
         let mut catalog = Self {
             limits: Limits {
@@ -126,6 +128,11 @@ impl Catalog {
             compiled_in,
             compiled_in_failures,
             folder,
+            lock_file: config
+                .trust
+                .locked
+                .then(|| config.trust.lock_path(config.plugins_dir.as_deref()))
+                .flatten(),
             own_cache,
             current: Default::default(),
         };
@@ -155,6 +162,12 @@ impl Catalog {
     /// The plugins folder, if the catalog has one.
     pub fn dir(&self) -> Option<&Path> {
         self.folder.as_ref().map(Folder::dir)
+    }
+
+    /// The lock file that decides what loads, under `--locked`: a change
+    /// to it is a reason to rescan.
+    pub fn lock_file(&self) -> Option<&Path> {
+        self.lock_file.as_deref()
     }
 
     /// The folder plugin files are copied into before they are loaded.
@@ -248,9 +261,9 @@ impl Catalog {
         let compiled_in = registration.len();
         if let Some(folder) = &self.folder {
             report.failed.extend(folder.folder_failure().cloned());
-            for library in folder.libraries() {
+            for (library, trust) in folder.loaded() {
                 let limits = own_limits(&self.policies, library.name());
-                let (loaded, failures) = register(&mut registry, library, limits);
+                let (loaded, failures) = register(&mut registry, library, trust, limits);
                 report.loaded.extend(loaded);
                 registration.extend(failures);
             }
@@ -303,6 +316,7 @@ fn own_limits(policies: &BTreeMap<String, PluginPolicy>, name: &str) -> OwnLimit
 fn register(
     registry: &mut ProviderRegistry,
     library: &PluginLibrary,
+    trust: &crate::trust::PluginTrust,
     limits: OwnLimits,
 ) -> (Option<LoadedPlugin>, Vec<LoadFailure>) {
     let path = library.path();
@@ -336,6 +350,7 @@ fn register(
         providers: registered,
         isolation: library.isolation(),
         worker: library.worker_status(),
+        trust: trust.clone(),
     });
     (loaded, failures)
 }
