@@ -43,7 +43,11 @@ fn serve(dir: &PluginDir, vendor: Option<&Vendor>) -> Server {
     Server::start(dir.path(), |c| {
         c.env("CONNHOST_LOG", "info");
         if let Some(vendor) = vendor {
-            c.env("CONNHOST_PLUGIN_FIXTURE_GREETER_V1_API_URL", vendor.url());
+            c.env("CONNHOST_PLUGIN_FIXTURE_GREETER_V1_API_URL", vendor.url())
+                .env(
+                    "CONNHOST_CONFIG",
+                    vendor.grants_file(&["fixture-greeter-v1", "fixture-greeter-v2"]),
+                );
             c.env("CONNHOST_PLUGIN_FIXTURE_GREETER_V2_API_URL", vendor.url());
         }
     })

@@ -80,6 +80,7 @@ fn the_readme_plugin_built_against_the_packaged_crate_alone_is_served() {
             connhost(plugins.path())
                 .arg("--setting")
                 .arg(format!("{PLUGIN}.base_url={}", vendor.url()))
+                .env("CONNHOST_CONFIG", vendor.grants_file(&[PLUGIN]))
                 .args(["validate", PLUGIN, "--json", "--field"])
                 .arg(format!("api_key={key}")),
             "connhost validate",

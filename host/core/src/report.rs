@@ -149,6 +149,8 @@ pub struct LoadedPlugin {
     /// [`crate::Connhost::plugins`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<crate::worker::WorkerStatus>,
+    /// The hosts its providers declare and the operator's grant.
+    pub egress: crate::egress::Egress,
 }
 
 /// The outcome of scanning a plugins folder.

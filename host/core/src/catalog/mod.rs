@@ -128,8 +128,19 @@ impl Catalog {
             own_cache,
             current: Default::default(),
         };
+        if config.builtins {
+            catalog.grant_compiled_in_egress();
+        }
         catalog.rebuild();
         catalog
+    }
+
+    /// Sets the operator's grant for the compiled-in providers (`[plugin.
+    /// builtin] egress`; process-wide, like their settings).
+    fn grant_compiled_in_egress(&self) {
+        crate::capabilities::grant_compiled_in_egress(
+            policy_in(&self.policies, crate::capabilities::BUILTIN_SCOPE).egress,
+        );
     }
 
     /// Adds a provider compiled into the embedding program, after the
@@ -139,6 +150,7 @@ impl Catalog {
         let entry = Arc::new(RegisteredProvider::native(Arc::new(provider), false));
         self.compiled_in.retain(|e| e.id() != entry.id());
         self.compiled_in.push(entry);
+        self.grant_compiled_in_egress();
         self.rebuild();
         self
     }
@@ -334,6 +346,7 @@ fn register(
         providers: registered,
         isolation: library.isolation(),
         worker: library.worker_status(),
+        egress: library.egress().clone(),
     });
     (loaded, failures)
 }
