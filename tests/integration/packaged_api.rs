@@ -171,7 +171,11 @@ fn package_plugin_api() -> PathBuf {
 /// crate's folder.
 fn extract(crate_file: &Path, into: &Path) -> PathBuf {
     let untar = run_bounded(
+        // `-m`: the files get the time of extraction, not the fixed 2006
+        // date `cargo package` writes, so cargo sees a changed plugin API
+        // as changed and never reuses a build of an older package.
         Command::new("tar")
+            .arg("-m")
             .arg("-xzf")
             .arg(crate_file)
             .arg("-C")
