@@ -199,6 +199,38 @@ pub trait ConnectionProvider: Send + Sync {
     /// The credential form; `None` for OAuth providers.
     fn form_schema(&self) -> Option<CredentialFormSchema>;
 
+    /// The hosts this provider calls through [`crate::http`], as egress
+    /// patterns: `api.example.com` (any port), `api.example.com:8443`,
+    /// `*.example.com` (any subdomain), an IP address (`203.0.113.7`,
+    /// `[2001:db8::1]:443`), or `*` (any public host). The host refuses a
+    /// request to any other host, unless the operator granted this plugin
+    /// other hosts (`egress = [...]` in its `[plugin.NAME]` table, which
+    /// then replaces these). A declaration never opens a loopback,
+    /// private, link-local or cloud-metadata address: only the operator can
+    /// grant one, by name. The default declares nothing, so a provider that
+    /// calls out must list its vendor here:
+    ///
+    /// ```
+    /// # use connhost_plugin_api::prelude::*;
+    /// # struct Acme;
+    /// # #[async_trait]
+    /// # impl ConnectionProvider for Acme {
+    /// #     fn provider_id(&self) -> &str { "acme" }
+    /// #     fn display_name(&self) -> &str { "Acme" }
+    /// #     fn description(&self) -> &str { "Acme" }
+    /// #     fn icon(&self) -> &str { "rocket" }
+    /// #     fn connection_type(&self) -> ConnectionType { ConnectionType::ApiKey }
+    /// #     fn form_schema(&self) -> Option<CredentialFormSchema> { None }
+    /// #     async fn validate(&self, _: &str) -> ValidationResult { Ok(ConnectionValidation::valid()) }
+    /// fn egress(&self) -> Vec<String> {
+    ///     vec!["api.acme.example".into()]
+    /// }
+    /// # }
+    /// ```
+    fn egress(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Checks a single-value credential (an API key or a token).
     async fn validate(&self, credential: &str) -> ValidationResult;
 
@@ -227,6 +259,11 @@ pub struct ProviderDescriptor {
     pub connection_type: ConnectionType,
     /// [`ConnectionProvider::form_schema`].
     pub form_schema: Option<CredentialFormSchema>,
+    /// [`ConnectionProvider::egress`]: the hosts the provider calls. Left
+    /// out of the JSON when empty, so descriptors of providers that declare
+    /// none read and write as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
 }
 
 impl ProviderDescriptor {
@@ -240,6 +277,7 @@ impl ProviderDescriptor {
             icon: provider.icon().to_owned(),
             connection_type: provider.connection_type(),
             form_schema: provider.form_schema(),
+            egress: provider.egress(),
         }
     }
 
@@ -263,6 +301,7 @@ impl ProviderDescriptor {
                 .map_err(|m| in_provider("connection_type", m))?,
             form_schema: catch_panic(|| provider.form_schema())
                 .map_err(|m| in_provider("form_schema", m))?,
+            egress: catch_panic(|| provider.egress()).map_err(|m| in_provider("egress", m))?,
             provider_id,
         })
     }

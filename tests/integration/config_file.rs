@@ -65,7 +65,8 @@ fn a_plugin_setting_from_the_file_reaches_its_provider() {
     let vendor = Vendor::start();
     let dir = PluginDir::with(&["daytona"]);
     let file = ConfigFile::new(&format!(
-        "[plugin.daytona.settings]\napi_url = \"{}\"\n",
+        "[plugin.daytona]\negress = [\"{}\"]\n[plugin.daytona.settings]\napi_url = \"{}\"\n",
+        loopback_grant(vendor.url()),
         vendor.url()
     ));
     let verdict = validate(with_config(dir.path(), &file), "daytona", "good-key");
@@ -82,9 +83,10 @@ fn flags_and_environment_variables_win_over_the_file() {
     let vendor = Vendor::start();
     let dir = PluginDir::with(&["daytona", "fixture-hang"]);
     // Nothing listens on port 1: with the file's URL the check fails.
-    let file = ConfigFile::new(
-        "validation_timeout = 1\n[plugin.daytona.settings]\napi_url = \"http://127.0.0.1:1\"\n",
-    );
+    let file = ConfigFile::new(&format!(
+        "validation_timeout = 1\n[plugin.daytona]\negress = [\"127.0.0.1:1\", \"{}\"]\n[plugin.daytona.settings]\napi_url = \"http://127.0.0.1:1\"\n",
+        loopback_grant(vendor.url())
+    ));
     let verdict = validate(with_config(dir.path(), &file), "daytona", "good-key");
     assert_eq!(
         verdict["outcome"], "inconclusive",
@@ -157,7 +159,7 @@ fn an_unknown_key_is_an_error_naming_file_line_and_key() {
     let out = run(with_config(dir.path(), &file).arg("providers"));
     assert_eq!(out.code, 2, "{}", out.stderr);
     let expected = format!(
-        "connhost: error: {}:6: unknown key \"isolaton\" in [plugin.daytona]; expected one of isolation, validation_timeout, max_in_flight, max_concurrent, settings\n",
+        "connhost: error: {}:6: unknown key \"isolaton\" in [plugin.daytona]; expected one of isolation, validation_timeout, max_in_flight, max_concurrent, egress, settings\n",
         file.path().display()
     );
     assert_eq!(out.stderr, expected);

@@ -44,7 +44,11 @@ fn serve(dir: &PluginDir, vendor: Option<&Vendor>) -> Server {
         // Reload tests validate in loops: the rate limits are not theirs.
         c.env("CONNHOST_LOG", "info").args(NO_RATE_LIMITS);
         if let Some(vendor) = vendor {
-            c.env("CONNHOST_PLUGIN_FIXTURE_GREETER_V1_API_URL", vendor.url());
+            c.env("CONNHOST_PLUGIN_FIXTURE_GREETER_V1_API_URL", vendor.url())
+                .env(
+                    "CONNHOST_CONFIG",
+                    vendor.grants_file(&["fixture-greeter-v1", "fixture-greeter-v2"]),
+                );
             c.env("CONNHOST_PLUGIN_FIXTURE_GREETER_V2_API_URL", vendor.url());
         }
     })

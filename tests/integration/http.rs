@@ -42,6 +42,7 @@ fn example_server(vendor: &Vendor) -> (PluginDir, Server) {
     dir.add_file(&library_file_name("broken"), b"not a library");
     let server = Server::start(dir.path(), |c| {
         c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+            .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]))
             .env("CONNHOST_LOG", "debug")
             .args(["--timeout", "1"]);
     });
@@ -405,7 +406,8 @@ fn a_slow_validation_does_not_block_the_others() {
     let server = Server::start(dir.path(), |c| {
         // 18 validations from one client: over its default burst.
         c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
-            .args(NO_RATE_LIMITS);
+            .args(NO_RATE_LIMITS)
+            .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]));
     });
     // Two validations wait on the vendor for as long as the test wants.
     let held: Vec<_> = (0..2)
@@ -625,6 +627,7 @@ fn sigterm_lets_a_validation_in_flight_finish() {
     let dir = PluginDir::with(&["daytona"]);
     let server = Server::start(dir.path(), |c| {
         c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+            .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]))
             .env("CONNHOST_LOG", "info");
     });
     let url = server.at("/v1/providers/daytona/validate");

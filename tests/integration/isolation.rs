@@ -33,6 +33,7 @@ fn an_isolated_plugin_answers_like_an_in_process_one_and_its_http_goes_through_t
     let vendor = Vendor::start();
     let mut config = isolated(&dir);
     set(&mut config, "fixture-greeter-v1", "api_url", vendor.url());
+    vendor.grant(&mut config, &["fixture-greeter-v1"]);
     config.validation_timeout = Duration::from_secs(20);
     let host = Connhost::start(&config);
     assert!(
@@ -463,7 +464,10 @@ fn chaos_killing_workers_at_random_fails_no_other_provider_and_every_worker_come
 fn the_daytona_example_answers_the_same_isolated_as_in_process_against_the_loopback_vendor() {
     let vendor = Vendor::start();
     let dir = PluginDir::with(&["daytona"]);
-    let configure = |config: &mut HostConfig| set(config, "daytona", "api_url", vendor.url());
+    let configure = |config: &mut HostConfig| {
+        set(config, "daytona", "api_url", vendor.url());
+        vendor.grant(config, &["daytona"]);
+    };
     let in_process = host_with(&dir, configure);
     let isolated = isolated_host(&dir, configure);
     for key in ["good-key", "wrong-key", "rate-limited", "broken"] {

@@ -18,6 +18,7 @@ fn validate_daytona_logging_at(level: &str) -> Run {
     let out = run(connhost(dir.path())
         .env("CONNHOST_LOG", level)
         .env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+        .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]))
         .args(["validate", "daytona", "-f", "api_key=good-key"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(

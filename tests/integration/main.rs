@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod config_file;
 mod crowded_folder;
+mod egress;
 mod examples;
 mod external_tools;
 mod fixtures_in_process;

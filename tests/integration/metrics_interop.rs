@@ -109,7 +109,8 @@ fn promtool_accepts_a_real_scrape() {
     let vendor = Vendor::start();
     let dir = PluginDir::with(&["daytona", "mai"]);
     let server = Server::start(dir.path(), |c| {
-        c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url());
+        c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+            .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]));
     });
     exercise(&server, None);
 
@@ -287,6 +288,7 @@ fn a_real_prometheus_scrapes_the_series_and_their_metadata_with_the_token() {
     let token_file = token_file.path();
     let server = Server::start(dir.path(), |c| {
         c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+            .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]))
             .arg("--token-file")
             .arg(token_file);
     });

@@ -608,6 +608,7 @@ fn every_answer_of_every_route_is_described_by_the_served_document() {
     ]);
     let server = Server::start(dir.path(), |c| {
         c.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+            .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]))
             .env("CONNHOST_TOKEN", TOKEN)
             .args(["--timeout", "1", "--body-limit", "4096"])
             .args(["--body-timeout", "1", "--max-in-flight", "1"])

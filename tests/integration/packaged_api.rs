@@ -80,6 +80,7 @@ fn the_readme_plugin_built_against_the_packaged_crate_alone_is_served() {
             connhost(plugins.path())
                 .arg("--setting")
                 .arg(format!("{PLUGIN}.base_url={}", vendor.url()))
+                .env("CONNHOST_CONFIG", vendor.grants_file(&[PLUGIN]))
                 .args(["validate", PLUGIN, "--json", "--field"])
                 .arg(format!("api_key={key}")),
             "connhost validate",
@@ -170,7 +171,11 @@ fn package_plugin_api() -> PathBuf {
 /// crate's folder.
 fn extract(crate_file: &Path, into: &Path) -> PathBuf {
     let untar = run_bounded(
+        // `-m`: the files get the time of extraction, not the fixed 2006
+        // date `cargo package` writes, so cargo sees a changed plugin API
+        // as changed and never reuses a build of an older package.
         Command::new("tar")
+            .arg("-m")
             .arg("-xzf")
             .arg(crate_file)
             .arg("-C")

@@ -11,6 +11,7 @@ fn daytona_host(vendor: &Vendor) -> (PluginDir, connhost::Connhost) {
     let host = host_with(&dir, |config| {
         set(config, "daytona", "api_url", vendor.url());
         set(config, "github", "api_url", vendor.url());
+        vendor.grant(config, &["daytona", "github"]);
     });
     (dir, host)
 }
@@ -71,7 +72,8 @@ fn an_unreachable_vendor_is_inconclusive() {
         .port();
     let dir = PluginDir::with(&["daytona"]);
     let host = host_with(&dir, |c| {
-        set(c, "daytona", "api_url", &format!("http://127.0.0.1:{port}"))
+        set(c, "daytona", "api_url", &format!("http://127.0.0.1:{port}"));
+        grant(c, "daytona", &format!("http://127.0.0.1:{port}"));
     });
     let verdict = runtime()
         .block_on(host.validate("daytona", fields(&[("api_key", "good-key")])))
@@ -226,6 +228,7 @@ fn cli_validate_exit_codes_tell_valid_rejected_and_undecided_apart() {
     let validate = |key: &str| {
         run(connhost(dir.path())
             .args(["--setting", &format!("daytona.api_url={}", vendor.url())])
+            .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]))
             .args(["validate", "daytona", "--field", &format!("api_key={key}")]))
     };
     let valid = validate("good-key");
@@ -268,6 +271,7 @@ fn cli_reads_a_secret_from_stdin_and_shows_the_document_only_when_asked() {
     let out = run_with_stdin(
         connhost(dir.path())
             .env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+            .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]))
             .args([
                 "validate",
                 "daytona",
@@ -287,6 +291,7 @@ fn cli_reads_a_secret_from_stdin_and_shows_the_document_only_when_asked() {
     let without = run_with_stdin(
         connhost(dir.path())
             .env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+            .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]))
             .args(["validate", "daytona", "-f", "api_key=-", "--json"]),
         "good-key\n",
     );

@@ -3,12 +3,13 @@
 //!
 //! Each loaded plugin gets a token (an index into `SLOTS`); every host
 //! function receives it, so policy is per plugin: logs are tagged with the
-//! plugin's name and configuration is scoped to it. This is where egress
-//! grants (which hosts a plugin may call) will be enforced.
+//! plugin's name, configuration is scoped to it, and its HTTP goes through
+//! a client that enforces its egress policy ([`crate::egress`]): the hosts
+//! it may call, and no restricted address without an explicit grant.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use abi_stable::prefix_type::PrefixTypeTrait;
@@ -19,6 +20,7 @@ use connhost_plugin_api::abi::{
     HostVTableRef,
 };
 
+use crate::egress::{Egress, Policy};
 use crate::redact::scrub_plugin_line;
 
 /// The name built-in providers are known by in logs and configuration.
@@ -30,10 +32,22 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The tracing target of events forwarded from plugins.
 pub const PLUGIN_LOG_TARGET: &str = "connhost::plugin";
 
-/// One plugin's identity and settings.
+/// One plugin's identity, settings and egress policy.
 struct Slot {
     name: String,
     settings: BTreeMap<String, String>,
+    egress: Arc<Policy>,
+}
+
+impl Slot {
+    /// A slot that may call nothing until its egress is set.
+    fn new(name: &str, settings: BTreeMap<String, String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            settings,
+            egress: Arc::new(Policy::new(name, &Egress::default())),
+        }
+    }
 }
 
 /// Token -> plugin. Token 0 is the built-in providers.
@@ -48,16 +62,81 @@ fn with_slot<T>(token: u64, f: impl FnOnce(&Slot) -> T) -> Option<T> {
 pub(crate) fn register_plugin(name: &str, settings: BTreeMap<String, String>) -> u64 {
     let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
     if slots.is_empty() {
-        slots.push(Slot {
-            name: BUILTIN_SCOPE.to_owned(),
-            settings: BTreeMap::new(),
-        });
+        slots.push(Slot::new(BUILTIN_SCOPE, BTreeMap::new()));
     }
-    slots.push(Slot {
-        name: name.to_owned(),
-        settings,
-    });
+    slots.push(Slot::new(name, settings));
     (slots.len() - 1) as u64
+}
+
+/// Sets the egress of the plugin behind `token` (and its name, which an
+/// isolated plugin's slot learns once its worker has loaded it). Requests
+/// already running keep the policy they started with.
+pub(crate) fn set_egress(token: u64, name: &str, egress: &Egress) {
+    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(slot) = usize::try_from(token).ok().and_then(|t| slots.get_mut(t)) {
+        slot.name = name.to_owned();
+        slot.egress = Arc::new(Policy::new(name, egress));
+    }
+}
+
+/// The compiled-in providers' egress (scope [`BUILTIN_SCOPE`]):
+/// process-wide, like the providers and their settings.
+static COMPILED_IN_EGRESS: std::sync::Mutex<Egress> = std::sync::Mutex::new(Egress {
+    declared: Vec::new(),
+    granted: None,
+});
+
+/// Adds hosts a compiled-in provider declares to those of every
+/// compiled-in provider.
+pub(crate) fn declare_compiled_in(hosts: &[String]) {
+    let mut egress = COMPILED_IN_EGRESS.lock().unwrap_or_else(|e| e.into_inner());
+    let new: Vec<&String> = hosts
+        .iter()
+        .filter(|h| !egress.declared.contains(h))
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    egress.declared.extend(new.into_iter().cloned());
+    ensure_builtin_slot();
+    set_egress(0, BUILTIN_SCOPE, &egress);
+}
+
+/// Sets the operator's egress grant for the compiled-in providers (the
+/// config file's `[plugin.builtin] egress`; `None`: their declarations
+/// apply). Process-wide, like their settings: a [`crate::Catalog`] sets it
+/// from its configuration ([`crate::PluginPolicy::egress`] of
+/// [`BUILTIN_SCOPE`]), and the last one built wins. An embedder that
+/// serves its own registry ([`crate::Connhost::from_parts`]) calls it
+/// itself.
+pub fn grant_compiled_in_egress(granted: Option<Vec<String>>) {
+    let mut egress = COMPILED_IN_EGRESS.lock().unwrap_or_else(|e| e.into_inner());
+    egress.granted = granted;
+    ensure_builtin_slot();
+    set_egress(0, BUILTIN_SCOPE, &egress);
+}
+
+/// The compiled-in providers' egress as it stands.
+pub fn compiled_in_egress() -> Egress {
+    COMPILED_IN_EGRESS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Creates slot 0, the compiled-in providers', if there is none yet.
+fn ensure_builtin_slot() {
+    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
+    if slots.is_empty() {
+        slots.push(Slot::new(BUILTIN_SCOPE, BTreeMap::new()));
+    }
+}
+
+/// The egress policy of the plugin behind `token`; an unknown token may
+/// call nothing.
+fn egress_of(token: u64) -> Arc<Policy> {
+    with_slot(token, |slot| slot.egress.clone())
+        .unwrap_or_else(|| Arc::new(Policy::new("?", &Egress::default())))
 }
 
 /// The context handed to a plugin's `init`.
@@ -76,15 +155,7 @@ pub(crate) fn context_for(token: u64) -> HostContext {
 pub(crate) fn install_for_compiled_in() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
-        {
-            let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
-            if slots.is_empty() {
-                slots.push(Slot {
-                    name: BUILTIN_SCOPE.to_owned(),
-                    settings: BTreeMap::new(),
-                });
-            }
-        }
+        ensure_builtin_slot();
         connhost_plugin_api::__private::install_host(context_for(0));
     });
 }
@@ -104,10 +175,7 @@ pub(crate) fn set_compiled_in_settings(settings: BTreeMap<String, String>) {
             }
             first.settings = settings;
         }
-        None => slots.push(Slot {
-            name: BUILTIN_SCOPE.to_owned(),
-            settings,
-        }),
+        None => slots.push(Slot::new(BUILTIN_SCOPE, settings)),
     }
 }
 
@@ -199,8 +267,10 @@ pub(crate) fn emit_plugin_log(name: &str, level_code: u8, target: &str, message:
 }
 
 /// Performs an isolated plugin's HTTP request on its behalf, through the
-/// same path (and policy) as an in-process plugin's.
+/// same path (and policy) as an in-process plugin's: `token` is the
+/// plugin's own ([`register_plugin`], [`set_egress`]).
 pub(crate) async fn http_for_worker(
+    token: u64,
     request: crate::worker::protocol::HttpRequest,
 ) -> Result<crate::worker::protocol::HttpResponse, crate::worker::protocol::HttpFailure> {
     let request = FfiHttpRequest {
@@ -214,7 +284,7 @@ pub(crate) async fn http_for_worker(
         body: RVec::from(request.body),
         timeout_ms: request.timeout_ms,
     };
-    match host_http(0, request).await {
+    match host_http(token, request).await {
         ROk(response) => Ok(crate::worker::protocol::HttpResponse {
             status: response.status,
             headers: response
@@ -299,17 +369,6 @@ extern "C" fn host_sleep(_plugin: u64, millis: u64) -> FfiFuture<()> {
     .into_ffi()
 }
 
-fn http_client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .user_agent(concat!("connhost/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default()
-    })
-}
-
 fn http_failure(kind: u8, message: impl Into<String>) -> FfiHttpError {
     FfiHttpError {
         kind,
@@ -319,14 +378,17 @@ fn http_failure(kind: u8, message: impl Into<String>) -> FfiHttpError {
 
 type HttpResult = RResult<FfiHttpResponse, FfiHttpError>;
 
-extern "C" fn host_http(_plugin: u64, request: FfiHttpRequest) -> FfiFuture<HttpResult> {
+extern "C" fn host_http(plugin: u64, request: FfiHttpRequest) -> FfiFuture<HttpResult> {
     // In a worker, the host makes the request.
     if crate::worker::child::in_worker() {
         return crate::worker::child::forward_http(request);
     }
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_request(request)));
-    let request = match built {
-        Ok(Ok(request)) => request,
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let policy = egress_of(plugin);
+        build_request(&policy, request).map(|request| (policy, request))
+    }));
+    let (policy, request) = match built {
+        Ok(Ok(built)) => built,
         Ok(Err(error)) => return async move { RErr(error) }.into_ffi(),
         Err(_) => {
             return async {
@@ -339,7 +401,7 @@ extern "C" fn host_http(_plugin: u64, request: FfiHttpRequest) -> FfiFuture<Http
         }
     };
     let running = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        on_host_runtime(send(request))
+        on_host_runtime(send(policy, request))
     }));
     async move {
         match running {
@@ -355,7 +417,13 @@ extern "C" fn host_http(_plugin: u64, request: FfiHttpRequest) -> FfiFuture<Http
     .into_ffi()
 }
 
-fn build_request(request: FfiHttpRequest) -> Result<reqwest::Request, FfiHttpError> {
+/// Builds the request on the plugin's own client, refusing at once a URL
+/// its egress policy does not allow (an IP address in it is checked here:
+/// the resolver never sees one).
+fn build_request(
+    policy: &Arc<Policy>,
+    request: FfiHttpRequest,
+) -> Result<reqwest::Request, FfiHttpError> {
     let invalid = |what: String| http_failure(http_error::INVALID_REQUEST, what);
     let method = reqwest::Method::from_bytes(request.method.as_bytes())
         .map_err(|_| invalid(format!("invalid HTTP method \"{}\"", request.method)))?;
@@ -367,7 +435,10 @@ fn build_request(request: FfiHttpRequest) -> Result<reqwest::Request, FfiHttpErr
             url.scheme()
         )));
     }
-    let mut builder = http_client().request(method, url);
+    policy
+        .check_url(&url)
+        .map_err(|refused| http_failure(http_error::DENIED, refused.0))?;
+    let mut builder = policy.client().request(method, url);
     for Tuple2(name, value) in request.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
@@ -383,7 +454,7 @@ fn build_request(request: FfiHttpRequest) -> Result<reqwest::Request, FfiHttpErr
         .map_err(|_| invalid("invalid request: a header name or value is malformed".to_owned()))
 }
 
-async fn send(request: reqwest::Request) -> HttpResult {
+async fn send(policy: Arc<Policy>, request: reqwest::Request) -> HttpResult {
     let url = request.url().clone();
     let described = |e: &reqwest::Error| {
         // The root cause ("Connection refused") says the most. Never echo the
@@ -405,8 +476,17 @@ async fn send(request: reqwest::Request) -> HttpResult {
             cause
         )
     };
-    let response = match http_client().execute(request).await {
+    let response = match policy.client().execute(request).await {
         Ok(response) => response,
+        // Refused by the resolver or on a redirect: its own words, which
+        // name the host and never the path.
+        Err(e) if crate::egress::refusal_in(&e).is_some() => {
+            let refused = crate::egress::refusal_in(&e).map(|r| r.0.clone());
+            return RErr(http_failure(
+                http_error::DENIED,
+                refused.unwrap_or_default(),
+            ));
+        }
         Err(e) if e.is_timeout() => return RErr(http_failure(http_error::TIMEOUT, described(&e))),
         Err(e) => return RErr(http_failure(http_error::CONNECT, described(&e))),
     };

@@ -69,6 +69,11 @@ pub struct PluginPolicy {
     /// (none: only each provider's bound). It also keeps the plugin within
     /// its vendor's own limits on concurrent requests.
     pub max_concurrent: Option<usize>,
+    /// The hosts it may call through the host's HTTP capability
+    /// ([`crate::egress`] patterns), instead of those its providers
+    /// declare. Only a grant that names a host exactly opens a loopback,
+    /// private or metadata address. `None`: the declarations apply.
+    pub egress: Option<Vec<String>>,
 }
 
 /// How worker processes (plugins with [`Isolation::Process`]) are run:
@@ -190,6 +195,11 @@ impl HostConfig {
                 .plugins
                 .iter()
                 .filter_map(|(name, policy)| Some((name.clone(), policy.isolation?)))
+                .collect(),
+            egress_by_plugin: self
+                .plugins
+                .iter()
+                .filter_map(|(name, policy)| Some((name.clone(), policy.egress.clone()?)))
                 .collect(),
             worker: self.worker.clone(),
         }

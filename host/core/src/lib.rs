@@ -33,6 +33,7 @@ mod call;
 pub mod capabilities;
 pub mod catalog;
 mod config;
+pub mod egress;
 mod in_flight;
 pub mod loader;
 pub mod redact;

@@ -87,7 +87,7 @@ impl RegisteredProvider {
     /// (a panic there is the embedder's bug, and propagates).
     pub fn native(provider: Arc<dyn ConnectionProvider>, experimental: bool) -> Self {
         let descriptor = ProviderDescriptor::capture(provider.as_ref());
-        let backend = Backend::CompiledIn(CompiledIn::new(provider));
+        let backend = Backend::CompiledIn(CompiledIn::new(provider, &descriptor.egress));
         Self::new(descriptor, experimental, Origin::Builtin, backend)
     }
 

@@ -169,6 +169,8 @@ pub struct LoadedPlugin {
     /// What was checked before it was loaded: its digest, whether it is
     /// locked, its signature.
     pub trust: crate::trust::PluginTrust,
+    /// The hosts its providers declare and the operator's grant.
+    pub egress: crate::egress::Egress,
 }
 
 /// The outcome of scanning a plugins folder.

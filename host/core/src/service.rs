@@ -281,16 +281,14 @@ mod tests {
     }
 
     #[test]
-    fn an_embedders_registry_gets_the_hosts_http_capability() {
-        use std::io::{Read, Write};
+    fn an_embedders_registry_gets_the_hosts_http_capability_and_its_policy() {
+        // The host performs the request, under the compiled-in providers'
+        // egress policy: a loopback address nobody granted is refused
+        // before any connection (granting it is process-wide, so this test
+        // leaves it alone; tests/integration/egress.rs grants one).
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/ping", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut buffer = [0u8; 1024];
-            let _ = stream.read(&mut buffer);
-            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
-        });
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}/ping?key=k");
         let registry = ProviderRegistry::builder().provider(Pinger(url)).build();
         let host = Connhost::from_parts(registry, LoadReport::default(), Duration::from_secs(10));
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -300,10 +298,15 @@ mod tests {
         let verdict = runtime
             .block_on(host.validate("pinger", fields(&[("token", "t-123")])))
             .unwrap();
-        let Verdict::Valid(accepted) = verdict else {
-            panic!("{verdict:?}");
-        };
-        assert_eq!(accepted.provider_username.as_deref(), Some("status 204"));
+        let message = verdict.error_message().unwrap_or_default();
+        assert!(
+            message.contains(&format!(
+                "egress refused: plugin \"builtin\" may not call {addr}"
+            )) && !message.contains("ping"),
+            "{verdict:?}"
+        );
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "nothing connected");
     }
 
     /// A provider with an either-or form and an optional field with a

@@ -119,6 +119,39 @@ impl prometheus_client::collector::Collector for WorkerCollector {
     }
 }
 
+/// Requests the egress policy refused, by plugin and reason (never by
+/// host: a host named in a form field would make the series unbounded),
+/// read from the core's process-wide counts at each scrape.
+#[derive(Debug)]
+struct EgressCollector;
+
+impl prometheus_client::collector::Collector for EgressCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::TypedMetric as _;
+        let refusals = connhost::egress::refusals();
+        if refusals.is_empty() {
+            // Nothing refused yet: no series, so no metadata without one.
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "egress_refused",
+            "Plugins' HTTP requests refused by their egress policy, by plugin and reason (not_granted, private_address).",
+            None,
+            ConstCounter::<u64>::TYPE,
+        )?;
+        for (plugin, reason, count) in &refusals {
+            let labels = [("plugin", plugin.as_str()), ("reason", reason.as_str())];
+            ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~33 s
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -193,6 +226,7 @@ impl Metrics {
             plugins_folder_unreadable.clone(),
         );
         registry.register_collector(Box::new(WorkerCollector));
+        registry.register_collector(Box::new(EgressCollector));
         // Every route's series exists from the start (at zero).
         let route_seconds = (0..=paths::TABLE.len())
             .map(|index| {

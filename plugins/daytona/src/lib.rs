@@ -106,6 +106,12 @@ impl ConnectionProvider for Daytona {
         Some(schema)
     }
 
+    /// The default API's host; an operator who points the provider
+    /// elsewhere grants that host (`egress` in the plugin's table).
+    fn egress(&self) -> Vec<String> {
+        vec!["app.daytona.io".to_owned()]
+    }
+
     async fn validate(&self, api_key: &str) -> ValidationResult {
         let api_key = api_key.trim();
         if api_key.is_empty() {

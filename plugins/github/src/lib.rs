@@ -35,6 +35,12 @@ impl ConnectionProvider for GitHub {
         None
     }
 
+    /// The default API's host; an operator who points the provider
+    /// elsewhere grants that host (`egress` in the plugin's table).
+    fn egress(&self) -> Vec<String> {
+        vec!["api.github.com".to_owned()]
+    }
+
     async fn validate(&self, token: &str) -> ValidationResult {
         let base =
             connhost_plugin_api::config("api_url").unwrap_or_else(|| DEFAULT_API_URL.to_owned());

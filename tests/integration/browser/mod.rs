@@ -118,7 +118,9 @@ impl Settings {
         let vendor = Vendor::start();
         let dir = PluginDir::with(plugins);
         let server = Server::start(dir.path(), |command| {
-            command.env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url());
+            command
+                .env("CONNHOST_PLUGIN_DAYTONA_API_URL", vendor.url())
+                .env("CONNHOST_CONFIG", vendor.grants_file(&["daytona"]));
         });
         let mut providers: Vec<String> = plugins.iter().map(|p| (*p).to_owned()).collect();
         providers.push("openai".to_owned()); // built in

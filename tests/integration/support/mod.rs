@@ -34,6 +34,7 @@ const PACKAGES: &[&str] = &[
     "fixture-fault-alloc",
     "fixture-fault-spin",
     "fixture-sandbox-probe",
+    "fixture-probe-http",
 ];
 
 /// The workspace's target dir, found from this test binary's own path
@@ -267,6 +268,54 @@ pub fn set(config: &mut connhost::HostConfig, plugin: &str, key: &str, value: &s
         .entry(plugin.to_owned())
         .or_default()
         .insert(key.to_owned(), value.to_owned());
+}
+
+/// The egress grant `[plugin.NAME] egress` needs for a loopback server at
+/// `url` (`http://127.0.0.1:PORT`): exactly its `127.0.0.1:PORT`. connhost
+/// refuses loopback addresses unless the operator names them.
+pub fn loopback_grant(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Grants `plugin` egress to the loopback server at `url` in `config`
+/// (added to any grant it has).
+pub fn grant(config: &mut connhost::HostConfig, plugin: &str, url: &str) {
+    config
+        .plugins
+        .entry(plugin.to_owned())
+        .or_default()
+        .egress
+        .get_or_insert_with(Vec::new)
+        .push(loopback_grant(url));
+}
+
+/// A configuration file granting each `(plugin, url)` egress to its
+/// loopback server, for the binary (`CONNHOST_CONFIG` or `--config`);
+/// removed when dropped.
+pub fn grants_file(grants: &[(&str, &str)]) -> tempfile::TempPath {
+    let mut by_plugin = std::collections::BTreeMap::<&str, Vec<String>>::new();
+    for (plugin, url) in grants {
+        by_plugin
+            .entry(plugin)
+            .or_default()
+            .push(format!("\"{}\"", loopback_grant(url)));
+    }
+    let mut text = String::new();
+    for (plugin, hosts) in by_plugin {
+        text.push_str(&format!(
+            "[plugin.{plugin}]\negress = [{}]\n",
+            hosts.join(", ")
+        ));
+    }
+    let file = tempfile::Builder::new()
+        .prefix("connhost-grants-")
+        .suffix(".toml")
+        .tempfile()
+        .expect("grants file");
+    std::fs::write(file.path(), text).expect("write grants file");
+    file.into_temp_path()
 }
 
 /// Waits (up to 30 s) until `condition` holds, checking every few

@@ -17,6 +17,9 @@ pub struct Vendor {
     requests: Arc<AtomicUsize>,
     paths: Arc<Mutex<Vec<String>>>,
     gate: Arc<Gate>,
+    /// Configuration files granting plugins egress to this vendor, kept
+    /// as long as it runs.
+    grants: Mutex<Vec<tempfile::TempPath>>,
     _stop: Stop,
 }
 
@@ -74,6 +77,7 @@ impl Vendor {
             requests,
             paths,
             gate,
+            grants: Mutex::new(Vec::new()),
             _stop: Stop(addr, stopped),
         }
     }
@@ -81,6 +85,25 @@ impl Vendor {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A configuration file (for `CONNHOST_CONFIG` or `--config`) that
+    /// grants each of `plugins` egress to this vendor's loopback address
+    /// (connhost refuses loopback unless the operator grants it by name).
+    /// It lives as long as the vendor.
+    pub fn grants_file(&self, plugins: &[&str]) -> std::path::PathBuf {
+        let grants: Vec<(&str, &str)> = plugins.iter().map(|p| (*p, self.url())).collect();
+        let file = super::grants_file(&grants);
+        let path = file.to_path_buf();
+        self.grants.lock().unwrap().push(file);
+        path
+    }
+
+    /// Grants each of `plugins` egress to this vendor in `config`.
+    pub fn grant(&self, config: &mut connhost::HostConfig, plugins: &[&str]) {
+        for plugin in plugins {
+            super::grant(config, plugin, self.url());
+        }
     }
 
     /// How many requests it answered.

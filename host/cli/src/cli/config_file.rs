@@ -1,7 +1,7 @@
 //! The configuration file (`--config FILE`, env `CONNHOST_CONFIG`): the
 //! global defaults, the `serve` command's options, the worker processes'
 //! limits, and a table per plugin (`[plugin.NAME]`: isolation, bounds,
-//! settings). See `connhost.example.toml` at the repository's root.
+//! egress grants, settings). See `connhost.example.toml` at the repository's root.
 //!
 //! **Precedence.** A flag given on the command line, then its environment
 //! variable, then the file, then the built-in default: the file only fills
@@ -112,8 +112,25 @@ struct PluginFile {
     validation_timeout: Option<Seconds>,
     max_in_flight: Option<InFlightBound>,
     max_concurrent: Option<InFlightBound>,
+    /// The hosts the plugin may call ([`connhost::egress::Pattern`]s),
+    /// instead of those its providers declare.
+    egress: Option<Vec<EgressPattern>>,
     #[serde(default)]
     settings: BTreeMap<String, SettingValue>,
+}
+
+/// An egress pattern, checked where it is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct EgressPattern(String);
+
+impl TryFrom<String> for EgressPattern {
+    type Error = String;
+
+    fn try_from(pattern: String) -> Result<Self, String> {
+        pattern.parse::<connhost::egress::Pattern>()?;
+        Ok(EgressPattern(pattern))
+    }
 }
 
 /// A positive number of seconds.
@@ -305,7 +322,7 @@ impl ConfigFile {
                 || own.max_concurrent.is_some()
             {
                 return Err(format!(
-                    "{}: [plugin.{BUILTIN}] takes only settings: the built-in providers run in the host, with the global isolation and bounds",
+                    "{}: [plugin.{BUILTIN}] takes only settings and egress: the built-in providers run in the host, with the global isolation and bounds",
                     line_of(text, builtin.span().start)
                 ));
             }
@@ -352,7 +369,7 @@ impl ConfigFile {
         self.worker.fill(&mut config.worker);
         for (name, table) in &self.plugin {
             let table = table.get_ref();
-            if name != BUILTIN {
+            if name != BUILTIN || table.egress.is_some() {
                 config.plugins.insert(name.clone(), table.policy());
             }
             for (key, value) in &table.settings {
@@ -511,6 +528,10 @@ impl PluginFile {
             validation_timeout: self.validation_timeout.map(|s| s.0),
             max_in_flight: self.max_in_flight.map(in_flight),
             max_concurrent: self.max_concurrent.map(in_flight),
+            egress: self
+                .egress
+                .as_ref()
+                .map(|hosts| hosts.iter().map(|h| h.0.clone()).collect()),
         }
     }
 }
@@ -643,6 +664,7 @@ isolation = "in-process"
 validation_timeout = 10
 max_in_flight = 8
 max_concurrent = 4
+egress = ["127.0.0.1:9999", "*.daytona.io"]
 [plugin.daytona.settings]
 api_url = "http://127.0.0.1:9999"
 retries = 3
@@ -669,6 +691,7 @@ openai_base_url = "http://127.0.0.1:1"
                 validation_timeout: Some(Duration::from_secs(10)),
                 max_in_flight: Some(8),
                 max_concurrent: Some(4),
+                egress: Some(vec!["127.0.0.1:9999".into(), "*.daytona.io".into()]),
             }
         );
         assert_eq!(
@@ -768,6 +791,10 @@ openai_base_url = "http://127.0.0.1:1"
                 "[serve]\nclient_burst = 0\n",
                 "2: client_burst in [serve]: must be from 1 to",
             ),
+            (
+                "[plugin.x]\negress = [\"https://api.example.com/\"]\n",
+                "2: egress in [plugin.x]: \"https://api.example.com/\" is not an egress pattern",
+            ),
         ];
         for (text, expected) in cases {
             let message = error(text);
@@ -779,8 +806,13 @@ openai_base_url = "http://127.0.0.1:1"
     fn the_builtins_take_only_settings() {
         let message = error("\n[plugin.builtin]\nvalidation_timeout = 3\n");
         assert!(
-            message.starts_with("2: [plugin.builtin] takes only settings"),
+            message.starts_with("2: [plugin.builtin] takes only settings and egress"),
             "{message}"
+        );
+        let config = host("[plugin.builtin]\negress = [\"api.openai.com\"]\n");
+        assert_eq!(
+            config.policy_for("builtin").egress,
+            Some(vec!["api.openai.com".to_owned()])
         );
     }
 

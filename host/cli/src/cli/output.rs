@@ -93,6 +93,12 @@ pub(crate) fn report(report: &LoadReport) -> String {
             &rows,
         ));
         for plugin in &report.loaded {
+            let _ = writeln!(
+                out,
+                "  {}: egress {}",
+                plugin.plugin,
+                egress(&plugin.egress)
+            );
             if let Some(crash) = plugin.worker.as_ref().and_then(|w| w.last_crash.as_ref()) {
                 let _ = writeln!(out, "  {}: last crash: {crash}", plugin.plugin);
             }
@@ -130,6 +136,28 @@ fn trust(trust: &connhost::trust::PluginTrust) -> Option<String> {
     let locked = trust.locked.then(|| format!("locked at {}", trust.digest));
     let parts: Vec<String> = signed.into_iter().chain(locked).collect();
     (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// What a plugin may call, in one line: `granted 127.0.0.1:8080
+/// (declares api.example.com)`, `declared api.example.com`, `none`.
+fn egress(egress: &connhost::egress::Egress) -> String {
+    let list = |hosts: &[String]| {
+        if hosts.is_empty() {
+            "nothing".to_owned()
+        } else {
+            hosts.join(", ")
+        }
+    };
+    match &egress.granted {
+        Some(granted) if egress.declared.is_empty() => format!("granted {}", list(granted)),
+        Some(granted) => format!(
+            "granted {} (declares {})",
+            list(granted),
+            list(&egress.declared)
+        ),
+        None if egress.declared.is_empty() => "none (declares nothing, no grant)".to_owned(),
+        None => format!("declared {}", list(&egress.declared)),
+    }
 }
 
 /// Where a plugin runs: `in-process`, or `process (ready, pid 42, 1 restart)`.

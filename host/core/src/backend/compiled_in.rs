@@ -24,9 +24,12 @@ impl fmt::Debug for CompiledIn {
 impl CompiledIn {
     /// Wraps a provider. The host's capabilities (HTTP, timers, settings,
     /// logging) are installed for this process's copy of the plugin API
-    /// here, the one place every compiled-in provider passes through.
-    pub(crate) fn new(provider: Arc<dyn ConnectionProvider>) -> Self {
+    /// here, the one place every compiled-in provider passes through, and
+    /// the hosts it declares (`egress`, from its descriptor) join those of
+    /// every compiled-in provider.
+    pub(crate) fn new(provider: Arc<dyn ConnectionProvider>, egress: &[String]) -> Self {
         crate::capabilities::install_for_compiled_in();
+        crate::capabilities::declare_compiled_in(egress);
         Self(provider)
     }
 

@@ -60,7 +60,7 @@ pub(crate) fn compiled_in(experimental: bool) -> (Vec<Arc<RegisteredProvider>>, 
             )));
             continue;
         }
-        let backend = Backend::CompiledIn(CompiledIn::new(provider));
+        let backend = Backend::CompiledIn(CompiledIn::new(provider, &descriptor.egress));
         entries.push(Arc::new(RegisteredProvider::new(
             descriptor,
             plugin.experimental_only,

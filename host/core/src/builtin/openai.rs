@@ -43,6 +43,12 @@ impl ConnectionProvider for OpenAi {
         )
     }
 
+    /// The default API's host; an operator who points the provider
+    /// elsewhere grants that host (`egress` in the plugin's table).
+    fn egress(&self) -> Vec<String> {
+        vec!["api.openai.com".to_owned()]
+    }
+
     async fn validate(&self, key: &str) -> ValidationResult {
         let base = connhost_plugin_api::config("openai_base_url")
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());

@@ -136,8 +136,19 @@ impl Catalog {
             own_cache,
             current: Default::default(),
         };
+        if config.builtins {
+            catalog.grant_compiled_in_egress();
+        }
         catalog.rebuild();
         catalog
+    }
+
+    /// Sets the operator's grant for the compiled-in providers (`[plugin.
+    /// builtin] egress`; process-wide, like their settings).
+    fn grant_compiled_in_egress(&self) {
+        crate::capabilities::grant_compiled_in_egress(
+            policy_in(&self.policies, crate::capabilities::BUILTIN_SCOPE).egress,
+        );
     }
 
     /// Adds a provider compiled into the embedding program, after the
@@ -147,6 +158,7 @@ impl Catalog {
         let entry = Arc::new(RegisteredProvider::native(Arc::new(provider), false));
         self.compiled_in.retain(|e| e.id() != entry.id());
         self.compiled_in.push(entry);
+        self.grant_compiled_in_egress();
         self.rebuild();
         self
     }
@@ -351,6 +363,7 @@ fn register(
         isolation: library.isolation(),
         worker: library.worker_status(),
         trust: trust.clone(),
+        egress: library.egress().clone(),
     });
     (loaded, failures)
 }

@@ -26,6 +26,7 @@ pub(crate) use library::{check_opened, is_transient, open_regular, OpenError};
 use crate::backend::{Backend, InProcess, Isolated};
 use crate::capabilities;
 use crate::config::{Isolation, WorkerConfig};
+use crate::egress::Egress;
 use crate::registry::{Origin, RegisteredProvider};
 use crate::report::{FailureKind, LoadFailure};
 use crate::worker::{Supervisor, WorkerStatus};
@@ -49,6 +50,10 @@ pub struct LoadOptions {
     pub isolation_by_plugin: BTreeMap<String, Isolation>,
     /// How isolated plugins' workers run.
     pub worker: WorkerConfig,
+    /// The operator's egress grants (plugin name -> [`crate::egress`]
+    /// patterns), which replace the hosts a plugin's providers declare.
+    /// Fixed when a library is initialised, like its settings.
+    pub egress_by_plugin: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for LoadOptions {
@@ -59,6 +64,7 @@ impl Default for LoadOptions {
             isolation: Isolation::default(),
             isolation_by_plugin: BTreeMap::new(),
             worker: WorkerConfig::default(),
+            egress_by_plugin: BTreeMap::new(),
         }
     }
 }
@@ -76,6 +82,16 @@ impl LoadOptions {
             .find(|(key, _)| key.replace('-', "_") == wanted)
             .map(|(_, settings)| settings.clone())
             .unwrap_or_default()
+    }
+
+    /// The operator's egress grant for the plugin `name` (`-` and `_`
+    /// taken as equal), if there is one.
+    pub fn egress_of(&self, name: &str) -> Option<Vec<String>> {
+        let wanted = name.replace('-', "_");
+        self.egress_by_plugin
+            .iter()
+            .find(|(key, _)| key.replace('-', "_") == wanted)
+            .map(|(_, hosts)| hosts.clone())
     }
 
     /// Where the plugin in the file `path` runs, by the file's name.
@@ -123,6 +139,9 @@ struct Initialized {
     providers: Vec<Result<(u32, ProviderDescriptor), String>>,
     /// The settings `init` ran with; they stay in effect for the process.
     settings: BTreeMap<String, String>,
+    /// What its providers declare and its operator granted, in force for
+    /// its HTTP (as its settings, fixed when it was initialised).
+    egress: Egress,
 }
 
 /// A library's `init` outcome, kept for the life of the process.
@@ -141,12 +160,12 @@ fn initialize(path: &Path, options: &LoadOptions) -> Result<Initialized, LoadFai
     match &*entry {
         Ok(init) => {
             let wanted = options.settings_of(&init.name);
-            if wanted != init.settings {
+            if wanted != init.settings || options.egress_of(&init.name) != init.egress.granted {
                 tracing::warn!(
                     path = %path.display(),
                     plugin = %init.name,
                     "this library is already loaded in this process with other settings; \
-                     those stay in effect (a library is initialised once)"
+                     those (and its egress grants) stay in effect (a library is initialised once)"
                 );
             }
             Ok(init.clone())
@@ -160,19 +179,26 @@ fn run_init(module: PluginModuleRef, api_version: &str, options: &LoadOptions) -
     let version = module.plugin_version().as_str().to_owned();
     let settings = options.settings_of(&name);
     let token = capabilities::register_plugin(&name, settings.clone());
+    let mut egress = Egress {
+        declared: Vec::new(),
+        granted: options.egress_of(&name),
+    };
+    capabilities::set_egress(token, &name, &egress);
     if let Err(message) = (module.init())(capabilities::context_for(token)).into_result() {
         return Err((
             FailureKind::InitFailed,
             format!("plugin {name} {version} failed to initialise: {message}"),
         ));
     }
-    let providers = (module.providers())()
+    let providers: Vec<_> = (module.providers())()
         .into_iter()
         .map(|entry| {
             let entry = entry.into_result().map_err(|m| m.into_string())?;
             describe(entry.handle, entry.descriptor_json.as_str())
         })
         .collect();
+    egress.declared = declared_egress(&providers);
+    capabilities::set_egress(token, &name, &egress);
     Ok(Initialized {
         code: Code::InProcess(module),
         name,
@@ -180,7 +206,17 @@ fn run_init(module: PluginModuleRef, api_version: &str, options: &LoadOptions) -
         api_version: api_version.to_owned(),
         providers,
         settings,
+        egress,
     })
+}
+
+/// The hosts a plugin's providers declare, once each.
+fn declared_egress(providers: &[Result<(u32, ProviderDescriptor), String>]) -> Vec<String> {
+    Egress::declared_by(
+        providers
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|(_, d)| &d.egress)),
+    )
 }
 
 /// A provider's handle and description from its JSON, checked.
@@ -277,8 +313,12 @@ impl PluginLibrary {
                 ),
             )
         })?;
+        // The host performs the worker's HTTP under this token's policy:
+        // nothing is allowed until the worker says who it is.
+        let token = capabilities::register_plugin(&plugin_key(path), BTreeMap::new());
         let spec = crate::worker::Spec {
             program,
+            egress_token: token,
             own_dir: Some(own_dir),
             hello: crate::worker::protocol::Hello {
                 confinement: crate::worker::sandbox::Confinement {
@@ -300,11 +340,16 @@ impl PluginLibrary {
             tracing::warn!(target: crate::report::LOAD_LOG_TARGET, path = %path.display(), plugin = %ready.name, unavailable = ?ready.sandbox.unavailable, "the worker runs without part of its sandbox");
         }
         let settings = options.settings_of(&ready.name);
-        let providers = ready
+        let providers: Vec<_> = ready
             .providers
             .into_iter()
             .map(|provider| provider.and_then(|(handle, json)| describe(handle, &json)))
             .collect();
+        let egress = Egress {
+            declared: declared_egress(&providers),
+            granted: options.egress_of(&ready.name),
+        };
+        capabilities::set_egress(token, &ready.name, &egress);
         Ok(Self {
             init: Initialized {
                 code: Code::Isolated(Arc::new(supervisor)),
@@ -313,6 +358,7 @@ impl PluginLibrary {
                 api_version: ready.api_version,
                 providers,
                 settings,
+                egress,
             },
             path: path.to_owned(),
         })
@@ -365,6 +411,12 @@ impl PluginLibrary {
             Code::InProcess(_) => Isolation::InProcess,
             Code::Isolated(_) => Isolation::Process,
         }
+    }
+
+    /// The hosts its providers declare and its operator's grant, in force
+    /// for its HTTP.
+    pub fn egress(&self) -> &Egress {
+        &self.init.egress
     }
 
     /// Its worker's status, when it is isolated.

@@ -56,6 +56,9 @@ const STDERR_TAIL: usize = 8;
 pub(crate) struct Spec {
     /// The program to run (with [`WORKER_ARG`]).
     pub(crate) program: PathBuf,
+    /// The plugin's token in `capabilities`: the egress policy the host
+    /// performs its HTTP requests under.
+    pub(crate) egress_token: u64,
     /// A folder holding the worker's own link to its library, removed
     /// when the supervisor is gone (and its last task with it).
     pub(crate) own_dir: Option<PathBuf>,
@@ -620,8 +623,9 @@ async fn read_frames(
             }
             FromWorker::Http { id, request } => {
                 let out = conn.out.clone();
+                let token = shared.spec.egress_token;
                 runtime().spawn(async move {
-                    let result = crate::capabilities::http_for_worker(request).await;
+                    let result = crate::capabilities::http_for_worker(token, request).await;
                     let _ = out.send(&ToWorker::HttpDone { id, result });
                 });
             }
