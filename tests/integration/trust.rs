@@ -15,14 +15,14 @@ use crate::support::server::{client, get, Server};
 use crate::support::{connhost, install, library_file_name, run, wait_until, PluginDir};
 
 /// A minisign key pair made with the `minisign` crate.
-struct Key {
+pub(crate) struct Key {
     pair: minisign::KeyPair,
     /// Its key id as minisign prints it.
-    id: String,
+    pub(crate) id: String,
 }
 
 impl Key {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let pair = minisign::KeyPair::generate_unencrypted_keypair().expect("key pair");
         let id = format!(
             "{:016X}",
@@ -53,7 +53,7 @@ impl Key {
     }
 
     /// Signs `file` into `file.minisig` (written whole, then renamed).
-    fn sign(&self, file: &Path, comment: &str) {
+    pub(crate) fn sign(&self, file: &Path, comment: &str) {
         let signature = self.signature(file, comment);
         write_atomically(&signature_of(file), signature.as_bytes());
     }
@@ -74,7 +74,7 @@ fn chmod(path: &Path, mode: u32) {
 }
 
 /// A folder of trusted keys (mode 0700 like any temp dir).
-fn keys_dir(keys: &[(&Key, &str)]) -> tempfile::TempDir {
+pub(crate) fn keys_dir(keys: &[(&Key, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (key, name) in keys {
         key.trust_in(dir.path(), name);

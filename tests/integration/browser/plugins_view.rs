@@ -397,3 +397,62 @@ fn an_isolated_plugin_shows_its_worker_state_pid_and_sandbox() {
         Ok(())
     });
 }
+
+#[test]
+fn each_plugin_shows_its_signer_digest_lock_and_egress_as_text() {
+    let key = crate::trust::Key::new();
+    let keys = crate::trust::keys_dir(&[(&key, "release")]);
+    let keys_path = keys.path().to_str().unwrap().to_owned();
+    // HTML in the trusted comment is shown as text.
+    const COMMENT: &str = "release 1.2 <img src=x onerror=alert(1)>";
+    let grants = tempfile::tempdir().unwrap();
+    let config = grants.path().join("connhost.toml");
+    std::fs::write(
+        &config,
+        "[plugin.daytona]\negress = [\"app.daytona.io\", \"127.0.0.1:9\"]\n",
+    )
+    .unwrap();
+    let (settings, _dir) = serve(
+        &["daytona", "mai"],
+        |dir| {
+            for plugin in ["daytona", "mai"] {
+                key.sign(&dir.file(&library_file_name(plugin)), COMMENT);
+            }
+            let locked = run(connhost(dir.path()).args(["--trusted-keys", &keys_path, "lock"]));
+            assert_eq!(locked.code, 0, "{}", locked.stderr);
+        },
+        &[
+            "--trusted-keys",
+            &keys_path,
+            "--locked",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    settings.check(|page| {
+        open_view(page, "daytona")?;
+        let shown = page.eval_async(&format!(
+            r#"(async () => {{
+                const report = await plugins.report();
+                const daytona = report.loaded.find(p => p.plugin === 'daytona');
+                const signer = plugins.fact('daytona', 'signed-by');
+                return !!daytona && daytona.trust.locked === true
+                    && signer.includes({id}) && signer.includes({comment})
+                    && !document.querySelector('#plugins-view img')
+                    && plugins.fact('daytona', 'digest').startsWith(daytona.trust.digest)
+                    && plugins.fact('daytona', 'digest').includes('(locked)')
+                    && plugins.fact('daytona', 'declared') === 'app.daytona.io'
+                    && plugins.fact('daytona', 'granted').includes('127.0.0.1:9')
+                    && plugins.fact('mai', 'granted').startsWith('Nothing');
+            }})()"#,
+            id = json!(key.id),
+            comment = json!(COMMENT),
+        ))?;
+        if shown != json!(true) {
+            return Err(page.problem(
+                "daytona's signer, digest, lock and egress are not shown as the report says",
+            ));
+        }
+        Ok(())
+    });
+}

@@ -894,12 +894,63 @@
       ...entry("api", "Plugin API", str(plugin.api_version) || "unknown"),
     ];
     if (worker) rows.push(...renderWorker(worker));
+    rows.push(...renderTrust(objectOr(plugin.trust)), ...renderEgress(objectOr(plugin.egress)));
     return el(
       "article",
       { class: "plugin", "data-plugin": name, "aria-labelledby": titleId },
       el("header", { class: "plugin-header" }, el("h4", { id: titleId }, name), badges),
       el("dl", { class: "facts" }, ...rows),
     );
+  }
+
+  /** An untrusted JSON value if it is an object, else null. */
+  function objectOr(value) {
+    return value && typeof value === "object" && !Array.isArray(value) ? value : null;
+  }
+
+  /** What admitted the plugin: its signer, its digest, whether it is locked. */
+  function renderTrust(trust) {
+    if (!trust) return [];
+    const signature = objectOr(trust.signature);
+    const signer = signature
+      ? el(
+          "span",
+          {},
+          "Key ",
+          el("code", {}, str(signature.key_id) || "unknown"),
+          str(signature.trusted_comment) ? ` — “${str(signature.trusted_comment)}”` : "",
+        )
+      : "Not signed (no trusted keys are configured)";
+    const digest = str(trust.digest);
+    return [
+      ...entry("signed-by", "Signed by", signer),
+      ...entry(
+        "digest",
+        "Digest",
+        digest ? el("code", { class: "digest" }, digest) : "unknown",
+        trust.locked === true ? " (locked)" : " (not in a lock file)",
+      ),
+    ];
+  }
+
+  /** Which hosts the plugin may call: the operator's grants, or what it declared. */
+  function renderEgress(egress) {
+    if (!egress) return [];
+    const declared = strings(egress.declared);
+    const granted = Array.isArray(egress.granted) ? strings(egress.granted) : null;
+    const rows = [...entry("declared", "Declares it calls", stringList(declared, "no host"))];
+    rows.push(
+      ...entry(
+        "granted",
+        "May call",
+        granted === null
+          ? declared.length > 0
+            ? "What it declares (public addresses only; no operator grant)"
+            : "Nothing (it declares no host and has no grant)"
+          : stringList(granted, "nothing (the operator granted no host)"),
+      ),
+    );
+    return rows;
   }
 
   /** An isolated plugin's worker: state, pid, restarts, crashes, sandbox. */
