@@ -12,6 +12,9 @@ use crate::support::*;
 /// Long and unlike anything else, so any appearance is a leak.
 const SENTINEL: &str = "sentinel-7c1e9b2d-never-shown";
 
+/// Put in the query and user info of URLs the egress policy refuses.
+const QUERY_MARKER: &str = "query-marker-51d0e6";
+
 /// The providers of `fixture-panicky` that see the submitted key: one
 /// echoes it in its answer, one panics with it, one logs it from a thread
 /// of its own at every level, one panics after awaiting.
@@ -78,7 +81,11 @@ fn the_sentinel_never_appears_in_the_clis_output_or_log() {
 
 #[test]
 fn the_sentinel_never_appears_in_http_answers_logs_metrics_or_pages() {
-    let dir = PluginDir::with(&["fixture-panicky", "fixture-greeter-v1"]);
+    let dir = PluginDir::with(&[
+        "fixture-panicky",
+        "fixture-greeter-v1",
+        "fixture-probe-http",
+    ]);
     for isolation in ["in-process", "process"] {
         let server = Server::start(dir.path(), |c| {
             c.env("CONNHOST_LOG", "trace")
@@ -98,6 +105,22 @@ fn the_sentinel_never_appears_in_http_answers_logs_metrics_or_pages() {
         for provider in PROVIDERS.iter().chain(&["greeter"]) {
             let answer = post(&format!("/v1/providers/{provider}/validate"), good.clone());
             assert_absent(&format!("the answer of {provider} ({isolation})"), &answer);
+        }
+        // URLs the egress policy refuses, with a marker in their query and
+        // user info: a refusal names the host only. (A URL field is a text
+        // field, not a secret: the debug log shows it, so the marker is not
+        // the sentinel.)
+        for url in [
+            format!("http://169.254.169.254/latest/meta-data?token={QUERY_MARKER}"),
+            format!("http://127.0.0.1:9/check?key={QUERY_MARKER}"),
+            format!("http://user:{QUERY_MARKER}@10.0.0.1/"),
+        ] {
+            let answer = post(
+                "/v1/providers/probe-http/validate",
+                json!({"fields": {"url": url}}).to_string(),
+            );
+            assert!(answer.contains("egress refused"), "{answer}");
+            assert!(!answer.contains(QUERY_MARKER), "{answer}");
         }
         // Malformed bodies, an unknown provider, a wrong type, extra fields:
         // refused without echoing what was sent.
@@ -161,5 +184,14 @@ fn the_sentinel_never_appears_in_http_answers_logs_metrics_or_pages() {
             "the plugin thread's line is missing ({isolation}):\n{log}"
         );
         assert_absent(&format!("the server's log ({isolation})"), &log);
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("egress refused"))
+            .collect();
+        assert!(!refusals.is_empty(), "no egress refusal logged:\n{log}");
+        for line in refusals {
+            assert!(!line.contains(QUERY_MARKER), "{line}");
+        }
+        assert!(!get_text(&server, "/metrics").contains(QUERY_MARKER));
     }
 }
