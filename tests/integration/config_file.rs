@@ -270,15 +270,7 @@ fn a_plugins_own_bound_on_validations_in_flight_applies_to_it() {
     let server = Server::start(dir.path(), |c| {
         c.arg("--config").arg(file.path());
     });
-    let post = |id: &str, key: &str| -> Value {
-        client()
-            .post(server.at(&format!("/v1/providers/{id}/validate")))
-            .json(&json!({"fields": {"api_key": key}}))
-            .send()
-            .expect("POST validate")
-            .json()
-            .expect("a JSON answer")
-    };
+    let post = |id: &str, key: &str| post_api_key(&server, id, key);
     // Times out after 1 s, and holds the only slot while its thread stays
     // blocked (for 60 s: far past this test).
     let first = post("blocks-thread", "60000");
@@ -305,15 +297,7 @@ fn a_plugins_bound_on_concurrent_validations_holds_across_its_providers() {
     let server = Server::start(dir.path(), |c| {
         c.arg("--config").arg(file.path());
     });
-    let post = |id: &str, key: &str| -> Value {
-        client()
-            .post(server.at(&format!("/v1/providers/{id}/validate")))
-            .json(&json!({"fields": {"api_key": key}}))
-            .send()
-            .expect("POST validate")
-            .json()
-            .expect("a JSON answer")
-    };
+    let post = |id: &str, key: &str| post_api_key(&server, id, key);
     // Holds the plugin's only slot while its thread stays blocked.
     let first = post("blocks-thread", "60000");
     assert_eq!(first["outcome"], "timed_out", "{first}");
@@ -331,4 +315,15 @@ fn a_plugins_bound_on_concurrent_validations_holds_across_its_providers() {
     // Another plugin is not bound by it.
     let greeter = post("greeter", "anything");
     assert_eq!(greeter["valid"], true, "{greeter}");
+}
+
+/// The answer of `POST /v1/providers/ID/validate` with `api_key` = `key`.
+fn post_api_key(server: &Server, id: &str, key: &str) -> Value {
+    client()
+        .post(server.at(&format!("/v1/providers/{id}/validate")))
+        .json(&json!({"fields": {"api_key": key}}))
+        .send()
+        .expect("POST validate")
+        .json()
+        .expect("a JSON answer")
 }

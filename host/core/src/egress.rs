@@ -519,7 +519,7 @@ impl Policy {
 const MAX_REDIRECTS: usize = 10;
 
 /// Follows a redirect only to a URL the policy allows
-/// ([`Policy::check_url`]), at most [`MAX_REDIRECTS`] times.
+/// ([`Policy::check_url`]), at most 10 times (as reqwest's default policy).
 pub fn redirect_policy(policy: Arc<Policy>) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= MAX_REDIRECTS {
