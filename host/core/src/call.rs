@@ -2,7 +2,8 @@
 //!
 //! [`validate`] is the whole policy, in order: the form's rules (all field
 //! errors at once; the provider is not called when any fails), a slot from
-//! the provider's bound on calls in flight, the backend's call on a thread
+//! the bounds on calls in flight (the provider's, its plugin's when the
+//! operator set one, the host's), the backend's call on a thread
 //! of its own under the host's timeout (panics contained), the submitted
 //! secrets scrubbed from whatever comes back, and the outcome mapped to a
 //! [`Verdict`]. [`RegisteredProvider::call_provider`] is the same call and the same mapping

@@ -6,7 +6,9 @@
 //! the timeout keeps the slot, and that is the point. Counters are kept per
 //! provider *code* (its id and the library it lives in), process-wide: every
 //! snapshot that hot reload builds over the same library shares the count,
-//! and a replaced library starts afresh.
+//! and a replaced library starts afresh. A plugin's own bound across its
+//! providers (`max_concurrent`) counts by the plugin's name
+//! ([`PluginInFlight`]): its vendor does not care which version calls.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
