@@ -481,7 +481,7 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
     assert_eq!(retired, [V1, V2], "{report:#}");
 }
 
-/// The cache folders (`connhost-<pid>-<n>`) in `tmp`.
+/// The cache folders (`connhost-<pid>-<random>`) in `tmp`.
 fn cache_folders(tmp: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(tmp)
         .unwrap()
@@ -504,9 +504,26 @@ fn the_default_cache_goes_with_the_process_and_a_killed_one_is_swept_at_the_next
         })
     };
 
+    // The folder of the process with this pid (`connhost-<pid>-<random>`).
+    let folder_of = |pid: u32| {
+        let prefix = format!("connhost-{pid}-");
+        let folders: Vec<_> = cache_folders(tmp.path())
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with(&prefix)
+            })
+            .collect();
+        assert_eq!(folders.len(), 1, "one folder for {pid}: {folders:?}");
+        folders[0].clone()
+    };
+
     // A clean exit removes the folder.
     let server = start();
-    let folder = tmp.path().join(format!("connhost-{}-0", server.pid()));
+    let folder = folder_of(server.pid());
     assert!(folder.is_dir(), "{:?}", cache_folders(tmp.path()));
     drop(server);
     assert_eq!(cache_folders(tmp.path()), Vec::<std::path::PathBuf>::new());
@@ -514,16 +531,14 @@ fn the_default_cache_goes_with_the_process_and_a_killed_one_is_swept_at_the_next
     // A killed process cannot; the next one sweeps its folder, and leaves
     // the folder of a process that still runs alone.
     let killed = start();
-    let stale = tmp.path().join(format!("connhost-{}-0", killed.pid()));
+    let stale = folder_of(killed.pid());
     killed.kill();
     assert!(stale.is_dir(), "the killed server's folder is left behind");
     let running = start();
     assert!(!stale.exists(), "the next start sweeps it");
     let second = start();
     assert!(
-        tmp.path()
-            .join(format!("connhost-{}-0", running.pid()))
-            .is_dir(),
+        folder_of(running.pid()).is_dir(),
         "a running server's folder is never swept"
     );
     drop((running, second));

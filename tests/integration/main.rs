@@ -5,9 +5,13 @@
 mod support;
 
 mod bad_plugins;
+mod broken_pipe;
 mod browser;
 mod cli;
 mod config_file;
+// The attack suite of a hostile isolated plugin: Linux's jail.
+#[cfg(target_os = "linux")]
+mod containment;
 mod crowded_folder;
 mod egress;
 mod examples;
@@ -25,6 +29,7 @@ mod metrics_interop;
 mod one_shot;
 mod openapi_conformance;
 mod packaged_api;
+mod planted_cache;
 // Tells clients apart by loopback source address (127.0.0.2, ...): all of
 // 127/8 answers on Linux only.
 #[cfg(target_os = "linux")]
@@ -32,6 +37,7 @@ mod rate_limits;
 mod readme;
 mod sentinel;
 mod starved;
+mod terminal_escapes;
 mod third_party;
 mod trust;
 mod validation;

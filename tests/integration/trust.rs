@@ -17,7 +17,8 @@ use crate::support::{connhost, install, library_file_name, run, wait_until, Plug
 /// A minisign key pair made with the `minisign` crate.
 pub(crate) struct Key {
     pair: minisign::KeyPair,
-    /// Its key id as minisign prints it.
+    /// Its key id as the minisign tool prints it: upper-case hex without
+    /// leading zeros (the minisign crate pads it to 16 digits).
     pub(crate) id: String,
 }
 
@@ -25,7 +26,7 @@ impl Key {
     pub(crate) fn new() -> Self {
         let pair = minisign::KeyPair::generate_unencrypted_keypair().expect("key pair");
         let id = format!(
-            "{:016X}",
+            "{:X}",
             u64::from_le_bytes(pair.pk.keynum().try_into().expect("8 bytes"))
         );
         Key { pair, id }
@@ -373,36 +374,14 @@ fn files_signed_with_the_minisign_tool_load_with_their_key_id_and_comment() {
     let secrets = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
     let (public, secret) = (keys.path().join("ci.pub"), secrets.path().join("ci.sec"));
-    let generated = Command::new(minisign)
-        .args(["-G", "-W", "-p"])
-        .arg(&public)
-        .arg("-s")
-        .arg(&secret)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(generated.status.success(), "{generated:?}");
-    // "untrusted comment: minisign public key 4BD7A079B2011681"
-    let text = std::fs::read_to_string(&public).unwrap();
-    let id = text
-        .lines()
-        .next()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = tool_key(minisign, &public, &secret);
     let dir = PluginDir::with(&["daytona", "mai"]);
-    let signed = Command::new(minisign)
-        .args(["-S", "-m"])
-        .arg(dir.file(&library_file_name("daytona")))
-        .arg("-s")
-        .arg(&secret)
-        .args(["-t", "daytona signed by the minisign tool"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(signed.status.success(), "{signed:?}");
+    tool_sign(
+        minisign,
+        &dir.file(&library_file_name("daytona")),
+        &secret,
+        "daytona signed by the minisign tool",
+    );
     let report = plugins(
         dir.path(),
         &["--trusted-keys", keys.path().to_str().unwrap()],
@@ -415,6 +394,97 @@ fn files_signed_with_the_minisign_tool_load_with_their_key_id_and_comment() {
         "daytona signed by the minisign tool"
     );
     assert_eq!(refusal(&report, "libmai.so").0, "unsigned");
+}
+
+/// Makes a key pair with the minisign tool (without a password) and
+/// returns its key id as the tool printed it in the public key's comment:
+/// `untrusted comment: minisign public key 4BD7A079B2011681`.
+fn tool_key(minisign: &str, public: &Path, secret: &Path) -> String {
+    let generated = Command::new(minisign)
+        .args(["-G", "-f", "-W", "-p"])
+        .arg(public)
+        .arg("-s")
+        .arg(secret)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let text = std::fs::read_to_string(public).unwrap();
+    let comment = text.lines().next().unwrap();
+    let id = comment
+        .strip_prefix("untrusted comment: minisign public key ")
+        .unwrap_or_else(|| panic!("not the tool's comment: {comment:?}"));
+    id.to_owned()
+}
+
+/// Signs `file` with the minisign tool and the secret key `secret`.
+fn tool_sign(minisign: &str, file: &Path, secret: &Path, comment: &str) {
+    let signed = Command::new(minisign)
+        .args(["-S", "-m"])
+        .arg(file)
+        .arg("-s")
+        .arg(secret)
+        .args(["-t", comment])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{signed:?}");
+}
+
+#[test]
+fn a_key_id_whose_top_digit_is_zero_is_shown_as_the_minisign_tool_prints_it() {
+    let Some(minisign) = minisign_tool() else {
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (public, secret) = (
+        keys.path().join("zero.pub"),
+        secrets.path().join("zero.sec"),
+    );
+    // One key in 16 has a zero top digit, which the tool leaves out: make
+    // keys until one has (a thousand misses in a row: about 1 in 10^28).
+    let id = (0..1000)
+        .map(|_| tool_key(minisign, &public, &secret))
+        .find(|id| id.len() < 16)
+        .expect("a key id with a leading zero digit");
+    let dir = PluginDir::with(&["daytona", "mai"]);
+    tool_sign(
+        minisign,
+        &dir.file(&library_file_name("daytona")),
+        &secret,
+        "release",
+    );
+    let trusted = ["--trusted-keys", keys.path().to_str().unwrap()];
+    let report = plugins(dir.path(), &trusted);
+    let signature = &loaded(&report, "libdaytona.so").unwrap()["trust"]["signature"];
+    assert_eq!(signature["key_id"], id.as_str(), "{report:#}");
+    let out = run(connhost(dir.path()).args(trusted).arg("plugins"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("daytona: signed by {id} (\"release\")")),
+        "{}",
+        out.stdout
+    );
+    // A file it signed, under another trusted key: the refusal names the
+    // signer as the tool does, and the trusted key likewise.
+    let other = Key::new();
+    let others = keys_dir(&[(&other, "other")]);
+    let report = plugins(
+        dir.path(),
+        &["--trusted-keys", others.path().to_str().unwrap()],
+    );
+    let (kind, reason) = refusal(&report, "libdaytona.so");
+    assert_eq!(kind, "untrusted_key");
+    assert!(
+        reason.contains(&format!("signed by key {id}, ")),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!("{} (other.pub)", other.id)),
+        "{reason}"
+    );
 }
 
 /// Whether `/v1/plugins` lists `file` as loaded.

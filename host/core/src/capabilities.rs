@@ -32,20 +32,70 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The tracing target of events forwarded from plugins.
 pub const PLUGIN_LOG_TARGET: &str = "connhost::plugin";
 
-/// One plugin's identity, settings and egress policy.
+/// Bounds on the HTTP the host performs for one plugin (in process or
+/// isolated): whatever it asks, it cannot make the host hold more than
+/// `max_concurrent` requests and `max_body_bytes` of each body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// The largest request or response body, in bytes. A response is
+    /// read as it streams in and refused (its connection dropped) as soon
+    /// as it passes the limit; a larger request body is refused unsent.
+    pub max_body_bytes: u64,
+    /// The most requests one plugin may have in flight at once; one more
+    /// is refused at once.
+    pub max_concurrent: usize,
+}
+
+/// The default [`HttpLimits::max_body_bytes`]: 4 MiB.
+pub const DEFAULT_HTTP_MAX_BODY: u64 = 4 << 20;
+
+/// The default [`HttpLimits::max_concurrent`].
+pub const DEFAULT_HTTP_MAX_CONCURRENT: usize = 16;
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_HTTP_MAX_BODY,
+            max_concurrent: DEFAULT_HTTP_MAX_CONCURRENT,
+        }
+    }
+}
+
+/// One plugin's identity, settings, egress policy and HTTP bounds.
 struct Slot {
     name: String,
     settings: BTreeMap<String, String>,
     egress: Arc<Policy>,
+    limits: HttpLimits,
+    /// Its requests in flight (one permit each).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Slot {
     /// A slot that may call nothing until its egress is set.
     fn new(name: &str, settings: BTreeMap<String, String>) -> Self {
+        let limits = HttpLimits::default();
         Self {
             name: name.to_owned(),
             settings,
             egress: Arc::new(Policy::new(name, &Egress::default())),
+            limits,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent)),
+        }
+    }
+}
+
+/// Sets the HTTP bounds of the plugin behind `token` (0: the compiled-in
+/// providers). Requests already running keep their permits.
+pub(crate) fn set_http_limits(token: u64, limits: HttpLimits) {
+    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
+    if slots.is_empty() {
+        slots.push(Slot::new(BUILTIN_SCOPE, BTreeMap::new()));
+    }
+    if let Some(slot) = usize::try_from(token).ok().and_then(|t| slots.get_mut(t)) {
+        if slot.limits != limits {
+            slot.limits = limits;
+            slot.in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent));
         }
     }
 }
@@ -301,13 +351,41 @@ pub(crate) async fn http_for_worker(
     }
 }
 
+/// In a worker: the host's `CONNHOST_PLUGIN_<PLUGIN>_*` variables for its
+/// plugin (the worker's own environment is empty).
+static WORKER_ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+
+/// Sets the environment variables a worker's plugin reads its settings
+/// from (the host sends them).
+pub(crate) fn set_worker_env(env: BTreeMap<String, String>) {
+    let _ = WORKER_ENV.set(env);
+}
+
+/// The host's environment variables that set the plugin `name`'s settings
+/// (`CONNHOST_PLUGIN_<NAME>_*`), for its worker.
+pub(crate) fn setting_env_vars(name: &str) -> BTreeMap<String, String> {
+    let prefix = setting_env_var(name, "");
+    std::env::vars()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .collect()
+}
+
+/// The value of the environment variable `var`: the host's, or in a
+/// worker what the host sent.
+fn setting_from_env(var: &str) -> Option<String> {
+    match WORKER_ENV.get() {
+        Some(env) => env.get(var).cloned(),
+        None => std::env::var(var).ok(),
+    }
+}
+
 extern "C" fn host_config(plugin: u64, key: RStr<'_>) -> ROption<RString> {
     std::panic::catch_unwind(|| {
         with_slot(plugin, |slot| {
             slot.settings
                 .get(key.as_str())
                 .cloned()
-                .or_else(|| std::env::var(setting_env_var(&slot.name, key.as_str())).ok())
+                .or_else(|| setting_from_env(&setting_env_var(&slot.name, key.as_str())))
         })
         .flatten()
     })
@@ -385,9 +463,36 @@ extern "C" fn host_http(plugin: u64, request: FfiHttpRequest) -> FfiFuture<HttpR
     }
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let policy = egress_of(plugin);
-        build_request(&policy, request).map(|request| (policy, request))
+        let (limits, in_flight) = with_slot(plugin, |slot| (slot.limits, slot.in_flight.clone()))
+            .unwrap_or_else(|| {
+                (
+                    HttpLimits::default(),
+                    Arc::new(tokio::sync::Semaphore::new(0)),
+                )
+            });
+        let permit = in_flight.try_acquire_owned().map_err(|_| {
+            http_failure(
+                http_error::OTHER,
+                format!(
+                    "refused: plugin \"{}\" already has {} HTTP requests in flight, its limit",
+                    policy.plugin(),
+                    limits.max_concurrent
+                ),
+            )
+        })?;
+        if request.body.len() as u64 > limits.max_body_bytes {
+            return Err(http_failure(
+                http_error::INVALID_REQUEST,
+                format!(
+                    "refused: a request body of {} bytes is over the {}-byte limit",
+                    request.body.len(),
+                    limits.max_body_bytes
+                ),
+            ));
+        }
+        build_request(&policy, request).map(|request| (policy, request, limits, permit))
     }));
-    let (policy, request) = match built {
+    let (policy, request, limits, permit) = match built {
         Ok(Ok(built)) => built,
         Ok(Err(error)) => return async move { RErr(error) }.into_ffi(),
         Err(_) => {
@@ -401,7 +506,10 @@ extern "C" fn host_http(plugin: u64, request: FfiHttpRequest) -> FfiFuture<HttpR
         }
     };
     let running = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        on_host_runtime(send(policy, request))
+        on_host_runtime(async move {
+            let _permit = permit;
+            send(policy, request, limits.max_body_bytes).await
+        })
     }));
     async move {
         match running {
@@ -454,7 +562,7 @@ fn build_request(
         .map_err(|_| invalid("invalid request: a header name or value is malformed".to_owned()))
 }
 
-async fn send(policy: Arc<Policy>, request: reqwest::Request) -> HttpResult {
+async fn send(policy: Arc<Policy>, request: reqwest::Request, max_body: u64) -> HttpResult {
     let url = request.url().clone();
     let described = |e: &reqwest::Error| {
         // The root cause ("Connection refused") says the most. Never echo the
@@ -476,7 +584,7 @@ async fn send(policy: Arc<Policy>, request: reqwest::Request) -> HttpResult {
             cause
         )
     };
-    let response = match policy.client().execute(request).await {
+    let mut response = match policy.client().execute(request).await {
         Ok(response) => response,
         // Refused by the resolver or on a redirect: its own words, which
         // name the host and never the path.
@@ -501,13 +609,40 @@ async fn send(policy: Arc<Policy>, request: reqwest::Request) -> HttpResult {
             ))
         })
         .collect();
-    match response.bytes().await {
-        Ok(body) => ROk(FfiHttpResponse {
-            status,
-            headers,
-            body: RVec::from(body.to_vec()),
-        }),
-        Err(e) if e.is_timeout() => RErr(http_failure(http_error::TIMEOUT, described(&e))),
-        Err(e) => RErr(http_failure(http_error::CONNECT, described(&e))),
+    let too_large = |size: String| {
+        RErr(http_failure(
+            http_error::OTHER,
+            format!(
+                "refused: the response from {}{} has a body of {size}, over the {max_body}-byte limit",
+                url.host_str().unwrap_or(""),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            ),
+        ))
+    };
+    if let Some(length) = response.content_length().filter(|&n| n > max_body) {
+        return too_large(format!("{length} bytes"));
     }
+    // Read as it streams in, and given up on (the connection dropped) the
+    // moment it passes the limit: never held whole.
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > max_body {
+                    return too_large("more than that".to_owned());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) if e.is_timeout() => {
+                return RErr(http_failure(http_error::TIMEOUT, described(&e)))
+            }
+            Err(e) => return RErr(http_failure(http_error::CONNECT, described(&e))),
+        }
+    }
+    ROk(FfiHttpResponse {
+        status,
+        headers,
+        body: RVec::from(body),
+    })
 }

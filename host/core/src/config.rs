@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use connhost_sandbox::{Identity, Layer};
+
 use crate::in_flight::DEFAULT_MAX_IN_FLIGHT;
 use crate::loader::{LoadOptions, DEFAULT_MAX_PLUGIN_SIZE};
 
@@ -97,6 +99,21 @@ pub struct WorkerConfig {
     /// `None` sets none (a validation that spins is stopped by its
     /// timeout either way).
     pub cpu_seconds: Option<u64>,
+    /// The most threads the worker may run (a pids cgroup, or
+    /// `RLIMIT_NPROC` without one; it cannot fork at all). Its runtime
+    /// keeps a few for itself; the rest run validations.
+    pub max_threads: Option<u64>,
+    /// Who workers run as when the host runs as root (`None`: `nobody`,
+    /// uid and gid 65534). A host that is not root runs them as itself, in
+    /// a user namespace. A user of their own (`useradd --system
+    /// connhost-worker`) keeps them apart from anything else `nobody` runs.
+    pub user: Option<Identity>,
+    /// The size of each worker's private `/tmp`, in bytes.
+    pub tmp_size: u64,
+    /// Sandbox layers without which a worker refuses to load its plugin
+    /// (fail closed). Empty: a missing layer is reported (in the worker's
+    /// status, the page and the log) and the worker runs without it.
+    pub require: Vec<Layer>,
     /// How long a worker may take from start to having loaded its plugin.
     pub start_timeout: Duration,
     /// This many crashes within [`crash_window`](Self::crash_window) park
@@ -112,6 +129,9 @@ pub const DEFAULT_WORKER_MEMORY: u64 = 1 << 30;
 /// The default limit on a worker's open files.
 pub const DEFAULT_WORKER_OPEN_FILES: u64 = 256;
 
+/// The default bound on a worker's threads.
+pub const DEFAULT_WORKER_THREADS: u64 = 256;
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
@@ -120,6 +140,10 @@ impl Default for WorkerConfig {
             memory_limit: Some(DEFAULT_WORKER_MEMORY),
             open_files: Some(DEFAULT_WORKER_OPEN_FILES),
             cpu_seconds: None,
+            max_threads: Some(DEFAULT_WORKER_THREADS),
+            user: None,
+            tmp_size: connhost_sandbox::DEFAULT_TMP_SIZE,
+            require: Vec::new(),
             start_timeout: Duration::from_secs(10),
             crash_limit: 5,
             crash_window: Duration::from_secs(60),
@@ -149,9 +173,17 @@ pub struct HostConfig {
     /// providers' scope is `"builtin"`.
     pub settings: BTreeMap<String, BTreeMap<String, String>>,
     /// The folder plugin files are copied into before they are loaded
-    /// (see [`crate::cache_dir`]). `None`: each catalog makes a folder of
-    /// its own, `<temp dir>/connhost-<pid>-<n>`, and removes it when it is
-    /// dropped. A folder named here is the caller's to clean.
+    /// (see [`crate::cache_dir`]). `None`: each catalog creates a folder of
+    /// its own, `<temp dir>/connhost-<pid>-<16 random hex digits>` (new,
+    /// mode 0700), and removes it when it is dropped. A folder named here
+    /// is created if missing (mode 0700, its missing parents too) and must
+    /// be the host's alone: a real folder, not a symbolic link, owned by
+    /// the host's effective user and writable by no one else, under
+    /// folders owned by that user or root that no one else may write
+    /// unless their sticky bit is set. Otherwise it is refused
+    /// ([`crate::trust::check_config`] says why; a catalog reports it and
+    /// loads nothing). The owner and mode checks are off with
+    /// `trust.check_permissions = false`. It is the caller's to clean.
     pub cache_dir: Option<PathBuf>,
     /// Where plugins run unless their own policy says otherwise.
     pub isolation: Isolation,
@@ -163,6 +195,8 @@ pub struct HostConfig {
     /// Which plugin files may load: permission checks, trusted signing
     /// keys, the lock file ([`crate::trust`]).
     pub trust: crate::trust::TrustConfig,
+    /// Bounds on the HTTP the host performs for each plugin.
+    pub http: crate::capabilities::HttpLimits,
 }
 
 impl Default for HostConfig {
@@ -180,6 +214,7 @@ impl Default for HostConfig {
             plugins: BTreeMap::new(),
             worker: WorkerConfig::default(),
             trust: crate::trust::TrustConfig::default(),
+            http: crate::capabilities::HttpLimits::default(),
         }
     }
 }
@@ -202,6 +237,7 @@ impl HostConfig {
                 .filter_map(|(name, policy)| Some((name.clone(), policy.egress.clone()?)))
                 .collect(),
             worker: self.worker.clone(),
+            http: self.http,
         }
     }
 
@@ -233,6 +269,23 @@ pub(crate) fn policy_in(plugins: &BTreeMap<String, PluginPolicy>, name: &str) ->
         .iter()
         .find(|(key, _)| normalized(key) == wanted)
         .map(|(_, policy)| policy.clone())
+        .unwrap_or_default()
+}
+
+/// The settings in `settings` (plugin name -> key -> value) of the plugin
+/// `name`: an exact match, else one with `-` and `_` taken as equal.
+pub(crate) fn settings_in(
+    settings: &BTreeMap<String, BTreeMap<String, String>>,
+    name: &str,
+) -> BTreeMap<String, String> {
+    if let Some(found) = settings.get(name) {
+        return found.clone();
+    }
+    let wanted = normalized(name);
+    settings
+        .iter()
+        .find(|(key, _)| normalized(key) == wanted)
+        .map(|(_, found)| found.clone())
         .unwrap_or_default()
 }
 

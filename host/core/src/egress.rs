@@ -377,6 +377,11 @@ impl Policy {
         }
     }
 
+    /// The plugin it is the policy of.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
     /// The patterns in force: the grants if any, else the declarations.
     fn allowed(&self) -> &[Pattern] {
         self.granted.as_deref().unwrap_or(&self.declared)
@@ -496,6 +501,10 @@ impl Policy {
             reqwest::Client::builder()
                 .user_agent(concat!("connhost/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(Duration::from_secs(10))
+                // Few idle connections, not kept long: a plugin cannot make
+                // the host hold many descriptors between its requests.
+                .pool_max_idle_per_host(2)
+                .pool_idle_timeout(Duration::from_secs(30))
                 .no_proxy()
                 .dns_resolver(Arc::new(PolicyResolver(self.clone())))
                 .redirect(redirect_policy(self.clone()))

@@ -49,10 +49,11 @@ mod verdict;
 pub mod worker;
 
 pub use builtin::BUILTIN_PATH;
+pub use capabilities::HttpLimits;
 pub use catalog::{Catalog, RescanOutcome};
 pub use config::{
-    HostConfig, Isolation, PluginPolicy, WorkerConfig, DEFAULT_VALIDATION_TIMEOUT,
-    DEFAULT_WORKER_MEMORY, DEFAULT_WORKER_OPEN_FILES,
+    HostConfig, Identity, Isolation, Layer, PluginPolicy, WorkerConfig, DEFAULT_VALIDATION_TIMEOUT,
+    DEFAULT_WORKER_MEMORY, DEFAULT_WORKER_OPEN_FILES, DEFAULT_WORKER_THREADS,
 };
 pub use connhost_plugin_api as plugin_api;
 pub use connhost_plugin_api::{CredentialFields, CredentialFormSchema, FieldError};

@@ -529,6 +529,39 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Kills what is left in the workers' cgroups this process made and
+/// removes them (waiting at most `patience` for their processes to go):
+/// for a host about to exit, which would otherwise leave them to the next
+/// host's sweep.
+pub fn remove_all_of_this_process(patience: Duration) {
+    let deadline = std::time::Instant::now() + patience;
+    let prefix = format!("{PREFIX}{}-w", std::process::id());
+    for controller in ["memory", "pids"] {
+        let Ok(home) = home_of(controller) else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(&home.dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            let path = entry.path();
+            loop {
+                kill_dir(&path, home.version);
+                if std::fs::remove_dir(&path).is_ok()
+                    || !path.exists()
+                    || std::time::Instant::now() >= deadline
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
 /// Removes the workers' cgroups of hosts that no longer run.
 fn sweep_stale() {
     for controller in ["memory", "pids"] {

@@ -164,6 +164,73 @@ pub struct Identity {
     pub gid: u32,
 }
 
+impl FromStr for Identity {
+    type Err = String;
+
+    /// `UID`, `UID:GID`, or a user name (with its primary group), as the
+    /// system's user database has it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let number = |text: &str| text.parse::<u32>().ok();
+        let identity = match s.split_once(':') {
+            Some((uid, gid)) => match (number(uid), number(gid)) {
+                (Some(uid), Some(gid)) => Identity { uid, gid },
+                _ => return Err(format!("\"{s}\" is not UID:GID")),
+            },
+            None => match number(s) {
+                Some(uid) => Identity { uid, gid: uid },
+                None => lookup_user(s)?,
+            },
+        };
+        if identity.uid == 0 || identity.gid == 0 {
+            return Err(format!(
+                "\"{s}\" is root (uid or gid 0): workers must run as an unprivileged user"
+            ));
+        }
+        Ok(identity)
+    }
+}
+
+/// A user's ids by name, from the system's user database.
+#[cfg(unix)]
+fn lookup_user(name: &str) -> Result<Identity, String> {
+    let c_name =
+        std::ffi::CString::new(name).map_err(|_| format!("\"{name}\" is not a user name"))?;
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: getpwnam_r fills `entry` and `buffer` (of the size given)
+    // and sets `found` to `entry` or null.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let status = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if status != 0 || found.is_null() {
+        return Err(format!(
+            "no user \"{name}\" on this system (make one with `useradd --system {name}`, or give UID:GID)"
+        ));
+    }
+    Ok(Identity {
+        uid: entry.pw_uid,
+        gid: entry.pw_gid,
+    })
+}
+
+#[cfg(not(unix))]
+fn lookup_user(name: &str) -> Result<Identity, String> {
+    Err(format!("no user database to look \"{name}\" up in"))
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
 /// The identity workers take when the host runs as root and names none:
 /// `nobody` on most systems.
 pub const NOBODY: Identity = Identity {

@@ -13,10 +13,9 @@
 //!   no namespace flags); `clone3` answers `ENOSYS` (its flags are in
 //!   memory, which seccomp cannot read), so the C library falls back to
 //!   `clone`;
-//! - `prlimit64`, `sched_getaffinity`, `sched_getparam`,
-//!   `sched_getscheduler` and `getpriority`/`setpriority` only on the
-//!   runner itself (pid 0), so no other process's limits, nice value or
-//!   scheduler can be touched;
+//! - `prlimit64` and `setpriority` only on the runner itself (pid 0), so
+//!   no other process's limits or nice value can be changed (nor any
+//!   process's scheduler: `sched_setscheduler` and friends are refused);
 //! - `tgkill` only on the runner's own threads;
 //! - `socketpair` only for `AF_UNIX`;
 //! - `ioctl` only for `FIONBIO`, `FIOCLEX`, `FIONCLEX`, `FIONREAD` and
@@ -85,10 +84,12 @@ const ALLOWED: &[(libc::c_long, When)] = &[
     (libc::SYS_set_tid_address, Always),
     (libc::SYS_rseq, Always),
     (libc::SYS_sched_yield, Always),
-    (libc::SYS_sched_getaffinity, ArgIn(0, &[0])),
-    (libc::SYS_sched_getparam, ArgIn(0, &[0])),
-    (libc::SYS_sched_getscheduler, ArgIn(0, &[0])),
-    (libc::SYS_getpriority, ArgsAre(&[(0, 0), (1, 0)])),
+    // Reading a thread's affinity, policy or nice value (the C library
+    // reads its own threads' by their ids).
+    (libc::SYS_sched_getaffinity, Always),
+    (libc::SYS_sched_getparam, Always),
+    (libc::SYS_sched_getscheduler, Always),
+    (libc::SYS_getpriority, Always),
     (libc::SYS_setpriority, ArgsAre(&[(0, 0), (1, 0)])),
     (libc::SYS_prlimit64, ArgIn(0, &[0])),
     (libc::SYS_getrlimit, Always),

@@ -35,6 +35,8 @@ const PACKAGES: &[&str] = &[
     "fixture-fault-spin",
     "fixture-sandbox-probe",
     "fixture-probe-http",
+    "fixture-hostile",
+    "fixture-terminal-escapes",
 ];
 
 /// The workspace's target dir, found from this test binary's own path

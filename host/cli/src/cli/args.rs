@@ -241,8 +241,12 @@ pub(crate) struct ServeArgs {
     pub(crate) no_watch: bool,
 
     /// Where private copies of plugin files are loaded from (default: a
-    /// folder of this process under the system's temp dir, removed at exit
-    /// and, after a crash, by the next start). At exit only the copies are
+    /// new folder of this process under the system's temp dir, mode 0700,
+    /// removed at exit and, after a crash, by the next start). It must be
+    /// this user's alone: a real folder (not a link), owned by this user,
+    /// writable by no one else, under folders only this user or root may
+    /// write (or sticky, as /tmp); otherwise serve refuses to start. A
+    /// missing one is created with mode 0700. At exit only the copies are
     /// removed from it.
     #[arg(long, env = "CONNHOST_CACHE_DIR", value_name = "DIR")]
     pub(crate) cache_dir: Option<PathBuf>,

@@ -67,6 +67,10 @@ pub(crate) struct ConfigFile {
     /// [`HostConfig::worker`].
     #[serde(default)]
     worker: WorkerFile,
+    /// [`HostConfig::http`]: bounds on the HTTP the host performs for
+    /// each plugin.
+    #[serde(default)]
+    egress: EgressFile,
     /// `[plugin.NAME]` tables.
     #[serde(default)]
     plugin: BTreeMap<String, toml::Spanned<PluginFile>>,
@@ -99,9 +103,53 @@ struct WorkerFile {
     memory_limit_mb: Option<Int<0, { (u64::MAX >> 20) as i64 }>>,
     open_files: Option<Int<0, { i64::MAX }>>,
     cpu_seconds: Option<Int<0, { i64::MAX }>>,
+    max_threads: Option<Int<0, { i64::MAX }>>,
+    user: Option<WorkerUser>,
+    tmp_size_mb: Option<Int<1, { (u64::MAX >> 20) as i64 }>>,
+    require: Option<Vec<RequiredLayers>>,
     start_timeout: Option<Seconds>,
     crash_limit: Option<Int<1, { u32::MAX as i64 }>>,
     crash_window: Option<Seconds>,
+}
+
+/// The `[egress]` table: [`connhost::HttpLimits`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressFile {
+    max_body_mb: Option<Int<1, { (u64::MAX >> 20) as i64 }>>,
+    max_concurrent: Option<Int<1, { u32::MAX as i64 }>>,
+}
+
+/// `[worker] user`: a user name, `UID` or `UID:GID`, checked where it is
+/// read (and looked up then).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "toml::Value")]
+struct WorkerUser(connhost::Identity);
+
+impl TryFrom<toml::Value> for WorkerUser {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        let text = match value {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(n) => n.to_string(),
+            other => return Err(format!("a user name, UID or \"UID:GID\", got {other}")),
+        };
+        text.parse().map(WorkerUser)
+    }
+}
+
+/// One entry of `[worker] require`: a layer, or a group of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct RequiredLayers(Vec<connhost::Layer>);
+
+impl TryFrom<String> for RequiredLayers {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        connhost::Layer::parse_group(&name).map(RequiredLayers)
+    }
 }
 
 /// A `[plugin.NAME]` table: [`PluginPolicy`] and the plugin's settings.
@@ -367,6 +415,12 @@ impl ConfigFile {
         );
         self.fill_trust(&mut config.trust, given);
         self.worker.fill(&mut config.worker);
+        if let Some(mb) = self.egress.max_body_mb {
+            config.http.max_body_bytes = mb.get() * (1 << 20);
+        }
+        if let Some(n) = self.egress.max_concurrent {
+            config.http.max_concurrent = usize::try_from(n.get()).unwrap_or(usize::MAX);
+        }
         for (name, table) in &self.plugin {
             let table = table.get_ref();
             if name != BUILTIN || table.egress.is_some() {
@@ -507,6 +561,22 @@ impl WorkerFile {
         }
         if let Some(n) = self.cpu_seconds {
             worker.cpu_seconds = n.limit();
+        }
+        if let Some(n) = self.max_threads {
+            worker.max_threads = n.limit();
+        }
+        if let Some(user) = self.user {
+            worker.user = Some(user.0);
+        }
+        if let Some(mb) = self.tmp_size_mb {
+            worker.tmp_size = mb.get() * (1 << 20);
+        }
+        if let Some(require) = &self.require {
+            let mut layers: Vec<connhost::Layer> =
+                require.iter().flat_map(|r| r.0.iter().copied()).collect();
+            layers.sort();
+            layers.dedup();
+            worker.require = layers;
         }
         if let Some(t) = self.start_timeout {
             worker.start_timeout = t.0;
@@ -719,6 +789,55 @@ openai_base_url = "http://127.0.0.1:1"
     fn memory_is_given_in_mebibytes() {
         let config = host("[worker]\nmemory_limit_mb = 512\n");
         assert_eq!(config.worker.memory_limit, Some(512 << 20));
+    }
+
+    #[test]
+    fn the_jail_and_egress_bounds_are_configured() {
+        let config = host(
+            "[worker]\nuser = \"1234:5678\"\nmax_threads = 40\ntmp_size_mb = 2\nrequire = [\"cgroup\", \"seccomp\", \"seccomp\"]\n\n[egress]\nmax_body_mb = 1\nmax_concurrent = 3\n",
+        );
+        let worker = &config.worker;
+        assert_eq!(
+            worker.user,
+            Some(connhost::Identity {
+                uid: 1234,
+                gid: 5678
+            })
+        );
+        assert_eq!(worker.max_threads, Some(40));
+        assert_eq!(worker.tmp_size, 2 << 20);
+        assert_eq!(
+            worker.require,
+            [
+                connhost::Layer::Seccomp,
+                connhost::Layer::MemoryCgroup,
+                connhost::Layer::PidsCgroup
+            ]
+        );
+        assert_eq!(config.http.max_body_bytes, 1 << 20);
+        assert_eq!(config.http.max_concurrent, 3);
+        assert_eq!(
+            host("[worker]\nuser = 4321\n").worker.user.unwrap().gid,
+            4321
+        );
+        for (text, expected) in [
+            (
+                "[worker]\nuser = \"root\"\n",
+                "2: user in [worker]: \"root\" is root",
+            ),
+            (
+                "[worker]\nuser = \"0:0\"\n",
+                "workers must run as an unprivileged user",
+            ),
+            (
+                "[worker]\nrequire = [\"pid-namespace\"]\n",
+                "unknown sandbox layer \"pid-namespace\"",
+            ),
+            ("[egress]\nmax_body_mb = 0\n", "2: max_body_mb in [egress]"),
+        ] {
+            let message = error(text);
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
     }
 
     #[test]

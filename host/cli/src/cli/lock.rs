@@ -48,16 +48,16 @@ pub(crate) fn run(config: &HostConfig, add: &[PathBuf]) -> anyhow::Result<ExitCo
     }
     lock.write(&path)
         .with_context(|| format!("could not write the lock file {}", path.display()))?;
-    print!("{}", summary(&path, &lock));
+    super::terminal::print(&summary(&path, &lock))?;
     if !refused.is_empty() {
-        eprint!("{refused}");
+        super::eprint(&refused);
         return Ok(ExitCode::from(NOT_ADMITTED));
     }
     if add.is_empty() && !report.failed.is_empty() {
-        eprintln!(
-            "note: {} plugin file(s) or provider(s) were not loaded, so they are not locked; `connhost plugins` says why.",
+        super::eprint(&format!(
+            "note: {} plugin file(s) or provider(s) were not loaded, so they are not locked; `connhost plugins` says why.\n",
             report.failed.len()
-        );
+        ));
     }
     Ok(super::success())
 }
@@ -82,10 +82,11 @@ fn admitted<'a>(report: &'a LoadReport, file: &Path) -> Result<&'a connhost::Loa
         return Ok(plugin);
     }
     let shown = name.to_string_lossy();
+    let shown = super::terminal::escape(&shown);
     Err(match report.failed.iter().find(|f| named(&f.path)) {
         Some(failure) => format!(
             "{shown} was not locked: it does not load: {}",
-            failure.reason
+            super::terminal::escape(&failure.reason)
         ),
         None => {
             format!("{shown} was not locked: there is no such plugin file in the plugins folder")

@@ -1,9 +1,11 @@
-//! The `connhost` command line: flags in [`args`], text in [`output`], and
-//! here the commands themselves, each a thin layer over the library.
+//! The `connhost` command line: flags in [`args`], text in [`output`],
+//! what reaches the terminal (escaped) and how in [`terminal`], and here
+//! the commands themselves, each a thin layer over the library.
 
 mod args;
 mod config_file;
 mod output;
+mod terminal;
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -20,6 +22,7 @@ mod serve;
 pub(crate) use args::Cli;
 use args::{Command, GlobalArgs};
 use config_file::{ConfigFile, Given};
+pub(crate) use terminal::eprint;
 
 /// Exit status for a command that worked (and a valid credential).
 const OK: u8 = 0;
@@ -57,11 +60,11 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Lock { add } => lock::run(&config, &add),
         Command::Inspect { file, json } => {
-            let inspection = connhost::loader::inspect(&file, config.max_plugin_size);
+            let inspection = connhost::loader::inspect(&file, &config);
             if json {
-                println!("{}", serde_json::to_string_pretty(&inspection)?);
+                terminal::print_json(&inspection)?;
             } else {
-                print!("{}", output::inspection(&inspection));
+                terminal::print(&output::inspection(&inspection))?;
             }
             Ok(ExitCode::from(if inspection.loadable {
                 OK
@@ -79,9 +82,9 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
             let host = Connhost::start(&config);
             let list = host.providers();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                terminal::print_json(&list)?;
             } else {
-                print!("{}", output::providers(&list));
+                terminal::print(&output::providers(&list))?;
                 warn_failures(&host);
             }
             Ok(ExitCode::from(OK))
@@ -89,15 +92,16 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Command::Schema { provider } => {
             let host = Connhost::start(&config);
             let schema = host.schema(&provider)?;
-            println!("{}", serde_json::to_string_pretty(&schema)?);
+            // JSON is all `schema` prints, and it is read on terminals.
+            terminal::print_terminal_json(&schema)?;
             Ok(ExitCode::from(OK))
         }
         Command::Plugins { json } => {
             let host = Connhost::start(&config);
             if json {
-                println!("{}", serde_json::to_string_pretty(&host.plugins())?);
+                terminal::print_json(&host.plugins())?;
             } else {
-                print!("{}", output::report(&host.plugins()));
+                terminal::print(&output::report(&host.plugins()))?;
             }
             Ok(ExitCode::from(OK))
         }
@@ -114,16 +118,13 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
                 .build()
                 .context("could not start the async runtime")?;
             let verdict = runtime.block_on(host.validate(&provider, fields))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&verdict.to_json(show_document))?
-                );
-            } else {
-                print!("{}", output::verdict(&provider, &verdict, show_document));
-            }
             // Do not wait for a provider that never finished.
             runtime.shutdown_background();
+            if json {
+                terminal::print_json(&verdict.to_json(show_document))?;
+            } else {
+                terminal::print(&output::verdict(&provider, &verdict, show_document))?;
+            }
             Ok(ExitCode::from(match verdict.outcome() {
                 Outcome::Valid => OK,
                 Outcome::InvalidFields | Outcome::Rejected => INVALID,
@@ -210,9 +211,9 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
 fn warn_failures(host: &Connhost) {
     let failed = host.load_report().failed.len();
     if failed > 0 {
-        eprintln!(
-            "note: {failed} plugin file(s) or provider(s) were not loaded; `connhost plugins` says why."
-        );
+        eprint(&format!(
+            "note: {failed} plugin file(s) or provider(s) were not loaded; `connhost plugins` says why.\n"
+        ));
     }
 }
 

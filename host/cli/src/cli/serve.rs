@@ -80,6 +80,11 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
 
     let mut host_config = host_config;
     host_config.cache_dir = args.cache_dir.clone();
+    // A cache folder someone else could write would let them choose what
+    // is loaded: refuse to start, saying why, rather than serve nothing.
+    if let Some(cache) = &host_config.cache_dir {
+        connhost::cache_dir::prepare_given(cache, host_config.trust.check_permissions)?;
+    }
     // The catalog's files are read once the server answers probes.
     let set = Catalog::new(&host_config);
     let cache_dir = set.cache_dir().map(Path::to_owned);
@@ -93,7 +98,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
             .await
             .with_context(|| format!("could not listen on {}", args.listen))?;
         let address = listener.local_addr()?;
-        println!("connhost: listening on http://{address}");
+        super::terminal::print_status(&format!("connhost: listening on http://{address}\n"));
         tracing::info!(%address, "listening");
 
         let state = AppState::new(&http_config);
@@ -114,7 +119,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
             })
             .await;
             state.set_reload(handle.clone());
-            println!("connhost: ready");
+            super::terminal::print_status("connhost: ready\n");
             rescan_on_hangup(handle).await;
         });
         connhost_http::serve(

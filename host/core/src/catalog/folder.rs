@@ -38,6 +38,14 @@
 //! depended on (the file, its signature file, the lock file), so a
 //! signature added next to a refused file, or a lock file rewritten, has
 //! it examined again.
+//!
+//! The cache folder is checked at every rescan too ([`CacheChoice`]): a
+//! folder the operator named is created if missing and refused unless it
+//! is the host's alone ([`cache_dir::prepare_given`]); the folder's own
+//! default one is created afresh if it is gone. A refused cache folder is
+//! reported once, as the cache folder's own failure
+//! ([`FailureKind::CacheFailed`], with its path), and nothing is loaded
+//! until it is fixed (what was loaded before keeps serving).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -164,6 +172,21 @@ enum Refusal {
     Listing(std::io::Error),
     /// The trust checks refused the folder (the reason in words).
     Trust(String),
+    /// The cache folder (its path) was refused (the reason in words).
+    Cache(PathBuf, String),
+}
+
+/// Where a folder's copies go.
+#[derive(Debug)]
+pub(crate) enum CacheChoice {
+    /// A folder the operator named (`HostConfig::cache_dir`): created when
+    /// missing, refused unless it is the host's alone.
+    Given(PathBuf),
+    /// A folder of the catalog's own under the temp dir
+    /// ([`cache_dir::create_default`]), removed with the catalog; `None`
+    /// until one could be created (each copy tries again, and a failure is
+    /// the file's, as any failure to copy it).
+    Own(Option<PathBuf>),
 }
 
 /// What a rescan did.
@@ -183,7 +206,10 @@ pub struct RescanOutcome {
 /// The plugins of one folder, kept in step with it by [`rescan`](Self::rescan).
 pub(crate) struct Folder {
     dir: PathBuf,
-    cache: PathBuf,
+    cache: CacheChoice,
+    /// Whether the `--insecure-permissions` warning about the cache folder
+    /// was given.
+    cache_warned: bool,
     options: LoadOptions,
     /// The trust configuration, and the gate made from it (`None` until
     /// it could be: its keys and lock file read).
@@ -226,7 +252,7 @@ impl Folder {
     /// its private copies in `cache`, admitting files by `trust`.
     pub(crate) fn new(
         dir: PathBuf,
-        cache: PathBuf,
+        cache: CacheChoice,
         options: LoadOptions,
         trust: TrustConfig,
     ) -> Self {
@@ -234,6 +260,7 @@ impl Folder {
             dir,
             options,
             cache,
+            cache_warned: false,
             trust,
             gate: None,
             entries: Vec::new(),
@@ -253,9 +280,36 @@ impl Folder {
         &self.dir
     }
 
-    /// The folder its copies go to.
-    pub(crate) fn cache(&self) -> &Path {
-        &self.cache
+    /// The folder its copies go to (`None`: its own could not be created
+    /// yet).
+    pub(crate) fn cache(&self) -> Option<&Path> {
+        match &self.cache {
+            CacheChoice::Given(dir) => Some(dir),
+            CacheChoice::Own(dir) => dir.as_deref(),
+        }
+    }
+
+    /// The folder to copy into: the folder's own is created if it has none
+    /// yet (the system's error if it cannot be).
+    fn cache_folder(&mut self) -> std::io::Result<PathBuf> {
+        match &mut self.cache {
+            CacheChoice::Given(dir) => Ok(dir.clone()),
+            CacheChoice::Own(Some(dir)) => Ok(dir.clone()),
+            CacheChoice::Own(own) => {
+                let dir = cache_dir::create_default()?;
+                tracing::debug!(folder = %dir.display(), "created the plugin cache folder");
+                *own = Some(dir.clone());
+                Ok(dir)
+            }
+        }
+    }
+
+    /// The cache folder, when it is the folder's own (to remove with it).
+    pub(crate) fn own_cache(&self) -> Option<&Path> {
+        match &self.cache {
+            CacheChoice::Own(dir) => dir.as_deref(),
+            CacheChoice::Given(_) => None,
+        }
     }
 
     /// Whether the last rescan could not list the folder.
@@ -276,8 +330,8 @@ impl Folder {
         let mut outcome = RescanOutcome::default();
         let mut retry = false;
         let passing_before = std::mem::take(&mut self.passing);
-        let trusted = self.prepare_trust();
-        match trusted.and_then(|()| library_files(&self.dir).map_err(Refusal::Listing)) {
+        let ready = self.prepare_trust().and_then(|()| self.prepare_cache());
+        match ready.and_then(|()| library_files(&self.dir).map_err(Refusal::Listing)) {
             Ok(files) => {
                 self.folder_listed(&mut outcome);
                 for path in &files {
@@ -291,6 +345,10 @@ impl Folder {
             }
             Err(Refusal::Trust(reason)) => {
                 self.folder_refused(reason, &mut outcome);
+                retry = true;
+            }
+            Err(Refusal::Cache(cache, reason)) => {
+                self.cache_refused(&cache, reason, &mut outcome);
                 retry = true;
             }
         }
@@ -334,6 +392,59 @@ impl Folder {
         }
     }
 
+    /// Makes the cache folder ready before anything is copied into it: a
+    /// named one created if missing and checked to be the host's alone
+    /// (the owner and mode checks off under `--insecure-permissions`, with
+    /// a warning); the folder's own one created afresh if it is gone, and
+    /// checked the same way.
+    fn prepare_cache(&mut self) -> Result<(), Refusal> {
+        let check = self.trust.check_permissions;
+        if !check && !self.cache_warned {
+            self.cache_warned = true;
+            if let Some(cache) = self.cache() {
+                tracing::warn!(
+                    "--insecure-permissions: not checking who may write the plugin cache folder {} or the folders above it; anyone who can write them can run code in this host",
+                    cache.display()
+                );
+            }
+        }
+        match &mut self.cache {
+            CacheChoice::Given(dir) => cache_dir::prepare_given(dir, check)
+                .map_err(|refusal| Refusal::Cache(dir.clone(), refusal.reason)),
+            CacheChoice::Own(own) => {
+                let gone = own.as_deref().is_some_and(|dir| {
+                    std::fs::symlink_metadata(dir)
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                });
+                if gone {
+                    // Removed from under the host (a temp dir cleaner): a
+                    // new one, never the old name again. If none can be
+                    // made now, each copy tries again.
+                    *own = cache_dir::create_default().ok();
+                }
+                match own.as_deref() {
+                    Some(dir) => cache_dir::check_private(dir, check)
+                        .map_err(|reason| Refusal::Cache(dir.to_owned(), reason)),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The cache folder was refused: keep every loaded plugin, report it
+    /// (once) as the cache folder's own failure, load nothing, and retry.
+    fn cache_refused(&mut self, cache: &Path, reason: String, outcome: &mut RescanOutcome) {
+        let mut words = format!(
+            "{reason}. No plugin is loaded until it is fixed; nothing is wrong with the plugin files.{}",
+            self.keeping()
+        );
+        if self.patient {
+            words.push_str(" The cache folder is looked at again every few seconds.");
+        }
+        let failure = LoadFailure::new(cache, FailureKind::CacheFailed, words);
+        self.report_folder_failure(reason, failure, outcome);
+    }
+
     /// The folder was refused (its permissions, or a trust configuration
     /// that cannot be used): keep every loaded plugin, report the refusal
     /// like a folder that cannot be listed, and retry.
@@ -359,9 +470,14 @@ impl Folder {
     fn folder_listed(&mut self, outcome: &mut RescanOutcome) {
         if let Some(over) = self.folder_failure.take() {
             tracing::info!(
-                dir = %self.dir.display(),
+                dir = %over.failure.path.display(),
                 since = over.failure.since.as_deref().unwrap_or(""),
-                "the plugins folder can be listed again"
+                "{}",
+                if over.failure.kind == FailureKind::CacheFailed {
+                    "the plugin cache folder can be used again"
+                } else {
+                    "the plugins folder can be listed again"
+                }
             );
             outcome.changed = true;
         }
@@ -573,8 +689,8 @@ impl Folder {
         // written and checking it against the signature: the copy is what
         // gets loaded.
         let mut admission = Admission::new(signed.as_ref());
-        let copied = cache_dir::copy_into_observed(&self.cache, &mut file, &mut |bytes| {
-            admission.update(bytes)
+        let copied = self.cache_folder().and_then(|cache| {
+            cache_dir::copy_into_observed(&cache, &mut file, &mut |bytes| admission.update(bytes))
         });
         let Some(gate) = self.gate.as_ref() else {
             return false;
@@ -702,7 +818,10 @@ impl Folder {
             FailureKind::CacheFailed,
             format!(
                 "could not copy the file into the plugin cache {}: {error}. Nothing is wrong with the file{}",
-                self.cache.display(),
+                match self.cache() {
+                    Some(cache) => cache.display().to_string(),
+                    None => format!("(a new folder in {})", std::env::temp_dir().display()),
+                },
                 if self.patient {
                     "; it is tried again every few seconds."
                 } else {
@@ -827,7 +946,7 @@ mod tests {
         std::fs::write(&not_a_folder, b"x").unwrap();
         let mut set = Folder::new(
             not_a_folder.clone(),
-            tmp.path().join("cache"),
+            CacheChoice::Given(tmp.path().join("cache")),
             LoadOptions::default(),
             TrustConfig::default(),
         );

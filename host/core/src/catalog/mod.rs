@@ -25,7 +25,10 @@
 //!
 //! **One copy rule.** Every plugin file is loaded from a private copy made
 //! from a checked descriptor ([`crate::cache_dir`]), never from the watched
-//! path.
+//! path, in a cache folder that is the host's alone: one the catalog
+//! creates for itself, or a named one that is refused (reported as the
+//! cache folder's [`FailureKind::CacheFailed`], nothing loaded) unless no
+//! one but the host's user can write it.
 
 mod folder;
 
@@ -44,7 +47,7 @@ use crate::loader::PluginLibrary;
 use crate::registry::{OwnLimits, ProviderRegistry, RegisteredProvider};
 use crate::report::{log_failures, FailureKind, LoadFailure, LoadReport, LoadedPlugin};
 use crate::service::Connhost;
-use folder::Folder;
+use folder::{CacheChoice, Folder};
 
 /// Builds the provider set from the compiled-in providers and a plugins
 /// folder. See the [module documentation](self) for the rules.
@@ -58,8 +61,6 @@ pub struct Catalog {
     folder: Option<Folder>,
     /// The lock file, when `--locked` enforces it (hot reload watches it).
     lock_file: Option<PathBuf>,
-    /// The cache folder, when it is the catalog's own (removed on drop).
-    own_cache: Option<PathBuf>,
     /// The set as it stands (rebuilt when something changed).
     current: (Arc<ProviderRegistry>, Arc<LoadReport>),
 }
@@ -78,9 +79,14 @@ impl Catalog {
     /// built-ins unless `config.builtins` is false, with their settings),
     /// its plugins folder not read yet ([`rescan`](Self::rescan) or
     /// [`scan_now`](Self::scan_now) reads it). Without `config.cache_dir`
-    /// the catalog copies plugin files into a folder of its own
-    /// ([`crate::cache_dir::fresh_default`]), removed when the catalog is
-    /// dropped; folders that dead processes left behind are swept first.
+    /// the catalog copies plugin files into a folder of its own, created
+    /// fresh here ([`crate::cache_dir::create_default`]) and removed when
+    /// the catalog is dropped; folders that dead processes left behind are
+    /// swept first. A named `config.cache_dir` is created if missing and
+    /// checked at every scan: one that others could write is refused (see
+    /// [`crate::cache_dir::prepare_given`]), reported, and nothing is
+    /// loaded. [`crate::trust::check_config`] says so before a catalog is
+    /// built.
     pub fn new(config: &HostConfig) -> Self {
         let (compiled_in, compiled_in_failures) = if config.builtins {
             // Process-wide, like the built-ins themselves: a catalog
@@ -99,23 +105,20 @@ impl Catalog {
         for failure in &compiled_in_failures {
             tracing::error!("{failure}");
         }
-        let own_cache = match (&config.plugins_dir, &config.cache_dir) {
-            (Some(_), None) => {
-                // Folders left by processes that were killed before they
-                // could remove theirs.
-                for swept in crate::cache_dir::sweep_stale_defaults() {
-                    tracing::info!(folder = %swept.display(), "removed a stale plugin cache");
-                }
-                Some(crate::cache_dir::fresh_default())
-            }
-            _ => None,
-        };
         let folder = config.plugins_dir.clone().map(|dir| {
-            let cache = config
-                .cache_dir
-                .clone()
-                .or_else(|| own_cache.clone())
-                .unwrap_or_default();
+            let cache = match &config.cache_dir {
+                Some(given) => CacheChoice::Given(given.clone()),
+                None => {
+                    // Folders left by processes that were killed before
+                    // they could remove theirs.
+                    for swept in crate::cache_dir::sweep_stale_defaults() {
+                        tracing::info!(folder = %swept.display(), "removed a stale plugin cache");
+                    }
+                    // If none can be created now, each copy tries again,
+                    // and a file that cannot be copied says why.
+                    CacheChoice::Own(crate::cache_dir::create_default().ok())
+                }
+            };
             Folder::new(dir, cache, config.load_options(), config.trust.clone())
         });
         let mut catalog = Self {
@@ -133,12 +136,12 @@ impl Catalog {
                 .locked
                 .then(|| config.trust.lock_path(config.plugins_dir.as_deref()))
                 .flatten(),
-            own_cache,
             current: Default::default(),
         };
         if config.builtins {
             catalog.grant_compiled_in_egress();
         }
+        crate::capabilities::set_http_limits(0, config.http);
         catalog.rebuild();
         catalog
     }
@@ -182,9 +185,11 @@ impl Catalog {
         self.lock_file.as_deref()
     }
 
-    /// The folder plugin files are copied into before they are loaded.
+    /// The folder plugin files are copied into before they are loaded
+    /// (`None` without a plugins folder, or while the catalog's own could
+    /// not be created).
     pub fn cache_dir(&self) -> Option<&Path> {
-        self.folder.as_ref().map(Folder::cache)
+        self.folder.as_ref().and_then(Folder::cache)
     }
 
     /// Whether the last scan could not list the plugins folder.
@@ -304,7 +309,7 @@ impl Drop for Catalog {
     /// Removes the catalog's own cache folder (only the cache's files; the
     /// libraries stay mapped).
     fn drop(&mut self) {
-        if let Some(cache) = &self.own_cache {
+        if let Some(cache) = self.folder.as_ref().and_then(Folder::own_cache) {
             crate::cache_dir::clean(cache);
         }
     }

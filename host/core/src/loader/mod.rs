@@ -54,6 +54,8 @@ pub struct LoadOptions {
     /// patterns), which replace the hosts a plugin's providers declare.
     /// Fixed when a library is initialised, like its settings.
     pub egress_by_plugin: BTreeMap<String, Vec<String>>,
+    /// Bounds on the HTTP the host performs for each plugin.
+    pub http: crate::capabilities::HttpLimits,
 }
 
 impl Default for LoadOptions {
@@ -65,6 +67,7 @@ impl Default for LoadOptions {
             isolation_by_plugin: BTreeMap::new(),
             worker: WorkerConfig::default(),
             egress_by_plugin: BTreeMap::new(),
+            http: crate::capabilities::HttpLimits::default(),
         }
     }
 }
@@ -73,15 +76,7 @@ impl LoadOptions {
     /// The settings of the plugin `name` (`-` and `_` taken as equal, as
     /// in policies; an exact match wins).
     pub fn settings_of(&self, name: &str) -> BTreeMap<String, String> {
-        if let Some(settings) = self.settings.get(name) {
-            return settings.clone();
-        }
-        let wanted = name.replace('-', "_");
-        self.settings
-            .iter()
-            .find(|(key, _)| key.replace('-', "_") == wanted)
-            .map(|(_, settings)| settings.clone())
-            .unwrap_or_default()
+        crate::config::settings_in(&self.settings, name)
     }
 
     /// The operator's egress grant for the plugin `name` (`-` and `_`
@@ -179,6 +174,7 @@ fn run_init(module: PluginModuleRef, api_version: &str, options: &LoadOptions) -
     let version = module.plugin_version().as_str().to_owned();
     let settings = options.settings_of(&name);
     let token = capabilities::register_plugin(&name, settings.clone());
+    capabilities::set_http_limits(token, options.http);
     let mut egress = Egress {
         declared: Vec::new(),
         granted: options.egress_of(&name),
@@ -208,6 +204,31 @@ fn run_init(module: PluginModuleRef, api_version: &str, options: &LoadOptions) -
         settings,
         egress,
     })
+}
+
+/// Opens the library at `load_path` with every check of
+/// [`PluginLibrary::open_in_process`] but without initialising it, and
+/// returns its plugin's name. Failures name `path`. (A worker says whose
+/// plugin it holds before the host hands it that plugin's settings.)
+pub(crate) fn plugin_name(
+    load_path: &Path,
+    path: &Path,
+    max_plugin_size: u64,
+) -> Result<String, LoadFailure> {
+    match library::open(load_path, max_plugin_size) {
+        Ok(opened) => Ok(opened.module.plugin_name().as_str().to_owned()),
+        Err(mut failure) => {
+            if load_path != path {
+                let (copy, file) = (load_path.display().to_string(), path.display().to_string());
+                failure.reason = failure.reason.replace(&copy, &file);
+                if let Some(detail) = &mut failure.detail {
+                    *detail = detail.replace(&copy, &file);
+                }
+            }
+            failure.path = path.to_owned();
+            Err(failure)
+        }
+    }
 }
 
 /// The hosts a plugin's providers declare, once each.
@@ -298,38 +319,50 @@ impl PluginLibrary {
             })?,
         };
         let worker = &options.worker;
-        // The worker's own link to the library: its restarts need the
-        // file for as long as it lives, whatever happens to the copy it
-        // came from (a one-shot catalog removes its cache when dropped).
-        let own_dir = crate::cache_dir::fresh_default();
-        let library = own_link(load_path, &own_dir).map_err(|e| {
-            crate::cache_dir::clean(&own_dir);
+        // The worker gets the copy as a descriptor: its restarts need the
+        // bytes for as long as it lives, whatever happens to the copy's
+        // name (a one-shot catalog removes its cache when dropped).
+        let mut open = std::fs::OpenOptions::new();
+        open.read(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut open, libc::O_NOFOLLOW);
+        let library = open.open(load_path).map_err(|e| {
             LoadFailure::new(
                 path,
                 FailureKind::CacheFailed,
-                format!(
-                    "could not give the worker its own copy in {}: {e}. Nothing is wrong with the file.",
-                    own_dir.display()
-                ),
+                format!("could not open the copy to hand it to the worker: {e}. Nothing is wrong with the file."),
             )
         })?;
+        let library_name = load_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| crate::cache_dir::is_cache_file_name(n))
+            .map(str::to_owned)
+            .unwrap_or_else(|| crate::cache_dir::copy_file_name(&"0".repeat(64)));
         // The host performs the worker's HTTP under this token's policy:
         // nothing is allowed until the worker says who it is.
         let token = capabilities::register_plugin(&plugin_key(path), BTreeMap::new());
+        capabilities::set_http_limits(token, options.http);
         let spec = crate::worker::Spec {
             program,
             egress_token: token,
-            own_dir: Some(own_dir),
+            library: Arc::new(library),
+            settings: options.settings.clone(),
             hello: crate::worker::protocol::Hello {
-                confinement: crate::worker::sandbox::Confinement {
-                    library,
+                jail: connhost_sandbox::Jail {
                     sandbox: worker.sandbox,
                     memory_limit: worker.memory_limit,
                     open_files: worker.open_files,
                     cpu_seconds: worker.cpu_seconds,
+                    max_threads: worker.max_threads,
+                    user: worker.user,
+                    tmp_size: worker.tmp_size,
+                    cgroups: Vec::new(),
+                    cgroups_unavailable: Vec::new(),
+                    require: worker.require.clone(),
                 },
+                library_name,
                 plugin_file: path.to_owned(),
-                settings: options.settings.clone(),
                 max_plugin_size: options.max_plugin_size,
                 max_log_level: capabilities::max_level_code(),
             },
@@ -514,24 +547,6 @@ impl PluginLibrary {
     }
 }
 
-/// A hard link to (or, across file systems, a copy of) `library` in a new
-/// folder `dir`, named like a cache copy so that `cache_dir::clean` and the
-/// sweep of dead processes' folders remove it.
-fn own_link(library: &Path, dir: &Path) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let name = library
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|n| crate::cache_dir::is_cache_file_name(n))
-        .map(str::to_owned)
-        .unwrap_or_else(|| crate::cache_dir::copy_file_name(&"0".repeat(64)));
-    let link = dir.join(name);
-    if std::fs::hard_link(library, &link).is_err() {
-        std::fs::copy(library, &link)?;
-    }
-    Ok(link)
-}
-
 /// Whether a path has this platform's shared library extension.
 pub fn is_library_path(path: &Path) -> bool {
     path.extension()
@@ -564,26 +579,6 @@ pub(crate) fn missing_dir_reason(error: &std::io::Error) -> String {
     }
 }
 
-/// Copies `path` into a fresh private folder under the temp dir (with the
-/// cache's own copy, [`crate::cache_dir::copy_into`]), reading only from a
-/// descriptor checked to be a complete library (so a FIFO or a huge file is
-/// refused, never read).
-fn private_copy(path: &Path, max_size: u64) -> Result<PathBuf, LoadFailure> {
-    let mut file = library::check_file(path, max_size)?;
-    let dir = crate::cache_dir::fresh_default();
-    crate::cache_dir::copy_into(&dir, &mut file)
-        .map(|(_, copy)| copy)
-        .map_err(|e| {
-            // Nothing was loaded from it: leave nothing behind.
-            let _ = crate::cache_dir::clean(&dir);
-            LoadFailure::new(
-                path,
-                FailureKind::Unreadable,
-                format!("could not copy the file: {e}."),
-            )
-        })
-}
-
 /// What `connhost inspect` shows about a file.
 #[derive(Debug, Clone, Serialize)]
 pub struct Inspection {
@@ -605,16 +600,27 @@ pub struct Inspection {
     pub failure: Option<LoadFailure>,
     /// Long detail (abi_stable's full layout difference).
     pub detail: Option<String>,
+    /// What the trust gate checked (its digest, signature, lock), when it
+    /// admitted the file.
+    pub trust: Option<crate::trust::PluginTrust>,
+    /// The sandbox measures of the worker it was loaded in.
+    pub sandbox: Vec<String>,
     /// The plugin API version this host speaks.
     pub host_api_version: &'static str,
 }
 
-/// Examines a plugin file without registering anything. Loading a library
-/// runs its code (static initializers and `init`), as loading it for real
-/// would. The file is loaded from a private copy, so that inspecting it does
-/// not initialise the instance a later real load of the same file would get.
-/// A file over `max_plugin_size` bytes is refused without being read.
-pub fn inspect(path: &Path, max_plugin_size: u64) -> Inspection {
+/// Examines a plugin file without registering anything, and without
+/// running any of its code in this process: the file passes the same
+/// trust gate as a file in the plugins folder (who may write it, its
+/// signature against the trusted keys, its digest under `--locked`; the
+/// same refusals, worded the same), is copied into a private cache folder
+/// of its own (so inspecting it does not initialise the instance a later
+/// real load of the same file would get), and is loaded in a sandboxed
+/// worker process ([`crate::worker`]), whatever `config.isolation` says.
+/// The program must start workers: it calls
+/// [`crate::worker::run_if_worker`] first thing in `main` (the `connhost`
+/// binary does).
+pub fn inspect(path: &Path, config: &crate::HostConfig) -> Inspection {
     let mut inspection = Inspection {
         path: path.to_owned(),
         loadable: false,
@@ -625,39 +631,55 @@ pub fn inspect(path: &Path, max_plugin_size: u64) -> Inspection {
         provider_errors: Vec::new(),
         failure: None,
         detail: None,
+        trust: None,
+        sandbox: Vec::new(),
         host_api_version: connhost_plugin_api::PLUGIN_API_VERSION,
     };
-    let copy = match private_copy(path, max_plugin_size) {
-        Ok(copy) => copy,
+    let cache = match crate::cache_dir::create_default() {
+        Ok(cache) => cache,
+        Err(e) => {
+            inspection.failure = Some(LoadFailure::new(
+                path,
+                FailureKind::CacheFailed,
+                format!(
+                    "could not make a private folder to copy it into in {}: {e}. Nothing is wrong with the file.",
+                    std::env::temp_dir().display()
+                ),
+            ));
+            return inspection;
+        }
+    };
+    let admitted = admit_for_inspection(path, config, &cache);
+    let (trust, copy) = match admitted {
+        Ok(admitted) => admitted,
         Err(failure) => {
+            crate::cache_dir::clean(&cache);
+            inspection.detail = failure.detail.clone();
             inspection.failure = Some(failure);
             return inspection;
         }
     };
-    let initialized = initialize(
-        &copy,
-        &LoadOptions {
-            max_plugin_size,
-            ..LoadOptions::default()
-        },
-    );
-    // The library stays mapped; the directory entry is no longer needed
-    // (where the platform allows removing it).
-    if let Some(dir) = copy.parent() {
-        crate::cache_dir::clean(dir);
-    }
-    match initialized {
-        Err(mut failure) => {
-            failure.path = path.to_owned();
+    inspection.trust = Some(trust);
+    let mut options = config.load_options();
+    options.isolation = Isolation::Process;
+    let opened = PluginLibrary::open_isolated(&copy, path, &options);
+    // The worker holds its own descriptor of the copy.
+    crate::cache_dir::clean(&cache);
+    match opened {
+        Err(failure) => {
             inspection.detail = failure.detail.clone();
             inspection.failure = Some(failure);
         }
-        Ok(init) => {
+        Ok(library) => {
             inspection.loadable = true;
-            inspection.plugin = Some(init.name.clone());
-            inspection.version = Some(init.version.clone());
-            inspection.api_version = Some(init.api_version.clone());
-            for provider in &init.providers {
+            inspection.plugin = Some(library.init.name.clone());
+            inspection.version = Some(library.init.version.clone());
+            inspection.api_version = Some(library.init.api_version.clone());
+            inspection.sandbox = library
+                .worker_status()
+                .map(|status| status.sandbox)
+                .unwrap_or_default();
+            for provider in &library.init.providers {
                 match provider {
                     Ok((_, descriptor)) => inspection.providers.push(descriptor.clone()),
                     Err(message) => inspection.provider_errors.push(message.clone()),
@@ -666,4 +688,58 @@ pub fn inspect(path: &Path, max_plugin_size: u64) -> Inspection {
         }
     }
     inspection
+}
+
+/// The trust gate's checks on `path` for `inspect`, in the catalog's order
+/// (permissions from the opened descriptor, the signature's presence, the
+/// headers, then the signature and the lock digest on the bytes copied into
+/// `cache`): what was admitted, and the copy.
+fn admit_for_inspection(
+    path: &Path,
+    config: &crate::HostConfig,
+    cache: &Path,
+) -> Result<(crate::trust::PluginTrust, PathBuf), LoadFailure> {
+    let folder = config
+        .plugins_dir
+        .clone()
+        .or_else(|| path.parent().map(Path::to_owned))
+        .unwrap_or_default();
+    let gate = crate::trust::Gate::new(&config.trust, &folder)
+        .map_err(|e| LoadFailure::new(path, FailureKind::InsecurePermissions, e.to_string()))?;
+    let mut file = library::open_regular(path).map_err(|error| match error {
+        OpenError::Failed(failure) => failure,
+        OpenError::Vanished => LoadFailure::new(
+            path,
+            FailureKind::Unreadable,
+            "the file is gone.".to_owned(),
+        ),
+        OpenError::Transient(e) => LoadFailure::new(
+            path,
+            FailureKind::Unreadable,
+            format!("could not open the file: {e}."),
+        ),
+    })?;
+    let metadata = file.metadata().map_err(|e| {
+        LoadFailure::new(
+            path,
+            FailureKind::Unreadable,
+            format!("could not read the file: {e}."),
+        )
+    })?;
+    gate.check_file(path, &metadata)?;
+    let signed = gate.signature_of(path)?;
+    library::check_opened(path, &file, config.max_plugin_size)?;
+    let mut admission = crate::trust::Admission::new(signed.as_ref());
+    let (_, copy) = crate::cache_dir::copy_into_observed(cache, &mut file, &mut |bytes| {
+        admission.update(bytes)
+    })
+    .map_err(|e| {
+        LoadFailure::new(
+            path,
+            FailureKind::Unreadable,
+            format!("could not copy the file: {e}."),
+        )
+    })?;
+    let trust = admission.finish(&gate, path)?;
+    Ok((trust, copy))
 }

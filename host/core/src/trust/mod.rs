@@ -77,7 +77,9 @@ impl TrustConfig {
 
 /// A trust configuration that cannot be used: a trusted keys folder that
 /// is missing, unreadable, insecure or holds a malformed key; a lock file
-/// that is malformed, insecure, or missing under `--locked`.
+/// that is malformed, insecure, or missing under `--locked`; a plugin
+/// cache folder that is not the host's alone
+/// ([`crate::cache_dir::prepare_given`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustError {
     /// The file or folder at fault.
@@ -121,7 +123,8 @@ pub struct PluginTrust {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignatureInfo {
-    /// The signing key's id, as minisign prints it (16 hex digits).
+    /// The signing key's id, as the minisign tool prints it: upper-case hex
+    /// without leading zeros (up to 16 digits, `C3D7BC1A2C829CA`).
     pub key_id: String,
     /// The signer's trusted comment, as written (shown, never required in
     /// any form).
@@ -129,12 +132,18 @@ pub struct SignatureInfo {
 }
 
 /// Checks at start what the trust configuration of `config` needs: the
-/// trusted keys folder and its keys, and under `locked` the lock file.
-/// The CLI refuses to start on an error; a catalog built anyway loads
-/// nothing from its folder until the configuration can be used.
+/// trusted keys folder and its keys, under `locked` the lock file, and a
+/// named cache folder (`config.cache_dir`, created if missing: it must be
+/// the host's alone). The CLI refuses to start on an error; a catalog
+/// built anyway loads nothing from its folder until the configuration can
+/// be used.
 pub fn check_config(config: &crate::HostConfig) -> Result<(), TrustError> {
-    match &config.plugins_dir {
-        Some(dir) => Gate::new(&config.trust, dir).map(drop),
+    let Some(dir) = &config.plugins_dir else {
+        return Ok(());
+    };
+    Gate::new(&config.trust, dir)?;
+    match &config.cache_dir {
+        Some(cache) => crate::cache_dir::prepare_given(cache, config.trust.check_permissions),
         None => Ok(()),
     }
 }

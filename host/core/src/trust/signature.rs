@@ -5,8 +5,8 @@
 //! A signature is read and matched to a trusted key before the plugin file
 //! is copied; the file's bytes are then checked as they are copied into the
 //! cache ([`crate::cache_dir::copy_into_observed`]), so what is verified is
-//! exactly what the loader later maps. Key ids are written as minisign
-//! prints them (16 upper-case hex digits). The signer's trusted comment is
+//! exactly what the loader later maps. Key ids are written as the minisign
+//! tool prints them (`key_id_text`). The signer's trusted comment is
 //! shown, never interpreted, except that a `file:NAME` in it that names
 //! another file helps explain a mismatch.
 
@@ -60,13 +60,24 @@ pub fn signature_path(plugin: &Path) -> PathBuf {
 }
 
 /// The key id in the base64 line of a minisign key or signature (bytes 2
-/// to 10, a little-endian number), as minisign prints it.
+/// to 10, a little-endian number), as the minisign tool prints it.
 fn key_id_of(base64_line: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(base64_line.trim())
         .ok()?;
     let id: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
-    Some(format!("{:016X}", u64::from_le_bytes(id)))
+    Some(key_id_text(u64::from_le_bytes(id)))
+}
+
+/// A key id as the minisign tool prints it (`minisign public key
+/// C3D7BC1A2C829CA` in the `.pub` file it writes, C's `%PRIX64`): upper-case
+/// hex digits without leading zeros, so an id whose top digit is zero has
+/// fewer than 16. (The minisign crate, which rsign2 is built on, pads the
+/// same id to 16 digits, `0C3D7BC1A2C829CA`, in the comments it writes;
+/// connhost reads ids from the keys and signatures themselves, never from
+/// those comments, and always writes them the tool's way.)
+fn key_id_text(id: u64) -> String {
+    format!("{id:X}")
 }
 
 /// Reads a small regular file (a key, a signature) without ever blocking,
@@ -349,6 +360,24 @@ mod tests {
             Some("4BD7A079B2011681")
         );
         assert_eq!(key_id_of("not base64!"), None);
+    }
+
+    #[test]
+    fn key_ids_have_no_leading_zeros_as_the_minisign_tool_prints_them() {
+        // From `minisign -G` (0.11): "untrusted comment: minisign public
+        // key 915ACB7151CF0EE", a key id whose top digit is zero.
+        assert_eq!(
+            key_id_of("RWTu8BwVt6wVCQ6156C94eCcscRy8CK9y0ZY1NetbxqzdIJdLaO81SKm").as_deref(),
+            Some("915ACB7151CF0EE")
+        );
+        // And its signature (the line after the untrusted comment).
+        assert_eq!(
+            key_id_of("RUTu8BwVt6wVCbjzB/2GMVRkzRmzKK42zNW7EzRb+qT4QRPYnOOG1LVx6NgB5T7GU/4T+gQFTS/xtjbwE3GZ0oiz1uY49L1vEAg=").as_deref(),
+            Some("915ACB7151CF0EE")
+        );
+        assert_eq!(key_id_text(0x0C3D_7BC1_A2C8_29CA), "C3D7BC1A2C829CA");
+        assert_eq!(key_id_text(0x00FF), "FF");
+        assert_eq!(key_id_text(u64::MAX), "FFFFFFFFFFFFFFFF");
     }
 
     #[test]

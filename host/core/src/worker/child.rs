@@ -1,20 +1,24 @@
-//! The worker process: one isolated plugin, confined, serving its host.
+//! The worker process: one isolated plugin, jailed, serving its host.
 //!
 //! In order: die with the host (`PR_SET_PDEATHSIG`), take the socket the
-//! host left at descriptor [`SOCKET_FD`], read the [`Hello`], confine
-//! this process on its only thread (so every thread started later inherits
-//! the sandbox), load the library with the same checks as in process
-//! ([`PluginLibrary::open`]), answer [`FromWorker::Ready`], then serve
-//! validations until the host closes the socket. Each validation runs on
-//! a thread of its own, so one that never yields holds only its thread;
-//! the host decides when to give up on it (and on this process).
+//! host left at descriptor [`SOCKET_FD`] and the library at
+//! [`LIBRARY_FD`], close anything else, read the [`Hello`], enter the jail
+//! ([`connhost_sandbox::enter`], on this process's only thread, so every
+//! thread started later inherits it; with a PID namespace, only the jailed
+//! runner returns from it), open the library with the same checks as in
+//! process and say whose it is, take that plugin's settings from the host,
+//! initialise it ([`PluginLibrary::open_in_process`]), answer
+//! [`FromWorker::Ready`], then serve validations until the host closes the
+//! socket. Each validation runs on a thread of its own, so one that never
+//! yields holds only its thread; the host decides when to give up on it
+//! (and on this process).
 //!
 //! The plugin's capabilities that carry policy go to the host:
 //! [`crate::capabilities`] calls [`forward_log`] and [`forward_http`]
 //! first, which in a worker send the event or the request over the socket.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::os::fd::FromRawFd as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +34,6 @@ use tokio::sync::oneshot;
 use super::protocol::{
     self, FromWorker, Hello, HttpFailure, HttpRequest, HttpResponse, Ready, ToWorker, WireOutcome,
 };
-use super::sandbox;
 use crate::backend::{InProcess, ProviderOutcome};
 use crate::loader::{LoadOptions, PluginLibrary};
 use crate::report::FailureKind;
@@ -38,12 +41,15 @@ use crate::report::FailureKind;
 /// The descriptor a worker finds its socket at.
 pub(crate) const SOCKET_FD: i32 = 3;
 
-/// The environment variable carrying the host's pid, so a worker whose
-/// host died before it could ask to die with it exits at once.
-pub(crate) const PARENT_ENV: &str = "CONNHOST_WORKER_PARENT";
+/// The descriptor a worker finds its plugin library at.
+pub(crate) const LIBRARY_FD: i32 = 4;
 
 /// The exit code of a worker that could not start (no socket, no hello).
 pub(crate) const EXIT_NO_HOST: i32 = 70;
+
+/// The threads a worker keeps for itself (its main thread, its runtime's
+/// worker, the keeper's margin) out of [`crate::WorkerConfig::max_threads`].
+const OWN_THREADS: u64 = 8;
 
 /// Runs the worker and exits the process.
 pub(crate) fn main() -> ! {
@@ -66,22 +72,32 @@ fn exit(code: i32) -> ! {
 
 fn run() -> Result<(), String> {
     die_with_host()?;
-    // SAFETY: the host leaves the worker's end of the socket pair at this
-    // descriptor and nothing else in this process owns it; `is_socket`
-    // checks it is one before it is used.
+    close_other_descriptors();
+    // Fewer malloc arenas: less address space reserved per thread, so the
+    // memory limit measures what the plugin uses. (Set here, not by the
+    // environment, which is empty.)
+    // SAFETY: mallopt takes two numbers.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     if !is_socket(SOCKET_FD) {
         return Err(format!(
             "descriptor {SOCKET_FD} is not a socket: a worker is started by connhost, not by hand"
         ));
     }
+    // SAFETY: the host leaves the worker's end of the socket pair at this
+    // descriptor and nothing else in this process owns it (checked above).
     let mut socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(SOCKET_FD) };
     let hello: Hello = match protocol::read_blocking(&mut socket) {
         Ok(Some(frame)) => protocol::decode(&frame)?,
         Ok(None) => return Err("the host closed the socket before saying hello".to_owned()),
         Err(e) => return Err(format!("reading the host's hello: {e}")),
     };
-    let sandbox = match sandbox::confine(&hello.confinement) {
-        Ok(report) => report,
+    let inherited = connhost_sandbox::Inherited {
+        socket: SOCKET_FD,
+        library: LIBRARY_FD,
+        library_name: hello.library_name.clone(),
+    };
+    let entered = match connhost_sandbox::enter(&hello.jail, &inherited) {
+        Ok(entered) => entered,
         Err(reason) => {
             let _ = protocol::write_blocking(
                 &mut socket,
@@ -95,31 +111,42 @@ fn run() -> Result<(), String> {
         }
     };
     crate::capabilities::set_worker_log_level(hello.max_log_level);
+    let blocking = hello
+        .jail
+        .max_threads
+        .map_or(512, |n| n.saturating_sub(OWN_THREADS).max(2)) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .max_blocking_threads(blocking)
         .thread_name("connhost-worker")
         .enable_all()
         .build()
         .map_err(|e| format!("starting the worker's runtime: {e}"))?;
-    runtime.block_on(serve(socket, hello, sandbox))
+    runtime.block_on(serve(socket, hello, entered))
 }
 
 /// Asks the kernel to kill this process when the host dies, then checks
-/// the host did not die before that.
+/// the host did not die before that (its pid is the argument after
+/// [`super::WORKER_ARG`]).
 fn die_with_host() -> Result<(), String> {
     #[cfg(target_os = "linux")]
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
-    if let Some(parent) = std::env::var(PARENT_ENV)
-        .ok()
-        .and_then(|p| p.parse::<i32>().ok())
-    {
+    if let Some(parent) = std::env::args().nth(2).and_then(|p| p.parse::<i32>().ok()) {
         let now = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
         if now != parent {
             exit(EXIT_NO_HOST);
         }
     }
     Ok(())
+}
+
+/// Closes every descriptor but standard input, output and error, the
+/// socket and the library (the host's spawner already did; a program of an
+/// embedder's own that starts workers may not have).
+fn close_other_descriptors() {
+    // SAFETY: closes descriptors this process does not use.
+    unsafe { libc::syscall(libc::SYS_close_range, LIBRARY_FD + 1, u32::MAX, 0) };
 }
 
 fn is_socket(fd: i32) -> bool {
@@ -193,7 +220,12 @@ pub(crate) fn forward_http(request: FfiHttpRequest) -> FfiFuture<HttpResult> {
         body: request.body.into_vec(),
         timeout_ms: request.timeout_ms,
     };
-    let sent = link.out.send(&FromWorker::Http { id, request });
+    let validation = VALIDATION.with(Cell::get);
+    let sent = link.out.send(&FromWorker::Http {
+        id,
+        validation,
+        request,
+    });
     /// Forgets the pending answer when the plugin drops the request.
     struct Forget(u64);
     impl Drop for Forget {
@@ -241,7 +273,7 @@ pub(crate) fn forward_http(request: FfiHttpRequest) -> FfiFuture<HttpResult> {
 async fn serve(
     socket: std::os::unix::net::UnixStream,
     hello: Hello,
-    sandbox: sandbox::SandboxReport,
+    entered: connhost_sandbox::Entered,
 ) -> Result<(), String> {
     socket
         .set_nonblocking(true)
@@ -259,14 +291,44 @@ async fn serve(
     {
         return Err("the worker started twice".to_owned());
     }
+    let library_path = entered.library.clone();
+    let plugin_file = hello.plugin_file.clone();
+    let max_plugin_size = hello.max_plugin_size;
+    let failed = |failure: crate::report::LoadFailure| FromWorker::LoadFailed {
+        kind: failure.kind,
+        reason: failure.reason,
+        detail: failure.detail,
+    };
+    // Opening runs the plugin's code (initializers): off the runtime.
+    let (path, file) = (library_path.clone(), plugin_file.clone());
+    let named = tokio::task::spawn_blocking(move || {
+        crate::loader::plugin_name(&path, &file, max_plugin_size)
+    })
+    .await
+    .map_err(|e| format!("opening the library: {e}"))?;
+    let name = match named {
+        Ok(name) => name,
+        Err(failure) => {
+            let _ = out.send(&failed(failure));
+            // Until the host has it (it closes the socket once read).
+            let _ = protocol::read_async(&mut reader).await;
+            return Ok(());
+        }
+    };
+    let _ = out.send(&FromWorker::Named { name: name.clone() });
+    let (settings, env) = match protocol::read_async(&mut reader).await {
+        Ok(Some(frame)) => match protocol::decode::<ToWorker>(&frame) {
+            Ok(ToWorker::Settings { settings, env }) => (settings, env),
+            _ => exit(EXIT_NO_HOST),
+        },
+        _ => exit(EXIT_NO_HOST),
+    };
+    crate::capabilities::set_worker_env(env);
     let options = LoadOptions {
-        settings: hello.settings.clone(),
-        max_plugin_size: hello.max_plugin_size,
+        settings: BTreeMap::from([(name, settings)]),
+        max_plugin_size,
         ..LoadOptions::default()
     };
-    let library_path = hello.confinement.library.clone();
-    let plugin_file = hello.plugin_file.clone();
-    // Loading runs the plugin's code (initializers, init): off the runtime.
     let loaded = tokio::task::spawn_blocking(move || {
         PluginLibrary::open_in_process(&library_path, &plugin_file, &options)
     })
@@ -275,16 +337,12 @@ async fn serve(
     let library = match loaded {
         Ok(library) => library,
         Err(failure) => {
-            let _ = out.send(&FromWorker::LoadFailed {
-                kind: failure.kind,
-                reason: failure.reason,
-                detail: failure.detail,
-            });
-            // Until the host has it (it closes the socket once read).
+            let _ = out.send(&failed(failure));
             let _ = protocol::read_async(&mut reader).await;
             return Ok(());
         }
     };
+    let sandbox = entered.report;
     let Some(module) = library.module() else {
         return Err("the library did not load in this process".to_owned());
     };
@@ -349,6 +407,8 @@ async fn serve(
                     let _ = cancel.send(());
                 }
             }
+            // Only before the plugin is initialised.
+            ToWorker::Settings { .. } => exit(EXIT_NO_HOST),
             ToWorker::HttpDone { id, result } => {
                 let waiting = LINK.get().and_then(|link| {
                     link.http

@@ -10,7 +10,6 @@
 pub(crate) mod child;
 mod death;
 pub(crate) mod protocol;
-pub(crate) mod sandbox;
 mod spawn;
 mod status;
 mod supervisor;
@@ -20,6 +19,16 @@ pub(crate) use supervisor::{Spec, Supervisor};
 
 /// The first argument that starts a program in worker mode.
 pub const WORKER_ARG: &str = "__connhost-worker";
+
+/// Stops every worker of this process and removes their cgroups, for a
+/// program about to exit (its workers would die with it anyway, but their
+/// cgroups would stay until the next host sweeps them). No worker is
+/// started or restarted afterwards. Bounded: at most about a second.
+pub fn shutdown() {
+    supervisor::stop_starting_workers();
+    #[cfg(target_os = "linux")]
+    connhost_sandbox::cgroup::remove_all_of_this_process(std::time::Duration::from_secs(1));
+}
 
 /// When this process was started as a connhost worker, runs the worker and
 /// exits; otherwise returns at once. Call it first thing in `main`, before

@@ -3,12 +3,15 @@
 //! in postcard, a compact serde format chosen by measurement: see
 //! `BENCHMARKS.md`), each a [`ToWorker`] or a [`FromWorker`].
 //!
-//! The conversation: the host writes one [`Hello`]; the worker confines
-//! itself, loads the library and answers [`FromWorker::Ready`] or
-//! [`FromWorker::LoadFailed`]; then the host sends validations and
-//! cancellations, tagged by request id, and the worker answers each with
-//! its outcome, in any order. The worker asks the host for HTTP (tagged by
-//! its own ids) and sends its plugin's log events.
+//! The conversation: the host writes one [`Hello`]; the worker jails
+//! itself, opens the library and says whose it is ([`FromWorker::Named`]);
+//! the host answers with that plugin's settings only
+//! ([`ToWorker::Settings`]); the worker initialises the plugin and answers
+//! [`FromWorker::Ready`] or [`FromWorker::LoadFailed`]. Then the host sends
+//! validations and cancellations, tagged by request id, and the worker
+//! answers each with its outcome, in any order. The worker asks the host
+//! for HTTP on behalf of a validation (tagged by its own ids) and sends
+//! its plugin's log events.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -18,23 +21,25 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-use super::sandbox::{Confinement, SandboxReport};
+use connhost_sandbox::{Jail, SandboxReport};
+
 use crate::report::FailureKind;
 
 /// The largest frame either side accepts: a bigger length is a broken or
 /// hostile peer, never an allocation.
 pub(crate) const MAX_FRAME: usize = 16 << 20;
 
-/// The host's first and only order before the worker loads its library.
+/// The host's first order: the jail, and the library to load in it (the
+/// library itself is the worker's descriptor [`super::child::LIBRARY_FD`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Hello {
-    /// The library copy to load, and the limits to load it under.
-    pub(crate) confinement: Confinement,
+    /// The jail to enter before anything of the plugin runs.
+    pub(crate) jail: Jail,
+    /// The library copy's file name (its content hash), which it keeps in
+    /// the jail.
+    pub(crate) library_name: String,
     /// The plugin file as the operator knows it (for messages).
     pub(crate) plugin_file: PathBuf,
-    /// Settings by plugin name (the worker learns its plugin's name only
-    /// when it has loaded it).
-    pub(crate) settings: BTreeMap<String, BTreeMap<String, String>>,
     /// The largest library file the worker accepts.
     pub(crate) max_plugin_size: u64,
     /// The most verbose log level the host wants (plugin-api's codes).
@@ -105,6 +110,13 @@ pub(crate) struct HttpFailure {
 /// Host to worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum ToWorker {
+    /// The settings of the plugin the worker named, and the host's
+    /// `CONNHOST_PLUGIN_<PLUGIN>_*` environment variables for it (the
+    /// worker's own environment is empty).
+    Settings {
+        settings: BTreeMap<String, String>,
+        env: BTreeMap<String, String>,
+    },
     /// Validate `fields` with the provider behind `handle`.
     Validate {
         id: u64,
@@ -123,6 +135,9 @@ pub(crate) enum ToWorker {
 /// Worker to host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum FromWorker {
+    /// The library opened and passed its checks: this is its plugin's name
+    /// (it waits for [`ToWorker::Settings`] before initialising it).
+    Named { name: String },
     /// The library loaded; its providers.
     Ready(Ready),
     /// The library did not load (the same checks and words as in process).
@@ -135,8 +150,14 @@ pub(crate) enum FromWorker {
     Outcome { id: u64, outcome: WireOutcome },
     /// Validation `id` was dropped after a [`ToWorker::Cancel`].
     Cancelled { id: u64 },
-    /// The plugin makes an HTTP request through the host.
-    Http { id: u64, request: HttpRequest },
+    /// The plugin makes an HTTP request through the host, for the
+    /// validation being polled when it asked (`None`: none was, and the
+    /// host refuses it).
+    Http {
+        id: u64,
+        validation: Option<u64>,
+        request: HttpRequest,
+    },
     /// A log event of the plugin, with the validation it was emitted for
     /// when it was emitted while one was being polled.
     Log {

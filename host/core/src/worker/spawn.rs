@@ -2,10 +2,11 @@
 //! and the one long-lived thread that forks every worker (a worker's "die
 //! with the host" signal is tied to the thread that started it).
 
-use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use super::child::{LIBRARY_FD, SOCKET_FD};
 use super::WORKER_ARG;
 
 /// The process-wide runtime supervisors run on.
@@ -25,6 +26,7 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
 struct SpawnOrder {
     program: PathBuf,
     socket: OwnedFd,
+    library: Arc<std::fs::File>,
     reply: std::sync::mpsc::Sender<std::io::Result<tokio::process::Child>>,
 }
 
@@ -40,7 +42,8 @@ fn spawner() -> &'static Mutex<std::sync::mpsc::Sender<SpawnOrder>> {
             .spawn(move || {
                 let _entered = handle.enter();
                 for order in incoming {
-                    let _ = order.reply.send(spawn_now(&order.program, &order.socket));
+                    let spawned = spawn_now(&order.program, &order.socket, &order.library);
+                    let _ = order.reply.send(spawned);
                 }
             })
             .expect("connhost: cannot start the worker spawner thread");
@@ -48,43 +51,68 @@ fn spawner() -> &'static Mutex<std::sync::mpsc::Sender<SpawnOrder>> {
     })
 }
 
-fn spawn_now(program: &Path, socket: &OwnedFd) -> std::io::Result<tokio::process::Child> {
+/// Starts the worker: nothing of the host reaches it but its socket (at
+/// [`SOCKET_FD`]), its library (at [`LIBRARY_FD`]), a null standard input
+/// and output and a piped standard error. Its environment is empty (its
+/// plugin's settings travel over the socket) and every other descriptor
+/// is closed, whether or not the host marked it close-on-exec.
+fn spawn_now(
+    program: &Path,
+    socket: &OwnedFd,
+    library: &std::fs::File,
+) -> std::io::Result<tokio::process::Child> {
     let mut command = tokio::process::Command::new(program);
     command
+        .env_clear()
         .arg(WORKER_ARG)
-        .env(super::child::PARENT_ENV, std::process::id().to_string())
-        // Fewer malloc arenas: less address space reserved per thread, so
-        // the memory limit measures what the plugin uses.
-        .env("MALLOC_ARENA_MAX", "2")
+        .arg(std::process::id().to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let fd = socket.as_raw_fd();
-    let target = super::child::SOCKET_FD;
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
-    // exec.
+    let (socket, library) = (socket.as_raw_fd(), library.as_raw_fd());
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, close_range)
+    // between fork and exec.
     unsafe {
-        command.pre_exec(move || {
-            if fd == target {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, target) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        command.pre_exec(move || place_descriptors(socket, library));
     }
     command.spawn()
 }
 
+/// In the forked child: moves `socket` to [`SOCKET_FD`] and `library` to
+/// [`LIBRARY_FD`] (open across exec), and closes every descriptor above.
+fn place_descriptors(socket: RawFd, library: RawFd) -> std::io::Result<()> {
+    let check = |result: libc::c_int| {
+        if result < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(result)
+        }
+    };
+    // SAFETY: fcntl, dup2 and close_range on this process's descriptors.
+    unsafe {
+        // Out of the way of the target numbers first.
+        let socket = check(libc::fcntl(socket, libc::F_DUPFD_CLOEXEC, LIBRARY_FD + 1))?;
+        let library = check(libc::fcntl(library, libc::F_DUPFD_CLOEXEC, LIBRARY_FD + 1))?;
+        check(libc::dup2(socket, SOCKET_FD))?;
+        check(libc::dup2(library, LIBRARY_FD))?;
+        if libc::syscall(libc::SYS_close_range, LIBRARY_FD + 1, u32::MAX, 0) != 0 {
+            // Kernels before 5.9: one by one, up to the limit.
+            let most = libc::sysconf(libc::_SC_OPEN_MAX).clamp(0, 1 << 20) as RawFd;
+            for fd in LIBRARY_FD + 1..most {
+                libc::close(fd);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Starts `program` in worker mode with `socket` as its descriptor
-/// [`super::child::SOCKET_FD`], on the spawner thread.
+/// [`SOCKET_FD`] and `library` as [`LIBRARY_FD`], on the spawner thread.
 pub(crate) async fn spawn(
     program: &Path,
     socket: OwnedFd,
+    library: Arc<std::fs::File>,
 ) -> std::io::Result<tokio::process::Child> {
     let (reply, spawned) = std::sync::mpsc::channel();
     spawner()
@@ -93,6 +121,7 @@ pub(crate) async fn spawn(
         .send(SpawnOrder {
             program: program.to_owned(),
             socket,
+            library,
             reply,
         })
         .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;

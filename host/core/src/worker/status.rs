@@ -27,6 +27,10 @@ pub struct WorkerStatus {
     pub state: WorkerState,
     /// The worker's process id, while one runs.
     pub pid: Option<u32>,
+    /// The memory its processes use, in bytes, while one runs: what its
+    /// memory cgroup counts (shared memory and tmpfs included), or the
+    /// resident memory of its processes where it has no cgroup.
+    pub memory_bytes: Option<u64>,
     /// How many times its worker was restarted.
     pub restarts: u64,
     /// How many times its worker died without the host asking (crashes,

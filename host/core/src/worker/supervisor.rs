@@ -20,7 +20,7 @@
 //! `death.rs` words how a worker died; `status.rs` is what the operator
 //! sees.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{oneshot, watch};
 
 use super::death::{describe_exit, LAST_WORDS};
-use super::protocol::{self, FromWorker, Hello, Ready, ToWorker, WireOutcome};
+use super::protocol::{self, FromWorker, Hello, HttpFailure, Ready, ToWorker, WireOutcome};
 use super::spawn::{runtime, spawn};
 use super::status::{count, WorkerState, WorkerStatus};
 use crate::backend::ProviderOutcome;
@@ -39,6 +39,7 @@ use crate::config::WorkerConfig;
 use crate::redact::Secrets;
 use crate::report::{FailureKind, LoadFailure};
 use connhost_plugin_api::CredentialFields;
+use connhost_sandbox::cgroup::{Cgroup, Limits};
 
 /// How long a cancelled validation may take to stop before the host
 /// stops its worker.
@@ -59,9 +60,11 @@ pub(crate) struct Spec {
     /// The plugin's token in `capabilities`: the egress policy the host
     /// performs its HTTP requests under.
     pub(crate) egress_token: u64,
-    /// A folder holding the worker's own link to its library, removed
-    /// when the supervisor is gone (and its last task with it).
-    pub(crate) own_dir: Option<PathBuf>,
+    /// The library copy, open: each worker gets it as a descriptor.
+    pub(crate) library: Arc<std::fs::File>,
+    /// Every plugin's settings (plugin name -> key -> value): the worker
+    /// gets those of the plugin it names, and no other.
+    pub(crate) settings: BTreeMap<String, BTreeMap<String, String>>,
     /// The first message.
     pub(crate) hello: Hello,
     /// Limits and restart policy.
@@ -74,11 +77,36 @@ struct Call {
     reply: Option<oneshot::Sender<ProviderOutcome>>,
     /// The submitted secrets, scrubbed from the worker's log lines.
     secrets: Vec<Arc<Secrets>>,
+    /// The HTTP requests the host runs for it (the worker's request id,
+    /// the task), cancelled when the call ends.
+    http: Vec<(u64, tokio::task::AbortHandle)>,
+}
+
+impl Call {
+    /// Cancels the HTTP requests still running for this call, answering
+    /// each to the worker as cancelled.
+    fn cancel_http(&mut self, out: &Arc<protocol::FrameWriter>) {
+        for (id, task) in self.http.drain(..) {
+            if !task.is_finished() {
+                task.abort();
+                let _ = out.send(&ToWorker::HttpDone {
+                    id,
+                    result: Err(HttpFailure {
+                        kind: connhost_plugin_api::abi::http_error::OTHER,
+                        message: "cancelled: the validation it was made for has ended".to_owned(),
+                    }),
+                });
+            }
+        }
+    }
 }
 
 /// One running worker.
 struct Conn {
     pid: Option<u32>,
+    /// Its cgroups, when the host could make them: its real memory, and
+    /// what is left of it to kill once it died.
+    cgroup: Option<Cgroup>,
     out: Arc<protocol::FrameWriter>,
     calls: Mutex<HashMap<u64, Call>>,
     next_id: AtomicU64,
@@ -87,19 +115,39 @@ struct Conn {
 }
 
 impl Conn {
+    /// Removes call `id` and cancels its HTTP.
+    fn end_call(&self, id: u64) -> Option<Call> {
+        let mut call = self
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)?;
+        call.cancel_http(&self.out);
+        Some(call)
+    }
+
+    /// Its real memory: what its cgroup counts, or (without one) the
+    /// resident memory of its processes.
+    fn memory(&self) -> Option<u64> {
+        if let Some(bytes) = self.cgroup.as_ref().and_then(Cgroup::memory_current) {
+            return Some(bytes);
+        }
+        self.pid.map(resident_memory_of_tree)
+    }
+
     fn kill(&self, reason: String) {
         if let Some(kill) = self.kill.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = kill.send(reason);
         }
     }
 
-    fn secrets(&self, validation: Option<u64>) -> Vec<Arc<Secrets>> {
+    /// The secrets of every validation in flight to this worker: a line
+    /// it sends is scrubbed of all of them, whichever validation it says
+    /// the line is for (a plugin sees every call in flight and may log one
+    /// call's secret while polling another).
+    fn secrets(&self) -> Vec<Arc<Secrets>> {
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        match validation.and_then(|id| calls.get(&id)) {
-            Some(call) => call.secrets.clone(),
-            // Not tied to one validation: every secret in flight.
-            None => calls.values().flat_map(|c| c.secrets.clone()).collect(),
-        }
+        calls.values().flat_map(|c| c.secrets.clone()).collect()
     }
 }
 
@@ -118,14 +166,6 @@ struct Shared {
     state: Mutex<State>,
     /// Bumped on every change of phase.
     changed: watch::Sender<u64>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.spec.own_dir {
-            crate::cache_dir::clean(dir);
-        }
-    }
 }
 
 impl Shared {
@@ -261,9 +301,11 @@ impl Supervisor {
             .as_ref()
             .map(|r| r.sandbox.clone())
             .unwrap_or_default();
+        let memory = state.conn.as_ref().and_then(|conn| conn.memory());
         WorkerStatus {
             state: state.phase,
             pid: state.conn.as_ref().and_then(|c| c.pid),
+            memory_bytes: memory,
             restarts: state.restarts,
             crashes: state.crashes_total,
             last_crash: state.last_crash.clone(),
@@ -311,6 +353,7 @@ impl Supervisor {
             Call {
                 reply: Some(reply),
                 secrets,
+                http: Vec::new(),
             },
         );
         let mut guard = CancelOnDrop {
@@ -325,10 +368,7 @@ impl Supervisor {
         });
         if !sent {
             guard.done = true;
-            conn.calls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            conn.end_call(id);
             return ProviderOutcome::WorkerFault {
                 message: "its worker process stopped before the validation was sent; retry"
                     .to_owned(),
@@ -406,6 +446,8 @@ impl Drop for CancelOnDrop {
             match calls.get_mut(&self.id) {
                 Some(call) => {
                     call.reply = None;
+                    // Its caller gave up: so does its HTTP.
+                    call.cancel_http(&self.conn.out);
                     true
                 }
                 None => false,
@@ -441,19 +483,56 @@ enum Incarnation {
     Broken(String),
 }
 
+/// Set once this process is stopping all its workers ([`shutdown`]): a
+/// worker that dies then is not restarted, nor a new one started.
+/// Process-wide, as the exit it prepares for.
+static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(Ordering::SeqCst)
+}
+
+/// Stops starting and restarting workers in this process; see
+/// [`super::shutdown`].
+pub(crate) fn stop_starting_workers() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+}
+
 /// Starts one worker and, once it is ready, the tasks that serve it.
 async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
+    if shutting_down() {
+        return Err(Incarnation::Broken(
+            "was not started: this process is exiting".to_owned(),
+        ));
+    }
     let spec = &shared.spec;
+    let mut hello = spec.hello.clone();
+    let cgroup = if hello.jail.sandbox {
+        let limits = Limits {
+            memory: spec.config.memory_limit,
+            pids: spec.config.max_threads,
+        };
+        let (cgroup, unavailable) = Cgroup::create(&limits);
+        hello.jail.cgroups = cgroup.as_ref().map(Cgroup::joins).unwrap_or_default();
+        hello.jail.cgroups_unavailable = unavailable;
+        cgroup
+    } else {
+        None
+    };
     let (host_end, worker_end) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| Incarnation::Broken(format!("could not get a socket pair: {e}")))?;
-    let mut child = spawn(&spec.program, OwnedFd::from(worker_end))
-        .await
-        .map_err(|e| {
-            Incarnation::Broken(format!(
-                "could not be started ({}: {e})",
-                spec.program.display()
-            ))
-        })?;
+    let mut child = spawn(
+        &spec.program,
+        OwnedFd::from(worker_end),
+        spec.library.clone(),
+    )
+    .await
+    .map_err(|e| {
+        Incarnation::Broken(format!(
+            "could not be started ({}: {e})",
+            spec.program.display()
+        ))
+    })?;
     let pid = child.id();
     let stderr = child.stderr.take();
     host_end
@@ -473,16 +552,31 @@ async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
     }
     let greeting = async {
         writer
-            .write_all(&protocol::encode(&spec.hello))
+            .write_all(&protocol::encode(&hello))
             .await
             .map_err(|e| format!("did not take its orders ({e})"))?;
+        let mut named = None;
         loop {
             let frame = protocol::read_async(&mut reader)
                 .await
                 .map_err(|e| format!("broke its socket while loading ({e})"))?
                 .ok_or_else(|| "closed its socket while loading".to_owned())?;
             match protocol::decode::<FromWorker>(&frame)? {
-                FromWorker::Ready(ready) => return Ok(Ok(ready)),
+                FromWorker::Named { name } if named.is_none() => {
+                    // Its own settings, and no other plugin's.
+                    let settings = ToWorker::Settings {
+                        settings: crate::config::settings_in(&spec.settings, &name),
+                        env: crate::capabilities::setting_env_vars(&name),
+                    };
+                    writer
+                        .write_all(&protocol::encode(&settings))
+                        .await
+                        .map_err(|e| format!("did not take its settings ({e})"))?;
+                    named = Some(name);
+                }
+                FromWorker::Ready(ready) if named.as_deref() == Some(ready.name.as_str()) => {
+                    return Ok(Ok(ready))
+                }
                 FromWorker::LoadFailed {
                     kind,
                     reason,
@@ -533,6 +627,7 @@ async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
     let (kill, killed) = oneshot::channel();
     let conn = Arc::new(Conn {
         pid,
+        cgroup,
         out,
         calls: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
@@ -568,6 +663,7 @@ async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation> {
 
 fn kind_of(message: &FromWorker) -> &'static str {
     match message {
+        FromWorker::Named { .. } => "its plugin's name",
         FromWorker::Ready(_) => "ready",
         FromWorker::LoadFailed { .. } => "load failed",
         FromWorker::Outcome { .. } => "an outcome",
@@ -603,40 +699,35 @@ async fn read_frames(
         };
         match message {
             FromWorker::Outcome { id, outcome } => {
-                let call = conn
-                    .calls
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
                 if let Some(Call {
                     reply: Some(reply), ..
-                }) = call
+                }) = conn.end_call(id)
                 {
                     let _ = reply.send(unwire(outcome));
                 }
             }
             FromWorker::Cancelled { id } => {
-                conn.calls
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                conn.end_call(id);
             }
-            FromWorker::Http { id, request } => {
-                let out = conn.out.clone();
-                let token = shared.spec.egress_token;
-                runtime().spawn(async move {
-                    let result = crate::capabilities::http_for_worker(token, request).await;
-                    let _ = out.send(&ToWorker::HttpDone { id, result });
-                });
+            FromWorker::Http {
+                id,
+                validation,
+                request,
+            } => http_for_call(&shared, &conn, id, validation, request),
+            FromWorker::Named { .. } => {
+                conn.kill("was stopped: it named its plugin twice".to_owned());
+                return;
             }
+            // Scrubbed of every secret in flight, whichever validation
+            // the line says it is for.
             FromWorker::Log {
                 level,
                 target,
                 message,
-                validation,
+                validation: _,
             } => {
                 let mut message = message;
-                for secrets in conn.secrets(validation) {
+                for secrets in conn.secrets() {
                     if let std::borrow::Cow::Owned(scrubbed) = secrets.scrub(&message) {
                         message = scrubbed;
                     }
@@ -649,6 +740,72 @@ async fn read_frames(
             }
         }
     }
+}
+
+/// Performs the worker's HTTP request `id` for its validation
+/// `validation`, tied to that call: cancelled when it ends. A request made
+/// outside any validation in flight is refused.
+fn http_for_call(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    id: u64,
+    validation: Option<u64>,
+    request: protocol::HttpRequest,
+) {
+    let mut calls = conn.calls.lock().unwrap_or_else(|e| e.into_inner());
+    let call = validation
+        .and_then(|v| calls.get_mut(&v))
+        .filter(|call| call.reply.is_some());
+    let Some(call) = call else {
+        drop(calls);
+        let _ = conn.out.send(&ToWorker::HttpDone {
+            id,
+            result: Err(HttpFailure {
+                kind: connhost_plugin_api::abi::http_error::DENIED,
+                message: "refused: a plugin's HTTP request must be made by one of its validations in flight (from the validation's own future), and this one was not".to_owned(),
+            }),
+        });
+        return;
+    };
+    let out = conn.out.clone();
+    let token = shared.spec.egress_token;
+    let task = runtime().spawn(async move {
+        let result = crate::capabilities::http_for_worker(token, request).await;
+        let _ = out.send(&ToWorker::HttpDone { id, result });
+    });
+    call.http.retain(|(_, task)| !task.is_finished());
+    call.http.push((id, task.abort_handle()));
+}
+
+/// The resident memory of the process `pid` and of its descendants, from
+/// `/proc` (kilobytes of `VmRSS`, in bytes).
+fn resident_memory_of_tree(pid: u32) -> u64 {
+    let rss = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status.lines().find_map(|line| {
+                    line.strip_prefix("VmRSS:")
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .and_then(|kb| kb.parse::<u64>().ok())
+                })
+            })
+            .unwrap_or(0)
+            * 1024
+    };
+    let mut total = 0;
+    let mut pending = vec![pid];
+    while let Some(pid) = pending.pop() {
+        total += rss(pid);
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        pending.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    total
 }
 
 fn unwire(outcome: WireOutcome) -> ProviderOutcome {
@@ -703,7 +860,7 @@ fn stderr_line(shared: &Shared, tail: &Mutex<VecDeque<String>>, line: &[u8]) {
         .conn
         .clone();
     if let Some(conn) = conn {
-        for secrets in conn.secrets(None) {
+        for secrets in conn.secrets() {
             if let std::borrow::Cow::Owned(scrubbed) = secrets.scrub(&line) {
                 line = scrubbed;
             }
@@ -743,11 +900,35 @@ async fn monitor(
     // its standard error: read them to the end, which a dead process
     // reaches at once (bounded, in case something else holds the pipe).
     let _ = tokio::time::timeout(Duration::from_secs(2), stderr_done).await;
+    let oom_killed = conn.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
     let died = match (&ours, status) {
         (Some(reason), _) => reason.clone(),
+        (None, Ok(status)) if oom_killed => {
+            let limit = shared
+                .spec
+                .config
+                .memory_limit
+                .map(|b| format!(" of {} MiB", b >> 20))
+                .unwrap_or_default();
+            format!(
+                "exceeded its memory limit{limit}, counted by its cgroup with shared memory and tmpfs ({})",
+                describe_exit(status, &tail, &shared.spec.config)
+            )
+        }
         (None, Ok(status)) => describe_exit(status, &tail, &shared.spec.config),
         (None, Err(e)) => format!("was lost ({e})"),
     };
+    // Whatever it left behind goes with it, and so does its cgroup.
+    if conn.cgroup.is_some() {
+        let conn = conn.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(cgroup) = &conn.cgroup {
+                cgroup.kill_all();
+                cgroup.remove(Duration::from_secs(2));
+            }
+        })
+        .await;
+    }
     let (stopping, plugin, parked, backoff) = {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(current) = &state.conn {
@@ -756,7 +937,7 @@ async fn monitor(
             }
         }
         let plugin = shared.plugin_locked(&state);
-        if state.phase == WorkerState::Stopped {
+        if state.phase == WorkerState::Stopped || shutting_down() {
             (true, plugin, false, None)
         } else {
             state.crashes_total += 1;
@@ -784,7 +965,8 @@ async fn monitor(
         count(&plugin, |c| c.crashes += 1);
         tracing::error!(target: "connhost::worker", plugin = %plugin, in_flight = calls.len(), "the plugin's worker process {died}{}", if parked { "; the plugin is parked" } else { "; restarting it" });
     }
-    for call in calls {
+    for mut call in calls {
+        call.cancel_http(&conn.out);
         if let Some(reply) = call.reply {
             let _ = reply.send(ProviderOutcome::WorkerFault {
                 message: if parked {
@@ -817,7 +999,8 @@ async fn restart_after(shared: Arc<Shared>, backoff: Duration) {
     loop {
         {
             let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(state.phase, WorkerState::Stopped | WorkerState::Parked) {
+            if matches!(state.phase, WorkerState::Stopped | WorkerState::Parked) || shutting_down()
+            {
                 return;
             }
         }

@@ -953,12 +953,14 @@
     return rows;
   }
 
-  /** An isolated plugin's worker: state, pid, restarts, crashes, sandbox. */
+  /** An isolated plugin's worker: state, pid, memory, restarts, crashes, sandbox. */
   function renderWorker(worker) {
     const pid = num(worker.pid);
+    const memory = num(worker.memory_bytes);
     const rows = [
       ...entry("state", "Worker", stateText(str(worker.state))),
       ...entry("pid", "Process id", pid === null ? "none (no worker running)" : String(pid)),
+      ...entry("memory", "Memory", memory === null ? "unknown" : formatBytes(memory)),
       ...entry("restarts", "Restarts", String(num(worker.restarts) ?? 0)),
       ...entry("crashes", "Crashes", String(num(worker.crashes) ?? 0)),
       ...entry("last-crash", "Last crash", str(worker.last_crash) || "none"),

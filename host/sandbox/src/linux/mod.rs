@@ -41,6 +41,9 @@ pub(crate) fn enter(jail: &Jail, inherited: &Inherited) -> Result<Entered, Strin
             Some(Layer::MountNamespace),
             "mount namespace (a read-only root of the system's libraries, the plugin and a private /tmp)",
         );
+        // The root holds a copy: the host's file is of no more use.
+        // SAFETY: closes the inherited descriptor, which nothing else owns.
+        unsafe { libc::close(inherited.library) };
         mounts::library_path(&inherited.library_name)
     } else {
         fd_path(inherited.library)
@@ -125,11 +128,9 @@ fn keep(inherited: &Inherited) -> Result<(), String> {
         return Ok(());
     }
     drop(alive_read);
-    // The runner holds the socket and the library now.
-    for fd in [inherited.socket, inherited.library] {
-        // SAFETY: closes this process's copies of descriptors it owns.
-        unsafe { libc::close(fd) };
-    }
+    // The runner holds the socket now.
+    // SAFETY: closes this process's copy of a descriptor it owns.
+    unsafe { libc::close(inherited.socket) };
     let status = wait_for(runner);
     // SAFETY: kills the init forked above (and so the whole namespace).
     unsafe { libc::kill(init, libc::SIGKILL) };
