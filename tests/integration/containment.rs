@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::server::{client, Server, NO_RATE_LIMITS};
-use crate::support::{grants_file, wait_until, PluginDir};
+use crate::support::{alive, grants_file, process_tree, wait_until, PluginDir};
 
 /// The token the hostile host is served with (also an environment
 /// variable the worker must not see).
@@ -172,45 +172,6 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kb| kb.parse().ok())
         .unwrap()
-}
-
-/// `pid` and every descendant of it.
-fn process_tree(pid: u32) -> Vec<u32> {
-    let mut all = Vec::new();
-    let mut pending = vec![pid];
-    while let Some(pid) = pending.pop() {
-        all.push(pid);
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            pending.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
-        }
-    }
-    all.sort_unstable();
-    all.dedup();
-    all
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie has exited: only its entry is left for its parent to reap.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat_fields_of(&stat)
-            .first()
-            .is_some_and(|state| *state != "Z")
-    })
-}
-
-fn stat_fields_of(stat: &str) -> Vec<&str> {
-    stat.rfind(')')
-        .map(|end| stat[end + 2..].split_whitespace().collect())
-        .unwrap_or_default()
 }
 
 /// The system's shared memory (`Shmem` in `/proc/meminfo`), in kB.
@@ -436,7 +397,15 @@ fn forks_are_refused_threads_bounded_and_nothing_outlives_a_killed_worker() {
             .as_u64()
             .is_some_and(|p| p as u32 != keeper)
     });
-    assert_eq!(scene.act("capabilities", "")["effective"], 0);
+    assert_eq!(scene.act("threads", "50")["started"], 50);
+    // kill -9 of the host: no one is left to clean up, and still nothing
+    // of its worker survives it.
+    let tree = process_tree(scene.worker_pid());
+    assert!(tree.len() >= 3, "{tree:?}");
+    scene.server.kill();
+    wait_until("every process of the dead host's worker is gone", || {
+        tree.iter().all(|&pid| !alive(pid))
+    });
 }
 
 #[test]

@@ -52,18 +52,6 @@ fn worker_pid(server: &Server, provider: &str) -> Option<u32> {
         .map(|pid| pid as u32)
 }
 
-fn alive(pid: u32) -> bool {
-    // A reaped process has no /proc entry; a zombie is dead already.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
 fn validate(server: &Server, key: &str) -> Value {
     client()
         .post(server.at("/v1/providers/greeter/validate"))
@@ -151,6 +139,10 @@ fn no_worker_outlives_its_host_killed_or_stopped() {
         let server = serve_isolated(dir.path(), None);
         let worker = worker_pid(&server, "greeter").expect("a worker pid");
         assert!(alive(worker));
+        // The worker the host started, and everything in its jail (its
+        // PID namespace's init and the runner).
+        let tree = process_tree(worker);
+        assert!(tree.len() >= 3, "{tree:?}");
         if graceful {
             // SIGTERM, as an operator stops it.
             drop(server);
@@ -162,7 +154,9 @@ fn no_worker_outlives_its_host_killed_or_stopped() {
                 .unwrap();
             server.kill();
         }
-        wait_until("the worker is gone with its host", || !alive(worker));
+        wait_until("the worker and its jail are gone with their host", || {
+            tree.iter().all(|&pid| !alive(pid))
+        });
     }
 }
 

@@ -342,3 +342,43 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// `pid` and every descendant of it.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let mut pending = vec![pid];
+    while let Some(pid) = pending.pop() {
+        all.push(pid);
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            pending.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// Whether the process `pid` still runs (a zombie has exited: only its
+/// entry is left for its parent to reap).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat_fields_of(&stat)
+            .first()
+            .is_some_and(|state| *state != "Z")
+    })
+}
+
+fn stat_fields_of(stat: &str) -> Vec<&str> {
+    stat.rfind(')')
+        .map(|end| stat[end + 2..].split_whitespace().collect())
+        .unwrap_or_default()
+}

@@ -918,16 +918,16 @@ async fn monitor(
         (None, Ok(status)) => describe_exit(status, &tail, &shared.spec.config),
         (None, Err(e)) => format!("was lost ({e})"),
     };
-    // Whatever it left behind goes with it, and so does its cgroup.
+    // Whatever it left behind goes with it, and so does its cgroup (in the
+    // background: its replacement gets a cgroup of its own).
     if conn.cgroup.is_some() {
         let conn = conn.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             if let Some(cgroup) = &conn.cgroup {
                 cgroup.kill_all();
-                cgroup.remove(Duration::from_secs(2));
+                cgroup.remove(Duration::from_secs(5));
             }
-        })
-        .await;
+        });
     }
     let (stopping, plugin, parked, backoff) = {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());

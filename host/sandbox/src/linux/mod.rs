@@ -28,12 +28,16 @@ pub(crate) fn enter(jail: &Jail, inherited: &Inherited) -> Result<Entered, Strin
         report.miss("sandbox: turned off by the operator ([worker] sandbox = false)");
         return finish(jail, report, fd_path(inherited.library));
     }
+    // SAFETY: getppid has no preconditions.
+    let starter = Parent::Starter(unsafe { libc::getppid() });
     // Out of the host's session and process group: a signal to "my group"
     // reaches no one but the jail.
     // SAFETY: setsid takes no arguments.
     unsafe { libc::setsid() };
     join_cgroups(jail, &mut report);
     let spaces = namespaces::unshare(&mut report);
+    // Still dying with the host, whatever a new user namespace did to it.
+    starter.die_with();
     let library = if spaces.mount {
         mounts::build_root(jail, inherited)
             .map_err(|e| format!("could not build the worker's root: {e}"))?;
@@ -49,14 +53,21 @@ pub(crate) fn enter(jail: &Jail, inherited: &Inherited) -> Result<Entered, Strin
         fd_path(inherited.library)
     };
     rlimits::no_core_dumps();
-    if spaces.pid {
-        keep(inherited)?;
+    // The parent to die with: the keeper (with a PID namespace), or
+    // whoever started this process.
+    let parent = if spaces.pid {
+        let alive = keep(inherited)?;
         report.apply(
             Some(Layer::PidNamespace),
             "pid namespace (its init's death kills every process in it)",
         );
-    }
+        Parent::Keeper(alive)
+    } else {
+        starter
+    };
     identity::drop_privileges(jail, spaces.user, &mut report)?;
+    // A change of user clears the parent-death signal: ask again.
+    parent.die_with();
     rlimits::apply(jail, &mut report)?;
     landlock::restrict(spaces.mount, inherited, &mut report)?;
     crate::seccomp::install(&mut report)?;
@@ -101,10 +112,40 @@ fn join_cgroups(jail: &Jail, report: &mut SandboxReport) {
     }
 }
 
+/// Whom the runner dies with.
+enum Parent {
+    /// The keeper; the read end of a pipe whose write end it holds.
+    Keeper(OwnedFd),
+    /// The process that started this one (no keeper), by pid.
+    Starter(libc::pid_t),
+}
+
+impl Parent {
+    /// Asks to be killed when the parent dies, and leaves at once if it
+    /// already has.
+    fn die_with(&self) {
+        match self {
+            Parent::Keeper(alive) => die_with_parent(alive),
+            Parent::Starter(pid) => {
+                // SAFETY: PR_SET_PDEATHSIG takes a signal number; getppid
+                // has no preconditions.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                    if libc::getppid() != *pid {
+                        libc::_exit(crate::EXIT_KEEPER_GONE);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// With a PID namespace unshared: forks its init and the runner, and
-/// returns in the runner. The calling process (the keeper) waits for the
-/// runner and ends as it ended, never returning.
-fn keep(inherited: &Inherited) -> Result<(), String> {
+/// returns in the runner with the read end of a pipe whose write end the
+/// keeper holds (end of file: the keeper is gone). The calling process
+/// (the keeper) waits for the runner and ends as it ended, never
+/// returning.
+fn keep(inherited: &Inherited) -> Result<OwnedFd, String> {
     // Each child checks its parent is still there once it has asked to die
     // with it: the read end sees end-of-file when the keeper is gone.
     let (alive_read, alive_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -125,7 +166,7 @@ fn keep(inherited: &Inherited) -> Result<(), String> {
     if runner == 0 {
         drop(alive_write);
         die_with_parent(&alive_read);
-        return Ok(());
+        return Ok(alive_read);
     }
     drop(alive_read);
     // The runner holds the socket now.
@@ -185,6 +226,8 @@ fn run_init(alive: &OwnedFd) -> ! {
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
     }
     let _ = identity::become_nobody_quietly();
+    // A change of user clears the parent-death signal: ask again.
+    die_with_parent(alive);
     loop {
         // SAFETY: waits for a signal; none is handled.
         unsafe { libc::pause() };
