@@ -8,6 +8,16 @@
 //! runner. The runner drops its identity and capabilities, sets no new
 //! privileges (seccomp requires it), its resource limits, Landlock, and
 //! last the seccomp filter (which refuses what the steps before it need).
+//!
+//! Why three processes: the runner is not the namespace's PID 1, because
+//! the kernel drops signals a PID 1 sends itself with their default action
+//! (a plugin's `abort` would turn into a segfault, and `RLIMIT_CPU`'s
+//! SIGXCPU into nothing); and the keeper stays outside, so the host waits
+//! for a process of its own namespace and sees the runner's status.
+//! Facts this relies on: a change of user clears `PR_SET_PDEATHSIG` (each
+//! process asks again after dropping to another user); a descriptor opened
+//! before the mount namespace was unshared cannot be bind-mounted in it
+//! (the library is copied into the root instead).
 
 use std::io;
 use std::os::fd::{AsRawFd as _, OwnedFd};
