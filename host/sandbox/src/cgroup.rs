@@ -535,35 +535,41 @@ fn unescape(field: &str) -> String {
 /// host's sweep.
 pub fn remove_all_of_this_process(patience: Duration) {
     let deadline = std::time::Instant::now() + patience;
-    let prefix = format!("{PREFIX}{}-w", std::process::id());
-    for controller in ["memory", "pids"] {
-        let Ok(home) = home_of(controller) else {
-            continue;
-        };
-        let Ok(entries) = std::fs::read_dir(&home.dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
-                continue;
-            }
-            let path = entry.path();
-            loop {
-                kill_dir(&path, home.version);
-                if std::fs::remove_dir(&path).is_ok()
-                    || !path.exists()
-                    || std::time::Instant::now() >= deadline
-                {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
+    let own = std::process::id() as i32;
+    for_each_worker_cgroup(|path, version, host| {
+        if host != own {
+            return;
         }
-    }
+        loop {
+            kill_dir(path, version);
+            if std::fs::remove_dir(path).is_ok()
+                || !path.exists()
+                || std::time::Instant::now() >= deadline
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
 }
 
 /// Removes the workers' cgroups of hosts that no longer run.
 fn sweep_stale() {
+    for_each_worker_cgroup(|path, version, host| {
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(host, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            kill_dir(path, version);
+            let _ = std::fs::remove_dir(path);
+        }
+    });
+}
+
+/// Calls `visit` with every worker's cgroup folder (`connhost-<host
+/// pid>-w<n>`) under this process's own cgroups, its hierarchy's kind and
+/// the pid of the host that made it.
+fn for_each_worker_cgroup(mut visit: impl FnMut(&Path, Version, i32)) {
     for controller in ["memory", "pids"] {
         let Ok(home) = home_of(controller) else {
             continue;
@@ -573,20 +579,13 @@ fn sweep_stale() {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(pid) = name
+            let host = name
                 .to_str()
                 .and_then(|n| n.strip_prefix(PREFIX))
                 .and_then(|rest| rest.split_once("-w"))
-                .and_then(|(pid, _)| pid.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            // SAFETY: signal 0 only asks whether the process exists.
-            let gone = unsafe { libc::kill(pid, 0) } != 0
-                && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            if gone {
-                kill_dir(&entry.path(), home.version);
-                let _ = std::fs::remove_dir(entry.path());
+                .and_then(|(pid, _)| pid.parse::<i32>().ok());
+            if let Some(host) = host {
+                visit(&entry.path(), home.version, host);
             }
         }
     }
