@@ -506,17 +506,7 @@ fn the_default_cache_goes_with_the_process_and_a_killed_one_is_swept_at_the_next
 
     // The folder of the process with this pid (`connhost-<pid>-<random>`).
     let folder_of = |pid: u32| {
-        let prefix = format!("connhost-{pid}-");
-        let folders: Vec<_> = cache_folders(tmp.path())
-            .into_iter()
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .starts_with(&prefix)
-            })
-            .collect();
+        let folders = cache_folders_of(tmp.path(), pid);
         assert_eq!(folders.len(), 1, "one folder for {pid}: {folders:?}");
         folders[0].clone()
     };

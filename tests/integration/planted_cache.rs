@@ -12,7 +12,9 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::support::server::{get, Server};
-use crate::support::{built_library, connhost, host_with, install, library_file_name, run};
+use crate::support::{
+    built_library, cache_folders_of, connhost, host_with, install, library_file_name, run,
+};
 use crate::trust::{keys_dir, Key};
 
 /// The second user the attacks run as.
@@ -337,17 +339,7 @@ fn the_default_cache_folder_is_new_private_and_unguessable() {
         c.env("TMPDIR", tmp.path());
     });
     let prefix = format!("connhost-{}-", server.pid());
-    let folders: Vec<PathBuf> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with(&prefix)
-        })
-        .collect();
+    let folders = cache_folders_of(tmp.path(), server.pid());
     assert_eq!(folders.len(), 1, "{folders:?}");
     let folder = &folders[0];
     let name = folder.file_name().unwrap().to_str().unwrap();

@@ -182,11 +182,19 @@ fn ensure_builtin_slot() {
     }
 }
 
-/// The egress policy of the plugin behind `token`; an unknown token may
-/// call nothing.
-fn egress_of(token: u64) -> Arc<Policy> {
-    with_slot(token, |slot| slot.egress.clone())
-        .unwrap_or_else(|| Arc::new(Policy::new("?", &Egress::default())))
+/// The egress policy and HTTP bounds of the plugin behind `token`, and
+/// its requests in flight; an unknown token may call nothing.
+fn http_policy_of(token: u64) -> (Arc<Policy>, HttpLimits, Arc<tokio::sync::Semaphore>) {
+    with_slot(token, |slot| {
+        (slot.egress.clone(), slot.limits, slot.in_flight.clone())
+    })
+    .unwrap_or_else(|| {
+        (
+            Arc::new(Policy::new("?", &Egress::default())),
+            HttpLimits::default(),
+            Arc::new(tokio::sync::Semaphore::new(0)),
+        )
+    })
 }
 
 /// The context handed to a plugin's `init`.
@@ -462,14 +470,7 @@ extern "C" fn host_http(plugin: u64, request: FfiHttpRequest) -> FfiFuture<HttpR
         return crate::worker::child::forward_http(request);
     }
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let policy = egress_of(plugin);
-        let (limits, in_flight) = with_slot(plugin, |slot| (slot.limits, slot.in_flight.clone()))
-            .unwrap_or_else(|| {
-                (
-                    HttpLimits::default(),
-                    Arc::new(tokio::sync::Semaphore::new(0)),
-                )
-            });
+        let (policy, limits, in_flight) = http_policy_of(plugin);
         let permit = in_flight.try_acquire_owned().map_err(|_| {
             http_failure(
                 http_error::OTHER,

@@ -152,16 +152,6 @@ impl Cgroup {
         read_number(&dir.path.join(file))
     }
 
-    /// The most memory its processes used at once, when known.
-    pub fn memory_peak(&self) -> Option<u64> {
-        let dir = self.memory_dir()?;
-        let file = match dir.version {
-            Version::V1 => "memory.max_usage_in_bytes",
-            Version::V2 => "memory.peak",
-        };
-        read_number(&dir.path.join(file))
-    }
-
     /// How many of its processes the kernel killed for memory.
     pub fn oom_kills(&self) -> u64 {
         let Some(dir) = self.memory_dir() else {

@@ -252,6 +252,17 @@ fn assert_works(child: &Child) {
     assert!(outcome.starts_with("ok"), "{}", child.said());
 }
 
+/// How many threads the `threads` probe started before it was refused.
+fn threads_started(child: &Child) -> u64 {
+    assert_works(child);
+    child
+        .outcome()
+        .and_then(|o| o.strip_prefix("ok started "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", child.said()))
+}
+
 fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -372,13 +383,7 @@ fn forking_is_refused_and_threads_are_bounded() {
         assert_refused(&child, &[libc::EPERM]);
     }
     let child = scene.probe("threads", "");
-    assert_works(&child);
-    let started: u64 = child
-        .outcome()
-        .and_then(|o| o.strip_prefix("ok started "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{}", child.said()));
+    let started = threads_started(&child);
     assert!(started < 16, "{started} threads under a bound of 16");
 }
 
@@ -571,13 +576,7 @@ fn cgroups_bound_memory_and_threads() {
     assert_eq!(child.killed_by(), Some(libc::SIGKILL), "{}", child.said());
     assert!(cgroup.oom_kills() >= 1, "{}", child.said());
     let child = scene.probe("threads", "");
-    assert_works(&child);
-    let started: u64 = child
-        .outcome()
-        .and_then(|o| o.strip_prefix("ok started "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let started = threads_started(&child);
     assert!(started < 12, "{started} threads under a pids bound of 12");
     assert!(
         child.applied().iter().any(|a| a.starts_with("pids cgroup")),

@@ -382,3 +382,18 @@ fn stat_fields_of(stat: &str) -> Vec<&str> {
         .map(|end| stat[end + 2..].split_whitespace().collect())
         .unwrap_or_default()
 }
+
+/// The default cache folders (`connhost-<pid>-...`) of the process `pid`
+/// in the temp dir `temp`.
+pub fn cache_folders_of(temp: &Path, pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("connhost-{pid}-");
+    std::fs::read_dir(temp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .collect()
+}

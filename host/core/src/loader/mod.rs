@@ -215,20 +215,24 @@ pub(crate) fn plugin_name(
     path: &Path,
     max_plugin_size: u64,
 ) -> Result<String, LoadFailure> {
-    match library::open(load_path, max_plugin_size) {
-        Ok(opened) => Ok(opened.module.plugin_name().as_str().to_owned()),
-        Err(mut failure) => {
-            if load_path != path {
-                let (copy, file) = (load_path.display().to_string(), path.display().to_string());
-                failure.reason = failure.reason.replace(&copy, &file);
-                if let Some(detail) = &mut failure.detail {
-                    *detail = detail.replace(&copy, &file);
-                }
-            }
-            failure.path = path.to_owned();
-            Err(failure)
+    library::open(load_path, max_plugin_size)
+        .map(|opened| opened.module.plugin_name().as_str().to_owned())
+        .map_err(|failure| reported_as(failure, load_path, path))
+}
+
+/// A failure of the copy at `load_path` as the operator knows it: of the
+/// file `path`, and naming it wherever its text named the copy (the system
+/// loader's message names the file it was given).
+fn reported_as(mut failure: LoadFailure, load_path: &Path, path: &Path) -> LoadFailure {
+    if load_path != path {
+        let (copy, file) = (load_path.display().to_string(), path.display().to_string());
+        failure.reason = failure.reason.replace(&copy, &file);
+        if let Some(detail) = &mut failure.detail {
+            *detail = detail.replace(&copy, &file);
         }
     }
+    failure.path = path.to_owned();
+    failure
 }
 
 /// The hosts a plugin's providers declare, once each.
@@ -300,14 +304,8 @@ impl PluginLibrary {
         path: &Path,
         options: &LoadOptions,
     ) -> Result<Self, LoadFailure> {
-        library::check_file(load_path, options.max_plugin_size).map_err(|mut failure| {
-            failure.reason = failure.reason.replace(
-                &load_path.display().to_string(),
-                &path.display().to_string(),
-            );
-            failure.path = path.to_owned();
-            failure
-        })?;
+        library::check_file(load_path, options.max_plugin_size)
+            .map_err(|failure| reported_as(failure, load_path, path))?;
         let program = match options.worker.program.clone() {
             Some(program) => program,
             None => std::env::current_exe().map_err(|e| {
@@ -403,24 +401,12 @@ impl PluginLibrary {
         path: &Path,
         options: &LoadOptions,
     ) -> Result<Self, LoadFailure> {
-        match initialize(load_path, options) {
-            Ok(init) => Ok(Self {
+        initialize(load_path, options)
+            .map(|init| Self {
                 init,
                 path: path.to_owned(),
-            }),
-            Err(mut failure) => {
-                if load_path != path {
-                    let (copy, file) =
-                        (load_path.display().to_string(), path.display().to_string());
-                    failure.reason = failure.reason.replace(&copy, &file);
-                    if let Some(detail) = &mut failure.detail {
-                        *detail = detail.replace(&copy, &file);
-                    }
-                }
-                failure.path = path.to_owned();
-                Err(failure)
-            }
-        }
+            })
+            .map_err(|failure| reported_as(failure, load_path, path))
     }
 
     /// The plugin's name.

@@ -179,7 +179,6 @@ pub(crate) fn forward_log(level: u8, target: &str, message: &str) -> bool {
         level,
         target: target.to_owned(),
         message: message.to_owned(),
-        validation: VALIDATION.with(Cell::get),
     });
     true
 }
@@ -294,11 +293,6 @@ async fn serve(
     let library_path = entered.library.clone();
     let plugin_file = hello.plugin_file.clone();
     let max_plugin_size = hello.max_plugin_size;
-    let failed = |failure: crate::report::LoadFailure| FromWorker::LoadFailed {
-        kind: failure.kind,
-        reason: failure.reason,
-        detail: failure.detail,
-    };
     // Opening runs the plugin's code (initializers): off the runtime.
     let (path, file) = (library_path.clone(), plugin_file.clone());
     let named = tokio::task::spawn_blocking(move || {
@@ -308,12 +302,7 @@ async fn serve(
     .map_err(|e| format!("opening the library: {e}"))?;
     let name = match named {
         Ok(name) => name,
-        Err(failure) => {
-            let _ = out.send(&failed(failure));
-            // Until the host has it (it closes the socket once read).
-            let _ = protocol::read_async(&mut reader).await;
-            return Ok(());
-        }
+        Err(failure) => return report_failure(&out, &mut reader, failure).await,
     };
     let _ = out.send(&FromWorker::Named { name: name.clone() });
     let (settings, env) = match protocol::read_async(&mut reader).await {
@@ -336,11 +325,7 @@ async fn serve(
     .map_err(|e| format!("loading the library: {e}"))?;
     let library = match loaded {
         Ok(library) => library,
-        Err(failure) => {
-            let _ = out.send(&failed(failure));
-            let _ = protocol::read_async(&mut reader).await;
-            return Ok(());
-        }
+        Err(failure) => return report_failure(&out, &mut reader, failure).await,
     };
     let sandbox = entered.report;
     let Some(module) = library.module() else {
@@ -422,6 +407,22 @@ async fn serve(
             }
         }
     }
+}
+
+/// Tells the host why the library did not load, and waits until it has
+/// read it (it closes the socket then).
+async fn report_failure(
+    out: &Arc<protocol::FrameWriter>,
+    reader: &mut tokio::net::unix::OwnedReadHalf,
+    failure: crate::report::LoadFailure,
+) -> Result<(), String> {
+    let _ = out.send(&FromWorker::LoadFailed {
+        kind: failure.kind,
+        reason: failure.reason,
+        detail: failure.detail,
+    });
+    let _ = protocol::read_async(reader).await;
+    Ok(())
 }
 
 fn wire(outcome: ProviderOutcome) -> WireOutcome {

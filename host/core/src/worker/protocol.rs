@@ -158,13 +158,12 @@ pub(crate) enum FromWorker {
         validation: Option<u64>,
         request: HttpRequest,
     },
-    /// A log event of the plugin, with the validation it was emitted for
-    /// when it was emitted while one was being polled.
+    /// A log event of the plugin (the host scrubs it of every secret in
+    /// flight to the worker, whichever validation it came from).
     Log {
         level: u8,
         target: String,
         message: String,
-        validation: Option<u64>,
     },
 }
 

@@ -719,12 +719,11 @@ async fn read_frames(
                 return;
             }
             // Scrubbed of every secret in flight, whichever validation
-            // the line says it is for.
+            // it came from (one call may log another's).
             FromWorker::Log {
                 level,
                 target,
                 message,
-                validation: _,
             } => {
                 let mut message = message;
                 for secrets in conn.secrets() {
