@@ -1,10 +1,15 @@
 //! Rate limits on validations, against the real `connhost serve`: a client
 //! over its limit gets 429 with `Retry-After` and the JSON error, other
-//! clients do not, the per-provider limit counts every client, waiting
-//! `Retry-After` is enough, `off` turns the limits off, and the metric
-//! counts the refusals. Distinct clients are distinct loopback source
-//! addresses (127.0.0.1, 127.0.0.2, ...: all of 127/8 is loopback on
-//! Linux).
+//! clients do not, the per-provider limit counts every client, `off` turns
+//! the limits off, and the metric counts the refusals. Distinct clients are
+//! distinct loopback source addresses (127.0.0.1, 127.0.0.2, ...: all of
+//! 127/8 is loopback on Linux).
+//!
+//! That waiting `Retry-After` is enough (and a moment less is not) is
+//! proven without sleeping, by the unit tests of `connhost-http`'s
+//! `rate_limit` module on governor's fake clock
+//! (`after_retry_after_a_refused_client_is_admitted_again_and_not_before`
+//! and the others there).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -83,7 +88,7 @@ fn until_refused(client: &Client, server: &Server, token: Option<&str>) -> (u32,
 }
 
 #[test]
-fn a_client_over_its_limit_waits_retry_after_and_other_clients_are_unaffected() {
+fn a_client_over_its_limit_is_told_retry_after_and_other_clients_are_unaffected() {
     let dir = PluginDir::with(&["mai"]);
     let server = Server::start(dir.path(), |c| {
         c.args(["--client-rate", "60/min", "--client-burst", "2"]);
@@ -107,10 +112,6 @@ fn a_client_over_its_limit_waits_retry_after_and_other_clients_are_unaffected() 
         assert_eq!(validate(&second, &server, "mai", None).status(), 200);
     }
 
-    // After Retry-After, the first client is served again.
-    std::thread::sleep(Duration::from_secs(retry_after));
-    assert_eq!(validate(&first, &server, "mai", None).status(), 200);
-
     // One refusal counted; refused validations never reached the provider.
     assert_eq!(
         metric(&server, "connhost_rate_limited_total{scope=\"client\"}"),
@@ -125,7 +126,7 @@ fn a_client_over_its_limit_waits_retry_after_and_other_clients_are_unaffected() 
             &server,
             "connhost_validations_total{provider=\"mai\",outcome=\"valid\"}"
         ),
-        u64::from(served) + 3
+        u64::from(served) + 2
     );
 }
 

@@ -18,6 +18,14 @@
 //! with an empty map (logged at most once a minute). Starting over gives
 //! every client a fresh limit, which an attacker who rotates addresses has
 //! anyway; the per-provider limit still bounds the guesses per provider.
+//!
+//! **Time.** Every limiter reads one governor [`Clock`]: the monotonic
+//! [`DefaultClock`] in a server, a [`FakeRelativeClock`] that the unit
+//! tests advance (instead of sleeping) to check the waits, the sweeps and
+//! the recovery to the nanosecond. The limits, the sweeps and the
+//! once-a-minute log all read that one clock.
+//!
+//! [`FakeRelativeClock`]: governor::clock::FakeRelativeClock
 
 use std::fmt;
 use std::hash::Hash;
@@ -26,13 +34,14 @@ use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock as _, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
+use governor::clock::{Clock, DefaultClock, Reference as _};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
 use governor::Quota;
 use sha2::{Digest as _, Sha256};
 
@@ -312,31 +321,50 @@ impl Scope {
     }
 }
 
-/// One keyed limiter with its memory bound.
-struct Keyed<K: Hash + Eq + Clone> {
+/// The governor limiter a [`Keyed`] holds: a keyed GCRA over a `DashMap`
+/// (what `RateLimiter::keyed` builds), on the clock `C`.
+type GovernorLimiter<K, C> =
+    governor::RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// One keyed limiter with its memory bound, on the clock `C` (the
+/// monotonic [`DefaultClock`] but in tests).
+struct Keyed<K: Hash + Eq + Clone, C: Clock> {
     limit: RateLimit,
-    limiter: ArcSwap<governor::RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>>,
-    clock: DefaultClock,
+    limiter: ArcSwap<GovernorLimiter<K, C>>,
+    /// The limiter's clock (each new limiter gets a clone: clones of a
+    /// fake clock share its time).
+    clock: C,
     max_keys: usize,
     /// Checks since the last sweep.
     checks: AtomicUsize,
     /// When the last sweep ran; locked by the one thread sweeping.
-    last_sweep: Mutex<Instant>,
+    last_sweep: Mutex<C::Instant>,
     /// When a reset was last logged.
-    last_reset_logged: Mutex<Option<Instant>>,
+    last_reset_logged: Mutex<Option<C::Instant>>,
 }
 
-impl<K: Hash + Eq + Clone> Keyed<K> {
-    fn new(limit: RateLimit, max_keys: usize) -> Self {
+impl<K: Hash + Eq + Clone, C: Clock + Clone> Keyed<K, C> {
+    /// A limiter on `clock`.
+    fn with_clock(limit: RateLimit, max_keys: usize, clock: C) -> Self {
         Self {
             limit,
-            limiter: ArcSwap::from_pointee(governor::RateLimiter::keyed(limit.quota())),
-            clock: DefaultClock::default(),
+            limiter: ArcSwap::from_pointee(Self::empty(limit, &clock)),
+            last_sweep: Mutex::new(clock.now()),
+            clock,
             max_keys,
             checks: AtomicUsize::new(0),
-            last_sweep: Mutex::new(Instant::now()),
             last_reset_logged: Mutex::new(None),
         }
+    }
+
+    /// A limiter for `limit` with no keys yet.
+    fn empty(limit: RateLimit, clock: &C) -> GovernorLimiter<K, C> {
+        governor::RateLimiter::dashmap_with_clock(limit.quota(), clock.clone())
+    }
+
+    /// How long ago `then` was on this limiter's clock (zero if later).
+    fn since(&self, then: C::Instant) -> Duration {
+        self.clock.now().duration_since(then).into()
     }
 
     /// Charges one request to `key`: `Err` with how long to wait when the
@@ -364,13 +392,13 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
             return;
         };
         self.checks.store(0, Ordering::Relaxed);
-        *last_sweep = Instant::now();
+        *last_sweep = self.clock.now();
         let limiter = self.limiter.load();
         limiter.retain_recent();
         let live = limiter.len();
         if live >= half {
             self.limiter
-                .store(Arc::new(governor::RateLimiter::keyed(self.limit.quota())));
+                .store(Arc::new(Self::empty(self.limit, &self.clock)));
             self.log_reset(live);
         } else {
             limiter.shrink_to_fit();
@@ -382,7 +410,7 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
     fn sweep_is_due(&self) -> bool {
         self.last_sweep
             .try_lock()
-            .is_ok_and(|last| last.elapsed() >= SWEEP_EVERY)
+            .is_ok_and(|last| self.since(*last) >= SWEEP_EVERY)
     }
 
     /// Logs a start-over, at most once a minute.
@@ -391,13 +419,13 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
             .last_reset_logged
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+        if last.is_none_or(|at| self.since(at) >= Duration::from_secs(60)) {
             tracing::warn!(
                 live_keys = live,
                 max_keys = self.max_keys,
                 "a rate limiter tracks too many clients (addresses rotating?): it starts over with an empty map"
             );
-            *last = Some(Instant::now());
+            *last = Some(self.clock.now());
         }
     }
 
@@ -408,20 +436,32 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
     }
 }
 
-/// The limiters of one server.
-pub(crate) struct Limiters {
-    client: Option<Keyed<ClientKey>>,
-    provider: Option<Keyed<String>>,
+/// The limiters of one server, on the clock `C` (the monotonic
+/// [`DefaultClock`] but in tests).
+pub(crate) struct Limiters<C: Clock = DefaultClock> {
+    client: Option<Keyed<ClientKey, C>>,
+    provider: Option<Keyed<String, C>>,
     /// Whether the missing peer address was logged.
     warned_no_address: AtomicBool,
 }
 
 impl Limiters {
-    /// Limiters for `limits`.
+    /// Limiters for `limits`, on the monotonic clock.
     pub(crate) fn new(limits: &RateLimits) -> Self {
+        Self::with_clock(limits, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Limiters<C> {
+    /// Limiters for `limits` on `clock`.
+    fn with_clock(limits: &RateLimits, clock: C) -> Self {
         Self {
-            client: limits.per_client.map(|l| Keyed::new(l, MAX_KEYS)),
-            provider: limits.per_provider.map(|l| Keyed::new(l, MAX_KEYS)),
+            client: limits
+                .per_client
+                .map(|l| Keyed::with_clock(l, MAX_KEYS, clock.clone())),
+            provider: limits
+                .per_provider
+                .map(|l| Keyed::with_clock(l, MAX_KEYS, clock.clone())),
             warned_no_address: AtomicBool::new(false),
         }
     }
@@ -500,6 +540,7 @@ impl IntoResponse for RateLimited {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
@@ -615,45 +656,208 @@ mod tests {
         assert_eq!(a.token, Some(<[u8; 16]>::try_from(&digest[..16]).unwrap()));
     }
 
+    /// One nanosecond: the fake clock's resolution.
+    const NS: Duration = Duration::from_nanos(1);
+
+    /// A limit of `rate` with bursts of `burst`.
+    fn limit(rate: &str, burst: u32) -> RateLimit {
+        RateLimit::new(rate.parse().unwrap(), NonZeroU32::new(burst).unwrap())
+    }
+
+    /// A keyed limiter on a fake clock, and the clock (at zero) to advance.
+    fn fake_keyed<K: Hash + Eq + Clone>(
+        limit: RateLimit,
+        max_keys: usize,
+    ) -> (Keyed<K, FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (Keyed::with_clock(limit, max_keys, clock.clone()), clock)
+    }
+
+    /// Checks `key` until refused (at most 10,000 times, the clock standing
+    /// still): how many were admitted, and the wait of the refusal.
+    fn admitted_until_refused<C: Clock + Clone>(
+        keyed: &Keyed<u32, C>,
+        key: u32,
+    ) -> (u32, Duration) {
+        for admitted in 0..10_000 {
+            if let Err(wait) = keyed.check(&key) {
+                return (admitted, wait);
+            }
+        }
+        panic!("10,000 checks of key {key} and no refusal");
+    }
+
     #[test]
-    fn a_key_over_its_limit_waits_and_others_do_not() {
-        let limit = RateLimit::new("60/min".parse().unwrap(), NonZeroU32::new(2).unwrap());
-        let keyed = Keyed::new(limit, MAX_KEYS);
+    fn in_a_server_the_limiter_is_governors_default_keyed_one() {
+        // Compiles only if a server's limiter has the very type that
+        // `RateLimiter::keyed` builds (same map, same monotonic clock).
+        let keyed: GovernorLimiter<ClientKey, DefaultClock> =
+            governor::RateLimiter::keyed(DEFAULT_CLIENT_LIMIT.quota());
+        assert!(keyed.is_empty());
+    }
+
+    #[test]
+    fn a_key_past_its_burst_is_refused_with_the_exact_wait_and_others_are_not() {
+        // One a second, bursts of 3.
+        let (keyed, _clock) = fake_keyed::<u32>(limit("60/min", 3), MAX_KEYS);
+        for _ in 0..3 {
+            assert_eq!(keyed.check(&1), Ok(()));
+        }
+        // The burst is spent at once: the next is earned in one interval.
+        assert_eq!(keyed.check(&1), Err(Duration::from_secs(1)));
+        // Refusals are not charged: asking again does not push it back.
+        for _ in 0..100 {
+            assert_eq!(keyed.check(&1), Err(Duration::from_secs(1)));
+        }
+        // Another key has its whole burst.
+        assert_eq!(
+            admitted_until_refused(&keyed, 2),
+            (3, Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn a_refused_key_is_admitted_exactly_when_its_wait_has_passed() {
+        let (keyed, clock) = fake_keyed::<u32>(limit("60/min", 3), MAX_KEYS);
+        let (admitted, wait) = admitted_until_refused(&keyed, 1);
+        assert_eq!((admitted, wait), (3, Duration::from_secs(1)));
+        // Not a nanosecond before: the wait counts down with the clock.
+        clock.advance(wait - NS);
+        assert_eq!(keyed.check(&1), Err(NS));
+        clock.advance(NS);
         assert_eq!(keyed.check(&1), Ok(()));
+        // That one spent what was earned: the next waits a whole interval.
+        assert_eq!(keyed.check(&1), Err(Duration::from_secs(1)));
+
+        // An interval that is not whole seconds: 60/7 s, to the nanosecond.
+        let rate: Rate = "7/min".parse().unwrap();
+        let (keyed, clock) = fake_keyed::<u32>(RateLimit::new(rate, nonzero(1)), MAX_KEYS);
         assert_eq!(keyed.check(&1), Ok(()));
         let wait = keyed.check(&1).unwrap_err();
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
-            "{wait:?}"
+        assert_eq!(wait, rate.interval());
+        assert_eq!(wait, Duration::from_nanos(8_571_428_571));
+        clock.advance(wait - NS);
+        assert_eq!(keyed.check(&1), Err(NS));
+        clock.advance(NS);
+        assert_eq!(keyed.check(&1), Ok(()));
+    }
+
+    #[test]
+    fn the_sustained_rate_is_one_per_interval_and_idle_time_earns_back_at_most_the_burst() {
+        let (keyed, clock) = fake_keyed::<u32>(limit("60/min", 3), MAX_KEYS);
+        assert_eq!(admitted_until_refused(&keyed, 1).0, 3);
+        // Asked for without pause: exactly one more each second.
+        for second in 1..=10 {
+            clock.advance(Duration::from_secs(1));
+            assert_eq!(
+                admitted_until_refused(&keyed, 1),
+                (1, Duration::from_secs(1)),
+                "second {second}"
+            );
+        }
+        // Idle for two intervals: two earned back.
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(
+            admitted_until_refused(&keyed, 1),
+            (2, Duration::from_secs(1))
         );
-        assert_eq!(keyed.check(&2), Ok(()));
+        // Idle for an hour: the burst, never more.
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(
+            admitted_until_refused(&keyed, 1),
+            (3, Duration::from_secs(1))
+        );
+
+        // A client asking ten times a second for a minute, from fresh: the
+        // burst at once, then one a second (at 1 s, 2 s, ... 60 s).
+        let (keyed, clock) = fake_keyed::<u32>(limit("60/min", 3), MAX_KEYS);
+        let mut admitted = 0;
+        for tick in 0..=600 {
+            if tick > 0 {
+                clock.advance(Duration::from_millis(100));
+            }
+            admitted += u32::from(keyed.check(&1).is_ok());
+        }
+        assert_eq!(admitted, 3 + 60);
+    }
+
+    #[test]
+    fn the_sweep_drops_idle_keys_every_sweep_every_and_keeps_limited_ones() {
+        // One a second, bursts of 2; far more keys allowed than used, so
+        // only the time since the last sweep brings one on.
+        let (keyed, clock) = fake_keyed::<u32>(limit("1/s", 2), MAX_KEYS);
+        let idle = 1;
+        let busy = 2;
+        assert_eq!(keyed.check(&idle), Ok(()));
+        assert_eq!(keyed.check(&busy), Ok(()));
+        clock.advance(Duration::from_millis(9_500));
+        // The busy key spends its burst just before the sweep.
+        assert_eq!(
+            admitted_until_refused(&keyed, busy),
+            (2, Duration::from_secs(1))
+        );
+        // Just before SWEEP_EVERY: the idle key has long recovered but is
+        // still held.
+        clock.advance(SWEEP_EVERY - Duration::from_millis(9_500) - NS);
+        assert_eq!(keyed.check(&3), Ok(()));
+        assert_eq!(keyed.len(), 3);
+        // At SWEEP_EVERY the next check sweeps (before adding its key): the
+        // idle key goes, the busy one and key 3 (still recovering) stay.
+        clock.advance(NS);
+        assert_eq!(keyed.check(&4), Ok(()));
+        assert_eq!(keyed.len(), 3);
+        // The sweep kept the busy key's state: still limited, not fresh.
+        assert_eq!(keyed.check(&busy), Err(Duration::from_millis(500)));
+        // The next sweep is SWEEP_EVERY later, not before.
+        clock.advance(SWEEP_EVERY - NS);
+        assert_eq!(keyed.check(&5), Ok(()));
+        assert_eq!(keyed.len(), 4);
+        clock.advance(NS);
+        assert_eq!(keyed.check(&6), Ok(()));
+        // Keys 2, 3 and 4 recovered by then; 5, checked 1 ns ago, has not.
+        assert_eq!(keyed.len(), 2);
+    }
+
+    #[test]
+    fn recovered_keys_are_swept_after_half_the_bound_of_checks() {
+        // Keys recover within 2 µs: long before SWEEP_EVERY.
+        let (keyed, clock) = fake_keyed::<u32>(limit("1000000/s", 1), 100);
+        for key in 0..49 {
+            assert_eq!(keyed.check(&key), Ok(()));
+        }
+        assert_eq!(keyed.len(), 49);
+        clock.advance(Duration::from_micros(2));
+        // The 50th check sweeps: every earlier key has recovered.
+        assert_eq!(keyed.check(&1000), Ok(()));
+        assert_eq!(keyed.len(), 1);
     }
 
     #[test]
     fn keys_stay_bounded_when_every_request_comes_from_a_new_address() {
-        // Keys that never recover within the test: only starting over can
-        // drop them.
-        let limit = RateLimit::new("1/h".parse().unwrap(), NonZeroU32::new(1).unwrap());
-        let keyed = Keyed::new(limit, 100);
+        // The clock stands still: no key ever recovers, so only starting
+        // over can drop them.
+        let (keyed, _clock) = fake_keyed::<u32>(limit("1/h", 1), 100);
         let mut most = 0;
-        for key in 0..10_000u32 {
+        for key in 0..10_000 {
             assert_eq!(keyed.check(&key), Ok(()), "a new key is never limited");
             most = most.max(keyed.len());
         }
         assert!(most < 100, "{most} keys held");
+        assert!(most >= 50, "{most} keys held: it starts over too soon");
     }
 
     #[test]
-    fn recovered_keys_are_swept() {
-        let limit = RateLimit::new("1000000/s".parse().unwrap(), NonZeroU32::new(1).unwrap());
-        let keyed = Keyed::new(limit, 100);
-        for key in 0..49u32 {
-            keyed.check(&key).unwrap();
+    fn starting_over_gives_every_client_a_fresh_limit() {
+        let (keyed, _clock) = fake_keyed::<u32>(limit("1/h", 1), 10);
+        assert_eq!(keyed.check(&0), Ok(()));
+        assert_eq!(keyed.check(&0), Err(Duration::from_secs(3600)));
+        // Ten new keys that stay live: more than half the bound, so the
+        // limiter starts over, and key 0 with it.
+        for key in 1..=10 {
+            assert_eq!(keyed.check(&key), Ok(()));
         }
-        std::thread::sleep(Duration::from_millis(5));
-        // The 50th check sweeps: every earlier key has recovered.
-        keyed.check(&1000).unwrap();
-        assert!(keyed.len() <= 1, "{} keys held", keyed.len());
+        assert!(keyed.len() < 10, "{} keys held", keyed.len());
+        assert_eq!(keyed.check(&0), Ok(()));
     }
 
     /// The router as an embedder mounts it, without `ConnectInfo`: every
@@ -718,23 +922,32 @@ mod tests {
         );
     }
 
+    /// Limiters for `limits` on a fake clock, and the clock (at zero).
+    fn fake_limiters(limits: RateLimits) -> (Limiters<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (Limiters::with_clock(&limits, clock.clone()), clock)
+    }
+
+    /// The client at `address`, without a token.
+    fn at(address: &str) -> ClientKey {
+        ClientKey::new(Some(address.parse().unwrap()), None)
+    }
+
     #[test]
     fn the_client_limit_comes_first_and_each_answer_names_its_limit() {
-        let limits = RateLimits {
-            per_client: Some(RateLimit::new("1/h".parse().unwrap(), nonzero(1))),
-            per_provider: Some(RateLimit::new("1/h".parse().unwrap(), nonzero(2))),
-        };
-        let limiters = Limiters::new(&limits);
-        let a = ClientKey::new(Some("192.0.2.1".parse().unwrap()), None);
-        let b = ClientKey::new(Some("192.0.2.2".parse().unwrap()), None);
-        let c = ClientKey::new(Some("192.0.2.3".parse().unwrap()), None);
+        let (limiters, _clock) = fake_limiters(RateLimits {
+            per_client: Some(limit("1/h", 1)),
+            per_provider: Some(limit("1/h", 2)),
+        });
+        let (a, b, c) = (at("192.0.2.1"), at("192.0.2.2"), at("192.0.2.3"));
         limiters.check(&a, "p").unwrap();
         let refused = limiters.check(&a, "p").unwrap_err();
         assert_eq!(refused.scope, Scope::Client);
         assert!(refused
             .message
             .contains("per client is 1/h with bursts of 1"));
-        assert!(refused.retry_after > 3500 && refused.retry_after <= 3600);
+        assert_eq!(refused.retry_after, 3600);
+        assert!(refused.message.contains("Retry in 3600 s."));
         // A's refusals spent none of the provider's limit.
         limiters.check(&b, "p").unwrap();
         let refused = limiters.check(&c, "p").unwrap_err();
@@ -744,11 +957,103 @@ mod tests {
             "{}",
             refused.message
         );
-        let d = ClientKey::new(Some("192.0.2.4".parse().unwrap()), None);
-        limiters.check(&d, "q").unwrap();
+        limiters.check(&at("192.0.2.4"), "q").unwrap();
         let off = Limiters::new(&RateLimits::OFF);
         for _ in 0..100 {
             off.check(&a, "p").unwrap();
         }
+    }
+
+    /// What the end-to-end test checks up to the 429 (a client past its
+    /// burst of 2 at 60/min is told `Retry-After: 1`, another client is
+    /// not limited), and then what it cannot without sleeping: after
+    /// Retry-After the client is admitted again, not before.
+    #[test]
+    fn after_retry_after_a_refused_client_is_admitted_again_and_not_before() {
+        let (limiters, clock) = fake_limiters(RateLimits {
+            per_client: Some(limit("60/min", 2)),
+            per_provider: Some(DEFAULT_PROVIDER_LIMIT),
+        });
+        let (first, second) = (at("127.0.0.1"), at("127.0.0.2"));
+        limiters.check(&first, "mai").unwrap();
+        limiters.check(&first, "mai").unwrap();
+        let refused = limiters.check(&first, "mai").unwrap_err();
+        assert_eq!((refused.scope, refused.retry_after), (Scope::Client, 1));
+        for _ in 0..2 {
+            limiters.check(&second, "mai").unwrap();
+        }
+        clock.advance(Duration::from_secs(refused.retry_after) - NS);
+        let again = limiters.check(&first, "mai").unwrap_err();
+        assert_eq!(again.retry_after, 1, "a nanosecond to go rounds up");
+        clock.advance(NS);
+        limiters.check(&first, "mai").unwrap();
+
+        // Retry-After rounds a wait of 60/7 s up to 9 s: waiting 9 s is
+        // enough, 8 s is not.
+        let (limiters, clock) = fake_limiters(RateLimits {
+            per_client: Some(limit("7/min", 1)),
+            per_provider: None,
+        });
+        limiters.check(&first, "mai").unwrap();
+        let refused = limiters.check(&first, "mai").unwrap_err();
+        assert_eq!(refused.retry_after, 9);
+        assert!(
+            refused.message.contains("Retry in 9 s."),
+            "{}",
+            refused.message
+        );
+        clock.advance(Duration::from_secs(refused.retry_after - 1));
+        assert_eq!(limiters.check(&first, "mai").unwrap_err().retry_after, 1);
+        clock.advance(Duration::from_secs(1));
+        limiters.check(&first, "mai").unwrap();
+    }
+
+    #[test]
+    fn the_provider_limit_counts_every_client_and_recovers_at_its_rate() {
+        let (limiters, clock) = fake_limiters(RateLimits {
+            per_client: None,
+            per_provider: Some(limit("1/h", 3)),
+        });
+        for n in 1..=3 {
+            limiters.check(&at(&format!("192.0.2.{n}")), "mai").unwrap();
+        }
+        let refused = limiters.check(&at("192.0.2.4"), "mai").unwrap_err();
+        assert_eq!(
+            (refused.scope, refused.retry_after),
+            (Scope::Provider, 3600)
+        );
+        // Another provider has its own limit.
+        limiters.check(&at("192.0.2.4"), "bedrock").unwrap();
+        // After the wait, one more for anyone; then one an hour.
+        clock.advance(Duration::from_secs(3599));
+        let refused = limiters.check(&at("192.0.2.5"), "mai").unwrap_err();
+        assert_eq!(refused.retry_after, 1);
+        clock.advance(Duration::from_secs(1));
+        limiters.check(&at("192.0.2.5"), "mai").unwrap();
+        let refused = limiters.check(&at("192.0.2.6"), "mai").unwrap_err();
+        assert_eq!(
+            (refused.scope, refused.retry_after),
+            (Scope::Provider, 3600)
+        );
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client_and_each_ipv4_address_its_own() {
+        let (limiters, _clock) = fake_limiters(RateLimits {
+            per_client: Some(limit("1/h", 1)),
+            per_provider: None,
+        });
+        let refused = |address: &str| limiters.check(&at(address), "p").is_err();
+        // Anywhere in one /64: one limit.
+        assert!(!refused("2001:db8:1:2::1"));
+        assert!(refused("2001:db8:1:2::2"));
+        assert!(refused("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        // The next /64 is another client.
+        assert!(!refused("2001:db8:1:3::1"));
+        // IPv4, also IPv4-mapped: one limit per address.
+        assert!(!refused("192.0.2.1"));
+        assert!(refused("::ffff:192.0.2.1"));
+        assert!(!refused("::ffff:192.0.2.2"));
+        assert!(refused("192.0.2.2"));
     }
 }
