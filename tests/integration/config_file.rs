@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::server::{client, Server};
+use crate::support::server::Server;
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
@@ -270,7 +270,7 @@ fn a_plugins_own_bound_on_validations_in_flight_applies_to_it() {
     let server = Server::start(dir.path(), |c| {
         c.arg("--config").arg(file.path());
     });
-    let post = |id: &str, key: &str| post_api_key(&server, id, key);
+    let post = |id: &str, key: &str| server.validate(id, key);
     // Times out after 1 s, and holds the only slot while its thread stays
     // blocked (for 60 s: far past this test).
     let first = post("blocks-thread", "60000");
@@ -297,7 +297,7 @@ fn a_plugins_bound_on_concurrent_validations_holds_across_its_providers() {
     let server = Server::start(dir.path(), |c| {
         c.arg("--config").arg(file.path());
     });
-    let post = |id: &str, key: &str| post_api_key(&server, id, key);
+    let post = |id: &str, key: &str| server.validate(id, key);
     // Holds the plugin's only slot while its thread stays blocked.
     let first = post("blocks-thread", "60000");
     assert_eq!(first["outcome"], "timed_out", "{first}");
@@ -317,13 +317,63 @@ fn a_plugins_bound_on_concurrent_validations_holds_across_its_providers() {
     assert_eq!(greeter["valid"], true, "{greeter}");
 }
 
-/// The answer of `POST /v1/providers/ID/validate` with `api_key` = `key`.
-fn post_api_key(server: &Server, id: &str, key: &str) -> Value {
-    client()
-        .post(server.at(&format!("/v1/providers/{id}/validate")))
-        .json(&json!({"fields": {"api_key": key}}))
-        .send()
-        .expect("POST validate")
-        .json()
-        .expect("a JSON answer")
+#[test]
+fn the_serve_table_fills_in_what_no_flag_or_variable_gave() {
+    // Each run stops before serving: a non-loopback address without a
+    // token, or a token that cannot be used.
+    let dir = PluginDir::empty();
+    let serve = |file: &ConfigFile| {
+        let mut command = with_config(dir.path(), file);
+        command
+            .env_remove("CONNHOST_LISTEN")
+            .env_remove("CONNHOST_TOKEN")
+            .arg("serve");
+        command
+    };
+    let refused =
+        |address: &str| format!("refusing to listen on {address} without an access token");
+
+    let file = ConfigFile::new("[serve]\nlisten = \"0.0.0.0:0\"\n");
+    let out = run(&mut serve(&file));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&refused("0.0.0.0:0")),
+        "the file's address: {}",
+        out.stderr
+    );
+    let out = run(serve(&file).args(["--listen", "0.0.0.0:1"]));
+    assert!(
+        out.stderr.contains(&refused("0.0.0.0:1")),
+        "the flag wins: {}",
+        out.stderr
+    );
+    let out = run(serve(&file).env("CONNHOST_LISTEN", "0.0.0.0:2"));
+    assert!(
+        out.stderr.contains(&refused("0.0.0.0:2")),
+        "the variable wins: {}",
+        out.stderr
+    );
+
+    // token_file is taken from the file's folder, and CONNHOST_TOKEN wins
+    // over it.
+    let file = ConfigFile::new("[serve]\nlisten = \"0.0.0.0:0\"\ntoken_file = \"token\"\n");
+    let out = run(&mut serve(&file));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let token = file.dir.path().join("token");
+    assert!(
+        out.stderr.contains(&format!(
+            "could not read the token file {}",
+            token.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    let out = run(serve(&file).env("CONNHOST_TOKEN", " "));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the access token is empty (in CONNHOST_TOKEN)"),
+        "the variable wins: {}",
+        out.stderr
+    );
 }

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::support::procfs::{self, descriptors, meminfo_kb, stat_fields, status_kb};
 use crate::support::server::{client, Server, NO_RATE_LIMITS};
-use crate::support::{alive, grants_file, process_tree, wait_until, PluginDir};
+use crate::support::{alive, grants_file, process_tree, running_as_root, wait_until, PluginDir};
 
 /// The token the hostile host is served with (also an environment
 /// variable the worker must not see).
@@ -143,46 +144,15 @@ impl Scene {
     }
 }
 
-/// The fields of `/proc/PID/stat` after the command name.
-fn stat_fields(pid: u32) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    after.split_whitespace().map(str::to_owned).collect()
-}
-
 /// A process's nice value and scheduling policy (fields 19 and 41).
 fn nice_and_policy(pid: u32) -> (String, String) {
     let fields = stat_fields(pid);
     (fields[16].clone(), fields[38].clone())
 }
 
-/// A process's open descriptors.
-fn descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
-/// A line of `/proc/PID/status`, in kB.
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix(key))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kb| kb.parse().ok())
-        .unwrap()
-}
-
 /// The system's shared memory (`Shmem` in `/proc/meminfo`), in kB.
 fn shmem_kb() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("Shmem:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kb| kb.parse().ok())
-        .unwrap()
+    meminfo_kb("Shmem")
 }
 
 #[test]
@@ -253,7 +223,7 @@ fn nothing_of_the_host_reaches_the_worker_no_environment_and_no_descriptor() {
 fn the_host_cannot_be_limited_reniced_or_rescheduled() {
     let scene = Scene::start(None, |_| {});
     let host = scene.server.pid();
-    let limits = std::fs::read_to_string(format!("/proc/{host}/limits")).unwrap();
+    let limits = procfs::limits(host);
     let before = nice_and_policy(host);
     let result = scene.act("host-limits", &host.to_string());
     // Its parent has no pid in its namespace (getppid() is 0, which these
@@ -265,11 +235,7 @@ fn the_host_cannot_be_limited_reniced_or_rescheduled() {
             assert_ne!(errno, 0, "{call} worked: {result}");
         }
     }
-    assert_eq!(
-        std::fs::read_to_string(format!("/proc/{host}/limits")).unwrap(),
-        limits,
-        "the host's limits changed"
-    );
+    assert_eq!(procfs::limits(host), limits, "the host's limits changed");
     assert_eq!(
         nice_and_policy(host),
         before,
@@ -493,13 +459,13 @@ fn a_huge_response_is_refused_as_it_streams_never_held_whole() {
     let vendor = Vendor::start();
     let scene = Scene::start(Some(&vendor.url), |_| {});
     let host = scene.server.pid();
-    let peak_before = status_kb(host, "VmHWM:");
+    let peak_before = status_kb(host, "VmHWM");
     let result = scene.act("http", &format!("{}/big", vendor.url));
     let error = result["error"]
         .as_str()
         .unwrap_or_else(|| panic!("{result}"));
     assert!(error.contains("over the"), "{error}");
-    let peak = status_kb(host, "VmHWM:");
+    let peak = status_kb(host, "VmHWM");
     assert!(
         peak < peak_before + 64 * 1024,
         "the host's peak memory grew from {peak_before} kB to {peak} kB"
@@ -545,6 +511,8 @@ fn requests_from_outside_a_validation_are_refused_and_a_flood_is_bounded_and_can
     };
     let started = Instant::now();
     let mut most = 0;
+    // Samples the host's descriptors while the flood runs. Not a wait:
+    // the samples are what is measured.
     while !flooding.is_finished() && started.elapsed() < Duration::from_secs(20) {
         most = most.max(descriptors(host));
         std::thread::sleep(Duration::from_millis(20));
@@ -678,8 +646,7 @@ fn inspect_runs_no_plugin_code_in_the_cli_and_passes_the_same_trust_gate() {
 /// could be swapped for anything between inspection and load).
 #[test]
 fn inspect_refuses_another_users_file_as_loading_does() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !running_as_root() {
         assert!(
             std::env::var_os("CI").is_none(),
             "under CI this attack runs as root with a second user"

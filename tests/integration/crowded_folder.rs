@@ -9,18 +9,11 @@ use std::time::{Duration, Instant};
 use connhost::FailureKind;
 use serde_json::Value;
 
-use crate::support::server::{get, get_text, rescan, rescan_within, Server, NO_RATE_LIMITS};
+use crate::support::procfs::{bytes_read, cpu_ticks, is_zombie_or_gone};
+use crate::support::server::{
+    get, get_text, provider_ids, rescan, rescan_within, Server, NO_RATE_LIMITS,
+};
 use crate::support::*;
-
-/// The ids of the providers served.
-fn provider_ids(server: &Server) -> Vec<String> {
-    get(server, "/v1/providers")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["provider_id"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 /// The failures a report lists for `path`.
 fn failures_for<'a>(report: &'a Value, path: &Path) -> Vec<&'a Value> {
@@ -60,61 +53,19 @@ fn mkfifo(path: &Path) {
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
-/// Whether this process runs as root (which reads any file whatever its
-/// permission bits).
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .is_some_and(|effective| effective == "0")
-}
-
-/// A process's CPU time so far (user + system), in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses: state is the
-    // 3rd field, utime the 14th and stime the 15th.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-/// The bytes a process has read so far (`rchar` in /proc/<pid>/io).
-fn bytes_read(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("rchar: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Sends SIGTERM and asserts the server exits within `limit`.
 fn terminates_within(server: Server, limit: Duration) {
     let pid = server.pid();
-    let started = Instant::now();
     assert!(Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap()
         .success());
-    // Until it exits, /proc/<pid>/stat shows a state other than Z (zombie).
-    let exited = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_or(true, |s| s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-    };
-    while !exited() {
-        assert!(
-            started.elapsed() < limit,
-            "the server did not exit within {limit:?} of SIGTERM:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_until(
+        &format!("the server exits (within {limit:?} of SIGTERM)"),
+        limit,
+        || is_zombie_or_gone(pid),
+    );
     assert_eq!(server.wait(), Some(0));
 }
 
@@ -125,14 +76,10 @@ fn run_within(command: &mut Command, limit: Duration) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if exit_within(&mut child, limit).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{command:?} did not finish within {limit:?}");
     }
     child.wait_with_output().unwrap().into()
 }
@@ -142,8 +89,16 @@ fn a_folder_that_cannot_be_listed_keeps_the_set_is_reported_and_is_retried_until
     let dir = PluginDir::with(&["mai", "daytona"]);
     // No watcher: only the retry can notice that the folder is back.
     let server = Server::start(dir.path(), |c| {
-        c.arg("--no-watch").env("CONNHOST_LOG", "info");
+        // (reload=debug: each rescan, a retry too, logs a line.)
+        c.arg("--no-watch")
+            .env("CONNHOST_LOG", "info,connhost::reload=debug");
     });
+    let rescans = || {
+        server
+            .log()
+            .matches("rescanning the plugins folder")
+            .count()
+    };
     let served = provider_ids(&server);
     assert!(served.contains(&"mai".to_owned()) && served.contains(&"daytona".to_owned()));
 
@@ -160,10 +115,19 @@ fn a_folder_that_cannot_be_listed_keeps_the_set_is_reported_and_is_retried_until
     let loaded = report["loaded"].as_array().unwrap().len();
     let after = provider_ids(&server);
     let metrics = get_text(&server, "/metrics");
-    // Further retries happen meanwhile; they must not log again.
-    std::thread::sleep(Duration::from_millis(800));
+    // Further retries happen meanwhile (the backoff: 100 ms, doubling);
+    // they must not log again. Wait for three of them. (The log is read in
+    // order: once the warning is in, so is every rescan before it.)
+    server.wait_for_log("the plugins folder could not be listed");
+    let failed_at = rescans();
+    let retried = poll_until(Duration::from_secs(30), || rescans() >= failed_at + 3);
     restore();
 
+    assert!(
+        retried,
+        "the folder was not retried three times:\n{}",
+        server.log()
+    );
     let failure = failure.unwrap_or_else(|| panic!("no folder failure: {report:#}"));
     assert_eq!(failure["path"], dir.path().display().to_string());
     let reason = failure["reason"].as_str().unwrap();
@@ -266,10 +230,23 @@ fn an_idle_server_with_a_quiet_folder_does_no_work() {
             .count()
     };
     // Let the first load's own after-effects pass (the access time of a
-    // file read for the first time changes once).
-    std::thread::sleep(Duration::from_millis(500));
+    // file read for the first time changes once): wait until a quarter of
+    // a second goes by without a CPU tick or a rescan.
+    let sample = || (cpu_ticks(server.pid()), rescans());
+    let mut last = sample();
+    server.wait_until(
+        "the server is quiet after its first load",
+        Duration::from_secs(30),
+        || {
+            // The span each sample covers, not a wait for an event.
+            std::thread::sleep(Duration::from_millis(250));
+            let now = sample();
+            std::mem::replace(&mut last, now) == now
+        },
+    );
     let (ticks_before, rescans_before) = (cpu_ticks(server.pid()), rescans());
     let window = Duration::from_secs(3);
+    // Not a wait: the window under test, in which nothing may happen.
     std::thread::sleep(window);
     let ticks = cpu_ticks(server.pid()) - ticks_before;
     let rescanned = rescans() - rescans_before;
@@ -285,9 +262,15 @@ fn an_idle_server_with_a_quiet_folder_does_no_work() {
     );
 
     // A rescan's own reads of the folder never wake it either.
+    let before_own = rescans();
     rescan(&server);
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_until(
+        "the asked-for rescan is logged",
+        Duration::from_secs(30),
+        || rescans() > before_own,
+    );
     let after_own = rescans();
+    // Not a wait: the window in which no rescan may follow.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         rescans(),
@@ -520,7 +503,7 @@ fn hot_reload_and_rescans_work_while_blocked_providers_hold_every_blocking_threa
         c.args(["--timeout", "1", "--max-in-flight", "65536"])
             .args(NO_RATE_LIMITS);
     });
-    let address = server.url().trim_start_matches("http://").to_owned();
+    let address = server.address().to_owned();
     // More validations than tokio's blocking pool has threads (512), each
     // blocking its thread for 25 s; each times out for its client after 1 s.
     let body = r#"{"fields": {"api_key": "25000"}}"#;
@@ -605,6 +588,7 @@ fn a_cache_that_cannot_be_written_is_reported_retried_with_backoff_and_recovers(
             .count()
     };
     let before = rescans();
+    // Not a wait: the window over which the retries are counted.
     std::thread::sleep(Duration::from_secs(2));
     let retried = rescans() - before;
     assert!(retried < 15, "{retried} rescans in 2 s:\n{}", server.log());
@@ -618,10 +602,8 @@ fn a_cache_that_cannot_be_written_is_reported_retried_with_backoff_and_recovers(
     // Once the cache can be written, a retry loads it: no event, no request.
     std::fs::remove_file(&cache).unwrap();
     std::fs::create_dir(&cache).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !provider_ids(&server).contains(&"mai".to_owned()) {
-        assert!(Instant::now() < deadline, "{}", server.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_until("a retry loads mai", Duration::from_secs(30), || {
+        provider_ids(&server).contains(&"mai".to_owned())
+    });
     assert!(failures_for(&get(&server, "/v1/plugins"), &mai).is_empty());
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::support::server::{client, get, get_text, Server};
+use crate::support::server::{get, get_text, Server};
 use crate::support::*;
 
 const PLUGIN: &str = "fixture-probe-http";
@@ -100,13 +100,7 @@ fn serve(dir: &PluginDir, config: &tempfile::TempPath) -> Server {
 
 /// The probe's verdict for `url`.
 fn probe(server: &Server, url: &str) -> Value {
-    client()
-        .post(server.at("/v1/providers/probe-http/validate"))
-        .json(&json!({"fields": {"url": url}}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
+    server.validate_body("probe-http", &json!({"fields": {"url": url}}))
 }
 
 /// The refusal text of a verdict that must be a refusal.

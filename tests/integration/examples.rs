@@ -7,9 +7,11 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{build_artifacts, profile_dir, target_dir, workspace_root, PluginDir};
+use crate::support::{
+    build_artifacts, exit_within, profile_dir, target_dir, workspace_root, PluginDir,
+};
 
 /// Builds both examples once (`cargo build --examples`) into the tests'
 /// own target dir; returns the folder the example binaries are in.
@@ -60,17 +62,8 @@ fn the_embedding_example_serves_its_own_provider_next_to_the_folders_plugins() {
             .spawn()
             .expect("run the embed example"),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("poll the example") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the embed example did not finish within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut child.0, Duration::from_secs(60))
+        .expect("the embed example did not finish within 60 s");
     let stdout = std::fs::read_to_string(out.path()).unwrap();
     let stderr = std::fs::read_to_string(err.path()).unwrap();
     assert!(status.success(), "{stdout}\n{stderr}");

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::server::{limit_open_files, limit_open_files_to, Server};
+use crate::support::procfs::{self, open_sockets, status_kb};
+use crate::support::server::{limit_open_files, limit_open_files_to, validate_path, Server};
 use crate::support::*;
 
 /// An answer read off a raw connection.
@@ -41,7 +42,7 @@ impl Answer {
 }
 
 fn connect(server: &Server) -> TcpStream {
-    TcpStream::connect(server.url().trim_start_matches("http://")).expect("connect")
+    TcpStream::connect(server.address()).expect("connect")
 }
 
 /// Reads one answer: the head, then `Content-Length` bytes of body (or up
@@ -91,20 +92,15 @@ fn read_answer(stream: &mut TcpStream, within: Duration) -> Answer {
 /// `length` bytes.
 fn validate_head(provider: &str, length: u64) -> String {
     format!(
-        "POST /v1/providers/{provider}/validate HTTP/1.1\r\nHost: test\r\n\
-         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        "POST {} HTTP/1.1\r\nHost: test\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+        validate_path(provider)
     )
 }
 
 /// The server's resident memory, in bytes, from `/proc/<pid>/status`.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kb * 1024
+    status_kb(pid, "VmRSS") * 1024
 }
 
 /// Raises this test process's own soft open-files limit to its hard limit:
@@ -128,9 +124,9 @@ fn providers_once_listed(server: &Server, expected: &str) -> Vec<String> {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let listed: Option<Vec<String>> = client
+    let mut listed: Option<Vec<String>> = None;
+    let found = poll_until(Duration::from_secs(60), || {
+        listed = client
             .get(server.at("/v1/providers"))
             .send()
             .and_then(|r| r.json::<Value>())
@@ -142,17 +138,16 @@ fn providers_once_listed(server: &Server, expected: &str) -> Vec<String> {
                         .collect()
                 })
             });
-        match listed {
-            Some(ids) if ids.iter().any(|id| id == expected) => return ids,
-            other if Instant::now() > deadline => {
-                panic!(
-                    "{expected} never listed; last listing {other:?}; log:\n{}",
-                    server.log()
-                )
-            }
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
+        listed
+            .as_ref()
+            .is_some_and(|ids| ids.iter().any(|id| id == expected))
+    });
+    assert!(
+        found,
+        "{expected} never listed; last listing {listed:?}; log:\n{}",
+        server.log()
+    );
+    listed.unwrap()
 }
 
 #[test]
@@ -170,23 +165,20 @@ fn a_descriptor_shortage_never_starves_hot_reload() {
     // (The log is read on its own thread: wait for the line.)
     server.wait_for_log("max_connections=128");
     let idle: Vec<TcpStream> = (0..IDLE).map(|_| connect(&server)).collect();
-    // Let the server take all the connections it will.
-    std::thread::sleep(Duration::from_secs(1));
+    // The server has taken all the connections it will: every slot is
+    // held, the rest wait in the backlog.
+    server.wait_for_log("the connection cap is reached");
     // A new plugin arrives while the idle clients hold their connections.
     install(
         dir.path(),
         "fixture-greeter-v1",
         &library_file_name("greeter"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.log().matches("serving a new provider set").count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the new plugin was never picked up:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_until(
+        "the new plugin is picked up (a second provider set is served)",
+        Duration::from_secs(30),
+        || server.log().matches("serving a new provider set").count() >= 2,
+    );
     drop(idle);
     let after = providers_once_listed(&server, "greeter");
     for id in &before {
@@ -253,7 +245,9 @@ fn clients_that_never_read_their_answers_do_not_pile_up_memory() {
             stream
         })
         .collect();
-    // Watch the server's memory while the answers pile up unread.
+    // Watch the server's memory while the answers pile up unread: 15 s of
+    // samples, a quarter of a second apart. Not a wait: the window is what
+    // is measured, and nothing marks its end.
     let mut highest = before;
     let watch_until = Instant::now() + Duration::from_secs(15);
     while Instant::now() < watch_until {
@@ -393,29 +387,10 @@ fn a_request_hyper_cannot_parse_gets_its_empty_400_as_documented() {
     );
 }
 
-/// How many sockets the process `pid` has open.
-fn open_sockets(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            std::fs::read_link(entry.path())
-                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-        })
-        .count()
-}
-
 /// Waits (up to `within`) until `pid` has `count` sockets open; returns
 /// whether it did.
 fn wait_for_sockets(pid: u32, count: usize, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if open_sockets(pid) == count {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    poll_until(within, || open_sockets(pid) == count)
 }
 
 #[test]
@@ -461,6 +436,8 @@ fn accept_failures_back_off_and_are_logged_once() {
     });
     let idle: Vec<TcpStream> = (0..200).map(|_| connect(&server)).collect();
     server.wait_for_log("accepting a connection failed");
+    // Not a wait: the run of failures lasts 3 s more, the span over which
+    // the backoff must keep the tries few and the log to one line.
     std::thread::sleep(Duration::from_secs(3));
     drop(idle);
     server.wait_for_log("accepting connections again");
@@ -490,7 +467,7 @@ fn the_soft_open_files_limit_is_raised_to_the_hard_one_at_start() {
         c.env("CONNHOST_LOG", "info");
         limit_open_files_to(c, 256, 1024);
     });
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let limits = procfs::limits(server.pid());
     let open_files = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))

@@ -6,19 +6,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::server::{client, get, rescan, Server, NO_RATE_LIMITS};
+use crate::support::server::{
+    client, get, rescan, validate_in_background, validate_path, Server, NO_RATE_LIMITS,
+};
 use crate::support::vendor::Vendor;
 use crate::support::*;
-
-fn validate(server: &Server, provider: &str, key: &str) -> Value {
-    client()
-        .post(server.at(&format!("/v1/providers/{provider}/validate")))
-        .json(&json!({"fields": {"api_key": key}}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-}
 
 /// The version of the plugin serving `provider`, if it is listed.
 fn version_of(server: &Server, provider: &str) -> Option<String> {
@@ -65,7 +57,7 @@ fn a_plugin_dropped_into_the_folder_is_served_without_a_restart() {
     });
     assert_eq!(version_of(&server, "greeter").as_deref(), Some("1.0.0"));
     assert_eq!(
-        validate(&server, "greeter", "k-1")["provider_username"],
+        server.validate("greeter", "k-1")["provider_username"],
         "greeter 1.0.0"
     );
     let origin = &get(&server, "/v1/providers/greeter")["origin"];
@@ -84,16 +76,7 @@ fn a_replaced_file_is_swapped_in_while_calls_in_flight_finish_on_the_old_version
     let server = serve(&dir, Some(&vendor));
     assert_eq!(version_of(&server, "greeter").as_deref(), Some("1.0.0"));
 
-    let url = server.at("/v1/providers/greeter/validate");
-    let in_flight = std::thread::spawn(move || {
-        client()
-            .post(url)
-            .json(&json!({"fields": {"api_key": "vendor:hold"}}))
-            .send()
-            .unwrap()
-            .json::<Value>()
-            .unwrap()
-    });
+    let in_flight = validate_in_background(&server, "greeter", "vendor:hold");
     vendor.wait_for_held(1);
 
     install(dir.path(), "fixture-greeter-v2", &greeter_file());
@@ -101,7 +84,7 @@ fn a_replaced_file_is_swapped_in_while_calls_in_flight_finish_on_the_old_version
         version_of(&server, "greeter").as_deref() == Some("2.0.0")
     });
     assert_eq!(
-        validate(&server, "greeter", "k-2")["provider_username"],
+        server.validate("greeter", "k-2")["provider_username"],
         "greeter 2.0.0"
     );
 
@@ -147,7 +130,7 @@ fn a_removed_file_leaves_the_set_and_its_library_is_counted_as_retired() {
         "{report}"
     );
     assert_eq!(
-        validate(&server, "mai", "a-long-enough-api-key")["valid"],
+        server.validate("mai", "a-long-enough-api-key")["valid"],
         true
     );
     let gone = client()
@@ -168,12 +151,13 @@ fn a_slow_partial_copy_is_never_loaded_half_written_and_loads_once_complete() {
     for chunk in bytes[..half].chunks(bytes.len() / 20) {
         file.write_all(chunk).unwrap();
         file.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(20)); // a slow writer
+        // Not a wait: a slow writer, the case under test.
+        std::thread::sleep(Duration::from_millis(20));
     }
     // Half a library: the server is alive, serves everything else, and has
     // neither loaded it nor called it broken (it may still be copying).
     assert_eq!(
-        validate(&server, "mai", "a-long-enough-api-key")["valid"],
+        server.validate("mai", "a-long-enough-api-key")["valid"],
         true
     );
     assert_eq!(version_of(&server, "daytona"), None);
@@ -212,7 +196,7 @@ fn a_file_that_stays_broken_is_reported_like_any_bad_file() {
         "{report}"
     );
     assert_eq!(
-        validate(&server, "mai", "a-long-enough-api-key")["valid"],
+        server.validate("mai", "a-long-enough-api-key")["valid"],
         true
     );
 }
@@ -238,7 +222,7 @@ fn a_broken_replacement_keeps_the_old_version_serving() {
     );
     assert_eq!(version_of(&server, "greeter").as_deref(), Some("1.0.0"));
     assert_eq!(
-        validate(&server, "greeter", "k")["provider_username"],
+        server.validate("greeter", "k")["provider_username"],
         "greeter 1.0.0"
     );
     // A good build afterwards replaces it, and the failure is gone.
@@ -371,7 +355,7 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
     let answered = std::sync::Arc::new(AtomicU32::new(0));
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let url = server.at("/v1/providers/mai/validate");
+            let url = server.at(&validate_path("mai"));
             let (stop, answered) = (stop.clone(), answered.clone());
             std::thread::spawn(move || {
                 let client = client();
@@ -479,19 +463,6 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
         .collect();
     retired.sort_unstable();
     assert_eq!(retired, [V1, V2], "{report:#}");
-}
-
-/// The cache folders (`connhost-<pid>-<random>`) in `tmp`.
-fn cache_folders(tmp: &Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("connhost-"))
-        })
-        .collect()
 }
 
 #[test]

@@ -805,7 +805,7 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
     use std::io::{Read, Write};
     let dir = PluginDir::empty();
     let server = Server::start(dir.path(), |_| {});
-    let address = server.url().trim_start_matches("http://").to_owned();
+    let address = server.address().to_owned();
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")

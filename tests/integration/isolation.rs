@@ -449,6 +449,8 @@ fn chaos_killing_workers_at_random_fails_no_other_provider_and_every_worker_come
                 .unwrap();
             kills += usize::from(killed.success());
         }
+        // Not a wait: random spacing between kills, so they land at
+        // every stage of a worker's life.
         std::thread::sleep(Duration::from_millis(20 + random(80)));
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::support::server::{client, get, Server, NO_RATE_LIMITS};
+use crate::support::server::{
+    api_key_body, client, get, post_for_json, validate_in_background, validate_path, Server,
+    NO_RATE_LIMITS,
+};
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
@@ -52,16 +55,6 @@ fn worker_pid(server: &Server, provider: &str) -> Option<u32> {
         .map(|pid| pid as u32)
 }
 
-fn validate(server: &Server, key: &str) -> Value {
-    client()
-        .post(server.at("/v1/providers/greeter/validate"))
-        .json(&json!({"fields": {"api_key": key}}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-}
-
 #[test]
 fn a_replaced_isolated_plugin_gets_a_new_worker_under_load_and_the_old_one_stops() {
     let vendor = Vendor::start();
@@ -76,34 +69,16 @@ fn a_replaced_isolated_plugin_gets_a_new_worker_under_load_and_the_old_one_stops
     // Load: a client validating all along; a call held in flight.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
-        let (url, stop) = (server.at("/v1/providers/greeter/validate"), stop.clone());
+        let (url, stop) = (server.at(&validate_path("greeter")), stop.clone());
         std::thread::spawn(move || {
             let mut answers = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let answer: Value = client()
-                    .post(&url)
-                    .json(&json!({"fields": {"api_key": "k"}}))
-                    .send()
-                    .unwrap()
-                    .json()
-                    .unwrap();
-                answers.push(answer);
+                answers.push(post_for_json(&url, &api_key_body("k")));
             }
             answers
         })
     };
-    let held = {
-        let url = server.at("/v1/providers/greeter/validate");
-        std::thread::spawn(move || {
-            client()
-                .post(url)
-                .json(&json!({"fields": {"api_key": "vendor:hold"}}))
-                .send()
-                .unwrap()
-                .json::<Value>()
-                .unwrap()
-        })
-    };
+    let held = validate_in_background(&server, "greeter", "vendor:hold");
     vendor.wait_for_held(1);
 
     install_greeter(dir.path(), "fixture-greeter-v2");
@@ -112,7 +87,10 @@ fn a_replaced_isolated_plugin_gets_a_new_worker_under_load_and_the_old_one_stops
     });
     let new = worker_pid(&server, "greeter").expect("the new worker's pid");
     assert_ne!(new, old, "a new worker for the new file");
-    assert_eq!(validate(&server, "k")["provider_username"], "greeter 2.0.0");
+    assert_eq!(
+        server.validate("greeter", "k")["provider_username"],
+        "greeter 2.0.0"
+    );
     assert!(alive(old), "the old worker finishes its call in flight");
 
     vendor.release();
@@ -195,5 +173,5 @@ fn metrics_count_worker_crashes_and_restarts_by_plugin() {
         metrics.contains(r#"connhost_worker_restarts_total{plugin="fixture-greeter-v1"} 1"#),
         "{metrics}"
     );
-    assert_eq!(validate(&server, "k")["valid"], true);
+    assert_eq!(server.validate("greeter", "k")["valid"], true);
 }

@@ -6,13 +6,12 @@
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 use crate::external_tools::{require, runs};
-use crate::support::server::Server;
+use crate::support::server::{client, validate_path, Server};
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
@@ -20,13 +19,6 @@ use crate::support::*;
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 const TOKEN: &str = "metrics-test-token";
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 /// `GET /metrics` with these headers: the status, content type and body.
 fn scrape(server: &Server, headers: &[(&str, &str)]) -> (u16, String, String) {
@@ -49,7 +41,7 @@ fn scrape(server: &Server, headers: &[(&str, &str)]) -> (u16, String, String) {
 fn exercise(server: &Server, token: Option<&str>) {
     for key in ["good-key", "wrong-key"] {
         let mut request = client()
-            .post(server.at("/v1/providers/daytona/validate"))
+            .post(server.at(&validate_path("daytona")))
             .json(&json!({"fields": {"api_key": key}}));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -244,24 +236,27 @@ impl Prometheus {
         (body["status"] == "success").then(|| body["data"].clone())
     }
 
-    /// Polls `probe` every 250 ms until it returns something, for at most
-    /// 60 s; panics with `what` and Prometheus's log otherwise.
+    /// Polls `probe` until it returns something, for at most 60 s; panics
+    /// with `what` and Prometheus's log otherwise, or as soon as Prometheus
+    /// exits.
     fn wait_for<T>(&mut self, what: &str, mut probe: impl FnMut(&Self) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(found) = probe(self) {
-                return found;
+        let mut found = None;
+        let limit = Duration::from_secs(60);
+        let arrived = poll_until(limit, || {
+            found = probe(self);
+            if found.is_none() {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("prometheus exited ({status}):\n{}", self.log());
+                }
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("prometheus exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after 60 s waiting for {what}; prometheus logged:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+            found.is_some()
+        });
+        assert!(
+            arrived,
+            "timed out after {limit:?} waiting for {what}; prometheus logged:\n{}",
+            self.log()
+        );
+        found.unwrap()
     }
 }
 
@@ -293,7 +288,7 @@ fn a_real_prometheus_scrapes_the_series_and_their_metadata_with_the_token() {
             .arg(token_file);
     });
     exercise(&server, Some(TOKEN));
-    let target = server.url().trim_start_matches("http://").to_owned();
+    let target = server.address().to_owned();
     let mut prometheus = Prometheus::start(&target, token_file);
 
     // The target is up: scraped with the token, parsed without error.

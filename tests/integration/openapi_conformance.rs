@@ -18,7 +18,7 @@ use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 use crate::external_tools::{python, python_has, require};
-use crate::support::server::{Server, NO_RATE_LIMITS};
+use crate::support::server::{api_key_body, validate_path, Server, NO_RATE_LIMITS};
 use crate::support::vendor::Vendor;
 use crate::support::*;
 
@@ -405,11 +405,7 @@ impl Check {
 
 /// A validation of `key` by `provider`, with the token.
 fn validate(provider: &str, key: &str) -> Ask {
-    Ask::post_json(
-        format!("/v1/providers/{provider}/validate"),
-        json!({"fields": {"api_key": key}}),
-    )
-    .token()
+    Ask::post_json(validate_path(provider), api_key_body(key)).token()
 }
 
 /// The requests for one route of the running server (token set, example

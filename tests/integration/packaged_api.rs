@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use connhost_plugin_api::PLUGIN_API_VERSION;
 
@@ -343,20 +343,13 @@ fn run_bounded(command: &mut Command, what: &str, limit: Duration) -> Run {
     let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("could not start {what}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            kill_tree(&mut child);
-            panic!(
-                "{what} did not finish within {limit:?} and was killed; its output so far:\n{}{}",
-                read(&stdout),
-                read(&stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = exit_within(&mut child, limit) else {
+        kill_tree(&mut child);
+        panic!(
+            "{what} did not finish within {limit:?} and was killed; its output so far:\n{}{}",
+            read(&stdout),
+            read(&stderr)
+        );
     };
     Run {
         code: status.code().unwrap_or(-1),

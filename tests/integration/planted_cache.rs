@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::support::server::{get, Server};
 use crate::support::{
     built_library, cache_folders_of, connhost, host_with, install, library_file_name, run,
+    running_as_root,
 };
 use crate::trust::{keys_dir, Key};
 
@@ -24,7 +25,7 @@ const NOBODY: &str = "65534";
 /// Otherwise the attack is skipped with a note, except under CI, where a
 /// skipped attack fails the test.
 fn second_user(attack: &str) -> bool {
-    let root = rustix::process::geteuid().is_root();
+    let root = running_as_root();
     let setpriv = Command::new("setpriv")
         .arg("--version")
         .output()
@@ -259,7 +260,7 @@ fn a_cache_dir_others_may_write_or_that_is_a_link_is_refused() {
     // tests can): refused, even with --insecure-permissions.
     let target = shared.path().join("attacker");
     let link = shared.path().join("link");
-    if rustix::process::geteuid().is_root() && second_user("a cache folder that is a link") {
+    if running_as_root() && second_user("a cache folder that is a link") {
         as_nobody("mkdir", [&target]);
         as_nobody(
             "ln",

@@ -12,7 +12,9 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::support::server::{client, get, Server};
-use crate::support::{connhost, install, library_file_name, run, wait_until, PluginDir};
+use crate::support::{
+    connhost, install, library_file_name, run, running_as_root, wait_until, PluginDir,
+};
 
 /// A minisign key pair made with the `minisign` crate.
 pub(crate) struct Key {
@@ -190,14 +192,9 @@ fn group_writable_files_and_folders_are_refused_and_the_rest_loads() {
     chmod(dir.path(), 0o700);
 }
 
-/// Whether this process runs as root (CI does).
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 #[test]
 fn a_file_owned_by_another_user_is_refused_even_through_a_link() {
-    if !is_root() {
+    if !running_as_root() {
         eprintln!("note: skipped: changing a file's owner needs root");
         return;
     }

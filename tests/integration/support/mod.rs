@@ -4,12 +4,16 @@
 
 #![allow(dead_code)]
 
+pub mod procfs;
 pub mod server;
 pub mod vendor;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use procfs::{alive, process_tree};
 
 /// Every crate whose library the tests load, plus the binary.
 const PACKAGES: &[&str] = &[
@@ -320,18 +324,64 @@ pub fn grants_file(grants: &[(&str, &str)]) -> tempfile::TempPath {
     file.into_temp_path()
 }
 
-/// Waits (up to 30 s) until `condition` holds, checking every few
-/// milliseconds; panics with `what` otherwise. For conditions that have no
-/// event to wait on (a file watcher reacting, a process exiting).
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
+/// How long [`wait_until`] waits.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Checks `condition` until it holds or `timeout` has passed, pausing a
+/// little longer after each miss (5 ms, doubling up to 50 ms, so that a
+/// costly check such as an HTTP request is not hammered); returns whether
+/// it held. For a caller whose failure message needs what the last check
+/// saw; [`wait_until`] panics by itself.
+pub fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    const MOST: Duration = Duration::from_millis(50);
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if condition() {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(MOST);
     }
+}
+
+/// Waits (up to 30 s) until `condition` holds; panics with `what`
+/// otherwise. For conditions that have no event to wait on (a file
+/// watcher reacting, a process exiting).
+pub fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    wait_until_within(what, WAIT, condition);
+}
+
+/// Waits up to `timeout` until `condition` holds; panics with `what`
+/// otherwise.
+pub fn wait_until_within(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, condition),
+        "timed out after {timeout:?} waiting until {what}"
+    );
+}
+
+/// Waits up to `limit` for `child` to exit: its status, or `None` if it
+/// still runs (the caller kills it and says so).
+pub fn exit_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    poll_until(limit, || {
+        status = child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("cannot poll the child process: {e}"));
+        status.is_some()
+    });
+    status
+}
+
+/// Whether this process runs as root (which reads any file whatever its
+/// permission bits).
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 /// A multi-threaded runtime for library-API tests.
@@ -343,57 +393,26 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// `pid` and every descendant of it.
-pub fn process_tree(pid: u32) -> Vec<u32> {
-    let mut all = Vec::new();
-    let mut pending = vec![pid];
-    while let Some(pid) = pending.pop() {
-        all.push(pid);
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            pending.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
-        }
-    }
-    all.sort_unstable();
-    all.dedup();
-    all
-}
-
-/// Whether the process `pid` still runs (a zombie has exited: only its
-/// entry is left for its parent to reap).
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat_fields_of(&stat)
-            .first()
-            .is_some_and(|state| *state != "Z")
-    })
-}
-
-fn stat_fields_of(stat: &str) -> Vec<&str> {
-    stat.rfind(')')
-        .map(|end| stat[end + 2..].split_whitespace().collect())
-        .unwrap_or_default()
+/// The default cache folders (`connhost-<pid>-<random>`) of every
+/// process in the temp dir `temp`.
+pub fn cache_folders(temp: &Path) -> Vec<PathBuf> {
+    cache_folders_named(temp, "connhost-")
 }
 
 /// The default cache folders (`connhost-<pid>-...`) of the process `pid`
 /// in the temp dir `temp`.
 pub fn cache_folders_of(temp: &Path, pid: u32) -> Vec<PathBuf> {
-    let prefix = format!("connhost-{pid}-");
+    cache_folders_named(temp, &format!("connhost-{pid}-"))
+}
+
+fn cache_folders_named(temp: &Path, prefix: &str) -> Vec<PathBuf> {
     std::fs::read_dir(temp)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix))
+                .is_some_and(|n| n.starts_with(prefix))
         })
         .collect()
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use super::{build_artifacts, connhost};
+use serde_json::{json, Value};
+
+use super::{build_artifacts, connhost, exit_within, poll_until};
 
 /// How long a test server may take to load its plugins and get ready.
 const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
@@ -117,6 +119,11 @@ impl Server {
         &self.url
     }
 
+    /// `127.0.0.1:PORT`, for a raw connection.
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
     /// The URL of a path.
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
@@ -129,15 +136,26 @@ impl Server {
 
     /// Waits (up to 30 s) until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !self.log().contains(needle) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the server never logged {needle:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        self.wait_until(
+            &format!("the server logged {needle:?}"),
+            std::time::Duration::from_secs(30),
+            || self.log().contains(needle),
+        );
+    }
+
+    /// Waits up to `timeout` until `condition` holds; panics with `what`
+    /// and the server's log otherwise.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        condition: impl FnMut() -> bool,
+    ) {
+        assert!(
+            poll_until(timeout, condition),
+            "timed out after {timeout:?} waiting until {what}; the server logged:\n{}",
+            self.log()
+        );
     }
 
     /// The server's process id.
@@ -149,21 +167,33 @@ impl Server {
     /// Fails the test (killing the process) if it has not exited within
     /// 60 s.
     pub fn wait(mut self) -> Option<i32> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            if std::time::Instant::now() >= deadline {
+        let limit = std::time::Duration::from_secs(60);
+        match exit_within(&mut self.child, limit) {
+            Some(status) => status.code(),
+            None => {
                 let _ = self.child.kill();
-                panic!("connhost serve did not exit within 60 s:\n{}", self.log());
+                panic!(
+                    "connhost serve did not exit within {limit:?}:\n{}",
+                    self.log()
+                );
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }
 
 impl Server {
+    /// `POST /v1/providers/{provider}/validate` with the one field
+    /// `api_key` = `key`: the answer's JSON, whatever its status.
+    pub fn validate(&self, provider: &str, key: &str) -> Value {
+        self.validate_body(provider, &api_key_body(key))
+    }
+
+    /// `POST /v1/providers/{provider}/validate` with this body (`{"fields":
+    /// {...}}`): the answer's JSON, whatever its status.
+    pub fn validate_body(&self, provider: &str, body: &Value) -> Value {
+        post_for_json(&self.at(&validate_path(provider)), body)
+    }
+
     /// Sends SIGKILL: the process gets no chance to clean up.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -182,12 +212,9 @@ impl Drop for Server {
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .is_ok_and(|s| s.success());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while terminated && std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        let exited = || matches!(self.child.try_wait(), Ok(Some(_)));
+        if terminated && poll_until(std::time::Duration::from_secs(5), exited) {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -269,4 +296,49 @@ pub fn rescan_within(server: &Server, limit: std::time::Duration) -> serde_json:
 /// `POST /v1/plugins/rescan` (within 30 s): the load report.
 pub fn rescan(server: &Server) -> serde_json::Value {
     rescan_within(server, std::time::Duration::from_secs(30))
+}
+
+/// The path of `provider`'s validation.
+pub fn validate_path(provider: &str) -> String {
+    format!("/v1/providers/{provider}/validate")
+}
+
+/// A validation's body with the one field `api_key` = `key`.
+pub fn api_key_body(key: &str) -> Value {
+    json!({"fields": {"api_key": key}})
+}
+
+/// POSTs `body` to `url` (within [`client`]'s 30 s): the answer's JSON,
+/// whatever its status.
+pub fn post_for_json(url: &str, body: &Value) -> Value {
+    client()
+        .post(url)
+        .json(body)
+        .send()
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .json()
+        .unwrap_or_else(|e| panic!("POST {url}: the answer is not JSON: {e}"))
+}
+
+/// [`Server::validate`] on a thread of its own: for a call held in flight
+/// while the test goes on. Join the handle for the answer.
+pub fn validate_in_background(
+    server: &Server,
+    provider: &str,
+    key: &str,
+) -> std::thread::JoinHandle<Value> {
+    let url = server.at(&validate_path(provider));
+    let body = api_key_body(key);
+    std::thread::spawn(move || post_for_json(&url, &body))
+}
+
+/// The ids of the providers `server` lists (`GET /v1/providers`), in its
+/// order.
+pub fn provider_ids(server: &Server) -> Vec<String> {
+    get(server, "/v1/providers")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["provider_id"].as_str().unwrap().to_owned())
+        .collect()
 }
