@@ -27,9 +27,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use connhost::{
-    Catalog, Connhost, CredentialFields, HostConfig, Isolation, LoadReport, ProviderRegistry,
-};
+use connhost::{Connhost, CredentialFields, HostConfig, Isolation, LoadReport, ProviderRegistry};
 
 /// The cargo package of the trivial plugin.
 pub const PLUGIN_PACKAGE: &str = "fixture-bench-trivial";
@@ -155,7 +153,7 @@ pub fn fresh_copies(library: &Path, n: usize) -> tempfile::TempDir {
 pub fn load_plugins(dir: &Path) -> (ProviderRegistry, LoadReport) {
     let mut config = HostConfig::with_plugins_dir(dir);
     config.builtins = false;
-    let host = Catalog::load(&config);
+    let host = Connhost::start(&config);
     (host.registry().clone(), host.load_report().clone())
 }
 
@@ -188,7 +186,7 @@ pub fn config_for(dir: &Path, isolation: Isolation) -> HostConfig {
 /// returned keeps isolated plugins' workers running until it is dropped.
 /// Panics unless every file loaded.
 pub fn load_host(dir: &Path, isolation: Isolation) -> Connhost {
-    let host = Catalog::load(&config_for(dir, isolation));
+    let host = Connhost::start(&config_for(dir, isolation));
     let report = host.load_report();
     assert!(
         report.failed.is_empty() && !report.loaded.is_empty(),

@@ -522,7 +522,7 @@ fn requests_from_outside_a_validation_are_refused_and_a_flood_is_bounded_and_can
         answer.to_string().contains("did not answer within 3"),
         "{answer}"
     );
-    let bound = connhost::capabilities::DEFAULT_HTTP_MAX_CONCURRENT;
+    let bound = connhost::DEFAULT_HTTP_MAX_CONCURRENT;
     assert!(
         vendor.accepted.load(Ordering::SeqCst) <= bound,
         "{} connections reached the vendor (bound {bound})",

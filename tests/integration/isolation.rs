@@ -74,7 +74,7 @@ fn isolated_host(dir: &PluginDir, configure: impl FnOnce(&mut HostConfig)) -> Co
 }
 
 /// The worker status of the plugin `name` as it stands.
-fn worker(host: &Connhost, name: &str) -> connhost::worker::WorkerStatus {
+fn worker(host: &Connhost, name: &str) -> connhost::WorkerStatus {
     host.plugins()
         .loaded
         .iter()
@@ -165,7 +165,7 @@ fn fault_becomes_an_answer(
     }
     wait_until("the worker is back", || {
         let status = worker(&host, plugin);
-        status.state == connhost::worker::WorkerState::Ready && status.restarts == 1
+        status.state == connhost::WorkerState::Ready && status.restarts == 1
     });
     let status = worker(&host, plugin);
     assert_ne!(status.pid, Some(first_pid), "a new worker process");
@@ -268,7 +268,7 @@ fn a_provider_that_spins_times_out_its_worker_is_replaced_and_no_host_thread_is_
     }
     wait_until("the spinning worker is replaced", || {
         let status = worker(&host, "fixture-fault-spin");
-        status.state == connhost::worker::WorkerState::Ready && status.restarts >= 1
+        status.state == connhost::WorkerState::Ready && status.restarts >= 1
     });
     let status = worker(&host, "fixture-fault-spin");
     assert!(
@@ -289,12 +289,11 @@ fn a_crash_loop_parks_the_plugin_with_its_reason_until_an_unpark() {
     config.worker.crash_limit = 3;
     let mut catalog = connhost::Catalog::new(&config);
     catalog.scan_now();
-    let host = catalog.snapshot();
+    let host = Connhost::from_catalog(&catalog);
     for round in 0..3 {
         wait_until("the worker is ready", || {
             let state = worker(&host, "fixture-fault-abort").state;
-            state == connhost::worker::WorkerState::Ready
-                || state == connhost::worker::WorkerState::Parked
+            state == connhost::WorkerState::Ready || state == connhost::WorkerState::Parked
         });
         let verdict = act(&host, "fault-abort", "fault");
         assert!(
@@ -303,7 +302,7 @@ fn a_crash_loop_parks_the_plugin_with_its_reason_until_an_unpark() {
         );
     }
     wait_until("the plugin is parked", || {
-        worker(&host, "fixture-fault-abort").state == connhost::worker::WorkerState::Parked
+        worker(&host, "fixture-fault-abort").state == connhost::WorkerState::Parked
     });
     let parked = act(&host, "fault-abort", "ok");
     let message = parked.error_message().unwrap();
@@ -315,7 +314,7 @@ fn a_crash_loop_parks_the_plugin_with_its_reason_until_an_unpark() {
     assert!(status.last_crash.unwrap().contains("SIGABRT"));
     catalog.unpark();
     wait_until("the plugin runs again", || {
-        worker(&host, "fixture-fault-abort").state == connhost::worker::WorkerState::Ready
+        worker(&host, "fixture-fault-abort").state == connhost::WorkerState::Ready
     });
     assert!(act(&host, "fault-abort", "ok").is_valid());
 }
@@ -457,7 +456,7 @@ fn chaos_killing_workers_at_random_fails_no_other_provider_and_every_worker_come
     assert!(victim_client.join().unwrap() > 0);
     for (plugin, provider) in victims {
         wait_until("every worker is back", || {
-            worker(&host, plugin).state == connhost::worker::WorkerState::Ready
+            worker(&host, plugin).state == connhost::WorkerState::Ready
         });
         assert!(act(&host, provider, "ok").is_valid(), "{provider}");
     }

@@ -144,7 +144,7 @@ fn start_once(runtime: &tokio::runtime::Runtime, isolation: Isolation) -> (f64, 
     let dir = fresh_copies(&plugin_library(), 1);
     let config = config_for(dir.path(), isolation);
     let started = Instant::now();
-    let host = Catalog::load(&config);
+    let host = Connhost::start(&config);
     let ready = started.elapsed();
     runtime.block_on(validate_once(&host));
     let answered = started.elapsed();
@@ -205,7 +205,7 @@ fn measure_restart() -> Value {
     config.worker.crash_limit = 1_000;
     let mut catalog = Catalog::new(&config);
     catalog.scan_now();
-    let host = catalog.snapshot();
+    let host = Connhost::from_catalog(&catalog);
     runtime.block_on(validate_once(&host));
     let (mut times, mut failed_attempts) = (vec![], 0u64);
     for _ in 0..samples() {
@@ -363,7 +363,7 @@ fn replace_probe(mode: Isolation, k: usize) -> Value {
     let mut catalog = Catalog::new(&config_for(dir.path(), mode));
     catalog.scan_now();
     let runtime = runtime();
-    let mut host = catalog.snapshot();
+    let mut host = Connhost::from_catalog(&catalog);
     runtime.block_on(validate_once(&host));
     let mut rss = vec![rss_kib(std::process::id())];
     let (mut gone, mut workers) = (0, vec![]);
@@ -377,8 +377,11 @@ fn replace_probe(mode: Isolation, k: usize) -> Value {
             assert!(started.elapsed() < DEADLINE, "the replacement was not seen");
             std::thread::sleep(Duration::from_millis(10));
         }
-        host = catalog.snapshot();
-        assert!(catalog.snapshot().load_report().failed.is_empty());
+        host = Connhost::from_catalog(&catalog);
+        assert!(Connhost::from_catalog(&catalog)
+            .load_report()
+            .failed
+            .is_empty());
         runtime.block_on(validate_once(&host));
         gone += old
             .iter()

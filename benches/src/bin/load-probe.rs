@@ -35,7 +35,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use connhost::loader::library_files;
 use connhost::FailureKind;
 use connhost_bench::{bare_dlopen, load_plugins, rss_kib, status_kib};
 
@@ -130,6 +129,19 @@ fn connhost_shared(dir: &Path) -> Counts {
         conflicts,
         failed: report.failed.len() - conflicts,
     }
+}
+
+/// The plugin files in `dir`, by name (the order the catalog loads them).
+fn library_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| {
+        p.extension()
+            .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+    });
+    files.sort();
+    Ok(files)
 }
 
 fn connhost_own(dir: &Path) -> Counts {

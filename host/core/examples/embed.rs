@@ -14,7 +14,7 @@
 //! the plugin files that did not load, with why. No network is needed.
 
 use connhost::plugin_api::prelude::*;
-use connhost::{Catalog, HostConfig, Origin, Verdict};
+use connhost::{Catalog, Connhost, HostConfig, Origin, Verdict};
 
 /// The program's own provider: "Acme" API keys start with `acme_`.
 struct Acme;
@@ -71,7 +71,7 @@ async fn run() {
     let host = tokio::task::spawn_blocking(move || {
         let mut catalog = Catalog::new(&config).with_provider(Acme);
         catalog.scan_now();
-        catalog.snapshot()
+        Connhost::from_catalog(&catalog)
     })
     .await
     .expect("loading the plugins");

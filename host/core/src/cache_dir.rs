@@ -26,7 +26,7 @@
 //!   host's effective user, writable by no one else, and every folder above
 //!   it owned by that user or root and writable by no one else unless its
 //!   sticky bit is set (as `/tmp`'s is), in the spirit of sshd's
-//!   `StrictModes` ([`crate::trust::permissions`]). A missing one is
+//!   `StrictModes` ([`crate::permissions`]). A missing one is
 //!   created, with its missing parents, each with mode 0700.
 //!   `--insecure-permissions` turns the owner and mode checks off (with a
 //!   warning), not the refusal of a link.
@@ -57,7 +57,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::trust::{permissions, TrustError};
+use crate::model::trust::TrustError;
+use crate::permissions;
 
 const PREFIX: &str = "connhost-";
 

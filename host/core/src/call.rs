@@ -21,9 +21,9 @@ use tracing::Instrument as _;
 
 use crate::backend::ProviderOutcome;
 use crate::in_flight::{Full, PluginInFlight, Slot};
+use crate::model::verdict::{Accepted, BusyBound, CredentialDocument, Verdict};
 use crate::redact::{RedactedFields, Secrets, WithSecrets};
 use crate::registry::RegisteredProvider;
-use crate::verdict::{Accepted, BusyBound, CredentialDocument, Verdict};
 
 /// The host's bounds on one call.
 #[derive(Debug, Clone, Copy)]

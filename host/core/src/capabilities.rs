@@ -20,7 +20,10 @@ use connhost_plugin_api::abi::{
     HostVTableRef,
 };
 
-use crate::egress::{Egress, Policy};
+use crate::egress::Policy;
+use crate::model::config::HttpLimits;
+use crate::model::egress::Egress;
+use crate::model::names::setting_env_var;
 use crate::redact::scrub_plugin_line;
 
 /// The name built-in providers are known by in logs and configuration.
@@ -31,35 +34,6 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The tracing target of events forwarded from plugins.
 pub const PLUGIN_LOG_TARGET: &str = "connhost::plugin";
-
-/// Bounds on the HTTP the host performs for one plugin (in process or
-/// isolated): whatever it asks, it cannot make the host hold more than
-/// `max_concurrent` requests and `max_body_bytes` of each body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// The largest request or response body, in bytes. A response is
-    /// read as it streams in and refused (its connection dropped) as soon
-    /// as it passes the limit; a larger request body is refused unsent.
-    pub max_body_bytes: u64,
-    /// The most requests one plugin may have in flight at once; one more
-    /// is refused at once.
-    pub max_concurrent: usize,
-}
-
-/// The default [`HttpLimits::max_body_bytes`]: 4 MiB.
-pub const DEFAULT_HTTP_MAX_BODY: u64 = 4 << 20;
-
-/// The default [`HttpLimits::max_concurrent`].
-pub const DEFAULT_HTTP_MAX_CONCURRENT: usize = 16;
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: DEFAULT_HTTP_MAX_BODY,
-            max_concurrent: DEFAULT_HTTP_MAX_CONCURRENT,
-        }
-    }
-}
 
 /// One plugin's identity, settings, egress policy and HTTP bounds.
 struct Slot {
@@ -277,28 +251,12 @@ fn vtable() -> HostVTableRef {
     })
 }
 
-/// The environment variable an operator sets for a plugin's setting:
-/// `CONNHOST_PLUGIN_<PLUGIN>_<KEY>`, upper-cased, other characters as `_`.
-pub fn setting_env_var(plugin: &str, key: &str) -> String {
-    let clean = |s: &str| {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect::<String>()
-    };
-    format!("CONNHOST_PLUGIN_{}_{}", clean(plugin), clean(key))
-}
-
 extern "C" fn host_log(plugin: u64, level_code: u8, target: RStr<'_>, message: RStr<'_>) {
     // Nothing here may panic: this runs inside the plugin's call stack.
     let _ = std::panic::catch_unwind(|| {
-        // In a worker, the host scrubs and emits it.
-        if crate::worker::child::forward_log(level_code, target.as_str(), message.as_str()) {
+        // Forwarded (in a worker): the host scrubs and emits it.
+        if let Some(forward) = FORWARD.get() {
+            (forward.log)(level_code, target.as_str(), message.as_str());
             return;
         }
         let name = with_slot(plugin, |s| s.name.clone()).unwrap_or_else(|| "?".to_owned());
@@ -329,8 +287,8 @@ pub(crate) fn emit_plugin_log(name: &str, level_code: u8, target: &str, message:
 /// plugin's own ([`register_plugin`], [`set_egress`]).
 pub(crate) async fn http_for_worker(
     token: u64,
-    request: crate::worker::protocol::HttpRequest,
-) -> Result<crate::worker::protocol::HttpResponse, crate::worker::protocol::HttpFailure> {
+    request: crate::protocol::HttpRequest,
+) -> Result<crate::protocol::HttpResponse, crate::protocol::HttpFailure> {
     let request = FfiHttpRequest {
         method: request.method.into(),
         url: request.url.into(),
@@ -343,7 +301,7 @@ pub(crate) async fn http_for_worker(
         timeout_ms: request.timeout_ms,
     };
     match host_http(token, request).await {
-        ROk(response) => Ok(crate::worker::protocol::HttpResponse {
+        ROk(response) => Ok(crate::protocol::HttpResponse {
             status: response.status,
             headers: response
                 .headers
@@ -352,7 +310,7 @@ pub(crate) async fn http_for_worker(
                 .collect(),
             body: response.body.into_vec(),
         }),
-        RErr(error) => Err(crate::worker::protocol::HttpFailure {
+        RErr(error) => Err(crate::protocol::HttpFailure {
             kind: error.kind,
             message: error.message.into_string(),
         }),
@@ -462,12 +420,44 @@ fn http_failure(kind: u8, message: impl Into<String>) -> FfiHttpError {
     }
 }
 
-type HttpResult = RResult<FfiHttpResponse, FfiHttpError>;
+/// The result of a plugin's HTTP request, as the ABI carries it.
+pub(crate) type HttpResult = RResult<FfiHttpResponse, FfiHttpError>;
+
+/// Host functions that hand a plugin's logs and HTTP to someone else: a
+/// worker installs its own, which send them to its host (where they are
+/// scrubbed, checked against the plugin's egress and performed).
+#[derive(Clone, Copy)]
+pub(crate) struct Forwarding {
+    /// Takes a log event (level code, target, message).
+    pub(crate) log: fn(u8, &str, &str),
+    /// Takes an HTTP request and answers it as a future.
+    pub(crate) http: fn(FfiHttpRequest) -> FfiFuture<HttpResult>,
+}
+
+/// Process-wide, as the function table plugins call back through: set
+/// once by a worker process, before its plugin is loaded.
+static FORWARD: OnceLock<Forwarding> = OnceLock::new();
+
+/// Forwards every plugin's logs and HTTP in this process with `forwarding`
+/// from now on (a worker process does, before it loads its plugin).
+pub(crate) fn forward_with(forwarding: Forwarding) {
+    let _ = FORWARD.set(forwarding);
+}
 
 extern "C" fn host_http(plugin: u64, request: FfiHttpRequest) -> FfiFuture<HttpResult> {
-    // In a worker, the host makes the request.
-    if crate::worker::child::in_worker() {
-        return crate::worker::child::forward_http(request);
+    // Forwarded (in a worker): the host makes the request.
+    if let Some(forward) = FORWARD.get() {
+        let forwarded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (forward.http)(request)));
+        return forwarded.unwrap_or_else(|_| {
+            async {
+                RErr(http_failure(
+                    http_error::OTHER,
+                    "the request could not be forwarded",
+                ))
+            }
+            .into_ffi()
+        });
     }
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let (policy, limits, in_flight) = http_policy_of(plugin);

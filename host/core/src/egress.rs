@@ -28,6 +28,8 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::model::egress::Egress;
+
 /// One egress pattern: which hosts (and ports) it allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pattern {
@@ -320,32 +322,6 @@ pub struct Policy {
     declared: Vec<Pattern>,
     granted: Option<Vec<Pattern>>,
     client: OnceLock<reqwest::Client>,
-}
-
-/// A plugin's egress as the operator sees it (`connhost plugins --json`,
-/// `/v1/plugins`): the hosts its providers declare, and what the
-/// operator granted (`null`: no grant, the declarations apply).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Egress {
-    /// The hosts its providers declare.
-    pub declared: Vec<String>,
-    /// The operator's grant, which replaces the declarations; `null`
-    /// when there is none.
-    pub granted: Option<Vec<String>>,
-}
-
-impl Egress {
-    /// The hosts each of `lists` declares, once each, in order.
-    pub fn declared_by<'a>(lists: impl IntoIterator<Item = &'a Vec<String>>) -> Vec<String> {
-        let mut declared: Vec<String> = Vec::new();
-        for host in lists.into_iter().flatten() {
-            if !declared.contains(host) {
-                declared.push(host.clone());
-            }
-        }
-        declared
-    }
 }
 
 /// Parses patterns, logging (and dropping) the ones that do not parse: a

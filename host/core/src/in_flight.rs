@@ -14,15 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The default bound on one provider's validations in flight.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
-
-/// The bound on validations in flight across all providers, in this
-/// process: well under tokio's blocking pool (512 threads by default), so
-/// that however many providers block their threads, the host keeps threads
-/// for its own blocking work (name resolution for the HTTP capability, file
-/// reads).
-pub const HOST_MAX_IN_FLIGHT: usize = 384;
+use crate::model::config::HOST_MAX_IN_FLIGHT;
 
 /// Validations in flight across all providers.
 static TOTAL: AtomicUsize = AtomicUsize::new(0);

@@ -16,55 +16,89 @@
 //! # }
 //! ```
 //!
-//! The path of a plugin file: the [`Catalog`] (`catalog/mod.rs`, the one
-//! place a plugin file becomes a provider) has each file checked, copied
-//! and loaded by the [`loader`], and assembles the compiled-in providers
-//! and the plugins into one [`ProviderRegistry`] (entries with their
-//! [`Origin`]) with a [`LoadReport`]. [`Connhost`] lists, describes and
-//! validates over that set; `call.rs` is the one place a provider is
-//! called, producing a [`Verdict`]. [`reload`] keeps a catalog in step
-//! with its folder. This crate knows nothing of the command line or of
-//! HTTP servers: `connhost-http` serves it, `connhost-cli` is the binary.
+//! The path of a plugin file: the [`Catalog`] (the one place a plugin file
+//! becomes a provider) has each file admitted and copied, decides where it
+//! runs (in this process, or in a sandboxed worker it starts and owns),
+//! and assembles the compiled-in providers and the plugins into one
+//! [`ProviderRegistry`] (entries with their [`Origin`]) with a
+//! [`LoadReport`]. [`Connhost`] lists, describes and validates over that
+//! set, each validation ending in a [`Verdict`]. [`reload`] keeps a
+//! catalog in step with its folder. This crate knows nothing of the
+//! command line or of HTTP servers: `connhost-http` serves it,
+//! `connhost-cli` is the binary.
 
-mod backend;
-mod builtin;
-pub mod cache_dir;
-mod call;
-pub mod capabilities;
-pub mod catalog;
-mod config;
-pub mod egress;
-mod in_flight;
-pub mod loader;
-pub mod redact;
-mod registry;
-pub mod reload;
-mod report;
+// The layers, bottom up: each module imports only from the layers below
+// it (and, within the mechanisms, only from those listed before it).
+// `tests/integration/layout.rs` holds the same table and fails on an
+// upward import. See ARCHITECTURE.md.
+
+// 0. Plain data.
+mod model;
 #[cfg(feature = "openapi")]
 #[doc(hidden)]
 pub mod schema_doc;
-mod service;
+
+// 1. Mechanisms, each on its own.
+pub mod cache_dir;
+pub mod egress;
+mod in_flight;
+mod library;
+pub mod permissions;
+mod protocol;
+pub mod redact;
 pub mod trust;
-mod verdict;
+
+// 2. What the host lends to providers (knows nothing of workers).
+pub mod capabilities;
+
+// 3. The code behind a provider: compiled in, in process, isolated (the
+//    worker's host side).
+mod backend;
+
+// 4. The provider set: the registry, the built-ins' entries, and a loaded
+//    plugin's entries for it.
+mod builtin;
+mod plugin;
+mod registry;
+
+// 5. Loading a library into this process.
+mod loader;
+
+// 6. Calling a provider.
+mod call;
+
+// 7. Where each plugin file runs, and the set they make.
+pub mod catalog;
+
+// 8. The host, and keeping it in step with its folder.
+pub mod reload;
+mod service;
+
+// 9. The worker process's own entry point.
 pub mod worker;
 
+pub use backend::isolated::counts as worker_counts;
 pub use builtin::BUILTIN_PATH;
-pub use capabilities::HttpLimits;
-pub use catalog::{Catalog, RescanOutcome};
-pub use config::{
-    HostConfig, Identity, Isolation, Layer, PluginPolicy, WorkerConfig, DEFAULT_VALIDATION_TIMEOUT,
-    DEFAULT_WORKER_MEMORY, DEFAULT_WORKER_OPEN_FILES, DEFAULT_WORKER_THREADS,
-};
+pub use catalog::{inspect, Catalog, Inspection, RescanOutcome};
 pub use connhost_plugin_api as plugin_api;
 pub use connhost_plugin_api::{CredentialFields, CredentialFormSchema, FieldError};
-pub use in_flight::{DEFAULT_MAX_IN_FLIGHT, HOST_MAX_IN_FLIGHT};
-pub use loader::{LoadOptions, PluginLibrary};
-pub use registry::{Conflict, Origin, ProviderRegistry, RegisteredProvider, RegistryBuilder};
-pub use report::{
+pub use model::config::{
+    HostConfig, HttpLimits, Identity, Isolation, Layer, PluginPolicy, WorkerConfig,
+    DEFAULT_HTTP_MAX_BODY, DEFAULT_HTTP_MAX_CONCURRENT, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_PLUGIN_SIZE, DEFAULT_VALIDATION_TIMEOUT, DEFAULT_WORKER_MEMORY,
+    DEFAULT_WORKER_OPEN_FILES, DEFAULT_WORKER_THREADS, HOST_MAX_IN_FLIGHT,
+};
+pub use model::egress::Egress;
+pub use model::names::setting_env_var;
+pub use model::origin::Origin;
+pub use model::report::{
     FailureKind, LoadFailure, LoadReport, LoadedPlugin, RetiredLibrary, LOAD_LOG_TARGET,
 };
-pub use service::{Connhost, ProviderInfo, UnknownProvider};
-pub use verdict::{
+pub use model::trust::{PluginTrust, SignatureInfo, TrustConfig, TrustError};
+pub use model::verdict::{
     Accepted, BusyBound, CredentialDocument, FieldErrorBody, NotValidBody, Outcome, ValidBody,
     Verdict, VerdictBody,
 };
+pub use model::worker_status::{WorkerCounts, WorkerState, WorkerStatus};
+pub use registry::{Conflict, ProviderRegistry, RegisteredProvider, RegistryBuilder};
+pub use service::{Connhost, ProviderInfo, UnknownProvider};

@@ -4,48 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use connhost_plugin_api::{ConnectionProvider, ProviderDescriptor};
-use serde::Serialize;
 
 use crate::backend::{Backend, CompiledIn};
 use crate::in_flight::InFlight;
-
-/// Where a registered provider comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Origin {
-    /// Compiled into the host (collected with `inventory`, or registered by
-    /// an embedder in code).
-    Builtin,
-    /// Loaded from a plugin library.
-    Plugin {
-        /// The plugin's name (its crate name).
-        plugin: String,
-        /// The plugin's version.
-        version: String,
-        /// The file it was loaded from.
-        #[cfg_attr(feature = "openapi", schema(value_type = String))]
-        path: PathBuf,
-    },
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Builtin => f.write_str("the host (built in)"),
-            Origin::Plugin {
-                plugin,
-                version,
-                path,
-            } => write!(f, "plugin {plugin} {version} ({})", path.display()),
-        }
-    }
-}
+use crate::model::origin::Origin;
 
 /// A provider in the registry: what it describes, where it comes from, and
 /// the code to validate with.

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::catalog::{Catalog, RescanOutcome, COMPLETION_GRACE, SETTLE};
-use crate::{Connhost, LoadReport};
+use crate::model::report::LoadReport;
+use crate::service::Connhost;
 
 /// Events closer together than this are handled by one rescan.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
@@ -131,7 +132,7 @@ impl Reloader {
         // "Ready" means the folder is loaded as it stands: give files that
         // are still being written their chance first.
         let mut outcome = self.scan_until_settled();
-        let first = self.set.snapshot();
+        let first = Connhost::from_catalog(&self.set);
         // What the last published set reported: the answer to a rescan
         // that changed nothing.
         let mut report = first.load_report().clone();
@@ -181,7 +182,7 @@ impl Reloader {
                 self.scan_until_settled()
             };
             if outcome.changed {
-                let snapshot = self.set.snapshot();
+                let snapshot = Connhost::from_catalog(&self.set);
                 report = snapshot.load_report().clone();
                 publish(snapshot);
             }

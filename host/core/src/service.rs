@@ -11,11 +11,12 @@ use serde::Serialize;
 
 use crate::call::{self, Limits};
 use crate::catalog::Catalog;
-use crate::config::HostConfig;
-use crate::in_flight::DEFAULT_MAX_IN_FLIGHT;
-use crate::registry::{Origin, ProviderRegistry, RegisteredProvider};
-use crate::report::LoadReport;
-use crate::verdict::Verdict;
+use crate::model::config::HostConfig;
+use crate::model::config::DEFAULT_MAX_IN_FLIGHT;
+use crate::model::origin::Origin;
+use crate::model::report::LoadReport;
+use crate::model::verdict::Verdict;
+use crate::registry::{ProviderRegistry, RegisteredProvider};
 
 /// A provider as listed by the API: the JSON contract of
 /// `connhost providers --json` and `GET /v1/providers`.
@@ -80,13 +81,28 @@ pub struct Connhost {
 }
 
 impl Connhost {
-    /// Registers the built-in providers, loads the plugins folder, and
-    /// returns the combined set: [`Catalog::load`]. Never fails: files that
-    /// do not load are in [`load_report`](Self::load_report). Each call
-    /// loads its own instance of every plugin (never unloaded): call it
-    /// once, or keep a [`Catalog`].
+    /// Registers the built-in providers, loads the plugins folder once,
+    /// and returns the combined set: a [`Catalog`] for `config`,
+    /// [scanned](Catalog::scan_now), [served](Self::from_catalog). Never
+    /// fails: files that do not load are in
+    /// [`load_report`](Self::load_report). Each call loads its own
+    /// instance of every plugin (never unloaded): call it once, or keep a
+    /// [`Catalog`].
     pub fn start(config: &HostConfig) -> Self {
-        Catalog::load(config)
+        let mut catalog = Catalog::new(config);
+        catalog.scan_now();
+        Self::from_catalog(&catalog)
+    }
+
+    /// The catalog's provider set as it stands, to serve (hot reload takes
+    /// one after each rescan that changed something).
+    pub fn from_catalog(catalog: &Catalog) -> Self {
+        let (registry, report, limits) = catalog.current();
+        Self {
+            registry,
+            report,
+            limits,
+        }
     }
 
     /// Serves a registry assembled by the embedder, with this report.
@@ -103,19 +119,6 @@ impl Connhost {
                 max_in_flight: DEFAULT_MAX_IN_FLIGHT,
                 plugin_max_concurrent: None,
             },
-        }
-    }
-
-    /// A host over a set the catalog built.
-    pub(crate) fn from_shared(
-        registry: Arc<ProviderRegistry>,
-        report: Arc<LoadReport>,
-        limits: Limits,
-    ) -> Self {
-        Self {
-            registry,
-            report,
-            limits,
         }
     }
 
@@ -146,7 +149,7 @@ impl Connhost {
         let entries = self.registry.list();
         for plugin in &mut report.loaded {
             let status = entries.iter().find_map(|entry| match entry.origin() {
-                crate::registry::Origin::Plugin { path, .. } if *path == plugin.path => {
+                crate::model::origin::Origin::Plugin { path, .. } if *path == plugin.path => {
                     entry.backend().worker_status()
                 }
                 _ => None,

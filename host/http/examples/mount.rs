@@ -20,7 +20,7 @@
 use axum::response::Redirect;
 use axum::routing::get;
 use axum::Router;
-use connhost::{Catalog, HostConfig};
+use connhost::{Connhost, HostConfig};
 use connhost_http::{AppState, HttpConfig};
 
 #[tokio::main]
@@ -60,7 +60,7 @@ async fn main() {
     // `connhost::reload::start` instead, publishing with `state.set_host`.
     let publishing = state.clone();
     tokio::task::spawn_blocking(move || {
-        let host = Catalog::load(&HostConfig::with_plugins_dir(folder));
+        let host = Connhost::start(&HostConfig::with_plugins_dir(folder));
         println!("serving {} providers", host.registry().len());
         publishing.set_host(host);
     });

@@ -88,13 +88,13 @@ impl prometheus_client::collector::Collector for WorkerCollector {
         use prometheus_client::encoding::EncodeMetric as _;
         use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::TypedMetric as _;
-        let counts = connhost::worker::counts();
+        let counts = connhost::worker_counts();
         if counts.is_empty() {
             // No plugin was ever isolated: no series, so no metadata
             // without one.
             return Ok(());
         }
-        type Pick = fn(&connhost::worker::WorkerCounts) -> u64;
+        type Pick = fn(&connhost::WorkerCounts) -> u64;
         let series: [(&str, &str, Pick); 2] = [
             (
                 "worker_crashes",

@@ -92,7 +92,7 @@ pub(crate) struct GlobalArgs {
         long,
         global = true,
         env = "CONNHOST_MAX_PLUGIN_SIZE",
-        default_value_t = connhost::loader::DEFAULT_MAX_PLUGIN_SIZE,
+        default_value_t = connhost::DEFAULT_MAX_PLUGIN_SIZE,
         value_name = "BYTES"
     )]
     pub(crate) max_plugin_size: u64,

@@ -60,7 +60,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Lock { add } => lock::run(&config, &add),
         Command::Inspect { file, json } => {
-            let inspection = connhost::loader::inspect(&file, &config);
+            let inspection = connhost::inspect(&file, &config);
             if json {
                 terminal::print_json(&inspection)?;
             } else {
@@ -198,7 +198,7 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
         settings,
         cache_dir: None,
         isolation: global.isolation,
-        trust: connhost::trust::TrustConfig {
+        trust: connhost::TrustConfig {
             check_permissions: !global.insecure_permissions,
             trusted_keys: global.trusted_keys.clone(),
             lock_file: global.lock_file.clone(),

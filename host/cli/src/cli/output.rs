@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use connhost::loader::Inspection;
+use connhost::Inspection;
 use connhost::{LoadReport, Origin, ProviderInfo, Verdict};
 
 use super::terminal::{escape, escape_lines, terminal_json};
@@ -139,7 +139,7 @@ pub(crate) fn report(report: &LoadReport) -> String {
 /// What was checked about a plugin, when it was signed or locked:
 /// `signed by 4BD7A079B2011681 ("release 1.0"), locked at sha256:...`,
 /// the trusted comment [escaped](escape).
-fn trust(trust: &connhost::trust::PluginTrust) -> Option<String> {
+fn trust(trust: &connhost::PluginTrust) -> Option<String> {
     let signed = trust.signature.as_ref().map(|s| {
         format!(
             "signed by {} (\"{}\")",
@@ -154,7 +154,7 @@ fn trust(trust: &connhost::trust::PluginTrust) -> Option<String> {
 
 /// What a plugin may call, in one line: `granted 127.0.0.1:8080
 /// (declares api.example.com)`, `declared api.example.com`, `none`.
-fn egress(egress: &connhost::egress::Egress) -> String {
+fn egress(egress: &connhost::Egress) -> String {
     let list = |hosts: &[String]| {
         if hosts.is_empty() {
             "nothing".to_owned()

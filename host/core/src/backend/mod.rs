@@ -17,7 +17,7 @@
 
 mod compiled_in;
 mod in_process;
-mod isolated;
+pub(crate) mod isolated;
 
 use connhost_plugin_api::{
     ConnectionValidation, CredentialFields, ValidationError, ValidationErrorKind,
@@ -124,7 +124,7 @@ impl Backend {
     }
 
     /// Its worker's status, when the provider is isolated.
-    pub(crate) fn worker_status(&self) -> Option<crate::worker::WorkerStatus> {
+    pub(crate) fn worker_status(&self) -> Option<crate::model::worker_status::WorkerStatus> {
         match self {
             Backend::Isolated(provider) => Some(provider.status()),
             _ => None,

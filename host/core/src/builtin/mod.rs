@@ -12,8 +12,9 @@ use connhost_plugin_api::panic::catch_panic;
 use connhost_plugin_api::{builtin_providers, ConnectionProvider, ProviderDescriptor};
 
 use crate::backend::{Backend, CompiledIn};
-use crate::registry::{Origin, RegisteredProvider};
-use crate::report::{FailureKind, LoadFailure};
+use crate::model::origin::Origin;
+use crate::model::report::{FailureKind, LoadFailure};
+use crate::registry::RegisteredProvider;
 
 /// The path a failure of a built-in provider is reported under.
 pub const BUILTIN_PATH: &str = "(built in)";

@@ -51,17 +51,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::admission::{self, Refused};
+use super::listing::{library_files, missing_dir_reason};
+use super::placement;
 #[cfg(doc)]
 use super::Catalog;
 use crate::cache_dir;
-use crate::loader::{
-    check_opened, is_transient, library_files, missing_dir_reason, open_regular, LoadOptions,
-    OpenError, PluginLibrary,
-};
-use crate::report::{
+use crate::library::{is_transient, open_regular, OpenError};
+use crate::model::config::HostConfig;
+use crate::model::report::{
     log_failures, rfc3339, FailureKind, LoadFailure, RetiredLibrary, LOAD_LOG_TARGET,
 };
-use crate::trust::{Admission, Gate, PluginTrust, Stamp, TrustConfig};
+use crate::model::trust::PluginTrust;
+use crate::plugin::Plugin;
+use crate::trust::{Gate, Stamp};
 
 /// A file whose last change is more recent than this may still be being
 /// written: it is looked at again once it has been quiet this long. A
@@ -149,7 +152,7 @@ struct Entry {
     fingerprint: Fingerprint,
     hash: String,
     bytes: u64,
-    library: PluginLibrary,
+    library: Plugin,
     trust: PluginTrust,
 }
 
@@ -210,10 +213,11 @@ pub(crate) struct Folder {
     /// Whether the `--insecure-permissions` warning about the cache folder
     /// was given.
     cache_warned: bool,
-    options: LoadOptions,
-    /// The trust configuration, and the gate made from it (`None` until
-    /// it could be: its keys and lock file read).
-    trust: TrustConfig,
+    /// How to load and admit files (its trust configuration, its
+    /// placement, settings and limits).
+    config: HostConfig,
+    /// The gate made from its trust configuration (`None` until it could
+    /// be: its keys and lock file read).
     gate: Option<Gate>,
     entries: Vec<Entry>,
     failures: BTreeMap<PathBuf, (Version, LoadFailure)>,
@@ -249,19 +253,14 @@ impl std::fmt::Debug for Folder {
 
 impl Folder {
     /// The folder `dir` (nothing is loaded until the first rescan), keeping
-    /// its private copies in `cache`, admitting files by `trust`.
-    pub(crate) fn new(
-        dir: PathBuf,
-        cache: CacheChoice,
-        options: LoadOptions,
-        trust: TrustConfig,
-    ) -> Self {
+    /// its private copies in `cache`, loading and admitting files as
+    /// `config` says.
+    pub(crate) fn new(dir: PathBuf, cache: CacheChoice, config: HostConfig) -> Self {
         Self {
             dir,
-            options,
+            config,
             cache,
             cache_warned: false,
-            trust,
             gate: None,
             entries: Vec::new(),
             failures: BTreeMap::new(),
@@ -374,7 +373,7 @@ impl Folder {
     /// permissions.
     fn prepare_trust(&mut self) -> Result<(), Refusal> {
         if self.gate.is_none() {
-            let gate = Gate::new(&self.trust, &self.dir).map_err(|e| {
+            let gate = Gate::new(&self.config.trust, &self.dir).map_err(|e| {
                 Refusal::Trust(format!(
                     "{e}. No plugin is loaded from {} until it is fixed.",
                     self.dir.display()
@@ -398,7 +397,7 @@ impl Folder {
     /// a warning); the folder's own one created afresh if it is gone, and
     /// checked the same way.
     fn prepare_cache(&mut self) -> Result<(), Refusal> {
-        let check = self.trust.check_permissions;
+        let check = self.config.trust.check_permissions;
         if !check && !self.cache_warned {
             self.cache_warned = true;
             if let Some(cache) = self.cache() {
@@ -659,53 +658,50 @@ impl Folder {
                 return false;
             }
         };
-        // Who may write the file read (a link's target): before anything
-        // else reads it.
         let Some(gate) = self.gate.as_ref() else {
             return false; // a rescan makes the gate before looking at files
         };
-        let checked = gate
-            .check_file(path, &metadata)
-            .and_then(|()| gate.signature_of(path));
-        let signed = match checked {
+        let signed = match admission::check_before_copy(
+            gate,
+            path,
+            &file,
+            &metadata,
+            self.config.max_plugin_size,
+        ) {
             Ok(signed) => signed,
-            Err(failure) => {
+            Err(Refused::Headers(failure))
+                if self.patient
+                    && failure.kind != FailureKind::TooLarge
+                    && since.elapsed() < COMPLETION_GRACE =>
+            {
+                outcome.waiting = true; // maybe still being copied
+                return false;
+            }
+            Err(Refused::Trust(failure) | Refused::Headers(failure)) => {
                 self.pending.remove(path);
                 self.fail_version(path, version, failure, outcome);
                 return false;
             }
         };
-        if let Err(failure) = check_opened(path, &file, self.options.max_plugin_size) {
-            let lasting = failure.kind == FailureKind::TooLarge;
-            if self.patient && !lasting && since.elapsed() < COMPLETION_GRACE {
-                outcome.waiting = true; // maybe still being copied
-                return false;
-            }
-            self.pending.remove(path);
-            self.fail_version(path, version, failure, outcome);
-            return false;
-        }
-        // Copy the checked descriptor into the cache, hashing what is
-        // written and checking it against the signature: the copy is what
-        // gets loaded.
-        let mut admission = Admission::new(signed.as_ref());
-        let copied = self.cache_folder().and_then(|cache| {
-            cache_dir::copy_into_observed(&cache, &mut file, &mut |bytes| admission.update(bytes))
-        });
+        // Copy the checked descriptor into the cache, checking its bytes
+        // as they are copied: the copy is what gets loaded.
+        let cache = self.cache_folder();
         let Some(gate) = self.gate.as_ref() else {
             return false;
         };
-        let admitted = admission.finish(gate, path);
+        let copied = cache.and_then(|cache| {
+            admission::copy_checked(gate, path, &mut file, signed.as_ref(), &cache)
+        });
         // What was read is the version checked only if the file did not
         // change meanwhile (a writer rewriting it in place).
         let steady =
             file.metadata().map(|m| Fingerprint::from_metadata(&m)).ok() == Some(fingerprint);
-        let (hash, copy) = match copied {
-            Ok(copied) if steady => copied,
-            Ok((hash, copy)) => {
+        let (hash, copy, admitted) = match copied {
+            Ok(copied) if steady => (copied.hash, copied.copy, copied.admitted),
+            Ok(copied) => {
                 tracing::debug!(path = %path.display(), "the plugin changed while it was copied; looking again");
-                if !self.entries.iter().any(|e| e.hash == hash) {
-                    let _ = std::fs::remove_file(&copy);
+                if !self.entries.iter().any(|e| e.hash == copied.hash) {
+                    let _ = std::fs::remove_file(&copied.copy);
                 }
                 outcome.waiting = true;
                 return false;
@@ -770,7 +766,7 @@ impl Folder {
             }
         }
         let bytes = std::fs::metadata(copy).map(|m| m.len()).unwrap_or(0);
-        match PluginLibrary::open(copy, path, &self.options) {
+        match placement::open(copy, path, &self.config) {
             Ok(library) => {
                 let entry = Entry {
                     path: path.to_owned(),
@@ -881,7 +877,7 @@ impl Folder {
     /// library is in memory once however often it was loaded). An
     /// isolated one is not counted: it is not in this process.
     fn retire(&mut self, entry: Entry) {
-        if entry.library.isolation() == crate::config::Isolation::Process {
+        if entry.library.isolation() == crate::model::config::Isolation::Process {
             // Its worker stops once the calls in flight to it finish, and
             // its memory goes with it: nothing stays behind to count.
             return;
@@ -904,13 +900,13 @@ impl Folder {
 
     /// The loaded libraries, in the order their files first arrived (a
     /// replacement keeps its file's place).
-    pub(crate) fn libraries(&self) -> impl Iterator<Item = &PluginLibrary> {
+    pub(crate) fn libraries(&self) -> impl Iterator<Item = &Plugin> {
         self.entries.iter().map(|e| &e.library)
     }
 
     /// The loaded libraries (as [`libraries`](Self::libraries)), each with
     /// what was checked before it was loaded.
-    pub(crate) fn loaded(&self) -> impl Iterator<Item = (&PluginLibrary, &PluginTrust)> {
+    pub(crate) fn loaded(&self) -> impl Iterator<Item = (&Plugin, &PluginTrust)> {
         self.entries.iter().map(|e| (&e.library, &e.trust))
     }
 
@@ -947,8 +943,7 @@ mod tests {
         let mut set = Folder::new(
             not_a_folder.clone(),
             CacheChoice::Given(tmp.path().join("cache")),
-            LoadOptions::default(),
-            TrustConfig::default(),
+            HostConfig::default(),
         );
 
         let first = set.rescan(true);

@@ -4,10 +4,15 @@
 //! collected, and any an embedder adds in code) and a plugins folder's
 //! libraries (`folder.rs`: checked, copied, loaded, kept in step with the
 //! folder), and assembles them into one provider set, with the report of
-//! what loaded and what did not. The CLI and [`Connhost::start`] load the
-//! folder once ([`Catalog::load`]); `connhost serve`'s hot reload keeps one
-//! catalog and rescans it ([`crate::reload`]). Both get the same set from
-//! the same files.
+//! what loaded and what did not. The CLI and `Connhost::start` scan the
+//! folder once ([`Catalog::scan_now`]); `connhost serve`'s hot reload keeps
+//! one catalog and rescans it ([`crate::reload`]). Both get the same set
+//! from the same files.
+//!
+//! **Where a plugin runs** is decided per file, by its name, before it is
+//! opened (`placement.rs`): in this process (the loader), or in a
+//! sandboxed worker the catalog starts. The catalog owns those workers: a
+//! plugin none of whose providers registered has its worker stopped.
 //!
 //! **One conflict order.** Compiled-in providers come first (the
 //! built-ins, then the embedder's, which replace a built-in of the same id:
@@ -30,9 +35,12 @@
 //! cache folder's [`FailureKind::CacheFailed`], nothing loaded) unless no
 //! one but the host's user can write it.
 
+mod admission;
 mod folder;
+mod inspect;
+mod listing;
+mod placement;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,22 +48,23 @@ use std::time::Instant;
 use connhost_plugin_api::ConnectionProvider;
 
 pub use folder::{RescanOutcome, COMPLETION_GRACE, FIRST_RETRY, MAX_RETRY, SETTLE};
+pub use inspect::{inspect, Inspection};
 
 use crate::call::Limits;
-use crate::config::{policy_in, HostConfig, PluginPolicy};
-use crate::loader::PluginLibrary;
+use crate::model::config::HostConfig;
+use crate::model::report::{log_failures, FailureKind, LoadFailure, LoadReport, LoadedPlugin};
+use crate::model::trust::PluginTrust;
+use crate::plugin::Plugin;
 use crate::registry::{OwnLimits, ProviderRegistry, RegisteredProvider};
-use crate::report::{log_failures, FailureKind, LoadFailure, LoadReport, LoadedPlugin};
-use crate::service::Connhost;
 use folder::{CacheChoice, Folder};
 
 /// Builds the provider set from the compiled-in providers and a plugins
 /// folder. See the [module documentation](self) for the rules.
 pub struct Catalog {
     limits: Limits,
-    /// Per-plugin policies ([`HostConfig::plugins`]): their bounds apply
-    /// to their plugin's providers.
-    policies: BTreeMap<String, PluginPolicy>,
+    /// The configuration it was made with: its per-plugin policies'
+    /// bounds apply to their plugin's providers.
+    config: HostConfig,
     compiled_in: Vec<Arc<RegisteredProvider>>,
     compiled_in_failures: Vec<LoadFailure>,
     folder: Option<Folder>,
@@ -119,7 +128,7 @@ impl Catalog {
                     CacheChoice::Own(crate::cache_dir::create_default().ok())
                 }
             };
-            Folder::new(dir, cache, config.load_options(), config.trust.clone())
+            Folder::new(dir, cache, config.clone())
         });
         let mut catalog = Self {
             limits: Limits {
@@ -127,7 +136,7 @@ impl Catalog {
                 max_in_flight: config.max_in_flight.max(1),
                 plugin_max_concurrent: None,
             },
-            policies: config.plugins.clone(),
+            config: config.clone(),
             compiled_in,
             compiled_in_failures,
             folder,
@@ -150,7 +159,7 @@ impl Catalog {
     /// builtin] egress`; process-wide, like their settings).
     fn grant_compiled_in_egress(&self) {
         crate::capabilities::grant_compiled_in_egress(
-            policy_in(&self.policies, crate::capabilities::BUILTIN_SCOPE).egress,
+            self.config.egress_of(crate::capabilities::BUILTIN_SCOPE),
         );
     }
 
@@ -164,14 +173,6 @@ impl Catalog {
         self.grant_compiled_in_egress();
         self.rebuild();
         self
-    }
-
-    /// The whole set for `config`, loaded once: [`new`](Self::new),
-    /// [`scan_now`](Self::scan_now), [`snapshot`](Self::snapshot).
-    pub fn load(config: &HostConfig) -> Connhost {
-        let mut catalog = Self::new(config);
-        catalog.scan_now();
-        catalog.snapshot()
     }
 
     /// The plugins folder, if the catalog has one.
@@ -245,10 +246,11 @@ impl Catalog {
         outcome
     }
 
-    /// The provider set as it stands, to serve.
-    pub fn snapshot(&self) -> Connhost {
+    /// The provider set as it stands, with its report and the host-wide
+    /// bounds on calls: what a [`crate::Connhost`] serves.
+    pub(crate) fn current(&self) -> (Arc<ProviderRegistry>, Arc<LoadReport>, Limits) {
         let (registry, report) = &self.current;
-        Connhost::from_shared(registry.clone(), report.clone(), self.limits)
+        (registry.clone(), report.clone(), self.limits)
     }
 
     /// Assembles the set, in the one conflict order: compiled-in
@@ -279,7 +281,7 @@ impl Catalog {
         if let Some(folder) = &self.folder {
             report.failed.extend(folder.folder_failure().cloned());
             for (library, trust) in folder.loaded() {
-                let limits = own_limits(&self.policies, library.name());
+                let limits = own_limits(&self.config, library.name());
                 let (loaded, failures) = register(&mut registry, library, trust, limits);
                 report.loaded.extend(loaded);
                 registration.extend(failures);
@@ -316,8 +318,8 @@ impl Drop for Catalog {
 }
 
 /// The bounds the operator set for the plugin `name`'s providers.
-fn own_limits(policies: &BTreeMap<String, PluginPolicy>, name: &str) -> OwnLimits {
-    let policy = policy_in(policies, name);
+fn own_limits(config: &HostConfig, name: &str) -> OwnLimits {
+    let policy = config.policy_for(name);
     OwnLimits {
         timeout: policy.validation_timeout,
         max_in_flight: policy.max_in_flight,
@@ -332,8 +334,8 @@ fn own_limits(policies: &BTreeMap<String, PluginPolicy>, name: &str) -> OwnLimit
 /// conflicts naming both origins).
 fn register(
     registry: &mut ProviderRegistry,
-    library: &PluginLibrary,
-    trust: &crate::trust::PluginTrust,
+    library: &Plugin,
+    trust: &PluginTrust,
     limits: OwnLimits,
 ) -> (Option<LoadedPlugin>, Vec<LoadFailure>) {
     let path = library.path();

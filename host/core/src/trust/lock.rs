@@ -15,10 +15,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::TrustError;
+use crate::model::trust::TrustError;
 
 /// The lock file's name in the plugins folder (unless `--lock-file`).
-pub const LOCK_FILE_NAME: &str = "connhost.lock";
+pub use crate::model::trust::LOCK_FILE_NAME;
 
 /// The prefix of a digest: the SHA-256 of the file's content.
 pub const DIGEST_PREFIX: &str = "sha256:";

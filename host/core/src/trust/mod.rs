@@ -24,112 +24,19 @@
 //! shows what was checked ([`PluginTrust`]).
 
 pub mod lock;
-pub mod permissions;
+
 pub mod signature;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
 use sha2::Digest as _;
 
-use crate::report::{FailureKind, LoadFailure};
+use crate::model::report::{FailureKind, LoadFailure};
+use crate::model::trust::{PluginTrust, TrustConfig, TrustError};
+use crate::permissions;
+use crate::permissions::Subject;
 use lock::LockFile;
-use permissions::Subject;
 use signature::{Signed, TrustedKeys};
-
-/// What the operator decided about admitting plugin files
-/// ([`crate::HostConfig::trust`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustConfig {
-    /// Refuse a plugins folder, plugin file, key or lock file that others
-    /// than the host's user (or root) may write. On by default;
-    /// `--insecure-permissions` turns it off, with a warning at each load.
-    pub check_permissions: bool,
-    /// A folder of minisign public keys (`*.pub`): when set, only files
-    /// signed by one of them load.
-    pub trusted_keys: Option<PathBuf>,
-    /// The lock file; `None`: `connhost.lock` in the plugins folder.
-    pub lock_file: Option<PathBuf>,
-    /// Load only the files the lock file lists, with their digest.
-    pub locked: bool,
-}
-
-impl Default for TrustConfig {
-    fn default() -> Self {
-        Self {
-            check_permissions: true,
-            trusted_keys: None,
-            lock_file: None,
-            locked: false,
-        }
-    }
-}
-
-impl TrustConfig {
-    /// The lock file for the plugins folder `plugins_dir`: the configured
-    /// one, or `connhost.lock` in the folder.
-    pub fn lock_path(&self, plugins_dir: Option<&Path>) -> Option<PathBuf> {
-        self.lock_file
-            .clone()
-            .or_else(|| plugins_dir.map(|d| d.join(lock::LOCK_FILE_NAME)))
-    }
-}
-
-/// A trust configuration that cannot be used: a trusted keys folder that
-/// is missing, unreadable, insecure or holds a malformed key; a lock file
-/// that is malformed, insecure, or missing under `--locked`; a plugin
-/// cache folder that is not the host's alone
-/// ([`crate::cache_dir::prepare_given`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustError {
-    /// The file or folder at fault.
-    pub path: PathBuf,
-    /// What is wrong, naming the path, and what to do.
-    pub reason: String,
-}
-
-impl TrustError {
-    pub(crate) fn new(path: &Path, reason: String) -> Self {
-        Self {
-            path: path.to_owned(),
-            reason,
-        }
-    }
-}
-
-impl std::fmt::Display for TrustError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.reason)
-    }
-}
-
-impl std::error::Error for TrustError {}
-
-/// What was checked about a loaded plugin file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PluginTrust {
-    /// `sha256:` and the hex SHA-256 of the file's content (of the copy
-    /// that was loaded), as the lock file records it.
-    pub digest: String,
-    /// Whether `--locked` admitted it (its digest is the locked one).
-    pub locked: bool,
-    /// Its verified signature, when trusted keys are configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signature: Option<SignatureInfo>,
-}
-
-/// A verified minisign signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct SignatureInfo {
-    /// The signing key's id, as the minisign tool prints it: upper-case hex
-    /// without leading zeros (up to 16 digits, `C3D7BC1A2C829CA`).
-    pub key_id: String,
-    /// The signer's trusted comment, as written (shown, never required in
-    /// any form).
-    pub trusted_comment: String,
-}
 
 /// Checks at start what the trust configuration of `config` needs: the
 /// trusted keys folder and its keys, under `locked` the lock file, and a
@@ -137,7 +44,7 @@ pub struct SignatureInfo {
 /// the host's alone). The CLI refuses to start on an error; a catalog
 /// built anyway loads nothing from its folder until the configuration can
 /// be used.
-pub fn check_config(config: &crate::HostConfig) -> Result<(), TrustError> {
+pub fn check_config(config: &crate::model::config::HostConfig) -> Result<(), TrustError> {
     let Some(dir) = &config.plugins_dir else {
         return Ok(());
     };

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use minisign_verify::{PublicKey, Signature, StreamVerifier};
 
-use super::permissions::{self, Subject};
-use super::{SignatureInfo, TrustError};
-use crate::report::{FailureKind, LoadFailure};
+use crate::model::report::{FailureKind, LoadFailure};
+use crate::model::trust::{SignatureInfo, TrustError};
+use crate::permissions::{self, Subject};
 
 /// The largest key or signature file read (both are a few hundred bytes).
 const MAX_SMALL_FILE: u64 = 64 * 1024;

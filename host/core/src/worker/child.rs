@@ -24,25 +24,21 @@ use std::os::fd::FromRawFd as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use abi_stable::std_types::{RErr, ROk, RResult, RString, RVec, Tuple2};
+use abi_stable::std_types::{RErr, ROk, RString, RVec, Tuple2};
 use async_ffi::{FfiFuture, FutureExt as _};
 use connhost_plugin_api::abi::{http_error, FfiHttpError, FfiHttpRequest, FfiHttpResponse};
 use connhost_plugin_api::panic::CatchPanic;
 use connhost_plugin_api::CredentialFields;
 use tokio::sync::oneshot;
 
-use super::protocol::{
-    self, FromWorker, Hello, HttpFailure, HttpRequest, HttpResponse, Ready, ToWorker, WireOutcome,
-};
 use crate::backend::{InProcess, ProviderOutcome};
-use crate::loader::{LoadOptions, PluginLibrary};
-use crate::report::FailureKind;
-
-/// The descriptor a worker finds its socket at.
-pub(crate) const SOCKET_FD: i32 = 3;
-
-/// The descriptor a worker finds its plugin library at.
-pub(crate) const LIBRARY_FD: i32 = 4;
+use crate::capabilities::{Forwarding, HttpResult};
+use crate::model::config::HostConfig;
+use crate::model::report::FailureKind;
+use crate::protocol::{
+    self, FromWorker, Hello, HttpFailure, HttpRequest, HttpResponse, Ready, ToWorker, WireOutcome,
+    LIBRARY_FD, SOCKET_FD,
+};
 
 /// The exit code of a worker that could not start (no socket, no hello).
 pub(crate) const EXIT_NO_HOST: i32 = 70;
@@ -127,7 +123,7 @@ fn run() -> Result<(), String> {
 
 /// Asks the kernel to kill this process when the host dies, then checks
 /// the host did not die before that (its pid is the argument after
-/// [`super::WORKER_ARG`]).
+/// [`crate::protocol::WORKER_ARG`]).
 fn die_with_host() -> Result<(), String> {
     #[cfg(target_os = "linux")]
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
@@ -169,30 +165,27 @@ thread_local! {
     static VALIDATION: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
-/// In a worker, sends a plugin log event to the host and returns true;
-/// elsewhere returns false.
-pub(crate) fn forward_log(level: u8, target: &str, message: &str) -> bool {
-    let Some(link) = LINK.get() else {
-        return false;
-    };
-    let _ = link.out.send(&FromWorker::Log {
-        level,
-        target: target.to_owned(),
-        message: message.to_owned(),
-    });
-    true
+/// The host functions a worker's plugin calls for logs and HTTP: both go
+/// to the host.
+const FORWARDING: Forwarding = Forwarding {
+    log: forward_log,
+    http: forward_http,
+};
+
+/// Sends a plugin log event to the host.
+fn forward_log(level: u8, target: &str, message: &str) {
+    if let Some(link) = LINK.get() {
+        let _ = link.out.send(&FromWorker::Log {
+            level,
+            target: target.to_owned(),
+            message: message.to_owned(),
+        });
+    }
 }
 
-type HttpResult = RResult<FfiHttpResponse, FfiHttpError>;
-
-/// Whether this process is a worker (its link to the host is up).
-pub(crate) fn in_worker() -> bool {
-    LINK.get().is_some()
-}
-
-/// In a worker ([`in_worker`]), hands a plugin's HTTP request to the host
-/// (where the egress policy lives) and returns its answer as a future.
-pub(crate) fn forward_http(request: FfiHttpRequest) -> FfiFuture<HttpResult> {
+/// Hands a plugin's HTTP request to the host (where the egress policy
+/// lives) and returns its answer as a future.
+fn forward_http(request: FfiHttpRequest) -> FfiFuture<HttpResult> {
     let Some(link) = LINK.get() else {
         return async {
             RErr(FfiHttpError {
@@ -290,6 +283,8 @@ async fn serve(
     {
         return Err("the worker started twice".to_owned());
     }
+    // From now on the plugin's logs and HTTP go to the host.
+    crate::capabilities::forward_with(FORWARDING);
     let library_path = entered.library.clone();
     let plugin_file = hello.plugin_file.clone();
     let max_plugin_size = hello.max_plugin_size;
@@ -313,13 +308,13 @@ async fn serve(
         _ => exit(EXIT_NO_HOST),
     };
     crate::capabilities::set_worker_env(env);
-    let options = LoadOptions {
+    let config = HostConfig {
         settings: BTreeMap::from([(name, settings)]),
         max_plugin_size,
-        ..LoadOptions::default()
+        ..HostConfig::default()
     };
     let loaded = tokio::task::spawn_blocking(move || {
-        PluginLibrary::open_in_process(&library_path, &plugin_file, &options)
+        crate::loader::open_in_process(&library_path, &plugin_file, &config)
     })
     .await
     .map_err(|e| format!("loading the library: {e}"))?;
@@ -414,7 +409,7 @@ async fn serve(
 async fn report_failure(
     out: &Arc<protocol::FrameWriter>,
     reader: &mut tokio::net::unix::OwnedReadHalf,
-    failure: crate::report::LoadFailure,
+    failure: crate::model::report::LoadFailure,
 ) -> Result<(), String> {
     let _ = out.send(&FromWorker::LoadFailed {
         kind: failure.kind,

@@ -1,31 +1,23 @@
-//! Isolated plugins: each in a worker process of its own, sandboxed, which
-//! the host supervises (restarts it when it crashes, parks it when it
-//! crashes in a loop) and talks to over a Unix socket pair.
+//! The worker process: the child side of an isolated plugin, and the top
+//! of the crate (it runs the loader, the capabilities and the protocol in
+//! a process of its own; nothing imports it). The host's side is
+//! `crate::backend::isolated`.
 //!
 //! The worker is the host's own executable in a hidden mode: a program
 //! that embeds connhost and isolates plugins calls [`run_if_worker`] first
 //! thing in `main` (the `connhost` binary does), or names another program
-//! that does in [`crate::config::WorkerConfig::program`].
+//! that does in [`crate::WorkerConfig::program`].
 
-pub(crate) mod child;
-mod death;
-pub(crate) mod protocol;
-mod spawn;
-mod status;
-mod supervisor;
+mod child;
 
-pub use status::{counts, WorkerCounts, WorkerState, WorkerStatus};
-pub(crate) use supervisor::{Spec, Supervisor};
-
-/// The first argument that starts a program in worker mode.
-pub const WORKER_ARG: &str = "__connhost-worker";
+pub use crate::protocol::WORKER_ARG;
 
 /// Stops every worker of this process and removes their cgroups, for a
 /// program about to exit (its workers would die with it anyway, but their
 /// cgroups would stay until the next host sweeps them). No worker is
 /// started or restarted afterwards. Bounded: at most about a second.
 pub fn shutdown() {
-    supervisor::stop_starting_workers();
+    crate::backend::isolated::stop_starting_workers();
     #[cfg(target_os = "linux")]
     connhost_sandbox::cgroup::remove_all_of_this_process(std::time::Duration::from_secs(1));
 }

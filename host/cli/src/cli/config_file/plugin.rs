@@ -94,7 +94,7 @@ impl Settings {
     /// `CONNHOST_PLUGIN_<PLUGIN>_<KEY>` variable gave.
     fn fill(&self, plugin: &str, config: &mut HostConfig) {
         for (key, value) in &self.0 {
-            let variable = connhost::capabilities::setting_env_var(plugin, key);
+            let variable = connhost::setting_env_var(plugin, key);
             if std::env::var_os(variable).is_some() {
                 continue;
             }

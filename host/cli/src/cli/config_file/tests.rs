@@ -371,7 +371,7 @@ fn the_trust_keys_reach_the_configuration() {
     );
     assert_eq!(
         config.trust,
-        connhost::trust::TrustConfig {
+        connhost::TrustConfig {
             check_permissions: false,
             trusted_keys: Some(PathBuf::from("/etc/connhost/keys")),
             lock_file: Some(PathBuf::from("/etc/connhost/connhost.lock")),

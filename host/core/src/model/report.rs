@@ -1,8 +1,6 @@
 //! What loading produced: the plugins that loaded, the files (or single
 //! providers) that did not and why, worded for the person who dropped the
-//! file in, and the libraries hot reload retired. Below both the loader and
-//! the registry: either may produce a failure, neither imports the other's
-//! reports.
+//! file in, and the libraries hot reload retired.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -93,6 +91,25 @@ pub struct LoadFailure {
 }
 
 impl LoadFailure {
+    /// This failure of the copy at `load_path` as the operator knows it:
+    /// of the file `path`, and naming it wherever its text named the copy
+    /// (the system loader's message names the file it was given).
+    pub(crate) fn reported_as(
+        mut self,
+        load_path: &std::path::Path,
+        path: &std::path::Path,
+    ) -> Self {
+        if load_path != path {
+            let (copy, file) = (load_path.display().to_string(), path.display().to_string());
+            self.reason = self.reason.replace(&copy, &file);
+            if let Some(detail) = &mut self.detail {
+                *detail = detail.replace(&copy, &file);
+            }
+        }
+        self.path = path.to_owned();
+        self
+    }
+
     pub(crate) fn new(
         path: impl Into<PathBuf>,
         kind: FailureKind,
@@ -161,16 +178,16 @@ pub struct LoadedPlugin {
     /// Ids of the providers it registered.
     pub providers: Vec<String>,
     /// Where its code runs.
-    pub isolation: crate::config::Isolation,
+    pub isolation: super::config::Isolation,
     /// Its worker process, when it is isolated (as it stands when asked:
     /// [`crate::Connhost::plugins`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker: Option<crate::worker::WorkerStatus>,
+    pub worker: Option<super::worker_status::WorkerStatus>,
     /// What was checked before it was loaded: its digest, whether it is
     /// locked, its signature.
-    pub trust: crate::trust::PluginTrust,
+    pub trust: super::trust::PluginTrust,
     /// The hosts its providers declare and the operator's grant.
-    pub egress: crate::egress::Egress,
+    pub egress: super::egress::Egress,
 }
 
 /// The outcome of scanning a plugins folder.

@@ -6,8 +6,7 @@ use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::child::{LIBRARY_FD, SOCKET_FD};
-use super::WORKER_ARG;
+use crate::protocol::{LIBRARY_FD, SOCKET_FD, WORKER_ARG};
 
 /// The process-wide runtime supervisors run on.
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {

@@ -23,7 +23,16 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use connhost_sandbox::{Jail, SandboxReport};
 
-use crate::report::FailureKind;
+use crate::model::report::FailureKind;
+
+/// The first argument that starts a program in worker mode.
+pub const WORKER_ARG: &str = "__connhost-worker";
+
+/// The descriptor a worker finds its socket at.
+pub(crate) const SOCKET_FD: i32 = 3;
+
+/// The descriptor a worker finds its plugin library at.
+pub(crate) const LIBRARY_FD: i32 = 4;
 
 /// The largest frame either side accepts: a bigger length is a broken or
 /// hostile peer, never an allocation.

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt as _;
 use std::sync::Mutex;
 
-use crate::config::WorkerConfig;
+use crate::model::config::WorkerConfig;
 
 /// What Rust's runtime says on standard error before it aborts for a
 /// reason worth naming (see [`describe_exit`]).

@@ -1,7 +1,5 @@
 //! What an operator and `/metrics` see of isolated plugins' workers.
 
-use std::sync::Mutex;
-
 /// Where an isolated plugin stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -52,19 +50,4 @@ pub struct WorkerCounts {
     pub crashes: u64,
     /// Workers started again after one died.
     pub restarts: u64,
-}
-
-static COUNTS: Mutex<std::collections::BTreeMap<String, WorkerCounts>> =
-    Mutex::new(std::collections::BTreeMap::new());
-
-pub(super) fn count(plugin: &str, update: impl FnOnce(&mut WorkerCounts)) {
-    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    update(counts.entry(plugin.to_owned()).or_default());
-}
-
-/// Every plugin's worker crashes and restarts in this process so far, by
-/// plugin name (monotonic: for counters).
-pub fn counts() -> Vec<(String, WorkerCounts)> {
-    let counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    counts.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }

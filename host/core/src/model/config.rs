@@ -7,11 +7,54 @@ use std::time::Duration;
 
 pub use connhost_sandbox::{Identity, Layer};
 
-use crate::in_flight::DEFAULT_MAX_IN_FLIGHT;
-use crate::loader::{LoadOptions, DEFAULT_MAX_PLUGIN_SIZE};
+use super::names;
+use super::trust::TrustConfig;
 
 /// The default bound on one validation.
 pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest plugin file loaded unless configured: 256 MiB (plugins are
+/// a few MB; a debug build of the largest example is 17 MB).
+pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 256 * 1024 * 1024;
+
+/// Bounds on the HTTP the host performs for one plugin (in process or
+/// isolated): whatever it asks, it cannot make the host hold more than
+/// `max_concurrent` requests and `max_body_bytes` of each body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// The largest request or response body, in bytes. A response is
+    /// read as it streams in and refused (its connection dropped) as soon
+    /// as it passes the limit; a larger request body is refused unsent.
+    pub max_body_bytes: u64,
+    /// The most requests one plugin may have in flight at once; one more
+    /// is refused at once.
+    pub max_concurrent: usize,
+}
+
+/// The default [`HttpLimits::max_body_bytes`]: 4 MiB.
+pub const DEFAULT_HTTP_MAX_BODY: u64 = 4 << 20;
+
+/// The default [`HttpLimits::max_concurrent`].
+pub const DEFAULT_HTTP_MAX_CONCURRENT: usize = 16;
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_HTTP_MAX_BODY,
+            max_concurrent: DEFAULT_HTTP_MAX_CONCURRENT,
+        }
+    }
+}
+
+/// The default bound on one provider's validations in flight.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
+
+/// The bound on validations in flight across all providers, in this
+/// process: well under tokio's blocking pool (512 threads by default), so
+/// that however many providers block their threads, the host keeps threads
+/// for its own blocking work (name resolution for the HTTP capability, file
+/// reads).
+pub const HOST_MAX_IN_FLIGHT: usize = 384;
 
 /// Where a plugin's code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -166,8 +209,8 @@ pub struct HostConfig {
     /// the thread running each is free again, even past its timeout);
     /// beyond it the provider answers [`crate::Verdict::Busy`] at once.
     pub max_in_flight: usize,
-    /// The largest plugin file loaded, in bytes (see
-    /// [`LoadOptions::max_plugin_size`]).
+    /// The largest plugin file loaded, in bytes: a larger file is refused
+    /// from its metadata alone, before anything is copied or read.
     pub max_plugin_size: u64,
     /// Per-plugin settings (plugin name -> key -> value); the built-in
     /// providers' scope is `"builtin"`.
@@ -194,9 +237,9 @@ pub struct HostConfig {
     pub worker: WorkerConfig,
     /// Which plugin files may load: permission checks, trusted signing
     /// keys, the lock file ([`crate::trust`]).
-    pub trust: crate::trust::TrustConfig,
+    pub trust: TrustConfig,
     /// Bounds on the HTTP the host performs for each plugin.
-    pub http: crate::capabilities::HttpLimits,
+    pub http: HttpLimits,
 }
 
 impl Default for HostConfig {
@@ -213,43 +256,43 @@ impl Default for HostConfig {
             isolation: Isolation::default(),
             plugins: BTreeMap::new(),
             worker: WorkerConfig::default(),
-            trust: crate::trust::TrustConfig::default(),
-            http: crate::capabilities::HttpLimits::default(),
+            trust: TrustConfig::default(),
+            http: HttpLimits::default(),
         }
     }
 }
 
 impl HostConfig {
-    /// What the loader needs of this configuration.
-    pub fn load_options(&self) -> LoadOptions {
-        LoadOptions {
-            settings: self.settings.clone(),
-            max_plugin_size: self.max_plugin_size,
-            isolation: self.isolation,
-            isolation_by_plugin: self
-                .plugins
-                .iter()
-                .filter_map(|(name, policy)| Some((name.clone(), policy.isolation?)))
-                .collect(),
-            egress_by_plugin: self
-                .plugins
-                .iter()
-                .filter_map(|(name, policy)| Some((name.clone(), policy.egress.clone()?)))
-                .collect(),
-            worker: self.worker.clone(),
-            http: self.http,
-        }
-    }
-
     /// The operator's policy for the plugin `name` (empty when there is
     /// none); `-` and `_` in names are taken as equal.
     pub fn policy_for(&self, name: &str) -> PluginPolicy {
-        policy_in(&self.plugins, name)
+        names::find(&self.plugins, name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Where the plugin `name` runs.
     pub fn isolation_for(&self, name: &str) -> Isolation {
         self.policy_for(name).isolation.unwrap_or(self.isolation)
+    }
+
+    /// Where the plugin in the file `path` runs, decided by the file's
+    /// name before it is opened: `libfoo_bar.so` is plugin `foo-bar`.
+    pub fn isolation_of_file(&self, path: &std::path::Path) -> Isolation {
+        self.isolation_for(&names::of_file(path))
+    }
+
+    /// The settings of the plugin `name` (an exact match, else one with
+    /// `-` and `_` taken as equal).
+    pub fn settings_of(&self, name: &str) -> BTreeMap<String, String> {
+        names::find(&self.settings, name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The operator's egress grant for the plugin `name`, if there is one.
+    pub fn egress_of(&self, name: &str) -> Option<Vec<String>> {
+        self.policy_for(name).egress
     }
 
     /// The default configuration, loading plugins from `dir`.
@@ -259,37 +302,4 @@ impl HostConfig {
             ..Self::default()
         }
     }
-}
-
-/// The policy in `plugins` for the plugin `name` (empty when there is
-/// none); `-` and `_` in names are taken as equal.
-pub(crate) fn policy_in(plugins: &BTreeMap<String, PluginPolicy>, name: &str) -> PluginPolicy {
-    let wanted = normalized(name);
-    plugins
-        .iter()
-        .find(|(key, _)| normalized(key) == wanted)
-        .map(|(_, policy)| policy.clone())
-        .unwrap_or_default()
-}
-
-/// The settings in `settings` (plugin name -> key -> value) of the plugin
-/// `name`: an exact match, else one with `-` and `_` taken as equal.
-pub(crate) fn settings_in(
-    settings: &BTreeMap<String, BTreeMap<String, String>>,
-    name: &str,
-) -> BTreeMap<String, String> {
-    if let Some(found) = settings.get(name) {
-        return found.clone();
-    }
-    let wanted = normalized(name);
-    settings
-        .iter()
-        .find(|(key, _)| normalized(key) == wanted)
-        .map(|(_, found)| found.clone())
-        .unwrap_or_default()
-}
-
-/// A plugin name as matched against policies: `-` as `_`.
-fn normalized(name: &str) -> String {
-    name.replace('-', "_")
 }

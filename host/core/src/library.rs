@@ -9,7 +9,7 @@ use abi_stable::sabi_types::VersionNumber;
 use connhost_plugin_api::abi::PluginModuleRef;
 use connhost_plugin_api::PLUGIN_API_VERSION;
 
-use crate::report::{FailureKind, LoadFailure};
+use crate::model::report::{FailureKind, LoadFailure};
 
 /// A plugin library, open and checked, with its root module.
 #[derive(Clone, Copy)]
@@ -128,10 +128,6 @@ pub(crate) fn open(path: &Path, max_size: u64) -> Result<OpenedLibrary, LoadFail
         identity: header as *const LibHeader as usize,
     })
 }
-
-/// The largest plugin file loaded unless configured: 256 MiB (plugins are
-/// a few MB; a debug build of the largest example is 17 MB).
-pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 256 * 1024 * 1024;
 
 /// Why a file named like a library could not be opened.
 #[derive(Debug)]
