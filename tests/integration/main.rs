@@ -40,4 +40,7 @@ mod starved;
 mod terminal_escapes;
 mod third_party;
 mod trust;
+mod two_hosts;
 mod validation;
+#[cfg(target_os = "linux")]
+mod worker_ownership;

@@ -20,10 +20,12 @@ use connhost_plugin_api::{assemble_credential_document, CredentialFields, FieldE
 use tracing::Instrument as _;
 
 use crate::backend::ProviderOutcome;
-use crate::in_flight::{Full, PluginInFlight, Slot};
+use crate::capabilities::AsBuiltin;
+use crate::in_flight::{Full, Slot};
 use crate::model::verdict::{Accepted, BusyBound, CredentialDocument, Verdict};
 use crate::redact::{RedactedFields, Secrets, WithSecrets};
 use crate::registry::RegisteredProvider;
+use crate::state::HostState;
 
 /// The host's bounds on one call.
 #[derive(Debug, Clone, Copy)]
@@ -43,15 +45,17 @@ pub(crate) async fn validate(
     entry: Arc<RegisteredProvider>,
     fields: CredentialFields,
     limits: Limits,
+    host: &Arc<HostState>,
 ) -> Verdict {
     let span = tracing::info_span!("validate", provider = entry.id());
-    run(entry, fields, limits).instrument(span).await
+    run(entry, fields, limits, host).instrument(span).await
 }
 
 async fn run(
     entry: Arc<RegisteredProvider>,
     mut fields: CredentialFields,
     limits: Limits,
+    host: &Arc<HostState>,
 ) -> Verdict {
     let schema = entry.descriptor().form_schema.as_ref();
     if let Some(schema) = schema {
@@ -76,11 +80,13 @@ async fn run(
     // thread that runs it until that thread is free again.
     let plugin_bound = limits
         .plugin_max_concurrent
-        .map(|max| (PluginInFlight::of(entry.plugin_scope()), max));
-    let slot = match entry
-        .in_flight()
-        .try_acquire(limits.max_in_flight, plugin_bound)
-    {
+        .map(|max| (entry.plugin_scope(), max));
+    let (library, handle) = entry.backend().identity();
+    let slot = match host.bounds.try_acquire(
+        (entry.id(), library, handle),
+        limits.max_in_flight,
+        plugin_bound,
+    ) {
         Ok(slot) => slot,
         Err(full) => return busy(full),
     };
@@ -88,7 +94,15 @@ async fn run(
     let secrets = Arc::new(Secrets::of(schema, &fields));
     let started = Instant::now();
     let outcome = if entry.backend().runs_here() {
-        run_on_own_thread(entry, slot, fields.clone(), secrets.clone(), limits.timeout).await
+        run_on_own_thread(
+            entry,
+            slot,
+            fields.clone(),
+            secrets.clone(),
+            limits.timeout,
+            host.builtin_token(),
+        )
+        .await
     } else {
         // An isolated provider only awaits its worker: no thread of its
         // own, and a timeout drops the wait (which cancels the validation
@@ -233,6 +247,7 @@ async fn run_on_own_thread(
     fields: CredentialFields,
     secrets: Arc<Secrets>,
     timeout: Duration,
+    builtin_token: u64,
 ) -> Option<ProviderOutcome> {
     let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Handle::current();
@@ -241,8 +256,13 @@ async fn run_on_own_thread(
         let _slot = slot;
         runtime.block_on(
             async move {
-                let validating =
-                    WithSecrets::new(entry.plugin_scope(), secrets, backend_call(&entry, fields));
+                // A compiled-in provider's settings, egress and HTTP
+                // bounds are its host's while it is polled.
+                let validating = WithSecrets::new(
+                    entry.plugin_scope(),
+                    secrets,
+                    AsBuiltin::new(builtin_token, backend_call(&entry, fields)),
+                );
                 tokio::select! {
                     // A caller that gave up before this thread started:
                     // the provider is never called.

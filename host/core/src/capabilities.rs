@@ -20,7 +20,7 @@ use connhost_plugin_api::abi::{
     HostVTableRef,
 };
 
-use crate::egress::Policy;
+use crate::egress::{Policy, Refusals};
 use crate::model::config::HttpLimits;
 use crate::model::egress::Egress;
 use crate::model::names::setting_env_var;
@@ -38,6 +38,8 @@ pub const PLUGIN_LOG_TARGET: &str = "connhost::plugin";
 /// One plugin's identity, settings, egress policy and HTTP bounds.
 struct Slot {
     name: String,
+    /// Where its egress refusals are counted: the host's that loaded it.
+    refusals: Arc<Refusals>,
     settings: BTreeMap<String, String>,
     egress: Arc<Policy>,
     limits: HttpLimits,
@@ -47,12 +49,13 @@ struct Slot {
 
 impl Slot {
     /// A slot that may call nothing until its egress is set.
-    fn new(name: &str, settings: BTreeMap<String, String>) -> Self {
+    fn new(name: &str, settings: BTreeMap<String, String>, refusals: Arc<Refusals>) -> Self {
         let limits = HttpLimits::default();
         Self {
             name: name.to_owned(),
             settings,
-            egress: Arc::new(Policy::new(name, &Egress::default())),
+            egress: Arc::new(Policy::new(name, &Egress::default(), refusals.clone())),
+            refusals,
             limits,
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent)),
         }
@@ -62,10 +65,7 @@ impl Slot {
 /// Sets the HTTP bounds of the plugin behind `token` (0: the compiled-in
 /// providers). Requests already running keep their permits.
 pub(crate) fn set_http_limits(token: u64, limits: HttpLimits) {
-    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
-    if slots.is_empty() {
-        slots.push(Slot::new(BUILTIN_SCOPE, BTreeMap::new()));
-    }
+    let mut slots = slots_mut();
     if let Some(slot) = usize::try_from(token).ok().and_then(|t| slots.get_mut(t)) {
         if slot.limits != limits {
             slot.limits = limits;
@@ -74,21 +74,35 @@ pub(crate) fn set_http_limits(token: u64, limits: HttpLimits) {
     }
 }
 
-/// Token -> plugin. Token 0 is the built-in providers.
+/// Token -> plugin. Process-wide, as the function table plugins call back
+/// through with their token; each slot counts into its own host's state.
+/// Token 0 is the compiled-in providers called outside any host (a raw
+/// call); each host has a slot of its own for them ([`AsBuiltin`]).
 static SLOTS: RwLock<Vec<Slot>> = RwLock::new(Vec::new());
+
+/// The slots for writing, slot 0 made if there is none yet.
+fn slots_mut() -> std::sync::RwLockWriteGuard<'static, Vec<Slot>> {
+    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
+    if slots.is_empty() {
+        slots.push(Slot::new(BUILTIN_SCOPE, BTreeMap::new(), Arc::default()));
+    }
+    slots
+}
 
 fn with_slot<T>(token: u64, f: impl FnOnce(&Slot) -> T) -> Option<T> {
     let slots = SLOTS.read().unwrap_or_else(|e| e.into_inner());
     slots.get(usize::try_from(token).ok()?).map(f)
 }
 
-/// Allocates a token for a plugin.
-pub(crate) fn register_plugin(name: &str, settings: BTreeMap<String, String>) -> u64 {
-    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
-    if slots.is_empty() {
-        slots.push(Slot::new(BUILTIN_SCOPE, BTreeMap::new()));
-    }
-    slots.push(Slot::new(name, settings));
+/// Allocates a token for a plugin, whose egress refusals count into
+/// `refusals` (its host's).
+pub(crate) fn register_plugin(
+    name: &str,
+    settings: BTreeMap<String, String>,
+    refusals: Arc<Refusals>,
+) -> u64 {
+    let mut slots = slots_mut();
+    slots.push(Slot::new(name, settings, refusals));
     (slots.len() - 1) as u64
 }
 
@@ -96,63 +110,10 @@ pub(crate) fn register_plugin(name: &str, settings: BTreeMap<String, String>) ->
 /// isolated plugin's slot learns once its worker has loaded it). Requests
 /// already running keep the policy they started with.
 pub(crate) fn set_egress(token: u64, name: &str, egress: &Egress) {
-    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
+    let mut slots = slots_mut();
     if let Some(slot) = usize::try_from(token).ok().and_then(|t| slots.get_mut(t)) {
         slot.name = name.to_owned();
-        slot.egress = Arc::new(Policy::new(name, egress));
-    }
-}
-
-/// The compiled-in providers' egress (scope [`BUILTIN_SCOPE`]):
-/// process-wide, like the providers and their settings.
-static COMPILED_IN_EGRESS: std::sync::Mutex<Egress> = std::sync::Mutex::new(Egress {
-    declared: Vec::new(),
-    granted: None,
-});
-
-/// Adds hosts a compiled-in provider declares to those of every
-/// compiled-in provider.
-pub(crate) fn declare_compiled_in(hosts: &[String]) {
-    let mut egress = COMPILED_IN_EGRESS.lock().unwrap_or_else(|e| e.into_inner());
-    let new: Vec<&String> = hosts
-        .iter()
-        .filter(|h| !egress.declared.contains(h))
-        .collect();
-    if new.is_empty() {
-        return;
-    }
-    egress.declared.extend(new.into_iter().cloned());
-    ensure_builtin_slot();
-    set_egress(0, BUILTIN_SCOPE, &egress);
-}
-
-/// Sets the operator's egress grant for the compiled-in providers (the
-/// config file's `[plugin.builtin] egress`; `None`: their declarations
-/// apply). Process-wide, like their settings: a [`crate::Catalog`] sets it
-/// from its configuration ([`crate::PluginPolicy::egress`] of
-/// [`BUILTIN_SCOPE`]), and the last one built wins. An embedder that
-/// serves its own registry ([`crate::Connhost::from_parts`]) calls it
-/// itself.
-pub fn grant_compiled_in_egress(granted: Option<Vec<String>>) {
-    let mut egress = COMPILED_IN_EGRESS.lock().unwrap_or_else(|e| e.into_inner());
-    egress.granted = granted;
-    ensure_builtin_slot();
-    set_egress(0, BUILTIN_SCOPE, &egress);
-}
-
-/// The compiled-in providers' egress as it stands.
-pub fn compiled_in_egress() -> Egress {
-    COMPILED_IN_EGRESS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-}
-
-/// Creates slot 0, the compiled-in providers', if there is none yet.
-fn ensure_builtin_slot() {
-    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
-    if slots.is_empty() {
-        slots.push(Slot::new(BUILTIN_SCOPE, BTreeMap::new()));
+        slot.egress = Arc::new(Policy::new(name, egress, slot.refusals.clone()));
     }
 }
 
@@ -164,7 +125,7 @@ fn http_policy_of(token: u64) -> (Arc<Policy>, HttpLimits, Arc<tokio::sync::Sema
     })
     .unwrap_or_else(|| {
         (
-            Arc::new(Policy::new("?", &Egress::default())),
+            Arc::new(Policy::new("?", &Egress::default(), Arc::default())),
             HttpLimits::default(),
             Arc::new(tokio::sync::Semaphore::new(0)),
         )
@@ -181,33 +142,72 @@ pub(crate) fn context_for(token: u64) -> HostContext {
 }
 
 /// Makes the host's capabilities available to compiled-in providers (this
-/// process's own copy of the plugin API). Idempotent; called by the
-/// compiled-in backend's constructor, the one place every compiled-in
-/// provider passes through.
+/// process's own copy of the plugin API), with token 0. Idempotent; called
+/// by the compiled-in backend's constructor, the one place every
+/// compiled-in provider passes through. A host's call to a compiled-in
+/// provider runs under [`AsBuiltin`], so token 0 stands for that host's
+/// slot while it is polled.
 pub(crate) fn install_for_compiled_in() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
-        ensure_builtin_slot();
+        drop(slots_mut());
         connhost_plugin_api::__private::install_host(context_for(0));
     });
 }
 
-/// Sets the settings compiled-in providers read through
-/// `connhost_plugin_api::config` (scope [`BUILTIN_SCOPE`]). They are
-/// process-wide, like the providers themselves: the catalog sets them from
-/// its configuration, and the last catalog built wins (a change is logged).
-pub(crate) fn set_compiled_in_settings(settings: BTreeMap<String, String>) {
-    let mut slots = SLOTS.write().unwrap_or_else(|e| e.into_inner());
-    match slots.first_mut() {
-        Some(first) => {
-            if first.settings != settings && !first.settings.is_empty() {
-                tracing::warn!(
-                    "the compiled-in providers' settings were replaced by a newer configuration"
-                );
-            }
-            first.settings = settings;
-        }
-        None => slots.push(Slot::new(BUILTIN_SCOPE, settings)),
+thread_local! {
+    /// The slot of the compiled-in providers of the host whose call is
+    /// being polled on this thread, if any.
+    static BUILTIN: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// The slot a host function's token stands for: token 0 (the compiled-in
+/// providers) is the slot of the host whose call is being polled.
+fn resolve(token: u64) -> u64 {
+    if token == 0 {
+        BUILTIN.with(std::cell::Cell::get).unwrap_or(0)
+    } else {
+        token
+    }
+}
+
+/// Allocates the slot of one host's compiled-in providers: their settings
+/// (scope [`BUILTIN_SCOPE`]), egress (set with [`set_egress`]) and HTTP
+/// bounds, refusals counted in `refusals`.
+pub(crate) fn register_builtin(settings: BTreeMap<String, String>, refusals: Arc<Refusals>) -> u64 {
+    register_plugin(BUILTIN_SCOPE, settings, refusals)
+}
+
+pin_project_lite::pin_project! {
+    /// A compiled-in provider's validation, polled as a call of the host
+    /// whose compiled-in providers' slot is `token`: their settings, egress
+    /// and HTTP bounds are that host's.
+    pub(crate) struct AsBuiltin<F> {
+        token: u64,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> AsBuiltin<F> {
+    /// `inner`, polled with `token` as the compiled-in providers' slot.
+    pub(crate) fn new(token: u64, inner: F) -> Self {
+        Self { token, inner }
+    }
+}
+
+impl<F: Future> Future for AsBuiltin<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let before = BUILTIN.with(|b| b.replace(Some(*this.token)));
+        let polled = this.inner.poll(cx);
+        BUILTIN.with(|b| b.set(before));
+        polled
     }
 }
 
@@ -252,6 +252,7 @@ fn vtable() -> HostVTableRef {
 }
 
 extern "C" fn host_log(plugin: u64, level_code: u8, target: RStr<'_>, message: RStr<'_>) {
+    let plugin = resolve(plugin);
     // Nothing here may panic: this runs inside the plugin's call stack.
     let _ = std::panic::catch_unwind(|| {
         // Forwarded (in a worker): the host scrubs and emits it.
@@ -346,6 +347,7 @@ fn setting_from_env(var: &str) -> Option<String> {
 }
 
 extern "C" fn host_config(plugin: u64, key: RStr<'_>) -> ROption<RString> {
+    let plugin = resolve(plugin);
     std::panic::catch_unwind(|| {
         with_slot(plugin, |slot| {
             slot.settings
@@ -445,6 +447,7 @@ pub(crate) fn forward_with(forwarding: Forwarding) {
 }
 
 extern "C" fn host_http(plugin: u64, request: FfiHttpRequest) -> FfiFuture<HttpResult> {
+    let plugin = resolve(plugin);
     // Forwarded (in a worker): the host makes the request.
     if let Some(forward) = FORWARD.get() {
         let forwarded =

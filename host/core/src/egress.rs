@@ -290,16 +290,26 @@ impl Reason {
     }
 }
 
-static REFUSALS: Mutex<BTreeMap<(String, Reason), u64>> = Mutex::new(BTreeMap::new());
+/// One host's count of refused requests, by plugin name and reason
+/// (monotonic: for counters). Each policy counts into its host's.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals(Mutex<BTreeMap<(String, Reason), u64>>);
 
-/// Every refusal in this process so far, by plugin name and reason
-/// (monotonic: for counters). Empty until the first refusal.
-pub fn refusals() -> Vec<(String, Reason, u64)> {
-    let counts = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
-    counts
-        .iter()
-        .map(|((plugin, reason), n)| (plugin.clone(), *reason, *n))
-        .collect()
+impl Refusals {
+    fn count(&self, plugin: &str, reason: Reason) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((plugin.to_owned(), reason)).or_default() += 1;
+    }
+
+    /// Every refusal so far, by plugin name and reason. Empty until the
+    /// first refusal.
+    pub(crate) fn counts(&self) -> Vec<(String, Reason, u64)> {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .iter()
+            .map(|((plugin, reason), n)| (plugin.clone(), *reason, *n))
+            .collect()
+    }
 }
 
 /// A refused request: the text the provider gets.
@@ -319,6 +329,8 @@ impl std::error::Error for Refused {}
 #[derive(Debug)]
 pub struct Policy {
     plugin: String,
+    /// Where its refusals are counted: its host's.
+    refusals: Arc<Refusals>,
     declared: Vec<Pattern>,
     granted: Option<Vec<Pattern>>,
     client: OnceLock<reqwest::Client>,
@@ -341,9 +353,10 @@ fn parse_all(plugin: &str, what: &str, texts: &[String]) -> Vec<Pattern> {
 
 impl Policy {
     /// The policy of the plugin `plugin` with these declarations and grants.
-    pub fn new(plugin: &str, egress: &Egress) -> Self {
+    pub(crate) fn new(plugin: &str, egress: &Egress, refusals: Arc<Refusals>) -> Self {
         Self {
             plugin: plugin.to_owned(),
+            refusals,
             declared: parse_all(plugin, "declared", &egress.declared),
             granted: egress
                 .granted
@@ -389,10 +402,7 @@ impl Policy {
 
     /// Counts and logs a refusal, and returns it.
     fn refuse(&self, reason: Reason, message: String) -> Refused {
-        {
-            let mut counts = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
-            *counts.entry((self.plugin.clone(), reason)).or_default() += 1;
-        }
+        self.refusals.count(&self.plugin, reason);
         tracing::warn!(plugin = %self.plugin, reason = reason.as_str(), "{message}");
         Refused(message)
     }
@@ -704,6 +714,7 @@ mod tests {
                 declared: list(declared),
                 granted: granted.map(list),
             },
+            Arc::default(),
         )
     }
 
@@ -782,10 +793,13 @@ mod tests {
 
     #[test]
     fn refusals_are_counted_by_plugin_and_reason() {
-        let p = Policy::new("unit-counted", &Egress::default());
+        let refusals = Arc::new(Refusals::default());
+        let p = Policy::new("unit-counted", &Egress::default(), refusals.clone());
         let _ = p.check_url(&url("https://a.example/"));
         let _ = p.check_url(&url("https://b.example/"));
-        let counted = refusals()
+        assert!(Refusals::default().counts().is_empty(), "another host's are apart");
+        let counted = refusals
+            .counts()
             .into_iter()
             .find(|(plugin, reason, _)| plugin == "unit-counted" && *reason == Reason::NotGranted)
             .map(|(_, _, n)| n);

@@ -3,21 +3,19 @@
 //!
 //! A validation holds its slot until the thread running it is free again,
 //! not until its caller gives up: a provider that blocks its thread past
-//! the timeout keeps the slot, and that is the point. Counters are kept per
-//! provider *code* (its id and the library it lives in), process-wide: every
-//! snapshot that hot reload builds over the same library shares the count,
-//! and a replaced library starts afresh. A plugin's own bound across its
-//! providers (`max_concurrent`) counts by the plugin's name
-//! ([`PluginInFlight`]): its vendor does not care which version calls.
+//! the timeout keeps the slot, and that is the point. A host's [`Bounds`]
+//! keep a counter per provider *code* (its id and the library it lives
+//! in): every snapshot that hot reload builds over the same library shares
+//! the count, and a replaced library starts afresh. A plugin's own bound
+//! across its providers (`max_concurrent`) counts by the plugin's name: its
+//! vendor does not care which version calls. Each host has bounds of its
+//! own: two hosts in one process do not count each other's calls.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::model::config::HOST_MAX_IN_FLIGHT;
-
-/// Validations in flight across all providers.
-static TOTAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Why a validation could not take a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,98 +24,100 @@ pub(crate) enum Full {
     Provider(usize),
     /// The provider's plugin has `max` validations in flight.
     Plugin(usize),
-    /// The host has [`HOST_MAX_IN_FLIGHT`] validations in flight.
+    /// The host has `max` validations in flight ([`HOST_MAX_IN_FLIGHT`]).
     Host(usize),
 }
 
 /// What identifies a provider's code: its id, the library it lives in (0
 /// for compiled-in code) and its handle there.
-type Key = (String, usize, u32);
+pub(crate) type CodeKey<'a> = (&'a str, usize, u32);
 
-static COUNTERS: Mutex<BTreeMap<Key, Arc<AtomicUsize>>> = Mutex::new(BTreeMap::new());
+/// One host's counts of validations in flight: across all its providers,
+/// per provider code, and per plugin.
+#[derive(Debug)]
+pub(crate) struct Bounds {
+    total: Arc<AtomicUsize>,
+    host_max: usize,
+    providers: Mutex<BTreeMap<(String, usize, u32), Arc<AtomicUsize>>>,
+    plugins: Mutex<BTreeMap<String, Arc<AtomicUsize>>>,
+}
 
-/// The in-flight counter of one provider's code.
-#[derive(Clone, Debug)]
-pub(crate) struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    /// The counter of the provider `provider_id` of the library at address
-    /// `library` (0: compiled in), handle `handle`.
-    pub(crate) fn of(provider_id: &str, library: usize, handle: u32) -> Self {
-        let mut counters = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
-        let counter = counters
-            .entry((provider_id.to_owned(), library, handle))
-            .or_default()
-            .clone();
-        Self(counter)
-    }
-
-    /// Takes a slot if the provider has fewer than `max` validations in
-    /// flight, its plugin fewer than the bound given with its counter (if
-    /// any), and the host fewer than [`HOST_MAX_IN_FLIGHT`].
-    pub(crate) fn try_acquire(
-        &self,
-        max: usize,
-        plugin: Option<(PluginInFlight, usize)>,
-    ) -> Result<Slot, Full> {
-        self.try_acquire_within(max, plugin, &TOTAL, HOST_MAX_IN_FLIGHT)
-    }
-
-    /// [`try_acquire`](Self::try_acquire) against a given host-wide count.
-    fn try_acquire_within(
-        &self,
-        max: usize,
-        plugin: Option<(PluginInFlight, usize)>,
-        total: &'static AtomicUsize,
-        host_max: usize,
-    ) -> Result<Slot, Full> {
-        if !take(total, host_max) {
-            return Err(Full::Host(host_max));
-        }
-        let plugin = match plugin {
-            Some((counter, plugin_max)) => {
-                if !take(&counter.0, plugin_max) {
-                    total.fetch_sub(1, Ordering::AcqRel);
-                    return Err(Full::Plugin(plugin_max));
-                }
-                Some(counter.0)
-            }
-            None => None,
-        };
-        if !take(&self.0, max) {
-            if let Some(plugin) = &plugin {
-                plugin.fetch_sub(1, Ordering::AcqRel);
-            }
-            total.fetch_sub(1, Ordering::AcqRel);
-            return Err(Full::Provider(max));
-        }
-        Ok(Slot {
-            provider: self.0.clone(),
-            plugin,
-            total,
-        })
-    }
-
-    /// How many slots are taken now.
-    #[cfg(test)]
-    pub(crate) fn current(&self) -> usize {
-        self.0.load(Ordering::Acquire)
+impl Default for Bounds {
+    fn default() -> Self {
+        Self::with_host_max(HOST_MAX_IN_FLIGHT)
     }
 }
 
-static PLUGIN_COUNTERS: Mutex<BTreeMap<String, Arc<AtomicUsize>>> = Mutex::new(BTreeMap::new());
+impl Bounds {
+    /// Bounds that hold at most `host_max` validations in flight across
+    /// all providers.
+    pub(crate) fn with_host_max(host_max: usize) -> Self {
+        Self {
+            total: Arc::default(),
+            host_max,
+            providers: Mutex::default(),
+            plugins: Mutex::default(),
+        }
+    }
 
-/// The in-flight counter of one plugin, across all its providers and
-/// libraries (by its name, so a hot-replaced version shares it: the bound
-/// protects its vendor, which does not care which version calls).
-#[derive(Clone, Debug)]
-pub(crate) struct PluginInFlight(Arc<AtomicUsize>);
+    /// Takes a slot for the provider code `code` if it has fewer than
+    /// `max` validations in flight, its plugin (when `plugin` names it and
+    /// its bound) fewer than that bound, and the host fewer than its own.
+    pub(crate) fn try_acquire(
+        &self,
+        code: CodeKey<'_>,
+        max: usize,
+        plugin: Option<(&str, usize)>,
+    ) -> Result<Slot, Full> {
+        if !take(&self.total, self.host_max) {
+            return Err(Full::Host(self.host_max));
+        }
+        let plugin = match plugin {
+            Some((name, plugin_max)) => {
+                let counter = self.plugin_counter(name);
+                if !take(&counter, plugin_max) {
+                    self.total.fetch_sub(1, Ordering::AcqRel);
+                    return Err(Full::Plugin(plugin_max));
+                }
+                Some(counter)
+            }
+            None => None,
+        };
+        let provider = self.provider_counter(code);
+        if !take(&provider, max) {
+            if let Some(plugin) = &plugin {
+                plugin.fetch_sub(1, Ordering::AcqRel);
+            }
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Full::Provider(max));
+        }
+        Ok(Slot {
+            provider,
+            plugin,
+            total: self.total.clone(),
+        })
+    }
 
-impl PluginInFlight {
-    /// The counter of the plugin named `plugin`.
-    pub(crate) fn of(plugin: &str) -> Self {
-        let mut counters = PLUGIN_COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
-        Self(counters.entry(plugin.to_owned()).or_default().clone())
+    fn provider_counter(&self, (id, library, handle): CodeKey<'_>) -> Arc<AtomicUsize> {
+        let mut counters = self.providers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = counters.get(&(id.to_owned(), library, handle)) {
+            return counter.clone();
+        }
+        counters
+            .entry((id.to_owned(), library, handle))
+            .or_default()
+            .clone()
+    }
+
+    fn plugin_counter(&self, name: &str) -> Arc<AtomicUsize> {
+        let mut counters = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
+        counters.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// How many validations are in flight across all providers.
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> usize {
+        self.total.load(Ordering::Acquire)
     }
 }
 
@@ -136,7 +136,7 @@ fn take(counter: &AtomicUsize, max: usize) -> bool {
 pub(crate) struct Slot {
     provider: Arc<AtomicUsize>,
     plugin: Option<Arc<AtomicUsize>>,
-    total: &'static AtomicUsize,
+    total: Arc<AtomicUsize>,
 }
 
 impl Drop for Slot {
@@ -155,61 +155,58 @@ mod tests {
 
     #[test]
     fn slots_are_bounded_and_freed_on_drop() {
-        let counter = InFlight::of("in-flight-test", 1, 7);
-        let first = counter.try_acquire(2, None).unwrap();
-        let _second = counter.try_acquire(2, None).unwrap();
-        assert_eq!(counter.try_acquire(2, None).unwrap_err(), Full::Provider(2));
-        assert_eq!(counter.current(), 2);
+        let bounds = Bounds::default();
+        let code = ("p", 1, 7);
+        let first = bounds.try_acquire(code, 2, None).unwrap();
+        let _second = bounds.try_acquire(code, 2, None).unwrap();
+        assert_eq!(bounds.try_acquire(code, 2, None).unwrap_err(), Full::Provider(2));
+        assert_eq!(bounds.total(), 2);
         drop(first);
-        assert!(counter.try_acquire(2, None).is_ok());
+        assert!(bounds.try_acquire(code, 2, None).is_ok());
     }
 
     #[test]
-    fn the_same_code_shares_a_counter_and_other_code_does_not() {
-        let a = InFlight::of("in-flight-shared", 2, 0);
-        let _slot = a.try_acquire(1, None).unwrap();
-        assert!(InFlight::of("in-flight-shared", 2, 0)
-            .try_acquire(1, None)
-            .is_err());
-        assert!(InFlight::of("in-flight-shared", 3, 0)
-            .try_acquire(1, None)
-            .is_ok());
+    fn the_same_code_shares_a_counter_and_other_code_and_other_hosts_do_not() {
+        let bounds = Bounds::default();
+        let _slot = bounds.try_acquire(("shared", 2, 0), 1, None).unwrap();
+        assert!(bounds.try_acquire(("shared", 2, 0), 1, None).is_err());
+        assert!(bounds.try_acquire(("shared", 3, 0), 1, None).is_ok());
+        let other_host = Bounds::default();
+        assert!(other_host.try_acquire(("shared", 2, 0), 1, None).is_ok());
     }
 
     #[test]
     fn the_host_wide_bound_holds_across_providers_and_is_freed_with_the_slots() {
-        // A count of its own, so other tests' validations do not share it.
-        static TOTAL: AtomicUsize = AtomicUsize::new(0);
-        let acquire = |handle| {
-            InFlight::of("in-flight-host", 4, handle).try_acquire_within(1, None, &TOTAL, 3)
-        };
+        let bounds = Bounds::with_host_max(3);
+        let acquire = |handle| bounds.try_acquire(("host", 4, handle), 1, None);
         let mut held: Vec<Slot> = (0..3).map(|h| acquire(h).unwrap()).collect();
         assert_eq!(acquire(3).unwrap_err(), Full::Host(3));
         // A refusal by the provider's own bound gives the host's slot back.
         assert_eq!(acquire(0).unwrap_err(), Full::Host(3));
         held.pop();
         assert_eq!(acquire(0).unwrap_err(), Full::Provider(1));
-        assert_eq!(TOTAL.load(Ordering::Acquire), 2);
+        assert_eq!(bounds.total(), 2);
         assert!(acquire(3).is_ok());
         drop(held);
-        assert_eq!(TOTAL.load(Ordering::Acquire), 0);
+        assert_eq!(bounds.total(), 0);
     }
 
     #[test]
     fn a_plugin_bound_holds_across_its_providers_and_gives_slots_back_on_refusal() {
-        let plugin = || Some((PluginInFlight::of("in-flight-plugin"), 2));
-        let a = InFlight::of("in-flight-plugin-a", 5, 0);
-        let b = InFlight::of("in-flight-plugin-b", 5, 0);
-        let first = a.try_acquire(1, plugin()).unwrap();
+        let bounds = Bounds::default();
+        let plugin = Some(("plugin", 2));
+        let a = ("plugin-a", 5, 0);
+        let b = ("plugin-b", 5, 0);
+        let first = bounds.try_acquire(a, 1, plugin).unwrap();
         // The provider's own bound refuses, and gives the plugin's slot back.
-        assert_eq!(a.try_acquire(1, plugin()).unwrap_err(), Full::Provider(1));
-        let _second = b.try_acquire(5, plugin()).unwrap();
-        assert_eq!(b.try_acquire(5, plugin()).unwrap_err(), Full::Plugin(2));
+        assert_eq!(bounds.try_acquire(a, 1, plugin).unwrap_err(), Full::Provider(1));
+        let _second = bounds.try_acquire(b, 5, plugin).unwrap();
+        assert_eq!(bounds.try_acquire(b, 5, plugin).unwrap_err(), Full::Plugin(2));
         // Another plugin's providers are not bound by it.
-        assert!(InFlight::of("in-flight-plugin-c", 5, 0)
-            .try_acquire(5, Some((PluginInFlight::of("in-flight-other"), 2)))
+        assert!(bounds
+            .try_acquire(("plugin-c", 5, 0), 5, Some(("other", 2)))
             .is_ok());
         drop(first);
-        assert!(b.try_acquire(5, plugin()).is_ok());
+        assert!(bounds.try_acquire(b, 5, plugin).is_ok());
     }
 }

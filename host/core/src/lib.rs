@@ -48,8 +48,10 @@ mod protocol;
 pub mod redact;
 pub mod trust;
 
-// 2. What the host lends to providers (knows nothing of workers).
+// 2. What the host lends to providers (knows nothing of workers), and
+//    what one host owns.
 pub mod capabilities;
+mod state;
 
 // 3. The code behind a provider: compiled in, in process, isolated (the
 //    worker's host side).
@@ -77,7 +79,6 @@ mod service;
 // 9. The worker process's own entry point.
 pub mod worker;
 
-pub use backend::isolated::counts as worker_counts;
 pub use builtin::BUILTIN_PATH;
 pub use catalog::{inspect, Catalog, Inspection, RescanOutcome};
 pub use connhost_plugin_api as plugin_api;

@@ -103,6 +103,19 @@ impl Plugin {
         }
     }
 
+    /// Keeps its worker running while the catalog serves the plugin, and
+    /// stops it while it does not (none of its providers registered: a
+    /// conflict); nothing for a plugin loaded into this process.
+    pub(crate) fn keep_worker(&self, served: bool) {
+        if let Code::Isolated(supervisor) = &self.init.code {
+            if served {
+                supervisor.start_again();
+            } else {
+                supervisor.stop();
+            }
+        }
+    }
+
     /// Lets an isolated plugin parked after a crash loop start again.
     pub(crate) fn unpark(&self) {
         if let Code::Isolated(supervisor) = &self.init.code {

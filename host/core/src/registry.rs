@@ -10,7 +10,6 @@ use std::time::Duration;
 use connhost_plugin_api::{ConnectionProvider, ProviderDescriptor};
 
 use crate::backend::{Backend, CompiledIn};
-use crate::in_flight::InFlight;
 use crate::model::origin::Origin;
 
 /// A provider in the registry: what it describes, where it comes from, and
@@ -21,7 +20,6 @@ pub struct RegisteredProvider {
     experimental: bool,
     origin: Origin,
     backend: Backend,
-    in_flight: InFlight,
     own_limits: OwnLimits,
 }
 
@@ -53,7 +51,7 @@ impl RegisteredProvider {
     /// (a panic there is the embedder's bug, and propagates).
     pub fn native(provider: Arc<dyn ConnectionProvider>, experimental: bool) -> Self {
         let descriptor = ProviderDescriptor::capture(provider.as_ref());
-        let backend = Backend::CompiledIn(CompiledIn::new(provider, &descriptor.egress));
+        let backend = Backend::CompiledIn(CompiledIn::new(provider));
         Self::new(descriptor, experimental, Origin::Builtin, backend)
     }
 
@@ -65,9 +63,7 @@ impl RegisteredProvider {
         origin: Origin,
         backend: Backend,
     ) -> Self {
-        let (library, handle) = backend.identity();
         Self {
-            in_flight: InFlight::of(&descriptor.provider_id, library, handle),
             descriptor,
             experimental,
             origin,
@@ -114,11 +110,6 @@ impl RegisteredProvider {
             Origin::Builtin => crate::capabilities::BUILTIN_SCOPE,
             Origin::Plugin { plugin, .. } => plugin,
         }
-    }
-
-    /// The counter of this provider's validations in flight.
-    pub(crate) fn in_flight(&self) -> &InFlight {
-        &self.in_flight
     }
 
     /// The code behind it.
@@ -275,6 +266,14 @@ impl RegistryBuilder {
         }
         registry
     }
+}
+
+/// The hosts the compiled-in providers among `entries` declare, once each.
+pub(crate) fn declared_by_compiled_in<'a>(entries: impl Iterator<Item = &'a RegisteredProvider>) -> Vec<String> {
+    let compiled_in: Vec<&RegisteredProvider> = entries
+        .filter(|e| matches!(e.origin(), Origin::Builtin))
+        .collect();
+    crate::model::egress::Egress::declared_by(compiled_in.iter().map(|e| &e.descriptor().egress))
 }
 
 #[cfg(test)]

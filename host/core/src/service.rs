@@ -16,7 +16,9 @@ use crate::model::config::DEFAULT_MAX_IN_FLIGHT;
 use crate::model::origin::Origin;
 use crate::model::report::LoadReport;
 use crate::model::verdict::Verdict;
-use crate::registry::{ProviderRegistry, RegisteredProvider};
+use crate::model::worker_status::WorkerCounts;
+use crate::registry::{declared_by_compiled_in, ProviderRegistry, RegisteredProvider};
+use crate::state::HostState;
 
 /// A provider as listed by the API: the JSON contract of
 /// `connhost providers --json` and `GET /v1/providers`.
@@ -78,6 +80,8 @@ pub struct Connhost {
     registry: Arc<ProviderRegistry>,
     report: Arc<LoadReport>,
     limits: Limits,
+    /// What this host owns (shared by every snapshot of one catalog).
+    state: Arc<HostState>,
 }
 
 impl Connhost {
@@ -97,20 +101,27 @@ impl Connhost {
     /// The catalog's provider set as it stands, to serve (hot reload takes
     /// one after each rescan that changed something).
     pub fn from_catalog(catalog: &Catalog) -> Self {
-        let (registry, report, limits) = catalog.current();
+        let (registry, report, limits, state) = catalog.current();
         Self {
             registry,
             report,
             limits,
+            state,
         }
     }
 
-    /// Serves a registry assembled by the embedder, with this report.
+    /// Serves a registry assembled by the embedder, with this report, as
+    /// a host of its own (its own bounds and counts; its compiled-in
+    /// providers get the hosts they declare and no grant).
     pub fn from_parts(
         registry: ProviderRegistry,
         report: LoadReport,
         validation_timeout: Duration,
     ) -> Self {
+        let state = HostState::new(&HostConfig::default());
+        state.declare_builtin(declared_by_compiled_in(
+            registry.list().iter().map(|e| e.as_ref()),
+        ));
         Self {
             registry: Arc::new(registry),
             report: Arc::new(report),
@@ -119,7 +130,25 @@ impl Connhost {
                 max_in_flight: DEFAULT_MAX_IN_FLIGHT,
                 plugin_max_concurrent: None,
             },
+            state,
         }
+    }
+
+    /// Its plugins' worker crashes and restarts so far, by plugin name
+    /// (monotonic, across hot reloads of one catalog: for counters).
+    pub fn worker_counts(&self) -> Vec<(String, WorkerCounts)> {
+        self.state.worker_counts()
+    }
+
+    /// Its plugins' HTTP requests refused by their egress policy so far,
+    /// by plugin name and reason (`not_granted`, `private_address`;
+    /// monotonic, across hot reloads of one catalog: for counters).
+    pub fn egress_refusals(&self) -> Vec<(String, &'static str, u64)> {
+        self.state
+            .egress_refusals()
+            .into_iter()
+            .map(|(plugin, reason, n)| (plugin, reason.as_str(), n))
+            .collect()
     }
 
     /// Bounds each provider's validations in flight (default
@@ -227,7 +256,7 @@ impl Connhost {
         fields: CredentialFields,
     ) -> Verdict {
         let limits = self.limits_for(&entry);
-        call::validate(entry, fields, limits).await
+        call::validate(entry, fields, limits, &self.state).await
     }
 
     /// The bounds on a validation by `entry`: its own (its plugin's

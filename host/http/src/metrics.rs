@@ -11,6 +11,7 @@
 //! name the sample itself, and it has no `# EOF`.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -71,14 +72,20 @@ pub(crate) struct Metrics {
     plugins_failed: Gauge<i64, AtomicI64>,
     providers: Gauge<i64, AtomicI64>,
     plugins_folder_unreadable: Gauge<i64, AtomicI64>,
+    /// The host the collectors read.
+    served: Served,
 }
 
 type AtomicI64 = std::sync::atomic::AtomicI64;
 
-/// Isolated plugins' worker crashes and restarts, read from the core's
-/// process-wide counts at each scrape.
+/// The host being served, as the collectors read it at each scrape (the
+/// counts are the host's own, kept across hot reloads of its catalog).
+type Served = Arc<arc_swap::ArcSwapOption<Connhost>>;
+
+/// Isolated plugins' worker crashes and restarts, read from the served
+/// host's counts at each scrape.
 #[derive(Debug)]
-struct WorkerCollector;
+struct WorkerCollector(Served);
 
 impl prometheus_client::collector::Collector for WorkerCollector {
     fn encode(
@@ -88,7 +95,12 @@ impl prometheus_client::collector::Collector for WorkerCollector {
         use prometheus_client::encoding::EncodeMetric as _;
         use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::TypedMetric as _;
-        let counts = connhost::worker_counts();
+        let counts = self
+            .0
+            .load()
+            .as_ref()
+            .map(|host| host.worker_counts())
+            .unwrap_or_default();
         if counts.is_empty() {
             // No plugin was ever isolated: no series, so no metadata
             // without one.
@@ -121,9 +133,9 @@ impl prometheus_client::collector::Collector for WorkerCollector {
 
 /// Requests the egress policy refused, by plugin and reason (never by
 /// host: a host named in a form field would make the series unbounded),
-/// read from the core's process-wide counts at each scrape.
+/// read from the served host's counts at each scrape.
 #[derive(Debug)]
-struct EgressCollector;
+struct EgressCollector(Served);
 
 impl prometheus_client::collector::Collector for EgressCollector {
     fn encode(
@@ -133,7 +145,12 @@ impl prometheus_client::collector::Collector for EgressCollector {
         use prometheus_client::encoding::EncodeMetric as _;
         use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::TypedMetric as _;
-        let refusals = connhost::egress::refusals();
+        let refusals = self
+            .0
+            .load()
+            .as_ref()
+            .map(|host| host.egress_refusals())
+            .unwrap_or_default();
         if refusals.is_empty() {
             // Nothing refused yet: no series, so no metadata without one.
             return Ok(());
@@ -145,7 +162,7 @@ impl prometheus_client::collector::Collector for EgressCollector {
             ConstCounter::<u64>::TYPE,
         )?;
         for (plugin, reason, count) in &refusals {
-            let labels = [("plugin", plugin.as_str()), ("reason", reason.as_str())];
+            let labels = [("plugin", plugin.as_str()), ("reason", *reason)];
             ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
@@ -225,8 +242,9 @@ impl Metrics {
             "1 while the plugins folder cannot be listed (the last good set keeps serving)",
             plugins_folder_unreadable.clone(),
         );
-        registry.register_collector(Box::new(WorkerCollector));
-        registry.register_collector(Box::new(EgressCollector));
+        let served = Served::default();
+        registry.register_collector(Box::new(WorkerCollector(served.clone())));
+        registry.register_collector(Box::new(EgressCollector(served.clone())));
         // Every route's series exists from the start (at zero).
         let route_seconds = (0..=paths::TABLE.len())
             .map(|index| {
@@ -248,6 +266,7 @@ impl Metrics {
             plugins_failed,
             providers,
             plugins_folder_unreadable,
+            served,
         }
     }
 
@@ -260,6 +279,7 @@ impl Metrics {
         self.providers.set(host.registry().len() as i64);
         self.plugins_folder_unreadable
             .set(host.load_report().folder_failure().is_some().into());
+        self.served.store(Some(Arc::new(host.clone())));
     }
 
     /// Records one validation.

@@ -24,12 +24,11 @@ impl fmt::Debug for CompiledIn {
 impl CompiledIn {
     /// Wraps a provider. The host's capabilities (HTTP, timers, settings,
     /// logging) are installed for this process's copy of the plugin API
-    /// here, the one place every compiled-in provider passes through, and
-    /// the hosts it declares (`egress`, from its descriptor) join those of
-    /// every compiled-in provider.
-    pub(crate) fn new(provider: Arc<dyn ConnectionProvider>, egress: &[String]) -> Self {
+    /// here, the one place every compiled-in provider passes through. The
+    /// hosts it declares are put in force by each host that serves it,
+    /// for that host's calls.
+    pub(crate) fn new(provider: Arc<dyn ConnectionProvider>) -> Self {
         crate::capabilities::install_for_compiled_in();
-        crate::capabilities::declare_compiled_in(egress);
         Self(provider)
     }
 

@@ -61,7 +61,7 @@ pub(crate) fn compiled_in(experimental: bool) -> (Vec<Arc<RegisteredProvider>>, 
             )));
             continue;
         }
-        let backend = Backend::CompiledIn(CompiledIn::new(provider, &descriptor.egress));
+        let backend = Backend::CompiledIn(CompiledIn::new(provider));
         entries.push(Arc::new(RegisteredProvider::new(
             descriptor,
             plugin.experimental_only,

@@ -49,6 +49,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::admission::{self, Refused};
@@ -64,6 +65,7 @@ use crate::model::report::{
 };
 use crate::model::trust::PluginTrust;
 use crate::plugin::Plugin;
+use crate::state::HostState;
 use crate::trust::{Gate, Stamp};
 
 /// A file whose last change is more recent than this may still be being
@@ -216,6 +218,8 @@ pub(crate) struct Folder {
     /// How to load and admit files (its trust configuration, its
     /// placement, settings and limits).
     config: HostConfig,
+    /// The host's own state, which its plugins count into.
+    state: Arc<HostState>,
     /// The gate made from its trust configuration (`None` until it could
     /// be: its keys and lock file read).
     gate: Option<Gate>,
@@ -255,10 +259,16 @@ impl Folder {
     /// The folder `dir` (nothing is loaded until the first rescan), keeping
     /// its private copies in `cache`, loading and admitting files as
     /// `config` says.
-    pub(crate) fn new(dir: PathBuf, cache: CacheChoice, config: HostConfig) -> Self {
+    pub(crate) fn new(
+        dir: PathBuf,
+        cache: CacheChoice,
+        config: HostConfig,
+        state: Arc<HostState>,
+    ) -> Self {
         Self {
             dir,
             config,
+            state,
             cache,
             cache_warned: false,
             gate: None,
@@ -766,7 +776,7 @@ impl Folder {
             }
         }
         let bytes = std::fs::metadata(copy).map(|m| m.len()).unwrap_or(0);
-        match placement::open(copy, path, &self.config) {
+        match placement::open(copy, path, &self.config, &self.state) {
             Ok(library) => {
                 let entry = Entry {
                     path: path.to_owned(),
@@ -944,6 +954,7 @@ mod tests {
             not_a_folder.clone(),
             CacheChoice::Given(tmp.path().join("cache")),
             HostConfig::default(),
+            HostState::new(&HostConfig::default()),
         );
 
         let first = set.rescan(true);

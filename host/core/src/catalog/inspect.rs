@@ -13,6 +13,7 @@ use crate::library::{open_regular, OpenError};
 use crate::model::config::HostConfig;
 use crate::model::report::{FailureKind, LoadFailure};
 use crate::model::trust::PluginTrust;
+use crate::state::HostState;
 use crate::trust::Gate;
 
 /// What `connhost inspect` shows about a file.
@@ -96,7 +97,9 @@ pub fn inspect(path: &Path, config: &HostConfig) -> Inspection {
         }
     };
     inspection.trust = Some(trust);
-    let opened = placement::open_isolated(&copy, path, config);
+    // A state of its own: nothing of it outlives the inspection.
+    let state = HostState::new(config);
+    let opened = placement::open_isolated(&copy, path, config, &state);
     // The worker holds its own descriptor of the copy.
     cache_dir::clean(&cache);
     match opened {

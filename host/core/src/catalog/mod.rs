@@ -55,7 +55,8 @@ use crate::model::config::HostConfig;
 use crate::model::report::{log_failures, FailureKind, LoadFailure, LoadReport, LoadedPlugin};
 use crate::model::trust::PluginTrust;
 use crate::plugin::Plugin;
-use crate::registry::{OwnLimits, ProviderRegistry, RegisteredProvider};
+use crate::registry::{declared_by_compiled_in, OwnLimits, ProviderRegistry, RegisteredProvider};
+use crate::state::HostState;
 use folder::{CacheChoice, Folder};
 
 /// Builds the provider set from the compiled-in providers and a plugins
@@ -72,6 +73,9 @@ pub struct Catalog {
     lock_file: Option<PathBuf>,
     /// The set as it stands (rebuilt when something changed).
     current: (Arc<ProviderRegistry>, Arc<LoadReport>),
+    /// What the hosts it serves own: bounds, counts, its compiled-in
+    /// providers' slot, its workers' runtime.
+    state: Arc<HostState>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -97,16 +101,8 @@ impl Catalog {
     /// loaded. [`crate::trust::check_config`] says so before a catalog is
     /// built.
     pub fn new(config: &HostConfig) -> Self {
+        let state = HostState::new(config);
         let (compiled_in, compiled_in_failures) = if config.builtins {
-            // Process-wide, like the built-ins themselves: a catalog
-            // without built-ins leaves them alone.
-            crate::capabilities::set_compiled_in_settings(
-                config
-                    .settings
-                    .get(crate::capabilities::BUILTIN_SCOPE)
-                    .cloned()
-                    .unwrap_or_default(),
-            );
             crate::builtin::compiled_in(config.experimental)
         } else {
             (Vec::new(), Vec::new())
@@ -128,7 +124,7 @@ impl Catalog {
                     CacheChoice::Own(crate::cache_dir::create_default().ok())
                 }
             };
-            Folder::new(dir, cache, config.clone())
+            Folder::new(dir, cache, config.clone(), state.clone())
         });
         let mut catalog = Self {
             limits: Limits {
@@ -146,21 +142,19 @@ impl Catalog {
                 .then(|| config.trust.lock_path(config.plugins_dir.as_deref()))
                 .flatten(),
             current: Default::default(),
+            state,
         };
-        if config.builtins {
-            catalog.grant_compiled_in_egress();
-        }
-        crate::capabilities::set_http_limits(0, config.http);
+        catalog.declare_compiled_in();
         catalog.rebuild();
         catalog
     }
 
-    /// Sets the operator's grant for the compiled-in providers (`[plugin.
-    /// builtin] egress`; process-wide, like their settings).
-    fn grant_compiled_in_egress(&self) {
-        crate::capabilities::grant_compiled_in_egress(
-            self.config.egress_of(crate::capabilities::BUILTIN_SCOPE),
-        );
+    /// Puts in force the hosts its compiled-in providers declare (under
+    /// the operator's `[plugin.builtin] egress` grant), for this host's
+    /// compiled-in providers only.
+    fn declare_compiled_in(&self) {
+        self.state
+            .declare_builtin(declared_by_compiled_in(self.compiled_in.iter().map(|e| e.as_ref())));
     }
 
     /// Adds a provider compiled into the embedding program, after the
@@ -170,7 +164,7 @@ impl Catalog {
         let entry = Arc::new(RegisteredProvider::native(Arc::new(provider), false));
         self.compiled_in.retain(|e| e.id() != entry.id());
         self.compiled_in.push(entry);
-        self.grant_compiled_in_egress();
+        self.declare_compiled_in();
         self.rebuild();
         self
     }
@@ -248,9 +242,11 @@ impl Catalog {
 
     /// The provider set as it stands, with its report and the host-wide
     /// bounds on calls: what a [`crate::Connhost`] serves.
-    pub(crate) fn current(&self) -> (Arc<ProviderRegistry>, Arc<LoadReport>, Limits) {
+    pub(crate) fn current(
+        &self,
+    ) -> (Arc<ProviderRegistry>, Arc<LoadReport>, Limits, Arc<HostState>) {
         let (registry, report) = &self.current;
-        (registry.clone(), report.clone(), self.limits)
+        (registry.clone(), report.clone(), self.limits, self.state.clone())
     }
 
     /// Assembles the set, in the one conflict order: compiled-in
@@ -283,6 +279,9 @@ impl Catalog {
             for (library, trust) in folder.loaded() {
                 let limits = own_limits(&self.config, library.name());
                 let (loaded, failures) = register(&mut registry, library, trust, limits);
+                // The catalog owns the workers it started: one for each
+                // plugin it serves, none for one it does not.
+                library.keep_worker(loaded.is_some());
                 report.loaded.extend(loaded);
                 registration.extend(failures);
             }

@@ -3,21 +3,25 @@
 //! catalog starts and owns (`crate::backend::isolated`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::model::config::{HostConfig, Isolation};
 use crate::model::report::LoadFailure;
 use crate::plugin::Plugin;
+use crate::state::HostState;
 
 /// Opens the library copy at `load_path`, reported as `path`, where
-/// `config` says the plugin of that file runs (by the file's name).
+/// `config` says the plugin of that file runs (by the file's name), for
+/// the host whose state is `state`.
 pub(crate) fn open(
     load_path: &Path,
     path: &Path,
     config: &HostConfig,
+    state: &Arc<HostState>,
 ) -> Result<Plugin, LoadFailure> {
     match config.isolation_of_file(path) {
-        Isolation::InProcess => crate::loader::open_in_process(load_path, path, config),
-        Isolation::Process => open_isolated(load_path, path, config),
+        Isolation::InProcess => crate::loader::open_in_process(load_path, path, config, state),
+        Isolation::Process => open_isolated(load_path, path, config, state),
     }
 }
 
@@ -27,7 +31,8 @@ pub(crate) fn open_isolated(
     load_path: &Path,
     path: &Path,
     config: &HostConfig,
+    state: &Arc<HostState>,
 ) -> Result<Plugin, LoadFailure> {
-    crate::backend::isolated::start(load_path, path, config)
+    crate::backend::isolated::start(load_path, path, config, state)
         .map(|started| Plugin::isolated(started, path, config))
 }

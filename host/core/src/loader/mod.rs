@@ -24,18 +24,23 @@ use crate::model::config::HostConfig;
 use crate::model::egress::Egress;
 use crate::model::report::{FailureKind, LoadFailure};
 use crate::plugin::{declared_egress, describe, Code, Loaded, Plugin};
+use crate::state::HostState;
 
 /// A library's `init` outcome, kept for the life of the process.
 type InitOutcome = Result<Loaded, (FailureKind, String)>;
 
 static INITIALIZED: Mutex<BTreeMap<usize, Arc<InitOutcome>>> = Mutex::new(BTreeMap::new());
 
-fn initialize(path: &Path, config: &HostConfig) -> Result<Loaded, LoadFailure> {
+fn initialize(
+    path: &Path,
+    config: &HostConfig,
+    state: &HostState,
+) -> Result<Loaded, LoadFailure> {
     let opened = crate::library::open(path, config.max_plugin_size)?;
     let mut cache = INITIALIZED.lock().unwrap_or_else(|e| e.into_inner());
     let entry = cache
         .entry(opened.identity)
-        .or_insert_with(|| Arc::new(run_init(opened.module, opened.api_version, config)))
+        .or_insert_with(|| Arc::new(run_init(opened.module, opened.api_version, config, state)))
         .clone();
     drop(cache);
     match &*entry {
@@ -55,11 +60,16 @@ fn initialize(path: &Path, config: &HostConfig) -> Result<Loaded, LoadFailure> {
     }
 }
 
-fn run_init(module: PluginModuleRef, api_version: &str, config: &HostConfig) -> InitOutcome {
+fn run_init(
+    module: PluginModuleRef,
+    api_version: &str,
+    config: &HostConfig,
+    state: &HostState,
+) -> InitOutcome {
     let name = module.plugin_name().as_str().to_owned();
     let version = module.plugin_version().as_str().to_owned();
     let settings = config.settings_of(&name);
-    let token = capabilities::register_plugin(&name, settings.clone());
+    let token = capabilities::register_plugin(&name, settings.clone(), state.refusals.clone());
     capabilities::set_http_limits(token, config.http);
     let mut egress = Egress {
         declared: Vec::new(),
@@ -111,13 +121,16 @@ pub(crate) fn plugin_name(
 /// the copy was made from: a failure names `path` wherever its text named
 /// the copy (the system loader's message names the file it was given).
 /// A library is initialised once per process, with the settings of the
-/// first `config` that opened it.
+/// first `config` that opened it, its egress refusals counted in the
+/// first `state`'s (each catalog loads copies of its own, so each host
+/// initialises its own instances).
 pub(crate) fn open_in_process(
     load_path: &Path,
     path: &Path,
     config: &HostConfig,
+    state: &HostState,
 ) -> Result<Plugin, LoadFailure> {
-    initialize(load_path, config)
+    initialize(load_path, config, state)
         .map(|init| Plugin::new(init, path))
         .map_err(|failure| failure.reported_as(load_path, path))
 }

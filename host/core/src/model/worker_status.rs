@@ -13,7 +13,8 @@ pub enum WorkerState {
     Restarting,
     /// It crashed too often: parked until its file changes or a rescan.
     Parked,
-    /// It was replaced or removed; its worker is stopped.
+    /// It was replaced or removed, or it is not served (none of its
+    /// providers registered); its worker is stopped.
     Stopped,
 }
 

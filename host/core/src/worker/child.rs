@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use crate::backend::{InProcess, ProviderOutcome};
 use crate::capabilities::{Forwarding, HttpResult};
 use crate::model::config::HostConfig;
+use crate::state::HostState;
 use crate::model::report::FailureKind;
 use crate::protocol::{
     self, FromWorker, Hello, HttpFailure, HttpRequest, HttpResponse, Ready, ToWorker, WireOutcome,
@@ -313,8 +314,10 @@ async fn serve(
         max_plugin_size,
         ..HostConfig::default()
     };
+    // Its HTTP goes to the host, which counts its refusals.
+    let state = HostState::new(&config);
     let loaded = tokio::task::spawn_blocking(move || {
-        crate::loader::open_in_process(&library_path, &plugin_file, &config)
+        crate::loader::open_in_process(&library_path, &plugin_file, &config, &state)
     })
     .await
     .map_err(|e| format!("loading the library: {e}"))?;

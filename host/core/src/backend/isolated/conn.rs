@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::spawn::runtime;
 use super::supervisor::CANCEL_GRACE;
 use crate::backend::ProviderOutcome;
 use crate::protocol::{self, HttpFailure, ToWorker};
@@ -56,6 +55,8 @@ pub(super) struct Conn {
     pub(super) next_id: AtomicU64,
     /// Asks the monitor to kill the worker, with the reason.
     pub(super) kill: Mutex<Option<oneshot::Sender<String>>>,
+    /// Its host's supervisor runtime.
+    pub(super) runtime: tokio::runtime::Handle,
 }
 
 impl Conn {
@@ -125,7 +126,7 @@ impl Drop for CancelOnDrop {
         }
         let _ = self.conn.out.send(&ToWorker::Cancel { id: self.id });
         let (conn, id) = (self.conn.clone(), self.id);
-        runtime().spawn(async move {
+        self.conn.runtime.spawn(async move {
             tokio::time::sleep(CANCEL_GRACE).await;
             let stuck = conn
                 .calls

@@ -11,10 +11,9 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::oneshot;
 
 use super::conn::{Call, Conn};
-use super::counts::count;
 use super::death::describe_exit;
 use super::proxy::read_frames;
-use super::spawn::{runtime, spawn};
+use super::spawn::spawn;
 use super::stderr::read_stderr;
 use super::supervisor::{shutting_down, Shared, MAX_BACKOFF};
 use crate::backend::ProviderOutcome;
@@ -38,6 +37,11 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
             "was not started: this process is exiting".to_owned(),
         ));
     }
+    let epoch = shared
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .epoch;
     let spec = &shared.spec;
     let mut hello = spec.hello.clone();
     let cgroup = if hello.jail.sandbox {
@@ -78,7 +82,7 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
     let (stderr_closed, stderr_done) = oneshot::channel::<()>();
     if let Some(stderr) = stderr {
         let (shared, tail) = (shared.clone(), tail.clone());
-        runtime().spawn(async move {
+        shared.runtime().spawn(async move {
             read_stderr(shared, stderr, tail).await;
             let _ = stderr_closed.send(());
         });
@@ -158,7 +162,7 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
             )));
         }
     };
-    let out = protocol::FrameWriter::new(writer, runtime().handle().clone());
+    let out = protocol::FrameWriter::new(writer, shared.runtime());
     let (kill, killed) = oneshot::channel();
     let conn = Arc::new(Conn {
         pid,
@@ -167,14 +171,15 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
         calls: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
         kill: Mutex::new(Some(kill)),
+        runtime: shared.runtime(),
     });
     let stopped = {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        let stopped = state.phase == WorkerState::Stopped;
+        let stopped = state.phase == WorkerState::Stopped || state.epoch != epoch;
         if !stopped {
             state.conn = Some(conn.clone());
             // Its counters exist (at zero) from its first worker on.
-            count(&ready.name, |_| {});
+            shared.spec.state.count_worker(&ready.name, |_| {});
             state.ready = Some(ready.clone());
             shared.set_phase(&mut state, WorkerState::Ready);
         }
@@ -184,8 +189,8 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
         let _ = child.kill().await;
         return Err(Incarnation::Broken("was stopped by the host".to_owned()));
     }
-    runtime().spawn(read_frames(shared.clone(), conn.clone(), reader));
-    runtime().spawn(monitor(
+    shared.runtime().spawn(read_frames(shared.clone(), conn.clone(), reader));
+    shared.runtime().spawn(monitor(
         shared.clone(),
         conn,
         child,
@@ -291,7 +296,7 @@ pub(super) async fn monitor(
         .map(|(_, call)| call)
         .collect();
     if !stopping {
-        count(&plugin, |c| c.crashes += 1);
+        shared.spec.state.count_worker(&plugin, |c| c.crashes += 1);
         tracing::error!(target: "connhost::worker", plugin = %plugin, in_flight = calls.len(), "the plugin's worker process {died}{}", if parked { "; the plugin is parked" } else { "; restarting it" });
     }
     for mut call in calls {
@@ -308,7 +313,7 @@ pub(super) async fn monitor(
         }
     }
     if let Some(backoff) = backoff {
-        runtime().spawn(restart(shared, backoff));
+        shared.runtime().spawn(restart(shared, backoff));
     }
 }
 
@@ -338,7 +343,7 @@ pub(super) async fn restart_after(shared: Arc<Shared>, backoff: Duration) {
                 let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.restarts += 1;
                 let plugin = shared.plugin_locked(&state);
-                count(&plugin, |c| c.restarts += 1);
+                shared.spec.state.count_worker(&plugin, |c| c.restarts += 1);
                 tracing::info!(target: "connhost::worker", plugin = %plugin, restarts = state.restarts, "the plugin's worker process was restarted");
                 return;
             }

@@ -18,16 +18,15 @@
 //! running worker and its calls in flight), `lifecycle.rs` (start, watch,
 //! restart), `proxy.rs` (what a worker asks of its host: answers, HTTP,
 //! log lines), `stderr.rs`, `spawn.rs` (the one thread that forks
-//! workers, and what they inherit), `death.rs` (a death in words),
-//! `counts.rs` (crashes and restarts for `/metrics`). Everything here runs
-//! on one runtime of its own ([`spawn::runtime`]), so it does not depend
-//! on the caller's.
+//! workers, and what they inherit), `death.rs` (a death in words).
+//! Everything here runs on its host's supervisor runtime
+//! ([`crate::state::HostState`]), so it does not depend on the caller's,
+//! and counts crashes and restarts into that host's state.
 //!
 //! [`WorkerConfig::crash_limit`]: crate::model::config::WorkerConfig::crash_limit
 //! [`WorkerConfig::crash_window`]: crate::model::config::WorkerConfig::crash_window
 
 mod conn;
-mod counts;
 mod death;
 mod lifecycle;
 mod proxy;
@@ -45,8 +44,8 @@ use crate::model::config::HostConfig;
 use crate::model::report::{FailureKind, LoadFailure, LOAD_LOG_TARGET};
 use crate::model::worker_status::WorkerStatus;
 use crate::protocol::{Hello, Ready};
+use crate::state::HostState;
 
-pub use counts::counts;
 pub(crate) use supervisor::{stop_starting_workers, Spec, Supervisor};
 
 /// A handle to one provider of an isolated plugin. Cheap to clone; the
@@ -102,6 +101,7 @@ pub(crate) fn start(
     load_path: &Path,
     path: &Path,
     config: &HostConfig,
+    state: &Arc<HostState>,
 ) -> Result<Started, LoadFailure> {
     crate::library::check_file(load_path, config.max_plugin_size)
         .map_err(|failure| failure.reported_as(load_path, path))?;
@@ -141,6 +141,7 @@ pub(crate) fn start(
     let token = crate::capabilities::register_plugin(
         &crate::model::names::of_file(path),
         Default::default(),
+        state.refusals.clone(),
     );
     crate::capabilities::set_http_limits(token, config.http);
     let spec = Spec {
@@ -167,6 +168,7 @@ pub(crate) fn start(
             max_log_level: crate::capabilities::max_level_code(),
         },
         config: worker.clone(),
+        state: state.clone(),
     };
     let (supervisor, ready) = Supervisor::start(spec)?;
     if !ready.sandbox.unavailable.is_empty() {

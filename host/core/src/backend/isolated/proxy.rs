@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use super::conn::{Call, Conn};
 use super::lifecycle::kind_of;
-use super::spawn::runtime;
 use super::supervisor::Shared;
 use crate::backend::ProviderOutcome;
 use crate::protocol::{self, FromWorker, HttpFailure, ToWorker, WireOutcome};
@@ -106,7 +105,7 @@ pub(super) fn http_for_call(
     };
     let out = conn.out.clone();
     let token = shared.spec.egress_token;
-    let task = runtime().spawn(async move {
+    let task = shared.runtime().spawn(async move {
         let result = crate::capabilities::http_for_worker(token, request).await;
         let _ = out.send(&ToWorker::HttpDone { id, result });
     });

@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::protocol::{LIBRARY_FD, SOCKET_FD, WORKER_ARG};
 
-/// The process-wide runtime supervisors run on.
-pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+/// The runtime in whose context the spawner starts workers: process-wide,
+/// as the spawner thread (a worker's child handle is reaped through it).
+fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("connhost-supervisor")
+            .worker_threads(1)
+            .thread_name("connhost-spawner-rt")
             .enable_all()
             .build()
             .expect("connhost: cannot start the worker supervisor runtime")

@@ -11,13 +11,13 @@ use tokio::sync::{oneshot, watch};
 
 use super::conn::{Call, CancelOnDrop, Conn};
 use super::lifecycle::{incarnate, restart, Incarnation};
-use super::spawn::runtime;
 use crate::backend::ProviderOutcome;
 use crate::model::config::WorkerConfig;
 use crate::model::report::{FailureKind, LoadFailure};
 use crate::model::worker_status::{WorkerState, WorkerStatus};
 use crate::protocol::{Hello, Ready, ToWorker};
 use crate::redact::Secrets;
+use crate::state::HostState;
 use connhost_plugin_api::CredentialFields;
 
 /// How long a cancelled validation may take to stop before the host
@@ -44,6 +44,8 @@ pub(crate) struct Spec {
     pub(crate) hello: Hello,
     /// Limits and restart policy.
     pub(crate) config: WorkerConfig,
+    /// The host it belongs to: its runtime and counts.
+    pub(crate) state: Arc<HostState>,
 }
 
 pub(super) struct State {
@@ -54,6 +56,9 @@ pub(super) struct State {
     pub(super) crashes: VecDeque<Instant>,
     pub(super) last_crash: Option<String>,
     pub(super) ready: Option<Ready>,
+    /// Bumped each time the host stops the worker: a worker that was
+    /// starting then is not installed when it comes up.
+    pub(super) epoch: u64,
 }
 
 pub(super) struct Shared {
@@ -64,6 +69,11 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// The supervisor runtime of the host it belongs to.
+    pub(super) fn runtime(&self) -> tokio::runtime::Handle {
+        self.spec.state.supervisors()
+    }
+
     pub(super) fn set_phase(&self, state: &mut State, phase: WorkerState) {
         state.phase = phase;
         self.changed.send_modify(|n| *n += 1);
@@ -130,14 +140,7 @@ impl std::fmt::Debug for Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        let conn = {
-            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            self.shared.set_phase(&mut state, WorkerState::Stopped);
-            state.conn.take()
-        };
-        if let Some(conn) = conn {
-            conn.kill("was stopped by the host".to_owned());
-        }
+        self.stop();
     }
 }
 
@@ -158,13 +161,14 @@ impl Supervisor {
                 crashes: VecDeque::new(),
                 last_crash: None,
                 ready: None,
+                epoch: 0,
             }),
             changed: tx,
         });
         drop(rx);
         let (reply, started) = std::sync::mpsc::channel();
         let starting = shared.clone();
-        runtime().spawn(async move {
+        shared.runtime().spawn(async move {
             let _ = reply.send(incarnate(&starting).await);
         });
         let fail = |kind, reason: String| LoadFailure::new(&file, kind, reason);
@@ -209,6 +213,40 @@ impl Supervisor {
         }
     }
 
+    /// Stops the worker, and starts none until [`start_again`](Self::start_again):
+    /// the catalog does for a plugin it does not serve (none of its
+    /// providers registered). Calls made meanwhile answer that the plugin
+    /// was unloaded.
+    pub(crate) fn stop(&self) {
+        let conn = {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.epoch += 1;
+            if state.phase != WorkerState::Stopped {
+                self.shared.set_phase(&mut state, WorkerState::Stopped);
+            }
+            state.conn.take()
+        };
+        if let Some(conn) = conn {
+            conn.kill("was stopped by the host".to_owned());
+        }
+    }
+
+    /// Starts a worker again after [`stop`](Self::stop) (its plugin is
+    /// served again); does nothing otherwise.
+    pub(crate) fn start_again(&self) {
+        {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.phase != WorkerState::Stopped {
+                return;
+            }
+            state.crashes.clear();
+            self.shared.set_phase(&mut state, WorkerState::Restarting);
+        }
+        self.shared
+            .runtime()
+            .spawn(restart(self.shared.clone(), Duration::ZERO));
+    }
+
     /// Lets a parked plugin start again (a rescan asked for it).
     pub(crate) fn unpark(&self) {
         let parked = {
@@ -222,7 +260,7 @@ impl Supervisor {
         };
         if parked {
             let shared = self.shared.clone();
-            runtime().spawn(restart(shared, Duration::ZERO));
+            shared.runtime().spawn(restart(shared, Duration::ZERO));
         }
     }
 
