@@ -100,7 +100,8 @@ impl SignedGreeter {
             .arg("lock"));
         assert_eq!(out.code, 0, "{}", out.stderr);
         let hash = blake3::hash(&std::fs::read(&file).unwrap());
-        let copy_name = connhost::cache_dir::copy_file_name(hash.to_hex().as_str());
+        // The host names a copy by its content: `<blake3 hex>.<so>`.
+        let copy_name = format!("{}.{}", hash.to_hex(), std::env::consts::DLL_EXTENSION);
         Self {
             dir,
             keys,
@@ -200,7 +201,7 @@ fn a_cache_dir_another_user_made_is_refused_and_nothing_is_loaded_from_it() {
     let mut config = connhost::HostConfig::with_plugins_dir(greeter.dir.path());
     greeter.trust_config(&mut config);
     config.cache_dir = Some(cache.clone());
-    let refusal = connhost::trust::check_config(&config).unwrap_err();
+    let refusal = connhost::check_config(&config).unwrap_err();
     assert_eq!(refusal.path, cache);
     assert!(
         refusal

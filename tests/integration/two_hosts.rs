@@ -36,11 +36,15 @@ fn each_host_has_its_own_builtin_settings_egress_grant_and_refusal_counts() {
     let host_b = Connhost::start(&b);
     let rt = runtime();
 
-    let verdict = rt.block_on(host_a.validate("openai", api_key("good-key"))).unwrap();
+    let verdict = rt
+        .block_on(host_a.validate("openai", api_key("good-key")))
+        .unwrap();
     assert!(matches!(verdict, Verdict::Valid(_)), "{verdict:?}");
     assert_eq!((vendor_a.requests(), vendor_b.requests()), (1, 0));
 
-    let verdict = rt.block_on(host_b.validate("openai", api_key("good-key"))).unwrap();
+    let verdict = rt
+        .block_on(host_b.validate("openai", api_key("good-key")))
+        .unwrap();
     let Verdict::Inconclusive { message } = &verdict else {
         panic!("B has no grant for its vendor: {verdict:?}");
     };
@@ -54,7 +58,9 @@ fn each_host_has_its_own_builtin_settings_egress_grant_and_refusal_counts() {
     assert_eq!((vendor_a.requests(), vendor_b.requests()), (1, 0));
 
     // A is still A: its settings and grant were not replaced by B's.
-    let verdict = rt.block_on(host_a.validate("openai", api_key("good-key"))).unwrap();
+    let verdict = rt
+        .block_on(host_a.validate("openai", api_key("good-key")))
+        .unwrap();
     assert!(matches!(verdict, Verdict::Valid(_)), "{verdict:?}");
     assert_eq!((vendor_a.requests(), vendor_b.requests()), (2, 0));
 
@@ -79,7 +85,11 @@ struct HoldGate {
 impl HoldGate {
     fn wait_for_held(&self, count: usize) {
         let state = self.state.lock().unwrap();
-        drop(self.changed.wait_while(state, |(held, _)| *held < count).unwrap());
+        drop(
+            self.changed
+                .wait_while(state, |(held, _)| *held < count)
+                .unwrap(),
+        );
     }
 
     fn open(&self) {
@@ -115,7 +125,12 @@ impl ConnectionProvider for Holder {
             let mut state = self.0.state.lock().unwrap();
             state.0 += 1;
             self.0.changed.notify_all();
-            drop(self.0.changed.wait_while(state, |(_, open)| !*open).unwrap());
+            drop(
+                self.0
+                    .changed
+                    .wait_while(state, |(_, open)| !*open)
+                    .unwrap(),
+            );
         }
         Ok(ConnectionValidation::valid())
     }
@@ -124,11 +139,9 @@ impl ConnectionProvider for Holder {
 #[test]
 fn each_host_bounds_its_own_calls_in_flight() {
     let gate = Arc::new(HoldGate::default());
-    let config = HostConfig {
-        max_in_flight: 1,
-        builtins: false,
-        ..HostConfig::default()
-    };
+    let config = HostConfig::default()
+        .with_max_in_flight(1)
+        .with_builtins(false);
     let serve = |gate: &Arc<HoldGate>| {
         Connhost::from_catalog(&Catalog::new(&config).with_provider(Holder(gate.clone())))
     };
@@ -142,10 +155,14 @@ fn each_host_bounds_its_own_calls_in_flight() {
     };
     gate.wait_for_held(1);
     // B, serving the same compiled-in code, has a bound of its own.
-    let verdict = rt.block_on(host_b.validate("holder", api_key("fast"))).unwrap();
+    let verdict = rt
+        .block_on(host_b.validate("holder", api_key("fast")))
+        .unwrap();
     assert!(matches!(verdict, Verdict::Valid(_)), "{verdict:?}");
     // A's own bound is reached.
-    let verdict = rt.block_on(host_a.validate("holder", api_key("fast"))).unwrap();
+    let verdict = rt
+        .block_on(host_a.validate("holder", api_key("fast")))
+        .unwrap();
     assert!(
         matches!(
             verdict,

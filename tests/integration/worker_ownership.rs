@@ -15,20 +15,25 @@ use crate::support::*;
 fn workers_of(server: &Server) -> Vec<u32> {
     let pid = server.pid();
     let mut children = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
         let listed = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        children.extend(listed.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        children.extend(
+            listed
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
     }
     children
         .into_iter()
         .filter(|child| {
-            std::fs::read(format!("/proc/{child}/cmdline"))
-                .is_ok_and(|cmdline| {
-                    cmdline
-                        .split(|b| *b == 0)
-                        .any(|arg| arg == connhost::worker::WORKER_ARG.as_bytes())
-                })
-                && alive(*child)
+            std::fs::read(format!("/proc/{child}/cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .split(|b| *b == 0)
+                    .any(|arg| arg == connhost::worker::WORKER_ARG.as_bytes())
+            }) && alive(*child)
         })
         .collect()
 }
@@ -73,7 +78,10 @@ fn plugins_refused_as_conflicts_keep_no_worker_and_one_served_again_gets_its_own
     let report = get(&server, "/v1/plugins");
     let served = loaded(&report);
     assert_eq!(served.len(), 1, "{report:#}");
-    assert!(served[0]["path"].as_str().unwrap().ends_with(&library_file_name("greeter_0")));
+    assert!(served[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with(&library_file_name("greeter_0")));
     let conflicts = report["failed"]
         .as_array()
         .unwrap()
@@ -94,7 +102,10 @@ fn plugins_refused_as_conflicts_keep_no_worker_and_one_served_again_gets_its_own
     let report = rescan(&server);
     let served = loaded(&report);
     assert_eq!(served.len(), 1, "{report:#}");
-    assert!(served[0]["path"].as_str().unwrap().ends_with(&library_file_name("greeter_1")));
+    assert!(served[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with(&library_file_name("greeter_1")));
     let deadline = Instant::now() + Duration::from_secs(20);
     let pid = loop {
         let report = get(&server, "/v1/plugins");
@@ -102,7 +113,10 @@ fn plugins_refused_as_conflicts_keep_no_worker_and_one_served_again_gets_its_own
         if worker["state"] == "ready" {
             break worker["pid"].as_u64().unwrap() as u32;
         }
-        assert!(Instant::now() < deadline, "its worker did not start: {report:#}");
+        assert!(
+            Instant::now() < deadline,
+            "its worker did not start: {report:#}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let workers = until_workers(&server, 1);

@@ -721,7 +721,7 @@ fn main() -> ExitCode {
         writeln!(md, "\nUser-space instructions only (callgrind on `call-driver load-connhost` over 12 fresh copies, the measured function alone: {total:.0} instructions), inclusive cost of the loader's steps:\n\n| step | instructions | share |\n|---|---|---|").unwrap();
         for (key, label) in [
             (
-                "connhost::catalog::Catalog::load",
+                "connhost::catalog::Catalog::scan_now",
                 "`Catalog::load`, all of it",
             ),
             (
@@ -742,11 +742,11 @@ fn main() -> ExitCode {
                 "the plugin's `init` and its descriptors (JSON)",
             ),
             (
-                "connhost::loader::library::check_file",
+                "connhost::library::check_file",
                 "`check_file` (user space only: its read is kernel time)",
             ),
             (
-                "connhost::cache_dir::copy_into",
+                "connhost::cache_dir::copy_into_observed",
                 "copying into the private cache while hashing (BLAKE3; user space only: the copy itself is kernel time)",
             ),
             (

@@ -77,7 +77,7 @@ const ATTEMPTS: usize = 8;
 /// it first. The error is the system's, as it came (so that a passing one,
 /// such as running out of descriptors, can be told apart); the folder it
 /// was to be made in is [`std::env::temp_dir`].
-pub fn create_default() -> io::Result<PathBuf> {
+pub(crate) fn create_default() -> io::Result<PathBuf> {
     let (path, created) = try_create_default();
     created.map(|()| path)
 }
@@ -216,7 +216,7 @@ fn open_folder(path: &Path) -> io::Result<OwnedFd> {
 /// could not be created, is not refused here: every copy into it fails,
 /// and says why ([`crate::FailureKind::CacheFailed`]), until it is
 /// fixed.
-pub fn prepare_given(dir: &Path, check_permissions: bool) -> Result<(), TrustError> {
+pub(crate) fn prepare_given(dir: &Path, check_permissions: bool) -> Result<(), TrustError> {
     if std::fs::symlink_metadata(dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
         use std::os::unix::fs::DirBuilderExt as _;
         let created = std::fs::DirBuilder::new()
@@ -291,19 +291,19 @@ fn check_parents(dir: &Path, host_uid: u32) -> Result<(), String> {
 }
 
 /// The name of the copy of a file whose content hash (hex) is `hash`.
-pub fn copy_file_name(hash: &str) -> String {
+pub(crate) fn copy_file_name(hash: &str) -> String {
     format!("{hash}.{}", std::env::consts::DLL_EXTENSION)
 }
 
 /// The name of a copy in progress, `n` a number drawn at random.
-pub fn partial_file_name(n: u64) -> String {
+pub(crate) fn partial_file_name(n: u64) -> String {
     format!(".incoming-{n}.partial")
 }
 
 /// Whether `name` is a file the cache creates: a copy named by its content
 /// hash (`<64 hex digits>.<library extension>`) or a copy in progress
 /// (`.incoming-<n>.partial`).
-pub fn is_cache_file_name(name: &str) -> bool {
+pub(crate) fn is_cache_file_name(name: &str) -> bool {
     let copy = name
         .strip_suffix(std::env::consts::DLL_EXTENSION)
         .and_then(|stem| stem.strip_suffix('.'))
@@ -353,7 +353,7 @@ pub fn clean(dir: &Path) -> usize {
 /// the older `connhost-<pid>-<n>` and `connhost-<pid>`) of processes that
 /// no longer run: only real folders (by `lstat`, never a link) owned by
 /// this process's effective user. Returns the folders it cleaned.
-pub fn sweep_stale_defaults() -> Vec<PathBuf> {
+pub(crate) fn sweep_stale_defaults() -> Vec<PathBuf> {
     sweep_stale_in(&std::env::temp_dir())
 }
 
@@ -407,7 +407,11 @@ fn process_is_running(_pid: u32) -> bool {
 /// copy, a planted file or link) is replaced, never trusted or followed
 /// (see the [module documentation](self)). The folder must exist and not
 /// be a link. BLAKE3 hashes about three times as fast as SHA-256 here.
-pub fn copy_into(cache: &Path, file: &mut std::fs::File) -> std::io::Result<(String, PathBuf)> {
+#[cfg(test)]
+pub(crate) fn copy_into(
+    cache: &Path,
+    file: &mut std::fs::File,
+) -> std::io::Result<(String, PathBuf)> {
     copy_into_observed(cache, file, &mut |_| {})
 }
 
@@ -415,7 +419,7 @@ pub fn copy_into(cache: &Path, file: &mut std::fs::File) -> std::io::Result<(Str
 /// well, in order: what `observe` sees is the copy's content (the catalog
 /// checks signatures and digests this way, against exactly what is then
 /// loaded).
-pub fn copy_into_observed(
+pub(crate) fn copy_into_observed(
     cache: &Path,
     file: &mut std::fs::File,
     observe: &mut dyn FnMut(&[u8]),

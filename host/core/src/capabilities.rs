@@ -30,7 +30,7 @@ use crate::redact::scrub_plugin_line;
 pub const BUILTIN_SCOPE: &str = "builtin";
 
 /// HTTP requests that set no timeout of their own get this one.
-pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The tracing target of events forwarded from plugins.
 pub const PLUGIN_LOG_TARGET: &str = "connhost::plugin";

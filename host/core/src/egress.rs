@@ -214,7 +214,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// Why no pattern opens an address, in words (`"a loopback address"`), or
 /// `None` for an ordinary public address. IPv4-mapped and NAT64 IPv6
 /// addresses are judged by the IPv4 address they carry.
-pub fn classify(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn classify(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
@@ -272,7 +272,7 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
 
 /// Why a request was refused, for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// No grant (or declaration) allows the host.
     NotGranted,
     /// The host is, or resolves to, a restricted address no operator
@@ -282,7 +282,7 @@ pub enum Reason {
 
 impl Reason {
     /// The metric label: `not_granted` or `private_address`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::NotGranted => "not_granted",
             Reason::PrivateAddress => "private_address",
@@ -314,7 +314,7 @@ impl Refusals {
 
 /// A refused request: the text the provider gets.
 #[derive(Debug, Clone)]
-pub struct Refused(pub String);
+pub(crate) struct Refused(pub String);
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -327,7 +327,7 @@ impl std::error::Error for Refused {}
 /// A plugin's egress: what it declares, what its operator grants, and
 /// the HTTP client that enforces them.
 #[derive(Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     plugin: String,
     /// Where its refusals are counted: its host's.
     refusals: Arc<Refusals>,
@@ -367,7 +367,7 @@ impl Policy {
     }
 
     /// The plugin it is the policy of.
-    pub fn plugin(&self) -> &str {
+    pub(crate) fn plugin(&self) -> &str {
         &self.plugin
     }
 
@@ -414,7 +414,7 @@ impl Policy {
     /// Checks a URL about to be requested (or redirected to): its host
     /// against the patterns in force, and an IP address in it against the
     /// restricted classes. A name's addresses are checked as it resolves.
-    pub fn check_url(&self, url: &Url) -> Result<(), Refused> {
+    pub(crate) fn check_url(&self, url: &Url) -> Result<(), Refused> {
         let Some(target) = Target::of(url) else {
             return Err(self.refuse(
                 Reason::NotGranted,
@@ -482,7 +482,7 @@ impl Policy {
 
     /// The HTTP client for this plugin: it resolves names through the
     /// policy, checks every redirect, and ignores proxy variables.
-    pub fn client(self: &Arc<Self>) -> &reqwest::Client {
+    pub(crate) fn client(self: &Arc<Self>) -> &reqwest::Client {
         self.client.get_or_init(|| {
             reqwest::Client::builder()
                 .user_agent(concat!("connhost/", env!("CARGO_PKG_VERSION")))
@@ -515,7 +515,7 @@ const MAX_REDIRECTS: usize = 10;
 
 /// Follows a redirect only to a URL the policy allows
 /// ([`Policy::check_url`]), at most 10 times (as reqwest's default policy).
-pub fn redirect_policy(policy: Arc<Policy>) -> reqwest::redirect::Policy {
+pub(crate) fn redirect_policy(policy: Arc<Policy>) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= MAX_REDIRECTS {
             return attempt.error(format!("stopped after {MAX_REDIRECTS} redirects"));
@@ -530,7 +530,7 @@ pub fn redirect_policy(policy: Arc<Policy>) -> reqwest::redirect::Policy {
 /// Resolves names with the system's resolver and keeps only the addresses
 /// the plugin may reach ([`Policy`]'s rules for restricted addresses).
 #[derive(Debug)]
-pub struct PolicyResolver(Arc<Policy>);
+pub(crate) struct PolicyResolver(Arc<Policy>);
 
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -547,7 +547,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
 
 /// The refusal somewhere in `error`'s chain of causes, if a policy check
 /// caused it.
-pub fn refusal_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
+pub(crate) fn refusal_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
     let mut cause: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
         if let Some(refused) = current.downcast_ref::<Refused>() {
@@ -797,7 +797,10 @@ mod tests {
         let p = Policy::new("unit-counted", &Egress::default(), refusals.clone());
         let _ = p.check_url(&url("https://a.example/"));
         let _ = p.check_url(&url("https://b.example/"));
-        assert!(Refusals::default().counts().is_empty(), "another host's are apart");
+        assert!(
+            Refusals::default().counts().is_empty(),
+            "another host's are apart"
+        );
         let counted = refusals
             .counts()
             .into_iter()

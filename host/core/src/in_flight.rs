@@ -159,7 +159,10 @@ mod tests {
         let code = ("p", 1, 7);
         let first = bounds.try_acquire(code, 2, None).unwrap();
         let _second = bounds.try_acquire(code, 2, None).unwrap();
-        assert_eq!(bounds.try_acquire(code, 2, None).unwrap_err(), Full::Provider(2));
+        assert_eq!(
+            bounds.try_acquire(code, 2, None).unwrap_err(),
+            Full::Provider(2)
+        );
         assert_eq!(bounds.total(), 2);
         drop(first);
         assert!(bounds.try_acquire(code, 2, None).is_ok());
@@ -199,9 +202,15 @@ mod tests {
         let b = ("plugin-b", 5, 0);
         let first = bounds.try_acquire(a, 1, plugin).unwrap();
         // The provider's own bound refuses, and gives the plugin's slot back.
-        assert_eq!(bounds.try_acquire(a, 1, plugin).unwrap_err(), Full::Provider(1));
+        assert_eq!(
+            bounds.try_acquire(a, 1, plugin).unwrap_err(),
+            Full::Provider(1)
+        );
         let _second = bounds.try_acquire(b, 5, plugin).unwrap();
-        assert_eq!(bounds.try_acquire(b, 5, plugin).unwrap_err(), Full::Plugin(2));
+        assert_eq!(
+            bounds.try_acquire(b, 5, plugin).unwrap_err(),
+            Full::Plugin(2)
+        );
         // Another plugin's providers are not bound by it.
         assert!(bounds
             .try_acquire(("plugin-c", 5, 0), 5, Some(("other", 2)))

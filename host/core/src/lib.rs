@@ -39,18 +39,18 @@ mod model;
 pub mod schema_doc;
 
 // 1. Mechanisms, each on its own.
-pub mod cache_dir;
-pub mod egress;
+mod cache_dir;
+mod egress;
 mod in_flight;
 mod library;
-pub mod permissions;
+mod permissions;
 mod protocol;
-pub mod redact;
-pub mod trust;
+mod redact;
+mod trust;
 
 // 2. What the host lends to providers (knows nothing of workers), and
 //    what one host owns.
-pub mod capabilities;
+mod capabilities;
 mod state;
 
 // 3. The code behind a provider: compiled in, in process, isolated (the
@@ -70,7 +70,7 @@ mod loader;
 mod call;
 
 // 7. Where each plugin file runs, and the set they make.
-pub mod catalog;
+mod catalog;
 
 // 8. The host, and keeping it in step with its folder.
 pub mod reload;
@@ -80,9 +80,12 @@ mod service;
 pub mod worker;
 
 pub use builtin::BUILTIN_PATH;
+pub use cache_dir::clean as clean_cache_dir;
+pub use capabilities::{BUILTIN_SCOPE, PLUGIN_LOG_TARGET};
 pub use catalog::{inspect, Catalog, Inspection, RescanOutcome};
 pub use connhost_plugin_api as plugin_api;
 pub use connhost_plugin_api::{CredentialFields, CredentialFormSchema, FieldError};
+pub use egress::Pattern as EgressPattern;
 pub use model::config::{
     HostConfig, HttpLimits, Identity, Isolation, Layer, PluginPolicy, WorkerConfig,
     DEFAULT_HTTP_MAX_BODY, DEFAULT_HTTP_MAX_CONCURRENT, DEFAULT_MAX_IN_FLIGHT,
@@ -101,5 +104,7 @@ pub use model::verdict::{
     Verdict, VerdictBody,
 };
 pub use model::worker_status::{WorkerCounts, WorkerState, WorkerStatus};
-pub use registry::{Conflict, ProviderRegistry, RegisteredProvider, RegistryBuilder};
+pub use registry::{Conflict, ProviderRegistry, RegisteredProvider};
 pub use service::{Connhost, ProviderInfo, UnknownProvider};
+pub use trust::check_config;
+pub use trust::lock::{LockEntry, LockFile};

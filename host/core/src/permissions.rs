@@ -23,7 +23,7 @@ use std::path::Path;
 /// What a path is, in a refusal's words (`the plugin file`, `the plugins
 /// folder`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subject {
+pub(crate) enum Subject {
     /// The plugins folder.
     PluginsFolder,
     /// A plugin library file (the file a link leads to).
@@ -42,7 +42,7 @@ pub enum Subject {
 
 impl Subject {
     /// The subject in words.
-    pub fn words(self) -> &'static str {
+    pub(crate) fn words(self) -> &'static str {
         match self {
             Subject::PluginsFolder => "the plugins folder",
             Subject::PluginFile => "the plugin file",
@@ -71,7 +71,7 @@ impl Subject {
 }
 
 /// The effective user id of this process (`None` where there is none).
-pub fn host_uid() -> Option<u32> {
+pub(crate) fn host_uid() -> Option<u32> {
     #[cfg(unix)]
     {
         // SAFETY: geteuid has no preconditions and cannot fail.
@@ -86,7 +86,7 @@ pub fn host_uid() -> Option<u32> {
 /// Returns the refusal in words, naming the path and the offending bit or
 /// owner, with the command that fixes it.
 #[cfg(unix)]
-pub fn check(
+pub(crate) fn check(
     path: &Path,
     metadata: &std::fs::Metadata,
     subject: Subject,
@@ -108,7 +108,7 @@ pub fn check(
 }
 
 /// The rule itself, over a mode and an owner (see [`check`]).
-pub fn judge(
+pub(crate) fn judge(
     path: &Path,
     mode: u32,
     owner: u32,

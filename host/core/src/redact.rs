@@ -24,20 +24,20 @@ use std::task::{Context, Poll};
 use connhost_plugin_api::{CredentialFields, CredentialFormSchema};
 
 /// What replaces a secret that stands as a whole token.
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// What replaces a whole text in which a secret appears where cutting it
 /// out would let the context give it away.
-pub const WITHHELD: &str = "<withheld: the text may contain a submitted secret>";
+pub(crate) const WITHHELD: &str = "<withheld: the text may contain a submitted secret>";
 
 /// Secrets at least this long (in characters) are replaced by [`REDACTED`]
 /// where they stand as a whole token: the context of a cut-out token this
 /// long does not tell what it was.
-pub const MIN_REPLACED_LEN: usize = 8;
+pub(crate) const MIN_REPLACED_LEN: usize = 8;
 
 /// Secrets shorter than this are looked for as whole tokens only: inside
 /// longer words they match ordinary text by chance ("a" in "cat").
-pub const MIN_IN_WORD_LEN: usize = 4;
+pub(crate) const MIN_IN_WORD_LEN: usize = 4;
 
 /// The secret values of one submission.
 ///
@@ -57,7 +57,7 @@ pub const MIN_IN_WORD_LEN: usize = 4;
 /// Every value is looked for as submitted (trimmed), and as `Debug` and JSON
 /// would escape it.
 #[derive(Clone, Default)]
-pub struct Secrets {
+pub(crate) struct Secrets {
     /// Longest first, so a secret containing another is handled whole.
     values: Vec<String>,
 }
@@ -117,7 +117,7 @@ fn appearance(text: &str, value: &str) -> Appearance {
 impl Secrets {
     /// The secret values among `fields`, as `schema` defines them (all
     /// values when there is no schema, and values of unknown fields).
-    pub fn of(schema: Option<&CredentialFormSchema>, fields: &CredentialFields) -> Self {
+    pub(crate) fn of(schema: Option<&CredentialFormSchema>, fields: &CredentialFields) -> Self {
         let mut values: Vec<String> = fields
             .iter()
             .filter(|(name, _)| schema.is_none_or(|s| s.is_secret(name)))
@@ -141,12 +141,12 @@ impl Secrets {
     }
 
     /// Whether there is nothing to scrub.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
 
     /// Scrubs every string inside a JSON value, object keys included.
-    pub fn scrub_json(&self, value: &mut serde_json::Value) {
+    pub(crate) fn scrub_json(&self, value: &mut serde_json::Value) {
         match value {
             serde_json::Value::String(s) => {
                 if let Cow::Owned(scrubbed) = self.scrub(s) {
@@ -170,7 +170,7 @@ impl Secrets {
     /// `text` scrubbed by the rule of [`Secrets`]: secrets standing as
     /// whole tokens replaced by [`REDACTED`], or the whole text replaced by
     /// [`WITHHELD`].
-    pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    pub(crate) fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         for value in &self.values {
             match appearance(&out, value) {
@@ -201,7 +201,7 @@ thread_local! {
 /// Scrubs `text` against the secrets of every validation being polled on
 /// this thread right now. The plugin log bridge uses it, so a provider that
 /// logs a credential while being polled does not leak it.
-pub fn scrub_active(text: &str) -> Cow<'_, str> {
+pub(crate) fn scrub_active(text: &str) -> Cow<'_, str> {
     ACTIVE.with(|active| {
         let active = active.borrow();
         if active.is_empty() {
@@ -232,7 +232,7 @@ fn in_flight() -> std::sync::MutexGuard<'static, BTreeMap<String, Vec<Arc<Secret
 /// thread ([`scrub_active`]) and those of every validation of that plugin
 /// in flight, wherever it runs: a line from a thread the plugin spawned is
 /// scrubbed too.
-pub fn scrub_plugin_line<'a>(plugin: &str, text: &'a str) -> Cow<'a, str> {
+pub(crate) fn scrub_plugin_line<'a>(plugin: &str, text: &'a str) -> Cow<'a, str> {
     let mut out = scrub_active(text);
     let in_flight = in_flight();
     for secrets in in_flight.get(plugin).into_iter().flatten() {
@@ -323,14 +323,17 @@ impl<F: Future> Future for WithSecrets<F> {
 }
 
 /// Shows a submission with secret values replaced, for `Debug` and logs.
-pub struct RedactedFields<'a> {
+pub(crate) struct RedactedFields<'a> {
     schema: Option<&'a CredentialFormSchema>,
     fields: &'a CredentialFields,
 }
 
 impl<'a> RedactedFields<'a> {
     /// Wraps a submission.
-    pub fn new(schema: Option<&'a CredentialFormSchema>, fields: &'a CredentialFields) -> Self {
+    pub(crate) fn new(
+        schema: Option<&'a CredentialFormSchema>,
+        fields: &'a CredentialFields,
+    ) -> Self {
         Self { schema, fields }
     }
 }

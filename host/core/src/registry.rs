@@ -49,7 +49,7 @@ impl fmt::Debug for RegisteredProvider {
 impl RegisteredProvider {
     /// A provider compiled into the host. Reads its descriptive methods now
     /// (a panic there is the embedder's bug, and propagates).
-    pub fn native(provider: Arc<dyn ConnectionProvider>, experimental: bool) -> Self {
+    pub(crate) fn native(provider: Arc<dyn ConnectionProvider>, experimental: bool) -> Self {
         let descriptor = ProviderDescriptor::capture(provider.as_ref());
         let backend = Backend::CompiledIn(CompiledIn::new(provider));
         Self::new(descriptor, experimental, Origin::Builtin, backend)
@@ -121,6 +121,7 @@ impl RegisteredProvider {
 /// Why a provider was not registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("provider \"{provider_id}\" is already registered by {existing}; refused the one from {refused}")]
+#[non_exhaustive]
 pub struct Conflict {
     /// The contested id.
     pub provider_id: String,
@@ -147,49 +148,33 @@ impl ProviderRegistry {
         Self::default()
     }
 
-    /// A registry builder.
-    pub fn builder() -> RegistryBuilder {
-        RegistryBuilder::default()
-    }
-
-    /// Registers a provider compiled into the host, replacing any provider
-    /// with the same id. Returns the replaced one.
+    /// Registers a provider compiled into the embedding program,
+    /// replacing any provider with the same id (a deliberate choice in
+    /// code). Returns the replaced one.
     pub fn register<P: ConnectionProvider + 'static>(
         &mut self,
         provider: P,
     ) -> Option<Arc<RegisteredProvider>> {
-        self.register_arc(Arc::new(provider))
-    }
-
-    /// [`register`](Self::register) for a boxed provider.
-    pub fn register_boxed(
-        &mut self,
-        provider: Box<dyn ConnectionProvider>,
-    ) -> Option<Arc<RegisteredProvider>> {
-        self.register_arc(Arc::from(provider))
-    }
-
-    /// [`register`](Self::register) for a shared provider.
-    pub fn register_arc(
-        &mut self,
-        provider: Arc<dyn ConnectionProvider>,
-    ) -> Option<Arc<RegisteredProvider>> {
-        self.insert(RegisteredProvider::native(provider, false))
-    }
-
-    /// Inserts an entry, replacing any entry with the same id.
-    pub fn insert(&mut self, entry: RegisteredProvider) -> Option<Arc<RegisteredProvider>> {
+        let entry = RegisteredProvider::native(Arc::new(provider), false);
         self.entries.insert(entry.id().to_owned(), Arc::new(entry))
     }
 
-    /// Inserts an entry unless its id is taken.
-    pub fn try_register(&mut self, entry: RegisteredProvider) -> Result<(), Box<Conflict>> {
-        self.try_register_arc(Arc::new(entry))
+    /// Registers a provider compiled into the embedding program unless its
+    /// id is taken, as the catalog registers plugins: the conflict names
+    /// who holds the id.
+    pub fn try_register<P: ConnectionProvider + 'static>(
+        &mut self,
+        provider: P,
+    ) -> Result<(), Box<Conflict>> {
+        self.try_insert(Arc::new(RegisteredProvider::native(
+            Arc::new(provider),
+            false,
+        )))
     }
 
-    /// [`try_register`](Self::try_register) for a shared entry (the catalog
-    /// puts the same entries into every snapshot it builds).
-    pub fn try_register_arc(
+    /// Inserts an entry unless its id is taken (the catalog puts the same
+    /// entries into every snapshot it builds).
+    pub(crate) fn try_insert(
         &mut self,
         entry: Arc<RegisteredProvider>,
     ) -> Result<(), Box<Conflict>> {
@@ -235,41 +220,10 @@ impl ProviderRegistry {
     }
 }
 
-/// Builds a [`ProviderRegistry`] from providers compiled into the embedding
-/// program. (The built-ins collected with `inventory`, and plugins, come
-/// with a [`crate::Catalog`].)
-#[derive(Default)]
-pub struct RegistryBuilder {
-    providers: Vec<Arc<dyn ConnectionProvider>>,
-}
-
-impl fmt::Debug for RegistryBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryBuilder")
-            .field("providers", &self.providers.len())
-            .finish()
-    }
-}
-
-impl RegistryBuilder {
-    /// Adds a provider (replacing an earlier one with the same id).
-    pub fn provider<P: ConnectionProvider + 'static>(mut self, provider: P) -> Self {
-        self.providers.push(Arc::new(provider));
-        self
-    }
-
-    /// The registry.
-    pub fn build(self) -> ProviderRegistry {
-        let mut registry = ProviderRegistry::new();
-        for provider in self.providers {
-            registry.register_arc(provider);
-        }
-        registry
-    }
-}
-
 /// The hosts the compiled-in providers among `entries` declare, once each.
-pub(crate) fn declared_by_compiled_in<'a>(entries: impl Iterator<Item = &'a RegisteredProvider>) -> Vec<String> {
+pub(crate) fn declared_by_compiled_in<'a>(
+    entries: impl Iterator<Item = &'a RegisteredProvider>,
+) -> Vec<String> {
     let compiled_in: Vec<&RegisteredProvider> = entries
         .filter(|e| matches!(e.origin(), Origin::Builtin))
         .collect();
@@ -328,8 +282,8 @@ mod tests {
             "Second"
         );
         assert_eq!(registry.len(), 1);
-        registry.register_boxed(Box::new(Named("c", "C")));
-        registry.register_arc(Arc::new(Named("b", "B")));
+        registry.register(Named("c", "C"));
+        registry.register(Named("b", "B"));
         let ids: Vec<_> = registry.list().iter().map(|e| e.id().to_owned()).collect();
         assert_eq!(ids, ["a", "b", "c"], "listed by id");
         assert!(registry.has("b"));
@@ -344,7 +298,9 @@ mod tests {
         registry.register(Named("github", "GitHub"));
         let mut intruder = RegisteredProvider::native(Arc::new(Named("github", "Fake")), false);
         intruder.origin = plugin_origin();
-        let conflict = registry.try_register(intruder).unwrap_err();
+        let conflict = registry.try_insert(Arc::new(intruder)).unwrap_err();
+        let same = registry.try_register(Named("github", "Fake")).unwrap_err();
+        assert_eq!(same.refused, Origin::Builtin);
         assert_eq!(conflict.existing, Origin::Builtin);
         assert_eq!(conflict.refused, plugin_origin());
         let message = conflict.to_string();
@@ -354,24 +310,6 @@ mod tests {
         assert_eq!(
             registry.get("github").unwrap().descriptor().display_name,
             "GitHub"
-        );
-    }
-
-    #[test]
-    fn the_builder_registers_the_programs_providers_later_ones_replacing_earlier() {
-        let registry = ProviderRegistry::builder()
-            .provider(Named("mine", "First"))
-            .provider(Named("other", "Other"))
-            .provider(Named("mine", "Second"))
-            .build();
-        assert_eq!(registry.len(), 2);
-        assert_eq!(
-            registry.get("mine").unwrap().descriptor().display_name,
-            "Second"
-        );
-        assert!(
-            !registry.has("openai"),
-            "no built-ins: those come with a Catalog"
         );
     }
 }

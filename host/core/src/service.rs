@@ -64,6 +64,7 @@ impl From<&RegisteredProvider> for ProviderInfo {
 /// No provider has the requested id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no provider \"{provider_id}\" is registered (known: {})", known.join(", "))]
+#[non_exhaustive]
 pub struct UnknownProvider {
     /// The requested id.
     pub provider_id: String,
@@ -321,7 +322,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}/ping?key=k");
-        let registry = ProviderRegistry::builder().provider(Pinger(url)).build();
+        let mut registry = ProviderRegistry::new();
+        registry.register(Pinger(url));
         let host = Connhost::from_parts(registry, LoadReport::default(), Duration::from_secs(10));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -389,7 +391,8 @@ mod tests {
     }
 
     fn forms_host() -> Connhost {
-        let registry = ProviderRegistry::builder().provider(Forms).build();
+        let mut registry = ProviderRegistry::new();
+        registry.register(Forms);
         Connhost::from_parts(registry, LoadReport::default(), Duration::from_secs(5))
     }
 
@@ -485,7 +488,8 @@ mod tests {
 
     #[test]
     fn a_compiled_in_providers_panic_is_a_fault_with_its_message_on_both_paths() {
-        let registry = ProviderRegistry::builder().provider(Boom).build();
+        let mut registry = ProviderRegistry::new();
+        registry.register(Boom);
         let host = Connhost::from_parts(registry, LoadReport::default(), Duration::from_secs(5));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

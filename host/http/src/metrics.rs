@@ -11,8 +11,8 @@
 //! name the sample itself, and it has no `# EOF`.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 

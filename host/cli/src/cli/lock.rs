@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use connhost::trust::lock::{LockEntry, LockFile};
 use connhost::{Connhost, HostConfig, LoadReport};
+use connhost::{LockEntry, LockFile};
 
 /// Exit status when a file to add was not admitted.
 const NOT_ADMITTED: u8 = 1;

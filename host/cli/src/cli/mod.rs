@@ -55,7 +55,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         config.trust.locked = false;
     }
     if !matches!(cli.command, Command::Inspect { .. }) {
-        connhost::trust::check_config(&config)?;
+        connhost::check_config(&config)?;
     }
     match cli.command {
         Command::Lock { add } => lock::run(&config, &add),
@@ -187,25 +187,24 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
             .or_default()
             .insert(key.to_owned(), value.to_owned());
     }
-    Ok(HostConfig {
-        plugins_dir: Some(global.plugins.clone()),
-        experimental: global.experimental,
-        builtins: true,
-        validation_timeout: Duration::try_from_secs_f64(global.timeout)
-            .with_context(|| format!("--timeout {} is too large", global.timeout))?,
-        max_in_flight: global.max_in_flight,
-        max_plugin_size: global.max_plugin_size,
-        settings,
-        cache_dir: None,
-        isolation: global.isolation,
-        trust: connhost::TrustConfig {
-            check_permissions: !global.insecure_permissions,
-            trusted_keys: global.trusted_keys.clone(),
-            lock_file: global.lock_file.clone(),
-            locked: global.locked,
-        },
-        ..HostConfig::default()
-    })
+    let mut config = HostConfig::with_plugins_dir(&global.plugins)
+        .with_experimental(global.experimental)
+        .with_validation_timeout(
+            Duration::try_from_secs_f64(global.timeout)
+                .with_context(|| format!("--timeout {} is too large", global.timeout))?,
+        )
+        .with_max_in_flight(global.max_in_flight)
+        .with_max_plugin_size(global.max_plugin_size)
+        .with_isolation(global.isolation)
+        .with_trust(
+            connhost::TrustConfig::default()
+                .with_check_permissions(!global.insecure_permissions)
+                .with_locked(global.locked),
+        );
+    config.settings = settings;
+    config.trust.trusted_keys = global.trusted_keys.clone();
+    config.trust.lock_file = global.lock_file.clone();
+    Ok(config)
 }
 
 fn warn_failures(host: &Connhost) {

@@ -82,8 +82,8 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
     host_config.cache_dir = args.cache_dir.clone();
     // A cache folder someone else could write would let them choose what
     // is loaded: refuse to start, saying why, rather than serve nothing.
-    if let Some(cache) = &host_config.cache_dir {
-        connhost::cache_dir::prepare_given(cache, host_config.trust.check_permissions)?;
+    if host_config.cache_dir.is_some() {
+        connhost::check_config(&host_config)?;
     }
     // The catalog's files are read once the server answers probes.
     let set = Catalog::new(&host_config);
@@ -137,7 +137,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
     // The libraries stay mapped until the process exits; the names can go
     // (only the cache's own files: `--cache-dir` may hold anything else).
     if let Some(cache_dir) = &cache_dir {
-        connhost::cache_dir::clean(cache_dir);
+        connhost::clean_cache_dir(cache_dir);
     }
     if finished {
         Ok(super::success())

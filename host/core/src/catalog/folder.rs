@@ -72,18 +72,18 @@ use crate::trust::{Gate, Stamp};
 /// written: it is looked at again once it has been quiet this long. A
 /// loaded file that disappears is dropped once it has been gone this long
 /// (an installer that removes and recreates a file is not a removal).
-pub const SETTLE: Duration = Duration::from_millis(40);
+pub(crate) const SETTLE: Duration = Duration::from_millis(40);
 
 /// How long an incomplete file (truncated, still being copied) is given to
 /// become complete before it is reported as broken.
-pub const COMPLETION_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const COMPLETION_GRACE: Duration = Duration::from_secs(2);
 
 /// The first retry after a failed listing or a passing open failure; each
 /// further retry waits twice as long, up to [`MAX_RETRY`].
-pub const FIRST_RETRY: Duration = Duration::from_millis(100);
+pub(crate) const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 /// The longest wait between retries.
-pub const MAX_RETRY: Duration = Duration::from_secs(5);
+pub(crate) const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// What identifies a version of a directory entry without reading it: its
 /// metadata (of the link itself when it is a broken symbolic link). The

@@ -18,6 +18,7 @@ use crate::trust::Gate;
 
 /// What `connhost inspect` shows about a file.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Inspection {
     /// The file.
     pub path: PathBuf,

@@ -47,7 +47,8 @@ use std::time::Instant;
 
 use connhost_plugin_api::ConnectionProvider;
 
-pub use folder::{RescanOutcome, COMPLETION_GRACE, FIRST_RETRY, MAX_RETRY, SETTLE};
+pub use folder::RescanOutcome;
+pub(crate) use folder::{COMPLETION_GRACE, SETTLE};
 pub use inspect::{inspect, Inspection};
 
 use crate::call::Limits;
@@ -153,8 +154,9 @@ impl Catalog {
     /// the operator's `[plugin.builtin] egress` grant), for this host's
     /// compiled-in providers only.
     fn declare_compiled_in(&self) {
-        self.state
-            .declare_builtin(declared_by_compiled_in(self.compiled_in.iter().map(|e| e.as_ref())));
+        self.state.declare_builtin(declared_by_compiled_in(
+            self.compiled_in.iter().map(|e| e.as_ref()),
+        ));
     }
 
     /// Adds a provider compiled into the embedding program, after the
@@ -244,9 +246,19 @@ impl Catalog {
     /// bounds on calls: what a [`crate::Connhost`] serves.
     pub(crate) fn current(
         &self,
-    ) -> (Arc<ProviderRegistry>, Arc<LoadReport>, Limits, Arc<HostState>) {
+    ) -> (
+        Arc<ProviderRegistry>,
+        Arc<LoadReport>,
+        Limits,
+        Arc<HostState>,
+    ) {
         let (registry, report) = &self.current;
-        (registry.clone(), report.clone(), self.limits, self.state.clone())
+        (
+            registry.clone(),
+            report.clone(),
+            self.limits,
+            self.state.clone(),
+        )
     }
 
     /// Assembles the set, in the one conflict order: compiled-in
@@ -263,7 +275,7 @@ impl Catalog {
         // the failures of files and of itself as it finds them).
         let mut registration = Vec::new();
         for entry in &self.compiled_in {
-            if let Err(conflict) = registry.try_register_arc(entry.clone()) {
+            if let Err(conflict) = registry.try_insert(entry.clone()) {
                 // Two built-ins with one id: the first listed keeps it.
                 registration.push(LoadFailure::new(
                     crate::builtin::BUILTIN_PATH,
@@ -351,7 +363,7 @@ fn register(
             }
         };
         let id = entry.id().to_owned();
-        match registry.try_register(entry.with_own_limits(limits)) {
+        match registry.try_insert(Arc::new(entry.with_own_limits(limits))) {
             Ok(()) => registered.push(id),
             Err(conflict) => failures.push(LoadFailure::new(
                 path,

@@ -31,11 +31,7 @@ type InitOutcome = Result<Loaded, (FailureKind, String)>;
 
 static INITIALIZED: Mutex<BTreeMap<usize, Arc<InitOutcome>>> = Mutex::new(BTreeMap::new());
 
-fn initialize(
-    path: &Path,
-    config: &HostConfig,
-    state: &HostState,
-) -> Result<Loaded, LoadFailure> {
+fn initialize(path: &Path, config: &HostConfig, state: &HostState) -> Result<Loaded, LoadFailure> {
     let opened = crate::library::open(path, config.max_plugin_size)?;
     let mut cache = INITIALIZED.lock().unwrap_or_else(|e| e.into_inner());
     let entry = cache

@@ -21,6 +21,7 @@ pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 256 * 1024 * 1024;
 /// isolated): whatever it asks, it cannot make the host hold more than
 /// `max_concurrent` requests and `max_body_bytes` of each body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HttpLimits {
     /// The largest request or response body, in bytes. A response is
     /// read as it streams in and refused (its connection dropped) as soon
@@ -30,6 +31,31 @@ pub struct HttpLimits {
     /// is refused at once.
     pub max_concurrent: usize,
 }
+
+/// Chainable setters for a configuration's fields (the structs are
+/// `#[non_exhaustive]`: fields may be added without breaking anyone, so
+/// they are built from `default()` with these or by assigning fields).
+macro_rules! setters {
+    ($ty:ty { $($(#[$doc:meta])* $name:ident: $field:ident: $value:ty => $wrap:expr;)* }) => {
+        impl $ty {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $name(mut self, value: $value) -> Self {
+                    self.$field = $wrap(value);
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters!(HttpLimits {
+    /// Sets [`max_body_bytes`](Self::max_body_bytes).
+    with_max_body_bytes: max_body_bytes: u64 => |v| v;
+    /// Sets [`max_concurrent`](Self::max_concurrent).
+    with_max_concurrent: max_concurrent: usize => |v| v;
+});
 
 /// The default [`HttpLimits::max_body_bytes`]: 4 MiB.
 pub const DEFAULT_HTTP_MAX_BODY: u64 = 4 << 20;
@@ -103,6 +129,7 @@ impl std::str::FromStr for Isolation {
 /// What the operator set for one plugin (the config file's
 /// `[plugin.NAME]` table); `None` takes the host-wide value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PluginPolicy {
     /// Where its code runs.
     pub isolation: Option<Isolation>,
@@ -124,6 +151,7 @@ pub struct PluginPolicy {
 /// How worker processes (plugins with [`Isolation::Process`]) are run:
 /// their sandbox, resource limits and restart policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// The program to run as a worker; `None` runs this process's own
     /// executable, which must call [`crate::worker::run_if_worker`] first
@@ -196,6 +224,7 @@ impl Default for WorkerConfig {
 
 /// How to assemble a [`crate::Connhost`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HostConfig {
     /// The folder to load plugins from; `None` loads none.
     pub plugins_dir: Option<PathBuf>,
@@ -262,7 +291,95 @@ impl Default for HostConfig {
     }
 }
 
+setters!(PluginPolicy {
+    /// Sets [`isolation`](Self::isolation).
+    with_isolation: isolation: Isolation => Some;
+    /// Sets [`validation_timeout`](Self::validation_timeout).
+    with_validation_timeout: validation_timeout: Duration => Some;
+    /// Sets [`max_in_flight`](Self::max_in_flight).
+    with_max_in_flight: max_in_flight: usize => Some;
+    /// Sets [`max_concurrent`](Self::max_concurrent).
+    with_max_concurrent: max_concurrent: usize => Some;
+    /// Sets [`egress`](Self::egress), the operator's grant.
+    with_egress: egress: Vec<String> => Some;
+});
+
+setters!(WorkerConfig {
+    /// Sets [`program`](Self::program).
+    with_program: program: PathBuf => Some;
+    /// Sets [`sandbox`](Self::sandbox).
+    with_sandbox: sandbox: bool => |v| v;
+    /// Sets [`memory_limit`](Self::memory_limit).
+    with_memory_limit: memory_limit: Option<u64> => |v| v;
+    /// Sets [`open_files`](Self::open_files).
+    with_open_files: open_files: Option<u64> => |v| v;
+    /// Sets [`cpu_seconds`](Self::cpu_seconds).
+    with_cpu_seconds: cpu_seconds: Option<u64> => |v| v;
+    /// Sets [`max_threads`](Self::max_threads).
+    with_max_threads: max_threads: Option<u64> => |v| v;
+    /// Sets [`user`](Self::user).
+    with_user: user: Identity => Some;
+    /// Sets [`tmp_size`](Self::tmp_size).
+    with_tmp_size: tmp_size: u64 => |v| v;
+    /// Sets [`require`](Self::require).
+    with_require: require: Vec<Layer> => |v| v;
+    /// Sets [`start_timeout`](Self::start_timeout).
+    with_start_timeout: start_timeout: Duration => |v| v;
+    /// Sets [`crash_limit`](Self::crash_limit).
+    with_crash_limit: crash_limit: u32 => |v| v;
+    /// Sets [`crash_window`](Self::crash_window).
+    with_crash_window: crash_window: Duration => |v| v;
+});
+
+setters!(HostConfig {
+    /// Sets [`experimental`](Self::experimental).
+    with_experimental: experimental: bool => |v| v;
+    /// Sets [`builtins`](Self::builtins).
+    with_builtins: builtins: bool => |v| v;
+    /// Sets [`validation_timeout`](Self::validation_timeout).
+    with_validation_timeout: validation_timeout: Duration => |v| v;
+    /// Sets [`max_in_flight`](Self::max_in_flight).
+    with_max_in_flight: max_in_flight: usize => |v| v;
+    /// Sets [`max_plugin_size`](Self::max_plugin_size).
+    with_max_plugin_size: max_plugin_size: u64 => |v| v;
+    /// Sets [`cache_dir`](Self::cache_dir).
+    with_cache_dir: cache_dir: PathBuf => Some;
+    /// Sets [`isolation`](Self::isolation).
+    with_isolation: isolation: Isolation => |v| v;
+    /// Sets [`worker`](Self::worker).
+    with_worker: worker: WorkerConfig => |v| v;
+    /// Sets [`trust`](Self::trust).
+    with_trust: trust: TrustConfig => |v| v;
+    /// Sets [`http`](Self::http).
+    with_http: http: HttpLimits => |v| v;
+});
+
 impl HostConfig {
+    /// Adds the setting `key` = `value` for the plugin `plugin`
+    /// ([`settings`](Self::settings); `"builtin"` for the compiled-in
+    /// providers).
+    #[must_use]
+    pub fn with_setting(
+        mut self,
+        plugin: impl Into<String>,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.settings
+            .entry(plugin.into())
+            .or_default()
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the operator's policy for the plugin `plugin`
+    /// ([`plugins`](Self::plugins)).
+    #[must_use]
+    pub fn with_plugin(mut self, plugin: impl Into<String>, policy: PluginPolicy) -> Self {
+        self.plugins.insert(plugin.into(), policy);
+        self
+    }
+
     /// The operator's policy for the plugin `name` (empty when there is
     /// none); `-` and `_` in names are taken as equal.
     pub fn policy_for(&self, name: &str) -> PluginPolicy {

@@ -6,6 +6,7 @@
 /// operator granted (`null`: no grant, the declarations apply).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct Egress {
     /// The hosts its providers declare.
     pub declared: Vec<String>,

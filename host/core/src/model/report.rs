@@ -165,6 +165,7 @@ pub(crate) fn rfc3339(time: std::time::SystemTime) -> String {
 /// A plugin file that loaded, with the providers it registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct LoadedPlugin {
     /// The file.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
@@ -208,6 +209,7 @@ pub struct LoadReport {
 /// A library that hot reload replaced or removed, still in memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct RetiredLibrary {
     /// The file it was loaded for.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 /// The lock file's name in the plugins folder.
-pub const LOCK_FILE_NAME: &str = "connhost.lock";
+pub(crate) const LOCK_FILE_NAME: &str = "connhost.lock";
 
 /// What the operator decided about admitting plugin files
 /// ([`crate::HostConfig::trust`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TrustConfig {
     /// Refuse a plugins folder, plugin file, key or lock file that others
     /// than the host's user (or root) may write. On by default;
@@ -38,6 +39,34 @@ impl Default for TrustConfig {
 }
 
 impl TrustConfig {
+    /// Sets [`check_permissions`](Self::check_permissions).
+    #[must_use]
+    pub fn with_check_permissions(mut self, check: bool) -> Self {
+        self.check_permissions = check;
+        self
+    }
+
+    /// Sets [`trusted_keys`](Self::trusted_keys).
+    #[must_use]
+    pub fn with_trusted_keys(mut self, folder: PathBuf) -> Self {
+        self.trusted_keys = Some(folder);
+        self
+    }
+
+    /// Sets [`lock_file`](Self::lock_file).
+    #[must_use]
+    pub fn with_lock_file(mut self, file: PathBuf) -> Self {
+        self.lock_file = Some(file);
+        self
+    }
+
+    /// Sets [`locked`](Self::locked).
+    #[must_use]
+    pub fn with_locked(mut self, locked: bool) -> Self {
+        self.locked = locked;
+        self
+    }
+
     /// The lock file for the plugins folder `plugins_dir`: the configured
     /// one, or `connhost.lock` in the folder.
     pub fn lock_path(&self, plugins_dir: Option<&Path>) -> Option<PathBuf> {
@@ -53,6 +82,7 @@ impl TrustConfig {
 /// cache folder that is not the host's alone
 /// ([`crate::cache_dir::prepare_given`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TrustError {
     /// The file or folder at fault.
     pub path: PathBuf,
@@ -80,6 +110,7 @@ impl std::error::Error for TrustError {}
 /// What was checked about a loaded plugin file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct PluginTrust {
     /// `sha256:` and the hex SHA-256 of the file's content (of the copy
     /// that was loaded), as the lock file records it.
@@ -94,6 +125,7 @@ pub struct PluginTrust {
 /// A verified minisign signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct SignatureInfo {
     /// The signing key's id, as the minisign tool prints it: upper-case hex
     /// without leading zeros (up to 16 digits, `C3D7BC1A2C829CA`).

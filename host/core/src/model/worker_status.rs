@@ -21,6 +21,7 @@ pub enum WorkerState {
 /// What an operator sees of an isolated plugin's worker.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct WorkerStatus {
     /// Where it stands.
     pub state: WorkerState,
@@ -46,6 +47,7 @@ pub struct WorkerStatus {
 /// Crashes and restarts of one plugin's workers in this process, across
 /// every version of its file: what `/metrics` counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerCounts {
     /// Worker deaths the host did not ask for.
     pub crashes: u64,

@@ -18,10 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::trust::TrustError;
 
 /// The lock file's name in the plugins folder (unless `--lock-file`).
-pub use crate::model::trust::LOCK_FILE_NAME;
 
 /// The prefix of a digest: the SHA-256 of the file's content.
-pub const DIGEST_PREFIX: &str = "sha256:";
+pub(crate) const DIGEST_PREFIX: &str = "sha256:";
 
 const HEADER: &str = "\
 # connhost.lock: the plugin files `connhost --locked` may load, by digest
@@ -75,7 +74,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Whether `digest` is `sha256:` and 64 lower-case hex digits.
-pub fn is_digest(digest: &str) -> bool {
+pub(crate) fn is_digest(digest: &str) -> bool {
     digest.strip_prefix(DIGEST_PREFIX).is_some_and(|hex| {
         hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     })

@@ -23,9 +23,9 @@
 //! used is a [`TrustError`] at start ([`check_config`]). A loaded plugin
 //! shows what was checked ([`PluginTrust`]).
 
-pub mod lock;
+pub(crate) mod lock;
 
-pub mod signature;
+pub(crate) mod signature;
 
 use std::path::{Path, PathBuf};
 

@@ -23,11 +23,11 @@ use crate::permissions::{self, Subject};
 const MAX_SMALL_FILE: u64 = 64 * 1024;
 
 /// The suffix of a plugin file's signature: `libfoo.so.minisig`.
-pub const SIGNATURE_SUFFIX: &str = ".minisig";
+pub(crate) const SIGNATURE_SUFFIX: &str = ".minisig";
 
 /// One trusted public key.
 #[derive(Debug, Clone)]
-pub struct TrustedKey {
+pub(crate) struct TrustedKey {
     /// Its key id, as minisign prints it.
     pub id: String,
     /// The file it was read from.
@@ -37,7 +37,7 @@ pub struct TrustedKey {
 
 /// The trusted public keys of a `--trusted-keys` folder.
 #[derive(Debug, Clone)]
-pub struct TrustedKeys {
+pub(crate) struct TrustedKeys {
     /// The folder.
     pub dir: PathBuf,
     /// Its keys, by file name.
@@ -53,7 +53,7 @@ pub(crate) struct Signed {
 }
 
 /// The signature file of the plugin file `plugin`.
-pub fn signature_path(plugin: &Path) -> PathBuf {
+pub(crate) fn signature_path(plugin: &Path) -> PathBuf {
     let mut name = plugin.as_os_str().to_owned();
     name.push(SIGNATURE_SUFFIX);
     PathBuf::from(name)
@@ -112,7 +112,7 @@ fn read_small(path: &Path) -> std::io::Result<(String, std::fs::Metadata)> {
 /// the [permission checks](permissions). A missing or unreadable folder, a
 /// folder without keys, or a file that is not a minisign public key is an
 /// error naming the file.
-pub fn load_keys(dir: &Path, host_uid: Option<u32>) -> Result<TrustedKeys, TrustError> {
+pub(crate) fn load_keys(dir: &Path, host_uid: Option<u32>) -> Result<TrustedKeys, TrustError> {
     let error = |path: &Path, reason: String| TrustError::new(path, reason);
     let metadata = std::fs::metadata(dir).map_err(|e| {
         error(
@@ -208,7 +208,7 @@ fn load_key(file: &Path, host_uid: Option<u32>) -> Result<TrustedKey, TrustError
 
 impl TrustedKeys {
     /// The trusted key ids, with their files' names: `A1B2... (alice.pub)`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         self.keys
             .iter()
             .map(|k| {

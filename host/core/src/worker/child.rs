@@ -34,12 +34,12 @@ use tokio::sync::oneshot;
 use crate::backend::{InProcess, ProviderOutcome};
 use crate::capabilities::{Forwarding, HttpResult};
 use crate::model::config::HostConfig;
-use crate::state::HostState;
 use crate::model::report::FailureKind;
 use crate::protocol::{
     self, FromWorker, Hello, HttpFailure, HttpRequest, HttpResponse, Ready, ToWorker, WireOutcome,
     LIBRARY_FD, SOCKET_FD,
 };
+use crate::state::HostState;
 
 /// The exit code of a worker that could not start (no socket, no hello).
 pub(crate) const EXIT_NO_HOST: i32 = 70;

@@ -25,7 +25,7 @@ table! {
             => policy.max_in_flight = |n| Some(n.to_usize());
         max_concurrent: InFlightBound
             => policy.max_concurrent = |n| Some(n.to_usize());
-        /// The hosts the plugin may call ([`connhost::egress::Pattern`]s),
+        /// The hosts the plugin may call ([`connhost::EgressPattern`]s),
         /// instead of those its providers declare.
         egress: Vec<EgressPattern>
             => policy.egress = |hosts| Some(hosts.into_iter().map(|h| h.0).collect());
@@ -117,7 +117,7 @@ impl TryFrom<String> for EgressPattern {
     type Error = String;
 
     fn try_from(pattern: String) -> Result<Self, String> {
-        pattern.parse::<connhost::egress::Pattern>()?;
+        pattern.parse::<connhost::EgressPattern>()?;
         Ok(EgressPattern(pattern))
     }
 }

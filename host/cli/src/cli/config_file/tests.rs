@@ -77,13 +77,12 @@ openai_base_url = "http://127.0.0.1:1"
     assert_eq!((worker.crash_limit, worker.crash_window.as_secs()), (2, 20));
     assert_eq!(
         config.policy_for("daytona"),
-        PluginPolicy {
-            isolation: Some(Isolation::InProcess),
-            validation_timeout: Some(Duration::from_secs(10)),
-            max_in_flight: Some(8),
-            max_concurrent: Some(4),
-            egress: Some(vec!["127.0.0.1:9999".into(), "*.daytona.io".into()]),
-        }
+        PluginPolicy::default()
+            .with_isolation(Isolation::InProcess)
+            .with_validation_timeout(Duration::from_secs(10))
+            .with_max_in_flight(8)
+            .with_max_concurrent(4)
+            .with_egress(vec!["127.0.0.1:9999".into(), "*.daytona.io".into()])
     );
     assert_eq!(
         config.settings["daytona"]["api_url"],
@@ -371,12 +370,11 @@ fn the_trust_keys_reach_the_configuration() {
     );
     assert_eq!(
         config.trust,
-        connhost::TrustConfig {
-            check_permissions: false,
-            trusted_keys: Some(PathBuf::from("/etc/connhost/keys")),
-            lock_file: Some(PathBuf::from("/etc/connhost/connhost.lock")),
-            locked: true,
-        }
+        connhost::TrustConfig::default()
+            .with_check_permissions(false)
+            .with_trusted_keys(PathBuf::from("/etc/connhost/keys"))
+            .with_lock_file(PathBuf::from("/etc/connhost/connhost.lock"))
+            .with_locked(true)
     );
     assert!(host("").trust.check_permissions, "on by default");
 }

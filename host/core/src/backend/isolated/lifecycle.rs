@@ -37,11 +37,7 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
             "was not started: this process is exiting".to_owned(),
         ));
     }
-    let epoch = shared
-        .state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .epoch;
+    let epoch = shared.state.lock().unwrap_or_else(|e| e.into_inner()).epoch;
     let spec = &shared.spec;
     let mut hello = spec.hello.clone();
     let cgroup = if hello.jail.sandbox {
@@ -189,7 +185,9 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
         let _ = child.kill().await;
         return Err(Incarnation::Broken("was stopped by the host".to_owned()));
     }
-    shared.runtime().spawn(read_frames(shared.clone(), conn.clone(), reader));
+    shared
+        .runtime()
+        .spawn(read_frames(shared.clone(), conn.clone(), reader));
     shared.runtime().spawn(monitor(
         shared.clone(),
         conn,
