@@ -99,10 +99,7 @@ pub use model::report::{
     FailureKind, LoadFailure, LoadReport, LoadedPlugin, RetiredLibrary, LOAD_LOG_TARGET,
 };
 pub use model::trust::{PluginTrust, SignatureInfo, TrustConfig, TrustError};
-pub use model::verdict::{
-    Accepted, BusyBound, CredentialDocument, FieldErrorBody, NotValidBody, Outcome, ValidBody,
-    Verdict, VerdictBody,
-};
+pub use model::verdict::{Accepted, BusyBound, CredentialDocument, Outcome, Verdict};
 pub use model::worker_status::{WorkerCounts, WorkerState, WorkerStatus};
 pub use registry::{Conflict, ProviderRegistry, RegisteredProvider};
 pub use service::{Connhost, ProviderInfo, UnknownProvider};

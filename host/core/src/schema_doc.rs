@@ -59,25 +59,3 @@ pub(crate) enum FieldType {
     /// A URL.
     Url,
 }
-
-/// The schema of an accepted verdict's `valid`: the JSON literal `true`
-/// (`{"type": "boolean", "enum": [true]}`), so that no body matches both
-/// branches of `VerdictBody`'s `oneOf`.
-pub fn valid_true() -> utoipa::openapi::schema::Object {
-    boolean_literal(true, "Always `true`: the credential was accepted.")
-}
-
-/// The schema of any other verdict's `valid`: the JSON literal `false`.
-pub fn valid_false() -> utoipa::openapi::schema::Object {
-    boolean_literal(false, "Always `false`: see `outcome`.")
-}
-
-/// A boolean schema that admits only `value`.
-fn boolean_literal(value: bool, description: &str) -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::Boolean)
-        .enum_values(Some([value]))
-        .description(Some(description))
-        .build()
-}

@@ -165,7 +165,7 @@ pub(crate) struct ErrorDetail {
     /// For `invalid_fields` and `invalid_body`: each problem tied to its
     /// field (`null` for a form-wide one).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<connhost::FieldErrorBody>>)]
+    #[schema(value_type = Option<Vec<crate::wire::FieldErrorBody>>)]
     pub(crate) fields: Option<Vec<FieldError>>,
 }
 

@@ -22,6 +22,7 @@ mod rate_limit;
 mod routes;
 mod server;
 mod ui;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,7 @@ pub use server::{
     HEADER_READ_TIMEOUT, WRITE_TIMEOUT,
 };
 pub use ui::render_markdown;
+pub use wire::{FieldErrorBody, NotValidBody, ValidBody, VerdictBody};
 
 use connhost::Connhost;
 

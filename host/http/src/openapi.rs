@@ -31,8 +31,8 @@ use super::{routes, ui};
         ui::instructions,
     ),
     components(schemas(
-        connhost::VerdictBody,
-        connhost::FieldErrorBody,
+        crate::wire::VerdictBody,
+        crate::wire::FieldErrorBody,
         super::error::ErrorBody,
     )),
     modifiers(&BearerScheme, &FallbackResponses, &ErrorCodeStatuses),

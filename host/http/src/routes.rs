@@ -15,7 +15,7 @@ use super::extract::{ProviderId, ValidateRequest};
 use super::metrics::Exposition;
 use super::rate_limit::ClientKey;
 use super::AppState;
-use connhost::VerdictBody;
+use crate::wire::VerdictBody;
 use connhost::{LoadReport, ProviderInfo, Verdict};
 
 /// Every provider, built in and loaded, ordered by id.

@@ -121,7 +121,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
             // Do not wait for a provider that never finished.
             runtime.shutdown_background();
             if json {
-                terminal::print_json(&verdict.to_json(show_document))?;
+                terminal::print_json(&connhost_http::VerdictBody::json(&verdict, show_document))?;
             } else {
                 terminal::print(&output::verdict(&provider, &verdict, show_document))?;
             }
