@@ -69,20 +69,31 @@ fn hyper_reaches_the_core_only_as_the_http_clients_engine_never_as_a_server() {
     }
 }
 
-/// The core's top-level modules in the order `lib.rs` declares them: the
-/// layers, bottom up.
-fn declared_modules(lib_rs: &str) -> Vec<String> {
-    lib_rs
-        .lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let rest = line
-                .strip_prefix("pub mod ")
-                .or_else(|| line.strip_prefix("pub(crate) mod "))
-                .or_else(|| line.strip_prefix("mod "))?;
-            rest.strip_suffix(';').map(str::to_owned)
-        })
-        .collect()
+/// The core's top-level modules by layer, as `lib.rs` declares them: each
+/// `// N.` comment starts layer N, and the modules declared after it (until
+/// the next) are in it.
+fn declared_layers(lib_rs: &str) -> Vec<(String, usize)> {
+    let mut layer = 0;
+    let mut modules = Vec::new();
+    for line in lib_rs.lines() {
+        let line = line.trim();
+        if let Some(number) = line
+            .strip_prefix("// ")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(n, _)| n.parse::<usize>().ok())
+        {
+            layer = number;
+            continue;
+        }
+        let rest = line
+            .strip_prefix("pub mod ")
+            .or_else(|| line.strip_prefix("pub(crate) mod "))
+            .or_else(|| line.strip_prefix("mod "));
+        if let Some(name) = rest.and_then(|r| r.strip_suffix(';')) {
+            modules.push((name.to_owned(), layer));
+        }
+    }
+    modules
 }
 
 /// A file's code as the import check reads it: comments and its unit
@@ -141,8 +152,8 @@ fn paths_after(code: &str, prefix: &str) -> Vec<String> {
 /// layer it comes from).
 fn upward_imports(src: &std::path::Path) -> Vec<String> {
     let lib = std::fs::read_to_string(src.join("lib.rs")).expect("read lib.rs");
-    let order = declared_modules(&lib);
-    let rank = |name: &str| order.iter().position(|m| m == name);
+    let layers = declared_layers(&lib);
+    let rank = |name: &str| layers.iter().find(|(m, _)| m == name).map(|(_, l)| *l);
     let mut files = Vec::new();
     let mut pending = vec![src.to_owned()];
     while let Some(dir) = pending.pop() {
@@ -196,6 +207,11 @@ fn upward_imports(src: &std::path::Path) -> Vec<String> {
                         "{}: {top} imports {name}, a layer above it",
                         relative.display()
                     ));
+                } else if theirs == own && name != top {
+                    upward.push(format!(
+                        "{}: {top} imports {name}, in its own layer",
+                        relative.display()
+                    ));
                 }
             }
         }
@@ -211,10 +227,10 @@ fn the_cores_modules_import_only_from_the_layers_below_them() {
     let upward = upward_imports(&src);
     assert!(
         upward.is_empty(),
-        "upward imports in host/core (the layers are lib.rs's module order):\n{}",
+        "imports in host/core that do not point down (the layers are lib.rs's numbered groups):\n{}",
         upward.join("\n")
     );
-    let order = declared_modules(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
+    let layers = declared_layers(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
     for (lower, upper) in [
         ("model", "library"),
         ("capabilities", "backend"),
@@ -224,10 +240,10 @@ fn the_cores_modules_import_only_from_the_layers_below_them() {
         ("catalog", "service"),
         ("service", "worker"),
     ] {
-        let at = |m: &str| order.iter().position(|x| x == m).expect(m);
+        let at = |m: &str| layers.iter().find(|(x, _)| x == m).expect(m).1;
         assert!(
             at(lower) < at(upper),
-            "{lower} sits below {upper}: {order:?}"
+            "{lower} sits below {upper}: {layers:?}"
         );
     }
 }
@@ -236,7 +252,12 @@ fn the_cores_modules_import_only_from_the_layers_below_them() {
 fn the_layer_check_catches_an_upward_import_a_root_path_and_a_super_path() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path();
-    std::fs::write(src.join("lib.rs"), "mod low;\nmod high;\n").unwrap();
+    std::fs::write(
+        src.join("lib.rs"),
+        "// 0. Low.\nmod low;\nmod beside;\n// 1. High.\nmod high;\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("beside.rs"), "use crate::low::Thing;\n").unwrap();
     std::fs::write(src.join("high.rs"), "use crate::low::Thing;\n").unwrap();
     std::fs::write(
         src.join("low.rs"),
@@ -247,6 +268,7 @@ fn the_layer_check_catches_an_upward_import_a_root_path_and_a_super_path() {
     assert_eq!(
         found,
         [
+            "beside.rs: beside imports low, in its own layer",
             "low.rs: low imports high, a layer above it",
             "low.rs: uses crate::Root, a root re-export: import it from its module",
         ],

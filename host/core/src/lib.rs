@@ -27,56 +27,68 @@
 //! command line or of HTTP servers: `connhost-http` serves it,
 //! `connhost-cli` is the binary.
 
-// The layers, bottom up: each module imports only from the layers below
-// it (and, within the mechanisms, only from those listed before it).
-// `tests/integration/layout.rs` holds the same table and fails on an
-// upward import. See ARCHITECTURE.md.
+// The layers, bottom up, each a numbered group: a module imports only
+// from the groups above it here (never from its own group or below).
+// `tests/integration/layout.rs` reads this list and fails on any other
+// import. See ARCHITECTURE.md.
 
-// 0. Plain data.
+// 0. Plain data: configuration, reports, origins, verdicts, what an
+//    operator sees of workers, trust and egress.
 mod model;
 #[cfg(feature = "openapi")]
 #[doc(hidden)]
 pub mod schema_doc;
 
-// 1. Mechanisms, each on its own.
-mod cache_dir;
+// 1. Mechanisms that stand alone: who may write a file, scrubbing secrets,
+//    bounds on calls in flight, opening a library, the worker protocol,
+//    the egress policy.
 mod egress;
 mod in_flight;
 mod library;
 mod permissions;
 mod protocol;
 mod redact;
+
+// 2. The private cache of plugin copies (its folder's permissions).
+mod cache_dir;
+
+// 3. The trust checks (signatures, the lock file, the cache folder).
 mod trust;
 
-// 2. What the host lends to providers (knows nothing of workers), and
-//    what one host owns.
+// 4. What the host lends to providers (knowing nothing of workers).
 mod capabilities;
+
+// 5. What one host owns: bounds, counts, its compiled-in providers' slot,
+//    its supervisors' runtime.
 mod state;
 
-// 3. The code behind a provider: compiled in, in process, isolated (the
+// 6. The code behind a provider: compiled in, in process, isolated (the
 //    worker's host side).
 mod backend;
 
-// 4. The provider set: the registry, the built-ins' entries, and a loaded
-//    plugin's entries for it.
-mod builtin;
-mod plugin;
+// 7. The provider set.
 mod registry;
 
-// 5. Loading a library into this process.
+// 8. Entries for it: the built-ins, and a loaded plugin's.
+mod builtin;
+mod plugin;
+
+// 9. Loading a library into this process.
 mod loader;
 
-// 6. Calling a provider.
+// 10. Calling a provider.
 mod call;
 
-// 7. Where each plugin file runs, and the set they make.
+// 11. Where each plugin file runs, and the set they make.
 mod catalog;
 
-// 8. The host, and keeping it in step with its folder.
-pub mod reload;
+// 12. The host.
 mod service;
 
-// 9. The worker process's own entry point.
+// 13. Keeping a host in step with its folder.
+pub mod reload;
+
+// 14. The worker process's own entry point.
 pub mod worker;
 
 pub use builtin::BUILTIN_PATH;
