@@ -1,4 +1,4 @@
-//! Plugin loading: connhost's catalog (`Catalog::load`) on N = 1, 10, 100
+//! Plugin loading: connhost's catalog (`Connhost::start`) on N = 1, 10, 100
 //! distinct copies of the trivial plugin vs bare `dlopen` + symbol lookup
 //! on equally fresh copies.
 //!

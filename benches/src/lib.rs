@@ -6,7 +6,7 @@
 //! - `benches/call.rs` (criterion): the trivial provider of
 //!   `tests/fixtures/bench-trivial` compiled into the benchmark vs loaded from
 //!   its cdylib, through the raw call, `Connhost::validate`, and listing.
-//! - `benches/load.rs`: connhost's catalog (`Catalog::load`) on N fresh copies
+//! - `benches/load.rs`: connhost's catalog (`Connhost::start`) on N fresh copies
 //!   of the plugin vs bare `dlopen` + symbol lookup, one child process
 //!   (`load-probe`) per sample.
 //! - `harness http`: `connhost serve` vs a bare axum server returning the

@@ -13,7 +13,7 @@
 //! - throughput: 16 tasks validating at once on a multi-thread tokio
 //!   runtime, isolated vs in process (alternating, medians of the per-pair
 //!   ratios);
-//! - start: `Catalog::load` of one fresh plugin copy until its worker is
+//! - start: `Connhost::start` of one fresh plugin copy until its worker is
 //!   ready, then the first validation answered, isolated vs in process;
 //! - restart: `kill -9` of the worker until a validation answers valid
 //!   again (no same-run baseline exists: an in-process crash is the host's);
@@ -138,7 +138,7 @@ fn measure_throughput() -> Value {
     })
 }
 
-/// Milliseconds from `Catalog::load` of a fresh copy until it is loaded
+/// Milliseconds from `Connhost::start` of a fresh copy until it is loaded
 /// (worker ready), and until its first validation is answered.
 fn start_once(runtime: &tokio::runtime::Runtime, isolation: Isolation) -> (f64, f64) {
     let dir = fresh_copies(&plugin_library(), 1);
@@ -643,7 +643,7 @@ fn report_rest(md: &mut String, r: &Value) {
     let t = &r["throughput"];
     writeln!(md, "### Throughput of {} concurrent validations\n\n{} tasks each validating {} times on a multi-thread tokio runtime ({} threads), in process and isolated alternately, {} pairs: **×{:.2}** isolated / in process ({:.0} vs {:.0} validations/s; aim at least ×0.5).\n", t["concurrency"], t["concurrency"], t["validations_per_task"], t["runtime_threads"], t["pairs"], f(&t["ratio"]), f(&t["isolated_per_s"]), f(&t["in_process_per_s"])).unwrap();
     let s = &r["start"];
-    writeln!(md, "### Start and restart\n\n`Catalog::load` of one fresh copy of the plugin (checked, copied into the cache and hashed in both modes) until it is loaded (isolated: the worker spawned, confined, its library loaded and its offer received), then the first validation answered; {} samples, alternating:\n\n| | in process | isolated | added |\n|---|---|---|---|\n| loaded (worker ready) | {:.1} ms | {:.1} ms | {:.1} ms |\n| first validation answered | {:.1} ms | {:.1} ms | {:.1} ms (×{:.2}) |\n", s["samples"], f(&s["in_process_ready_ms"]), f(&s["isolated_ready_ms"]), f(&s["isolated_ready_ms"]) - f(&s["in_process_ready_ms"]), f(&s["in_process_first_answer_ms"]), f(&s["isolated_first_answer_ms"]), f(&s["isolated_first_answer_ms"]) - f(&s["in_process_first_answer_ms"]), f(&s["ratio_first_answer"])).unwrap();
+    writeln!(md, "### Start and restart\n\n`Connhost::start` of one fresh copy of the plugin (checked, copied into the cache and hashed in both modes) until it is loaded (isolated: the worker spawned, confined, its library loaded and its offer received), then the first validation answered; {} samples, alternating:\n\n| | in process | isolated | added |\n|---|---|---|---|\n| loaded (worker ready) | {:.1} ms | {:.1} ms | {:.1} ms |\n| first validation answered | {:.1} ms | {:.1} ms | {:.1} ms (×{:.2}) |\n", s["samples"], f(&s["in_process_ready_ms"]), f(&s["isolated_ready_ms"]), f(&s["isolated_ready_ms"]) - f(&s["in_process_ready_ms"]), f(&s["in_process_first_answer_ms"]), f(&s["isolated_first_answer_ms"]), f(&s["isolated_first_answer_ms"]) - f(&s["in_process_first_answer_ms"]), f(&s["ratio_first_answer"])).unwrap();
     let c = &r["restart"];
     writeln!(md, "Crash to answering again: `kill -9` of the worker (its pid from `Connhost::plugins()`) until a validation answers valid from its replacement (a validation sent meanwhile gets a retryable worker fault; the loop retries every 1 ms), {} samples: median **{:.1} ms**, worst {:.1} ms (aim under 200 ms); {} restarts and {} crashes counted. The crash window is set to 1 ms so that every kill is a first crash, restarted at once: a crash loop's backoff (100 ms, doubling) is not in the figure. No in-process baseline exists: there a crash is the host's.\n", c["samples"], f(&c["median_ms"]), f(&c["max_ms"]), c["restarts"], c["crashes"]).unwrap();
     let m = &r["memory"];

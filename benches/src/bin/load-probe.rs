@@ -12,7 +12,7 @@
 //!   extension, sorted), then `libloading::Library::new` and a lookup of
 //!   abi_stable's root-module symbol per file; libraries leaked, as connhost
 //!   leaks them.
-//! - `connhost`: connhost's catalog (`Catalog::load`, no built-ins) on the
+//! - `connhost`: connhost's catalog (`Connhost::start`, no built-ins) on the
 //!   folder, as the CLI loads it. Every copy offers the same provider id, so the first file
 //!   registers it and the others are refused as conflicts after doing all
 //!   the work (read, check, dlopen, layout check, init, descriptors).

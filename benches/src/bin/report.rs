@@ -349,7 +349,7 @@ fn main() -> ExitCode {
     if let Some(data) = read_json(&results.join("load.json")) {
         let bytes = f(&data["library_bytes"]);
         writeln!(load, "Plugin file: `libfixture_bench_trivial.so`, {:.1} MiB (a release build with this workspace's `debug = \"line-tables-only\"`).\n", bytes / 1048576.0).unwrap();
-        writeln!(load, "| N | samples | bare `dlopen` + symbol (baseline) | `Catalog::load` | ratio | per library: bare / connhost | each file in its own registry (ratio) | bare + whole-file check, as before b20a855 (ratio) | bare + header-only check, as now (ratio) |\n|---|---|---|---|---|---|---|---|---|").unwrap();
+        writeln!(load, "| N | samples | bare `dlopen` + symbol (baseline) | `Connhost::start` | ratio | per library: bare / connhost | each file in its own registry (ratio) | bare + whole-file check, as before b20a855 (ratio) | bare + header-only check, as now (ratio) |\n|---|---|---|---|---|---|---|---|---|").unwrap();
         for size in data["sizes"].as_array().into_iter().flatten() {
             let n = f(&size["n"]);
             let mode = |m: &str| f(&size["modes"][m]["median_ms"]);
@@ -384,7 +384,7 @@ fn main() -> ExitCode {
             });
             if n == 100.0 {
                 headline.push((
-                    "Loading 100 plugins, `Catalog::load` vs bare `dlopen`".into(),
+                    "Loading 100 plugins, `Connhost::start` vs bare `dlopen`".into(),
                     format!(
                         "×{:.1} ({:.1} ms vs {:.1} ms; {:.2} ms per library)",
                         ratio("connhost"),
@@ -395,7 +395,7 @@ fn main() -> ExitCode {
                 ));
             }
         }
-        writeln!(load, "\nTimes are medians over the samples; each ratio is the median of per-sample ratios (the modes of one sample run back to back in a rotating order, in fresh processes, on fresh copies). Every copy offers the same provider id: in `Catalog::load` the first file registers it and the other N−1 are refused as conflicts *after* all the loading work, which is what is measured (the counts are checked). \"Each file in its own registry\" loads the same copies through the catalog, from a folder of its own per file, so every file registers: it should be within noise of `Catalog::load`, showing that the conflicts do not flatter the figure.\n").unwrap();
+        writeln!(load, "\nTimes are medians over the samples; each ratio is the median of per-sample ratios (the modes of one sample run back to back in a rotating order, in fresh processes, on fresh copies). Every copy offers the same provider id: in `Connhost::start` the first file registers it and the other N−1 are refused as conflicts *after* all the loading work, which is what is measured (the counts are checked). \"Each file in its own registry\" loads the same copies through the catalog, from a folder of its own per file, so every file registers: it should be within noise of `Connhost::start`, showing that the conflicts do not flatter the figure.\n").unwrap();
         writeln!(load, "**Linearity** (least-squares line through the medians):\n\n| mode | ms per library | intercept | R² |\n|---|---|---|---|").unwrap();
         for (mode, line) in data["linearity"].as_object().into_iter().flatten() {
             writeln!(
@@ -408,12 +408,12 @@ fn main() -> ExitCode {
             .unwrap();
         }
         if let (Some(bare), Some(connhost)) = (cg_per("load-bare"), cg_per("load-connhost")) {
-            writeln!(load, "\nInstructions per library (callgrind, user space only; the difference between loading 12 and 2 fresh copies, over 10): bare {bare:.0}, `Catalog::load` {connhost:.0} (×{:.1}). They miss the kernel time (the copy's reads and writes, `dlopen`'s mappings): see the profile.", connhost / bare).unwrap();
+            writeln!(load, "\nInstructions per library (callgrind, user space only; the difference between loading 12 and 2 fresh copies, over 10): bare {bare:.0}, `Connhost::start` {connhost:.0} (×{:.1}). They miss the kernel time (the copy's reads and writes, `dlopen`'s mappings): see the profile.", connhost / bare).unwrap();
         }
         if let Some(last) = data["sizes"].as_array().and_then(|s| s.last()) {
             let anon = |m: &str| f(&last["modes"][m]["rss_anon_increment_kib"]) / 1024.0;
             let kept = anon("bare-fullcheck") - anon("bare-headercheck");
-            writeln!(load, "\nAnonymous memory the process holds after the timed load of N = {}: bare {:.1} MiB, `Catalog::load` {:.1} MiB, bare + whole-file check {:.1} MiB, bare + header-only check {:.1} MiB (medians).{}", last["n"], anon("bare"), anon("connhost"), anon("bare-fullcheck"), anon("bare-headercheck"),
+            writeln!(load, "\nAnonymous memory the process holds after the timed load of N = {}: bare {:.1} MiB, `Connhost::start` {:.1} MiB, bare + whole-file check {:.1} MiB, bare + header-only check {:.1} MiB (medians).{}", last["n"], anon("bare"), anon("connhost"), anon("bare-fullcheck"), anon("bare-headercheck"),
                 if kept > 2.0 {
                     format!(" The whole-file check's buffers are freed, but the allocator keeps {kept:.1} MiB of their pages (about one file's size: glibc raises its mmap threshold after the first large free, so later buffers come from the heap and stay resident); the first such buffer in a process also pays for faulting those pages in, which is most of the N = 1 figure.")
                 } else {
@@ -584,7 +584,7 @@ fn main() -> ExitCode {
                 let ratio = f(&row["ready_marginal_ms"]) / per_library;
                 writeln!(
                     memory,
-                    "\n**Startup per plugin**: `connhost serve` takes {:.1} ms more to be ready per added plugin, against {:.2} ms per library for `Catalog::load` in section 2 (×{ratio:.1}). Serve loads through the same catalog (each file checked, copied into the private cache while BLAKE3 hashes it, then loaded), so both figures include the copy and the hash: the ratio compares the same work measured in a fresh `connhost serve` until `/readyz` answers and in `load-probe`, and a ratio near 1 means serve adds nothing per plugin to the catalog's load.",
+                    "\n**Startup per plugin**: `connhost serve` takes {:.1} ms more to be ready per added plugin, against {:.2} ms per library for `Connhost::start` in section 2 (×{ratio:.1}). Serve loads through the same catalog (each file checked, copied into the private cache while BLAKE3 hashes it, then loaded), so both figures include the copy and the hash: the ratio compares the same work measured in a fresh `connhost serve` until `/readyz` answers and in `load-probe`, and a ratio near 1 means serve adds nothing per plugin to the catalog's load.",
                     f(&row["ready_marginal_ms"]),
                     per_library
                 )
@@ -596,7 +596,7 @@ fn main() -> ExitCode {
                     group: "load",
                 });
                 headline.push((
-                    "`connhost serve` startup per added plugin vs `Catalog::load` and bare `dlopen` per library"
+                    "`connhost serve` startup per added plugin vs `Connhost::start` and bare `dlopen` per library"
                         .into(),
                     format!(
                         "×{ratio:.1} and ×{:.0} ({:.1} ms vs {per_library:.2} ms and {bare:.2} ms)",
@@ -658,12 +658,12 @@ fn main() -> ExitCode {
     }
     writeln!(md, "\nThe whole suite:\n\n```sh\nscripts/bench\n```\n\nIt builds in release (`cargo build --release`; the workspace profile keeps line tables), then runs each part below. Raw results (JSON, wrk scripts and logs, callgrind and perf profiles) are in `benches/out/` next to the charts.{}", command("build")).unwrap();
 
-    writeln!(md, "## 1. Call overhead: plugin vs compiled in\n\nOne trivial provider (`tests/fixtures/bench-trivial`: no I/O; a three-field form `account`, `secret` (password), `region`; accepts non-empty fields with username = account and metadata `{{\"region\": …}}`). The **same type** is compiled into the benchmark (the baseline: the fixture crate as an rlib, registered with `ProviderRegistry::register`) and loaded from its cdylib through the catalog (`Catalog::load`). Both answer the same verdict (checked before measuring). Criterion medians with their 95% intervals; the ratio's interval combines the two intervals' extremes.\n\n- raw call: `registry.get(id).unwrap().call_provider(fields).await`, polled by a minimal `block_on` (no-op waker, no runtime); the three-field credential is built outside the timing;\n- `Connhost::validate`: `runtime.block_on(host.validate(id, fields))` on a multi-thread tokio runtime, as `connhost serve` runs it;\n- listing: `providers()` and `schema(id)` on the same two hosts.\n").unwrap();
+    writeln!(md, "## 1. Call overhead: plugin vs compiled in\n\nOne trivial provider (`tests/fixtures/bench-trivial`: no I/O; a three-field form `account`, `secret` (password), `region`; accepts non-empty fields with username = account and metadata `{{\"region\": …}}`). The **same type** is compiled into the benchmark (the baseline: the fixture crate as an rlib, registered with `ProviderRegistry::register`) and loaded from its cdylib through the catalog (`Connhost::start`). Both answer the same verdict (checked before measuring). Criterion medians with their 95% intervals; the ratio's interval combines the two intervals' extremes.\n\n- raw call: `registry.get(id).unwrap().call_provider(fields).await`, polled by a minimal `block_on` (no-op waker, no runtime); the three-field credential is built outside the timing;\n- `Connhost::validate`: `runtime.block_on(host.validate(id, fields))` on a multi-thread tokio runtime, as `connhost serve` runs it;\n- listing: `providers()` and `schema(id)` on the same two hosts.\n").unwrap();
     md.push_str(&calls);
     writeln!(md, "\nTimings of a few hundred nanoseconds move by tens of percent between runs on this shared machine (the two functions of a group are measured one after the other); the instruction counts do not, and are the figure to compare for `providers()` and `schema()`: their plugin entries cost more only because listing clones a plugin's origin (name, version, path) where a built-in's is a unit variant.").unwrap();
     writeln!(md, "\nInstructions per call (callgrind, `--toggle-collect` on the measured function; the difference between a long and a short run over the difference in calls, so set-up cancels out). For `validate`, whose provider runs on a blocking-pool thread, every thread is counted (no `--toggle-collect`), tokio's parking and waking included.{}{}", command("call"), command("callgrind")).unwrap();
 
-    writeln!(md, "## 2. Loading plugins\n\nconnhost's catalog (`Catalog::load`, no built-ins: each file checked, copied into the private cache, hashed and loaded) on a fresh folder of N distinct copies of the plugin, against a baseline that lists the folder the same way and, per file, calls `libloading::Library::new` and looks up `_1as_0lib_1header_0root_bmodule_bloader` (leaking the library, as connhost does). glibc returns the already-loaded object for a file it has opened and nothing is ever unloaded, so every sample copies fresh files (not timed) and runs in a fresh process (`load-probe`), after an untimed warm-up load of one more fresh copy.\n").unwrap();
+    writeln!(md, "## 2. Loading plugins\n\nconnhost's catalog (`Connhost::start`, no built-ins: each file checked, copied into the private cache, hashed and loaded) on a fresh folder of N distinct copies of the plugin, against a baseline that lists the folder the same way and, per file, calls `libloading::Library::new` and looks up `_1as_0lib_1header_0root_bmodule_bloader` (leaking the library, as connhost does). glibc returns the already-loaded object for a file it has opened and nothing is ever unloaded, so every sample copies fresh files (not timed) and runs in a fresh process (`load-probe`), after an untimed warm-up load of one more fresh copy.\n").unwrap();
     md.push_str(&load);
     writeln!(md, "{}", command("load")).unwrap();
 
@@ -696,7 +696,7 @@ fn main() -> ExitCode {
     )
     .unwrap();
     if let Some(startup) = serve_startup {
-        writeln!(md, "Each plugin added to the folder makes `connhost serve` {startup:.1} ms slower to be ready (section 4), against {:.2} ms per library for `Catalog::load` (×{:.0}) and {:.2} ms for a bare `dlopen` (×{:.0}). Serve loads through the same catalog as the CLI and `Connhost::start` (`host/core/src/catalog/folder.rs`): each file is checked from its descriptor, copied into the private cache while BLAKE3 hashes it (one pass), then checked again and loaded. Profile of `connhost serve` starting with 100 fresh copies, from exec until `/readyz` answers 200 (top symbols by self time):\n", per_library("connhost"), startup / per_library("connhost"), per_library("bare"), startup / per_library("bare")).unwrap();
+        writeln!(md, "Each plugin added to the folder makes `connhost serve` {startup:.1} ms slower to be ready (section 4), against {:.2} ms per library for `Connhost::start` (×{:.0}) and {:.2} ms for a bare `dlopen` (×{:.0}). Serve loads through the same catalog as the CLI and `Connhost::start` (`host/core/src/catalog/folder.rs`): each file is checked from its descriptor, copied into the private cache while BLAKE3 hashes it (one pass), then checked again and loaded. Profile of `connhost serve` starting with 100 fresh copies, from exec until `/readyz` answers 200 (top symbols by self time):\n", per_library("connhost"), startup / per_library("connhost"), per_library("bare"), startup / per_library("bare")).unwrap();
     }
     md.push_str(&perf_top(
         &results.join("raw/profile-serve-startup-perf.txt"),
@@ -705,7 +705,7 @@ fn main() -> ExitCode {
     md.push_str(&perf_dso(
         &results.join("raw/profile-serve-startup-perf-dso.txt"),
     ));
-    writeln!(md, "\n### Loading with `Catalog::load`\n\nFor N = 100 fresh copies in one `load-probe connhost` process, top symbols by self time:\n").unwrap();
+    writeln!(md, "\n### Loading with `Connhost::start`\n\nFor N = 100 fresh copies in one `load-probe connhost` process, top symbols by self time:\n").unwrap();
     md.push_str(&perf_top(&results.join("raw/profile-load-perf.txt"), 12));
     md.push_str(&perf_dso(&results.join("raw/profile-load-perf-dso.txt")));
     let inclusive =
@@ -722,7 +722,7 @@ fn main() -> ExitCode {
         for (key, label) in [
             (
                 "connhost::catalog::Catalog::scan_now",
-                "`Catalog::load`, all of it",
+                "`Connhost::start`, all of it",
             ),
             (
                 "check_layout_compatibility_with_globals",
@@ -777,7 +777,7 @@ fn main() -> ExitCode {
     )
     .unwrap();
     md.push_str(&self_top(&self_cost, 12));
-    writeln!(md, "\nThe decomposition columns of section 2 show the file check's share directly: `bare + whole-file check` adds to `dlopen` what `check_file` (`host/core/src/loader/library.rs`) did up to commit b20a855 (read the whole file, parse it with `object`, check its segments), and `bare + header-only check` what it does since (the ELF header and program headers, read lazily; the catalog checks them on the watched file's descriptor, and `check_file` again on the copy it loads). The rest of `Catalog::load`'s cost is the private copy with its BLAKE3 hash (the copy is kernel time, the hash user space) and abi_stable's layout check of the plugin's types.").unwrap();
+    writeln!(md, "\nThe decomposition columns of section 2 show the file check's share directly: `bare + whole-file check` adds to `dlopen` what `check_file` (`host/core/src/loader/library.rs`) did up to commit b20a855 (read the whole file, parse it with `object`, check its segments), and `bare + header-only check` what it does since (the ELF header and program headers, read lazily; the catalog checks them on the watched file's descriptor, and `check_file` again on the copy it loads). The rest of `Connhost::start`'s cost is the private copy with its BLAKE3 hash (the copy is kernel time, the hash user space) and abi_stable's layout check of the plugin's types.").unwrap();
 
     writeln!(md, "\n### HTTP: `GET /v1/providers`\n\n`connhost serve` (pinned to CPU 0) answering `GET /v1/providers` under wrk, `perf record -e cpu-clock -p PID` for 5 s; top symbols by self time:\n").unwrap();
     md.push_str(&perf_top(

@@ -199,12 +199,12 @@ pub(crate) enum CacheChoice {
 pub struct RescanOutcome {
     /// The provider set or the report changed: publish a new snapshot.
     pub changed: bool,
-    /// Some file is still being written: rescan again after [`SETTLE`].
+    /// Some file is still being written: rescan again after a moment (40 ms).
     pub waiting: bool,
     /// The folder could not be listed, or a file could not be opened for a
     /// passing reason: rescan again after this long, even if nothing
-    /// happens in the folder (the backoff doubles from [`FIRST_RETRY`] to
-    /// [`MAX_RETRY`] while it lasts).
+    /// happens in the folder (the backoff doubles from 100 ms to 5 s
+    /// while it lasts).
     pub retry_in: Option<Duration>,
 }
 

@@ -61,7 +61,11 @@ use crate::state::HostState;
 use folder::{CacheChoice, Folder};
 
 /// Builds the provider set from the compiled-in providers and a plugins
-/// folder. See the [module documentation](self) for the rules.
+/// folder, in one conflict order: compiled-in providers first, then each
+/// plugin file's in the order the files arrived (the files of one scan by
+/// name); the first holder of an id keeps it, and a later claimant is a
+/// [`FailureKind::Conflict`]. Every file is loaded from a private copy in
+/// a cache folder that is the host's alone.
 pub struct Catalog {
     limits: Limits,
     /// The configuration it was made with: its per-plugin policies'
@@ -94,11 +98,11 @@ impl Catalog {
     /// its plugins folder not read yet ([`rescan`](Self::rescan) or
     /// [`scan_now`](Self::scan_now) reads it). Without `config.cache_dir`
     /// the catalog copies plugin files into a folder of its own, created
-    /// fresh here ([`crate::cache_dir::create_default`]) and removed when
+    /// fresh here (`<temp dir>/connhost-<pid>-<random>`, mode 0700) and removed when
     /// the catalog is dropped; folders that dead processes left behind are
     /// swept first. A named `config.cache_dir` is created if missing and
     /// checked at every scan: one that others could write is refused (see
-    /// [`crate::cache_dir::prepare_given`]), reported, and nothing is
+    /// [`crate::check_config`]), reported, and nothing is
     /// loaded. [`crate::trust::check_config`] says so before a catalog is
     /// built.
     pub fn new(config: &HostConfig) -> Self {
@@ -198,7 +202,7 @@ impl Catalog {
     /// load): every file is examined now, without waiting for a recent
     /// change to settle or an incomplete file to complete. Only a file
     /// seen changing while it was copied is looked at again, for at most
-    /// [`COMPLETION_GRACE`].
+    /// two seconds.
     pub fn scan_now(&mut self) -> RescanOutcome {
         let deadline = Instant::now() + COMPLETION_GRACE;
         let mut total = self.scan(false);
@@ -214,8 +218,8 @@ impl Catalog {
     }
 
     /// Brings the folder's libraries in step with the folder, patiently
-    /// (hot reload): a file that changed within [`SETTLE`] waits, an
-    /// incomplete one gets [`COMPLETION_GRACE`]. Blocking (reads files,
+    /// (hot reload): a file that changed within 40 ms waits, an
+    /// incomplete one gets two seconds to complete. Blocking (reads files,
     /// runs plugins' `init`): call it off the async runtime.
     pub fn rescan(&mut self) -> RescanOutcome {
         self.scan(true)

@@ -142,7 +142,7 @@ pub struct PluginPolicy {
     /// its vendor's own limits on concurrent requests.
     pub max_concurrent: Option<usize>,
     /// The hosts it may call through the host's HTTP capability
-    /// ([`crate::egress`] patterns), instead of those its providers
+    /// ([`crate::EgressPattern`]s), instead of those its providers
     /// declare. Only a grant that names a host exactly opens a loopback,
     /// private or metadata address. `None`: the declarations apply.
     pub egress: Option<Vec<String>>,
@@ -245,7 +245,7 @@ pub struct HostConfig {
     /// providers' scope is `"builtin"`.
     pub settings: BTreeMap<String, BTreeMap<String, String>>,
     /// The folder plugin files are copied into before they are loaded
-    /// (see [`crate::cache_dir`]). `None`: each catalog creates a folder of
+    /// `None`: each catalog creates a folder of
     /// its own, `<temp dir>/connhost-<pid>-<16 random hex digits>` (new,
     /// mode 0700), and removes it when it is dropped. A folder named here
     /// is created if missing (mode 0700, its missing parents too) and must
@@ -265,7 +265,7 @@ pub struct HostConfig {
     /// How isolated plugins' worker processes run.
     pub worker: WorkerConfig,
     /// Which plugin files may load: permission checks, trusted signing
-    /// keys, the lock file ([`crate::trust`]).
+    /// keys, the lock file.
     pub trust: TrustConfig,
     /// Bounds on the HTTP the host performs for each plugin.
     pub http: HttpLimits,

@@ -80,7 +80,7 @@ impl TrustConfig {
 /// is missing, unreadable, insecure or holds a malformed key; a lock file
 /// that is malformed, insecure, or missing under `--locked`; a plugin
 /// cache folder that is not the host's alone
-/// ([`crate::cache_dir::prepare_given`]).
+/// (see [`crate::HostConfig::cache_dir`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TrustError {

@@ -17,8 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::trust::TrustError;
 
-/// The lock file's name in the plugins folder (unless `--lock-file`).
-
 /// The prefix of a digest: the SHA-256 of the file's content.
 pub(crate) const DIGEST_PREFIX: &str = "sha256:";
 
