@@ -212,7 +212,8 @@ impl<F: Future> Future for AsBuiltin<F> {
 }
 
 /// In a worker process: the host's level, which the worker's own (absent)
-/// subscriber cannot tell. 0 = not a worker.
+/// subscriber cannot tell. 0 = not a worker. Process-wide: the worker is
+/// a process of its own.
 static WORKER_LOG_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Sets the most verbose level a worker forwards (plugin-api's codes; the
@@ -238,6 +239,8 @@ pub(crate) fn max_level_code() -> u8 {
     }
 }
 
+/// The function table plugins call back through: process-wide, as the
+/// plugins that hold it (each call names its plugin by token).
 fn vtable() -> HostVTableRef {
     static VTABLE: OnceLock<HostVTableRef> = OnceLock::new();
     *VTABLE.get_or_init(|| {
@@ -319,7 +322,8 @@ pub(crate) async fn http_for_worker(
 }
 
 /// In a worker: the host's `CONNHOST_PLUGIN_<PLUGIN>_*` variables for its
-/// plugin (the worker's own environment is empty).
+/// plugin (the worker's own environment is empty). Process-wide: the
+/// worker is a process of its own.
 static WORKER_ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
 
 /// Sets the environment variables a worker's plugin reads its settings
@@ -389,6 +393,9 @@ where
     .into_ffi()
 }
 
+/// The runtime a host function runs on when its caller polls outside any
+/// (a plugin may call back from a thread of its own): process-wide, as
+/// the function table that needs it.
 fn fallback_runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {

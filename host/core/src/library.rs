@@ -52,6 +52,7 @@ fn format_name() -> &'static str {
 
 /// Serialises dlopen and the checks: abi_stable's layout checker is not
 /// reentrant, and two threads opening the same file must agree.
+/// Process-wide, as the system loader it guards.
 static OPENING: Mutex<()> = Mutex::new(());
 
 /// Opens `path` and checks it without calling into the plugin (beyond its

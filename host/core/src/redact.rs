@@ -222,6 +222,9 @@ pub(crate) fn scrub_active(text: &str) -> Cow<'_, str> {
 /// providers). A validation is in flight from the moment its future is
 /// built until that future is dropped (it finished, or was cancelled); one
 /// whose thread outlives its timeout stays in flight with it.
+/// Process-wide, as the plugin log callback that reads it, which knows
+/// only the plugin's name: two hosts with a plugin of one name scrub each
+/// other's secrets too (more scrubbing, never less).
 static IN_FLIGHT: Mutex<BTreeMap<String, Vec<Arc<Secrets>>>> = Mutex::new(BTreeMap::new());
 
 fn in_flight() -> std::sync::MutexGuard<'static, BTreeMap<String, Vec<Arc<Secrets>>>> {

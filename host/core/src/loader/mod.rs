@@ -29,6 +29,9 @@ use crate::state::HostState;
 /// A library's `init` outcome, kept for the life of the process.
 type InitOutcome = Result<Loaded, (FailureKind, String)>;
 
+/// Every library initialised in this process, by its address. Process-wide,
+/// as the system loader: a file opened twice is one object, initialised
+/// once.
 static INITIALIZED: Mutex<BTreeMap<usize, Arc<InitOutcome>>> = Mutex::new(BTreeMap::new());
 
 fn initialize(path: &Path, config: &HostConfig, state: &HostState) -> Result<Loaded, LoadFailure> {

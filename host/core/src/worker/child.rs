@@ -159,6 +159,8 @@ struct Link {
     next_http: AtomicU64,
 }
 
+/// The worker's link to its host. Process-wide: a worker process serves
+/// one plugin for one host, and the forwarding host functions reach it.
 static LINK: OnceLock<Link> = OnceLock::new();
 
 thread_local! {
