@@ -39,7 +39,7 @@
 //! signature added next to a refused file, or a lock file rewritten, has
 //! it examined again.
 //!
-//! The cache folder is checked at every rescan too ([`CacheChoice`]): a
+//! The cache folder is checked at every rescan too (`cache.rs`): a
 //! folder the operator named is created if missing and refused unless it
 //! is the host's alone ([`cache_dir::prepare_given`]); the folder's own
 //! default one is created afresh if it is gone. A refused cache folder is
@@ -53,11 +53,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::admission::{self, Refused};
+use super::cache::{Cache, CacheChoice};
+use super::fingerprint::{Fingerprint, Version};
 use super::listing::{library_files, missing_dir_reason};
 use super::placement;
 #[cfg(doc)]
 use super::Catalog;
-use crate::cache_dir;
 use crate::library::{is_transient, open_regular, OpenError};
 use crate::model::config::HostConfig;
 use crate::model::report::{
@@ -66,7 +67,7 @@ use crate::model::report::{
 use crate::model::trust::PluginTrust;
 use crate::plugin::Plugin;
 use crate::state::HostState;
-use crate::trust::{Gate, Stamp};
+use crate::trust::Gate;
 
 /// A file whose last change is more recent than this may still be being
 /// written: it is looked at again once it has been quiet this long. A
@@ -84,69 +85,6 @@ pub(crate) const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 /// The longest wait between retries.
 pub(crate) const MAX_RETRY: Duration = Duration::from_secs(5);
-
-/// What identifies a version of a directory entry without reading it: its
-/// metadata (of the link itself when it is a broken symbolic link). The
-/// access time is left out, so reading a file never changes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
-    len: u64,
-    modified: Option<SystemTime>,
-    changed: (i64, i64),
-    inode: u64,
-    device: u64,
-    mode: u32,
-}
-
-impl Fingerprint {
-    /// The fingerprint of what `path` names (following links); `None` if
-    /// there is nothing there any more.
-    fn of(path: &Path) -> Option<Self> {
-        std::fs::metadata(path)
-            .or_else(|_| std::fs::symlink_metadata(path))
-            .ok()
-            .map(|m| Self::from_metadata(&m))
-    }
-
-    fn from_metadata(metadata: &std::fs::Metadata) -> Self {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt as _;
-            Self {
-                len: metadata.len(),
-                modified: metadata.modified().ok(),
-                changed: (metadata.ctime(), metadata.ctime_nsec()),
-                inode: metadata.ino(),
-                device: metadata.dev(),
-                mode: metadata.mode(),
-            }
-        }
-        #[cfg(not(unix))]
-        Self {
-            len: metadata.len(),
-            modified: metadata.modified().ok(),
-            changed: (0, 0),
-            inode: 0,
-            device: 0,
-            mode: u32::from(metadata.is_file()),
-        }
-    }
-
-    /// Whether the file has not changed for [`SETTLE`].
-    fn quiet(&self) -> bool {
-        self.modified
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .is_some_and(|age| age >= SETTLE)
-    }
-}
-
-/// What a decision about a file depended on: the file's own version, and
-/// the trust material around it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Version {
-    file: Fingerprint,
-    trust: Stamp,
-}
 
 /// A loaded file.
 struct Entry {
@@ -181,19 +119,6 @@ enum Refusal {
     Cache(PathBuf, String),
 }
 
-/// Where a folder's copies go.
-#[derive(Debug)]
-pub(crate) enum CacheChoice {
-    /// A folder the operator named (`HostConfig::cache_dir`): created when
-    /// missing, refused unless it is the host's alone.
-    Given(PathBuf),
-    /// A folder of the catalog's own under the temp dir
-    /// ([`cache_dir::create_default`]), removed with the catalog; `None`
-    /// until one could be created (each copy tries again, and a failure is
-    /// the file's, as any failure to copy it).
-    Own(Option<PathBuf>),
-}
-
 /// What a rescan did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RescanOutcome {
@@ -211,10 +136,7 @@ pub struct RescanOutcome {
 /// The plugins of one folder, kept in step with it by [`rescan`](Self::rescan).
 pub(crate) struct Folder {
     dir: PathBuf,
-    cache: CacheChoice,
-    /// Whether the `--insecure-permissions` warning about the cache folder
-    /// was given.
-    cache_warned: bool,
+    cache: Cache,
     /// How to load and admit files (its trust configuration, its
     /// placement, settings and limits).
     config: HostConfig,
@@ -269,8 +191,7 @@ impl Folder {
             dir,
             config,
             state,
-            cache,
-            cache_warned: false,
+            cache: Cache::new(cache),
             gate: None,
             entries: Vec::new(),
             failures: BTreeMap::new(),
@@ -292,33 +213,12 @@ impl Folder {
     /// The folder its copies go to (`None`: its own could not be created
     /// yet).
     pub(crate) fn cache(&self) -> Option<&Path> {
-        match &self.cache {
-            CacheChoice::Given(dir) => Some(dir),
-            CacheChoice::Own(dir) => dir.as_deref(),
-        }
-    }
-
-    /// The folder to copy into: the folder's own is created if it has none
-    /// yet (the system's error if it cannot be).
-    fn cache_folder(&mut self) -> std::io::Result<PathBuf> {
-        match &mut self.cache {
-            CacheChoice::Given(dir) => Ok(dir.clone()),
-            CacheChoice::Own(Some(dir)) => Ok(dir.clone()),
-            CacheChoice::Own(own) => {
-                let dir = cache_dir::create_default()?;
-                tracing::debug!(folder = %dir.display(), "created the plugin cache folder");
-                *own = Some(dir.clone());
-                Ok(dir)
-            }
-        }
+        self.cache.dir()
     }
 
     /// The cache folder, when it is the folder's own (to remove with it).
     pub(crate) fn own_cache(&self) -> Option<&Path> {
-        match &self.cache {
-            CacheChoice::Own(dir) => dir.as_deref(),
-            CacheChoice::Given(_) => None,
-        }
+        self.cache.own()
     }
 
     /// Whether the last rescan could not list the folder.
@@ -401,43 +301,11 @@ impl Folder {
         }
     }
 
-    /// Makes the cache folder ready before anything is copied into it: a
-    /// named one created if missing and checked to be the host's alone
-    /// (the owner and mode checks off under `--insecure-permissions`, with
-    /// a warning); the folder's own one created afresh if it is gone, and
-    /// checked the same way.
+    /// Makes the cache folder ready before anything is copied into it.
     fn prepare_cache(&mut self) -> Result<(), Refusal> {
-        let check = self.config.trust.check_permissions;
-        if !check && !self.cache_warned {
-            self.cache_warned = true;
-            if let Some(cache) = self.cache() {
-                tracing::warn!(
-                    "--insecure-permissions: not checking who may write the plugin cache folder {} or the folders above it; anyone who can write them can run code in this host",
-                    cache.display()
-                );
-            }
-        }
-        match &mut self.cache {
-            CacheChoice::Given(dir) => cache_dir::prepare_given(dir, check)
-                .map_err(|refusal| Refusal::Cache(dir.clone(), refusal.reason)),
-            CacheChoice::Own(own) => {
-                let gone = own.as_deref().is_some_and(|dir| {
-                    std::fs::symlink_metadata(dir)
-                        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                });
-                if gone {
-                    // Removed from under the host (a temp dir cleaner): a
-                    // new one, never the old name again. If none can be
-                    // made now, each copy tries again.
-                    *own = cache_dir::create_default().ok();
-                }
-                match own.as_deref() {
-                    Some(dir) => cache_dir::check_private(dir, check)
-                        .map_err(|reason| Refusal::Cache(dir.to_owned(), reason)),
-                    None => Ok(()),
-                }
-            }
-        }
+        self.cache
+            .prepare(self.config.trust.check_permissions)
+            .map_err(|(dir, reason)| Refusal::Cache(dir, reason))
     }
 
     /// The cache folder was refused: keep every loaded plugin, report it
@@ -695,7 +563,7 @@ impl Folder {
         };
         // Copy the checked descriptor into the cache, checking its bytes
         // as they are copied: the copy is what gets loaded.
-        let cache = self.cache_folder();
+        let cache = self.cache.folder();
         let Some(gate) = self.gate.as_ref() else {
             return false;
         };

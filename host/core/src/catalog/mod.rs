@@ -36,6 +36,8 @@
 //! one but the host's user can write it.
 
 mod admission;
+mod cache;
+mod fingerprint;
 mod folder;
 mod inspect;
 mod listing;
@@ -58,7 +60,8 @@ use crate::model::trust::PluginTrust;
 use crate::plugin::Plugin;
 use crate::registry::{declared_by_compiled_in, OwnLimits, ProviderRegistry, RegisteredProvider};
 use crate::state::HostState;
-use folder::{CacheChoice, Folder};
+use cache::CacheChoice;
+use folder::Folder;
 
 /// Builds the provider set from the compiled-in providers and a plugins
 /// folder, in one conflict order: compiled-in providers first, then each
