@@ -29,7 +29,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use connhost::{Connhost, CredentialFields, Isolation, LoadReport, ProviderRegistry, Verdict};
+use connhost::{Connhost, CredentialFields, Isolation, ProviderRegistry, Verdict};
 use connhost_bench::{
     block_on, credential, fresh_copies, load_host, load_plugins, median, plugin_library,
     worker_pids, write_result, PROVIDER_ID,
@@ -184,11 +184,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let hosts = backends.map(|(name, registry)| {
-        let host = Connhost::from_parts(
-            registry.clone(),
-            LoadReport::default(),
-            connhost::DEFAULT_VALIDATION_TIMEOUT,
-        );
+        let host = Connhost::from_registry(registry.clone(), &connhost::HostConfig::default());
         (name, host)
     });
     for (_, host) in &hosts {

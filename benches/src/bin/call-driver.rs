@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::process::ExitCode;
 
-use connhost::{Connhost, CredentialFields, LoadReport, ProviderRegistry};
+use connhost::{Connhost, CredentialFields, ProviderRegistry};
 use connhost_bench::{
     bare_dlopen, block_on, credential, fresh_copies, load_plugins, plugin_library, PROVIDER_ID,
 };
@@ -103,11 +103,7 @@ fn main() -> ExitCode {
         }
         "validate-native" | "validate-plugin" => {
             let (registry, _dir) = registry(mode == "validate-plugin");
-            let host = Connhost::from_parts(
-                registry,
-                LoadReport::default(),
-                connhost::DEFAULT_VALIDATION_TIMEOUT,
-            );
+            let host = Connhost::from_registry(registry, &connhost::HostConfig::default());
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -118,11 +114,7 @@ fn main() -> ExitCode {
         }
         "providers-native" | "providers-plugin" | "schema-native" | "schema-plugin" => {
             let (registry, _dir) = registry(mode.ends_with("-plugin"));
-            let host = Connhost::from_parts(
-                registry,
-                LoadReport::default(),
-                connhost::DEFAULT_VALIDATION_TIMEOUT,
-            );
+            let host = Connhost::from_registry(registry, &connhost::HostConfig::default());
             for _ in 0..iters {
                 measured_listing(&host, mode.starts_with("schema"));
             }

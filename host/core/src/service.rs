@@ -4,7 +4,6 @@
 //! provider.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use connhost_plugin_api::{ConnectionType, CredentialFields, CredentialFormSchema};
 use serde::Serialize;
@@ -12,7 +11,6 @@ use serde::Serialize;
 use crate::call::{self, Limits};
 use crate::catalog::Catalog;
 use crate::model::config::HostConfig;
-use crate::model::config::DEFAULT_MAX_IN_FLIGHT;
 use crate::model::origin::Origin;
 use crate::model::report::LoadReport;
 use crate::model::verdict::Verdict;
@@ -111,24 +109,22 @@ impl Connhost {
         }
     }
 
-    /// Serves a registry assembled by the embedder, with this report, as
-    /// a host of its own (its own bounds and counts; its compiled-in
-    /// providers get the hosts they declare and no grant).
-    pub fn from_parts(
-        registry: ProviderRegistry,
-        report: LoadReport,
-        validation_timeout: Duration,
-    ) -> Self {
-        let state = HostState::new(&HostConfig::default());
+    /// Serves a registry the embedder assembled itself, as a host of its
+    /// own configured by `config` (its validation timeout and bound on
+    /// calls in flight, its compiled-in providers' settings, egress grant
+    /// and HTTP bounds; its plugins folder is not read). Its load report is
+    /// empty.
+    pub fn from_registry(registry: ProviderRegistry, config: &HostConfig) -> Self {
+        let state = HostState::new(config);
         state.declare_builtin(declared_by_compiled_in(
             registry.list().iter().map(|e| e.as_ref()),
         ));
         Self {
             registry: Arc::new(registry),
-            report: Arc::new(report),
+            report: Arc::new(LoadReport::default()),
             limits: Limits {
-                timeout: validation_timeout,
-                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+                timeout: config.validation_timeout,
+                max_in_flight: config.max_in_flight.max(1),
                 plugin_max_concurrent: None,
             },
             state,
@@ -150,15 +146,6 @@ impl Connhost {
             .into_iter()
             .map(|(plugin, reason, n)| (plugin, reason.as_str(), n))
             .collect()
-    }
-
-    /// Bounds each provider's validations in flight (default
-    /// [`DEFAULT_MAX_IN_FLIGHT`]; at least 1): see
-    /// [`HostConfig::max_in_flight`].
-    #[must_use]
-    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
-        self.limits.max_in_flight = max_in_flight.max(1);
-        self
     }
 
     /// The provider set.
@@ -324,7 +311,10 @@ mod tests {
         let url = format!("http://{addr}/ping?key=k");
         let mut registry = ProviderRegistry::new();
         registry.register(Pinger(url));
-        let host = Connhost::from_parts(registry, LoadReport::default(), Duration::from_secs(10));
+        let host = Connhost::from_registry(
+            registry,
+            &HostConfig::default().with_validation_timeout(std::time::Duration::from_secs(10)),
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -393,7 +383,10 @@ mod tests {
     fn forms_host() -> Connhost {
         let mut registry = ProviderRegistry::new();
         registry.register(Forms);
-        Connhost::from_parts(registry, LoadReport::default(), Duration::from_secs(5))
+        Connhost::from_registry(
+            registry,
+            &HostConfig::default().with_validation_timeout(std::time::Duration::from_secs(5)),
+        )
     }
 
     #[test]
@@ -490,7 +483,10 @@ mod tests {
     fn a_compiled_in_providers_panic_is_a_fault_with_its_message_on_both_paths() {
         let mut registry = ProviderRegistry::new();
         registry.register(Boom);
-        let host = Connhost::from_parts(registry, LoadReport::default(), Duration::from_secs(5));
+        let host = Connhost::from_registry(
+            registry,
+            &HostConfig::default().with_validation_timeout(std::time::Duration::from_secs(5)),
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
