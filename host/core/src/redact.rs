@@ -198,22 +198,27 @@ thread_local! {
     static ACTIVE: RefCell<Vec<Arc<Secrets>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Scrubs `text` against every one of `all`.
+pub(crate) fn scrub_all<'a, 's>(
+    all: impl IntoIterator<Item = &'s Arc<Secrets>>,
+    text: &'a str,
+) -> Cow<'a, str> {
+    let mut out = Cow::Borrowed(text);
+    for secrets in all {
+        if let Cow::Owned(scrubbed) = secrets.scrub(&out) {
+            out = Cow::Owned(scrubbed);
+        }
+    }
+    out
+}
+
 /// Scrubs `text` against the secrets of every validation being polled on
 /// this thread right now. The plugin log bridge uses it, so a provider that
 /// logs a credential while being polled does not leak it.
 pub(crate) fn scrub_active(text: &str) -> Cow<'_, str> {
     ACTIVE.with(|active| {
         let active = active.borrow();
-        if active.is_empty() {
-            return Cow::Borrowed(text);
-        }
-        let mut out = Cow::Borrowed(text);
-        for secrets in active.iter() {
-            if let Cow::Owned(scrubbed) = secrets.scrub(&out) {
-                out = Cow::Owned(scrubbed);
-            }
-        }
-        out
+        scrub_all(active.iter(), text)
     })
 }
 
@@ -236,14 +241,12 @@ fn in_flight() -> std::sync::MutexGuard<'static, BTreeMap<String, Vec<Arc<Secret
 /// in flight, wherever it runs: a line from a thread the plugin spawned is
 /// scrubbed too.
 pub(crate) fn scrub_plugin_line<'a>(plugin: &str, text: &'a str) -> Cow<'a, str> {
-    let mut out = scrub_active(text);
+    let active = scrub_active(text);
     let in_flight = in_flight();
-    for secrets in in_flight.get(plugin).into_iter().flatten() {
-        if let Cow::Owned(scrubbed) = secrets.scrub(&out) {
-            out = Cow::Owned(scrubbed);
-        }
+    match scrub_all(in_flight.get(plugin).into_iter().flatten(), &active) {
+        Cow::Owned(scrubbed) => Cow::Owned(scrubbed),
+        Cow::Borrowed(_) => active,
     }
-    out
 }
 
 /// Registers one validation's secrets as in flight for `plugin` until it

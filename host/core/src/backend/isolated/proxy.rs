@@ -9,6 +9,7 @@ use super::lifecycle::kind_of;
 use super::supervisor::Shared;
 use crate::backend::ProviderOutcome;
 use crate::protocol::{self, FromWorker, HttpFailure, ToWorker, WireOutcome};
+use crate::redact::scrub_all;
 
 /// Serves what the worker says until it stops talking; a worker that
 /// breaks the protocol is killed.
@@ -62,12 +63,7 @@ pub(super) async fn read_frames(
                 target,
                 message,
             } => {
-                let mut message = message;
-                for secrets in conn.secrets() {
-                    if let std::borrow::Cow::Owned(scrubbed) = secrets.scrub(&message) {
-                        message = scrubbed;
-                    }
-                }
+                let message = scrub_all(&conn.secrets(), &message);
                 crate::capabilities::emit_plugin_log(&plugin, level, &target, &message);
             }
             other @ (FromWorker::Ready(_) | FromWorker::LoadFailed { .. }) => {

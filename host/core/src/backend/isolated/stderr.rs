@@ -8,6 +8,7 @@ use tokio::io::AsyncReadExt as _;
 
 use super::death::LAST_WORDS;
 use super::supervisor::Shared;
+use crate::redact::scrub_all;
 
 /// How many of a worker's last standard error lines are kept, to explain
 /// its death.
@@ -53,11 +54,7 @@ pub(super) fn stderr_line(shared: &Shared, tail: &Mutex<VecDeque<String>>, line:
         .conn
         .clone();
     if let Some(conn) = conn {
-        for secrets in conn.secrets() {
-            if let std::borrow::Cow::Owned(scrubbed) = secrets.scrub(&line) {
-                line = scrubbed;
-            }
-        }
+        line = scrub_all(&conn.secrets(), &line).into_owned();
     }
     tracing::warn!(target: "connhost::worker", plugin = %shared.plugin(), "worker stderr: {line}");
     let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
