@@ -25,7 +25,7 @@
 //! one step):
 //! - `bare-fullcheck`: before each `dlopen`, the check connhost's loader
 //!   made up to commit b20a855 (`check_file` in
-//!   `host/core/src/loader/library.rs`): read the whole file, parse it with
+//!   `host/core/src/library.rs`): read the whole file, parse it with
 //!   `object`, check its kind and that every segment is inside the file.
 //! - `bare-headercheck`: the same guarantee from the ELF header and program
 //!   headers alone (a few hundred bytes read through `object::ReadCache`),

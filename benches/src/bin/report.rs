@@ -696,7 +696,7 @@ fn main() -> ExitCode {
     )
     .unwrap();
     if let Some(startup) = serve_startup {
-        writeln!(md, "Each plugin added to the folder makes `connhost serve` {startup:.1} ms slower to be ready (section 4), against {:.2} ms per library for `Connhost::start` (×{:.0}) and {:.2} ms for a bare `dlopen` (×{:.0}). Serve loads through the same catalog as the CLI and `Connhost::start` (`host/core/src/catalog/folder.rs`): each file is checked from its descriptor, copied into the private cache while BLAKE3 hashes it (one pass), then checked again and loaded. Profile of `connhost serve` starting with 100 fresh copies, from exec until `/readyz` answers 200 (top symbols by self time):\n", per_library("connhost"), startup / per_library("connhost"), per_library("bare"), startup / per_library("bare")).unwrap();
+        writeln!(md, "Each plugin added to the folder makes `connhost serve` {startup:.1} ms slower to be ready (section 4), against {:.2} ms per library for `Connhost::start` (×{:.0}) and {:.2} ms for a bare `dlopen` (×{:.0}). Serve loads through the same catalog as the CLI and `Connhost::start` (`host/core/src/catalog/`): each file is checked from its descriptor, copied into the private cache while BLAKE3 hashes it (one pass), then checked again and loaded. Profile of `connhost serve` starting with 100 fresh copies, from exec until `/readyz` answers 200 (top symbols by self time):\n", per_library("connhost"), startup / per_library("connhost"), per_library("bare"), startup / per_library("bare")).unwrap();
     }
     md.push_str(&perf_top(
         &results.join("raw/profile-serve-startup-perf.txt"),
@@ -777,7 +777,7 @@ fn main() -> ExitCode {
     )
     .unwrap();
     md.push_str(&self_top(&self_cost, 12));
-    writeln!(md, "\nThe decomposition columns of section 2 show the file check's share directly: `bare + whole-file check` adds to `dlopen` what `check_file` (`host/core/src/loader/library.rs`) did up to commit b20a855 (read the whole file, parse it with `object`, check its segments), and `bare + header-only check` what it does since (the ELF header and program headers, read lazily; the catalog checks them on the watched file's descriptor, and `check_file` again on the copy it loads). The rest of `Connhost::start`'s cost is the private copy with its BLAKE3 hash (the copy is kernel time, the hash user space) and abi_stable's layout check of the plugin's types.").unwrap();
+    writeln!(md, "\nThe decomposition columns of section 2 show the file check's share directly: `bare + whole-file check` adds to `dlopen` what `check_file` (`host/core/src/library.rs`) did up to commit b20a855 (read the whole file, parse it with `object`, check its segments), and `bare + header-only check` what it does since (the ELF header and program headers, read lazily; the catalog checks them on the watched file's descriptor, and `check_file` again on the copy it loads). The rest of `Connhost::start`'s cost is the private copy with its BLAKE3 hash (the copy is kernel time, the hash user space) and abi_stable's layout check of the plugin's types.").unwrap();
 
     writeln!(md, "\n### HTTP: `GET /v1/providers`\n\n`connhost serve` (pinned to CPU 0) answering `GET /v1/providers` under wrk, `perf record -e cpu-clock -p PID` for 5 s; top symbols by self time:\n").unwrap();
     md.push_str(&perf_top(
