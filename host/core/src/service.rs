@@ -304,8 +304,8 @@ mod tests {
     fn an_embedders_registry_gets_the_hosts_http_capability_and_its_policy() {
         // The host performs the request, under the compiled-in providers'
         // egress policy: a loopback address nobody granted is refused
-        // before any connection (granting it is process-wide, so this test
-        // leaves it alone; tests/integration/egress.rs grants one).
+        // before any connection (tests/integration/egress.rs grants one;
+        // tests/integration/two_hosts.rs gives two hosts different grants).
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}/ping?key=k");

@@ -3,17 +3,13 @@
 //!
 //! [`Backend`] is a closed enum on purpose: the registry stores it, the
 //! caller ([`crate::call`]) asks it for a [`ProviderOutcome`], and nothing
-//! else looks inside. A third backend (a plugin running in a worker
-//! process) is:
-//! - a new variant here, with its module beside [`compiled_in`] and
-//!   [`in_process`], and one arm in [`Backend::validate_fields`] and
-//!   [`Backend::identity`];
-//! - a way to build its entries from a checked file, beside
-//!   `loader::PluginLibrary::providers` (which builds in-process ones),
-//!   chosen per file by the catalog's folder (`catalog/folder.rs`, where a
-//!   file's copy is loaded).
-//!
-//! The registry, `Connhost`, `call.rs`, the CLI and HTTP do not change.
+//! else looks inside. A new backend is a variant here, with its module
+//! beside [`compiled_in`], [`in_process`] and [`isolated`] and one arm in
+//! [`Backend::validate_fields`] and [`Backend::identity`]; a way to make a
+//! `plugin::Plugin` of it; and a branch in `catalog/placement.rs`, which
+//! decides per file where a plugin runs. What operators see of it (the
+//! configuration, the report, the CLI and HTTP views) grows with it, as it
+//! did for the isolated backend.
 
 mod compiled_in;
 mod in_process;

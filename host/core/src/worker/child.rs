@@ -7,15 +7,16 @@
 //! thread started later inherits it; with a PID namespace, only the jailed
 //! runner returns from it), open the library with the same checks as in
 //! process and say whose it is, take that plugin's settings from the host,
-//! initialise it ([`PluginLibrary::open_in_process`]), answer
+//! initialise it (`loader::open_in_process`), answer
 //! [`FromWorker::Ready`], then serve validations until the host closes the
 //! socket. Each validation runs on a thread of its own, so one that never
 //! yields holds only its thread; the host decides when to give up on it
 //! (and on this process).
 //!
-//! The plugin's capabilities that carry policy go to the host:
-//! [`crate::capabilities`] calls [`forward_log`] and [`forward_http`]
-//! first, which in a worker send the event or the request over the socket.
+//! The plugin's capabilities that carry policy go to the host: the worker
+//! installs [`forward_log`] and [`forward_http`] as its host functions for
+//! logs and HTTP (`capabilities::forward_with`), which send the event or
+//! the request over the socket.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};

@@ -1,6 +1,6 @@
-//! Starting worker processes: the process-wide runtime supervisors run on,
-//! and the one long-lived thread that forks every worker (a worker's "die
-//! with the host" signal is tied to the thread that started it).
+//! Starting worker processes: the one long-lived thread that forks every
+//! worker (a worker's "die with the host" signal is tied to the thread
+//! that started it), and the runtime it starts them in.
 
 use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
