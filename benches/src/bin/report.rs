@@ -378,7 +378,7 @@ fn main() -> ExitCode {
             )
             .unwrap();
             bars.push(Bar {
-                label: format!("Catalog::load, N={n}"),
+                label: format!("Connhost::start, N={n}"),
                 ratio: ratio("connhost"),
                 group: "load",
             });
@@ -1109,7 +1109,7 @@ fn load_chart(series: &BTreeMap<String, Vec<(f64, f64)>>) -> String {
     }
     svg += &format!("<text x=\"{}\" y=\"{}\" {FONT} font-size=\"12\" text-anchor=\"middle\">N (plugin files)</text>\n<text x=\"18\" y=\"{}\" {FONT} font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">milliseconds</text>\n", (width - right + left) / 2.0, height - 20.0, (height - bottom + top) / 2.0, (height - bottom + top) / 2.0);
     let styles = [
-        ("connhost", "#ed7d31", "Catalog::load"),
+        ("connhost", "#ed7d31", "Connhost::start"),
         ("bare-fullcheck", "#a5a5a5", "dlopen + whole-file check"),
         ("bare-headercheck", "#70ad47", "dlopen + header-only check"),
         ("bare", "#4472c4", "bare dlopen (baseline)"),
