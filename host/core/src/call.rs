@@ -177,7 +177,9 @@ impl RegisteredProvider {
     /// thread of its own, no bound on calls in flight and no scrubbing. For
     /// embedders that apply their own policy, and for measuring the raw
     /// cost of a call; everyone else wants [`crate::Connhost::validate`].
-    /// A valid verdict carries no credential document.
+    /// A valid verdict carries no credential document. Called this way, a
+    /// compiled-in provider belongs to no host: it reads no settings and
+    /// may call no address.
     pub async fn call_provider(&self, fields: CredentialFields) -> Verdict {
         verdict_of(backend_call(self, fields).await, None, None)
     }
