@@ -498,13 +498,14 @@ fn a_token_guards_the_api_and_nothing_else() {
         client().get(server.at("/metrics")).send().unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
-    for open in [
-        "/healthz",
-        "/readyz",
-        "/openapi.json",
-        "/",
-        "/assets/app.js",
-    ] {
+    // The page's assets (its styles and each of its scripts), as listed.
+    let assets = connhost_http::routes()
+        .map(|route| route.path)
+        .filter(|path| path.starts_with("/assets/"));
+    for open in ["/healthz", "/readyz", "/openapi.json", "/"]
+        .into_iter()
+        .chain(assets)
+    {
         assert_eq!(
             client().get(server.at(open)).send().unwrap().status(),
             StatusCode::OK,

@@ -525,7 +525,13 @@ fn checks_for(route: &Route) -> Vec<Check> {
         ],
         ("GET", "/openapi.json") => vec![Check::new(Ask::get("/openapi.json"), 200)],
         ("GET", "/") => vec![Check::new(Ask::get("/"), 200)],
-        ("GET", "/assets/app.js") => vec![Check::new(Ask::get("/assets/app.js"), 200)],
+        // The page's scripts, each at its own path.
+        ("GET", script @ "/assets/app.js")
+        | ("GET", script @ "/assets/api.js")
+        | ("GET", script @ "/assets/dom.js")
+        | ("GET", script @ "/assets/forms.js")
+        | ("GET", script @ "/assets/plugins.js")
+        | ("GET", script @ "/assets/providers.js") => vec![Check::new(Ask::get(script), 200)],
         ("GET", "/assets/app.css") => vec![Check::new(Ask::get("/assets/app.css"), 200)],
         ("GET", "/ui/instructions") => vec![
             Check::new(Ask::get("/ui/instructions").token(), 200),

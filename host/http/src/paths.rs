@@ -66,7 +66,7 @@ impl Entry {
 }
 
 /// Every route the router serves, with its handler.
-pub(crate) static TABLE: [Entry; 13] = [
+pub(crate) static TABLE: [Entry; 18] = [
     Entry {
         route: Route::get("/v1/providers"),
         handler: |method| on(method, routes::list_providers),
@@ -98,6 +98,26 @@ pub(crate) static TABLE: [Entry; 13] = [
     Entry {
         route: Route::get("/assets/app.js"),
         handler: |method| on(method, ui::app_js),
+    },
+    Entry {
+        route: Route::get("/assets/api.js"),
+        handler: |method| on(method, ui::api_js),
+    },
+    Entry {
+        route: Route::get("/assets/dom.js"),
+        handler: |method| on(method, ui::dom_js),
+    },
+    Entry {
+        route: Route::get("/assets/forms.js"),
+        handler: |method| on(method, ui::forms_js),
+    },
+    Entry {
+        route: Route::get("/assets/plugins.js"),
+        handler: |method| on(method, ui::plugins_js),
+    },
+    Entry {
+        route: Route::get("/assets/providers.js"),
+        handler: |method| on(method, ui::providers_js),
     },
     Entry {
         route: Route::get("/assets/app.css"),
@@ -288,6 +308,7 @@ mod tests {
                 "/v1/providers/{id}/validate",
             ),
             ("/connhost/assets/app.js", "/assets/app.js"),
+            ("/connhost/assets/forms.js", "/assets/forms.js"),
             ("/connhost/", "/"),
         ] {
             assert_eq!(label(index(Some(nested))), route, "{nested}");

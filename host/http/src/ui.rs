@@ -3,14 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use pulldown_cmark::{html, CowStr, Event, Options, Parser, Tag, TagEnd};
-use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
@@ -18,48 +15,55 @@ use super::AppState;
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_CSS: &str = include_str!("assets/app.css");
 
-/// The entry module of the page's script (native ES modules): it only
-/// starts the page, with the modules it imports.
-const APP_JS: &str = include_str!("assets/app.js");
+/// The settings page's script, native ES modules with one job each, each
+/// served at its own path (`/assets/NAME.js`, a row of its own in
+/// [`crate::paths`] and in the OpenAPI document's `paths`) and importing
+/// the others as `./NAME.js`: for each, a handler answering its source
+/// (compiled into the binary) the same way, and (for the tests) its row in
+/// `SCRIPTS`.
+macro_rules! scripts {
+    ($($(#[doc = $doc:literal])* $handler:ident: $file:literal,)+) => {
+        $(
+            $(#[doc = $doc])*
+            #[utoipa::path(
+                get,
+                path = concat!("/assets/", $file),
+                tag = "ui",
+                responses((status = 200, description = concat!("`", $file, "`, a module of the page's script"), body = String, content_type = "text/javascript")),
+            )]
+            pub(crate) async fn $handler() -> Response {
+                script(include_str!(concat!("assets/", $file)))
+            }
+        )+
 
-/// One of the modules of the settings page's script, each with one job:
-/// the script imports `NAME.js` as `./app.js?module=NAME`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Module {
-    /// `dom.js`: building elements (never by parsing HTML).
-    Dom,
-    /// `api.js`: `fetch` with the access token, and the token prompt.
-    Api,
-    /// `providers.js`: loading the providers and rendering their cards.
-    Providers,
-    /// `forms.js`: a provider's credential form, built from its schema.
-    Forms,
-    /// `plugins.js`: the plugins section.
-    Plugins,
+        /// Every script of the page: its file in `assets/` and its source.
+        #[cfg(test)]
+        const SCRIPTS: &[(&str, &str)] = &[$(($file, include_str!(concat!("assets/", $file)))),+];
+    };
 }
 
-impl Module {
-    /// The module's source, compiled into the binary.
-    const fn source(self) -> &'static str {
-        match self {
-            Self::Dom => include_str!("assets/dom.js"),
-            Self::Api => include_str!("assets/api.js"),
-            Self::Providers => include_str!("assets/providers.js"),
-            Self::Forms => include_str!("assets/forms.js"),
-            Self::Plugins => include_str!("assets/plugins.js"),
-        }
-    }
+scripts! {
+    /// The page's entry module: it starts the page with the modules it imports.
+    app_js: "app.js",
+    /// The page's `fetch` with the access token, and the token prompt.
+    api_js: "api.js",
+    /// The page's elements, built without ever parsing HTML.
+    dom_js: "dom.js",
+    /// A provider's credential form on the page, built from its schema.
+    forms_js: "forms.js",
+    /// The page's plugins section.
+    plugins_js: "plugins.js",
+    /// The page's providers: loading them and rendering their cards.
+    providers_js: "providers.js",
 }
 
-/// Which part of the page's script to answer.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct ScriptQuery {
-    /// One of the modules the entry module imports; without it, the entry
-    /// module (`app.js`). Any other value answers 404 `not_found`.
-    #[param(inline)]
-    module: Option<Module>,
+/// One of the page's scripts, as every one is answered.
+fn script(source: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        source,
+    )
+        .into_response()
 }
 
 /// What the page may load and do: only its own script, styles and API.
@@ -82,32 +86,6 @@ pub(crate) async fn index() -> Response {
             (header::REFERRER_POLICY, "no-referrer"),
         ],
         Html(INDEX_HTML),
-    )
-        .into_response()
-}
-
-/// The settings page's script: its entry module, or (with `module`) one of
-/// the modules it imports.
-#[utoipa::path(
-    get,
-    path = "/assets/app.js",
-    tag = "ui",
-    params(ScriptQuery),
-    responses((status = 200, description = "The page's script, or one of its modules", body = String, content_type = "text/javascript")),
-)]
-pub(crate) async fn app_js(query: Result<Query<ScriptQuery>, QueryRejection>) -> Response {
-    let source = match query {
-        Ok(Query(ScriptQuery { module: None })) => APP_JS,
-        Ok(Query(ScriptQuery {
-            module: Some(module),
-        })) => module.source(),
-        Err(_) => {
-            return ApiError::not_found("No such module of the page's script.").into_response()
-        }
-    };
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        source,
     )
         .into_response()
 }
@@ -203,29 +181,23 @@ fn safe_url(url: CowStr<'_>) -> CowStr<'_> {
 mod tests {
     use super::*;
     use axum::body::Body;
-    use axum::http::{HeaderMap, Request, StatusCode};
+    use axum::http::{HeaderMap, Method, Request, StatusCode};
     use tower::ServiceExt as _;
 
-    const MODULES: [Module; 5] = [
-        Module::Dom,
-        Module::Api,
-        Module::Providers,
-        Module::Forms,
-        Module::Plugins,
-    ];
+    /// The entry module, the one script nothing imports.
+    const ENTRY: &str = "app.js";
 
-    /// The module's name, as the script asks for it (`forms`).
-    fn name(module: Module) -> String {
-        format!("{module:?}").to_lowercase()
-    }
-
-    /// What each import in `source` imports (`./app.js?module=forms`).
+    /// What each import in `source` imports (`./forms.js`): static imports
+    /// and re-exports (`... from "X"`) and imports for effect (`import
+    /// "X"`).
     fn imports(source: &str) -> Vec<&str> {
-        source
-            .split(" from \"")
-            .skip(1)
-            .map(|rest| rest.split('"').next().unwrap())
-            .collect()
+        let quoted = |after: &'static str| {
+            source
+                .split(after)
+                .skip(1)
+                .map(|rest| rest.split('"').next().unwrap())
+        };
+        quoted(" from \"").chain(quoted("import \"")).collect()
     }
 
     /// The real router's answer to `GET path`: status, headers and body.
@@ -243,78 +215,99 @@ mod tests {
         )
     }
 
+    /// Each script imports the others by their own paths (`./forms.js`,
+    /// as served next to it), only scripts connhost serves, and every
+    /// script but the entry module is imported.
     #[test]
-    fn the_script_imports_every_module_and_only_as_served() {
+    fn every_import_is_a_served_script_and_every_script_is_imported() {
+        let files: Vec<&str> = SCRIPTS.iter().map(|(file, _)| *file).collect();
         let mut imported = Vec::new();
-        for source in std::iter::once(APP_JS).chain(MODULES.map(Module::source)) {
+        for (file, source) in SCRIPTS {
+            assert!(!source.contains("import("), "{file}: a dynamic import");
             for import in imports(source) {
                 let name = import
-                    .strip_prefix("./app.js?module=")
-                    .unwrap_or_else(|| panic!("{import}: not a module app_js serves"));
-                let module: Module = serde_json::from_value(serde_json::json!(name))
-                    .unwrap_or_else(|_| panic!("{import}: not a module app_js serves"));
-                imported.push(module);
+                    .strip_prefix("./")
+                    .filter(|name| files.contains(name))
+                    .unwrap_or_else(|| panic!("{file} imports {import}: not a served script"));
+                imported.push(name);
             }
         }
-        for module in MODULES {
-            assert!(imported.contains(&module), "nothing imports {module:?}");
-        }
+        imported.sort_unstable();
+        imported.dedup();
+        let mut expected: Vec<&str> = files.into_iter().filter(|f| *f != ENTRY).collect();
+        expected.sort_unstable();
+        assert_eq!(imported, expected);
     }
 
-    /// Every script in the assets folder is served: `app.js`, and each
-    /// other one as a module.
+    /// Every script in the assets folder is served, each at its own path
+    /// (`/assets/NAME.js`, a row of the route table), and the table serves
+    /// no other script.
     #[test]
-    fn every_script_in_the_assets_folder_is_a_module() {
+    fn every_script_in_the_assets_folder_is_served() {
         let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/assets");
-        let mut scripts: Vec<String> = std::fs::read_dir(folder)
+        let mut in_folder: Vec<String> = std::fs::read_dir(folder)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .filter(|file| file.ends_with(".js") && file != "app.js")
+            .filter(|file| file.ends_with(".js"))
             .collect();
-        scripts.sort();
-        let mut served: Vec<String> = MODULES.map(|m| format!("{}.js", name(m))).to_vec();
+        in_folder.sort();
+        let mut served: Vec<String> = SCRIPTS.iter().map(|(file, _)| file.to_string()).collect();
         served.sort();
-        assert_eq!(scripts, served);
+        assert_eq!(in_folder, served);
+
+        let mut routed: Vec<String> = crate::routes()
+            .filter(|route| route.path.ends_with(".js"))
+            .map(|route| {
+                assert_eq!(route.method, Method::GET, "{}", route.path);
+                route
+                    .path
+                    .strip_prefix("/assets/")
+                    .unwrap_or_else(|| panic!("{}: a script outside /assets/", route.path))
+                    .to_owned()
+            })
+            .collect();
+        routed.sort();
+        assert_eq!(routed, served);
     }
 
+    /// Each script, through the real router, at its own path: its source,
+    /// as JavaScript, with the same headers as every other script.
     #[tokio::test]
-    async fn each_module_is_answered_like_the_entry_module() {
-        let (status, entry_headers, body) = get("/assets/app.js").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, APP_JS);
+    async fn each_script_is_answered_at_its_own_path() {
+        let (_, entry_headers, _) = get(&format!("/assets/{ENTRY}")).await;
         assert_eq!(
             entry_headers[header::CONTENT_TYPE],
             "text/javascript; charset=utf-8"
         );
         assert_eq!(entry_headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-        // Another parameter (a cache buster, say) changes nothing.
-        assert_eq!(get("/assets/app.js?v=2").await.2, APP_JS);
-        for module in MODULES {
-            let path = format!("/assets/app.js?module={}", name(module));
+        let names = |headers: &HeaderMap| {
+            let mut names: Vec<String> = headers
+                .keys()
+                .filter(|name| *name != header::CONTENT_LENGTH)
+                .map(|name| name.to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        for (file, source) in SCRIPTS {
+            let path = format!("/assets/{file}");
             let (status, headers, body) = get(&path).await;
             assert_eq!(status, StatusCode::OK, "{path}");
-            assert_eq!(body, module.source(), "{path}");
-            let names = |headers: &HeaderMap| {
-                let mut names: Vec<String> = headers
-                    .keys()
-                    .filter(|name| *name != header::CONTENT_LENGTH)
-                    .map(|name| name.to_string())
-                    .collect();
-                names.sort();
-                names
-            };
+            assert_eq!(body, *source, "{path}");
             assert_eq!(names(&headers), names(&entry_headers), "{path}");
             for (name, value) in &headers {
                 if name != header::CONTENT_LENGTH {
                     assert_eq!(value, entry_headers[name], "{path}: {name}");
                 }
             }
+            // A query (a cache buster, say) changes nothing.
+            assert_eq!(get(&format!("{path}?v=2")).await.2, *source, "{path}");
         }
         for path in [
-            "/assets/app.js?module=nope",
-            "/assets/app.js?module=Forms",
-            "/assets/app.js?module=",
-            "/assets/app.js?module=forms&module=api",
+            "/assets/nope.js",
+            "/assets/Forms.js",
+            "/assets/forms",
+            "/assets/",
         ] {
             let (status, _, body) = get(path).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{path}");

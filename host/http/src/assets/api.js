@@ -2,7 +2,7 @@
 // itself (kept in sessionStorage, asked for in the page's prompt when the
 // server answers 401, forgotten on request).
 
-import { str } from "./app.js?module=dom";
+import { str } from "./dom.js";
 
 const TOKEN_KEY = "connhost.access-token";
 

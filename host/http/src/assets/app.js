@@ -3,8 +3,8 @@
 // validates submissions with POST /v1/providers/{id}/validate, and shows
 // the operator what loaded from the plugins folder (/v1/plugins).
 //
-// One job per module (native ES modules; connhost serves each one as
-// `assets/app.js?module=NAME`, NAME.js here):
+// One job per module (native ES modules; connhost serves each one at its
+// own path, `assets/NAME.js`, and they import each other as `./NAME.js`):
 //   dom.js        building elements (never by parsing HTML)
 //   api.js        fetch() with the access token, and the token prompt
 //   providers.js  loading the providers and rendering their cards
@@ -31,9 +31,9 @@
 // the DOM from the start, empty when idle; only their content changes, so
 // that screen readers announce it.
 
-import { initToken } from "./app.js?module=api";
-import { loadProviders } from "./app.js?module=providers";
-import { initPlugins, startPlugins } from "./app.js?module=plugins";
+import { initToken } from "./api.js";
+import { loadProviders } from "./providers.js";
+import { initPlugins, startPlugins } from "./plugins.js";
 
 /** (Re)loads the providers, then shows the plugins section (once). */
 function load() {

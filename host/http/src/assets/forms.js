@@ -11,8 +11,8 @@
 // `data-field-error` on each field's error message. The form's result
 // area is a live region in the DOM from the start, empty when idle.
 
-import { el, str } from "./app.js?module=dom";
-import { errorMessage, readJson, request } from "./app.js?module=api";
+import { el, str } from "./dom.js";
+import { errorMessage, readJson, request } from "./api.js";
 
 const INPUT_TYPES = { password: "password", text: "text", url: "url" };
 const OUTCOME_LABELS = {

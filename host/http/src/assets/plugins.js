@@ -9,8 +9,8 @@
 // Changes that matter (a worker changing state, files loading or failing,
 // a rescan's outcome) are announced in the section's status line.
 
-import { el, str } from "./app.js?module=dom";
-import { errorMessage, readJson, request } from "./app.js?module=api";
+import { el, str } from "./dom.js";
+import { errorMessage, readJson, request } from "./api.js";
 
 const PLUGINS_REFRESH_MS = 4000;
 const WORKER_STATES = {

@@ -7,9 +7,9 @@
 // never from the provider id, which may hold spaces or `-`; the id is kept
 // in the card's `data-provider` attribute instead.
 
-import { el, str } from "./app.js?module=dom";
-import { errorMessage, readJson, request } from "./app.js?module=api";
-import { buildForm } from "./app.js?module=forms";
+import { el, str } from "./dom.js";
+import { errorMessage, readJson, request } from "./api.js";
+import { buildForm } from "./forms.js";
 
 const STARTING_RETRY_MS = 1000;
 const STARTING_RETRIES = 30;
