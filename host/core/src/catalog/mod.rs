@@ -101,13 +101,12 @@ impl Catalog {
     /// its plugins folder not read yet ([`rescan`](Self::rescan) or
     /// [`scan_now`](Self::scan_now) reads it). Without `config.cache_dir`
     /// the catalog copies plugin files into a folder of its own, created
-    /// fresh here (`<temp dir>/connhost-<pid>-<random>`, mode 0700) and removed when
-    /// the catalog is dropped; folders that dead processes left behind are
-    /// swept first. A named `config.cache_dir` is created if missing and
-    /// checked at every scan: one that others could write is refused (see
-    /// [`crate::check_config`]), reported, and nothing is
-    /// loaded. [`crate::trust::check_config`] says so before a catalog is
-    /// built.
+    /// fresh here (`<temp dir>/connhost-<pid>-<random>`, mode 0700) and
+    /// removed when the catalog is dropped; folders that dead processes
+    /// left behind are swept first. A named `config.cache_dir` is created
+    /// if missing and checked at every scan: one that others could write
+    /// is refused, reported, and nothing is loaded
+    /// ([`crate::check_config`] says so before a catalog is built).
     pub fn new(config: &HostConfig) -> Self {
         let state = HostState::new(config);
         let (compiled_in, compiled_in_failures) = if config.builtins {
