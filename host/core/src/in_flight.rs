@@ -32,14 +32,20 @@ pub(crate) enum Full {
 /// for compiled-in code) and its handle there.
 pub(crate) type CodeKey<'a> = (&'a str, usize, u32);
 
+/// Counters by name.
+type Counters = BTreeMap<String, Arc<AtomicUsize>>;
+
 /// One host's counts of validations in flight: across all its providers,
 /// per provider code, and per plugin.
 #[derive(Debug)]
 pub(crate) struct Bounds {
     total: Arc<AtomicUsize>,
     host_max: usize,
-    providers: Mutex<BTreeMap<(String, usize, u32), Arc<AtomicUsize>>>,
-    plugins: Mutex<BTreeMap<String, Arc<AtomicUsize>>>,
+    /// By the library (0: compiled in) and handle, then the provider id:
+    /// looked up by `&str`, so a call allocates nothing once its counter
+    /// exists.
+    providers: Mutex<BTreeMap<(usize, u32), Counters>>,
+    plugins: Mutex<Counters>,
 }
 
 impl Default for Bounds {
@@ -100,18 +106,19 @@ impl Bounds {
 
     fn provider_counter(&self, (id, library, handle): CodeKey<'_>) -> Arc<AtomicUsize> {
         let mut counters = self.providers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(counter) = counters.get(&(id.to_owned(), library, handle)) {
-            return counter.clone();
+        let by_id = counters.entry((library, handle)).or_default();
+        match by_id.get(id) {
+            Some(counter) => counter.clone(),
+            None => by_id.entry(id.to_owned()).or_default().clone(),
         }
-        counters
-            .entry((id.to_owned(), library, handle))
-            .or_default()
-            .clone()
     }
 
     fn plugin_counter(&self, name: &str) -> Arc<AtomicUsize> {
         let mut counters = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
-        counters.entry(name.to_owned()).or_default().clone()
+        match counters.get(name) {
+            Some(counter) => counter.clone(),
+            None => counters.entry(name.to_owned()).or_default().clone(),
+        }
     }
 
     /// How many validations are in flight across all providers.

@@ -1,6 +1,7 @@
 //! A worker's standard error: forwarded to the log, scrubbed of the
 //! secrets in flight, its last lines kept to say why it died.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -54,7 +55,9 @@ pub(super) fn stderr_line(shared: &Shared, tail: &Mutex<VecDeque<String>>, line:
         .conn
         .clone();
     if let Some(conn) = conn {
-        line = scrub_all(&conn.secrets(), &line).into_owned();
+        if let Cow::Owned(scrubbed) = scrub_all(&conn.secrets(), &line) {
+            line = scrubbed;
+        }
     }
     tracing::warn!(target: "connhost::worker", plugin = %shared.plugin(), "worker stderr: {line}");
     let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
