@@ -42,22 +42,23 @@ impl std::fmt::Debug for HostState {
 
 impl HostState {
     /// A host's state for `config`: its compiled-in providers' settings,
-    /// egress grant (`[plugin.builtin]`) and HTTP bounds.
+    /// egress grant (`[plugin.builtin]`) and HTTP bounds. They may call
+    /// nothing until their declarations are put in force
+    /// ([`declare_builtin`](Self::declare_builtin), which whoever serves
+    /// them calls once it knows them).
     pub(crate) fn new(config: &HostConfig) -> Arc<Self> {
         let refusals = Arc::new(Refusals::default());
         let builtin_token =
             capabilities::register_builtin(config.settings_of(BUILTIN_SCOPE), refusals.clone());
         capabilities::set_http_limits(builtin_token, config.http);
-        let state = Self {
+        Arc::new(Self {
             bounds: Bounds::default(),
             refusals,
             worker_counts: Mutex::default(),
             builtin_token,
             builtin_grant: config.egress_of(BUILTIN_SCOPE),
             supervisors: OnceLock::new(),
-        };
-        state.declare_builtin(Vec::new());
-        Arc::new(state)
+        })
     }
 
     /// The slot of its compiled-in providers, which their calls run under
