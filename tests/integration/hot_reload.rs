@@ -331,21 +331,22 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
     // Round r writes churn file r % 3 with v1 (even r) or v2 (odd r), and
     // removes it again at once every fourth round. Files keep their place
     // in arrival order, so the first file still present that arrived holds
-    // `greeter` and the others are conflicts; a build is retired while no
-    // file uses it (the same build under two names is one library).
+    // `greeter` and the others are conflicts. Each file loaded is a library
+    // of its own (its own copy), retired once its file is replaced or
+    // removed; the retired stay listed, in the order they were retired.
     const ROUNDS: [Round; 12] = [
         ((0, "1.0.0"), &[], &[]),
         ((0, "1.0.0"), &[1], &[]),
         ((0, "1.0.0"), &[1, 2], &[]),
-        ((1, "2.0.0"), &[2], &[]),
-        ((1, "1.0.0"), &[2], &[V2]),
-        ((1, "1.0.0"), &[2], &[]),
-        ((1, "1.0.0"), &[0, 2], &[]),
-        ((2, "2.0.0"), &[0], &[]),
-        ((2, "1.0.0"), &[0], &[V2]),
-        ((2, "1.0.0"), &[0], &[]),
-        ((2, "1.0.0"), &[0, 1], &[]),
-        ((0, "2.0.0"), &[1], &[]),
+        ((1, "2.0.0"), &[2], &[V1]),
+        ((1, "1.0.0"), &[2], &[V1, V2]),
+        ((1, "1.0.0"), &[2], &[V1, V2, V1]),
+        ((1, "1.0.0"), &[0, 2], &[V1, V2, V1]),
+        ((2, "2.0.0"), &[0], &[V1, V2, V1, V1]),
+        ((2, "1.0.0"), &[0], &[V1, V2, V1, V1, V2]),
+        ((2, "1.0.0"), &[0], &[V1, V2, V1, V1, V2, V1]),
+        ((2, "1.0.0"), &[0, 1], &[V1, V2, V1, V1, V2, V1]),
+        ((0, "2.0.0"), &[1], &[V1, V2, V1, V1, V2, V1, V1]),
     ];
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
     let dir = PluginDir::with(&["mai"]);
@@ -443,8 +444,8 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
     }
     assert_eq!(total, answered.load(SeqCst));
     assert!(total >= ROUNDS.len() as u32, "{total}");
-    // Once every churned file is gone, both versions are retired, each
-    // counted once however often it was loaded (it is in memory once).
+    // Once every churned file is gone, every library loaded for them is
+    // retired: nine (six of v1, three of v2), each in memory once.
     for round in 0..3 {
         let _ = std::fs::remove_file(dir.file(&churn_file(round)));
     }
@@ -462,7 +463,7 @@ fn reloading_in_a_loop_never_fails_a_request_for_another_provider() {
         .map(|r| r["plugin"].as_str().unwrap())
         .collect();
     retired.sort_unstable();
-    assert_eq!(retired, [V1, V2], "{report:#}");
+    assert_eq!(retired, [V1, V1, V1, V1, V1, V1, V2, V2, V2], "{report:#}");
 }
 
 #[test]
@@ -507,7 +508,7 @@ fn the_default_cache_goes_with_the_process_and_a_killed_one_is_swept_at_the_next
 }
 
 #[test]
-fn a_named_cache_dir_loses_only_the_copies_at_exit() {
+fn a_named_cache_dir_is_kept_with_its_copies_and_index_at_exit_and_holds_nothing_else() {
     let dir = PluginDir::with(&["mai"]);
     let cache = tempfile::tempdir().unwrap();
     let precious = cache.path().join("precious.txt");
@@ -526,6 +527,16 @@ fn a_named_cache_dir_loses_only_the_copies_at_exit() {
     };
     assert_eq!(copies(), 1, "mai's private copy");
     drop(server);
-    assert_eq!(copies(), 0);
+    assert_eq!(copies(), 1, "kept for the next start");
+    assert!(cache.path().join("connhost-cache-index.json").is_file());
     assert!(precious.exists(), "a file the cache did not create stays");
+    let names: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "the copy, the index, precious.txt: {names:?}"
+    );
 }

@@ -42,5 +42,6 @@ mod third_party;
 mod trust;
 mod two_hosts;
 mod validation;
+mod warm_cache;
 #[cfg(target_os = "linux")]
 mod worker_ownership;

@@ -1,8 +1,9 @@
 //! Planted cache: the plugin cache folder is the host's alone. Another
 //! local user (nobody, through `setpriv`, when the tests run as root) who
 //! makes the cache folder first, makes it a link, or plants a file or a
-//! link named like the content hash of a signed, locked plugin never gets
-//! that file loaded: the host loads the bytes it checked.
+//! link named as a copy of a signed, locked plugin never gets that file
+//! loaded; nor does anyone who replaces a copy a kept cache folder
+//! remembers: the host loads the bytes it checked.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -79,7 +80,7 @@ struct SignedGreeter {
     dir: crate::support::PluginDir,
     keys: tempfile::TempDir,
     file: PathBuf,
-    /// `<blake3 of the file>.so`: the name a planted file would take.
+    /// `<64 hex digits>.so`: a name shaped as the host names its copies.
     copy_name: String,
 }
 
@@ -99,9 +100,8 @@ impl SignedGreeter {
             .arg(keys.path())
             .arg("lock"));
         assert_eq!(out.code, 0, "{}", out.stderr);
-        let hash = blake3::hash(&std::fs::read(&file).unwrap());
-        // The host names a copy by its content: `<blake3 hex>.<so>`.
-        let copy_name = format!("{}.{}", hash.to_hex(), std::env::consts::DLL_EXTENSION);
+        // A name shaped as the host names copies: `<64 hex>.<so>`.
+        let copy_name = format!("{}.{}", "c0".repeat(32), std::env::consts::DLL_EXTENSION);
         Self {
             dir,
             keys,
@@ -287,20 +287,43 @@ fn a_cache_dir_others_may_write_or_that_is_a_link_is_refused() {
 }
 
 #[test]
-fn a_file_or_link_planted_under_a_signed_plugins_hash_is_replaced_by_the_checked_bytes() {
+fn a_remembered_copy_replaced_by_a_file_or_link_is_never_loaded_and_the_checked_bytes_are() {
     let greeter = SignedGreeter::new();
     let checked = std::fs::read(&greeter.file).unwrap();
     let elsewhere = shared_tmp();
     let evil = elsewhere.path().join("evil.so");
     std::fs::write(&evil, other_code()).unwrap();
     for planted in ["file", "link"] {
-        // The host's own folder, with the other greeter already in it
-        // under the signed one's name.
+        // A kept cache folder, remembering the signed greeter's copy.
         let cache = tempfile::tempdir().unwrap();
-        let name = cache.path().join(&greeter.copy_name);
+        let start = || {
+            let mut command = connhost(greeter.dir.path());
+            greeter.trust_args(&mut command);
+            command.arg("--cache-dir").arg(cache.path());
+            let out = run(command.args(["plugins", "--json"]));
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            out.json()
+        };
+        is_the_signed_greeter(&greeter_in(&start()));
+        let copies = cached_copies(cache.path());
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        let name = &copies[0];
+        // The other greeter in its place, under its name: read-only and
+        // with its old modification time, as the host left it.
+        let modified = std::fs::metadata(name).unwrap().modified().unwrap();
+        std::fs::remove_file(name).unwrap();
         match planted {
-            "file" => std::fs::write(&name, other_code()).unwrap(),
-            _ => std::os::unix::fs::symlink(&evil, &name).unwrap(),
+            "file" => {
+                std::fs::write(name, other_code()).unwrap();
+                std::fs::File::options()
+                    .write(true)
+                    .open(name)
+                    .unwrap()
+                    .set_modified(modified)
+                    .unwrap();
+                chmod(name, 0o444);
+            }
+            _ => std::os::unix::fs::symlink(&evil, name).unwrap(),
         }
         let server = Server::start(greeter.dir.path(), |c| {
             greeter.trust_args(c);
@@ -318,12 +341,16 @@ fn a_file_or_link_planted_under_a_signed_plugins_hash_is_replaced_by_the_checked
             served["origin"]["version"], "1.0.0",
             "{planted}: {served:#}"
         );
-
-        // The name now holds the checked bytes: a file, read-only.
-        let metadata = std::fs::symlink_metadata(&name).unwrap();
-        assert!(metadata.is_file(), "the planted {planted} was replaced");
-        assert_eq!(metadata.mode() & 0o7777, 0o444, "{planted}");
-        assert_eq!(std::fs::read(&name).unwrap(), checked, "{planted}");
+        // A new copy of the checked bytes was made; the planted one is no
+        // longer remembered, and is gone.
+        let now = cached_copies(cache.path());
+        assert_eq!(now.len(), 1, "{planted}: {now:?}");
+        assert_ne!(&now[0], name, "{planted}");
+        assert_eq!(std::fs::read(&now[0]).unwrap(), checked, "{planted}");
+        assert!(
+            std::fs::symlink_metadata(name).is_err(),
+            "{planted}: the planted {planted} is removed"
+        );
         drop(server);
     }
     assert_eq!(
@@ -331,6 +358,20 @@ fn a_file_or_link_planted_under_a_signed_plugins_hash_is_replaced_by_the_checked
         other_code(),
         "nothing was written through the link"
     );
+}
+
+/// The copies in a cache folder (files named `<64 hex digits>.<ext>`).
+fn cached_copies(cache: &Path) -> Vec<PathBuf> {
+    let mut copies: Vec<PathBuf> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension() == Some(OsStr::new(std::env::consts::DLL_EXTENSION))
+                && p.file_stem().is_some_and(|s| s.len() == 64)
+        })
+        .collect();
+    copies.sort();
+    copies
 }
 
 #[test]

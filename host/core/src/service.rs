@@ -8,8 +8,9 @@ use std::sync::Arc;
 use connhost_plugin_api::{ConnectionType, CredentialFields, CredentialFormSchema};
 use serde::Serialize;
 
+use crate::cache_dir::LoadedCopies;
 use crate::call::{self, Limits};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Served};
 use crate::model::config::HostConfig;
 use crate::model::origin::Origin;
 use crate::model::report::LoadReport;
@@ -78,6 +79,9 @@ pub struct UnknownProvider {
 pub struct Connhost {
     registry: Arc<ProviderRegistry>,
     report: Arc<LoadReport>,
+    /// The copies its plugins were loaded from, for the digests not
+    /// computed at load time.
+    copies: Arc<LoadedCopies>,
     limits: Limits,
     /// What this host owns (shared by every snapshot of one catalog).
     state: Arc<HostState>,
@@ -100,10 +104,17 @@ impl Connhost {
     /// The catalog's provider set as it stands, to serve (hot reload takes
     /// one after each rescan that changed something).
     pub fn from_catalog(catalog: &Catalog) -> Self {
-        let (registry, report, limits, state) = catalog.current();
+        let Served {
+            registry,
+            report,
+            copies,
+            limits,
+            state,
+        } = catalog.current();
         Self {
             registry,
             report,
+            copies,
             limits,
             state,
         }
@@ -122,6 +133,7 @@ impl Connhost {
         Self {
             registry: Arc::new(registry),
             report: Arc::new(LoadReport::default()),
+            copies: Arc::default(),
             limits: Limits {
                 timeout: config.validation_timeout,
                 max_in_flight: config.max_in_flight.max(1),
@@ -154,15 +166,21 @@ impl Connhost {
     }
 
     /// What loaded from the plugins folder and what did not, as it was
-    /// when the set was built.
+    /// when the set was built. A plugin's `trust.digest` is empty here
+    /// when the trust checks did not need it at load time (no lock file in
+    /// force): [`plugins`](Self::plugins) computes it.
     pub fn load_report(&self) -> &LoadReport {
         &self.report
     }
 
     /// The [load report](Self::load_report) with each isolated plugin's
-    /// worker as it stands now (state, pid, restarts, last crash).
+    /// worker as it stands now (state, pid, restarts, last crash), and
+    /// every plugin's digest: a digest the trust checks did not need at
+    /// load time is computed from the copy that was loaded the first time
+    /// it is asked for (one SHA-256 pass over the copy, then remembered).
     pub fn plugins(&self) -> LoadReport {
         let mut report = (*self.report).clone();
+        self.copies.fill_digests(&mut report);
         let entries = self.registry.list();
         for plugin in &mut report.loaded {
             let status = entries.iter().find_map(|entry| match entry.origin() {

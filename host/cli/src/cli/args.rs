@@ -86,6 +86,19 @@ pub(crate) struct GlobalArgs {
     #[arg(long = "setting", global = true, value_name = "PLUGIN.KEY=VALUE")]
     pub(crate) settings: Vec<String>,
 
+    /// Where private copies of plugin files are loaded from, for every
+    /// command (default: a new folder of this process under the system's
+    /// temp dir, mode 0700, removed at exit and, after a crash, by the next
+    /// start). A folder named here is kept, with an index of its copies:
+    /// the next start (of any command) maps the copies of unchanged files
+    /// directly, without reading, copying or hashing them. It must be this
+    /// user's alone: a real folder (not a link), owned by this user,
+    /// writable by no one else, under folders only this user or root may
+    /// write (or sticky, as /tmp); otherwise the command refuses to start.
+    /// A missing one is created with mode 0700.
+    #[arg(long, global = true, env = "CONNHOST_CACHE_DIR", value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+
     /// The largest plugin file loaded, in bytes; a larger file is refused
     /// before anything reads it.
     #[arg(
@@ -239,17 +252,6 @@ pub(crate) struct ServeArgs {
     /// POST /v1/plugins/rescan only).
     #[arg(long)]
     pub(crate) no_watch: bool,
-
-    /// Where private copies of plugin files are loaded from (default: a
-    /// new folder of this process under the system's temp dir, mode 0700,
-    /// removed at exit and, after a crash, by the next start). It must be
-    /// this user's alone: a real folder (not a link), owned by this user,
-    /// writable by no one else, under folders only this user or root may
-    /// write (or sticky, as /tmp); otherwise serve refuses to start. A
-    /// missing one is created with mode 0700. At exit only the copies are
-    /// removed from it.
-    #[arg(long, env = "CONNHOST_CACHE_DIR", value_name = "DIR")]
-    pub(crate) cache_dir: Option<PathBuf>,
 
     /// On SIGINT/SIGTERM, how long requests in flight may take to finish, in
     /// seconds (default: the validation timeout plus 5).

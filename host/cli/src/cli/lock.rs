@@ -22,7 +22,8 @@ pub(crate) fn run(config: &HostConfig, add: &[PathBuf]) -> anyhow::Result<ExitCo
         .lock_path(config.plugins_dir.as_deref())
         .context("no plugins folder and no --lock-file: nothing to lock")?;
     let host = Connhost::start(config);
-    let report = host.load_report();
+    // With every digest, computed where loading did not need it.
+    let report = &host.plugins();
     if let Some(failure) = report.folder_failure() {
         anyhow::bail!("{failure}");
     }

@@ -204,6 +204,7 @@ fn host_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
     config.settings = settings;
     config.trust.trusted_keys = global.trusted_keys.clone();
     config.trust.lock_file = global.lock_file.clone();
+    config.cache_dir = global.cache_dir.clone();
     Ok(config)
 }
 

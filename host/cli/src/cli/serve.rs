@@ -78,16 +78,14 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         max_connections,
     };
 
-    let mut host_config = host_config;
-    host_config.cache_dir = args.cache_dir.clone();
-    // A cache folder someone else could write would let them choose what
-    // is loaded: refuse to start, saying why, rather than serve nothing.
-    if host_config.cache_dir.is_some() {
-        connhost::check_config(&host_config)?;
-    }
     // The catalog's files are read once the server answers probes.
     let set = Catalog::new(&host_config);
-    let cache_dir = set.cache_dir().map(Path::to_owned);
+    // Its own cache folder goes at exit; one the operator named is kept
+    // for the next start.
+    let own_cache = set
+        .cache_dir()
+        .filter(|_| host_config.cache_dir.is_none())
+        .map(Path::to_owned);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("connhost")
@@ -134,9 +132,8 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
     })?;
     // Do not wait for providers that never finished.
     runtime.shutdown_timeout(Duration::from_millis(100));
-    // The libraries stay mapped until the process exits; the names can go
-    // (only the cache's own files: `--cache-dir` may hold anything else).
-    if let Some(cache_dir) = &cache_dir {
+    // The libraries stay mapped until the process exits; the names can go.
+    if let Some(cache_dir) = &own_cache {
         connhost::clean_cache_dir(cache_dir);
     }
     if finished {

@@ -9,12 +9,14 @@
 //! there, its headers (a regular file under the size limit, a complete
 //! shared library); then, while it is copied, the signature on the bytes
 //! copied and their SHA-256 digest against the lock file. Only the copy is
-//! ever loaded.
+//! ever loaded. A copy kept from an earlier start goes through the same
+//! checks ([`check_copy`]), reading the copy only for what was not checked
+//! on it before.
 
 use std::fs::{File, Metadata};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::cache_dir;
+use crate::cache_dir::{self, CachedCopy};
 use crate::library::check_opened;
 use crate::model::report::LoadFailure;
 use crate::model::trust::PluginTrust;
@@ -50,30 +52,65 @@ pub(crate) fn check_before_copy(
 
 /// A copy in the cache, and the gate's decision on its bytes.
 pub(crate) struct Copied {
-    /// The content hash the copy is named by.
-    pub(crate) hash: String,
-    /// The copy.
-    pub(crate) copy: PathBuf,
-    /// What was admitted (digest, lock, signature), or why it was refused
-    /// on its bytes (then the copy must not be loaded).
+    /// The copy (its digest known if it was computed as it was copied).
+    pub(crate) copy: CachedCopy,
+    /// What was admitted (lock, signature, digest if computed), or why it
+    /// was refused on its bytes (then the copy must not be loaded).
     pub(crate) admitted: Result<PluginTrust, LoadFailure>,
 }
 
-/// Copies the checked descriptor `file` of `path` into `cache`, hashing
-/// what is written and checking it against `signed` and the lock file.
+/// Copies the checked descriptor `file` of `path` into `cache`, checking
+/// its bytes as they are copied against `signed` and the lock file. The
+/// bytes pass through the host only when something reads them (a
+/// signature, the lock file, or `digest_wanted`); otherwise the kernel
+/// copies them and no digest is computed yet.
 pub(crate) fn copy_checked(
     gate: &Gate,
     path: &Path,
-    file: &mut File,
+    file: &File,
     signed: Option<&Signed>,
     cache: &Path,
+    digest_wanted: bool,
 ) -> std::io::Result<Copied> {
-    let mut admission = Admission::new(signed);
-    let (hash, copy) =
-        cache_dir::copy_into_observed(cache, file, &mut |bytes| admission.update(bytes))?;
-    Ok(Copied {
-        hash,
-        copy,
-        admitted: admission.finish(gate, path),
-    })
+    let mut admission = Admission::new(gate, signed, digest_wanted);
+    let copy = if admission.reads() {
+        cache_dir::copy_into(cache, file, Some(&mut |bytes| admission.update(bytes)))?
+    } else {
+        cache_dir::copy_into(cache, file, None)?
+    };
+    let admitted = admission.finish(gate, path, None);
+    if let Ok(trust) = &admitted {
+        if !trust.digest.is_empty() {
+            copy.set_digest(trust.digest.clone());
+        }
+    }
+    Ok(Copied { copy, admitted })
+}
+
+/// The gate's decision on a copy made at an earlier start (`remembered`:
+/// its digest and the signature text that verified it, if known): who
+/// may write `path` (its current `metadata`), that a trusted signature is
+/// there, and, reading the copy only for what is not known yet, its
+/// signature and its digest against the lock file. `None` when the
+/// signature is missing or anything is refused: the caller then copies
+/// and checks the file anew, which reports the refusal as always.
+pub(crate) fn check_copy(
+    gate: &Gate,
+    path: &Path,
+    metadata: &Metadata,
+    copy: &CachedCopy,
+    verified_text: Option<&str>,
+) -> Option<(PluginTrust, Option<String>)> {
+    gate.check_file(path, metadata).ok()?;
+    let signed = gate.signature_of(path).ok()?;
+    let mut admission =
+        Admission::of_copy(gate, signed.as_ref(), copy.known_digest(), verified_text);
+    if admission.reads() {
+        copy.read_all(&mut |bytes| admission.update(bytes)).ok()?;
+    }
+    let trust = admission.finish(gate, path, copy.known_digest()).ok()?;
+    if !trust.digest.is_empty() {
+        copy.set_digest(trust.digest.clone());
+    }
+    Some((trust, signed.map(|s| s.text().to_owned())))
 }

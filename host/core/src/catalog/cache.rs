@@ -59,6 +59,15 @@ impl Cache {
         }
     }
 
+    /// The folder, when the operator named it (kept between starts, with
+    /// an index of what it holds).
+    pub(super) fn given(&self) -> Option<&Path> {
+        match &self.choice {
+            CacheChoice::Given(dir) => Some(dir),
+            CacheChoice::Own(_) => None,
+        }
+    }
+
     /// The folder, when it is the catalog's own (to remove with it).
     pub(super) fn own(&self) -> Option<&Path> {
         match &self.choice {

@@ -59,6 +59,8 @@ use super::listing::{library_files, missing_dir_reason};
 use super::placement;
 #[cfg(doc)]
 use super::Catalog;
+use crate::cache_dir::index::{FileId, Index, Remembered};
+use crate::cache_dir::CachedCopy;
 use crate::library::{is_transient, open_regular, OpenError};
 use crate::model::config::HostConfig;
 use crate::model::report::{
@@ -90,11 +92,20 @@ pub(crate) const MAX_RETRY: Duration = Duration::from_secs(5);
 struct Entry {
     path: PathBuf,
     fingerprint: Fingerprint,
-    hash: String,
-    bytes: u64,
+    /// The version of the file that was copied, as the cache's index
+    /// records it.
+    source_id: FileId,
+    /// The copy that was loaded.
+    copy: Arc<CachedCopy>,
+    /// The text of the signature file that verified the copy, if one did.
+    signature_text: Option<String>,
     library: Plugin,
     trust: PluginTrust,
 }
+
+/// A copy that passed the gate: the copy, what was checked, and the
+/// signature file text that verified it.
+type Admitted = (Arc<CachedCopy>, PluginTrust, Option<String>);
 
 /// A file that changed but is not loaded yet.
 struct Pending {
@@ -150,9 +161,14 @@ pub(crate) struct Folder {
     pending: BTreeMap<PathBuf, Pending>,
     /// Loaded files no longer listed, and since when.
     missing: BTreeMap<PathBuf, Instant>,
-    /// Retired libraries by content hash: one entry per library in memory
-    /// that no loaded file uses.
-    retired: Vec<(String, RetiredLibrary)>,
+    /// Retired libraries: one entry per library in memory that no loaded
+    /// file uses.
+    retired: Vec<RetiredLibrary>,
+    /// What a cache folder the operator named remembers from earlier
+    /// starts (read at the first rescan), and what this folder last wrote
+    /// to it.
+    index: Option<Index>,
+    written: Option<Vec<Remembered>>,
     folder_failure: Option<FolderFailure>,
     /// Files the last rescan could not open or copy for a passing reason,
     /// when it was impatient (hot reload retries them and reports nothing).
@@ -198,6 +214,8 @@ impl Folder {
             pending: BTreeMap::new(),
             missing: BTreeMap::new(),
             retired: Vec::new(),
+            index: None,
+            written: None,
             folder_failure: None,
             passing: BTreeMap::new(),
             retries: 0,
@@ -243,10 +261,14 @@ impl Folder {
         match ready.and_then(|()| library_files(&self.dir).map_err(Refusal::Listing)) {
             Ok(files) => {
                 self.folder_listed(&mut outcome);
+                if self.index.is_none() {
+                    self.index = Some(self.cache.given().map(Index::read).unwrap_or_default());
+                }
                 for path in &files {
                     retry |= self.look_at(path, &mut outcome);
                 }
                 self.drop_gone(&files, &mut outcome);
+                self.remember();
             }
             Err(Refusal::Listing(error)) => {
                 self.folder_failed(&error, &mut outcome);
@@ -298,6 +320,37 @@ impl Folder {
                 ))
             }),
             None => Ok(()),
+        }
+    }
+
+    /// Writes what the loaded files' copies are to the index of a cache
+    /// folder the operator named, when it changed, so that the next start
+    /// maps them directly; copies no longer used are removed from it.
+    fn remember(&mut self) {
+        let Some(cache) = self.cache.given() else {
+            return;
+        };
+        let entries: Vec<Remembered> = self
+            .entries
+            .iter()
+            .filter_map(|e| {
+                e.copy
+                    .remembered(&e.path, e.source_id, e.signature_text.clone())
+            })
+            .collect();
+        if self.written.as_ref() == Some(&entries) {
+            return;
+        }
+        match Index::write(cache, &self.dir, entries.clone()) {
+            Ok(removed) => {
+                tracing::debug!(folder = %cache.display(), files = entries.len(), removed, "wrote the plugin cache's index");
+                self.written = Some(entries);
+            }
+            Err(e) => {
+                // The next start copies the files again; nothing else
+                // depends on it.
+                tracing::debug!(folder = %cache.display(), "could not write the plugin cache's index: {e}");
+            }
         }
     }
 
@@ -509,8 +562,11 @@ impl Folder {
         since: Instant,
         outcome: &mut RescanOutcome,
     ) -> bool {
+        if self.map_remembered(path, version, outcome) {
+            return false;
+        }
         let fingerprint = version.file;
-        let mut file = match open_regular(path) {
+        let file = match open_regular(path) {
             Ok(file) => file,
             Err(OpenError::Vanished) => {
                 outcome.waiting = true;
@@ -562,25 +618,26 @@ impl Folder {
             }
         };
         // Copy the checked descriptor into the cache, checking its bytes
-        // as they are copied: the copy is what gets loaded.
+        // as they are copied: the copy is what gets loaded. A file that
+        // replaces a loaded one is hashed as it is copied, to tell a touch
+        // (the same content) from a new version.
         let cache = self.cache.folder();
         let Some(gate) = self.gate.as_ref() else {
             return false;
         };
+        let replacing = self.entries.iter().any(|e| e.path == path);
         let copied = cache.and_then(|cache| {
-            admission::copy_checked(gate, path, &mut file, signed.as_ref(), &cache)
+            admission::copy_checked(gate, path, &file, signed.as_ref(), &cache, replacing)
         });
         // What was read is the version checked only if the file did not
         // change meanwhile (a writer rewriting it in place).
         let steady =
             file.metadata().map(|m| Fingerprint::from_metadata(&m)).ok() == Some(fingerprint);
-        let (hash, copy, admitted) = match copied {
-            Ok(copied) if steady => (copied.hash, copied.copy, copied.admitted),
+        let (copy, admitted) = match copied {
+            Ok(copied) if steady => (copied.copy, copied.admitted),
             Ok(copied) => {
                 tracing::debug!(path = %path.display(), "the plugin changed while it was copied; looking again");
-                if !self.entries.iter().any(|e| e.hash == copied.hash) {
-                    let _ = std::fs::remove_file(&copied.copy);
-                }
+                copied.copy.discard();
                 outcome.waiting = true;
                 return false;
             }
@@ -606,51 +663,125 @@ impl Folder {
         let trust = match admitted {
             Ok(trust) => trust,
             Err(failure) => {
-                // Refused: the copy is not loaded (unless it is another
-                // file's, loaded already).
-                if !self.entries.iter().any(|e| e.hash == hash) {
-                    let _ = std::fs::remove_file(&copy);
-                }
+                // Refused: the copy is not loaded.
+                copy.discard();
                 self.fail_version(path, version, failure, outcome);
                 return false;
             }
         };
-        self.load(path, version, (hash, trust), &copy, outcome);
+        let signature_text = signed.map(|s| s.text().to_owned());
+        let source_id = FileId::of(&metadata);
+        self.load(
+            path,
+            version,
+            source_id,
+            (Arc::new(copy), trust, signature_text),
+            outcome,
+        );
         false
     }
 
-    /// Loads the copy `copy` of `path`, whose content hash and checked
-    /// trust are `admitted`.
+    /// Loads the copy an earlier start made of `path`, if the cache's index
+    /// remembers this very version of it, the copy is still the host's own
+    /// and unchanged, and the gate admits it ([`admission::check_copy`]):
+    /// nothing is read from the file, nothing copied, nothing hashed that
+    /// was hashed before. Returns whether it did; when it did not, the
+    /// file is copied and checked anew, which reports any refusal.
+    fn map_remembered(
+        &mut self,
+        path: &Path,
+        version: Version,
+        outcome: &mut RescanOutcome,
+    ) -> bool {
+        if self.entries.iter().any(|e| e.path == path) {
+            return false;
+        }
+        let (Some(index), Some(cache), Some(gate)) =
+            (self.index.as_ref(), self.cache.given(), self.gate.as_ref())
+        else {
+            return false;
+        };
+        if index.len() == 0 {
+            return false;
+        }
+        let Ok(metadata) = std::fs::metadata(path) else {
+            return false;
+        };
+        if Fingerprint::from_metadata(&metadata) != version.file
+            || metadata.len() > self.config.max_plugin_size
+        {
+            return false;
+        }
+        let source_id = FileId::of(&metadata);
+        let Some(remembered) = index.find(path, &source_id) else {
+            return false;
+        };
+        let Some(copy) = Index::open(cache, remembered) else {
+            return false;
+        };
+        let Some((trust, signature_text)) = admission::check_copy(
+            gate,
+            path,
+            &metadata,
+            &copy,
+            remembered.signature.as_deref(),
+        ) else {
+            return false;
+        };
+        self.pending.remove(path);
+        self.load(
+            path,
+            version,
+            source_id,
+            (Arc::new(copy), trust, signature_text),
+            outcome,
+        );
+        true
+    }
+
+    /// Loads the copy of `path` the gate `admitted`; `source_id` is the
+    /// version of `path` it was made from. A copy of a file that replaces
+    /// a loaded one with the same content (a touch, a copy of the same
+    /// bytes) is not loaded: the loaded library stays.
     fn load(
         &mut self,
         path: &Path,
         version: Version,
-        admitted: (String, PluginTrust),
-        copy: &Path,
+        source_id: FileId,
+        admitted: Admitted,
         outcome: &mut RescanOutcome,
     ) {
         let fingerprint = version.file;
-        let (hash, trust) = admitted;
+        let (copy, trust, signature_text) = admitted;
         let index = self.entries.iter().position(|e| e.path == path);
         if let Some(index) = index {
-            if self.entries[index].hash == hash {
+            let loaded = &self.entries[index].copy;
+            let same = match (copy.known_digest(), loaded.digest()) {
+                (Some(new), Ok(old)) => new == old,
+                _ => false,
+            };
+            if same {
                 // Touched, or copied again: same content, nothing to do
                 // (but what was checked about it may have changed).
-                self.entries[index].fingerprint = fingerprint;
-                outcome.changed |= self.entries[index].trust != trust;
-                self.entries[index].trust = trust;
+                copy.discard();
+                let entry = &mut self.entries[index];
+                entry.fingerprint = fingerprint;
+                entry.source_id = source_id;
+                entry.signature_text = signature_text;
+                outcome.changed |= entry.trust != trust;
+                entry.trust = trust;
                 outcome.changed |= self.failures.remove(path).is_some();
                 return;
             }
         }
-        let bytes = std::fs::metadata(copy).map(|m| m.len()).unwrap_or(0);
-        match placement::open(copy, path, &self.config, &self.state) {
+        match placement::open(copy.path(), path, &self.config, &self.state) {
             Ok(library) => {
                 let entry = Entry {
                     path: path.to_owned(),
                     fingerprint,
-                    hash,
-                    bytes,
+                    source_id,
+                    copy,
+                    signature_text,
                     library,
                     trust,
                 };
@@ -661,9 +792,8 @@ impl Folder {
                     .signature
                     .as_ref()
                     .map(|s| s.trusted_comment.as_str());
-                tracing::info!(target: LOAD_LOG_TARGET, path = %path.display(), plugin = entry.library.name(), version = entry.library.version(), ?offers, digest = %entry.trust.digest, locked = entry.trust.locked, signer, trusted_comment = comment, "plugin {}", if index.is_some() { "replaced" } else { "added" });
-                // In use again: no longer retired.
-                self.retired.retain(|(h, _)| *h != entry.hash);
+                let digest = entry.copy.known_digest();
+                tracing::info!(target: LOAD_LOG_TARGET, path = %path.display(), plugin = entry.library.name(), version = entry.library.version(), ?offers, digest, locked = entry.trust.locked, signer, trusted_comment = comment, "plugin {}", if index.is_some() { "replaced" } else { "added" });
                 match index {
                     Some(index) => {
                         let old = std::mem::replace(&mut self.entries[index], entry);
@@ -674,7 +804,10 @@ impl Folder {
                 self.failures.remove(path);
                 outcome.changed = true;
             }
-            Err(failure) => self.fail_version(path, version, failure, outcome),
+            Err(failure) => {
+                copy.discard();
+                self.fail_version(path, version, failure, outcome);
+            }
         }
     }
 
@@ -760,20 +893,12 @@ impl Folder {
             // its memory goes with it: nothing stays behind to count.
             return;
         }
-        let in_use = self.entries.iter().any(|e| e.hash == entry.hash);
-        let counted = self.retired.iter().any(|(h, _)| *h == entry.hash);
-        if in_use || counted {
-            return;
-        }
-        self.retired.push((
-            entry.hash,
-            RetiredLibrary {
-                path: entry.path,
-                plugin: entry.library.name().to_owned(),
-                version: entry.library.version().to_owned(),
-                bytes: entry.bytes,
-            },
-        ));
+        self.retired.push(RetiredLibrary {
+            path: entry.path,
+            plugin: entry.library.name().to_owned(),
+            version: entry.library.version().to_owned(),
+            bytes: entry.copy.len(),
+        });
     }
 
     /// The loaded libraries, in the order their files first arrived (a
@@ -784,8 +909,8 @@ impl Folder {
 
     /// The loaded libraries (as [`libraries`](Self::libraries)), each with
     /// what was checked before it was loaded.
-    pub(crate) fn loaded(&self) -> impl Iterator<Item = (&Plugin, &PluginTrust)> {
-        self.entries.iter().map(|e| (&e.library, &e.trust))
+    pub(crate) fn loaded(&self) -> impl Iterator<Item = (&Plugin, &PluginTrust, &Arc<CachedCopy>)> {
+        self.entries.iter().map(|e| (&e.library, &e.trust, &e.copy))
     }
 
     /// The folder's own failure (it cannot be listed), if any.
@@ -804,7 +929,7 @@ impl Folder {
 
     /// The libraries no loaded file uses any more, still in memory.
     pub(crate) fn retired(&self) -> impl Iterator<Item = &RetiredLibrary> {
-        self.retired.iter().map(|(_, r)| r)
+        self.retired.iter()
     }
 }
 

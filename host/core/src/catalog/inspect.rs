@@ -73,7 +73,21 @@ pub fn inspect(path: &Path, config: &HostConfig) -> Inspection {
         sandbox: Vec::new(),
         host_api_version: connhost_plugin_api::PLUGIN_API_VERSION,
     };
-    let cache = match cache_dir::create_default() {
+    // The operator's cache folder if one is named (checked to be the
+    // host's alone before anything is read), else a folder of its own;
+    // either way its copy goes once the worker holds it.
+    let given = config.cache_dir.clone();
+    if let Some(dir) = &given {
+        if let Err(refusal) = cache_dir::prepare_given(dir, config.trust.check_permissions) {
+            inspection.failure = Some(LoadFailure::new(
+                dir,
+                FailureKind::CacheFailed,
+                format!("{}. Nothing is wrong with the file.", refusal.reason),
+            ));
+            return inspection;
+        }
+    }
+    let cache = match given.clone().map_or_else(cache_dir::create_default, Ok) {
         Ok(cache) => cache,
         Err(e) => {
             inspection.failure = Some(LoadFailure::new(
@@ -87,11 +101,20 @@ pub fn inspect(path: &Path, config: &HostConfig) -> Inspection {
             return inspection;
         }
     };
+    let done = |copy: Option<&Path>| match (&given, copy) {
+        (None, _) => {
+            cache_dir::clean(&cache);
+        }
+        (Some(_), Some(copy)) => {
+            let _ = std::fs::remove_file(copy);
+        }
+        (Some(_), None) => {}
+    };
     let admitted = admit_for_inspection(path, config, &cache);
     let (trust, copy) = match admitted {
         Ok(admitted) => admitted,
         Err(failure) => {
-            cache_dir::clean(&cache);
+            done(None);
             inspection.detail = failure.detail.clone();
             inspection.failure = Some(failure);
             return inspection;
@@ -102,7 +125,7 @@ pub fn inspect(path: &Path, config: &HostConfig) -> Inspection {
     let state = HostState::new(config);
     let opened = placement::open_isolated(&copy, path, config, &state);
     // The worker holds its own descriptor of the copy.
-    cache_dir::clean(&cache);
+    done(Some(&copy));
     match opened {
         Err(failure) => {
             inspection.detail = failure.detail.clone();
@@ -142,7 +165,7 @@ fn admit_for_inspection(
         .unwrap_or_default();
     let gate = Gate::new(&config.trust, &folder)
         .map_err(|e| LoadFailure::new(path, FailureKind::InsecurePermissions, e.to_string()))?;
-    let mut file = open_regular(path).map_err(|error| match error {
+    let file = open_regular(path).map_err(|error| match error {
         OpenError::Failed(failure) => failure,
         OpenError::Vanished => LoadFailure::new(
             path,
@@ -167,13 +190,19 @@ fn admit_for_inspection(
             .map_err(|refused| match refused {
                 Refused::Trust(failure) | Refused::Headers(failure) => failure,
             })?;
-    let copied =
-        admission::copy_checked(&gate, path, &mut file, signed.as_ref(), cache).map_err(|e| {
+    let copied = admission::copy_checked(&gate, path, &file, signed.as_ref(), cache, true)
+        .map_err(|e| {
             LoadFailure::new(
                 path,
                 FailureKind::Unreadable,
                 format!("could not copy the file: {e}."),
             )
         })?;
-    Ok((copied.admitted?, copied.copy))
+    match copied.admitted {
+        Ok(trust) => Ok((trust, copied.copy.path().to_owned())),
+        Err(failure) => {
+            copied.copy.discard();
+            Err(failure)
+        }
+    }
 }

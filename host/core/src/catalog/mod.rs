@@ -53,6 +53,7 @@ pub use folder::RescanOutcome;
 pub(crate) use folder::{COMPLETION_GRACE, SETTLE};
 pub use inspect::{inspect, Inspection};
 
+use crate::cache_dir::LoadedCopies;
 use crate::call::Limits;
 use crate::model::config::HostConfig;
 use crate::model::report::{log_failures, FailureKind, LoadFailure, LoadReport, LoadedPlugin};
@@ -79,11 +80,23 @@ pub struct Catalog {
     folder: Option<Folder>,
     /// The lock file, when `--locked` enforces it (hot reload watches it).
     lock_file: Option<PathBuf>,
-    /// The set as it stands (rebuilt when something changed).
-    current: (Arc<ProviderRegistry>, Arc<LoadReport>),
+    /// The set as it stands (rebuilt when something changed), with the
+    /// copies its plugins were loaded from.
+    current: (Arc<ProviderRegistry>, Arc<LoadReport>, Arc<LoadedCopies>),
     /// What the hosts it serves own: bounds, counts, its compiled-in
     /// providers' slot, its workers' runtime.
     state: Arc<HostState>,
+}
+
+/// A catalog's provider set as it stands, with everything a
+/// [`crate::Connhost`] serving it needs.
+pub(crate) struct Served {
+    pub(crate) registry: Arc<ProviderRegistry>,
+    pub(crate) report: Arc<LoadReport>,
+    /// The copies its plugins were loaded from (for their digests).
+    pub(crate) copies: Arc<LoadedCopies>,
+    pub(crate) limits: Limits,
+    pub(crate) state: Arc<HostState>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -250,21 +263,15 @@ impl Catalog {
 
     /// The provider set as it stands, with its report and the host-wide
     /// bounds on calls: what a [`crate::Connhost`] serves.
-    pub(crate) fn current(
-        &self,
-    ) -> (
-        Arc<ProviderRegistry>,
-        Arc<LoadReport>,
-        Limits,
-        Arc<HostState>,
-    ) {
-        let (registry, report) = &self.current;
-        (
-            registry.clone(),
-            report.clone(),
-            self.limits,
-            self.state.clone(),
-        )
+    pub(crate) fn current(&self) -> Served {
+        let (registry, report, copies) = &self.current;
+        Served {
+            registry: registry.clone(),
+            report: report.clone(),
+            copies: copies.clone(),
+            limits: self.limits,
+            state: self.state.clone(),
+        }
     }
 
     /// Assembles the set, in the one conflict order: compiled-in
@@ -273,6 +280,7 @@ impl Catalog {
     /// (conflict, provider fault) is logged once, when it is new.
     fn rebuild(&mut self) {
         let mut registry = ProviderRegistry::new();
+        let mut copies = LoadedCopies::default();
         let mut report = LoadReport {
             failed: self.compiled_in_failures.clone(),
             ..LoadReport::default()
@@ -294,9 +302,14 @@ impl Catalog {
         let compiled_in = registration.len();
         if let Some(folder) = &self.folder {
             report.failed.extend(folder.folder_failure().cloned());
-            for (library, trust) in folder.loaded() {
+            for (library, trust, copy) in folder.loaded() {
                 let limits = own_limits(&self.config, library.name());
-                let (loaded, failures) = register(&mut registry, library, trust, limits);
+                let mut trust = trust.clone();
+                if trust.digest.is_empty() {
+                    trust.digest = copy.known_digest().unwrap_or_default().to_owned();
+                }
+                copies.0.push((library.path().to_owned(), copy.clone()));
+                let (loaded, failures) = register(&mut registry, library, &trust, limits);
                 // The catalog owns the workers it started: one for each
                 // plugin it serves, none for one it does not.
                 library.keep_worker(loaded.is_some());
@@ -320,7 +333,7 @@ impl Catalog {
                 log_failures(std::slice::from_ref(failure));
             }
         }
-        self.current = (Arc::new(registry), Arc::new(report));
+        self.current = (Arc::new(registry), Arc::new(report), Arc::new(copies));
     }
 }
 

@@ -289,37 +289,83 @@ impl Gate {
     }
 }
 
-/// Checks a plugin file's bytes as they are copied: its SHA-256 digest and,
-/// with a signature, the signature.
+/// Checks a plugin file's bytes as they are copied (or, for a copy made
+/// earlier, read again): its SHA-256 digest when the lock file or the
+/// caller needs it, and, with a signature not verified before, the
+/// signature.
 pub(crate) struct Admission<'a> {
-    sha256: sha2::Sha256,
+    sha256: Option<sha2::Sha256>,
     signed: Option<&'a Signed>,
     verifier: Option<minisign_verify::StreamVerifier<'a>>,
+    /// The signature verified this very copy before (its text is the one
+    /// recorded with it).
+    verified_before: bool,
 }
 
 impl<'a> Admission<'a> {
-    /// Starts checking a file signed with `signed` (`None`: no keys).
-    pub(crate) fn new(signed: Option<&'a Signed>) -> Self {
+    /// Starts checking a file signed with `signed` (`None`: no keys),
+    /// hashing it if the lock file is in force or `digest_wanted`.
+    pub(crate) fn new(gate: &Gate, signed: Option<&'a Signed>, digest_wanted: bool) -> Self {
         Self {
-            sha256: sha2::Sha256::new(),
+            sha256: (digest_wanted || gate.lock.is_some()).then(sha2::Sha256::new),
             signed,
             verifier: signed.and_then(Signed::verifier),
+            verified_before: false,
         }
+    }
+
+    /// Starts checking a copy made earlier, whose digest is `known` (if it
+    /// was computed) and which the signature file text `verified_text`
+    /// verified (if one did): only what is not known yet is read.
+    pub(crate) fn of_copy(
+        gate: &Gate,
+        signed: Option<&'a Signed>,
+        known: Option<&str>,
+        verified_text: Option<&str>,
+    ) -> Self {
+        let verified_before =
+            signed.is_some_and(|s| verified_text.is_some_and(|text| text == s.text()));
+        Self {
+            sha256: (gate.lock.is_some() && known.is_none()).then(sha2::Sha256::new),
+            signed,
+            verifier: signed
+                .filter(|_| !verified_before)
+                .and_then(Signed::verifier),
+            verified_before,
+        }
+    }
+
+    /// Whether the file's bytes must be fed to it.
+    pub(crate) fn reads(&self) -> bool {
+        self.sha256.is_some() || self.verifier.is_some()
     }
 
     /// Feeds the next bytes of the file.
     pub(crate) fn update(&mut self, bytes: &[u8]) {
-        self.sha256.update(bytes);
+        if let Some(sha256) = &mut self.sha256 {
+            sha256.update(bytes);
+        }
         if let Some(verifier) = &mut self.verifier {
             verifier.update(bytes);
         }
     }
 
-    /// The verdict on the whole file `plugin`: its signature must verify,
-    /// and under `--locked` its digest must be the locked one.
-    pub(crate) fn finish(self, gate: &Gate, plugin: &Path) -> Result<PluginTrust, LoadFailure> {
-        let digest = format!("{}{}", lock::DIGEST_PREFIX, hex(&self.sha256.finalize()));
+    /// The verdict on the whole file `plugin` (whose digest is `known`, if
+    /// it was computed before): its signature must verify, and under
+    /// `--locked` its digest must be the locked one. The trust's `digest`
+    /// is empty when neither this check nor an earlier one computed it.
+    pub(crate) fn finish(
+        self,
+        gate: &Gate,
+        plugin: &Path,
+        known: Option<&str>,
+    ) -> Result<PluginTrust, LoadFailure> {
+        let digest = match self.sha256 {
+            Some(sha256) => format!("{}{}", lock::DIGEST_PREFIX, hex(&sha256.finalize())),
+            None => known.unwrap_or_default().to_owned(),
+        };
         let signature = match self.signed {
+            Some(signed) if self.verified_before => Some(signed.info()),
             Some(signed) => Some(signed.finish(plugin, self.verifier)?),
             None => None,
         };

@@ -50,6 +50,8 @@ pub(crate) struct Signed {
     path: PathBuf,
     signature: Signature,
     key: TrustedKey,
+    /// The signature file's text, as read.
+    text: String,
 }
 
 /// The signature file of the plugin file `plugin`.
@@ -287,6 +289,7 @@ impl TrustedKeys {
             path,
             signature,
             key: key.clone(),
+            text,
         })
     }
 }
@@ -300,6 +303,11 @@ fn file_name(path: &Path) -> String {
 }
 
 impl Signed {
+    /// The signature file's text, as read.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
     /// A verifier to feed the file's bytes to.
     pub(crate) fn verifier(&self) -> Option<StreamVerifier<'_>> {
         // Only prehashed signatures reach here, made by this key: neither

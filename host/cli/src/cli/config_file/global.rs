@@ -1,6 +1,6 @@
 //! The file's top level: the global options (the flags every command
 //! takes, by the names of [`connhost::HostConfig`]'s fields), the trust
-//! keys, `serve`'s `cache_dir`, and the tables.
+//! keys, and the tables.
 
 use std::path::PathBuf;
 
@@ -33,9 +33,10 @@ table! {
         /// The largest plugin file loaded, in bytes.
         max_plugin_size: Int<1, { i64::MAX }>
             => host.max_plugin_size = Int::get, unless flag "max_plugin_size";
-        /// Where `serve` copies plugin files before loading them.
+        /// Where every command copies plugin files before loading them
+        /// (kept between starts).
         cache_dir: PathBuf [relative]
-            => serve.cache_dir = Some, unless flag "cache_dir";
+            => host.cache_dir = Some, unless flag "cache_dir";
 
         // Which plugin files may load: the host's `TrustConfig`.
 

@@ -5,9 +5,11 @@
 //! writing the watched file in place (a careless `cp` over it) cannot
 //! change a mapped library under the host, and a new version never gets the
 //! dynamic loader's cached old object for a reused path. The copy is made
-//! from a descriptor that was checked first ([`copy_into`]), named by its
-//! content's BLAKE3 hash, so the same content is one file and one library
-//! however often it is loaded. The catalog copies into its cache folder;
+//! from a descriptor that was checked first ([`copy_into`]) by the kernel
+//! (`copy_file_range`), or through the host when its bytes must be hashed
+//! or checked against a signature as they are copied, under a new name
+//! drawn at random: each copy is its own library. The catalog copies into
+//! its cache folder;
 //! `connhost inspect` into a folder of its own, so that inspecting a file
 //! never initialises the instance a later real load gets.
 //!
@@ -35,13 +37,16 @@
 //!   following a link), made read-only for everyone (0444: a sandboxed
 //!   worker running as another user reads its copy through a bind mount,
 //!   while the folder's 0700 keeps other users out) and only then renamed
-//!   over `<hash>.<ext>`. A name already there, a planted file or link
-//!   included, is never trusted or followed: the rename replaces it
-//!   atomically (a library already mapped keeps its mapping).
+//!   to `<64 random hex digits>.<ext>`. A name already there, a planted
+//!   file or link included, is never trusted or followed: the rename
+//!   replaces it atomically (a library already mapped keeps its mapping).
 //!
 //! A default folder is removed when its catalog is dropped (the libraries
-//! stay mapped: on Unix a mapped file outlives its name); a folder named
-//! with `--cache-dir` is cleaned by whoever named it. A process that is
+//! stay mapped: on Unix a mapped file outlives its name). A folder named
+//! with `--cache-dir` is kept, with an index of what it holds
+//! ([`index`]), so that the next start maps the copies of unchanged files
+//! directly; the copies of files no longer loaded are removed whenever the
+//! index is written. A process that is
 //! killed (SIGKILL, a crash, a power cut) cannot remove its folder, so the
 //! next process sweeps the default folders of processes that no longer run
 //! ([`sweep_stale_defaults`]): only real folders (not links) of the host's
@@ -59,6 +64,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::model::trust::TrustError;
 use crate::permissions;
+
+pub(crate) mod index;
 
 const PREFIX: &str = "connhost-";
 
@@ -290,9 +297,9 @@ fn check_parents(dir: &Path, host_uid: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// The name of the copy of a file whose content hash (hex) is `hash`.
-pub(crate) fn copy_file_name(hash: &str) -> String {
-    format!("{hash}.{}", std::env::consts::DLL_EXTENSION)
+/// The name of a copy whose id (64 hex digits) is `id`.
+pub(crate) fn copy_file_name(id: &str) -> String {
+    format!("{id}.{}", std::env::consts::DLL_EXTENSION)
 }
 
 /// The name of a copy in progress, `n` a number drawn at random.
@@ -300,9 +307,9 @@ pub(crate) fn partial_file_name(n: u64) -> String {
     format!(".incoming-{n}.partial")
 }
 
-/// Whether `name` is a file the cache creates: a copy named by its content
-/// hash (`<64 hex digits>.<library extension>`) or a copy in progress
-/// (`.incoming-<n>.partial`).
+/// Whether `name` is a file the cache creates: a copy
+/// (`<64 hex digits>.<library extension>`), a file in progress
+/// (`.incoming-<n>.partial`) or the index ([`index::INDEX_FILE`]).
 pub(crate) fn is_cache_file_name(name: &str) -> bool {
     let copy = name
         .strip_suffix(std::env::consts::DLL_EXTENSION)
@@ -312,7 +319,7 @@ pub(crate) fn is_cache_file_name(name: &str) -> bool {
         .strip_prefix(".incoming-")
         .and_then(|rest| rest.strip_suffix(".partial"))
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    copy || partial
+    copy || partial || name == index::INDEX_FILE
 }
 
 /// Removes the cache's files from `dir`, then `dir` itself if that left it
@@ -399,44 +406,191 @@ fn process_is_running(_pid: u32) -> bool {
     true
 }
 
-/// Copies an opened, checked file into the cache folder `cache` as
-/// `<blake3>.<ext>` and returns the hash of what was written and the
-/// copy's path. Only the descriptor is read (never the path again, which
-/// may name something else by now), once. The copy is always written
-/// anew and renamed over that name, so whatever was there (an earlier
-/// copy, a planted file or link) is replaced, never trusted or followed
-/// (see the [module documentation](self)). The folder must exist and not
-/// be a link. BLAKE3 hashes about three times as fast as SHA-256 here.
-#[cfg(test)]
-pub(crate) fn copy_into(
-    cache: &Path,
-    file: &mut std::fs::File,
-) -> std::io::Result<(String, PathBuf)> {
-    copy_into_observed(cache, file, &mut |_| {})
+/// A copy in the cache, as it is loaded: its name in the cache folder, a
+/// descriptor to read it by (so it can be read again, to hash it or check
+/// a signature, even if its name is removed), what identifies it on disk,
+/// and its SHA-256 digest once something needed it.
+///
+/// A copy is never written again once made (mode 0444, in a folder that is
+/// the host's alone), so a digest computed at any time is the digest of
+/// what is mapped.
+#[derive(Debug)]
+pub(crate) struct CachedCopy {
+    name: String,
+    path: PathBuf,
+    file: std::fs::File,
+    id: index::FileId,
+    digest: std::sync::OnceLock<String>,
 }
 
-/// [`copy_into`], handing every chunk written to the copy to `observe` as
-/// well, in order: what `observe` sees is the copy's content (the catalog
-/// checks signatures and digests this way, against exactly what is then
-/// loaded).
-pub(crate) fn copy_into_observed(
-    cache: &Path,
-    file: &mut std::fs::File,
-    observe: &mut dyn FnMut(&[u8]),
-) -> std::io::Result<(String, PathBuf)> {
-    use std::io::Seek as _;
-    let folder = open_folder(cache)?;
-    file.seek(std::io::SeekFrom::Start(0))?;
-    let (partial, out) = create_partial(&folder)?;
-    let result = write_copy(out, file, observe).and_then(|hash| {
-        let name = copy_file_name(&hash);
-        rustix::fs::renameat(&folder, partial.as_str(), &folder, name.as_str())?;
-        Ok((hash, cache.join(name)))
-    });
-    if result.is_err() {
-        let _ = rustix::fs::unlinkat(&folder, partial.as_str(), AtFlags::empty());
+impl CachedCopy {
+    /// The copy's path (what is loaded).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
-    result
+
+    /// Its size in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.id.size
+    }
+
+    /// Its digest (`sha256:` and 64 hex digits), if it is known yet.
+    pub(crate) fn known_digest(&self) -> Option<&str> {
+        self.digest.get().map(String::as_str)
+    }
+
+    /// Records its digest, computed as it was copied.
+    pub(crate) fn set_digest(&self, digest: String) {
+        let _ = self.digest.set(digest);
+    }
+
+    /// Its digest, hashing the copy (once) through its descriptor if no one
+    /// needed it before.
+    pub(crate) fn digest(&self) -> io::Result<&str> {
+        if let Some(digest) = self.digest.get() {
+            return Ok(digest);
+        }
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        self.read_all(&mut |bytes| hasher.update(bytes))?;
+        let digest = format!("sha256:{}", hex(&hasher.finalize()));
+        Ok(self.digest.get_or_init(|| digest))
+    }
+
+    /// Hands the whole copy to `observe`, in order, read through its own
+    /// descriptor (never its name).
+    pub(crate) fn read_all(&self, observe: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let mut buffer = vec![0; 256 * 1024];
+        let mut offset = 0;
+        loop {
+            let n = match self.file.read_at(&mut buffer, offset) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            observe(&buffer[..n]);
+            offset += n as u64;
+        }
+    }
+
+    /// Removes its name from the cache (a copy that was refused, or that
+    /// turned out to hold what a loaded copy holds). A library mapped from
+    /// it stays mapped.
+    pub(crate) fn discard(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The copies a provider set's plugins were loaded from, by plugin file:
+/// where the digests not computed at load time come from when someone
+/// asks for them ([`LoadedCopies::fill_digests`]).
+#[derive(Debug, Default)]
+pub(crate) struct LoadedCopies(pub(crate) Vec<(PathBuf, std::sync::Arc<CachedCopy>)>);
+
+impl LoadedCopies {
+    /// Fills in the digest of every plugin in `report` that has none yet,
+    /// hashing its copy (once per copy: the digest is remembered with it).
+    /// A copy that cannot be read leaves the digest empty, and says why in
+    /// the log.
+    pub(crate) fn fill_digests(&self, report: &mut crate::model::report::LoadReport) {
+        for plugin in report
+            .loaded
+            .iter_mut()
+            .filter(|p| p.trust.digest.is_empty())
+        {
+            let Some((_, copy)) = self.0.iter().find(|(path, _)| *path == plugin.path) else {
+                continue;
+            };
+            match copy.digest() {
+                Ok(digest) => plugin.trust.digest = digest.to_owned(),
+                Err(e) => {
+                    tracing::warn!(path = %plugin.path.display(), "could not hash the plugin's copy {}: {e}", copy.path().display())
+                }
+            }
+        }
+    }
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// What sees each chunk of a copy as it is written.
+pub(crate) type Observer<'a> = &'a mut dyn FnMut(&[u8]);
+
+/// Copies an opened, checked file into the cache folder `cache` under a
+/// new name drawn at random (`<64 hex digits>.<ext>`) and returns the
+/// copy. Only the descriptor is read (never the path again, which may name
+/// something else by now), once, from its start. Without `observe` the
+/// kernel copies it (`copy_file_range`: no pass through this process);
+/// with it, every chunk written is handed to `observe` as well, in order:
+/// what `observe` sees is the copy's content (the catalog checks
+/// signatures and digests this way, against exactly what is then loaded).
+/// The copy is written to a new file and only then renamed to its name
+/// (see the [module documentation](self)). The folder must exist and not
+/// be a link.
+pub(crate) fn copy_into(
+    cache: &Path,
+    file: &std::fs::File,
+    observe: Option<Observer<'_>>,
+) -> io::Result<CachedCopy> {
+    let folder = open_folder(cache)?;
+    let (partial, out) = create_partial(&folder)?;
+    let result = write_copy(&out, file, observe).and_then(|()| {
+        let name = copy_file_name(&random_hex(32)?);
+        rustix::fs::renameat(&folder, partial.as_str(), &folder, name.as_str())?;
+        Ok(name)
+    });
+    let name = match result {
+        Ok(name) => name,
+        Err(e) => {
+            let _ = rustix::fs::unlinkat(&folder, partial.as_str(), AtFlags::empty());
+            return Err(e);
+        }
+    };
+    let made = (|| {
+        // Read-only from here on: the descriptor written through is
+        // closed, one that can only read is kept.
+        drop(out);
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let copy = std::fs::File::from(rustix::fs::openat(
+            &folder,
+            name.as_str(),
+            flags,
+            Mode::empty(),
+        )?);
+        let id = index::FileId::of(&copy.metadata()?);
+        Ok(CachedCopy {
+            path: cache.join(&name),
+            name: name.clone(),
+            file: copy,
+            id,
+            digest: std::sync::OnceLock::new(),
+        })
+    })();
+    if made.is_err() {
+        let _ = rustix::fs::unlinkat(&folder, name.as_str(), AtFlags::empty());
+    }
+    made
+}
+
+/// `bytes` random bytes from the kernel, as lower-case hex.
+fn random_hex(bytes: usize) -> io::Result<String> {
+    let mut words = Vec::with_capacity(bytes.div_ceil(8));
+    for _ in 0..bytes.div_ceil(8) {
+        words.extend_from_slice(&random_u64()?.to_ne_bytes());
+    }
+    words.truncate(bytes);
+    Ok(hex(&words))
 }
 
 /// A new copy in progress in `folder`, under a name drawn at random.
@@ -462,31 +616,67 @@ fn create_partial_named(folder: &OwnedFd, name: &str) -> io::Result<std::fs::Fil
     Ok(std::fs::File::from(fd))
 }
 
-/// Writes what `file` holds (from where it is) to `out`, handing each
-/// chunk to `observe`, then makes `out` read-only for everyone (0444).
-/// Returns the BLAKE3 hash (hex) of what was written.
+/// Writes what `file` holds (from its start) to `out`, in the kernel when
+/// nothing observes it, then makes `out` read-only for everyone (0444).
 fn write_copy(
-    mut out: std::fs::File,
-    file: &mut std::fs::File,
+    out: &std::fs::File,
+    file: &std::fs::File,
+    observe: Option<Observer<'_>>,
+) -> io::Result<()> {
+    match observe {
+        Some(observe) => copy_observed(out, file, observe)?,
+        None => copy_in_kernel(out, file)?,
+    }
+    rustix::fs::fchmod(out, Mode::RUSR | Mode::RGRP | Mode::ROTH)?;
+    Ok(())
+}
+
+/// Copies `file` to `out` through this process, handing each chunk to
+/// `observe`.
+fn copy_observed(
+    mut out: &std::fs::File,
+    file: &std::fs::File,
     observe: &mut dyn FnMut(&[u8]),
-) -> io::Result<String> {
-    use std::io::{Read as _, Write as _};
-    let mut hasher = blake3::Hasher::new();
+) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::FileExt as _;
     let mut buffer = vec![0; 256 * 1024];
+    let mut offset = 0;
     loop {
-        let n = match file.read(&mut buffer) {
+        let n = match file.read_at(&mut buffer, offset) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        hasher.update(&buffer[..n]);
         observe(&buffer[..n]);
         out.write_all(&buffer[..n])?;
+        offset += n as u64;
     }
-    out.flush()?;
-    rustix::fs::fchmod(&out, Mode::RUSR | Mode::RGRP | Mode::ROTH)?;
-    Ok(hasher.finalize().to_hex().to_string())
+    Ok(())
+}
+
+/// Copies `file` to `out` with `copy_file_range` (the kernel copies, or
+/// shares the blocks where the filesystem can), falling back to a copy
+/// through this process where the kernel cannot (another filesystem on an
+/// old kernel, a filesystem without it).
+fn copy_in_kernel(out: &std::fs::File, file: &std::fs::File) -> io::Result<()> {
+    let mut from = 0u64;
+    let mut to = 0u64;
+    loop {
+        match rustix::fs::copy_file_range(file, Some(&mut from), out, Some(&mut to), 1 << 30) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(
+                rustix::io::Errno::NOSYS
+                | rustix::io::Errno::XDEV
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::OPNOTSUPP,
+            ) if to == 0 => return copy_observed(out, file, &mut |_| {}),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -586,44 +776,65 @@ mod tests {
     }
 
     #[test]
-    fn a_planted_copy_or_link_is_replaced_by_the_checked_bytes() {
+    fn a_copy_holds_the_checked_bytes_read_only_under_a_new_name_beside_anything_planted() {
         let cache = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
-        let checked = b"the checked library".as_slice();
-        let name = copy_file_name(&blake3::hash(checked).to_hex());
+        let checked: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        // Planted beforehand: a file and a link named as copies are named.
         let victim = elsewhere.path().join("victim");
-        for planted in ["file", "link"] {
-            let at = cache.path().join(&name);
-            match planted {
-                "file" => std::fs::write(&at, b"planted code").unwrap(),
-                _ => {
-                    std::fs::write(&victim, b"planted code").unwrap();
-                    std::os::unix::fs::symlink(&victim, &at).unwrap();
-                }
-            }
+        std::fs::write(&victim, b"planted code").unwrap();
+        let planted_file = cache.path().join(copy_file_name(&"a1".repeat(32)));
+        let planted_link = cache.path().join(copy_file_name(&"b2".repeat(32)));
+        std::fs::write(&planted_file, b"planted code").unwrap();
+        std::os::unix::fs::symlink(&victim, &planted_link).unwrap();
+        let mut copies = Vec::new();
+        for observed in [false, true] {
             let mut seen = Vec::new();
-            let (hash, copy) = copy_into_observed(
+            let mut observe = |bytes: &[u8]| seen.extend_from_slice(bytes);
+            let copy = copy_into(
                 cache.path(),
-                &mut source(elsewhere.path(), checked),
-                &mut |bytes| seen.extend_from_slice(bytes),
+                &source(elsewhere.path(), &checked),
+                observed.then_some(&mut observe as &mut dyn FnMut(&[u8])),
             )
             .unwrap();
-            assert_eq!(copy, at);
-            assert_eq!(hash, blake3::hash(checked).to_hex().as_str());
-            assert_eq!(seen, checked);
-            let metadata = std::fs::symlink_metadata(&copy).unwrap();
-            assert!(metadata.is_file(), "the planted {planted} is gone");
+            assert_eq!(seen.len(), if observed { checked.len() } else { 0 });
+            let name = copy
+                .path()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(is_cache_file_name(&name), "{name}");
+            assert!(copy.path() != planted_file && copy.path() != planted_link);
+            let metadata = std::fs::symlink_metadata(copy.path()).unwrap();
+            assert!(metadata.is_file());
             assert_eq!(metadata.mode() & 0o7777, 0o444);
-            assert_eq!(std::fs::read(&copy).unwrap(), checked, "{planted}");
-            std::fs::remove_file(&copy).unwrap();
+            assert_eq!(std::fs::read(copy.path()).unwrap(), checked);
+            assert_eq!(copy.len(), checked.len() as u64);
+            // Its digest, computed through its descriptor even once its
+            // name is gone.
+            assert_eq!(copy.known_digest(), None);
+            copies.push(copy);
         }
+        assert_ne!(copies[0].path(), copies[1].path(), "each copy is new");
+        use sha2::Digest as _;
+        let expected = format!("sha256:{}", hex(&sha2::Sha256::digest(&checked)));
+        copies[0].discard();
+        assert!(!copies[0].path().exists());
+        assert_eq!(copies[0].digest().unwrap(), expected);
+        assert_eq!(copies[0].known_digest(), Some(expected.as_str()));
         assert_eq!(
             std::fs::read(&victim).unwrap(),
             b"planted code",
-            "the link's target was not written through"
+            "nothing written through the link"
         );
-        let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
-        assert!(left.is_empty(), "no partial left behind: {left:?}");
+        assert_eq!(std::fs::read(&planted_file).unwrap(), b"planted code");
+        let partial = std::fs::read_dir(cache.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().ends_with(".partial"));
+        assert!(!partial, "no partial left behind");
     }
 
     #[test]
@@ -649,7 +860,7 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         let link = elsewhere.path().join("cache");
         std::os::unix::fs::symlink(real.path(), &link).unwrap();
-        let error = copy_into(&link, &mut source(elsewhere.path(), b"x")).unwrap_err();
+        let error = copy_into(&link, &source(elsewhere.path(), b"x"), None).unwrap_err();
         assert!(error.to_string().contains("is a symbolic link"), "{error}");
         assert_eq!(std::fs::read_dir(real.path()).unwrap().count(), 0);
         let refusal = check_private(&link, false).unwrap_err();

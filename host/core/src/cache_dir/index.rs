@@ -1,0 +1,347 @@
+//! What a kept cache folder remembers between starts: for each plugin file
+//! loaded, the version of it that was copied (device, inode, size, times of
+//! last change), the copy made of it, and what was checked about the copy
+//! (its digest, the signature that verified it). A restart that finds a
+//! file unchanged maps the remembered copy directly: no read, no copy, no
+//! hash.
+//!
+//! **An entry is used only when it cannot be anyone else's**: the index
+//! and the copy are opened relative to the folder's own descriptor without
+//! following a link, the index must be this user's and writable by no one
+//! else, the copy a regular file of this user's, read-only for everyone
+//! (0444), with one name, and still the very file the index recorded (its
+//! device, inode, size and times of last change; a file written or
+//! replaced since, by anyone, has a new change time). The folder itself is
+//! checked to be the host's alone before anything is read from it
+//! ([`super::prepare_given`]). The source file must also be the version
+//! recorded (its change time included, which no one can set), and every
+//! trust check that does not need the file's bytes (who may write it, its
+//! signature file, the lock file) runs again on every start; a signature
+//! is taken as verified only if its file holds the very text that
+//! verified this copy.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use serde::{Deserialize, Serialize};
+
+use super::{effective_uid, is_cache_file_name, open_folder, CachedCopy};
+
+/// The index's name in the cache folder.
+pub(crate) const INDEX_FILE: &str = "connhost-cache-index.json";
+
+/// The index's format: an index of another format is not read (the next
+/// scan copies every file again and writes one of this format).
+const FORMAT: u32 = 1;
+
+/// The largest index read (an index of 100 plugins is about 60 KiB).
+const MAX_INDEX_BYTES: u64 = 16 << 20;
+
+/// What identifies a version of a file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FileId {
+    /// Its filesystem.
+    pub(crate) device: u64,
+    /// Its inode.
+    pub(crate) inode: u64,
+    /// Its size in bytes.
+    pub(crate) size: u64,
+    /// Its last modification (seconds, nanoseconds).
+    pub(crate) modified: (i64, i64),
+    /// Its last status change (seconds, nanoseconds), which only the
+    /// kernel sets.
+    pub(crate) changed: (i64, i64),
+}
+
+impl FileId {
+    /// The version `metadata` describes.
+    pub(crate) fn of(metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        Self {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+            changed: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+}
+
+/// One plugin file the cache remembers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Remembered {
+    /// The plugin file, as the folder lists it.
+    pub(crate) source: String,
+    /// The version of it that was copied.
+    pub(crate) source_id: FileId,
+    /// The copy's name in the cache folder.
+    pub(crate) copy: String,
+    /// The copy as it was made.
+    pub(crate) copy_id: FileId,
+    /// The copy's digest (`sha256:` and 64 hex digits), if it was computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) digest: Option<String>,
+    /// The text of the signature file that verified the copy, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) signature: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexFile {
+    format: u32,
+    entries: Vec<Remembered>,
+}
+
+/// What a cache folder remembers (nothing, when it has no index, or one
+/// that cannot be trusted or read).
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    entries: Vec<Remembered>,
+}
+
+impl Index {
+    /// Reads the index of the cache folder `cache`. Anything wrong with it
+    /// (missing, not this user's, writable by others, a link, too big,
+    /// not an index of this format) gives an empty index, and the reason
+    /// in the debug log: every file is then copied again.
+    pub(crate) fn read(cache: &Path) -> Self {
+        match read_index(cache) {
+            Ok(entries) => Self { entries },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::default(),
+            Err(e) => {
+                tracing::debug!(folder = %cache.display(), "not using the plugin cache's index: {e}");
+                Self::default()
+            }
+        }
+    }
+
+    /// How many files it remembers.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entry for the plugin file `source` at version `id`, if the
+    /// index remembers that version.
+    pub(crate) fn find(&self, source: &Path, id: &FileId) -> Option<&Remembered> {
+        let source = key(source)?;
+        self.entries
+            .iter()
+            .find(|e| e.source == source && e.source_id == *id)
+    }
+
+    /// Opens the copy `remembered` names in `cache`, if it is still the
+    /// host's own and the very file recorded (see the
+    /// [module documentation](self)); its digest is the one recorded.
+    pub(crate) fn open(cache: &Path, remembered: &Remembered) -> Option<CachedCopy> {
+        match open_copy(cache, remembered) {
+            Ok(copy) => Some(copy),
+            Err(reason) => {
+                tracing::debug!(folder = %cache.display(), copy = remembered.copy, source = remembered.source, "not using the remembered copy: {reason}");
+                None
+            }
+        }
+    }
+
+    /// Writes the index of `cache` anew with `entries` for the plugins
+    /// folder `dir` (a new file renamed over the old one; what it
+    /// remembered of files in other folders is kept), then removes the
+    /// copies it does not name (the copies of files no longer loaded:
+    /// libraries still mapped stay mapped). Returns how many copies were
+    /// removed.
+    pub(crate) fn write(
+        cache: &Path,
+        dir: &Path,
+        mut entries: Vec<Remembered>,
+    ) -> io::Result<usize> {
+        let dir = std::path::absolute(dir)?;
+        let elsewhere = read_index(cache)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| Path::new(&e.source).parent() != Some(dir.as_path()));
+        entries.extend(elsewhere);
+        let folder = open_folder(cache)?;
+        let text = serde_json::to_vec(&IndexFile {
+            format: FORMAT,
+            entries,
+        })
+        .map_err(io::Error::other)?;
+        let (partial, mut out) = super::create_partial(&folder)?;
+        let written = (|| {
+            use std::io::Write as _;
+            out.write_all(&text)?;
+            rustix::fs::renameat(&folder, partial.as_str(), &folder, INDEX_FILE)?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = rustix::fs::unlinkat(&folder, partial.as_str(), AtFlags::empty());
+            return Err(e);
+        }
+        let kept: HashSet<String> = serde_json::from_slice::<IndexFile>(&text)
+            .map(|index| index.entries.into_iter().map(|e| e.copy).collect())
+            .unwrap_or_default();
+        Ok(prune(&folder, &kept))
+    }
+}
+
+/// Removes from `folder` the copies (regular files, or links, named as
+/// the cache names its copies; a link is removed, never followed) not in
+/// `kept`. Copies in progress are left to the copier.
+fn prune(folder: &std::os::fd::OwnedFd, kept: &HashSet<String>) -> usize {
+    let Ok(entries) = rustix::fs::Dir::read_from(folder) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if !is_cache_file_name(name)
+            || name.starts_with('.')
+            || name == INDEX_FILE
+            || kept.contains(name)
+        {
+            continue;
+        }
+        let removable =
+            rustix::fs::statat(folder, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|s| {
+                matches!(
+                    FileType::from_raw_mode(s.st_mode),
+                    FileType::RegularFile | FileType::Symlink
+                )
+            });
+        if removable && rustix::fs::unlinkat(folder, name, AtFlags::empty()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Reads and parses the index, if it is the host's own.
+fn read_index(cache: &Path) -> io::Result<Vec<Remembered>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let folder = open_folder(cache)?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let file = std::fs::File::from(rustix::fs::openat(
+        &folder,
+        INDEX_FILE,
+        flags,
+        Mode::empty(),
+    )?);
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::other("it is not a regular file"));
+    }
+    if metadata.uid() != effective_uid() {
+        return Err(io::Error::other(format!(
+            "it is owned by uid {}, not by this host's user",
+            metadata.uid()
+        )));
+    }
+    if metadata.mode() & 0o022 != 0 {
+        return Err(io::Error::other(format!(
+            "others may write it (mode {:04o})",
+            metadata.mode() & 0o7777
+        )));
+    }
+    if metadata.len() > MAX_INDEX_BYTES {
+        return Err(io::Error::other("it is too big"));
+    }
+    let mut text = Vec::new();
+    file.take(MAX_INDEX_BYTES).read_to_end(&mut text)?;
+    let index: IndexFile = serde_json::from_slice(&text).map_err(io::Error::other)?;
+    if index.format != FORMAT {
+        return Err(io::Error::other(format!(
+            "its format is {}, not {FORMAT}",
+            index.format
+        )));
+    }
+    Ok(index.entries)
+}
+
+/// Opens a remembered copy, if it is still the host's own and unchanged.
+fn open_copy(cache: &Path, remembered: &Remembered) -> Result<CachedCopy, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let name = &remembered.copy;
+    if !is_cache_file_name(name) || name.starts_with('.') {
+        return Err("the index names no copy of the cache's".to_owned());
+    }
+    let folder = open_folder(cache).map_err(|e| e.to_string())?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let file = rustix::fs::openat(&folder, name.as_str(), flags, Mode::empty())
+        .map(std::fs::File::from)
+        .map_err(|e| io::Error::from(e).to_string())?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    let id = FileId::of(&metadata);
+    if !metadata.is_file() {
+        return Err("it is not a regular file".to_owned());
+    }
+    if metadata.uid() != effective_uid() {
+        return Err(format!(
+            "it is owned by uid {}, not by this host's user",
+            metadata.uid()
+        ));
+    }
+    if metadata.mode() & 0o7777 != 0o444 {
+        return Err(format!(
+            "its mode is {:04o}, not 0444",
+            metadata.mode() & 0o7777
+        ));
+    }
+    if metadata.nlink() != 1 {
+        return Err(format!("it has {} names", metadata.nlink()));
+    }
+    if id != remembered.copy_id {
+        return Err("it is not the file the index recorded (changed or replaced since)".to_owned());
+    }
+    let digest = std::sync::OnceLock::new();
+    if let Some(known) = remembered.digest.as_ref().filter(|d| is_sha256_digest(d)) {
+        let _ = digest.set(known.clone());
+    }
+    Ok(CachedCopy {
+        name: name.clone(),
+        path: cache.join(name),
+        file,
+        id,
+        digest,
+    })
+}
+
+/// How the index names a plugin file: its absolute path (so that a
+/// command started from another folder finds it), when it is text.
+fn key(source: &Path) -> Option<String> {
+    std::path::absolute(source)
+        .ok()?
+        .to_str()
+        .map(str::to_owned)
+}
+
+/// Whether `digest` is `sha256:` and 64 lower-case hex digits.
+fn is_sha256_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+impl CachedCopy {
+    /// What the index records of this copy, made of the plugin file
+    /// `source` at version `source_id`, verified by the signature file
+    /// text `signature` (if one).
+    pub(crate) fn remembered(
+        &self,
+        source: &Path,
+        source_id: FileId,
+        signature: Option<String>,
+    ) -> Option<Remembered> {
+        Some(Remembered {
+            source: key(source)?,
+            source_id,
+            copy: self.name.clone(),
+            copy_id: self.id,
+            digest: self.known_digest().map(str::to_owned),
+            signature,
+        })
+    }
+}
