@@ -11,10 +11,12 @@
 //! timed; they are in the page cache for every mode.
 //!
 //! Modes (see `src/bin/load-probe.rs`): `bare` (the baseline), `connhost`
-//! (the catalog on one folder: one file registers, the others are
-//! counted as id conflicts), `connhost-own` (each file into a registry of
-//! its own), and `bare-fullcheck` / `bare-headercheck`, which take the
-//! loader's cost apart.
+//! (a cold load: the catalog on one folder with a cache of its own; one
+//! file registers, the others are counted as id conflicts),
+//! `connhost-warm` (a warm start: a kept cache folder whose index an
+//! untimed run of another process wrote for these very files), and
+//! `bare-copy` / `bare-copy-sha256`, which take a cold load apart (a
+//! kernel copy; a copy through user space with SHA-256).
 //!
 //! Writes `load.json` to the results folder (see
 //! `connhost_bench::results_dir`). Samples per N: `CONNHOST_BENCH_LOAD_SAMPLES`
@@ -30,23 +32,33 @@ use serde_json::{json, Value};
 const MODES: [&str; 5] = [
     "bare",
     "connhost",
-    "connhost-own",
-    "bare-fullcheck",
-    "bare-headercheck",
+    "connhost-warm",
+    "bare-copy",
+    "bare-copy-sha256",
 ];
 const SIZES: [usize; 3] = [1, 10, 100];
 
 fn probe(mode: &str, library: &Path, n: usize) -> Value {
     let dir = fresh_copies(library, n);
     let warmup = fresh_copies(library, 1);
+    let cache = tempfile::tempdir().expect("a cache folder");
+    let run = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_load-probe"));
+        command.arg(mode).arg(dir.path()).arg(warmup.path());
+        if mode == "connhost-warm" {
+            command.arg(cache.path());
+        }
+        command.output().expect("run load-probe")
+    };
+    if mode == "connhost-warm" {
+        // Another process loads the files first (untimed), leaving the
+        // cache folder and its index behind.
+        let primed = run();
+        assert!(primed.status.success(), "priming the cache failed");
+    }
     // Settle the copies' writeback before timing anything.
     let _ = Command::new("sync").status();
-    let output = Command::new(env!("CARGO_BIN_EXE_load-probe"))
-        .arg(mode)
-        .arg(dir.path())
-        .arg(warmup.path())
-        .output()
-        .expect("run load-probe");
+    let output = run();
     assert!(
         output.status.success(),
         "load-probe {mode} failed:\n{}",
@@ -56,7 +68,7 @@ fn probe(mode: &str, library: &Path, n: usize) -> Value {
     assert_eq!(sample["n"], n, "{sample}");
     let (loaded, conflicts) = (&sample["loaded"], &sample["conflicts"]);
     let expected = match mode {
-        "connhost" => (json!(1), json!(n - 1)),
+        "connhost" | "connhost-warm" => (json!(1), json!(n - 1)),
         _ => (json!(n), json!(0)),
     };
     assert_eq!((loaded, conflicts), (&expected.0, &expected.1), "{sample}");
@@ -206,6 +218,25 @@ fn main() {
             line["r_squared"].as_f64().unwrap()
         );
     }
+    // A cold load taken apart, per library and per MiB of the file, from
+    // the slopes: dlopen (bare), the kernel copy (bare-copy - bare), a
+    // SHA-256 pass through user space instead (bare-copy-sha256 -
+    // bare-copy), and the rest of connhost (connhost - bare-copy).
+    let slope = |mode: &str| {
+        linearity[mode]["ms_per_library"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    let mib = library_bytes as f64 / (1024.0 * 1024.0);
+    let part = |ms: f64| json!({"ms_per_library": ms, "ms_per_mib": ms / mib});
+    let parts = json!({
+        "dlopen": part(slope("bare")),
+        "kernel_copy": part(slope("bare-copy") - slope("bare")),
+        "sha256_copy_extra": part(slope("bare-copy-sha256") - slope("bare-copy")),
+        "connhost_rest": part(slope("connhost") - slope("bare-copy")),
+        "warm_extra": part(slope("connhost-warm") - slope("bare")),
+    });
+    println!("load parts (ms per library, per MiB): {parts}");
     let path = write_result(
         "load.json",
         &json!({
@@ -213,6 +244,7 @@ fn main() {
             "library_bytes": library_bytes,
             "sizes": sizes,
             "linearity": linearity,
+            "parts": parts,
         }),
     );
     println!("load: wrote {}", path.display());

@@ -151,8 +151,16 @@ pub fn fresh_copies(library: &Path, n: usize) -> tempfile::TempDir {
 /// in arrival order), without the built-ins. The catalog's cache folder
 /// goes with it (the libraries stay mapped).
 pub fn load_plugins(dir: &Path) -> (ProviderRegistry, LoadReport) {
+    load_plugins_cached(dir, None)
+}
+
+/// [`load_plugins`], with the cache folder `cache` (kept, with its index:
+/// a second load of the same files maps their copies directly) when one
+/// is given.
+pub fn load_plugins_cached(dir: &Path, cache: Option<&Path>) -> (ProviderRegistry, LoadReport) {
     let mut config = HostConfig::with_plugins_dir(dir);
     config.builtins = false;
+    config.cache_dir = cache.map(Path::to_owned);
     let host = Connhost::start(&config);
     (host.registry().clone(), host.load_report().clone())
 }

@@ -76,6 +76,10 @@ fn a_second_start_maps_the_remembered_copies_and_reports_the_same_digests() {
     assert!(cache.path().join(INDEX).is_file());
     let index = std::fs::metadata(cache.path().join(INDEX)).unwrap();
     assert_eq!(index.mode() & 0o077, 0, "the index is the host's alone");
+    // Each copy is recorded as checked by this connhost executable (its
+    // layout check is not run again for the same copy and executable).
+    let text = std::fs::read_to_string(cache.path().join(INDEX)).unwrap();
+    assert_eq!(text.matches("\"checked_by\":\"plugin-api ").count(), 2, "{text}");
 
     // Any command, any working folder: the same copies, not copied again.
     for command in [&["plugins", "--json"][..], &["providers", "--json"][..]] {

@@ -13,30 +13,29 @@
 //!   abi_stable's root-module symbol per file; libraries leaked, as connhost
 //!   leaks them.
 //! - `connhost`: connhost's catalog (`Connhost::start`, no built-ins) on the
-//!   folder, as the CLI loads it. Every copy offers the same provider id, so the first file
-//!   registers it and the others are refused as conflicts after doing all
-//!   the work (read, check, dlopen, layout check, init, descriptors).
-//! - `connhost-own`: the catalog on a folder of its own per file (a hard
-//!   link into a subfolder, made inside the timed section), so every file
-//!   registers: the check that conflicts do not distort the `connhost`
-//!   figure.
+//!   folder, as the CLI loads it, with a cache folder of its own (a cold
+//!   load: every file is checked, copied and loaded). Every copy offers the
+//!   same provider id, so the first file registers it and the others are
+//!   refused as conflicts after doing all the work (check, copy, dlopen,
+//!   layout check, init, descriptors).
+//! - `connhost-warm CACHE`: the same with a kept cache folder (`--cache-dir`)
+//!   whose index a previous process wrote for these very files (the bench
+//!   primes it with an untimed run): a warm start.
 //!
-//! Two more modes take the loader's file check apart (they are `bare` plus
-//! one step):
-//! - `bare-fullcheck`: before each `dlopen`, the check connhost's loader
-//!   made up to commit b20a855 (`check_file` in
-//!   `host/core/src/library.rs`): read the whole file, parse it with
-//!   `object`, check its kind and that every segment is inside the file.
-//! - `bare-headercheck`: the same guarantee from the ELF header and program
-//!   headers alone (a few hundred bytes read through `object::ReadCache`),
-//!   which is how `check_file` works since b20a855.
+//! Two more modes take a cold load apart (they are `bare` plus one step,
+//! each copy made into a folder of the probe's own):
+//! - `bare-copy`: each file copied by the kernel (`copy_file_range`, as the
+//!   cache copies), then the copy loaded.
+//! - `bare-copy-sha256`: each file copied through user space while SHA-256
+//!   hashes it (as the cache copies when the lock file needs the digest),
+//!   then the copy loaded.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use connhost::FailureKind;
-use connhost_bench::{bare_dlopen, load_plugins, rss_kib, status_kib};
+use connhost_bench::{bare_dlopen, load_plugins, load_plugins_cached, rss_kib, status_kib};
 
 /// What one load did.
 #[derive(Default)]
@@ -47,7 +46,7 @@ struct Counts {
     failed: usize,
 }
 
-fn bare_with(dir: &Path, check: fn(&Path)) -> Counts {
+fn bare_with(dir: &Path, check: fn(&Path), load: fn(&Path)) -> Counts {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("read the folder")
         .map(|entry| entry.expect("a folder entry").path())
@@ -63,61 +62,96 @@ fn bare_with(dir: &Path, check: fn(&Path)) -> Counts {
     };
     for path in &files {
         check(path);
-        bare_dlopen(path);
+        load(path);
         counts.loaded += 1;
     }
     counts
 }
 
-/// The loader's check up to b20a855: the whole file, read and parsed.
-fn full_check(path: &Path) {
-    use object::{Object as _, ObjectKind, ObjectSegment as _};
-    let data = std::fs::read(path).expect("read the file");
-    let file = object::File::parse(&*data).expect("an object file");
-    assert_eq!(file.kind(), ObjectKind::Dynamic);
-    for segment in file.segments() {
-        let (offset, size) = segment.file_range();
-        assert!(
-            offset.saturating_add(size) <= data.len() as u64,
-            "truncated"
-        );
+/// A folder for the probe's own copies (removed at exit with the temp
+/// dir's cleaner; the libraries stay mapped).
+fn copies_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("a folder for copies"))
+        .path()
+}
+
+/// Where `path`'s copy goes: a new name each time (the warm-up folder's
+/// files have the same names as the measured ones, and a mapped copy must
+/// never be written again).
+fn copy_path(path: &Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().expect("a file name").to_string_lossy();
+    copies_dir().join(format!("{}-{name}", NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Copies `path` with `copy_file_range`, then loads the copy.
+fn kernel_copy_then_dlopen(path: &Path) {
+    let from = std::fs::File::open(path).expect("open the file");
+    let to_path = copy_path(path);
+    let to = std::fs::File::create(&to_path).expect("create the copy");
+    let (mut off_in, mut off_out) = (0u64, 0u64);
+    loop {
+        let n =
+            rustix::fs::copy_file_range(&from, Some(&mut off_in), &to, Some(&mut off_out), 1 << 30)
+                .expect("copy_file_range");
+        if n == 0 {
+            break;
+        }
     }
+    drop(to);
+    bare_dlopen(&to_path);
 }
 
-/// The header-only check (as `check_file` does since b20a855).
-fn header_check(path: &Path) {
-    use object::elf::{FileHeader64, ET_DYN};
-    use object::read::elf::{FileHeader as _, ProgramHeader as _};
-    use object::Endianness;
-    let file = std::fs::File::open(path).expect("open the file");
-    let len = file.metadata().expect("metadata").len();
-    let cache = object::ReadCache::new(file);
-    let header = FileHeader64::<Endianness>::parse(&cache).expect("an ELF header");
-    let endian = header.endian().expect("endianness");
-    assert_eq!(header.e_type(endian), ET_DYN);
-    for segment in header
-        .program_headers(endian, &cache)
-        .expect("program headers")
-    {
-        let (offset, size) = (segment.p_offset(endian), segment.p_filesz(endian));
-        assert!(offset.saturating_add(size) <= len, "truncated");
+/// Copies `path` through user space while SHA-256 hashes it, then loads
+/// the copy.
+fn hashed_copy_then_dlopen(path: &Path) {
+    use sha2::Digest as _;
+    use std::io::{Read as _, Write as _};
+    let mut from = std::fs::File::open(path).expect("open the file");
+    let to_path = copy_path(path);
+    let mut to = std::fs::File::create(&to_path).expect("create the copy");
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0; 256 * 1024];
+    loop {
+        let n = from.read(&mut buffer).expect("read");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        to.write_all(&buffer[..n]).expect("write");
     }
+    std::hint::black_box(hasher.finalize());
+    drop(to);
+    bare_dlopen(&to_path);
 }
 
-fn bare_fullcheck(dir: &Path) -> Counts {
-    bare_with(dir, full_check)
+fn bare_copy(dir: &Path) -> Counts {
+    bare_with(dir, |_| {}, kernel_copy_then_dlopen)
 }
 
-fn bare_headercheck(dir: &Path) -> Counts {
-    bare_with(dir, header_check)
+fn bare_copy_sha256(dir: &Path) -> Counts {
+    bare_with(dir, |_| {}, hashed_copy_then_dlopen)
 }
 
 fn bare(dir: &Path) -> Counts {
-    bare_with(dir, |_| {})
+    bare_with(dir, |_| {}, bare_dlopen)
 }
 
 fn connhost_shared(dir: &Path) -> Counts {
-    let (_registry, report) = load_plugins(dir);
+    counts(load_plugins(dir).1)
+}
+
+fn connhost_warm(dir: &Path) -> Counts {
+    let cache = CACHE.get().expect("connhost-warm takes a cache folder");
+    counts(load_plugins_cached(dir, Some(cache)).1)
+}
+
+/// The kept cache folder of `connhost-warm`.
+static CACHE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+fn counts(report: connhost::LoadReport) -> Counts {
     let conflicts = report
         .failed
         .iter()
@@ -131,51 +165,25 @@ fn connhost_shared(dir: &Path) -> Counts {
     }
 }
 
-/// The plugin files in `dir`, by name (the order the catalog loads them).
-fn library_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.retain(|p| {
-        p.extension()
-            .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
-    });
-    files.sort();
-    Ok(files)
-}
-
-fn connhost_own(dir: &Path) -> Counts {
-    let files = library_files(dir).expect("list the folder");
-    let mut counts = Counts {
-        files: files.len(),
-        ..Counts::default()
-    };
-    for (i, path) in files.iter().enumerate() {
-        // A folder of its own per file (a hard link: no copy), so that
-        // every file registers.
-        let own = dir.join(format!("own-{i}"));
-        std::fs::create_dir_all(&own).expect("a folder per file");
-        let name = path.file_name().expect("a file name");
-        std::fs::hard_link(path, own.join(name)).expect("link the file");
-        let (_registry, report) = load_plugins(&own);
-        counts.loaded += report.loaded.len();
-        counts.failed += report.failed.len();
-    }
-    counts
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [mode, dir, warmup] = args.as_slice() else {
-        eprintln!("usage: load-probe bare|bare-fullcheck|bare-headercheck|connhost|connhost-own DIR WARMUP_DIR");
-        return ExitCode::from(2);
+    let (mode, dir, warmup) = match args.as_slice() {
+        [mode, dir, warmup] => (mode, dir, warmup),
+        [mode, dir, warmup, cache] if mode == "connhost-warm" => {
+            let _ = CACHE.set(cache.into());
+            (mode, dir, warmup)
+        }
+        _ => {
+            eprintln!("usage: load-probe bare|bare-copy|bare-copy-sha256|connhost DIR WARMUP_DIR, or load-probe connhost-warm DIR WARMUP_DIR CACHE_DIR");
+            return ExitCode::from(2);
+        }
     };
     let run: fn(&Path) -> Counts = match mode.as_str() {
         "bare" => bare,
-        "bare-fullcheck" => bare_fullcheck,
-        "bare-headercheck" => bare_headercheck,
+        "bare-copy" => bare_copy,
+        "bare-copy-sha256" => bare_copy_sha256,
         "connhost" => connhost_shared,
-        "connhost-own" => connhost_own,
+        "connhost-warm" => connhost_warm,
         other => {
             eprintln!("load-probe: unknown mode {other}");
             return ExitCode::from(2);

@@ -59,10 +59,61 @@ static OPENING: Mutex<()> = Mutex::new(());
 /// static initializers and abi_stable's module constructor, which loading
 /// a library always runs).
 pub(crate) fn open(path: &Path, max_size: u64) -> Result<OpenedLibrary, LoadFailure> {
+    open_as(path, max_size, Checks::All)
+}
+
+/// What [`open_as`] checks of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checks {
+    /// Its headers, its API version, abi_stable's layout check.
+    All,
+    /// Its API version only: this very file (same inode, unchanged since)
+    /// passed the header and layout checks of this very host executable
+    /// before ([`host_identity`]), as a kept cache's index records. The
+    /// layout check is abi_stable's slowest step (about 100 µs), and its
+    /// answer for the same file and the same host cannot change.
+    PassedBefore,
+}
+
+/// What identifies this host executable on disk (device, inode, size,
+/// modification and change times), as the cache's index records which
+/// executable checked a copy's layout; `None` when it cannot be told (its
+/// file was replaced since the process started, for one): then every
+/// check runs.
+pub(crate) fn host_identity() -> Option<&'static str> {
+    static IDENTITY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    IDENTITY
+        .get_or_init(|| {
+            use std::os::unix::fs::MetadataExt as _;
+            let exe = std::env::current_exe().ok()?;
+            let m = std::fs::metadata(exe).ok()?;
+            Some(format!(
+                "plugin-api {PLUGIN_API_VERSION}, executable {}:{} {} bytes, modified {}.{:09}, changed {}.{:09}",
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec()
+            ))
+        })
+        .as_deref()
+}
+
+/// [`open`], checking what `checks` says.
+pub(crate) fn open_as(
+    path: &Path,
+    max_size: u64,
+    checks: Checks,
+) -> Result<OpenedLibrary, LoadFailure> {
     let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
 
     // The descriptor stays open until the system loader has the file.
-    let _checked = check_file(path, max_size)?;
+    let _checked = match checks {
+        Checks::All => Some(check_file(path, max_size)?),
+        Checks::PassedBefore => None,
+    };
 
     let _guard = OPENING.lock().unwrap_or_else(|e| e.into_inner());
     let raw = RawLibrary::load_at(path).map_err(|e| {
@@ -97,8 +148,16 @@ pub(crate) fn open(path: &Path, max_size: u64) -> Result<OpenedLibrary, LoadFail
     let found = header.version_strings().version.as_str();
     check_api_version(found).map_err(|reason| fail(FailureKind::IncompatibleApi, reason))?;
 
-    let module = header
-        .init_root_module::<PluginModuleRef>()
+    let module = match checks {
+        Checks::All => header.init_root_module::<PluginModuleRef>(),
+        // SAFETY: this very file passed this very host's layout check
+        // before (see `Checks::PassedBefore`): the layout is the expected
+        // one.
+        Checks::PassedBefore => unsafe {
+            header.init_root_module_with_unchecked_layout::<PluginModuleRef>()
+        },
+    };
+    let module = module
         .map_err(|e| match e {
             LibraryError::AbiInstability(diff) => {
                 let diff = diff.to_string();

@@ -86,6 +86,10 @@ pub(crate) struct Remembered {
     /// The text of the signature file that verified the copy, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) signature: Option<String>,
+    /// The host executable whose header and layout checks the copy passed
+    /// when it was loaded in process (`crate::library::host_identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) checked_by: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -115,6 +119,19 @@ impl Index {
                 Self::default()
             }
         }
+    }
+
+    /// What it remembers of the files of the plugins folder `dir`, in the
+    /// order it was written.
+    pub(crate) fn of_folder(&self, dir: &Path) -> Vec<Remembered> {
+        let Ok(dir) = std::path::absolute(dir) else {
+            return Vec::new();
+        };
+        self.entries
+            .iter()
+            .filter(|e| Path::new(&e.source).parent() == Some(dir.as_path()))
+            .cloned()
+            .collect()
     }
 
     /// How many files it remembers.
@@ -328,12 +345,14 @@ fn is_sha256_digest(digest: &str) -> bool {
 impl CachedCopy {
     /// What the index records of this copy, made of the plugin file
     /// `source` at version `source_id`, verified by the signature file
-    /// text `signature` (if one).
+    /// text `signature` (if one), loaded in process by the host executable
+    /// `checked_by` (if it was).
     pub(crate) fn remembered(
         &self,
         source: &Path,
         source_id: FileId,
         signature: Option<String>,
+        checked_by: Option<String>,
     ) -> Option<Remembered> {
         Some(Remembered {
             source: key(source)?,
@@ -342,6 +361,7 @@ impl CachedCopy {
             copy_id: self.id,
             digest: self.known_digest().map(str::to_owned),
             signature,
+            checked_by,
         })
     }
 }

@@ -61,7 +61,7 @@ use super::placement;
 use super::Catalog;
 use crate::cache_dir::index::{FileId, Index, Remembered};
 use crate::cache_dir::CachedCopy;
-use crate::library::{is_transient, open_regular, OpenError};
+use crate::library::{is_transient, open_regular, Checks, OpenError};
 use crate::model::config::HostConfig;
 use crate::model::report::{
     log_failures, rfc3339, FailureKind, LoadFailure, RetiredLibrary, LOAD_LOG_TARGET,
@@ -99,13 +99,16 @@ struct Entry {
     copy: Arc<CachedCopy>,
     /// The text of the signature file that verified the copy, if one did.
     signature_text: Option<String>,
+    /// The host executable whose checks the copy passed in process.
+    checked_by: Option<String>,
     library: Plugin,
     trust: PluginTrust,
 }
 
-/// A copy that passed the gate: the copy, what was checked, and the
-/// signature file text that verified it.
-type Admitted = (Arc<CachedCopy>, PluginTrust, Option<String>);
+/// A copy that passed the gate: the copy, what was checked, the signature
+/// file text that verified it, and whether it passed this host's header
+/// and layout checks before.
+type Admitted = (Arc<CachedCopy>, PluginTrust, Option<String>, Checks);
 
 /// A file that changed but is not loaded yet.
 struct Pending {
@@ -262,7 +265,10 @@ impl Folder {
             Ok(files) => {
                 self.folder_listed(&mut outcome);
                 if self.index.is_none() {
-                    self.index = Some(self.cache.given().map(Index::read).unwrap_or_default());
+                    let index = self.cache.given().map(Index::read).unwrap_or_default();
+                    // Unchanged, it is not written again.
+                    self.written = Some(index.of_folder(&self.dir));
+                    self.index = Some(index);
                 }
                 for path in &files {
                     retry |= self.look_at(path, &mut outcome);
@@ -334,8 +340,12 @@ impl Folder {
             .entries
             .iter()
             .filter_map(|e| {
-                e.copy
-                    .remembered(&e.path, e.source_id, e.signature_text.clone())
+                e.copy.remembered(
+                    &e.path,
+                    e.source_id,
+                    e.signature_text.clone(),
+                    e.checked_by.clone(),
+                )
             })
             .collect();
         if self.written.as_ref() == Some(&entries) {
@@ -490,7 +500,11 @@ impl Folder {
                 continue;
             }
             self.missing.remove(&path);
-            if let Some(index) = self.entries.iter().position(|e| e.path == path) {
+            if let Some(index) = self
+                .entries
+                .iter()
+                .position(|e| e.path.as_os_str() == path.as_os_str())
+            {
                 let entry = self.entries.remove(index);
                 tracing::info!(target: LOAD_LOG_TARGET, path = %path.display(), plugin = entry.library.name(), "plugin removed; its library stays in memory");
                 self.retire(entry);
@@ -517,7 +531,11 @@ impl Folder {
                 .map(|g| g.stamp(path))
                 .unwrap_or_default(),
         };
-        if let Some(entry) = self.entries.iter().find(|e| e.path == path) {
+        if let Some(entry) = self
+            .entries
+            .iter()
+            .find(|e| e.path.as_os_str() == path.as_os_str())
+        {
             if entry.fingerprint == fingerprint {
                 self.pending.remove(path);
                 return false;
@@ -625,7 +643,10 @@ impl Folder {
         let Some(gate) = self.gate.as_ref() else {
             return false;
         };
-        let replacing = self.entries.iter().any(|e| e.path == path);
+        let replacing = self
+            .entries
+            .iter()
+            .any(|e| e.path.as_os_str() == path.as_os_str());
         let copied = cache.and_then(|cache| {
             admission::copy_checked(gate, path, &file, signed.as_ref(), &cache, replacing)
         });
@@ -671,13 +692,8 @@ impl Folder {
         };
         let signature_text = signed.map(|s| s.text().to_owned());
         let source_id = FileId::of(&metadata);
-        self.load(
-            path,
-            version,
-            source_id,
-            (Arc::new(copy), trust, signature_text),
-            outcome,
-        );
+        let admitted = (Arc::new(copy), trust, signature_text, Checks::All);
+        self.load(path, version, source_id, admitted, outcome);
         false
     }
 
@@ -693,7 +709,11 @@ impl Folder {
         version: Version,
         outcome: &mut RescanOutcome,
     ) -> bool {
-        if self.entries.iter().any(|e| e.path == path) {
+        if self
+            .entries
+            .iter()
+            .any(|e| e.path.as_os_str() == path.as_os_str())
+        {
             return false;
         }
         let (Some(index), Some(cache), Some(gate)) =
@@ -728,14 +748,15 @@ impl Folder {
         ) else {
             return false;
         };
+        // The header and layout checks this host ran on this very copy
+        // are not run again.
+        let checks = match (&remembered.checked_by, crate::library::host_identity()) {
+            (Some(by), Some(this)) if by == this => Checks::PassedBefore,
+            _ => Checks::All,
+        };
         self.pending.remove(path);
-        self.load(
-            path,
-            version,
-            source_id,
-            (Arc::new(copy), trust, signature_text),
-            outcome,
-        );
+        let admitted = (Arc::new(copy), trust, signature_text, checks);
+        self.load(path, version, source_id, admitted, outcome);
         true
     }
 
@@ -752,8 +773,11 @@ impl Folder {
         outcome: &mut RescanOutcome,
     ) {
         let fingerprint = version.file;
-        let (copy, trust, signature_text) = admitted;
-        let index = self.entries.iter().position(|e| e.path == path);
+        let (copy, trust, signature_text, checks) = admitted;
+        let index = self
+            .entries
+            .iter()
+            .position(|e| e.path.as_os_str() == path.as_os_str());
         if let Some(index) = index {
             let loaded = &self.entries[index].copy;
             let same = match (copy.known_digest(), loaded.digest()) {
@@ -774,14 +798,18 @@ impl Folder {
                 return;
             }
         }
-        match placement::open(copy.path(), path, &self.config, &self.state) {
+        match placement::open(copy.path(), path, &self.config, &self.state, checks) {
             Ok(library) => {
+                let in_process = library.isolation() == crate::model::config::Isolation::InProcess;
                 let entry = Entry {
                     path: path.to_owned(),
                     fingerprint,
                     source_id,
                     copy,
                     signature_text,
+                    checked_by: crate::library::host_identity()
+                        .filter(|_| in_process)
+                        .map(str::to_owned),
                     library,
                     trust,
                 };
@@ -870,7 +898,11 @@ impl Folder {
         mut failure: LoadFailure,
         outcome: &mut RescanOutcome,
     ) {
-        if let Some(old) = self.entries.iter().find(|e| e.path == path) {
+        if let Some(old) = self
+            .entries
+            .iter()
+            .find(|e| e.path.as_os_str() == path.as_os_str())
+        {
             failure.reason = format!(
                 "{} The previous version ({} {}) keeps serving.",
                 failure.reason,

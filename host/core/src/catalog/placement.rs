@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::library::Checks;
 use crate::model::config::{HostConfig, Isolation};
 use crate::model::report::LoadFailure;
 use crate::plugin::Plugin;
@@ -12,15 +13,18 @@ use crate::state::HostState;
 
 /// Opens the library copy at `load_path`, reported as `path`, where
 /// `config` says the plugin of that file runs (by the file's name), for
-/// the host whose state is `state`.
+/// the host whose state is `state`; in process, checked as `checks` says.
 pub(crate) fn open(
     load_path: &Path,
     path: &Path,
     config: &HostConfig,
     state: &Arc<HostState>,
+    checks: Checks,
 ) -> Result<Plugin, LoadFailure> {
     match config.isolation_of_file(path) {
-        Isolation::InProcess => crate::loader::open_in_process(load_path, path, config, state),
+        Isolation::InProcess => {
+            crate::loader::open_in_process_as(load_path, path, config, state, checks)
+        }
         Isolation::Process => open_isolated(load_path, path, config, state),
     }
 }

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use connhost_plugin_api::abi::PluginModuleRef;
 
 use crate::capabilities;
+use crate::library::Checks;
 use crate::model::config::HostConfig;
 use crate::model::egress::Egress;
 use crate::model::report::{FailureKind, LoadFailure};
@@ -34,8 +35,13 @@ type InitOutcome = Result<Loaded, (FailureKind, String)>;
 /// once.
 static INITIALIZED: Mutex<BTreeMap<usize, Arc<InitOutcome>>> = Mutex::new(BTreeMap::new());
 
-fn initialize(path: &Path, config: &HostConfig, state: &HostState) -> Result<Loaded, LoadFailure> {
-    let opened = crate::library::open(path, config.max_plugin_size)?;
+fn initialize(
+    path: &Path,
+    config: &HostConfig,
+    state: &HostState,
+    checks: Checks,
+) -> Result<Loaded, LoadFailure> {
+    let opened = crate::library::open_as(path, config.max_plugin_size, checks)?;
     let mut cache = INITIALIZED.lock().unwrap_or_else(|e| e.into_inner());
     let entry = cache
         .entry(opened.identity)
@@ -129,7 +135,18 @@ pub(crate) fn open_in_process(
     config: &HostConfig,
     state: &HostState,
 ) -> Result<Plugin, LoadFailure> {
-    initialize(load_path, config, state)
+    open_in_process_as(load_path, path, config, state, Checks::All)
+}
+
+/// [`open_in_process`], checking the file as `checks` says.
+pub(crate) fn open_in_process_as(
+    load_path: &Path,
+    path: &Path,
+    config: &HostConfig,
+    state: &HostState,
+    checks: Checks,
+) -> Result<Plugin, LoadFailure> {
+    initialize(load_path, config, state, checks)
         .map(|init| Plugin::new(init, path))
         .map_err(|failure| failure.reported_as(load_path, path))
 }
