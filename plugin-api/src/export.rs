@@ -1,6 +1,7 @@
 //! The plugin side of the ABI: what [`export_plugin!`](crate::export_plugin)
 //! expands to calls into here. Every `extern "C"` function catches panics.
 
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, OnceLock};
 
 use abi_stable::prefix_type::PrefixTypeTrait;
@@ -117,19 +118,107 @@ fn fault(message: String) -> FfiOutcome {
     }
 }
 
+/// The submitted fields as a provider of this plugin sees them: a map of the
+/// host's own strings, lent for the call rather than copied into this
+/// library's allocator (a copy would cost an allocation and a free per name
+/// and per value, on every call).
+///
+/// The strings' memory stays the host's: `owner` (the vector the host
+/// handed over) frees it, with the destructor the host gave it. The map only
+/// borrows it, and this type keeps to what that needs:
+/// - the provider sees the map only as `&CredentialFields`, and a `String`
+///   cannot be grown, shrunk or freed through a shared reference (a clone
+///   is a new string of this library's);
+/// - the map never drops its strings: [`Drop`] forgets every one, so this
+///   library's allocator never frees or resizes memory it did not allocate;
+/// - the map goes before `owner` does (`Drop::drop` runs before the fields
+///   are dropped), and `owner` is never touched while it lives.
+struct LentFields {
+    map: ManuallyDrop<CredentialFields>,
+    owner: RVec<FfiField>,
+}
+
+impl LentFields {
+    /// Lends `owner`'s strings; a name given twice takes its last value, as
+    /// inserting each field in turn would.
+    fn new(owner: RVec<FfiField>) -> Self {
+        // Built in place, so that whatever happens while it is built, the
+        // map is forgotten as `Drop` does.
+        let mut lent = Self {
+            map: ManuallyDrop::new(CredentialFields::new()),
+            owner,
+        };
+        // The host sends the names in order, each once (its own map's
+        // order): a name after the last one is new, without a search.
+        let mut last: Option<&str> = None;
+        for field in lent.owner.iter() {
+            let name = field.name.as_str();
+            // SAFETY: see the type's docs: the strings are only read, and
+            // forgotten before `owner` frees them.
+            let value = unsafe { lend(&field.value) };
+            let after_last = last.is_none_or(|last| name > last);
+            let taken = if after_last {
+                last = Some(name);
+                None
+            } else {
+                lent.map.get_mut(name)
+            };
+            match taken {
+                Some(slot) => std::mem::forget(std::mem::replace(slot, value)),
+                None => {
+                    // SAFETY: as above.
+                    lent.map.insert(unsafe { lend(&field.name) }, value);
+                }
+            }
+        }
+        lent
+    }
+
+    /// The fields, for the provider.
+    fn map(&self) -> &CredentialFields {
+        &self.map
+    }
+}
+
+impl Drop for LentFields {
+    fn drop(&mut self) {
+        // SAFETY: the map is taken once, here, and never used again.
+        let map = unsafe { ManuallyDrop::take(&mut self.map) };
+        for (name, value) in map {
+            std::mem::forget(name);
+            std::mem::forget(value);
+        }
+        // `self.owner` is dropped next, and frees the strings' memory with
+        // the host's destructor.
+    }
+}
+
+/// A `String` over `text`'s bytes without copying them (an empty one owns
+/// nothing).
+///
+/// # Safety
+///
+/// The `String` must never be dropped, grown, shrunk or written to (forget
+/// it), and must be gone before `text` is dropped or changed: its memory
+/// may belong to another library's allocator.
+unsafe fn lend(text: &RString) -> String {
+    if text.is_empty() {
+        return String::new();
+    }
+    // SAFETY: `text`'s bytes are valid UTF-8, `len` and `capacity` are its
+    // buffer's; the caller keeps the rest of the contract.
+    unsafe { String::from_raw_parts(text.as_ptr().cast_mut(), text.len(), text.capacity()) }
+}
+
 extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<FfiOutcome> {
     let made = catch_panic(move || {
-        let provider = match providers() {
-            Ok(list) => list.get(handle as usize).cloned(),
+        // The providers live as long as the library (never unloaded): the
+        // future borrows its provider rather than counting a reference.
+        let provider: Option<&'static Arc<dyn ConnectionProvider>> = match providers() {
+            Ok(list) => list.get(handle as usize),
             Err(_) => None,
         };
-        // One insert per field: cheaper than collecting (which sorts a
-        // temporary vector) for the handful of fields a form has.
-        let mut owned = CredentialFields::new();
-        for field in fields {
-            owned.insert(field.name.into_string(), field.value.into_string());
-        }
-        let fields = owned;
+        let fields = LentFields::new(fields);
         FfiFuture::new(async move {
             let Some(provider) = provider else {
                 return fault(match providers() {
@@ -137,7 +226,7 @@ extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<
                     Ok(_) => format!("no provider with handle {handle}"),
                 });
             };
-            let validating = async move { provider.validate_fields(&fields).await };
+            let validating = provider.validate_fields(fields.map());
             match CatchPanic::new(validating).await {
                 Ok(Ok(validation)) => {
                     // `to_string` writes straight into a buffer; `Display`
@@ -177,4 +266,43 @@ extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<
         let message = format!("panicked while starting a validation: {panic}");
         FfiFuture::new(async move { fault(message) })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submitted(pairs: &[(&str, &str)]) -> RVec<FfiField> {
+        pairs
+            .iter()
+            .map(|(name, value)| FfiField {
+                name: (*name).into(),
+                value: (*value).into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lent_fields_read_as_the_submission_and_the_last_of_a_repeated_name_wins() {
+        let lent = LentFields::new(submitted(&[
+            ("secret", "s3cr3t"),
+            ("account", "a"),
+            ("secret", "other"),
+            ("empty", ""),
+            ("b", "after a name out of order"),
+        ]));
+        let expected: CredentialFields = [
+            ("account", "a"),
+            ("b", "after a name out of order"),
+            ("empty", ""),
+            ("secret", "other"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(lent.map(), &expected);
+        // Dropping frees each string once (the allocator aborts otherwise).
+        drop(lent);
+        drop(LentFields::new(RVec::new()));
+    }
 }
