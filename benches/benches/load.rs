@@ -237,6 +237,21 @@ fn main() {
         "warm_extra": part(slope("connhost-warm") - slope("bare")),
     });
     println!("load parts (ms per library, per MiB): {parts}");
+    // What a vendor ships: the example plugins as built for release, next
+    // to the bench's plugin.
+    let release = library.parent().expect("the plugin's folder");
+    let plugin_sizes: serde_json::Map<String, Value> = ["bedrock", "daytona", "github", "mai"]
+        .iter()
+        .filter_map(|name| {
+            let file = release.join(format!(
+                "{}{name}.{}",
+                std::env::consts::DLL_PREFIX,
+                std::env::consts::DLL_EXTENSION
+            ));
+            let bytes = std::fs::metadata(file).ok()?.len();
+            Some(((*name).to_owned(), json!(bytes)))
+        })
+        .collect();
     let path = write_result(
         "load.json",
         &json!({
@@ -245,6 +260,7 @@ fn main() {
             "sizes": sizes,
             "linearity": linearity,
             "parts": parts,
+            "plugin_sizes": plugin_sizes,
         }),
     );
     println!("load: wrote {}", path.display());

@@ -79,7 +79,11 @@ fn a_second_start_maps_the_remembered_copies_and_reports_the_same_digests() {
     // Each copy is recorded as checked by this connhost executable (its
     // layout check is not run again for the same copy and executable).
     let text = std::fs::read_to_string(cache.path().join(INDEX)).unwrap();
-    assert_eq!(text.matches("\"checked_by\":\"plugin-api ").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("\"checked_by\":\"plugin-api ").count(),
+        2,
+        "{text}"
+    );
 
     // Any command, any working folder: the same copies, not copied again.
     for command in [&["plugins", "--json"][..], &["providers", "--json"][..]] {

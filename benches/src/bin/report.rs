@@ -348,13 +348,13 @@ fn main() -> ExitCode {
     let mut load_series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     if let Some(data) = read_json(&results.join("load.json")) {
         let bytes = f(&data["library_bytes"]);
-        writeln!(load, "Plugin file: `libfixture_bench_trivial.so`, {:.1} MiB (a release build with this workspace's `debug = \"line-tables-only\"`).\n", bytes / 1048576.0).unwrap();
-        writeln!(load, "| N | samples | bare `dlopen` + symbol (baseline) | `Connhost::start` | ratio | per library: bare / connhost | each file in its own registry (ratio) | bare + whole-file check, as before b20a855 (ratio) | bare + header-only check, as now (ratio) |\n|---|---|---|---|---|---|---|---|---|").unwrap();
+        writeln!(load, "Plugin file: `libfixture_bench_trivial.so`, {:.1} MiB (a release build keeping this workspace's `debug = \"line-tables-only\"` on purpose: a big file; the example plugins ship without debug info, see the sizes below).\n", bytes / 1048576.0).unwrap();
+        writeln!(load, "| N | samples | bare `dlopen` + symbol (baseline) | cold: `Connhost::start`, a new cache | ratio | warm: a kept cache (`--cache-dir`) | ratio | bare + kernel copy (ratio) | bare + copy with SHA-256 (ratio) |\n|---|---|---|---|---|---|---|---|---|").unwrap();
         for size in data["sizes"].as_array().into_iter().flatten() {
             let n = f(&size["n"]);
             let mode = |m: &str| f(&size["modes"][m]["median_ms"]);
             let ratio = |m: &str| f(&size["ratios_vs_bare"][m]);
-            for m in ["bare", "connhost", "bare-fullcheck", "bare-headercheck"] {
+            for m in ["bare", "connhost", "connhost-warm", "bare-copy"] {
                 load_series
                     .entry(m.to_owned())
                     .or_default()
@@ -362,40 +362,41 @@ fn main() -> ExitCode {
             }
             writeln!(
                 load,
-                "| {n} | {} | {:.2} ms | {:.2} ms | ×{:.1} | {:.3} / {:.3} ms | {:.2} ms (×{:.1}) | {:.2} ms (×{:.1}) | {:.2} ms (×{:.1}) |",
+                "| {n} | {} | {:.2} ms | {:.2} ms | ×{:.1} | {:.2} ms | ×{:.2} | {:.2} ms (×{:.1}) | {:.2} ms (×{:.1}) |",
                 size["samples"],
                 mode("bare"),
                 mode("connhost"),
                 ratio("connhost"),
-                mode("bare") / n,
-                mode("connhost") / n,
-                mode("connhost-own"),
-                ratio("connhost-own"),
-                mode("bare-fullcheck"),
-                ratio("bare-fullcheck"),
-                mode("bare-headercheck"),
-                ratio("bare-headercheck"),
+                mode("connhost-warm"),
+                ratio("connhost-warm"),
+                mode("bare-copy"),
+                ratio("bare-copy"),
+                mode("bare-copy-sha256"),
+                ratio("bare-copy-sha256"),
             )
             .unwrap();
             bars.push(Bar {
-                label: format!("Connhost::start, N={n}"),
+                label: format!("load cold, N={n}"),
                 ratio: ratio("connhost"),
                 group: "load",
             });
-            if n == 100.0 {
-                headline.push((
-                    "Loading 100 plugins, `Connhost::start` vs bare `dlopen`".into(),
-                    format!(
-                        "×{:.1} ({:.1} ms vs {:.1} ms; {:.2} ms per library)",
-                        ratio("connhost"),
-                        mode("connhost"),
-                        mode("bare"),
-                        mode("connhost") / n
-                    ),
-                ));
-            }
+            bars.push(Bar {
+                label: format!("load warm, N={n}"),
+                ratio: ratio("connhost-warm"),
+                group: "load",
+            });
         }
-        writeln!(load, "\nTimes are medians over the samples; each ratio is the median of per-sample ratios (the modes of one sample run back to back in a rotating order, in fresh processes, on fresh copies). Every copy offers the same provider id: in `Connhost::start` the first file registers it and the other N−1 are refused as conflicts *after* all the loading work, which is what is measured (the counts are checked). \"Each file in its own registry\" loads the same copies through the catalog, from a folder of its own per file, so every file registers: it should be within noise of `Connhost::start`, showing that the conflicts do not flatter the figure.\n").unwrap();
+        let per = |m: &str| f(&data["linearity"][m]["ms_per_library"]);
+        let (bare, cold, warm) = (per("bare"), per("connhost"), per("connhost-warm"));
+        headline.push((
+            "Loading a plugin, cold (a new cache folder) vs bare `dlopen`, per library (slope N = 1 → 100)".into(),
+            format!("×{:.1} ({cold:.2} ms vs {bare:.3} ms for a {:.1} MiB file)", cold / bare, bytes / 1048576.0),
+        ));
+        headline.push((
+            "Loading a plugin, warm (a kept `--cache-dir`, files unchanged) vs bare `dlopen`, per library".into(),
+            format!("×{:.2} ({warm:.3} ms vs {bare:.3} ms)", warm / bare),
+        ));
+        writeln!(load, "\nTimes are medians over the samples; each ratio is the median of per-sample ratios (the modes of one sample run back to back in a rotating order, in fresh processes, on fresh copies). Every copy offers the same provider id: the first file registers it and the other N−1 are refused as conflicts *after* all the loading work, which is what is measured (the counts are checked). The warm mode's cache folder was filled by an untimed run of another process on the same files. The copy modes are the baseline plus one step each, to take a cold load apart.\n").unwrap();
         writeln!(load, "**Linearity** (least-squares line through the medians):\n\n| mode | ms per library | intercept | R² |\n|---|---|---|---|").unwrap();
         for (mode, line) in data["linearity"].as_object().into_iter().flatten() {
             writeln!(
@@ -407,18 +408,31 @@ fn main() -> ExitCode {
             )
             .unwrap();
         }
+        let parts = &data["parts"];
+        if parts.is_object() {
+            writeln!(load, "\n**A cold load, part by part** (from the slopes; per library of this file, and per MiB):\n\n| part | ms per library | ms per MiB |\n|---|---|---|").unwrap();
+            for (key, what) in [
+                ("dlopen", "`dlopen` + symbol (the baseline itself)"),
+                ("kernel_copy", "the copy into the cache, by the kernel (`copy_file_range`)"),
+                ("connhost_rest", "the rest of connhost (checks, layout check, `init`, descriptors, registry)"),
+                ("sha256_copy_extra", "a SHA-256 pass instead, through user space (only when the lock file is in force, or a signature is checked: minisign's own hash then)"),
+                ("warm_extra", "a warm start's cost over `dlopen`"),
+            ] {
+                writeln!(load, "| {what} | {:.3} | {:.3} |", f(&parts[key]["ms_per_library"]), f(&parts[key]["ms_per_mib"])).unwrap();
+            }
+        }
+        if let Some(sizes) = data["plugin_sizes"].as_object() {
+            writeln!(load, "\n**Example plugins as built for release** (what a vendor ships; the workspace builds them without debug info, as the README's plugin template does):\n\n| plugin | size |\n|---|---|").unwrap();
+            for (name, bytes) in sizes {
+                writeln!(load, "| {name} | {:.0} KiB |", f(bytes) / 1024.0).unwrap();
+            }
+        }
         if let (Some(bare), Some(connhost)) = (cg_per("load-bare"), cg_per("load-connhost")) {
-            writeln!(load, "\nInstructions per library (callgrind, user space only; the difference between loading 12 and 2 fresh copies, over 10): bare {bare:.0}, `Connhost::start` {connhost:.0} (×{:.1}). They miss the kernel time (the copy's reads and writes, `dlopen`'s mappings): see the profile.", connhost / bare).unwrap();
+            writeln!(load, "\nInstructions per library (callgrind, user space only; the difference between loading 12 and 2 fresh copies, over 10): bare {bare:.0}, `Connhost::start` (cold) {connhost:.0} (×{:.1}). They miss the kernel time (the copy, `dlopen`'s mappings): see the profile.", connhost / bare).unwrap();
         }
         if let Some(last) = data["sizes"].as_array().and_then(|s| s.last()) {
             let anon = |m: &str| f(&last["modes"][m]["rss_anon_increment_kib"]) / 1024.0;
-            let kept = anon("bare-fullcheck") - anon("bare-headercheck");
-            writeln!(load, "\nAnonymous memory the process holds after the timed load of N = {}: bare {:.1} MiB, `Connhost::start` {:.1} MiB, bare + whole-file check {:.1} MiB, bare + header-only check {:.1} MiB (medians).{}", last["n"], anon("bare"), anon("connhost"), anon("bare-fullcheck"), anon("bare-headercheck"),
-                if kept > 2.0 {
-                    format!(" The whole-file check's buffers are freed, but the allocator keeps {kept:.1} MiB of their pages (about one file's size: glibc raises its mmap threshold after the first large free, so later buffers come from the heap and stay resident); the first such buffer in a process also pays for faulting those pages in, which is most of the N = 1 figure.")
-                } else {
-                    String::new()
-                }).unwrap();
+            writeln!(load, "\nAnonymous memory the process holds after the timed load of N = {}: bare {:.1} MiB, cold {:.1} MiB, warm {:.1} MiB (medians).", last["n"], anon("bare"), anon("connhost"), anon("connhost-warm")).unwrap();
         }
         writeln!(load, "\n![load time against N](benches/out/load.svg)").unwrap();
     } else {
@@ -517,7 +531,7 @@ fn main() -> ExitCode {
     // ---- 4. memory --------------------------------------------------------
     let mut memory = String::new();
     if let Some(data) = read_json(&results.join("memory.json")) {
-        writeln!(memory, "`VmRSS` of `connhost serve` (built-in providers + N fresh copies of the plugin, after `/readyz` answers 200 and one `GET /v1/providers`), median of {} samples; the baseline per library is a process that only `dlopen`s N fresh copies (`load-probe bare`, RSS after − before). Every copy offers the same provider id, so N−1 of them are refused as conflicts after loading (their libraries stay mapped: nothing is unloaded). Each copy carries a few distinct bytes after its ELF image, because `connhost serve` loads each plugin from a private copy named by its content hash: identical copies would be one library. \"Libraries mapped\" counts the distinct plugin files in `/proc/<pid>/maps` (checked to be N). \"Start to ready\" is from spawning the process to `/readyz` answering 200 (polled every 20 ms; it includes serve's wait for files to be quiet for 40 ms).\n", data["samples"]).unwrap();
+        writeln!(memory, "`VmRSS` of `connhost serve` (built-in providers + N fresh copies of the plugin, after `/readyz` answers 200 and one `GET /v1/providers`), median of {} samples; the baseline per library is a process that only `dlopen`s N fresh copies (`load-probe bare`, RSS after − before). Every copy offers the same provider id, so N−1 of them are refused as conflicts after loading (their libraries stay mapped: nothing is unloaded). Each copy carries a few distinct bytes after its ELF image, as they always have (each copy is now a library of its own anyway). \"Libraries mapped\" counts the distinct plugin files in `/proc/<pid>/maps` (checked to be N). \"Start to ready\" is from spawning the process to `/readyz` answering 200 (polled every 20 ms; it includes serve's wait for files to be quiet for 40 ms).\n", data["samples"]).unwrap();
         writeln!(memory, "| N | libraries mapped | VmRSS | of which anonymous / file | vs N = 0 | per library (anon / file) | bare `dlopen` per library | ratio per library | start to ready |\n|---|---|---|---|---|---|---|---|---|").unwrap();
         for row in data["table"].as_array().into_iter().flatten() {
             let n = f(&row["n"]);
@@ -584,7 +598,7 @@ fn main() -> ExitCode {
                 let ratio = f(&row["ready_marginal_ms"]) / per_library;
                 writeln!(
                     memory,
-                    "\n**Startup per plugin**: `connhost serve` takes {:.1} ms more to be ready per added plugin, against {:.2} ms per library for `Connhost::start` in section 2 (×{ratio:.1}). Serve loads through the same catalog (each file checked, copied into the private cache while BLAKE3 hashes it, then loaded), so both figures include the copy and the hash: the ratio compares the same work measured in a fresh `connhost serve` until `/readyz` answers and in `load-probe`, and a ratio near 1 means serve adds nothing per plugin to the catalog's load.",
+                    "\n**Startup per plugin**: `connhost serve` takes {:.1} ms more to be ready per added plugin, against {:.2} ms per library for `Connhost::start` in section 2 (×{ratio:.1}). Serve loads through the same catalog (each file checked, copied into the private cache by the kernel, then loaded), so both figures include the copy: the ratio compares the same work measured in a fresh `connhost serve` until `/readyz` answers and in `load-probe`, and a ratio near 1 means serve adds nothing per plugin to the catalog's load.",
                     f(&row["ready_marginal_ms"]),
                     per_library
                 )
@@ -663,7 +677,7 @@ fn main() -> ExitCode {
     writeln!(md, "\nTimings of a few hundred nanoseconds move by tens of percent between runs on this shared machine (the two functions of a group are measured one after the other); the instruction counts do not, and are the figure to compare for `providers()` and `schema()`: their plugin entries cost more only because listing clones a plugin's origin (name, version, path) where a built-in's is a unit variant.").unwrap();
     writeln!(md, "\nInstructions per call (callgrind, `--toggle-collect` on the measured function; the difference between a long and a short run over the difference in calls, so set-up cancels out). For `validate`, whose provider runs on a blocking-pool thread, every thread is counted (no `--toggle-collect`), tokio's parking and waking included.{}{}", command("call"), command("callgrind")).unwrap();
 
-    writeln!(md, "## 2. Loading plugins\n\nconnhost's catalog (`Connhost::start`, no built-ins: each file checked, copied into the private cache, hashed and loaded) on a fresh folder of N distinct copies of the plugin, against a baseline that lists the folder the same way and, per file, calls `libloading::Library::new` and looks up `_1as_0lib_1header_0root_bmodule_bloader` (leaking the library, as connhost does). glibc returns the already-loaded object for a file it has opened and nothing is ever unloaded, so every sample copies fresh files (not timed) and runs in a fresh process (`load-probe`), after an untimed warm-up load of one more fresh copy.\n").unwrap();
+    writeln!(md, "## 2. Loading plugins\n\nconnhost's catalog (`Connhost::start`, no built-ins: each file checked, copied into the private cache and loaded; or, warm, the copies a kept cache folder remembers mapped directly) on a fresh folder of N distinct copies of the plugin, against a baseline that lists the folder the same way and, per file, calls `libloading::Library::new` and looks up `_1as_0lib_1header_0root_bmodule_bloader` (leaking the library, as connhost does). glibc returns the already-loaded object for a file it has opened and nothing is ever unloaded, so every sample copies fresh files (not timed) and runs in a fresh process (`load-probe`), after an untimed warm-up load of one more fresh copy.\n").unwrap();
     md.push_str(&load);
     writeln!(md, "{}", command("load")).unwrap();
 
@@ -696,7 +710,7 @@ fn main() -> ExitCode {
     )
     .unwrap();
     if let Some(startup) = serve_startup {
-        writeln!(md, "Each plugin added to the folder makes `connhost serve` {startup:.1} ms slower to be ready (section 4), against {:.2} ms per library for `Connhost::start` (×{:.0}) and {:.2} ms for a bare `dlopen` (×{:.0}). Serve loads through the same catalog as the CLI and `Connhost::start` (`host/core/src/catalog/`): each file is checked from its descriptor, copied into the private cache while BLAKE3 hashes it (one pass), then checked again and loaded. Profile of `connhost serve` starting with 100 fresh copies, from exec until `/readyz` answers 200 (top symbols by self time):\n", per_library("connhost"), startup / per_library("connhost"), per_library("bare"), startup / per_library("bare")).unwrap();
+        writeln!(md, "Each plugin added to the folder makes `connhost serve` {startup:.1} ms slower to be ready (section 4), against {:.2} ms per library for `Connhost::start` (×{:.0}) and {:.2} ms for a bare `dlopen` (×{:.0}). Serve loads through the same catalog as the CLI and `Connhost::start` (`host/core/src/catalog/`): each file is checked from its descriptor, copied into the private cache by the kernel (`copy_file_range`; through the host, with one SHA-256 pass, only when the lock file or a signature needs the bytes), then loaded. Profile of `connhost serve` starting with 100 fresh copies, from exec until `/readyz` answers 200 (top symbols by self time):\n", per_library("connhost"), startup / per_library("connhost"), per_library("bare"), startup / per_library("bare")).unwrap();
     }
     md.push_str(&perf_top(
         &results.join("raw/profile-serve-startup-perf.txt"),
@@ -746,8 +760,8 @@ fn main() -> ExitCode {
                 "`check_file` (user space only: its read is kernel time)",
             ),
             (
-                "connhost::cache_dir::copy_into_observed",
-                "copying into the private cache while hashing (BLAKE3; user space only: the copy itself is kernel time)",
+                "connhost::cache_dir::copy_into",
+                "copying into the private cache (user space only: the kernel copies)",
             ),
             (
                 "connhost::catalog::register",
@@ -777,7 +791,7 @@ fn main() -> ExitCode {
     )
     .unwrap();
     md.push_str(&self_top(&self_cost, 12));
-    writeln!(md, "\nThe decomposition columns of section 2 show the file check's share directly: `bare + whole-file check` adds to `dlopen` what `check_file` (`host/core/src/library.rs`) did up to commit b20a855 (read the whole file, parse it with `object`, check its segments), and `bare + header-only check` what it does since (the ELF header and program headers, read lazily; the catalog checks them on the watched file's descriptor, and `check_file` again on the copy it loads). The rest of `Connhost::start`'s cost is the private copy with its BLAKE3 hash (the copy is kernel time, the hash user space) and abi_stable's layout check of the plugin's types.").unwrap();
+    writeln!(md, "\nThe part-by-part table of section 2 splits a cold load: `dlopen`, the kernel's copy into the cache (most of it, and all of it kernel time: it grows with the file's size and with writeback pressure once many files are copied), and the rest of connhost (the checks, abi_stable's layout check, the plugin's `init` and descriptors). No hash is computed unless the lock file or a signature needs the bytes. A warm start skips the copy, the headers check and the layout check of a copy this executable checked before.").unwrap();
 
     writeln!(md, "\n### HTTP: `GET /v1/providers`\n\n`connhost serve` (pinned to CPU 0) answering `GET /v1/providers` under wrk, `perf record -e cpu-clock -p PID` for 5 s; top symbols by self time:\n").unwrap();
     md.push_str(&perf_top(
