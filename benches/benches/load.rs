@@ -237,6 +237,45 @@ fn main() {
         "warm_extra": part(slope("connhost-warm") - slope("bare")),
     });
     println!("load parts (ms per library, per MiB): {parts}");
+    // The same at N = 10 for a file as a vendor ships it: the example
+    // plugin `mai` as built for release (no debug info).
+    let shipped = library.parent().expect("the plugin's folder").join(format!(
+        "{}mai.{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_EXTENSION
+    ));
+    let shipped_result = shipped.is_file().then(|| {
+        let modes = ["bare", "connhost", "connhost-warm"];
+        let mut ns: [Vec<f64>; 3] = Default::default();
+        let mut ratios: [Vec<f64>; 2] = Default::default();
+        for s in 0..samples[1] {
+            let mut sample = [0.0; 3];
+            for k in 0..modes.len() {
+                let m = (s + k) % modes.len();
+                sample[m] = probe(modes[m], &shipped, 10)["ns"].as_f64().expect("ns");
+                ns[m].push(sample[m]);
+            }
+            ratios[0].push(sample[1] / sample[0]);
+            ratios[1].push(sample[2] / sample[0]);
+        }
+        let result = json!({
+            "library": shipped.display().to_string(),
+            "library_bytes": std::fs::metadata(&shipped).map(|m| m.len()).unwrap_or(0),
+            "n": 10,
+            "samples": samples[1],
+            "median_ms": {
+                "bare": median(&mut ns[0]) / 1e6,
+                "connhost": median(&mut ns[1]) / 1e6,
+                "connhost-warm": median(&mut ns[2]) / 1e6,
+            },
+            "ratios_vs_bare": {
+                "connhost": median(&mut ratios[0]),
+                "connhost-warm": median(&mut ratios[1]),
+            },
+        });
+        println!("load shipped plugin (mai, N=10): {result}");
+        result
+    });
     // What a vendor ships: the example plugins as built for release, next
     // to the bench's plugin.
     let release = library.parent().expect("the plugin's folder");
@@ -261,6 +300,7 @@ fn main() {
             "linearity": linearity,
             "parts": parts,
             "plugin_sizes": plugin_sizes,
+            "shipped": shipped_result,
         }),
     );
     println!("load: wrote {}", path.display());

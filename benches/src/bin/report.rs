@@ -421,6 +421,16 @@ fn main() -> ExitCode {
                 writeln!(load, "| {what} | {:.3} | {:.3} |", f(&parts[key]["ms_per_library"]), f(&parts[key]["ms_per_mib"])).unwrap();
             }
         }
+        let shipped = &data["shipped"];
+        if shipped.is_object() {
+            let ms = |m: &str| f(&shipped["median_ms"][m]);
+            let ratio = |m: &str| f(&shipped["ratios_vs_bare"][m]);
+            writeln!(load, "\n**A plugin as shipped** (`libmai.so` as built for release, {:.0} KiB, N = {} fresh copies, {} samples): bare {:.2} ms; cold {:.2} ms (×{:.1}); warm {:.2} ms (×{:.2}).", f(&shipped["library_bytes"]) / 1024.0, shipped["n"], shipped["samples"], ms("bare"), ms("connhost"), ratio("connhost"), ms("connhost-warm"), ratio("connhost-warm")).unwrap();
+            headline.push((
+                "Loading a plugin as shipped (`libmai.so`, release, no debug info), N = 10, cold and warm vs bare `dlopen`".into(),
+                format!("×{:.1} cold, ×{:.2} warm ({:.2} / {:.2} / {:.2} ms)", ratio("connhost"), ratio("connhost-warm"), ms("connhost"), ms("connhost-warm"), ms("bare")),
+            ));
+        }
         if let Some(sizes) = data["plugin_sizes"].as_object() {
             writeln!(load, "\n**Example plugins as built for release** (what a vendor ships; the workspace builds them without debug info, as the README's plugin template does):\n\n| plugin | size |\n|---|---|").unwrap();
             for (name, bytes) in sizes {

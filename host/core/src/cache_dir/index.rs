@@ -164,20 +164,24 @@ impl Index {
     /// Writes the index of `cache` anew with `entries` for the plugins
     /// folder `dir` (a new file renamed over the old one; what it
     /// remembered of files in other folders is kept), then removes the
-    /// copies it does not name (the copies of files no longer loaded:
-    /// libraries still mapped stay mapped). Returns how many copies were
-    /// removed.
+    /// copies the old index named and the new one does not (the copies of
+    /// files no longer loaded: libraries still mapped stay mapped), and
+    /// copies no index names once they are an hour old. Returns how many
+    /// copies were removed.
     pub(crate) fn write(
         cache: &Path,
         dir: &Path,
         mut entries: Vec<Remembered>,
     ) -> io::Result<usize> {
         let dir = std::path::absolute(dir)?;
-        let elsewhere = read_index(cache)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| Path::new(&e.source).parent() != Some(dir.as_path()));
-        entries.extend(elsewhere);
+        let before = read_index(cache).unwrap_or_default();
+        let named_before: HashSet<String> = before.iter().map(|e| e.copy.clone()).collect();
+        entries.extend(
+            before
+                .into_iter()
+                .filter(|e| Path::new(&e.source).parent() != Some(dir.as_path())),
+        );
+        let kept: HashSet<String> = entries.iter().map(|e| e.copy.clone()).collect();
         let folder = open_folder(cache)?;
         let text = serde_json::to_vec(&IndexFile {
             format: FORMAT,
@@ -195,20 +199,28 @@ impl Index {
             let _ = rustix::fs::unlinkat(&folder, partial.as_str(), AtFlags::empty());
             return Err(e);
         }
-        let kept: HashSet<String> = serde_json::from_slice::<IndexFile>(&text)
-            .map(|index| index.entries.into_iter().map(|e| e.copy).collect())
-            .unwrap_or_default();
-        Ok(prune(&folder, &kept))
+        Ok(prune(&folder, &kept, &named_before))
     }
 }
 
+/// A copy no index ever named is removed only once it is this old: it may
+/// be another process's, made a moment ago and not in its index yet.
+const UNNAMED_COPY_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Removes from `folder` the copies (regular files, or links, named as
 /// the cache names its copies; a link is removed, never followed) not in
-/// `kept`. Copies in progress are left to the copier.
-fn prune(folder: &std::os::fd::OwnedFd, kept: &HashSet<String>) -> usize {
+/// `kept`: those the index named before at once, others once they are
+/// [`UNNAMED_COPY_AGE`] old (a crashed process's). Copies in progress are
+/// left to the copier.
+fn prune(
+    folder: &std::os::fd::OwnedFd,
+    kept: &HashSet<String>,
+    named_before: &HashSet<String>,
+) -> usize {
     let Ok(entries) = rustix::fs::Dir::read_from(folder) else {
         return 0;
     };
+    let now = std::time::SystemTime::now();
     let mut removed = 0;
     for entry in entries.flatten() {
         let Ok(name) = entry.file_name().to_str() else {
@@ -221,14 +233,22 @@ fn prune(folder: &std::os::fd::OwnedFd, kept: &HashSet<String>) -> usize {
         {
             continue;
         }
-        let removable =
-            rustix::fs::statat(folder, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|s| {
-                matches!(
-                    FileType::from_raw_mode(s.st_mode),
-                    FileType::RegularFile | FileType::Symlink
-                )
-            });
-        if removable && rustix::fs::unlinkat(folder, name, AtFlags::empty()).is_ok() {
+        let Ok(stat) = rustix::fs::statat(folder, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let removable = matches!(
+            FileType::from_raw_mode(stat.st_mode),
+            FileType::RegularFile | FileType::Symlink
+        );
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(stat.st_ctime).unwrap_or(0));
+        let old = now
+            .duration_since(changed)
+            .is_ok_and(|age| age >= UNNAMED_COPY_AGE);
+        if removable
+            && (named_before.contains(name) || old)
+            && rustix::fs::unlinkat(folder, name, AtFlags::empty()).is_ok()
+        {
             removed += 1;
         }
     }
@@ -363,5 +383,105 @@ impl CachedCopy {
             signature,
             checked_by,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn private() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
+    /// A copy of `bytes` in `cache`, remembered as made of `source`.
+    fn remembered_copy(cache: &Path, source: &Path, bytes: &[u8]) -> (CachedCopy, Remembered) {
+        std::fs::write(source, bytes).unwrap();
+        let file = std::fs::File::open(source).unwrap();
+        let copy = super::super::copy_into(cache, &file, None).unwrap();
+        let id = FileId::of(&std::fs::metadata(source).unwrap());
+        let remembered = copy.remembered(source, id, None, None).unwrap();
+        (copy, remembered)
+    }
+
+    #[test]
+    fn what_is_written_is_found_by_source_and_version_and_opened_only_while_unchanged() {
+        let (cache, plugins) = (private(), tempfile::tempdir().unwrap());
+        let source = plugins.path().join("liba.so");
+        let (copy, remembered) = remembered_copy(cache.path(), &source, b"library a");
+        copy.set_digest(format!("sha256:{}", "ab".repeat(32)));
+        let remembered = copy
+            .remembered(&source, remembered.source_id, None, None)
+            .unwrap();
+        assert_eq!(
+            Index::write(cache.path(), plugins.path(), vec![remembered.clone()]).unwrap(),
+            0
+        );
+
+        let index = Index::read(cache.path());
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.of_folder(plugins.path()), vec![remembered.clone()]);
+        let found = index.find(&source, &remembered.source_id).unwrap();
+        let opened = Index::open(cache.path(), found).unwrap();
+        assert_eq!(opened.known_digest(), copy.known_digest());
+        let mut other = remembered.source_id;
+        other.changed.1 += 1;
+        assert!(index.find(&source, &other).is_none(), "another version");
+
+        // Changed in any way (here: its mode, and back): not opened.
+        std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o444)).unwrap();
+        assert!(Index::open(cache.path(), found).is_none());
+        // A name that is not a copy's is never opened.
+        let mut elsewhere = remembered.clone();
+        elsewhere.copy = "../liba.so".to_owned();
+        assert!(Index::open(cache.path(), &elsewhere).is_none());
+    }
+
+    #[test]
+    fn an_index_of_another_format_or_that_others_may_write_is_not_read() {
+        let (cache, plugins) = (private(), tempfile::tempdir().unwrap());
+        let source = plugins.path().join("liba.so");
+        let (_copy, remembered) = remembered_copy(cache.path(), &source, b"library a");
+        Index::write(cache.path(), plugins.path(), vec![remembered]).unwrap();
+        let path = cache.path().join(INDEX_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(Index::read(cache.path()).len(), 0);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Index::read(cache.path()).len(), 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\"format\":1", "\"format\":2")).unwrap();
+        assert_eq!(Index::read(cache.path()).len(), 0);
+    }
+
+    #[test]
+    fn writing_keeps_other_folders_entries_and_removes_only_copies_no_one_remembers() {
+        let cache = private();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (copy_a, in_a) = remembered_copy(cache.path(), &a.path().join("liba.so"), b"a");
+        let (copy_b, in_b) = remembered_copy(cache.path(), &b.path().join("libb.so"), b"b");
+        let (stale, _) = remembered_copy(cache.path(), &a.path().join("libold.so"), b"old");
+        let precious = cache.path().join("notes.txt");
+        std::fs::write(&precious, b"not the cache's").unwrap();
+        Index::write(cache.path(), b.path(), vec![in_b.clone()]).unwrap();
+        // Folder a's file, written by another catalog: b's entry is kept,
+        // and a's copy (in no index yet when b wrote) was not removed.
+        assert_eq!(
+            Index::write(cache.path(), a.path(), vec![in_a.clone()]).unwrap(),
+            0
+        );
+        let index = Index::read(cache.path());
+        assert_eq!(index.of_folder(a.path()), vec![in_a]);
+        assert_eq!(index.of_folder(b.path()), vec![in_b]);
+        assert!(copy_a.path().exists() && copy_b.path().exists());
+        assert!(stale.path().exists(), "no index named it, and it is new");
+        assert!(precious.exists());
+        // Folder a no longer loads liba.so: its copy goes.
+        assert_eq!(Index::write(cache.path(), a.path(), Vec::new()).unwrap(), 1);
+        assert!(!copy_a.path().exists() && copy_b.path().exists());
     }
 }
