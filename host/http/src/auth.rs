@@ -3,12 +3,10 @@
 
 use std::fmt;
 
-use axum::body::Body;
 use axum::http::{header, HeaderMap, Request};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tower_http::validate_request::ValidateRequest;
 
 use super::error::{ApiError, ErrorCode};
 
@@ -46,9 +44,9 @@ impl AccessToken {
 }
 
 /// Rejects a request to a guarded path (`/v1`, `/v1/...`, `/ui/...`, and
-/// `/metrics` unless it is open) without `Authorization: Bearer <token>`; a
-/// tower-http request validator, so the check costs no allocation and no
-/// boxed service.
+/// `/metrics` unless it is open) without `Authorization: Bearer <token>`;
+/// checked by the router's guard (`guard.rs`), so it costs no allocation
+/// and no boxed service.
 ///
 /// `/metrics` tells who validates what and how often (counts by provider
 /// and outcome), so like Vault (`unauthenticated_metrics_access`, off by
@@ -75,21 +73,19 @@ impl RequireToken {
             || path.starts_with("/ui/")
             || (path == "/metrics" && !self.metrics_open)
     }
-}
 
-impl<B> ValidateRequest<B> for RequireToken {
-    type ResponseBody = Body;
-
-    fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response> {
+    /// The 401 `unauthorized` answer to `request`, or `None` to let it
+    /// through.
+    pub(crate) fn refusal<B>(&self, request: &Request<B>) -> Option<Response> {
         let guarded = self.guards(request.uri().path());
         // CORS preflights carry no credentials; the CORS layer answers them.
         if !guarded || request.method() == axum::http::Method::OPTIONS {
-            return Ok(());
+            return None;
         }
         match bearer(request.headers()) {
-            Some(presented) if self.token.matches(presented.trim()) => Ok(()),
-            Some(_) => Err(unauthorized("The access token is wrong.")),
-            None => Err(unauthorized(
+            Some(presented) if self.token.matches(presented.trim()) => None,
+            Some(_) => Some(unauthorized("The access token is wrong.")),
+            None => Some(unauthorized(
                 "This server requires an access token: send Authorization: Bearer <token>.",
             )),
         }

@@ -1,24 +1,22 @@
 //! Request bodies under two bounds that hold whatever the client does: a
 //! declared length over the limit is refused before a byte of the body is
-//! read, and the whole body must arrive within a total time (tower-http's
-//! `RequestBodyTimeoutLayer` restarts its clock on every frame, so a body
-//! trickled one byte a second would never time out).
+//! read (by the router's guard, `guard.rs`), any other body fails once it
+//! grows over the limit, and the whole body must arrive within a total time
+//! (tower-http's `RequestBodyTimeoutLayer` restarts its clock on every
+//! frame, so a body trickled one byte a second would never time out).
 
 use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse as _, Response};
+use axum::body::Bytes;
 use axum::BoxError;
 use http_body::{Frame, SizeHint};
 
 use super::error::{ApiError, ErrorCode};
 
-/// What [`guard_body`] enforces.
+/// What the router's guard holds every request body to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BodyBounds {
     /// The largest body accepted, in bytes.
@@ -29,30 +27,13 @@ pub(crate) struct BodyBounds {
 }
 
 /// The 413 answer, shared by the declared-length check and the extractor
-/// (for bodies without a `Content-Length` that grow over the limit).
+/// (for bodies without a `Content-Length` that grow over the limit:
+/// [`BodyTooLarge`]).
 pub(crate) fn payload_too_large() -> ApiError {
     ApiError::new(
         ErrorCode::PayloadTooLarge,
         "The body is larger than this server accepts (see --body-limit).",
     )
-}
-
-/// Middleware: refuses a declared length over the limit at once (413,
-/// nothing of the body read), and puts the rest of the body under a total
-/// deadline.
-pub(crate) async fn guard_body(
-    State(bounds): State<BodyBounds>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // hyper's size hint is exactly the `Content-Length` when there is one
-    // (it has checked the header), and 0 for a chunked body.
-    let declared = http_body::Body::size_hint(request.body()).lower();
-    if declared > u64::try_from(bounds.limit).unwrap_or(u64::MAX) {
-        return payload_too_large().into_response();
-    }
-    let request = request.map(|body| Body::new(TotalTimeoutBody::new(body, bounds.timeout)));
-    next.run(request).await
 }
 
 /// The error a body yields once its total time is up.
@@ -67,43 +48,78 @@ impl std::fmt::Display for BodyTimedOut {
 
 impl std::error::Error for BodyTimedOut {}
 
-/// The timeout that passed, when `error` (or an error it wraps) is a
-/// [`BodyTimedOut`].
-pub(crate) fn body_timeout(error: &(dyn std::error::Error + 'static)) -> Option<Duration> {
+/// The error a body yields once more than the limit has arrived.
+#[derive(Debug)]
+pub(crate) struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the body is over the size limit")
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+/// The first error of type `E` in `error`'s chain (itself, then what it
+/// wraps).
+fn find<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
     let mut current = Some(error);
     while let Some(error) = current {
-        if let Some(timed_out) = error.downcast_ref::<BodyTimedOut>() {
-            return Some(timed_out.0);
+        if let Some(found) = error.downcast_ref::<E>() {
+            return Some(found);
         }
         current = error.source();
     }
     None
 }
 
+/// The timeout that passed, when `error` (or an error it wraps) is a
+/// [`BodyTimedOut`].
+pub(crate) fn body_timeout(error: &(dyn std::error::Error + 'static)) -> Option<Duration> {
+    find::<BodyTimedOut>(error).map(|timed_out| timed_out.0)
+}
+
+/// Whether `error` (or an error it wraps) is a [`BodyTooLarge`].
+pub(crate) fn body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    find::<BodyTooLarge>(error).is_some()
+}
+
 pin_project_lite::pin_project! {
     /// A body that fails with [`BodyTimedOut`] once its deadline passes,
-    /// however steadily its frames arrive.
-    pub(crate) struct TotalTimeoutBody<B> {
+    /// however steadily its frames arrive, and with [`BodyTooLarge`] once
+    /// more than its limit has arrived.
+    pub(crate) struct BoundedBody<B> {
         #[pin]
         inner: B,
+        // Wakes the reader at the deadline: armed only once the body has
+        // to wait for the client (a body that has already arrived, as most
+        // small ones have, never touches the runtime's timers).
         #[pin]
-        deadline: tokio::time::Sleep,
+        timer: Option<tokio::time::Sleep>,
+        deadline: tokio::time::Instant,
         timeout: Duration,
+        // Bytes that may still arrive.
+        left: usize,
     }
 }
 
-impl<B> TotalTimeoutBody<B> {
-    /// `inner` must end within `timeout` from now.
-    pub(crate) fn new(inner: B, timeout: Duration) -> Self {
+impl<B> BoundedBody<B> {
+    /// `inner` must end within `bounds.timeout` from now, and hold at most
+    /// `bounds.limit` bytes.
+    pub(crate) fn new(inner: B, bounds: BodyBounds) -> Self {
         Self {
             inner,
-            deadline: tokio::time::sleep(timeout),
-            timeout,
+            timer: None,
+            deadline: tokio::time::Instant::now() + bounds.timeout,
+            timeout: bounds.timeout,
+            left: bounds.limit,
         }
     }
 }
 
-impl<B> http_body::Body for TotalTimeoutBody<B>
+impl<B> http_body::Body for BoundedBody<B>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -115,14 +131,36 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
+        let timed_out = |timeout: Duration| Poll::Ready(Some(Err(BodyTimedOut(timeout).into())));
         // Checked first, so a steady trickle cannot keep it from firing.
-        if this.deadline.poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(Box::new(BodyTimedOut(*this.timeout)))));
+        if tokio::time::Instant::now() >= *this.deadline {
+            return timed_out(*this.timeout);
         }
-        this.inner
-            .poll_frame(cx)
-            .map(|frame| frame.map(|frame| frame.map_err(Into::into)))
+        let frame = match this.inner.poll_frame(cx) {
+            Poll::Pending => {
+                if this.timer.is_none() {
+                    this.timer
+                        .set(Some(tokio::time::sleep_until(*this.deadline)));
+                }
+                if let Some(timer) = this.timer.as_pin_mut() {
+                    if timer.poll(cx).is_ready() {
+                        return timed_out(*this.timeout);
+                    }
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            match this.left.checked_sub(data.len()) {
+                Some(left) => *this.left = left,
+                None => return Poll::Ready(Some(Err(Box::new(BodyTooLarge)))),
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -169,6 +207,10 @@ mod tests {
         Ok(out)
     }
 
+    fn bounds(limit: usize, timeout: Duration) -> BodyBounds {
+        BodyBounds { limit, timeout }
+    }
+
     /// A body that gets one byte every 100 ms until `total` bytes.
     fn trickle(total: usize) -> ChannelBody {
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
@@ -188,9 +230,9 @@ mod tests {
         let started = std::time::Instant::now();
         // 100 bytes would take 10 s; each comes well within any per-frame
         // timeout.
-        let error = collect(TotalTimeoutBody::new(
+        let error = collect(BoundedBody::new(
             trickle(100),
-            Duration::from_millis(500),
+            bounds(1 << 20, Duration::from_millis(500)),
         ))
         .await
         .unwrap_err();
@@ -204,9 +246,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_in_time_is_untouched() {
-        let body = collect(TotalTimeoutBody::new(trickle(3), Duration::from_secs(30)))
-            .await
-            .unwrap();
+        let body = collect(BoundedBody::new(
+            trickle(3),
+            bounds(3, Duration::from_secs(30)),
+        ))
+        .await
+        .unwrap();
         assert_eq!(body, b"   ");
+    }
+
+    #[tokio::test]
+    async fn a_body_is_cut_once_it_grows_over_the_limit() {
+        let error = collect(BoundedBody::new(
+            trickle(4),
+            bounds(3, Duration::from_secs(30)),
+        ))
+        .await
+        .unwrap_err();
+        assert!(body_too_large(&*error), "{error}");
+        assert!(body_timeout(&*error).is_none(), "{error}");
     }
 }

@@ -5,9 +5,8 @@
 //! of the rest), and names taken from the body are cut to
 //! [`MAX_ECHOED_CHARS`] characters.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use connhost_plugin_api::{CredentialFields, FieldError};
 use serde_json::Value;
 
@@ -109,7 +108,7 @@ fn invalid_body(message: impl Into<String>) -> ApiError {
 impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -129,12 +128,14 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
                 },
             ));
         }
-        let bytes = Bytes::from_request(request, state)
+        // The router's guard holds the body to the size limit and the
+        // total deadline (`body::BoundedBody`): read it all here.
+        let bytes = axum::body::to_bytes(request.into_body(), usize::MAX)
             .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            .map_err(|error| {
+                if super::body::body_too_large(&error) {
                     super::body::payload_too_large()
-                } else if let Some(timeout) = super::body::body_timeout(&rejection) {
+                } else if let Some(timeout) = super::body::body_timeout(&error) {
                     ApiError::new(
                         ErrorCode::BodyTimeout,
                         format!(
@@ -143,9 +144,12 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
                         ),
                     )
                 } else {
+                    // (Worded as axum's `Bytes` extractor words it.)
                     ApiError::new(
                         ErrorCode::UnreadableBody,
-                        format!("The body could not be read: {rejection}"),
+                        format!(
+                            "The body could not be read: Failed to buffer the request body: {error}"
+                        ),
                     )
                 }
             })?;
@@ -245,7 +249,7 @@ mod tests {
     #[test]
     fn non_string_values_are_named_without_their_values() {
         let err = parse(json!({"fields": {"api_key": 123456, "region": "x"}})).unwrap_err();
-        assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(err.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
         let text = format!("{err:?}");
         assert!(
             text.contains("\\\"api_key\\\" must be a string, not a number"),

@@ -15,6 +15,7 @@ mod auth;
 mod body;
 mod error;
 mod extract;
+mod guard;
 mod metrics;
 mod openapi;
 mod paths;
@@ -28,14 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use axum::extract::DefaultBodyLimit;
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use axum::Router;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 pub use auth::AccessToken;
 pub use error::{ApiError, ErrorCode};
@@ -213,38 +209,23 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         })
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        // One stack, applied once: `Router::layer` boxes each route's
-        // service again for every layer it is given. Outermost first.
-        .layer(
-            ServiceBuilder::new()
-                .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                ))
-                .layer(metrics::TrackLayer::new(state.clone()))
-                .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    answer_when_grace_ends,
-                ))
-                .layer(CatchPanicLayer::custom(panic_response as fn(_) -> _))
-                // Around every route and the fallbacks, so unmatched /v1
-                // paths and wrong methods need the token too: nothing under
-                // /v1 answers an anonymous caller. No layer without a token.
-                .option_layer(state.0.token.clone().map(|token| {
-                    ValidateRequestHeaderLayer::custom(auth::RequireToken::new(
-                        token,
-                        config.metrics_open,
-                    ))
-                }))
-                .layer(axum::middleware::from_fn_with_state(
-                    body::BodyBounds {
-                        limit: config.body_limit,
-                        timeout: config.body_timeout,
-                    },
-                    body::guard_body,
-                ))
-                .layer(DefaultBodyLimit::max(config.body_limit)),
-        )
+        // One service around every route and the fallbacks (`guard.rs`):
+        // security header, metrics, the shutdown grace, panics, the token
+        // (around the fallbacks too, so unmatched /v1 paths and wrong
+        // methods need it: nothing under /v1 answers an anonymous caller)
+        // and the body's bounds.
+        .layer(guard::GuardLayer::new(
+            state.clone(),
+            state
+                .0
+                .token
+                .clone()
+                .map(|token| auth::RequireToken::new(token, config.metrics_open)),
+            body::BodyBounds {
+                limit: config.body_limit,
+                timeout: config.body_timeout,
+            },
+        ))
         .with_state(state);
     if config.cors_origins.is_empty() {
         app
@@ -283,44 +264,6 @@ pub fn parse_cors_origin(origin: &str) -> Result<HeaderValue, String> {
         ));
     }
     HeaderValue::from_str(origin).map_err(|e| format!("{origin:?}: {e}"))
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    ApiError::new(
-        ErrorCode::Internal,
-        "connhost hit an internal error; it is logged.",
-    )
-    .into_response()
-}
-
-/// Middleware: runs the request until it finishes or the shutdown grace
-/// ends, whichever comes first; in the second case the client gets a 503
-/// `draining` answer and the connection closes, instead of a reset.
-async fn answer_when_grace_ends(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let mut grace_over = state.0.grace_over.subscribe();
-    let ended = async move {
-        // The sender lives as long as the state: an error cannot happen,
-        // and would not end the grace.
-        if grace_over.wait_for(|over| *over).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        response = next.run(request) => response,
-        () = ended => (
-            [(header::CONNECTION, HeaderValue::from_static("close"))],
-            ApiError::new(
-                ErrorCode::Draining,
-                "connhost shut down before this request finished; retry it against another replica or after the restart.",
-            ),
-        )
-            .into_response(),
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere).

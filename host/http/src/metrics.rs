@@ -10,24 +10,17 @@
 //! `connhost_http_requests_total`; the classic format's `# HELP` and `# TYPE`
 //! name the sample itself, and it has no `# EOF`.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::MatchedPath;
-use axum::http::{Method, Request, Response};
-use pin_project_lite::pin_project;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tower::{Layer, Service};
 
-use super::{paths, AppState};
+use super::paths;
 use connhost::Connhost;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,11 +55,17 @@ struct ScopeLabels {
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    /// Each route's request counters seen so far, by [`paths::index`]:
+    /// (method, status, a handle on the family's counter).
+    route_requests: Vec<RwLock<Vec<RequestSeries>>>,
     /// The latency histogram of each route, by [`paths::index`]: looked up
     /// once here rather than hashed on every request.
     route_seconds: Vec<Histogram>,
     validations: Family<OutcomeLabels, Counter>,
     validation_seconds: Family<ProviderLabels, Histogram>,
+    /// Each provider's series of the two above, found by its id as `&str`
+    /// (a family's lookup needs its owned labels: a `String` per call).
+    by_provider: RwLock<std::collections::HashMap<Box<str>, ProviderSeries>>,
     rate_limited: Family<ScopeLabels, Counter>,
     plugins_loaded: Gauge<i64, AtomicI64>,
     plugins_failed: Gauge<i64, AtomicI64>,
@@ -169,6 +168,30 @@ impl prometheus_client::collector::Collector for EgressCollector {
     }
 }
 
+/// A request counter with its method and status (its route is where it
+/// is kept).
+type RequestSeries = (&'static str, u16, Counter);
+
+/// One provider's validation series: handles on the families' own
+/// metrics (a clone shares the value).
+struct ProviderSeries {
+    seconds: Histogram,
+    /// By outcome; only outcomes seen so far (a series appears with its
+    /// first validation, as the family's would).
+    outcomes: Vec<(&'static str, Counter)>,
+}
+
+impl ProviderSeries {
+    /// Records a validation with `outcome` that took `seconds`; `None`
+    /// (nothing recorded) when the outcome has no series yet.
+    fn record(&self, outcome: &str, seconds: f64) -> Option<()> {
+        let (_, counter) = self.outcomes.iter().find(|(known, _)| *known == outcome)?;
+        counter.inc();
+        self.seconds.observe(seconds);
+        Some(())
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~33 s
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -258,9 +281,13 @@ impl Metrics {
         Self {
             registry,
             requests,
+            route_requests: (0..=paths::TABLE.len())
+                .map(|_| RwLock::default())
+                .collect(),
             route_seconds,
             validations,
             validation_seconds,
+            by_provider: Default::default(),
             rate_limited,
             plugins_loaded,
             plugins_failed,
@@ -284,17 +311,46 @@ impl Metrics {
 
     /// Records one validation.
     pub(crate) fn validation(&self, provider: &str, outcome: &'static str, started: Instant) {
-        self.validations
-            .get_or_create(&OutcomeLabels {
-                provider: provider.to_owned(),
-                outcome,
-            })
-            .inc();
-        self.validation_seconds
-            .get_or_create(&ProviderLabels {
-                provider: provider.to_owned(),
-            })
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().as_secs_f64();
+        let known = self
+            .by_provider
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(provider)
+            .and_then(|series| series.record(outcome, elapsed))
+            .is_some();
+        if known {
+            return;
+        }
+        // A provider or outcome seen for the first time: its series are
+        // made (with their owned labels) once, then looked up by `&str`.
+        let mut by_provider = self
+            .by_provider
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let series = by_provider
+            .entry(provider.into())
+            .or_insert_with(|| ProviderSeries {
+                seconds: self
+                    .validation_seconds
+                    .get_or_create(&ProviderLabels {
+                        provider: provider.to_owned(),
+                    })
+                    .clone(),
+                outcomes: Vec::new(),
+            });
+        if !series.outcomes.iter().any(|(known, _)| *known == outcome) {
+            let counter = self
+                .validations
+                .get_or_create(&OutcomeLabels {
+                    provider: provider.to_owned(),
+                    outcome,
+                })
+                .clone();
+            series.outcomes.push((outcome, counter));
+        }
+        let recorded = series.record(outcome, elapsed);
+        debug_assert!(recorded.is_some(), "the series were just made");
     }
 
     /// Records one request refused by a rate limit.
@@ -318,19 +374,57 @@ impl Metrics {
         }
     }
 
-    /// Records one answered request.
-    fn request(&self, route: usize, method: &'static str, status: u16, elapsed: Duration) {
-        if let Some(histogram) = self.route_seconds.get(route) {
-            histogram.observe(elapsed.as_secs_f64());
+    /// The request counter of `route` (by [`paths::index`]), `method` and
+    /// `status`: found among the route's few series without hashing labels
+    /// (as the family's lookup does), made on first use.
+    fn request_counter(&self, route: usize, method: &'static str, status: u16) -> Counter {
+        let Some(seen) = self.route_requests.get(route) else {
+            return self.requests_family(route, method, status);
+        };
+        let find = |seen: &[RequestSeries]| {
+            seen.iter()
+                .find(|(m, s, _)| *s == status && *m == method)
+                .map(|(_, _, counter)| counter.clone())
+        };
+        let known = find(&seen.read().unwrap_or_else(PoisonError::into_inner));
+        if let Some(counter) = known {
+            return counter;
         }
-        let route = paths::label(route);
+        let mut seen = seen.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(counter) = find(&seen) {
+            return counter;
+        }
+        let counter = self.requests_family(route, method, status);
+        seen.push((method, status, counter.clone()));
+        counter
+    }
+
+    /// The family's own request counter for these labels.
+    fn requests_family(&self, route: usize, method: &'static str, status: u16) -> Counter {
         self.requests
             .get_or_create(&RequestLabels {
-                route,
+                route: paths::label(route),
                 method,
                 status,
             })
-            .inc();
+            .clone()
+    }
+
+    /// Records one answered request: counted and timed by its route
+    /// template (never the raw path, which would make unbounded labels),
+    /// and logged.
+    pub(crate) fn request(
+        &self,
+        route: usize,
+        method: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        if let Some(histogram) = self.route_seconds.get(route) {
+            histogram.observe(elapsed.as_secs_f64());
+        }
+        self.request_counter(route, method, status).inc();
+        let route = paths::label(route);
         tracing::info!(
             target: "connhost::http",
             method,
@@ -339,114 +433,6 @@ impl Metrics {
             elapsed_ms = elapsed.as_secs_f64() * 1000.0,
             "request"
         );
-    }
-}
-
-/// Counts and times every request by its route template (never the raw
-/// path, which would make unbounded labels), and logs it. Applied with
-/// `Router::layer`, so it runs after routing and sees the matched route.
-#[derive(Clone)]
-pub(crate) struct TrackLayer {
-    state: AppState,
-}
-
-impl TrackLayer {
-    pub(crate) fn new(state: AppState) -> Self {
-        Self { state }
-    }
-}
-
-impl<S> Layer<S> for TrackLayer {
-    type Service = Track<S>;
-
-    fn layer(&self, inner: S) -> Track<S> {
-        Track {
-            inner,
-            state: self.state.clone(),
-        }
-    }
-}
-
-/// The service [`TrackLayer`] wraps around each route.
-#[derive(Clone)]
-pub(crate) struct Track<S> {
-    inner: S,
-    state: AppState,
-}
-
-impl<S, B, ResBody> Service<Request<B>> for Track<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = TrackFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let matched = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str);
-        let route = paths::index(matched);
-        debug_assert!(
-            matched.is_none() || route < paths::TABLE.len(),
-            "route {matched:?} is missing from http::paths::TABLE"
-        );
-        // Only known methods become labels: anyone can send a made-up one.
-        let method = match *request.method() {
-            Method::GET => "GET",
-            Method::HEAD => "HEAD",
-            Method::POST => "POST",
-            Method::OPTIONS => "OPTIONS",
-            Method::PUT => "PUT",
-            Method::DELETE => "DELETE",
-            _ => "other",
-        };
-        let started = Instant::now();
-        TrackFuture {
-            inner: self.inner.call(request),
-            started,
-            route,
-            method,
-            state: self.state.clone(),
-        }
-    }
-}
-
-pin_project! {
-    /// A request being answered; records it once answered.
-    pub(crate) struct TrackFuture<F> {
-        #[pin]
-        inner: F,
-        started: Instant,
-        route: usize,
-        method: &'static str,
-        state: AppState,
-    }
-}
-
-impl<F, E, ResBody> Future for TrackFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
-    type Output = Result<Response<ResBody>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
-            this.state.0.metrics.request(
-                *this.route,
-                this.method,
-                response.status().as_u16(),
-                this.started.elapsed(),
-            );
-        }
-        Poll::Ready(result)
     }
 }
 

@@ -452,6 +452,14 @@ impl Limiters {
     }
 }
 
+impl<C: Clock> Limiters<C> {
+    /// Whether a per-client limit is on (it needs each request's peer
+    /// address).
+    pub(crate) fn per_client(&self) -> bool {
+        self.client.is_some()
+    }
+}
+
 impl<C: Clock + Clone> Limiters<C> {
     /// Limiters for `limits` on `clock`.
     fn with_clock(limits: &RateLimits, clock: C) -> Self {

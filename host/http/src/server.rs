@@ -100,6 +100,8 @@ pub async fn serve(
                 }
             }
         };
+        // Only the per-client rate limit reads the peer address.
+        let peer = state.0.limiters.per_client().then_some(ConnectInfo(peer));
         let connection = graceful.watch(connection(stream, peer, &app));
         tokio::spawn(async move {
             let _ = connection.await;
@@ -134,11 +136,11 @@ type ClientIo = hyper_util::rt::TokioIo<
     std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>,
 >;
 
-/// One HTTP/1 connection over `stream` from `peer`, with its header, idle
-/// and write timeouts.
+/// One HTTP/1 connection over `stream` from `peer` (given to each request
+/// when set), with its header, idle and write timeouts.
 fn connection(
     stream: tokio::net::TcpStream,
-    peer: SocketAddr,
+    peer: Option<ConnectInfo<SocketAddr>>,
     app: &Router,
 ) -> hyper::server::conn::http1::Connection<
     ClientIo,
@@ -159,19 +161,19 @@ fn connection(
             TokioIo::new(Box::pin(stream)),
             TowerToHyperService::new(WithPeer {
                 app: app.clone(),
-                peer: ConnectInfo(peer),
+                peer,
             }),
         )
 }
 
 /// The router, giving each request its connection's peer address as
 /// axum's `ConnectInfo<SocketAddr>` (what `axum::serve` does with
-/// `into_make_service_with_connect_info`): the per-client rate limit reads
-/// it.
+/// `into_make_service_with_connect_info`) when the per-client rate limit,
+/// which reads it, is on.
 #[derive(Clone)]
 struct WithPeer {
     app: Router,
-    peer: ConnectInfo<SocketAddr>,
+    peer: Option<ConnectInfo<SocketAddr>>,
 }
 
 impl<B> tower::Service<axum::http::Request<B>> for WithPeer
@@ -190,7 +192,9 @@ where
     }
 
     fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
-        request.extensions_mut().insert(self.peer);
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(peer);
+        }
         self.app.call(request)
     }
 }
