@@ -418,11 +418,12 @@ fn measure_replace() -> Value {
 
 // ---- per call: added time and context switches ---------------------------
 
-/// Context switches (voluntary + involuntary) so far of every thread of
-/// process `pid` and of its descendants (a worker is a keeper, an init
-/// and a runner).
-fn context_switches_of_tree(pid: u32) -> u64 {
-    let mut total = 0;
+/// Context switches so far (voluntary: the thread waited, a hand-off;
+/// involuntary: it was preempted, the machine's load) of every thread of
+/// process `pid` and of its descendants (a worker is a keeper, an init and
+/// a runner).
+fn context_switches_of_tree(pid: u32) -> [u64; 2] {
+    let mut total = [0; 2];
     let mut pending = vec![pid];
     while let Some(pid) = pending.pop() {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -431,11 +432,19 @@ fn context_switches_of_tree(pid: u32) -> u64 {
         for task in tasks.flatten() {
             let path = task.path();
             let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
-            total += status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>();
+            for line in status.lines() {
+                let count = || {
+                    line.split_whitespace()
+                        .nth(1)
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                if line.starts_with("voluntary_ctxt_switches:") {
+                    total[0] += count();
+                } else if line.starts_with("nonvoluntary_ctxt_switches:") {
+                    total[1] += count();
+                }
+            }
             let children = std::fs::read_to_string(path.join("children")).unwrap_or_default();
             pending.extend(
                 children
@@ -486,19 +495,32 @@ fn measure_per_call() -> Value {
         a.push(ta);
         b.push(tb);
     }
+    // Voluntary and involuntary switches per call, of this process and of
+    // the worker's processes, medians over blocks.
     let switches = |host: &Connhost, pid: Option<u32>| {
         let me = std::process::id();
-        let (host_before, worker_before) = (
-            context_switches_of_tree(me),
-            pid.map(context_switches_of_tree),
-        );
-        sequential_ns(&runtime, host, calls);
-        let host_after = context_switches_of_tree(me);
-        let per_call = |after: u64, before: u64| (after - before) as f64 / calls as f64;
+        let (mut host_blocks, mut worker_blocks) = ([vec![], vec![]], [vec![], vec![]]);
+        for _ in 0..5 {
+            let host_before = context_switches_of_tree(me);
+            let worker_before = pid.map(context_switches_of_tree);
+            sequential_ns(&runtime, host, calls);
+            let host_after = context_switches_of_tree(me);
+            let worker_after = pid.map(context_switches_of_tree);
+            for kind in 0..2 {
+                host_blocks[kind]
+                    .push((host_after[kind] - host_before[kind]) as f64 / calls as f64);
+                if let (Some(after), Some(before)) = (worker_after, worker_before) {
+                    worker_blocks[kind].push((after[kind] - before[kind]) as f64 / calls as f64);
+                }
+            }
+        }
+        let [mut hv, mut hi] = host_blocks;
+        let [mut wv, mut wi] = worker_blocks;
+        let worker =
+            pid.map(|_| json!({"voluntary": median(&mut wv), "involuntary": median(&mut wi)}));
         (
-            per_call(host_after, host_before),
-            pid.zip(worker_before)
-                .map(|(pid, before)| per_call(context_switches_of_tree(pid), before)),
+            json!({"voluntary": median(&mut hv), "involuntary": median(&mut hi)}),
+            worker,
         )
     };
     let (in_process_host, _) = switches(&in_process, None);
