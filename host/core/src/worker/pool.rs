@@ -60,6 +60,8 @@ struct Inbox {
     idle: usize,
     /// Threads alive.
     threads: usize,
+    /// The host closed the socket: every thread that wakes stops.
+    closed: bool,
 }
 
 /// Why a thread of the pool stopped serving.
@@ -117,6 +119,7 @@ impl Pool {
                 jobs: VecDeque::new(),
                 idle: 0,
                 threads: 1,
+                closed: false,
             }),
         }))
     }
@@ -158,6 +161,11 @@ impl Pool {
             let woken = self.wait(if first { None } else { Some(IDLE_KEEP) });
             inbox = self.lock();
             inbox.idle -= 1;
+            if inbox.closed {
+                // Pass it on: each thread woken wakes the next.
+                self.notify();
+                return Stop::Closed;
+            }
             match woken {
                 Err(_) => return Stop::Broken,
                 Ok(None) => {
@@ -177,7 +185,11 @@ impl Pool {
                     };
                 }
                 Ok(Some(_)) => match inbox.reader.fill(&self.socket) {
-                    Ok(Filled::Closed) => return Stop::Closed,
+                    Ok(Filled::Closed) => {
+                        inbox.closed = true;
+                        self.notify();
+                        return Stop::Closed;
+                    }
                     Ok(_) => {
                         if let Err(stop) = self.handle_frames(&mut inbox) {
                             return stop;
