@@ -283,6 +283,82 @@ fn a_provider_that_spins_times_out_its_worker_is_replaced_and_no_host_thread_is_
 }
 
 #[test]
+fn one_worker_answers_many_calls_at_once_while_some_of_its_validations_hold_their_threads() {
+    let dir = PluginDir::with(&["fixture-hang"]);
+    let host = isolated_host(&dir, |config| {
+        config.validation_timeout = Duration::from_secs(300);
+    });
+    let runtime = runtime();
+    // Validations that hold their thread in the worker for the whole
+    // test: blocking I/O inside `async`, and a future that never ends.
+    let stuck: Vec<_> = [("blocks-thread", "600000"), ("hangs-forever", "10")]
+        .into_iter()
+        .map(|(provider, key)| {
+            let host = host.clone();
+            runtime.spawn(async move { host.validate(provider, fields(&[("api_key", key)])).await })
+        })
+        .collect();
+    // Many more at once over the same socket, through the worker's other
+    // threads: every one is answered.
+    let verdicts = runtime.block_on(async {
+        // (Under the host's bound on one provider's calls in flight.)
+        let calls: Vec<_> = (0..24)
+            .map(|i| {
+                let host = host.clone();
+                let key = format!("{}", 10 + i % 5);
+                tokio::spawn(async move {
+                    host.validate("slow", fields(&[("api_key", key.as_str())]))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut verdicts = Vec::new();
+        for call in calls {
+            verdicts.push(call.await.unwrap());
+        }
+        verdicts
+    });
+    for verdict in &verdicts {
+        assert!(verdict.is_valid(), "{verdict:?}");
+    }
+    assert!(
+        stuck.iter().all(|call| !call.is_finished()),
+        "a stuck validation ended"
+    );
+    let status = worker(&host, "fixture-hang");
+    assert_eq!((status.restarts, status.crashes), (0, 0), "{status:?}");
+    for call in stuck {
+        call.abort();
+    }
+}
+
+#[test]
+fn a_validation_that_times_out_is_cancelled_in_its_worker_which_keeps_serving() {
+    let dir = PluginDir::with(&["fixture-hang"]);
+    let host = isolated_host(&dir, |config| {
+        config.validation_timeout = Duration::from_secs(3);
+    });
+    let pid = worker(&host, "fixture-hang").pid;
+    let timed_out = validate(&host, "hangs-forever", "10");
+    assert!(
+        matches!(timed_out, Verdict::TimedOut { .. }),
+        "{timed_out:?}"
+    );
+    // Longer than the grace a cancelled validation has to stop: had the
+    // cancellation not reached the worker, its worker would be stopped
+    // before this answers.
+    let verdict = validate(&host, "slow", "1500");
+    assert!(verdict.is_valid(), "{verdict:?}");
+    let status = worker(&host, "fixture-hang");
+    assert_eq!(
+        (status.pid, status.restarts, status.crashes),
+        (pid, 0, 0),
+        "{status:?}"
+    );
+}
+
+#[test]
 fn a_crash_loop_parks_the_plugin_with_its_reason_until_an_unpark() {
     let dir = PluginDir::with(&["fixture-fault-abort"]);
     let mut config = isolated(&dir);

@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! isolation run                      every measurement below; isolation.json
+//! isolation per-call                 added time and context switches per call
+//! isolation throughput               16-way throughput only
 //! isolation report RESULTS CRITERION the BENCHMARKS.md section (stdout)
 //! isolation memory-probe MODE N      (child) RSS with N plugins in MODE
 //! isolation replace-probe MODE K     (child) RSS across K replacements
@@ -414,6 +416,128 @@ fn measure_replace() -> Value {
     })
 }
 
+// ---- per call: added time and context switches ---------------------------
+
+/// Context switches so far (voluntary: the thread waited, a hand-off;
+/// involuntary: it was preempted, the machine's load) of every thread of
+/// process `pid` and of its descendants (a worker is a keeper, an init and
+/// a runner).
+fn context_switches_of_tree(pid: u32) -> [u64; 2] {
+    let mut total = [0; 2];
+    let mut pending = vec![pid];
+    while let Some(pid) = pending.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+            for line in status.lines() {
+                let count = || {
+                    line.split_whitespace()
+                        .nth(1)
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                if line.starts_with("voluntary_ctxt_switches:") {
+                    total[0] += count();
+                } else if line.starts_with("nonvoluntary_ctxt_switches:") {
+                    total[1] += count();
+                }
+            }
+            let children = std::fs::read_to_string(path.join("children")).unwrap_or_default();
+            pending.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    total
+}
+
+/// Nanoseconds per call of `calls` sequential `Connhost::validate` calls
+/// made from this thread with `block_on`, as `benches/call.rs` makes them.
+fn sequential_ns(runtime: &tokio::runtime::Runtime, host: &Connhost, calls: usize) -> f64 {
+    let started = Instant::now();
+    for _ in 0..calls {
+        runtime.block_on(validate_once(host));
+    }
+    started.elapsed().as_nanos() as f64 / calls as f64
+}
+
+/// The added time per sequential call (paired blocks, alternating, the
+/// order flipping every pair) and the context switches per call of the
+/// host and of the worker, isolated vs in process.
+fn measure_per_call() -> Value {
+    let runtime = runtime();
+    let (dir_a, dir_b) = (
+        fresh_copies(&plugin_library(), 1),
+        fresh_copies(&plugin_library(), 1),
+    );
+    let in_process = load_host(dir_a.path(), Isolation::InProcess);
+    let isolated = load_host(dir_b.path(), Isolation::Process);
+    let worker = worker_pids(&isolated)[0];
+    let calls = env_usize("CONNHOST_BENCH_ISOLATION_CALLS", 200);
+    sequential_ns(&runtime, &in_process, calls);
+    sequential_ns(&runtime, &isolated, calls);
+    let (mut added, mut ratios, mut a, mut b) = (vec![], vec![], vec![], vec![]);
+    for pair in 0..samples().max(11) {
+        let (ta, tb) = if pair % 2 == 0 {
+            let ta = sequential_ns(&runtime, &in_process, calls);
+            (ta, sequential_ns(&runtime, &isolated, calls))
+        } else {
+            let tb = sequential_ns(&runtime, &isolated, calls);
+            (sequential_ns(&runtime, &in_process, calls), tb)
+        };
+        added.push(tb - ta);
+        ratios.push(tb / ta);
+        a.push(ta);
+        b.push(tb);
+    }
+    // Voluntary and involuntary switches per call, of this process and of
+    // the worker's processes, medians over blocks.
+    let switches = |host: &Connhost, pid: Option<u32>| {
+        let me = std::process::id();
+        let (mut host_blocks, mut worker_blocks) = ([vec![], vec![]], [vec![], vec![]]);
+        for _ in 0..5 {
+            let host_before = context_switches_of_tree(me);
+            let worker_before = pid.map(context_switches_of_tree);
+            sequential_ns(&runtime, host, calls);
+            let host_after = context_switches_of_tree(me);
+            let worker_after = pid.map(context_switches_of_tree);
+            for kind in 0..2 {
+                host_blocks[kind]
+                    .push((host_after[kind] - host_before[kind]) as f64 / calls as f64);
+                if let (Some(after), Some(before)) = (worker_after, worker_before) {
+                    worker_blocks[kind].push((after[kind] - before[kind]) as f64 / calls as f64);
+                }
+            }
+        }
+        let [mut hv, mut hi] = host_blocks;
+        let [mut wv, mut wi] = worker_blocks;
+        let worker =
+            pid.map(|_| json!({"voluntary": median(&mut wv), "involuntary": median(&mut wi)}));
+        (
+            json!({"voluntary": median(&mut hv), "involuntary": median(&mut hi)}),
+            worker,
+        )
+    };
+    let (in_process_host, _) = switches(&in_process, None);
+    let (isolated_host, isolated_worker) = switches(&isolated, Some(worker));
+    json!({
+        "calls_per_block": calls,
+        "pairs": ratios.len(),
+        "in_process_ns": median(&mut a),
+        "isolated_ns": median(&mut b),
+        "added_ns": median(&mut added),
+        "ratio": median(&mut ratios),
+        "in_process_host_switches_per_call": in_process_host,
+        "isolated_host_switches_per_call": isolated_host,
+        "isolated_worker_switches_per_call": isolated_worker,
+    })
+}
+
 // ---- serialisation: mirrors of host/core/src/worker/protocol.rs ---------
 
 /// Mirror of the protocol's `ToWorker` (same shape, same variant order).
@@ -678,6 +802,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
+        ["per-call"] => println!("{}", measure_per_call()),
+        ["throughput"] => println!("{}", measure_throughput()),
         ["run"] => {
             run();
             eprintln!("results in {}", results_dir().display());
@@ -694,7 +820,7 @@ fn main() -> ExitCode {
             replace_probe(mode_of(mode), k.parse().expect("a number"))
         ),
         _ => {
-            eprintln!("usage: isolation run | report RESULTS CRITERION | memory-probe MODE N | replace-probe MODE K");
+            eprintln!("usage: isolation run | per-call | throughput | report RESULTS CRITERION | memory-probe MODE N | replace-probe MODE K");
             return ExitCode::from(2);
         }
     }

@@ -15,7 +15,10 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -186,12 +189,18 @@ pub(crate) fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 }
 
 /// Writes frames to one end of the socket from any thread, without a task
-/// in between: a frame goes straight to the socket when it fits (the
-/// usual case), and only what the socket cannot take now waits in a
-/// backlog that a task on `runtime` drains. Frames never interleave.
+/// or a thread in between: a frame goes straight to the socket when it
+/// fits (the usual case), and only what the socket cannot take now waits
+/// in a backlog that a blocking thread of `runtime` drains. Frames never
+/// interleave.
+///
+/// The socket is never registered with a tokio reactor: a reactor's
+/// thread would wake for every frame either side sends (readiness changes
+/// on both directions), which is a context switch per message for
+/// nothing. Readers use [`FrameReader`] instead.
 pub(crate) struct FrameWriter {
-    half: tokio::net::unix::OwnedWriteHalf,
-    backlog: std::sync::Mutex<Backlog>,
+    socket: Arc<UnixStream>,
+    backlog: Mutex<Backlog>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -207,22 +216,19 @@ struct Backlog {
 const MAX_BACKLOG: usize = 64 << 20;
 
 impl FrameWriter {
-    /// A writer over `half`, draining its backlog on `runtime` (which must
-    /// be the one `half` was registered with).
-    pub(crate) fn new(
-        half: tokio::net::unix::OwnedWriteHalf,
-        runtime: tokio::runtime::Handle,
-    ) -> std::sync::Arc<Self> {
-        std::sync::Arc::new(Self {
-            half,
-            backlog: std::sync::Mutex::new(Backlog::default()),
+    /// A writer over `socket`, draining its backlog on a blocking thread of
+    /// `runtime`.
+    pub(crate) fn new(socket: Arc<UnixStream>, runtime: tokio::runtime::Handle) -> Arc<Self> {
+        Arc::new(Self {
+            socket,
+            backlog: Mutex::new(Backlog::default()),
             runtime,
         })
     }
 
     /// Sends one message; false when the connection is broken (the peer is
     /// gone or stopped reading).
-    pub(crate) fn send<T: Serialize>(self: &std::sync::Arc<Self>, message: &T) -> bool {
+    pub(crate) fn send<T: Serialize>(self: &Arc<Self>, message: &T) -> bool {
         let frame = encode(message);
         let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
         if backlog.broken {
@@ -230,7 +236,7 @@ impl FrameWriter {
         }
         let mut rest = &frame[..];
         if backlog.bytes.is_empty() {
-            match self.half.try_write(rest) {
+            match send_now(&self.socket, rest) {
                 Ok(n) if n == rest.len() => return true,
                 Ok(n) => rest = &rest[n..],
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -249,20 +255,22 @@ impl FrameWriter {
         if !backlog.draining {
             backlog.draining = true;
             let writer = self.clone();
-            self.runtime.spawn(async move { writer.drain().await });
+            drop(backlog);
+            self.runtime.spawn_blocking(move || writer.drain());
         }
         true
     }
 
-    async fn drain(self: std::sync::Arc<Self>) {
+    /// Writes the backlog out as the peer takes it (blocking).
+    fn drain(&self) {
         loop {
-            let ready = self.half.writable().await;
+            let ready = wait_for(&self.socket, libc::POLLOUT);
             let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
             if ready.is_err() {
                 backlog.broken = true;
             }
             while !backlog.broken && !backlog.bytes.is_empty() {
-                match self.half.try_write(&backlog.bytes) {
+                match send_now(&self.socket, &backlog.bytes) {
                     Ok(n) => {
                         backlog.bytes.drain(..n);
                     }
@@ -274,6 +282,178 @@ impl FrameWriter {
                 backlog.bytes = Vec::new();
                 backlog.draining = false;
                 return;
+            }
+        }
+    }
+}
+
+/// Sends what the socket takes now, without waiting (and without
+/// `SIGPIPE` when the peer is gone).
+fn send_now(socket: &UnixStream, bytes: &[u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: sends from a live buffer of `bytes.len()` bytes.
+        let sent = unsafe {
+            libc::send(
+                socket.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent >= 0 {
+            return Ok(sent as usize);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Waits until `socket` is ready for `events` (`POLLIN`, `POLLOUT`), or
+/// has hung up or failed (then the next read or send says how).
+pub(crate) fn wait_for(socket: &UnixStream, events: libc::c_short) -> std::io::Result<()> {
+    let mut poll = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: polls one descriptor described by a live `pollfd`.
+        if unsafe { libc::poll(&mut poll, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// What [`FrameReader::fill`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// Bytes were read: every one the socket held then.
+    Read,
+    /// Nothing to read now.
+    Empty,
+    /// The peer closed its end.
+    Closed,
+}
+
+/// Reads frames from one end of the socket: what the socket holds is read
+/// in as few system calls as it takes, and frames are taken from the
+/// buffer one by one. The thread that was woken by the bytes handles them:
+/// no task or thread is in between.
+#[derive(Default)]
+pub(crate) struct FrameReader {
+    buffer: Vec<u8>,
+    /// Where the next frame starts in `buffer`.
+    start: usize,
+}
+
+/// The least room a read offers.
+const READ_CHUNK: usize = 16 << 10;
+
+impl FrameReader {
+    /// An empty reader.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads everything `socket` holds now, without waiting.
+    pub(crate) fn fill(&mut self, socket: &UnixStream) -> std::io::Result<Filled> {
+        let mut filled = Filled::Empty;
+        loop {
+            if self.start > 0 && self.start == self.buffer.len() {
+                self.buffer.clear();
+                self.start = 0;
+            } else if self.start >= READ_CHUNK {
+                self.buffer.drain(..self.start);
+                self.start = 0;
+            }
+            let wanted = self.pending_len().unwrap_or(0);
+            self.buffer.reserve(wanted.max(READ_CHUNK));
+            let room = self.buffer.capacity() - self.buffer.len();
+            let spare = self.buffer.spare_capacity_mut();
+            // SAFETY: receives at most `room` bytes into the buffer's spare
+            // capacity, which the vector owns.
+            let read = unsafe {
+                libc::recv(
+                    socket.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    room,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if read < 0 {
+                let error = std::io::Error::last_os_error();
+                match error.kind() {
+                    std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => return Ok(filled),
+                    _ => return Err(error),
+                }
+            }
+            if read == 0 {
+                return Ok(Filled::Closed);
+            }
+            let read = read as usize;
+            // SAFETY: `recv` initialised these `read` bytes.
+            unsafe { self.buffer.set_len(self.buffer.len() + read) };
+            filled = Filled::Read;
+            if read < room {
+                // A stream socket hands over all it holds, up to the room
+                // offered: it is empty now.
+                return Ok(filled);
+            }
+        }
+    }
+
+    /// The whole length (header and body) of the frame at the start of
+    /// the buffer, when its header is in.
+    fn pending_len(&self) -> Option<usize> {
+        let header = self.buffer.get(self.start..self.start + 4)?;
+        let len = u32::from_le_bytes(header.try_into().ok()?) as usize;
+        Some(4 + len.min(MAX_FRAME))
+    }
+
+    /// The next complete frame's body already read, if any; an error for a
+    /// frame over [`MAX_FRAME`].
+    pub(crate) fn next_frame(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let Some(header) = self.buffer.get(self.start..self.start + 4) else {
+            return Ok(None);
+        };
+        let len = frame_len(header.try_into().unwrap_or_default())?;
+        let Some(body) = self.buffer.get(self.start + 4..self.start + 4 + len) else {
+            return Ok(None);
+        };
+        let body = body.to_vec();
+        self.start += 4 + len;
+        Ok(Some(body))
+    }
+
+    /// The next frame, waiting for it: `Ok(None)` at a clean end of stream.
+    pub(crate) fn read_blocking(
+        &mut self,
+        socket: &UnixStream,
+    ) -> std::io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(frame) = self.next_frame()? {
+                return Ok(Some(frame));
+            }
+            match self.fill(socket)? {
+                Filled::Read => {}
+                Filled::Empty => wait_for(socket, libc::POLLIN)?,
+                Filled::Closed => {
+                    return if self.start == self.buffer.len() {
+                        Ok(None)
+                    } else {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the peer closed its end in the middle of a frame",
+                        ))
+                    }
+                }
             }
         }
     }
@@ -365,5 +545,78 @@ mod tests {
     #[test]
     fn a_clean_end_of_stream_is_none() {
         assert!(read_blocking(&mut &[][..]).unwrap().is_none());
+    }
+
+    fn validate(id: u64) -> ToWorker {
+        ToWorker::Validate {
+            id,
+            handle: 0,
+            fields: vec![("api_key".into(), "k".repeat(id as usize))],
+        }
+    }
+
+    fn id_of(frame: &[u8]) -> u64 {
+        match decode::<ToWorker>(frame).unwrap() {
+            ToWorker::Validate { id, .. } => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_frame_reader_takes_frames_in_one_read_and_across_reads() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut reader = FrameReader::new();
+        // Three frames in one write, then one in pieces.
+        let mut bytes: Vec<u8> = (1..=3).flat_map(|id| encode(&validate(id))).collect();
+        (&a).write_all(&bytes).unwrap();
+        assert_eq!(reader.fill(&b).unwrap(), Filled::Read);
+        for id in 1..=3 {
+            assert_eq!(id_of(&reader.next_frame().unwrap().unwrap()), id);
+        }
+        assert!(reader.next_frame().unwrap().is_none());
+        assert_eq!(reader.fill(&b).unwrap(), Filled::Empty);
+        bytes = encode(&validate(40_000));
+        for piece in bytes.chunks(7_000) {
+            assert!(reader.next_frame().unwrap().is_none());
+            (&a).write_all(piece).unwrap();
+            reader.fill(&b).unwrap();
+        }
+        assert_eq!(id_of(&reader.next_frame().unwrap().unwrap()), 40_000);
+        (&a).write_all(&encode(&validate(5))).unwrap();
+        drop(a);
+        assert_eq!(id_of(&reader.read_blocking(&b).unwrap().unwrap()), 5);
+        assert!(reader.read_blocking(&b).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_frame_reader_refuses_a_torn_or_oversized_frame() {
+        let (a, b) = UnixStream::pair().unwrap();
+        (&a).write_all(&encode(&validate(3))[..5]).unwrap();
+        drop(a);
+        let error = FrameReader::new().read_blocking(&b).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
+        let (a, b) = UnixStream::pair().unwrap();
+        (&a).write_all(&u32::MAX.to_le_bytes()).unwrap();
+        let error = FrameReader::new().read_blocking(&b).unwrap_err();
+        assert!(error.to_string().contains("over the"), "{error}");
+    }
+
+    #[test]
+    fn a_frame_writer_keeps_what_the_socket_cannot_take_and_sends_it_in_order() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let writer = FrameWriter::new(Arc::new(a), runtime.handle().clone());
+        // Far more than a socket's buffer, before anyone reads.
+        let sent = 2_000;
+        for id in 0..sent {
+            assert!(writer.send(&validate(id % 300)));
+        }
+        let mut reader = FrameReader::new();
+        for id in 0..sent {
+            let frame = reader.read_blocking(&b).unwrap().unwrap();
+            assert_eq!(id_of(&frame), id % 300);
+        }
     }
 }

@@ -9,9 +9,9 @@
 //! process and say whose it is, take that plugin's settings from the host,
 //! initialise it (`loader::open_in_process`), answer
 //! [`FromWorker::Ready`], then serve validations until the host closes the
-//! socket. Each validation runs on a thread of its own, so one that never
-//! yields holds only its thread; the host decides when to give up on it
-//! (and on this process).
+//! socket. Each validation runs on a thread of its own (the pool's that read
+//! it, `pool.rs`), so one that never yields holds only its thread; the
+//! host decides when to give up on it (and on this process).
 //!
 //! The plugin's capabilities that carry policy go to the host: the worker
 //! installs [`forward_log`] and [`forward_http`] as its host functions for
@@ -27,26 +27,30 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use abi_stable::std_types::{RErr, ROk, RString, RVec, Tuple2};
 use async_ffi::{FfiFuture, FutureExt as _};
-use connhost_plugin_api::abi::{http_error, FfiHttpError, FfiHttpRequest, FfiHttpResponse};
+use connhost_plugin_api::abi::{
+    http_error, FfiHttpError, FfiHttpRequest, FfiHttpResponse, PluginModuleRef,
+};
 use connhost_plugin_api::panic::CatchPanic;
 use connhost_plugin_api::CredentialFields;
 use tokio::sync::oneshot;
 
+use super::pool::{Job, Pool, Stop};
 use crate::backend::{InProcess, ProviderOutcome};
 use crate::capabilities::{Forwarding, HttpResult};
 use crate::model::config::HostConfig;
 use crate::model::report::FailureKind;
 use crate::protocol::{
-    self, FromWorker, Hello, HttpFailure, HttpRequest, HttpResponse, Ready, ToWorker, WireOutcome,
-    LIBRARY_FD, SOCKET_FD,
+    self, FrameReader, FromWorker, Hello, HttpFailure, HttpRequest, HttpResponse, Ready, ToWorker,
+    WireOutcome, LIBRARY_FD, SOCKET_FD,
 };
 use crate::state::HostState;
 
 /// The exit code of a worker that could not start (no socket, no hello).
 pub(crate) const EXIT_NO_HOST: i32 = 70;
 
-/// The threads a worker keeps for itself (its main thread, its runtime's
-/// worker, the keeper's margin) out of [`crate::WorkerConfig::max_threads`].
+/// The threads a worker keeps for itself (the pool's reading thread, its
+/// runtime's worker and blocking threads, the keeper's margin) out of
+/// [`crate::WorkerConfig::max_threads`]; the rest run validations.
 const OWN_THREADS: u64 = 8;
 
 /// Runs the worker and exits the process.
@@ -63,7 +67,7 @@ pub(crate) fn main() -> ! {
 
 /// Leaves at once: no destructors, no atexit handlers (a plugin's could
 /// hang or crash on the way out, and nothing here needs flushing).
-fn exit(code: i32) -> ! {
+pub(super) fn exit(code: i32) -> ! {
     // SAFETY: `_exit` ends the process; nothing runs after it.
     unsafe { libc::_exit(code) }
 }
@@ -109,18 +113,21 @@ fn run() -> Result<(), String> {
         }
     };
     crate::capabilities::set_worker_log_level(hello.max_log_level);
-    let blocking = hello
+    let threads = hello
         .jail
         .max_threads
         .map_or(512, |n| n.saturating_sub(OWN_THREADS).max(2)) as usize;
+    // The runtime drives the plugin's timers and the rare backlog of
+    // frames the socket could not take at once; validations run on the
+    // pool's threads (`pool.rs`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(blocking)
+        .max_blocking_threads(2)
         .thread_name("connhost-worker")
         .enable_all()
         .build()
         .map_err(|e| format!("starting the worker's runtime: {e}"))?;
-    runtime.block_on(serve(socket, hello, entered))
+    serve(socket, hello, entered, &runtime, threads)
 }
 
 /// Asks the kernel to kill this process when the host dies, then checks
@@ -266,17 +273,18 @@ fn forward_http(request: FfiHttpRequest) -> FfiFuture<HttpResult> {
     .into_ffi()
 }
 
-async fn serve(
+fn serve(
     socket: std::os::unix::net::UnixStream,
     hello: Hello,
     entered: connhost_sandbox::Entered,
+    runtime: &tokio::runtime::Runtime,
+    threads: usize,
 ) -> Result<(), String> {
-    socket
-        .set_nonblocking(true)
-        .map_err(|e| format!("socket: {e}"))?;
-    let socket = tokio::net::UnixStream::from_std(socket).map_err(|e| format!("socket: {e}"))?;
-    let (mut reader, writer) = socket.into_split();
-    let out = protocol::FrameWriter::new(writer, tokio::runtime::Handle::current());
+    // The plugin's code (its initializers, its host functions) finds this
+    // runtime from here on.
+    let _context = runtime.enter();
+    let socket = Arc::new(socket);
+    let out = protocol::FrameWriter::new(socket.clone(), runtime.handle().clone());
     if LINK
         .set(Link {
             out: out.clone(),
@@ -289,22 +297,16 @@ async fn serve(
     }
     // From now on the plugin's logs and HTTP go to the host.
     crate::capabilities::forward_with(FORWARDING);
+    let mut reader = FrameReader::new();
     let library_path = entered.library.clone();
     let plugin_file = hello.plugin_file.clone();
     let max_plugin_size = hello.max_plugin_size;
-    // Opening runs the plugin's code (initializers): off the runtime.
-    let (path, file) = (library_path.clone(), plugin_file.clone());
-    let named = tokio::task::spawn_blocking(move || {
-        crate::loader::plugin_name(&path, &file, max_plugin_size)
-    })
-    .await
-    .map_err(|e| format!("opening the library: {e}"))?;
-    let name = match named {
+    let name = match crate::loader::plugin_name(&library_path, &plugin_file, max_plugin_size) {
         Ok(name) => name,
-        Err(failure) => return report_failure(&out, &mut reader, failure).await,
+        Err(failure) => return report_failure(&out, &socket, &mut reader, failure),
     };
     let _ = out.send(&FromWorker::Named { name: name.clone() });
-    let (settings, env) = match protocol::read_async(&mut reader).await {
+    let (settings, env) = match reader.read_blocking(&socket) {
         Ok(Some(frame)) => match protocol::decode::<ToWorker>(&frame) {
             Ok(ToWorker::Settings { settings, env }) => (settings, env),
             _ => exit(EXIT_NO_HOST),
@@ -319,14 +321,10 @@ async fn serve(
     };
     // Its HTTP goes to the host, which counts its refusals.
     let state = HostState::new(&config);
-    let loaded = tokio::task::spawn_blocking(move || {
-        crate::loader::open_in_process(&library_path, &plugin_file, &config, &state)
-    })
-    .await
-    .map_err(|e| format!("loading the library: {e}"))?;
-    let library = match loaded {
+    let library = match crate::loader::open_in_process(&library_path, &plugin_file, &config, &state)
+    {
         Ok(library) => library,
-        Err(failure) => return report_failure(&out, &mut reader, failure).await,
+        Err(failure) => return report_failure(&out, &socket, &mut reader, failure),
     };
     let sandbox = entered.report;
     let Some(module) = library.module() else {
@@ -339,30 +337,60 @@ async fn serve(
         providers: library.wire_providers(),
         sandbox,
     }));
-    let cancels: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>> = Default::default();
-    loop {
-        let frame = match protocol::read_async(&mut reader).await {
-            Ok(Some(frame)) => frame,
-            // The host closed the socket (it stops this worker) or broke it.
-            Ok(None) | Err(_) => exit(0),
-        };
-        let message: ToWorker = match protocol::decode(&frame) {
+    let handler = Handler {
+        module,
+        out,
+        cancels: Arc::default(),
+        runtime: runtime.handle().clone(),
+    };
+    let pool = Pool::new(
+        socket,
+        reader,
+        Box::new(move |frame| handler.handle(&frame)),
+        // One more than may validate at once: the pool keeps a thread
+        // reading the socket.
+        threads + 1,
+        // The host closed the socket (it stops this worker) or broke it.
+        |_| exit(0),
+    )
+    .map_err(|e| format!("starting the worker's threads: {e}"))?;
+    match pool.serve() {
+        // The host closed the socket (it stops this worker) or broke it.
+        Stop::Idle | Stop::Closed | Stop::Broken => exit(0),
+    }
+}
+
+/// What the worker does with each frame from the host, on the pool's
+/// thread that read it.
+struct Handler {
+    module: PluginModuleRef,
+    out: Arc<protocol::FrameWriter>,
+    /// The validations in flight, to cancel.
+    cancels: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Handler {
+    /// Delivers an answer or a cancellation at once; a validation becomes
+    /// a job for a thread of the pool.
+    fn handle(&self, frame: &[u8]) -> Option<Job> {
+        let message: ToWorker = match protocol::decode(frame) {
             Ok(message) => message,
             Err(_) => exit(EXIT_NO_HOST),
         };
         match message {
             ToWorker::Validate { id, handle, fields } => {
                 let (cancel, cancelled) = oneshot::channel();
-                cancels
+                self.cancels
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id, cancel);
-                let provider = InProcess::new(module, handle);
+                let provider = InProcess::new(self.module, handle);
                 let fields: CredentialFields = fields.into_iter().collect();
-                let out = out.clone();
-                let cancels = cancels.clone();
-                let runtime = tokio::runtime::Handle::current();
-                tokio::task::spawn_blocking(move || {
+                let out = self.out.clone();
+                let cancels = self.cancels.clone();
+                let runtime = self.runtime.clone();
+                Some(Box::new(move || {
                     VALIDATION.with(|v| v.set(Some(id)));
                     let answer = runtime.block_on(async move {
                         tokio::select! {
@@ -382,16 +410,18 @@ async fn serve(
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&id);
                     let _ = out.send(&answer);
-                });
+                }))
             }
             ToWorker::Cancel { id } => {
-                let cancel = cancels
+                let cancel = self
+                    .cancels
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id);
                 if let Some(cancel) = cancel {
                     let _ = cancel.send(());
                 }
+                None
             }
             // Only before the plugin is initialised.
             ToWorker::Settings { .. } => exit(EXIT_NO_HOST),
@@ -405,6 +435,7 @@ async fn serve(
                 if let Some(waiting) = waiting {
                     let _ = waiting.send(result);
                 }
+                None
             }
         }
     }
@@ -412,9 +443,10 @@ async fn serve(
 
 /// Tells the host why the library did not load, and waits until it has
 /// read it (it closes the socket then).
-async fn report_failure(
+fn report_failure(
     out: &Arc<protocol::FrameWriter>,
-    reader: &mut tokio::net::unix::OwnedReadHalf,
+    socket: &std::os::unix::net::UnixStream,
+    reader: &mut FrameReader,
     failure: crate::model::report::LoadFailure,
 ) -> Result<(), String> {
     let _ = out.send(&FromWorker::LoadFailed {
@@ -422,7 +454,7 @@ async fn report_failure(
         reason: failure.reason,
         detail: failure.detail,
     });
-    let _ = protocol::read_async(reader).await;
+    let _ = reader.read_blocking(socket);
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 //! that does in [`crate::WorkerConfig::program`].
 
 mod child;
+mod pool;
 
 pub use crate::protocol::WORKER_ARG;
 

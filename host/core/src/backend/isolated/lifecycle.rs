@@ -158,7 +158,19 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
             )));
         }
     };
-    let out = protocol::FrameWriter::new(writer, shared.runtime());
+    // From here on the socket is read by a thread of its own and written
+    // by the callers, never through the runtime's reactor (whose thread
+    // would wake for every frame).
+    let socket = match reader.reunite(writer).map(tokio::net::UnixStream::into_std) {
+        Ok(Ok(socket)) => Arc::new(socket),
+        _ => {
+            let _ = child.kill().await;
+            return Err(Incarnation::Broken(
+                "could not be served: its socket could not be taken off the runtime".to_owned(),
+            ));
+        }
+    };
+    let out = protocol::FrameWriter::new(socket.clone(), shared.runtime());
     let (kill, killed) = oneshot::channel();
     let conn = Arc::new(Conn {
         pid,
@@ -185,9 +197,18 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
         let _ = child.kill().await;
         return Err(Incarnation::Broken("was stopped by the host".to_owned()));
     }
-    shared
-        .runtime()
-        .spawn(read_frames(shared.clone(), conn.clone(), reader));
+    let reading = {
+        let (shared, conn) = (shared.clone(), conn.clone());
+        std::thread::Builder::new()
+            .name("connhost-worker-io".to_owned())
+            .spawn(move || read_frames(shared, conn, socket))
+    };
+    if let Err(e) = reading {
+        // The monitor below answers the calls and restarts it.
+        conn.kill(format!(
+            "was stopped: no thread could be started to read its socket ({e})"
+        ));
+    }
     shared.runtime().spawn(monitor(
         shared.clone(),
         conn,

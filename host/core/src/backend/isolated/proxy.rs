@@ -2,6 +2,7 @@
 //! calls, HTTP requests to perform for a validation in flight, and log
 //! lines to scrub and emit.
 
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use super::conn::{Call, Conn};
@@ -12,15 +13,14 @@ use crate::protocol::{self, FromWorker, HttpFailure, ToWorker, WireOutcome};
 use crate::redact::scrub_all;
 
 /// Serves what the worker says until it stops talking; a worker that
-/// breaks the protocol is killed.
-pub(super) async fn read_frames(
-    shared: Arc<Shared>,
-    conn: Arc<Conn>,
-    mut reader: tokio::net::unix::OwnedReadHalf,
-) {
+/// breaks the protocol is killed. Runs on a thread of its own, which the
+/// kernel wakes when the worker writes: an answer goes from it straight
+/// to its caller.
+pub(super) fn read_frames(shared: Arc<Shared>, conn: Arc<Conn>, socket: Arc<UnixStream>) {
     let plugin = shared.plugin();
+    let mut reader = protocol::FrameReader::new();
     loop {
-        let frame = match protocol::read_async(&mut reader).await {
+        let frame = match reader.read_blocking(&socket) {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(e) => {
