@@ -681,6 +681,7 @@ fn run() -> Value {
     let mut results = serde_json::Map::new();
     for (name, measure) in [
         ("serde", measure_serde as fn() -> Value),
+        ("per_call", measure_per_call),
         ("throughput", measure_throughput),
         ("start", measure_start),
         ("restart", measure_restart),
@@ -764,6 +765,25 @@ fn report_calls(md: &mut String, paired: &Value, criterion: &Path) {
 
 /// The rest of the section, from `isolation.json`.
 fn report_rest(md: &mut String, r: &Value) {
+    let q = &r["per_call"];
+    if q.is_object() {
+        let sw = |v: &Value| {
+            format!(
+                "{:.1} voluntary + {:.1} involuntary",
+                f(&v["voluntary"]),
+                f(&v["involuntary"])
+            )
+        };
+        writeln!(md, "### Hand-offs per call
+
+Sequential `Connhost::validate` of the trivial provider, in process and isolated, {} pairs of {}-call blocks alternating (the order flipping every pair): in process {}, isolated {}: **{} added per call** (×{:.2}, medians of the per-pair figures). Context switches per call, medians over five blocks (from `/proc/PID/task/*/status`; the worker's figure counts its whole process tree):
+
+| | host process | worker |
+|---|---|---|
+| in process | {} | |
+| isolated | {} | {} |
+", q["pairs"], q["calls_per_block"], us(f(&q["in_process_ns"])), us(f(&q["isolated_ns"])), us(f(&q["added_ns"])), f(&q["ratio"]), sw(&q["in_process_host_switches_per_call"]), sw(&q["isolated_host_switches_per_call"]), sw(&q["isolated_worker_switches_per_call"])).unwrap();
+    }
     let t = &r["throughput"];
     writeln!(md, "### Throughput of {} concurrent validations\n\n{} tasks each validating {} times on a multi-thread tokio runtime ({} threads), in process and isolated alternately, {} pairs: **×{:.2}** isolated / in process ({:.0} vs {:.0} validations/s; aim at least ×0.5).\n", t["concurrency"], t["concurrency"], t["validations_per_task"], t["runtime_threads"], t["pairs"], f(&t["ratio"]), f(&t["isolated_per_s"]), f(&t["in_process_per_s"])).unwrap();
     let s = &r["start"];
