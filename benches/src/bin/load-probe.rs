@@ -68,22 +68,17 @@ fn bare_with(dir: &Path, check: fn(&Path), load: fn(&Path)) -> Counts {
     counts
 }
 
-/// A folder for the probe's own copies (removed at exit with the temp
-/// dir's cleaner; the libraries stay mapped).
-fn copies_dir() -> &'static Path {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("a folder for copies"))
-        .path()
-}
-
-/// Where `path`'s copy goes: a new name each time (the warm-up folder's
-/// files have the same names as the measured ones, and a mapped copy must
-/// never be written again).
+/// Where `path`'s copy goes: a folder `copies` beside it (removed with
+/// the bench's folder of fresh files), under a new name each time (the
+/// warm-up folder's files have the same names as the measured ones, and a
+/// mapped copy must never be written again).
 fn copy_path(path: &Path) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    let folder = path.parent().expect("a folder").join("copies");
+    std::fs::create_dir_all(&folder).expect("a folder for copies");
     let name = path.file_name().expect("a file name").to_string_lossy();
-    copies_dir().join(format!("{}-{name}", NEXT.fetch_add(1, Ordering::Relaxed)))
+    folder.join(format!("{}-{name}", NEXT.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// Copies `path` with `copy_file_range`, then loads the copy.
