@@ -176,7 +176,7 @@ fn a_library_the_system_refuses_is_named_by_its_own_path_never_by_the_private_co
         failure.reason
     );
 
-    // The CLI, with its own cache folder: no content hash in the reason.
+    // The CLI, with its own cache folder: no copy's name in the reason.
     let failed = failed(dir.path());
     let reason = failed[0]["reason"].as_str().unwrap();
     assert!(reason.contains(&foreign.display().to_string()), "{reason}");

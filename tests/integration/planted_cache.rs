@@ -172,7 +172,7 @@ fn a_cache_dir_another_user_made_is_refused_and_nothing_is_loaded_from_it() {
     let greeter = SignedGreeter::new();
     let shared = shared_tmp();
     // The attacker makes the folder first, with the other greeter inside
-    // under the signed one's content hash.
+    // under a name shaped as a copy's.
     let cache = shared.path().join("cache");
     let evil = shared.path().join("evil.so");
     std::fs::write(&evil, other_code()).unwrap();
@@ -416,8 +416,8 @@ fn folders_another_user_made_under_the_old_default_names_are_never_used() {
     chmod(&evil, 0o644);
     // Finding 1, replayed: before the host starts, nobody makes the
     // folders its pid would have had (`connhost-<pid>-0`, `-1`, and the
-    // older `connhost-<pid>`), each holding the other greeter under the
-    // signed one's content hash. The shell execs the host, so its pid is
+    // older `connhost-<pid>`), each holding the other greeter under a
+    // name shaped as a copy's. The shell execs the host, so its pid is
     // the host's.
     let script = r#"
         export PID=$$

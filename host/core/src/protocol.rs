@@ -47,8 +47,8 @@ pub(crate) const MAX_FRAME: usize = 16 << 20;
 pub(crate) struct Hello {
     /// The jail to enter before anything of the plugin runs.
     pub(crate) jail: Jail,
-    /// The library copy's file name (its content hash), which it keeps in
-    /// the jail.
+    /// The library copy's file name (as the cache named it), which it
+    /// keeps in the jail.
     pub(crate) library_name: String,
     /// The plugin file as the operator knows it (for messages).
     pub(crate) plugin_file: PathBuf,

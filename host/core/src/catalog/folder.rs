@@ -4,8 +4,8 @@
 //! (`super`) turns this into a provider set; this module only decides what
 //! each file is.
 //!
-//! Each version of a file is loaded from a private copy named by its
-//! content hash, so the loader never maps the watched path (writing that
+//! Each version of a file is loaded from a private copy of its own (a new
+//! random name in the cache), so the loader never maps the watched path (writing that
 //! file in place cannot crash the host) and never gets the dynamic loader's
 //! cached old object for a reused path. A file is loaded only once it is
 //! complete and stable; one that stays broken is reported like any bad

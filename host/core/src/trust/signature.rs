@@ -4,7 +4,7 @@
 //!
 //! A signature is read and matched to a trusted key before the plugin file
 //! is copied; the file's bytes are then checked as they are copied into the
-//! cache ([`crate::cache_dir::copy_into_observed`]), so what is verified is
+//! cache ([`crate::cache_dir::copy_into`]), so what is verified is
 //! exactly what the loader later maps. Key ids are written as the minisign
 //! tool prints them (`key_id_text`). The signer's trusted comment is
 //! shown, never interpreted, except that a `file:NAME` in it that names
