@@ -27,7 +27,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
-use super::{effective_uid, is_cache_file_name, open_folder, CachedCopy};
+use super::{effective_uid, is_cache_file_name, is_digest, open_folder, CachedCopy};
 
 /// The index's name in the cache folder.
 pub(crate) const INDEX_FILE: &str = "connhost-cache-index.json";
@@ -334,7 +334,7 @@ fn open_copy(cache: &Path, remembered: &Remembered) -> Result<CachedCopy, String
         return Err("it is not the file the index recorded (changed or replaced since)".to_owned());
     }
     let digest = std::sync::OnceLock::new();
-    if let Some(known) = remembered.digest.as_ref().filter(|d| is_sha256_digest(d)) {
+    if let Some(known) = remembered.digest.as_ref().filter(|d| is_digest(d)) {
         let _ = digest.set(known.clone());
     }
     Ok(CachedCopy {
@@ -353,13 +353,6 @@ fn key(source: &Path) -> Option<String> {
         .ok()?
         .to_str()
         .map(str::to_owned)
-}
-
-/// Whether `digest` is `sha256:` and 64 lower-case hex digits.
-fn is_sha256_digest(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    })
 }
 
 impl CachedCopy {

@@ -453,7 +453,7 @@ impl CachedCopy {
         use sha2::Digest as _;
         let mut hasher = sha2::Sha256::new();
         self.read_all(&mut |bytes| hasher.update(bytes))?;
-        let digest = format!("sha256:{}", hex(&hasher.finalize()));
+        let digest = sha256_digest(hasher);
         Ok(self.digest.get_or_init(|| digest))
     }
 
@@ -513,8 +513,25 @@ impl LoadedCopies {
     }
 }
 
+/// The prefix of a digest: the algorithm, SHA-256 (as the lock file and
+/// OCI registries write it).
+pub(crate) const DIGEST_PREFIX: &str = "sha256:";
+
+/// A finished SHA-256 as a digest: `sha256:` and 64 lower-case hex digits.
+pub(crate) fn sha256_digest(hasher: sha2::Sha256) -> String {
+    use sha2::Digest as _;
+    format!("{DIGEST_PREFIX}{}", hex(&hasher.finalize()))
+}
+
+/// Whether `digest` is `sha256:` and 64 lower-case hex digits.
+pub(crate) fn is_digest(digest: &str) -> bool {
+    digest.strip_prefix(DIGEST_PREFIX).is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// Lower-case hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes
         .iter()

@@ -15,10 +15,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache_dir::is_digest;
 use crate::model::trust::TrustError;
-
-/// The prefix of a digest: the SHA-256 of the file's content.
-pub(crate) const DIGEST_PREFIX: &str = "sha256:";
 
 const HEADER: &str = "\
 # connhost.lock: the plugin files `connhost --locked` may load, by digest
@@ -69,13 +67,6 @@ fn line_of(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
-}
-
-/// Whether `digest` is `sha256:` and 64 lower-case hex digits.
-pub(crate) fn is_digest(digest: &str) -> bool {
-    digest.strip_prefix(DIGEST_PREFIX).is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    })
 }
 
 impl LockFile {
@@ -194,7 +185,11 @@ mod tests {
     use super::*;
 
     fn digest(c: char) -> String {
-        format!("{DIGEST_PREFIX}{}", c.to_string().repeat(64))
+        format!(
+            "{}{}",
+            crate::cache_dir::DIGEST_PREFIX,
+            c.to_string().repeat(64)
+        )
     }
 
     fn entry(file: &str, c: char) -> LockEntry {

@@ -361,7 +361,7 @@ impl<'a> Admission<'a> {
         known: Option<&str>,
     ) -> Result<PluginTrust, LoadFailure> {
         let digest = match self.sha256 {
-            Some(sha256) => format!("{}{}", lock::DIGEST_PREFIX, hex(&sha256.finalize())),
+            Some(sha256) => crate::cache_dir::sha256_digest(sha256),
             None => known.unwrap_or_default().to_owned(),
         };
         let signature = match self.signed {
@@ -376,13 +376,4 @@ impl<'a> Admission<'a> {
             signature,
         })
     }
-}
-
-/// Lower-case hex.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
