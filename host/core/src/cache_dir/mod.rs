@@ -460,19 +460,10 @@ impl CachedCopy {
     /// Hands the whole copy to `observe`, in order, read through its own
     /// descriptor (never its name).
     pub(crate) fn read_all(&self, observe: &mut dyn FnMut(&[u8])) -> io::Result<()> {
-        use std::os::unix::fs::FileExt as _;
-        let mut buffer = vec![0; 256 * 1024];
-        let mut offset = 0;
-        loop {
-            let n = match self.file.read_at(&mut buffer, offset) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            observe(&buffer[..n]);
-            offset += n as u64;
-        }
+        read_chunks(&self.file, &mut |chunk| {
+            observe(chunk);
+            Ok(())
+        })
     }
 
     /// Removes its name from the cache (a copy that was refused, or that
@@ -656,21 +647,31 @@ fn copy_observed(
     observe: &mut dyn FnMut(&[u8]),
 ) -> io::Result<()> {
     use std::io::Write as _;
+    read_chunks(file, &mut |chunk| {
+        observe(chunk);
+        out.write_all(chunk)
+    })
+}
+
+/// Hands everything `file` holds, from its start, to `each` in chunks, in
+/// order, reading by offset (never moving the descriptor's position).
+fn read_chunks(
+    file: &std::fs::File,
+    each: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     use std::os::unix::fs::FileExt as _;
     let mut buffer = vec![0; 256 * 1024];
     let mut offset = 0;
     loop {
         let n = match file.read_at(&mut buffer, offset) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        observe(&buffer[..n]);
-        out.write_all(&buffer[..n])?;
+        each(&buffer[..n])?;
         offset += n as u64;
     }
-    Ok(())
 }
 
 /// Copies `file` to `out` with `copy_file_range` (the kernel copies, or
