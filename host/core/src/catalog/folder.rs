@@ -500,11 +500,7 @@ impl Folder {
                 continue;
             }
             self.missing.remove(&path);
-            if let Some(index) = self
-                .entries
-                .iter()
-                .position(|e| e.path.as_os_str() == path.as_os_str())
-            {
+            if let Some(index) = self.entry_of(&path) {
                 let entry = self.entries.remove(index);
                 tracing::info!(target: LOAD_LOG_TARGET, path = %path.display(), plugin = entry.library.name(), "plugin removed; its library stays in memory");
                 self.retire(entry);
@@ -515,6 +511,14 @@ impl Folder {
         self.failures.retain(|p, _| listed.contains(p.as_path()));
         outcome.changed |= self.failures.len() != before;
         self.pending.retain(|p, _| listed.contains(p.as_path()));
+    }
+
+    /// Where the loaded file `path` is among the entries (its path as
+    /// listed, compared as bytes: the listing names each file one way).
+    fn entry_of(&self, path: &Path) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.path.as_os_str() == path.as_os_str())
     }
 
     /// Looks at one listed entry. Returns whether it must be retried for a
@@ -531,11 +535,7 @@ impl Folder {
                 .map(|g| g.stamp(path))
                 .unwrap_or_default(),
         };
-        if let Some(entry) = self
-            .entries
-            .iter()
-            .find(|e| e.path.as_os_str() == path.as_os_str())
-        {
+        if let Some(entry) = self.entry_of(path).map(|i| &self.entries[i]) {
             if entry.fingerprint == fingerprint {
                 self.pending.remove(path);
                 return false;
@@ -643,10 +643,7 @@ impl Folder {
         let Some(gate) = self.gate.as_ref() else {
             return false;
         };
-        let replacing = self
-            .entries
-            .iter()
-            .any(|e| e.path.as_os_str() == path.as_os_str());
+        let replacing = self.entry_of(path).is_some();
         let copied = cache.and_then(|cache| {
             admission::copy_checked(gate, path, &file, signed.as_ref(), &cache, replacing)
         });
@@ -709,11 +706,7 @@ impl Folder {
         version: Version,
         outcome: &mut RescanOutcome,
     ) -> bool {
-        if self
-            .entries
-            .iter()
-            .any(|e| e.path.as_os_str() == path.as_os_str())
-        {
+        if self.entry_of(path).is_some() {
             return false;
         }
         let (Some(index), Some(cache), Some(gate)) =
@@ -774,10 +767,7 @@ impl Folder {
     ) {
         let fingerprint = version.file;
         let (copy, trust, signature_text, checks) = admitted;
-        let index = self
-            .entries
-            .iter()
-            .position(|e| e.path.as_os_str() == path.as_os_str());
+        let index = self.entry_of(path);
         if let Some(index) = index {
             let loaded = &self.entries[index].copy;
             let same = match (copy.known_digest(), loaded.digest()) {
@@ -898,11 +888,7 @@ impl Folder {
         mut failure: LoadFailure,
         outcome: &mut RescanOutcome,
     ) {
-        if let Some(old) = self
-            .entries
-            .iter()
-            .find(|e| e.path.as_os_str() == path.as_os_str())
-        {
+        if let Some(old) = self.entry_of(path).map(|i| &self.entries[i]) {
             failure.reason = format!(
                 "{} The previous version ({} {}) keeps serving.",
                 failure.reason,
