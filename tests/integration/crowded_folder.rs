@@ -392,15 +392,7 @@ fn touching_or_copying_the_same_bytes_again_changes_nothing() {
     });
     let report = get(&server, "/v1/plugins");
     let providers = get(&server, "/v1/providers");
-    let copies = || {
-        std::fs::read_dir(cache.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref().unwrap().path().extension()
-                    == Some(std::env::consts::DLL_EXTENSION.as_ref())
-            })
-            .count()
-    };
+    let copies = || cached_copies(cache.path()).len();
     assert_eq!(copies(), 2);
     let mai = dir.file(&library_file_name("mai"));
 

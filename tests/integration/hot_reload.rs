@@ -516,15 +516,7 @@ fn a_named_cache_dir_is_kept_with_its_copies_and_index_at_exit_and_holds_nothing
     let server = Server::start(dir.path(), |c| {
         c.arg("--cache-dir").arg(cache.path());
     });
-    let copies = || {
-        std::fs::read_dir(cache.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref().unwrap().path().extension()
-                    == Some(std::env::consts::DLL_EXTENSION.as_ref())
-            })
-            .count()
-    };
+    let copies = || cached_copies(cache.path()).len();
     assert_eq!(copies(), 1, "mai's private copy");
     drop(server);
     assert_eq!(copies(), 1, "kept for the next start");

@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use crate::support::server::{get, Server};
 use crate::support::{
-    built_library, cache_folders_of, connhost, host_with, install, library_file_name, run,
-    running_as_root,
+    built_library, cache_folders_of, cached_copies, connhost, host_with, install,
+    library_file_name, run, running_as_root,
 };
 use crate::trust::{keys_dir, Key};
 
@@ -358,20 +358,6 @@ fn a_remembered_copy_replaced_by_a_file_or_link_is_never_loaded_and_the_checked_
         other_code(),
         "nothing was written through the link"
     );
-}
-
-/// The copies in a cache folder (files named `<64 hex digits>.<ext>`).
-fn cached_copies(cache: &Path) -> Vec<PathBuf> {
-    let mut copies: Vec<PathBuf> = std::fs::read_dir(cache)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension() == Some(OsStr::new(std::env::consts::DLL_EXTENSION))
-                && p.file_stem().is_some_and(|s| s.len() == 64)
-        })
-        .collect();
-    copies.sort();
-    copies
 }
 
 #[test]

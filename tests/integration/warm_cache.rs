@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::support::{
-    built_library, connhost, install, library_file_name, run, running_as_root, PluginDir,
+    built_library, cached_copies, connhost, install, library_file_name, run, running_as_root,
+    PluginDir,
 };
 use crate::trust::{keys_dir, Key};
 
@@ -32,17 +33,13 @@ fn plugins(dir: &Path, cache: &Path, args: &[&OsStr]) -> Value {
 
 /// The copies in a cache folder, by name, with their inodes.
 fn copies(cache: &Path) -> Vec<(PathBuf, u64)> {
-    let mut copies: Vec<(PathBuf, u64)> = std::fs::read_dir(cache)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension() == Some(OsStr::new(std::env::consts::DLL_EXTENSION)))
+    cached_copies(cache)
+        .into_iter()
         .map(|p| {
             let inode = std::fs::symlink_metadata(&p).unwrap().ino();
             (p, inode)
         })
-        .collect();
-    copies.sort();
-    copies
+        .collect()
 }
 
 /// The copy the cache's index names (it remembers one file).

@@ -393,6 +393,22 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// The copies in a plugin cache folder (entries named as the cache names
+/// its copies, `<64 hex digits>.<library extension>`, links included),
+/// sorted.
+pub fn cached_copies(cache: &Path) -> Vec<PathBuf> {
+    let mut copies: Vec<PathBuf> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension() == Some(std::ffi::OsStr::new(std::env::consts::DLL_EXTENSION))
+                && p.file_stem().is_some_and(|s| s.len() == 64)
+        })
+        .collect();
+    copies.sort();
+    copies
+}
+
 /// The default cache folders (`connhost-<pid>-<random>`) of every
 /// process in the temp dir `temp`.
 pub fn cache_folders(temp: &Path) -> Vec<PathBuf> {
