@@ -104,27 +104,60 @@ fn throughput(runtime: &tokio::runtime::Runtime, host: &Connhost, per_task: usiz
     })
 }
 
+/// The trivial plugin loaded twice, from fresh copies: in process and
+/// isolated (the copies' folders live as long as the hosts).
+struct Hosts {
+    in_process: Connhost,
+    isolated: Connhost,
+    _folders: [tempfile::TempDir; 2],
+}
+
+fn hosts() -> Hosts {
+    let folders = [
+        fresh_copies(&plugin_library(), 1),
+        fresh_copies(&plugin_library(), 1),
+    ];
+    Hosts {
+        in_process: load_host(folders[0].path(), Isolation::InProcess),
+        isolated: load_host(folders[1].path(), Isolation::Process),
+        _folders: folders,
+    }
+}
+
+/// `pairs` measurements of `a` and of `b`, one right after the other, the
+/// order flipping every pair so that drift hits both alike: each pair's
+/// `(a, b)`.
+fn paired(pairs: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> Vec<(f64, f64)> {
+    (0..pairs)
+        .map(|pair| {
+            if pair % 2 == 0 {
+                let ta = a();
+                (ta, b())
+            } else {
+                let tb = b();
+                (a(), tb)
+            }
+        })
+        .collect()
+}
+
 /// Throughput of concurrent validations, isolated vs in process.
 fn measure_throughput() -> Value {
     let runtime = runtime();
-    let (dir_a, dir_b) = (
-        fresh_copies(&plugin_library(), 1),
-        fresh_copies(&plugin_library(), 1),
-    );
-    let in_process = load_host(dir_a.path(), Isolation::InProcess);
-    let isolated = load_host(dir_b.path(), Isolation::Process);
+    let Hosts {
+        in_process,
+        isolated,
+        ..
+    } = &hosts();
     let per_task = env_usize("CONNHOST_BENCH_ISOLATION_PER_TASK", 150);
-    throughput(&runtime, &in_process, per_task / 4 + 1);
-    throughput(&runtime, &isolated, per_task / 4 + 1);
+    throughput(&runtime, in_process, per_task / 4 + 1);
+    throughput(&runtime, isolated, per_task / 4 + 1);
     let (mut ratios, mut a, mut b) = (vec![], vec![], vec![]);
-    for pair in 0..samples() {
-        let (ta, tb) = if pair % 2 == 0 {
-            let ta = throughput(&runtime, &in_process, per_task);
-            (ta, throughput(&runtime, &isolated, per_task))
-        } else {
-            let tb = throughput(&runtime, &isolated, per_task);
-            (throughput(&runtime, &in_process, per_task), tb)
-        };
+    for (ta, tb) in paired(
+        samples(),
+        || throughput(&runtime, in_process, per_task),
+        || throughput(&runtime, isolated, per_task),
+    ) {
         ratios.push(tb / ta);
         a.push(ta);
         b.push(tb);
@@ -471,25 +504,21 @@ fn sequential_ns(runtime: &tokio::runtime::Runtime, host: &Connhost, calls: usiz
 /// host and of the worker, isolated vs in process.
 fn measure_per_call() -> Value {
     let runtime = runtime();
-    let (dir_a, dir_b) = (
-        fresh_copies(&plugin_library(), 1),
-        fresh_copies(&plugin_library(), 1),
-    );
-    let in_process = load_host(dir_a.path(), Isolation::InProcess);
-    let isolated = load_host(dir_b.path(), Isolation::Process);
-    let worker = worker_pids(&isolated)[0];
+    let Hosts {
+        in_process,
+        isolated,
+        ..
+    } = &hosts();
+    let worker = worker_pids(isolated)[0];
     let calls = env_usize("CONNHOST_BENCH_ISOLATION_CALLS", 200);
-    sequential_ns(&runtime, &in_process, calls);
-    sequential_ns(&runtime, &isolated, calls);
+    sequential_ns(&runtime, in_process, calls);
+    sequential_ns(&runtime, isolated, calls);
     let (mut added, mut ratios, mut a, mut b) = (vec![], vec![], vec![], vec![]);
-    for pair in 0..samples().max(11) {
-        let (ta, tb) = if pair % 2 == 0 {
-            let ta = sequential_ns(&runtime, &in_process, calls);
-            (ta, sequential_ns(&runtime, &isolated, calls))
-        } else {
-            let tb = sequential_ns(&runtime, &isolated, calls);
-            (sequential_ns(&runtime, &in_process, calls), tb)
-        };
+    for (ta, tb) in paired(
+        samples().max(11),
+        || sequential_ns(&runtime, in_process, calls),
+        || sequential_ns(&runtime, isolated, calls),
+    ) {
         added.push(tb - ta);
         ratios.push(tb / ta);
         a.push(ta);
@@ -523,8 +552,8 @@ fn measure_per_call() -> Value {
             worker,
         )
     };
-    let (in_process_host, _) = switches(&in_process, None);
-    let (isolated_host, isolated_worker) = switches(&isolated, Some(worker));
+    let (in_process_host, _) = switches(in_process, None);
+    let (isolated_host, isolated_worker) = switches(isolated, Some(worker));
     json!({
         "calls_per_block": calls,
         "pairs": ratios.len(),
