@@ -61,6 +61,29 @@ fn an_isolated_plugin_answers_like_an_in_process_one_and_its_http_goes_through_t
 }
 
 /// A host isolating every plugin of `dir`, with `configure` applied.
+/// Runs every `(provider, fields)` validation at once on `runtime`, each a
+/// task of its own, and returns their verdicts in order.
+fn all_at_once(
+    runtime: &tokio::runtime::Runtime,
+    host: &Connhost,
+    calls: impl IntoIterator<Item = (&'static str, connhost::CredentialFields)>,
+) -> Vec<Verdict> {
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|(provider, fields)| {
+            let host = host.clone();
+            runtime.spawn(async move { host.validate(provider, fields).await.unwrap() })
+        })
+        .collect();
+    runtime.block_on(async {
+        let mut verdicts = Vec::new();
+        for task in tasks {
+            verdicts.push(task.await.unwrap());
+        }
+        verdicts
+    })
+}
+
 fn isolated_host(dir: &PluginDir, configure: impl FnOnce(&mut HostConfig)) -> Connhost {
     let mut config = isolated(dir);
     configure(&mut config);
@@ -241,23 +264,11 @@ fn a_provider_that_spins_times_out_its_worker_is_replaced_and_no_host_thread_is_
     let bystander = Bystander::start(&host);
     // More spinning calls than a provider may have threads in process:
     // each only awaits its worker.
-    let verdicts: Vec<Verdict> = runtime().block_on(async {
-        let calls: Vec<_> = (0..4)
-            .map(|_| {
-                let host = host.clone();
-                tokio::spawn(async move {
-                    host.validate("fault-spin", fields(&[("action", "fault")]))
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut verdicts = Vec::new();
-        for call in calls {
-            verdicts.push(call.await.unwrap());
-        }
-        verdicts
-    });
+    let verdicts = all_at_once(
+        &runtime(),
+        &host,
+        (0..4).map(|_| ("fault-spin", fields(&[("action", "fault")]))),
+    );
     for verdict in verdicts {
         let message = verdict.error_message().unwrap_or_default();
         assert!(
@@ -300,25 +311,12 @@ fn one_worker_answers_many_calls_at_once_while_some_of_its_validations_hold_thei
         .collect();
     // Many more at once over the same socket, through the worker's other
     // threads: every one is answered.
-    let verdicts = runtime.block_on(async {
-        // (Under the host's bound on one provider's calls in flight.)
-        let calls: Vec<_> = (0..24)
-            .map(|i| {
-                let host = host.clone();
-                let key = format!("{}", 10 + i % 5);
-                tokio::spawn(async move {
-                    host.validate("slow", fields(&[("api_key", key.as_str())]))
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut verdicts = Vec::new();
-        for call in calls {
-            verdicts.push(call.await.unwrap());
-        }
-        verdicts
-    });
+    // (Under the host's bound on one provider's calls in flight.)
+    let verdicts = all_at_once(
+        &runtime,
+        &host,
+        (0..24).map(|i| ("slow", fields(&[("api_key", &format!("{}", 10 + i % 5))]))),
+    );
     for verdict in &verdicts {
         assert!(verdict.is_valid(), "{verdict:?}");
     }
