@@ -436,6 +436,44 @@ fn touching_or_copying_the_same_bytes_again_changes_nothing() {
 }
 
 #[test]
+fn a_build_that_changed_only_what_the_loader_never_reads_stays_loaded_with_the_new_digest() {
+    let dir = PluginDir::with(&["mai"]);
+    let server = Server::start(dir.path(), |c| {
+        c.env("CONNHOST_LOG", "info");
+    });
+    let mai = dir.file(&library_file_name("mai"));
+    let before = get(&server, "/v1/plugins");
+    assert_eq!(
+        before["loaded"][0]["trust"]["digest"],
+        digest_of(&std::fs::read(&mai).unwrap())
+    );
+    let providers = get(&server, "/v1/providers");
+    // The same library with more after its last segment (as a new
+    // comment, symbol table or debug information would add), renamed over
+    // the file.
+    let mut rebuilt = std::fs::read(built_library("mai")).unwrap();
+    rebuilt.extend_from_slice(&[0x5a; 4096]);
+    let temporary = dir.file(".mai.tmp");
+    std::fs::write(&temporary, &rebuilt).unwrap();
+    std::fs::rename(&temporary, &mai).unwrap();
+    let after = rescan(&server);
+    assert_eq!(after["loaded"].as_array().unwrap().len(), 1, "{after:#}");
+    assert_eq!(
+        after["loaded"][0]["trust"]["digest"],
+        digest_of(&rebuilt),
+        "the new file's digest: {after:#}"
+    );
+    assert_eq!(after["retired"], before["retired"], "nothing retired");
+    assert_eq!(get(&server, "/v1/providers"), providers);
+    assert_eq!(
+        server.log().matches("plugin replaced").count(),
+        0,
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
 fn a_huge_file_is_refused_from_its_size_and_never_read_or_copied() {
     let dir = PluginDir::with(&["mai"]);
     let cache = tempfile::tempdir().unwrap();
@@ -447,6 +485,9 @@ fn a_huge_file_is_refused_from_its_size_and_never_read_or_copied() {
             .arg(cache.path());
     });
     let pid = server.pid();
+    // The loaded plugin's digest, computed once by a report: reading it
+    // is not what is measured.
+    get(&server, "/v1/plugins");
     let read_before = bytes_read(pid);
     // 200 MB, sparse: costs no disk, but reading it would read 200 MB.
     let big = dir.file("big.so");

@@ -289,6 +289,30 @@ fn without_watching_sighup_and_the_rescan_endpoint_pick_up_changes() {
     });
 }
 
+#[test]
+fn a_file_changed_since_it_was_loaded_never_lends_its_digest_to_the_loaded_version() {
+    let dir = PluginDir::with(&["mai"]);
+    let server = Server::start(dir.path(), |c| {
+        c.arg("--no-watch");
+    });
+    // Written in place (the same file, new bytes after its last segment)
+    // before anyone asked for the loaded version's digest, and not
+    // rescanned yet: the digest is not known, rather than the new bytes'.
+    let mai = dir.file(&library_file_name("mai"));
+    let mut changed = std::fs::read(&mai).unwrap();
+    changed.extend_from_slice(&[0x5a; 4096]);
+    std::fs::write(&mai, &changed).unwrap();
+    let report = get(&server, "/v1/plugins");
+    assert_eq!(report["loaded"][0]["trust"]["digest"], "", "{report:#}");
+    // A rescan: the same library, now standing for the new file.
+    let report = rescan(&server);
+    assert_eq!(
+        report["loaded"][0]["trust"]["digest"],
+        digest_of(&changed),
+        "{report:#}"
+    );
+}
+
 /// What a rescan reports after one round of
 /// [`reloading_in_a_loop_never_fails_a_request_for_another_provider`]: the
 /// churn file holding `greeter` and its version, the churn files whose

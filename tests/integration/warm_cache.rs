@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::support::{
-    built_library, cached_copies, connhost, install, library_file_name, run, running_as_root,
-    PluginDir,
+    built_library, cached_copies, connhost, digest_of, install, library_file_name, loaded_part,
+    run, running_as_root, PluginDir,
 };
 use crate::trust::{keys_dir, Key};
 
@@ -113,6 +113,23 @@ fn a_second_start_maps_the_remembered_copies_and_reports_the_same_digests() {
         assert_eq!(a["trust"], b["trust"], "{file}");
         assert_eq!(a["providers"], b["providers"], "{file}");
     }
+}
+
+#[test]
+fn a_copy_holds_what_the_loader_reads_and_the_digest_is_the_whole_files() {
+    let dir = PluginDir::with(&["mai"]);
+    let cache = private_cache();
+    let report = plugins(dir.path(), cache.path(), &[]);
+    let file = std::fs::read(dir.file(&library_file_name("mai"))).unwrap();
+    let copy = std::fs::read(remembered_copy(cache.path())).unwrap();
+    assert_eq!(copy, loaded_part(&file), "the file up to its last segment");
+    assert!(copy.len() < file.len(), "{} of {}", copy.len(), file.len());
+    let mai = loaded(&report, "libmai.so").unwrap();
+    assert_eq!(mai["trust"]["digest"], digest_of(&file), "{mai:#}");
+    // A second start maps that copy, and still reports the whole file's
+    // digest (remembered).
+    let again = plugins(dir.path(), cache.path(), &[]);
+    assert_eq!(loaded(&again, "libmai.so").unwrap()["trust"], mai["trust"]);
 }
 
 #[test]

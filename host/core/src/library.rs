@@ -360,17 +360,35 @@ pub(crate) fn check_file(path: &Path, max_size: u64) -> Result<std::fs::File, Lo
     Ok(file)
 }
 
+/// What the system loader reads of an ELF shared library: the bytes from
+/// the file's start to the end of the last thing a program header points
+/// at (the headers and every segment), when that is less than the whole
+/// file. What follows (the section header table, the symbol table, debug
+/// information) is only ever read by tools, never by the loader, so a copy
+/// made to be loaded may leave it out ([`crate::cache_dir::copy_into`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Image {
+    /// How many bytes from the start of the file the loader reads.
+    pub(crate) len: u64,
+    /// Where the ELF header says where the section header table is, how
+    /// many sections there are, and which one names them (offset, width):
+    /// zeroed in a copy that leaves the table out, so that it reads as a
+    /// library without section headers rather than a damaged one.
+    pub(crate) section_table_fields: [(u64, usize); 3],
+}
+
 /// Checks, before the system loader sees it (and before anything copies
 /// it), that the opened file is a complete shared library of at most
 /// `max_size` bytes: the dynamic loader maps segments without checking that the file
 /// holds them, and touching a missing page kills the process (SIGBUS). A
 /// file still being copied looks exactly like that. Only the size and the
-/// headers are read, never the whole file.
+/// headers are read, never the whole file. Returns what the loader reads
+/// of it ([`Image`]), when that is less than the whole file.
 pub(crate) fn check_opened(
     path: &Path,
     file: &std::fs::File,
     max_size: u64,
-) -> Result<(), LoadFailure> {
+) -> Result<Option<Image>, LoadFailure> {
     let fail = |kind, reason: String| LoadFailure::new(path, kind, reason);
     let still_copying = "if it is still being copied, load it again once the copy is complete";
     let unreadable = |e: std::io::Error| {
@@ -413,7 +431,7 @@ pub(crate) fn check_opened(
             _ => check_elf::<object::elf::FileHeader64<object::Endianness>>(&data, len),
         }
     } else {
-        check_other(&data, len)
+        check_other(&data, len).map(|()| None)
     };
     layout.map_err(|problem| match problem {
         Problem::Damaged(e) => fail(
@@ -445,8 +463,12 @@ enum Problem {
 }
 
 /// ELF: a shared object whose loadable segments and section header table
-/// all lie inside the file.
-fn check_elf<Elf>(data: &object::ReadCache<&std::fs::File>, len: u64) -> Result<(), Problem>
+/// all lie inside the file. Returns what the loader reads of it, when
+/// that is less than the whole file.
+fn check_elf<Elf>(
+    data: &object::ReadCache<&std::fs::File>,
+    len: u64,
+) -> Result<Option<Image>, Problem>
 where
     Elf: object::read::elf::FileHeader<Endian = object::Endianness>,
 {
@@ -464,6 +486,12 @@ where
     let segments = header
         .program_headers(endian, data)
         .map_err(|e| Problem::Damaged(e.to_string()))?;
+    // The loader reads the ELF header, the program header table and what
+    // each program header points at.
+    let table = header.e_phoff(endian).into().saturating_add(
+        u64::from(header.e_phnum(endian)).saturating_mul(header.e_phentsize(endian).into()),
+    );
+    let mut loaded = table.max(header.e_ehsize(endian).into());
     for segment in segments {
         let end = segment
             .p_offset(endian)
@@ -472,13 +500,23 @@ where
         if end > len {
             return Err(Problem::Truncated(end));
         }
+        loaded = loaded.max(end);
     }
     // The section header table is at the end of the file: a truncated copy
     // loses it first.
     header
         .section_headers(endian, data)
         .map_err(|e| Problem::Damaged(e.to_string()))?;
-    Ok(())
+    // e_shoff, e_shnum and e_shstrndx, as the ELF specification places them.
+    let section_table_fields = if header.is_type_64() {
+        [(0x28, 8), (0x3c, 2), (0x3e, 2)]
+    } else {
+        [(0x20, 4), (0x30, 2), (0x32, 2)]
+    };
+    Ok((loaded < len).then_some(Image {
+        len: loaded,
+        section_table_fields,
+    }))
 }
 
 /// Mach-O and PE: the generic parser, then the same segment check.

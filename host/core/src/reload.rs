@@ -59,8 +59,9 @@ pub struct ReloadHandle {
 }
 
 impl ReloadHandle {
-    /// Rescans the folder now; returns the report once the result is
-    /// published (`None` if the reload thread has stopped).
+    /// Rescans the folder now; returns the report of the set then served,
+    /// as [`Connhost::plugins`] gives it, once it is published (`None` if
+    /// the reload thread has stopped).
     pub async fn rescan(&self) -> Option<LoadReport> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Rescan(reply)).ok()?;
@@ -132,11 +133,9 @@ impl Reloader {
         // "Ready" means the folder is loaded as it stands: give files that
         // are still being written their chance first.
         let mut outcome = self.scan_until_settled();
-        let first = Connhost::from_catalog(&self.set);
-        // What the last published set reported: the answer to a rescan
-        // that changed nothing.
-        let mut report = first.load_report().clone();
-        publish(first);
+        // The last set published: a rescan is answered with its report.
+        let mut current = Connhost::from_catalog(&self.set);
+        publish(current.clone());
         let _ = ready.send(());
         loop {
             let wake = next_wake(&outcome);
@@ -182,12 +181,15 @@ impl Reloader {
                 self.scan_until_settled()
             };
             if outcome.changed {
-                let snapshot = Connhost::from_catalog(&self.set);
-                report = snapshot.load_report().clone();
-                publish(snapshot);
+                current = Connhost::from_catalog(&self.set);
+                publish(current.clone());
             }
-            for reply in replies {
-                let _ = reply.send(report.clone());
+            if !replies.is_empty() {
+                // What `/v1/plugins` says of it, digests included.
+                let report = current.plugins();
+                for reply in replies {
+                    let _ = reply.send(report.clone());
+                }
             }
             // A folder that came back may be another folder (or one that
             // did not exist when watching began): watch it anew.

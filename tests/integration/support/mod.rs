@@ -409,6 +409,44 @@ pub fn cached_copies(cache: &Path) -> Vec<PathBuf> {
     copies
 }
 
+/// The digest the host reports for `file`'s bytes: `sha256:` and 64
+/// lower-case hex digits.
+pub fn digest_of(file: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(file);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// What a copy made to be loaded holds of the 64-bit little-endian ELF
+/// shared library `file`: its bytes up to the end of the last thing a
+/// program header points at, with the ELF header's section table fields
+/// (`e_shoff`, `e_shnum`, `e_shstrndx`) zeroed. Read with the ELF
+/// specification's offsets, apart from the host's own parser.
+pub fn loaded_part(file: &[u8]) -> Vec<u8> {
+    let word = |at: usize, width: usize| {
+        let mut bytes = [0u8; 8];
+        bytes[..width].copy_from_slice(&file[at..at + width]);
+        u64::from_le_bytes(bytes) as usize
+    };
+    assert_eq!(
+        &file[..6],
+        b"\x7fELF\x02\x01",
+        "a 64-bit little-endian ELF file"
+    );
+    let (phoff, phentsize, phnum) = (word(0x20, 8), word(0x36, 2), word(0x38, 2));
+    let mut end = phoff + phentsize * phnum;
+    for n in 0..phnum {
+        let header = phoff + n * phentsize;
+        end = end.max(word(header + 0x08, 8) + word(header + 0x20, 8));
+    }
+    let mut part = file[..end].to_vec();
+    for (at, width) in [(0x28, 8), (0x3c, 2), (0x3e, 2)] {
+        part[at..at + width].fill(0);
+    }
+    part
+}
+
 /// The default cache folders (`connhost-<pid>-<random>`) of every
 /// process in the temp dir `temp`.
 pub fn cache_folders(temp: &Path) -> Vec<PathBuf> {

@@ -333,6 +333,15 @@ fn open_copy(cache: &Path, remembered: &Remembered) -> Result<CachedCopy, String
     if id != remembered.copy_id {
         return Err("it is not the file the index recorded (changed or replaced since)".to_owned());
     }
+    // A copy of what the loader reads of its file is shorter than the file.
+    let original = match id.size.cmp(&remembered.source_id.size) {
+        std::cmp::Ordering::Less => Some(super::Original {
+            path: remembered.source.clone().into(),
+            id: remembered.source_id,
+        }),
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Greater => return Err("it is larger than its plugin file".to_owned()),
+    };
     let digest = std::sync::OnceLock::new();
     if let Some(known) = remembered.digest.as_ref().filter(|d| is_digest(d)) {
         let _ = digest.set(known.clone());
@@ -343,6 +352,7 @@ fn open_copy(cache: &Path, remembered: &Remembered) -> Result<CachedCopy, String
         file,
         id,
         digest,
+        original,
     })
 }
 
@@ -395,7 +405,7 @@ mod tests {
     fn remembered_copy(cache: &Path, source: &Path, bytes: &[u8]) -> (CachedCopy, Remembered) {
         std::fs::write(source, bytes).unwrap();
         let file = std::fs::File::open(source).unwrap();
-        let copy = super::super::copy_into(cache, &file, None).unwrap();
+        let copy = super::super::copy_into(cache, source, &file, None, None).unwrap();
         let id = FileId::of(&std::fs::metadata(source).unwrap());
         let remembered = copy.remembered(source, id, None, None).unwrap();
         (copy, remembered)

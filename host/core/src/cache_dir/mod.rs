@@ -8,8 +8,12 @@
 //! from a descriptor that was checked first ([`copy_into`]) by the kernel
 //! (`copy_file_range`), or through the host when its bytes must be hashed
 //! or checked against a signature as they are copied, under a new name
-//! drawn at random: each copy is its own library. The catalog copies into
-//! its cache folder;
+//! drawn at random: each copy is its own library. A copy of an ELF file
+//! holds only what the system loader reads of it ([`Image`]: the file up
+//! to its last segment; the symbols and debug information after it, often
+//! most of a file, are never copied), and the whole file's digest is
+//! computed from the file itself while it is still the version copied
+//! ([`CachedCopy::read_all`]). The catalog copies into its cache folder;
 //! `connhost inspect` into a folder of its own, so that inspecting a file
 //! never initialises the instance a later real load gets.
 //!
@@ -62,6 +66,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use crate::library::Image;
 use crate::model::trust::TrustError;
 use crate::permissions;
 
@@ -421,6 +426,20 @@ pub(crate) struct CachedCopy {
     file: std::fs::File,
     id: index::FileId,
     digest: std::sync::OnceLock<String>,
+    /// The plugin file it was made from, when it holds only what the
+    /// loader reads of it ([`Image`]): the digest is of the whole file.
+    original: Option<Original>,
+}
+
+/// The plugin file a copy that holds only part of it was made from: its
+/// path and the version copied. Its bytes are read again only while it is
+/// still that very version.
+#[derive(Debug, Clone)]
+pub(crate) struct Original {
+    /// The plugin file.
+    pub(crate) path: PathBuf,
+    /// The version of it that was copied.
+    pub(crate) id: index::FileId,
 }
 
 impl CachedCopy {
@@ -444,8 +463,8 @@ impl CachedCopy {
         let _ = self.digest.set(digest);
     }
 
-    /// Its digest, hashing the copy (once) through its descriptor if no one
-    /// needed it before.
+    /// The digest of the plugin file it was made from, computed (once) if no
+    /// one needed it before: see [`CachedCopy::read_all`] for what is read.
     pub(crate) fn digest(&self) -> io::Result<&str> {
         if let Some(digest) = self.digest.get() {
             return Ok(digest);
@@ -457,13 +476,75 @@ impl CachedCopy {
         Ok(self.digest.get_or_init(|| digest))
     }
 
-    /// Hands the whole copy to `observe`, in order, read through its own
-    /// descriptor (never its name).
+    /// Hands the whole plugin file it was made from to `observe`, in
+    /// order. A copy of the whole file is read through its own descriptor
+    /// (never its name). A copy of what the loader reads of it has the
+    /// rest read from the plugin file itself, and only while that is still
+    /// the version copied (its device, inode, size and times of last
+    /// change, before and after): a file changed since fails, and is loaded
+    /// again by the next scan.
     pub(crate) fn read_all(&self, observe: &mut dyn FnMut(&[u8])) -> io::Result<()> {
-        read_chunks(&self.file, &mut |chunk| {
+        let Some(original) = &self.original else {
+            return read_chunks(&self.file, &mut |chunk| {
+                observe(chunk);
+                Ok(())
+            });
+        };
+        let changed = || {
+            io::Error::other(format!(
+                "{} changed since it was loaded",
+                original.path.display()
+            ))
+        };
+        let file = std::fs::File::from(
+            rustix::fs::open(
+                &original.path,
+                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| match e {
+                rustix::io::Errno::NOENT => changed(),
+                e => e.into(),
+            })?,
+        );
+        let same = |file: &std::fs::File| -> io::Result<()> {
+            let metadata = file.metadata()?;
+            if metadata.is_file() && index::FileId::of(&metadata) == original.id {
+                Ok(())
+            } else {
+                Err(changed())
+            }
+        };
+        same(&file)?;
+        read_chunks(&file, &mut |chunk| {
             observe(chunk);
             Ok(())
+        })?;
+        same(&file)
+    }
+
+    /// Whether this copy and `other` hold the same bytes: the same library,
+    /// whatever the rest of their plugin files (debug information, symbols)
+    /// holds.
+    pub(crate) fn same_bytes(&self, other: &CachedCopy) -> bool {
+        use std::os::unix::fs::FileExt as _;
+        if self.id.size != other.id.size {
+            return false;
+        }
+        let mut theirs = vec![0; 256 * 1024];
+        let mut offset = 0;
+        read_chunks(&self.file, &mut |chunk| {
+            let theirs = &mut theirs[..chunk.len()];
+            other.file.read_exact_at(theirs, offset)?;
+            offset += chunk.len() as u64;
+            if theirs == chunk {
+                Ok(())
+            } else {
+                Err(io::Error::other("different"))
+            }
         })
+        .is_ok()
+            && offset == self.id.size
     }
 
     /// Removes its name from the cache (a copy that was refused, or that
@@ -481,10 +562,10 @@ impl CachedCopy {
 pub(crate) struct LoadedCopies(pub(crate) Vec<(PathBuf, std::sync::Arc<CachedCopy>)>);
 
 impl LoadedCopies {
-    /// Fills in the digest of every plugin in `report` that has none yet,
-    /// hashing its copy (once per copy: the digest is remembered with it).
-    /// A copy that cannot be read leaves the digest empty, and says why in
-    /// the log.
+    /// Fills in the digest of every plugin in `report` that has none yet
+    /// (once per copy: the digest is remembered with it). A plugin file
+    /// changed since it was loaded (or a copy that cannot be read) leaves
+    /// the digest empty, and says why in the log.
     pub(crate) fn fill_digests(&self, report: &mut crate::model::report::LoadReport) {
         for plugin in report
             .loaded
@@ -497,7 +578,7 @@ impl LoadedCopies {
             match copy.digest() {
                 Ok(digest) => plugin.trust.digest = digest.to_owned(),
                 Err(e) => {
-                    tracing::warn!(path = %plugin.path.display(), "could not hash the plugin's copy {}: {e}", copy.path().display())
+                    tracing::info!(path = %plugin.path.display(), "the plugin's digest is not known: {e}")
                 }
             }
         }
@@ -535,25 +616,38 @@ fn hex(bytes: &[u8]) -> String {
 /// What sees each chunk of a copy as it is written.
 pub(crate) type Observer<'a> = &'a mut dyn FnMut(&[u8]);
 
-/// Copies an opened, checked file into the cache folder `cache` under a
-/// new name drawn at random (`<64 hex digits>.<ext>`) and returns the
-/// copy. Only the descriptor is read (never the path again, which may name
-/// something else by now), once, from its start. Without `observe` the
-/// kernel copies it (`copy_file_range`: no pass through this process);
-/// with it, every chunk written is handed to `observe` as well, in order:
-/// what `observe` sees is the copy's content (the catalog checks
-/// signatures and digests this way, against exactly what is then loaded).
-/// The copy is written to a new file and only then renamed to its name
-/// (see the [module documentation](self)). The folder must exist and not
-/// be a link.
+/// Copies an opened, checked file (`file`, opened from `path`) into the
+/// cache folder `cache` under a new name drawn at random
+/// (`<64 hex digits>.<ext>`) and returns the copy. Only the descriptor is
+/// read (never the path again, which may name something else by now),
+/// once, from its start. With `image` (what the loader reads of the file,
+/// less than all of it: [`Image`]) the copy holds only that, with the
+/// header's pointer to the section header table zeroed; otherwise the
+/// whole file. Without `observe` the kernel copies it (`copy_file_range`:
+/// no pass through this process); with it, the whole file is read through
+/// this process and every chunk of it handed to `observe`, in order: what
+/// `observe` sees is the file whose copy is then loaded (the catalog checks
+/// signatures and digests this way, so that what is loaded is what they
+/// covered). The copy is written to a new file and only then renamed to
+/// its name (see the [module documentation](self)). The folder must exist
+/// and not be a link.
 pub(crate) fn copy_into(
     cache: &Path,
+    path: &Path,
     file: &std::fs::File,
+    image: Option<Image>,
     observe: Option<Observer<'_>>,
 ) -> io::Result<CachedCopy> {
+    let original = match image {
+        Some(_) => Some(Original {
+            path: std::path::absolute(path)?,
+            id: index::FileId::of(&file.metadata()?),
+        }),
+        None => None,
+    };
     let folder = open_folder(cache)?;
     let (partial, out) = create_partial(&folder)?;
-    let result = write_copy(&out, file, observe).and_then(|()| {
+    let result = write_copy(&out, file, image, observe).and_then(|()| {
         let name = copy_file_name(&random_hex(32)?);
         rustix::fs::renameat(&folder, partial.as_str(), &folder, name.as_str())?;
         Ok(name)
@@ -583,6 +677,7 @@ pub(crate) fn copy_into(
             file: copy,
             id,
             digest: std::sync::OnceLock::new(),
+            original,
         })
     })();
     if made.is_err() {
@@ -624,32 +719,48 @@ fn create_partial_named(folder: &OwnedFd, name: &str) -> io::Result<std::fs::Fil
     Ok(std::fs::File::from(fd))
 }
 
-/// Writes what `file` holds (from its start) to `out`, in the kernel when
-/// nothing observes it, then makes `out` read-only for everyone (0444).
+/// Writes what `file` holds from its start (all of it, or the first
+/// `image.len` bytes with the section table's fields zeroed) to `out`, in
+/// the kernel when nothing observes it, then makes `out` read-only for
+/// everyone (0444).
 fn write_copy(
     out: &std::fs::File,
     file: &std::fs::File,
+    image: Option<Image>,
     observe: Option<Observer<'_>>,
 ) -> io::Result<()> {
+    let len = image.map_or(u64::MAX, |image| image.len);
     match observe {
-        Some(observe) => copy_observed(out, file, observe)?,
-        None => copy_in_kernel(out, file)?,
+        Some(observe) => copy_observed(out, file, len, observe)?,
+        None => copy_in_kernel(out, file, len)?,
+    }
+    if let Some(image) = image {
+        use std::os::unix::fs::FileExt as _;
+        for (offset, width) in image.section_table_fields {
+            out.write_all_at(&[0; 8][..width], offset)?;
+        }
     }
     rustix::fs::fchmod(out, Mode::RUSR | Mode::RGRP | Mode::ROTH)?;
     Ok(())
 }
 
-/// Copies `file` to `out` through this process, handing each chunk to
+/// Copies the first `len` bytes of `file` (all of it, if it is shorter) to
+/// `out` through this process, handing every chunk of the whole file to
 /// `observe`.
 fn copy_observed(
     mut out: &std::fs::File,
     file: &std::fs::File,
+    len: u64,
     observe: &mut dyn FnMut(&[u8]),
 ) -> io::Result<()> {
     use std::io::Write as _;
+    let mut written = 0u64;
     read_chunks(file, &mut |chunk| {
         observe(chunk);
-        out.write_all(chunk)
+        let wanted = usize::try_from(len.saturating_sub(written)).unwrap_or(usize::MAX);
+        let part = &chunk[..chunk.len().min(wanted)];
+        written += part.len() as u64;
+        out.write_all(part)
     })
 }
 
@@ -674,15 +785,17 @@ fn read_chunks(
     }
 }
 
-/// Copies `file` to `out` with `copy_file_range` (the kernel copies, or
-/// shares the blocks where the filesystem can), falling back to a copy
-/// through this process where the kernel cannot (another filesystem on an
-/// old kernel, a filesystem without it).
-fn copy_in_kernel(out: &std::fs::File, file: &std::fs::File) -> io::Result<()> {
+/// Copies the first `len` bytes of `file` (all of it, if it is shorter) to
+/// `out` with `copy_file_range` (the kernel copies, or shares the blocks
+/// where the filesystem can), falling back to a copy through this process
+/// where the kernel cannot (another filesystem on an old kernel, a
+/// filesystem without it).
+fn copy_in_kernel(out: &std::fs::File, file: &std::fs::File, len: u64) -> io::Result<()> {
     let mut from = 0u64;
     let mut to = 0u64;
-    loop {
-        match rustix::fs::copy_file_range(file, Some(&mut from), out, Some(&mut to), 1 << 30) {
+    while to < len {
+        let chunk = usize::try_from(len - to).unwrap_or(usize::MAX).min(1 << 30);
+        match rustix::fs::copy_file_range(file, Some(&mut from), out, Some(&mut to), chunk) {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => {}
@@ -691,10 +804,11 @@ fn copy_in_kernel(out: &std::fs::File, file: &std::fs::File) -> io::Result<()> {
                 | rustix::io::Errno::XDEV
                 | rustix::io::Errno::INVAL
                 | rustix::io::Errno::OPNOTSUPP,
-            ) if to == 0 => return copy_observed(out, file, &mut |_| {}),
+            ) if to == 0 => return copy_observed(out, file, len, &mut |_| {}),
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -811,7 +925,9 @@ mod tests {
             let mut observe = |bytes: &[u8]| seen.extend_from_slice(bytes);
             let copy = copy_into(
                 cache.path(),
+                &elsewhere.path().join("source.so"),
                 &source(elsewhere.path(), &checked),
+                None,
                 observed.then_some(&mut observe as &mut dyn FnMut(&[u8])),
             )
             .unwrap();
@@ -856,6 +972,89 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_of_what_the_loader_reads_leaves_the_rest_in_the_file_and_hashes_the_whole_file() {
+        use sha2::Digest as _;
+        let cache = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let whole: Vec<u8> = (0..600_000u32).map(|i| (i % 251 + 1) as u8).collect();
+        let image = Image {
+            len: 300_001,
+            section_table_fields: [(0x28, 8), (0x3c, 2), (0x3e, 2)],
+        };
+        let mut loaded = whole[..300_001].to_vec();
+        for (offset, width) in image.section_table_fields {
+            loaded[offset as usize..][..width].fill(0);
+        }
+        let path = elsewhere.path().join("source.so");
+        let digest = format!("sha256:{}", hex(&sha2::Sha256::digest(&whole)));
+        let mut copies = Vec::new();
+        for observed in [false, true] {
+            let mut seen = Vec::new();
+            let mut observe = |bytes: &[u8]| seen.extend_from_slice(bytes);
+            let copy = copy_into(
+                cache.path(),
+                &path,
+                &source(elsewhere.path(), &whole),
+                Some(image),
+                observed.then_some(&mut observe as &mut dyn FnMut(&[u8])),
+            )
+            .unwrap();
+            if observed {
+                assert_eq!(seen, whole, "what is observed is the whole file");
+            }
+            assert_eq!(std::fs::read(copy.path()).unwrap(), loaded);
+            assert_eq!(copy.len(), loaded.len() as u64);
+            // Not computed as it was copied: the whole file is read for it.
+            assert_eq!(copy.digest().unwrap(), digest);
+            copies.push(copy);
+        }
+        assert!(copies[0].same_bytes(&copies[1]));
+        // Another file, with the same first bytes but another rest, is
+        // another file: its digest is not taken from the first.
+        let mut other = whole.clone();
+        *other.last_mut().unwrap() = 0;
+        let third = copy_into(
+            cache.path(),
+            &path,
+            &source(elsewhere.path(), &other),
+            Some(image),
+            None,
+        )
+        .unwrap();
+        assert!(third.same_bytes(&copies[0]), "the same library");
+        let digest_of_other = format!("sha256:{}", hex(&sha2::Sha256::digest(&other)));
+        assert_eq!(third.digest().unwrap(), digest_of_other);
+        // Once the file changed, a digest no one computed is not computed
+        // from whatever is there now.
+        let fourth = copy_into(
+            cache.path(),
+            &path,
+            &source(elsewhere.path(), &whole),
+            Some(image),
+            None,
+        )
+        .unwrap();
+        std::fs::write(&path, [&whole[..], b"more"].concat()).unwrap();
+        let error = fourth.digest().unwrap_err();
+        assert!(
+            error.to_string().contains("changed since it was loaded"),
+            "{error}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert!(fourth.digest().is_err());
+        // Different bytes are not the same library.
+        let whole_copy = copy_into(
+            cache.path(),
+            &path,
+            &source(elsewhere.path(), &whole),
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(!whole_copy.same_bytes(&copies[0]));
+    }
+
+    #[test]
     fn a_planted_partial_link_is_not_followed() {
         let cache = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
@@ -878,7 +1077,8 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         let link = elsewhere.path().join("cache");
         std::os::unix::fs::symlink(real.path(), &link).unwrap();
-        let error = copy_into(&link, &source(elsewhere.path(), b"x"), None).unwrap_err();
+        let file = source(elsewhere.path(), b"x");
+        let error = copy_into(&link, Path::new("source.so"), &file, None, None).unwrap_err();
         assert!(error.to_string().contains("is a symbolic link"), "{error}");
         assert_eq!(std::fs::read_dir(real.path()).unwrap().count(), 0);
         let refusal = check_private(&link, false).unwrap_err();

@@ -17,7 +17,7 @@ use std::fs::{File, Metadata};
 use std::path::Path;
 
 use crate::cache_dir::{self, CachedCopy};
-use crate::library::check_opened;
+use crate::library::{check_opened, Image};
 use crate::model::report::LoadFailure;
 use crate::model::trust::PluginTrust;
 use crate::trust::signature::Signed;
@@ -32,22 +32,29 @@ pub(crate) enum Refused {
     Headers(LoadFailure),
 }
 
+/// What the checks before the copy found out about a file.
+pub(crate) struct Checked {
+    /// Its signature, when trusted keys ask for one.
+    pub(crate) signed: Option<Signed>,
+    /// What the loader reads of it, when that is less than all of it.
+    pub(crate) image: Option<Image>,
+}
+
 /// What is cheap, from the opened descriptor, before anything is copied:
 /// who may write it, that a trusted signature is there, its headers.
-/// Returns its signature, when trusted keys ask for one.
 pub(crate) fn check_before_copy(
     gate: &Gate,
     path: &Path,
     file: &File,
     metadata: &Metadata,
     max_size: u64,
-) -> Result<Option<Signed>, Refused> {
+) -> Result<Checked, Refused> {
     let signed = gate
         .check_file(path, metadata)
         .and_then(|()| gate.signature_of(path))
         .map_err(Refused::Trust)?;
-    check_opened(path, file, max_size).map_err(Refused::Headers)?;
-    Ok(signed)
+    let image = check_opened(path, file, max_size).map_err(Refused::Headers)?;
+    Ok(Checked { signed, image })
 }
 
 /// A copy in the cache, and the gate's decision on its bytes.
@@ -59,8 +66,9 @@ pub(crate) struct Copied {
     pub(crate) admitted: Result<PluginTrust, LoadFailure>,
 }
 
-/// Copies the checked descriptor `file` of `path` into `cache`, checking
-/// its bytes as they are copied against `signed` and the lock file. The
+/// Copies the checked descriptor `file` of `path` into `cache` (what the
+/// loader reads of it, as `checked` found), checking the whole file's
+/// bytes as they are copied against its signature and the lock file. The
 /// bytes pass through the host only when something reads them (a
 /// signature, the lock file, or `digest_wanted`); otherwise the kernel
 /// copies them and no digest is computed yet.
@@ -68,15 +76,16 @@ pub(crate) fn copy_checked(
     gate: &Gate,
     path: &Path,
     file: &File,
-    signed: Option<&Signed>,
+    checked: &Checked,
     cache: &Path,
     digest_wanted: bool,
 ) -> std::io::Result<Copied> {
-    let mut admission = Admission::new(gate, signed, digest_wanted);
+    let mut admission = Admission::new(gate, checked.signed.as_ref(), digest_wanted);
     let copy = if admission.reads() {
-        cache_dir::copy_into(cache, file, Some(&mut |bytes| admission.update(bytes)))?
+        let observe = &mut |bytes: &[u8]| admission.update(bytes);
+        cache_dir::copy_into(cache, path, file, checked.image, Some(observe))?
     } else {
-        cache_dir::copy_into(cache, file, None)?
+        cache_dir::copy_into(cache, path, file, checked.image, None)?
     };
     let admitted = admission.finish(gate, path, None);
     if let Ok(trust) = &admitted {

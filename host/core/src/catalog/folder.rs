@@ -19,8 +19,8 @@
 //! when its fingerprint (metadata, no read) is new; a file is checked
 //! (type, size limit, headers) from a non-blocking descriptor before it is
 //! copied; a known-bad file is not looked at again until it changes; and
-//! the same content under a new fingerprint (`touch`, an identical copy)
-//! changes nothing. A folder that cannot be listed, or a file that cannot
+//! the same library under a new fingerprint (`touch`, an identical copy,
+//! a build that changed only what the loader never reads) changes nothing. A folder that cannot be listed, or a file that cannot
 //! be opened for a passing reason (out of descriptors), keeps the last
 //! good set and is retried with a backoff ([`RescanOutcome::retry_in`]).
 //! An impatient rescan (a one-shot load, which never retries) reports
@@ -613,14 +613,14 @@ impl Folder {
         let Some(gate) = self.gate.as_ref() else {
             return false; // a rescan makes the gate before looking at files
         };
-        let signed = match admission::check_before_copy(
+        let checked = match admission::check_before_copy(
             gate,
             path,
             &file,
             &metadata,
             self.config.max_plugin_size,
         ) {
-            Ok(signed) => signed,
+            Ok(checked) => checked,
             Err(Refused::Headers(failure))
                 if self.patient
                     && failure.kind != FailureKind::TooLarge
@@ -636,17 +636,13 @@ impl Folder {
             }
         };
         // Copy the checked descriptor into the cache, checking its bytes
-        // as they are copied: the copy is what gets loaded. A file that
-        // replaces a loaded one is hashed as it is copied, to tell a touch
-        // (the same content) from a new version.
+        // as they are copied: the copy is what gets loaded.
         let cache = self.cache.folder();
         let Some(gate) = self.gate.as_ref() else {
             return false;
         };
-        let replacing = self.entry_of(path).is_some();
-        let copied = cache.and_then(|cache| {
-            admission::copy_checked(gate, path, &file, signed.as_ref(), &cache, replacing)
-        });
+        let copied = cache
+            .and_then(|cache| admission::copy_checked(gate, path, &file, &checked, &cache, false));
         // What was read is the version checked only if the file did not
         // change meanwhile (a writer rewriting it in place).
         let steady =
@@ -687,7 +683,7 @@ impl Folder {
                 return false;
             }
         };
-        let signature_text = signed.map(|s| s.text().to_owned());
+        let signature_text = checked.signed.map(|s| s.text().to_owned());
         let source_id = FileId::of(&metadata);
         let admitted = (Arc::new(copy), trust, signature_text, Checks::All);
         self.load(path, version, source_id, admitted, outcome);
@@ -755,8 +751,9 @@ impl Folder {
 
     /// Loads the copy of `path` the gate `admitted`; `source_id` is the
     /// version of `path` it was made from. A copy of a file that replaces
-    /// a loaded one with the same content (a touch, a copy of the same
-    /// bytes) is not loaded: the loaded library stays.
+    /// a loaded one and holds the same bytes as its copy (a touch, a copy
+    /// of the same file, a build that changed only its symbols or debug
+    /// information) is not loaded: the loaded library stays.
     fn load(
         &mut self,
         path: &Path,
@@ -769,22 +766,21 @@ impl Folder {
         let (copy, trust, signature_text, checks) = admitted;
         let index = self.entry_of(path);
         if let Some(index) = index {
-            let loaded = &self.entries[index].copy;
-            let same = match (copy.known_digest(), loaded.digest()) {
-                (Some(new), Ok(old)) => new == old,
-                _ => false,
-            };
-            if same {
-                // Touched, or copied again: same content, nothing to do
-                // (but what was checked about it may have changed).
-                copy.discard();
-                let entry = &mut self.entries[index];
+            let entry = &mut self.entries[index];
+            if copy.same_bytes(&entry.copy) {
+                // Touched, copied again, or rebuilt with only what the
+                // loader never reads changed (symbols, debug information):
+                // the very library that is loaded, which stays. The new
+                // copy (the same bytes) stands for the file from now on:
+                // its digest is the new file's. What was checked about it
+                // may have changed too.
+                std::mem::replace(&mut entry.copy, copy).discard();
                 entry.fingerprint = fingerprint;
                 entry.source_id = source_id;
                 entry.signature_text = signature_text;
-                outcome.changed |= entry.trust != trust;
                 entry.trust = trust;
-                outcome.changed |= self.failures.remove(path).is_some();
+                outcome.changed = true;
+                self.failures.remove(path);
                 return;
             }
         }

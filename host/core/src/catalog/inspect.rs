@@ -185,13 +185,13 @@ fn admit_for_inspection(
             format!("could not read the file: {e}."),
         )
     })?;
-    let signed =
+    let checked =
         admission::check_before_copy(&gate, path, &file, &metadata, config.max_plugin_size)
             .map_err(|refused| match refused {
                 Refused::Trust(failure) | Refused::Headers(failure) => failure,
             })?;
-    let copied = admission::copy_checked(&gate, path, &file, signed.as_ref(), cache, true)
-        .map_err(|e| {
+    let copied =
+        admission::copy_checked(&gate, path, &file, &checked, cache, true).map_err(|e| {
             LoadFailure::new(
                 path,
                 FailureKind::Unreadable,

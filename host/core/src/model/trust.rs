@@ -112,8 +112,12 @@ impl std::error::Error for TrustError {}
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct PluginTrust {
-    /// `sha256:` and the hex SHA-256 of the file's content (of the copy
-    /// that was loaded), as the lock file records it.
+    /// `sha256:` and the hex SHA-256 of the content of the file the
+    /// loaded copy was made from, as the lock file records it. Empty in
+    /// [`crate::Connhost::load_report`] when nothing needed it at load time
+    /// ([`crate::Connhost::plugins`] fills it in), and in either when the
+    /// file changed after it was loaded and before anyone asked (the next
+    /// scan loads it again).
     pub digest: String,
     /// Whether `--locked` admitted it (its digest is the locked one).
     pub locked: bool,

@@ -4,8 +4,10 @@
 //!
 //! A signature is read and matched to a trusted key before the plugin file
 //! is copied; the file's bytes are then checked as they are copied into the
-//! cache ([`crate::cache_dir::copy_into`]), so what is verified is
-//! exactly what the loader later maps. Key ids are written as the minisign
+//! cache ([`crate::cache_dir::copy_into`]), so what the loader later maps
+//! is part of exactly what was verified (the copy holds what the loader
+//! reads of the file, with the header's unused pointer to the section
+//! table zeroed). Key ids are written as the minisign
 //! tool prints them (`key_id_text`). The signer's trusted comment is
 //! shown, never interpreted, except that a `file:NAME` in it that names
 //! another file helps explain a mismatch.
