@@ -254,6 +254,23 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// How many bytes from its start the system loader reads of the shared
+/// library `file` (the end of its last segment): what connhost's cache
+/// copies of it. Only its headers are read.
+pub fn loaded_len(file: &std::fs::File) -> u64 {
+    use object::{Object as _, ObjectSegment as _};
+    let data = object::ReadCache::new(file);
+    let library = object::File::parse(&data).expect("a shared library");
+    library
+        .segments()
+        .map(|segment| {
+            let (offset, size) = segment.file_range();
+            offset + size
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// The baseline load: `dlopen` of `path` and a lookup of abi_stable's
 /// root-module symbol, the library leaked as connhost leaks every library.
 /// Panics if either fails: the benchmarks only open their own plugins.

@@ -23,19 +23,22 @@
 //!   primes it with an untimed run): a warm start.
 //!
 //! Two more modes take a cold load apart (they are `bare` plus one step,
-//! each copy made into a folder of the probe's own):
+//! each copy made into a folder of the probe's own, holding what the
+//! loader reads of the file, as the cache's copies do):
 //! - `bare-copy`: each file copied by the kernel (`copy_file_range`, as the
 //!   cache copies), then the copy loaded.
-//! - `bare-copy-sha256`: each file copied through user space while SHA-256
-//!   hashes it (as the cache copies when the lock file needs the digest),
-//!   then the copy loaded.
+//! - `bare-copy-sha256`: each file read through user space while SHA-256
+//!   hashes all of it (as the cache copies when the lock file needs the
+//!   digest), then the copy loaded.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use connhost::FailureKind;
-use connhost_bench::{bare_dlopen, load_plugins, load_plugins_cached, rss_kib, status_kib};
+use connhost_bench::{
+    bare_dlopen, load_plugins, load_plugins_cached, loaded_len, rss_kib, status_kib,
+};
 
 /// What one load did.
 #[derive(Default)]
@@ -81,15 +84,18 @@ fn copy_path(path: &Path) -> std::path::PathBuf {
     folder.join(format!("{}-{name}", NEXT.fetch_add(1, Ordering::Relaxed)))
 }
 
-/// Copies `path` with `copy_file_range`, then loads the copy.
+/// Copies what the loader reads of `path` (as the cache copies it) with
+/// `copy_file_range`, then loads the copy.
 fn kernel_copy_then_dlopen(path: &Path) {
     let from = std::fs::File::open(path).expect("open the file");
+    let len = loaded_len(&from);
     let to_path = copy_path(path);
     let to = std::fs::File::create(&to_path).expect("create the copy");
     let (mut off_in, mut off_out) = (0u64, 0u64);
-    loop {
+    while off_out < len {
+        let chunk = usize::try_from(len - off_out).expect("a size");
         let n =
-            rustix::fs::copy_file_range(&from, Some(&mut off_in), &to, Some(&mut off_out), 1 << 30)
+            rustix::fs::copy_file_range(&from, Some(&mut off_in), &to, Some(&mut off_out), chunk)
                 .expect("copy_file_range");
         if n == 0 {
             break;
@@ -99,12 +105,14 @@ fn kernel_copy_then_dlopen(path: &Path) {
     bare_dlopen(&to_path);
 }
 
-/// Copies `path` through user space while SHA-256 hashes it, then loads
-/// the copy.
+/// Reads `path` through user space while SHA-256 hashes all of it and
+/// what the loader reads of it is written to a copy (as the cache copies
+/// when the lock file needs the digest), then loads the copy.
 fn hashed_copy_then_dlopen(path: &Path) {
     use sha2::Digest as _;
     use std::io::{Read as _, Write as _};
     let mut from = std::fs::File::open(path).expect("open the file");
+    let mut wanted = usize::try_from(loaded_len(&from)).expect("a size");
     let to_path = copy_path(path);
     let mut to = std::fs::File::create(&to_path).expect("create the copy");
     let mut hasher = sha2::Sha256::new();
@@ -115,7 +123,9 @@ fn hashed_copy_then_dlopen(path: &Path) {
             break;
         }
         hasher.update(&buffer[..n]);
-        to.write_all(&buffer[..n]).expect("write");
+        let part = n.min(wanted);
+        to.write_all(&buffer[..part]).expect("write");
+        wanted -= part;
     }
     std::hint::black_box(hasher.finalize());
     drop(to);

@@ -348,7 +348,7 @@ fn main() -> ExitCode {
     let mut load_series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     if let Some(data) = read_json(&results.join("load.json")) {
         let bytes = f(&data["library_bytes"]);
-        writeln!(load, "Plugin file: `libfixture_bench_trivial.so`, {:.1} MiB (a release build keeping this workspace's `debug = \"line-tables-only\"` on purpose: a big file; the example plugins ship without debug info, see the sizes below).\n", bytes / 1048576.0).unwrap();
+        writeln!(load, "Plugin file: `libfixture_bench_trivial.so`, {:.1} MiB (a release build keeping this workspace's `debug = \"line-tables-only\"` on purpose: a big file; the example plugins ship without debug info, see the sizes below), of which the system loader reads the first {:.0} KiB (up to the end of its last segment): what the cache copies.\n", bytes / 1048576.0, f(&data["loaded_bytes"]) / 1024.0).unwrap();
         writeln!(load, "| N | samples | bare `dlopen` + symbol (baseline) | cold: `Connhost::start`, a new cache | ratio | warm: a kept cache (`--cache-dir`) | ratio | bare + kernel copy (ratio) | bare + copy with SHA-256 (ratio) |\n|---|---|---|---|---|---|---|---|---|").unwrap();
         for size in data["sizes"].as_array().into_iter().flatten() {
             let n = f(&size["n"]);
@@ -410,12 +410,12 @@ fn main() -> ExitCode {
         }
         let parts = &data["parts"];
         if parts.is_object() {
-            writeln!(load, "\n**A cold load, part by part** (from the slopes; per library of this file, and per MiB):\n\n| part | ms per library | ms per MiB |\n|---|---|---|").unwrap();
+            writeln!(load, "\n**A cold load, part by part** (from the slopes; per library of this file, and per MiB of the file unless said):\n\n| part | ms per library | ms per MiB |\n|---|---|---|").unwrap();
             for (key, what) in [
                 ("dlopen", "`dlopen` + symbol (the baseline itself)"),
-                ("kernel_copy", "the copy into the cache, by the kernel (`copy_file_range`)"),
+                ("kernel_copy", "the copy into the cache of what the loader reads, by the kernel (`copy_file_range`; per MiB copied)"),
                 ("connhost_rest", "the rest of connhost (checks, layout check, `init`, descriptors, registry)"),
-                ("sha256_copy_extra", "a SHA-256 pass instead, through user space (only when the lock file is in force, or a signature is checked: minisign's own hash then)"),
+                ("sha256_copy_extra", "a SHA-256 pass over the whole file instead, through user space (only when the lock file is in force, or a signature is checked: minisign's own hash then)"),
                 ("warm_extra", "a warm start's cost over `dlopen`"),
             ] {
                 writeln!(load, "| {what} | {:.3} | {:.3} |", f(&parts[key]["ms_per_library"]), f(&parts[key]["ms_per_mib"])).unwrap();

@@ -103,6 +103,11 @@ struct IndexFile {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     entries: Vec<Remembered>,
+    /// Where each plugin file's entry is in `entries`.
+    by_source: std::collections::HashMap<String, usize>,
+    /// The cache folder the index was read from, opened once for opening
+    /// the copies it names.
+    folder: Option<std::os::fd::OwnedFd>,
 }
 
 impl Index {
@@ -111,8 +116,20 @@ impl Index {
     /// not an index of this format) gives an empty index, and the reason
     /// in the debug log: every file is then copied again.
     pub(crate) fn read(cache: &Path) -> Self {
-        match read_index(cache) {
-            Ok(entries) => Self { entries },
+        let read = open_folder(cache).and_then(|folder| {
+            let entries = read_index_in(&folder)?;
+            Ok((folder, entries))
+        });
+        match read {
+            Ok((folder, entries)) => Self {
+                by_source: entries
+                    .iter()
+                    .enumerate()
+                    .map(|(n, e)| (e.source.clone(), n))
+                    .collect(),
+                entries,
+                folder: Some(folder),
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Self::default(),
             Err(e) => {
                 tracing::debug!(folder = %cache.display(), "not using the plugin cache's index: {e}");
@@ -142,17 +159,17 @@ impl Index {
     /// The entry for the plugin file `source` at version `id`, if the
     /// index remembers that version.
     pub(crate) fn find(&self, source: &Path, id: &FileId) -> Option<&Remembered> {
-        let source = key(source)?;
-        self.entries
-            .iter()
-            .find(|e| e.source == source && e.source_id == *id)
+        let entry = &self.entries[*self.by_source.get(&key(source)?)?];
+        (entry.source_id == *id).then_some(entry)
     }
 
-    /// Opens the copy `remembered` names in `cache`, if it is still the
-    /// host's own and the very file recorded (see the
-    /// [module documentation](self)); its digest is the one recorded.
-    pub(crate) fn open(cache: &Path, remembered: &Remembered) -> Option<CachedCopy> {
-        match open_copy(cache, remembered) {
+    /// Opens the copy `remembered` names in `cache` (the folder this index
+    /// was read from), if it is still the host's own and the very file
+    /// recorded (see the [module documentation](self)); its digest is the
+    /// one recorded.
+    pub(crate) fn open(&self, cache: &Path, remembered: &Remembered) -> Option<CachedCopy> {
+        let folder = self.folder.as_ref()?;
+        match open_copy(cache, folder, remembered) {
             Ok(copy) => Some(copy),
             Err(reason) => {
                 tracing::debug!(folder = %cache.display(), copy = remembered.copy, source = remembered.source, "not using the remembered copy: {reason}");
@@ -255,14 +272,20 @@ fn prune(
     removed
 }
 
-/// Reads and parses the index, if it is the host's own.
+/// Reads and parses the index of the cache folder `cache`, if it is the
+/// host's own.
 fn read_index(cache: &Path) -> io::Result<Vec<Remembered>> {
+    read_index_in(&open_folder(cache)?)
+}
+
+/// Reads and parses the index in the opened cache folder `folder`, if it
+/// is the host's own.
+fn read_index_in(folder: &std::os::fd::OwnedFd) -> io::Result<Vec<Remembered>> {
     use std::io::Read as _;
     use std::os::unix::fs::MetadataExt as _;
-    let folder = open_folder(cache)?;
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let file = std::fs::File::from(rustix::fs::openat(
-        &folder,
+        folder,
         INDEX_FILE,
         flags,
         Mode::empty(),
@@ -298,16 +321,20 @@ fn read_index(cache: &Path) -> io::Result<Vec<Remembered>> {
     Ok(index.entries)
 }
 
-/// Opens a remembered copy, if it is still the host's own and unchanged.
-fn open_copy(cache: &Path, remembered: &Remembered) -> Result<CachedCopy, String> {
+/// Opens a remembered copy in the opened cache folder `folder` (whose path
+/// is `cache`), if it is still the host's own and unchanged.
+fn open_copy(
+    cache: &Path,
+    folder: &std::os::fd::OwnedFd,
+    remembered: &Remembered,
+) -> Result<CachedCopy, String> {
     use std::os::unix::fs::MetadataExt as _;
     let name = &remembered.copy;
     if !is_cache_file_name(name) || name.starts_with('.') {
         return Err("the index names no copy of the cache's".to_owned());
     }
-    let folder = open_folder(cache).map_err(|e| e.to_string())?;
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let file = rustix::fs::openat(&folder, name.as_str(), flags, Mode::empty())
+    let file = rustix::fs::openat(folder, name.as_str(), flags, Mode::empty())
         .map(std::fs::File::from)
         .map_err(|e| io::Error::from(e).to_string())?;
     let metadata = file.metadata().map_err(|e| e.to_string())?;
@@ -429,7 +456,7 @@ mod tests {
         assert_eq!(index.len(), 1);
         assert_eq!(index.of_folder(plugins.path()), vec![remembered.clone()]);
         let found = index.find(&source, &remembered.source_id).unwrap();
-        let opened = Index::open(cache.path(), found).unwrap();
+        let opened = index.open(cache.path(), found).unwrap();
         assert_eq!(opened.known_digest(), copy.known_digest());
         let mut other = remembered.source_id;
         other.changed.1 += 1;
@@ -438,11 +465,11 @@ mod tests {
         // Changed in any way (here: its mode, and back): not opened.
         std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o444)).unwrap();
-        assert!(Index::open(cache.path(), found).is_none());
+        assert!(index.open(cache.path(), found).is_none());
         // A name that is not a copy's is never opened.
         let mut elsewhere = remembered.clone();
         elsewhere.copy = "../liba.so".to_owned();
-        assert!(Index::open(cache.path(), &elsewhere).is_none());
+        assert!(index.open(cache.path(), &elsewhere).is_none());
     }
 
     #[test]

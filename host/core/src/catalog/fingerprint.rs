@@ -21,13 +21,13 @@ pub(super) struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// The fingerprint of what `path` names (following links); `None` if
-    /// there is nothing there any more.
-    pub(super) fn of(path: &Path) -> Option<Self> {
+    /// The metadata a fingerprint of what `path` names is made of
+    /// (following links; of a broken link itself); `None` if there is
+    /// nothing there any more.
+    pub(super) fn metadata_of(path: &Path) -> Option<std::fs::Metadata> {
         std::fs::metadata(path)
             .or_else(|_| std::fs::symlink_metadata(path))
             .ok()
-            .map(|m| Self::from_metadata(&m))
     }
 
     pub(super) fn from_metadata(metadata: &std::fs::Metadata) -> Self {

@@ -524,9 +524,10 @@ impl Folder {
     /// Looks at one listed entry. Returns whether it must be retried for a
     /// passing reason.
     fn look_at(&mut self, path: &Path, outcome: &mut RescanOutcome) -> bool {
-        let Some(fingerprint) = Fingerprint::of(path) else {
+        let Some(metadata) = Fingerprint::metadata_of(path) else {
             return false; // vanished between listing and looking
         };
+        let fingerprint = Fingerprint::from_metadata(&metadata);
         let version = Version {
             file: fingerprint,
             trust: self
@@ -564,7 +565,7 @@ impl Folder {
             outcome.waiting = true;
             return false;
         }
-        self.examine(path, version, since, outcome)
+        self.examine(path, &metadata, version, since, outcome)
     }
 
     /// Opens a new or changed entry (never blocking), checks what is cheap
@@ -576,11 +577,12 @@ impl Folder {
     fn examine(
         &mut self,
         path: &Path,
+        listed: &std::fs::Metadata,
         version: Version,
         since: Instant,
         outcome: &mut RescanOutcome,
     ) -> bool {
-        if self.map_remembered(path, version, outcome) {
+        if self.map_remembered(path, listed, version, outcome) {
             return false;
         }
         let fingerprint = version.file;
@@ -690,8 +692,9 @@ impl Folder {
         false
     }
 
-    /// Loads the copy an earlier start made of `path`, if the cache's index
-    /// remembers this very version of it, the copy is still the host's own
+    /// Loads the copy an earlier start made of `path` (whose `metadata` the
+    /// look at it just found), if the cache's index remembers this very
+    /// version of it, the copy is still the host's own
     /// and unchanged, and the gate admits it ([`admission::check_copy`]):
     /// nothing is read from the file, nothing copied, nothing hashed that
     /// was hashed before. Returns whether it did; when it did not, the
@@ -699,6 +702,7 @@ impl Folder {
     fn map_remembered(
         &mut self,
         path: &Path,
+        metadata: &std::fs::Metadata,
         version: Version,
         outcome: &mut RescanOutcome,
     ) -> bool {
@@ -713,28 +717,19 @@ impl Folder {
         if index.len() == 0 {
             return false;
         }
-        let Ok(metadata) = std::fs::metadata(path) else {
-            return false;
-        };
-        if Fingerprint::from_metadata(&metadata) != version.file
-            || metadata.len() > self.config.max_plugin_size
-        {
+        if !metadata.is_file() || metadata.len() > self.config.max_plugin_size {
             return false;
         }
-        let source_id = FileId::of(&metadata);
+        let source_id = FileId::of(metadata);
         let Some(remembered) = index.find(path, &source_id) else {
             return false;
         };
-        let Some(copy) = Index::open(cache, remembered) else {
+        let Some(copy) = index.open(cache, remembered) else {
             return false;
         };
-        let Some((trust, signature_text)) = admission::check_copy(
-            gate,
-            path,
-            &metadata,
-            &copy,
-            remembered.signature.as_deref(),
-        ) else {
+        let Some((trust, signature_text)) =
+            admission::check_copy(gate, path, metadata, &copy, remembered.signature.as_deref())
+        else {
             return false;
         };
         // The header and layout checks this host ran on this very copy
