@@ -13,7 +13,11 @@
 //! blocks or spins holds only its own thread, and some thread always reads
 //! the socket (cancellations, HTTP answers) while the pool is under its
 //! bound; at the bound, jobs wait for a thread to come free, and the last
-//! free thread keeps reading.
+//! free thread keeps reading. A thread that has just answered polls the
+//! socket for the next frame for a few tens of microseconds before it
+//! sleeps (bounded, backing off after misses: `protocol::Spinner`), with
+//! the others' wake-up on the socket off meanwhile: a validation sent
+//! right after the answer wakes no sleeping thread.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd as _, OwnedFd};
