@@ -127,7 +127,7 @@ fn hosts() -> Hosts {
 /// `pairs` measurements of `a` and of `b`, one right after the other, the
 /// order flipping every pair so that drift hits both alike: each pair's
 /// `(a, b)`.
-fn paired(pairs: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> Vec<(f64, f64)> {
+fn paired<T>(pairs: usize, mut a: impl FnMut() -> T, mut b: impl FnMut() -> T) -> Vec<(T, T)> {
     (0..pairs)
         .map(|pair| {
             if pair % 2 == 0 {
@@ -525,6 +525,43 @@ fn sequential_ns(runtime: &tokio::runtime::Runtime, host: &Connhost, calls: usiz
     started.elapsed().as_nanos() as f64 / calls as f64
 }
 
+/// The gap between two calls of the spaced measurement.
+const SPACED_GAP: Duration = Duration::from_millis(1);
+
+/// Calls made `SPACED_GAP` apart (a host called now and then, where
+/// neither side's polling for the other's next message finds it): the
+/// mean time per call, and the CPU time per call of this process and of
+/// process tree `worker`, when given.
+fn spaced(
+    runtime: &tokio::runtime::Runtime,
+    host: &Connhost,
+    worker: Option<u32>,
+    calls: usize,
+) -> [f64; 3] {
+    let me = std::process::id();
+    let cpu = || {
+        (
+            usage_of(me, false)[2],
+            worker.map_or(0, |pid| usage_of(pid, true)[2]),
+        )
+    };
+    let before = cpu();
+    let mut busy = Duration::ZERO;
+    for _ in 0..calls {
+        std::thread::sleep(SPACED_GAP);
+        let started = Instant::now();
+        runtime.block_on(validate_once(host));
+        busy += started.elapsed();
+    }
+    let after = cpu();
+    let per_call = |ns: u64| ns as f64 / calls as f64;
+    [
+        per_call(busy.as_nanos() as u64),
+        per_call(after.0 - before.0),
+        per_call(after.1 - before.1),
+    ]
+}
+
 /// The added time per sequential call (paired blocks, alternating, the
 /// order flipping every pair) and the context switches per call of the
 /// host and of the worker, isolated vs in process.
@@ -536,6 +573,7 @@ fn measure_per_call() -> Value {
         ..
     } = &hosts();
     let worker = worker_pids(isolated)[0];
+    let worker_pid = worker;
     let calls = env_usize("CONNHOST_BENCH_ISOLATION_CALLS", 200);
     sequential_ns(&runtime, in_process, calls);
     sequential_ns(&runtime, isolated, calls);
@@ -601,6 +639,38 @@ fn measure_per_call() -> Value {
         "in_process_host_cpu_ns_per_call": in_process_cpu,
         "isolated_host_cpu_ns_per_call": isolated_host_cpu,
         "isolated_worker_cpu_ns_per_call": isolated_worker_cpu,
+        "spaced": spaced_figures(&runtime, in_process, isolated, worker_pid),
+    })
+}
+
+/// [`spaced`] calls, in process and isolated alternately (medians of five
+/// blocks each).
+fn spaced_figures(
+    runtime: &tokio::runtime::Runtime,
+    in_process: &Connhost,
+    isolated: &Connhost,
+    worker: u32,
+) -> Value {
+    let calls = env_usize("CONNHOST_BENCH_ISOLATION_SPACED_CALLS", 100);
+    let (mut a, mut b) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]]);
+    for (ta, tb) in paired(
+        5,
+        || spaced(runtime, in_process, None, calls),
+        || spaced(runtime, isolated, Some(worker), calls),
+    ) {
+        for i in 0..3 {
+            a[i].push(ta[i]);
+            b[i].push(tb[i]);
+        }
+    }
+    json!({
+        "gap_us": SPACED_GAP.as_micros() as u64,
+        "calls_per_block": calls,
+        "in_process_ns": median(&mut a[0]),
+        "isolated_ns": median(&mut b[0]),
+        "in_process_host_cpu_ns_per_call": median(&mut a[1]),
+        "isolated_host_cpu_ns_per_call": median(&mut b[1]),
+        "isolated_worker_cpu_ns_per_call": median(&mut b[2]),
     })
 }
 
@@ -849,6 +919,10 @@ Sequential `Connhost::validate` of the trivial provider, in process and isolated
 | in process | {} | | {} |
 | isolated | {} | {} | {} + {} |
 ", q["pairs"], q["calls_per_block"], us(f(&q["in_process_ns"])), us(f(&q["isolated_ns"])), us(f(&q["added_ns"])), f(&q["ratio"]), sw(&q["in_process_host_switches_per_call"]), us(f(&q["in_process_host_cpu_ns_per_call"])), sw(&q["isolated_host_switches_per_call"]), sw(&q["isolated_worker_switches_per_call"]), us(f(&q["isolated_host_cpu_ns_per_call"])), us(f(&q["isolated_worker_cpu_ns_per_call"]))).unwrap();
+        let z = &q["spaced"];
+        if z.is_object() {
+            writeln!(md, "Calls {} µs apart (a host called now and then, where neither side's polling finds the other's next message, and backs off), {} per block, medians of five blocks each: in process {} per call, isolated {}; CPU time per call: in process {}, isolated {} + {} (host + worker).\n", z["gap_us"], z["calls_per_block"], us(f(&z["in_process_ns"])), us(f(&z["isolated_ns"])), us(f(&z["in_process_host_cpu_ns_per_call"])), us(f(&z["isolated_host_cpu_ns_per_call"])), us(f(&z["isolated_worker_cpu_ns_per_call"]))).unwrap();
+        }
     }
     let t = &r["throughput"];
     writeln!(md, "### Throughput of {} concurrent validations\n\n{} tasks each validating {} times on a multi-thread tokio runtime ({} threads), in process and isolated alternately, {} pairs: **×{:.2}** isolated / in process ({:.0} vs {:.0} validations/s; aim at least ×0.8). CPU time per validation (host + worker, from `schedstat`): {} in process, {} isolated (of which the worker {}).\n", t["concurrency"], t["concurrency"], t["validations_per_task"], t["runtime_threads"], t["pairs"], f(&t["ratio"]), f(&t["isolated_per_s"]), f(&t["in_process_per_s"]), us(f(&t["in_process_cpu_ns_per_validation"])), us(f(&t["isolated_cpu_ns_per_validation"])), us(f(&t["isolated_worker_cpu_ns_per_validation"]))).unwrap();
