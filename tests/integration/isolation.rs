@@ -332,6 +332,46 @@ fn one_worker_answers_many_calls_at_once_while_some_of_its_validations_hold_thei
 }
 
 #[test]
+fn calls_made_one_after_another_and_overlapping_are_each_answered_once() {
+    // A call alone in flight polls the socket for its answer itself (and
+    // the worker's thread that answered polls for the next call); calls
+    // made meanwhile are answered through the host's reader thread. Either
+    // way every call gets its own answer.
+    let dir = PluginDir::with(&["fixture-greeter-v1"]);
+    let host = isolated_host(&dir, |config| {
+        config.validation_timeout = Duration::from_secs(60);
+    });
+    for _ in 0..300 {
+        assert!(validate(&host, "greeter", "plain").is_valid());
+    }
+    let runtime = runtime();
+    let callers: Vec<_> = (0..3)
+        .map(|caller| {
+            let host = host.clone();
+            runtime.spawn(async move {
+                for call in 0..300 {
+                    let verdict = host
+                        .validate("greeter", fields(&[("api_key", "plain")]))
+                        .await
+                        .unwrap();
+                    assert!(
+                        verdict.is_valid(),
+                        "caller {caller}, call {call}: {verdict:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    runtime.block_on(async {
+        for caller in callers {
+            caller.await.unwrap();
+        }
+    });
+    let status = worker(&host, "fixture-greeter-v1");
+    assert_eq!((status.restarts, status.crashes), (0, 0), "{status:?}");
+}
+
+#[test]
 fn a_validation_that_times_out_is_cancelled_in_its_worker_which_keeps_serving() {
     let dir = PluginDir::with(&["fixture-hang"]);
     let host = isolated_host(&dir, |config| {

@@ -127,7 +127,7 @@ fn hosts() -> Hosts {
 /// `pairs` measurements of `a` and of `b`, one right after the other, the
 /// order flipping every pair so that drift hits both alike: each pair's
 /// `(a, b)`.
-fn paired(pairs: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> Vec<(f64, f64)> {
+fn paired<T>(pairs: usize, mut a: impl FnMut() -> T, mut b: impl FnMut() -> T) -> Vec<(T, T)> {
     (0..pairs)
         .map(|pair| {
             if pair % 2 == 0 {
@@ -152,11 +152,27 @@ fn measure_throughput() -> Value {
     let per_task = env_usize("CONNHOST_BENCH_ISOLATION_PER_TASK", 150);
     throughput(&runtime, in_process, per_task / 4 + 1);
     throughput(&runtime, isolated, per_task / 4 + 1);
+    // CPU time per validation: this process's, and the worker's.
+    let (me, worker) = (std::process::id(), worker_pids(isolated)[0]);
+    let validations = (CONCURRENCY * per_task) as f64;
+    let (mut cpu_a, mut cpu_b, mut cpu_worker) = (vec![], vec![], vec![]);
     let (mut ratios, mut a, mut b) = (vec![], vec![], vec![]);
     for (ta, tb) in paired(
         samples(),
-        || throughput(&runtime, in_process, per_task),
-        || throughput(&runtime, isolated, per_task),
+        || {
+            let before = usage_of(me, false)[2];
+            let per_s = throughput(&runtime, in_process, per_task);
+            cpu_a.push((usage_of(me, false)[2] - before) as f64 / validations);
+            per_s
+        },
+        || {
+            let (before, worker_before) = (usage_of(me, false)[2], usage_of(worker, true)[2]);
+            let per_s = throughput(&runtime, isolated, per_task);
+            let worker_cpu = (usage_of(worker, true)[2] - worker_before) as f64 / validations;
+            cpu_worker.push(worker_cpu);
+            cpu_b.push((usage_of(me, false)[2] - before) as f64 / validations + worker_cpu);
+            per_s
+        },
     ) {
         ratios.push(tb / ta);
         a.push(ta);
@@ -170,6 +186,9 @@ fn measure_throughput() -> Value {
         "in_process_per_s": median(&mut a),
         "isolated_per_s": median(&mut b),
         "ratio": median(&mut ratios),
+        "in_process_cpu_ns_per_validation": median(&mut cpu_a),
+        "isolated_cpu_ns_per_validation": median(&mut cpu_b),
+        "isolated_worker_cpu_ns_per_validation": median(&mut cpu_worker),
     })
 }
 
@@ -452,11 +471,12 @@ fn measure_replace() -> Value {
 // ---- per call: added time and context switches ---------------------------
 
 /// Context switches so far (voluntary: the thread waited, a hand-off;
-/// involuntary: it was preempted, the machine's load) of every thread of
-/// process `pid` and of its descendants (a worker is a keeper, an init and
-/// a runner).
-fn context_switches_of_tree(pid: u32) -> [u64; 2] {
-    let mut total = [0; 2];
+/// involuntary: it was preempted, the machine's load), and CPU time in
+/// nanoseconds (`/proc/PID/task/*/schedstat`), of every thread of process
+/// `pid`, and with `tree` of its descendants too (a worker is a keeper, an
+/// init and a runner).
+fn usage_of(pid: u32, tree: bool) -> [u64; 3] {
+    let mut total = [0; 3];
     let mut pending = vec![pid];
     while let Some(pid) = pending.pop() {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -478,12 +498,18 @@ fn context_switches_of_tree(pid: u32) -> [u64; 2] {
                     total[1] += count();
                 }
             }
-            let children = std::fs::read_to_string(path.join("children")).unwrap_or_default();
-            pending.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
+            total[2] += std::fs::read_to_string(path.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            if tree {
+                let children = std::fs::read_to_string(path.join("children")).unwrap_or_default();
+                pending.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
         }
     }
     total
@@ -499,6 +525,43 @@ fn sequential_ns(runtime: &tokio::runtime::Runtime, host: &Connhost, calls: usiz
     started.elapsed().as_nanos() as f64 / calls as f64
 }
 
+/// The gap between two calls of the spaced measurement.
+const SPACED_GAP: Duration = Duration::from_millis(1);
+
+/// Calls made `SPACED_GAP` apart (a host called now and then, where
+/// neither side's polling for the other's next message finds it): the
+/// mean time per call, and the CPU time per call of this process and of
+/// process tree `worker`, when given.
+fn spaced(
+    runtime: &tokio::runtime::Runtime,
+    host: &Connhost,
+    worker: Option<u32>,
+    calls: usize,
+) -> [f64; 3] {
+    let me = std::process::id();
+    let cpu = || {
+        (
+            usage_of(me, false)[2],
+            worker.map_or(0, |pid| usage_of(pid, true)[2]),
+        )
+    };
+    let before = cpu();
+    let mut busy = Duration::ZERO;
+    for _ in 0..calls {
+        std::thread::sleep(SPACED_GAP);
+        let started = Instant::now();
+        runtime.block_on(validate_once(host));
+        busy += started.elapsed();
+    }
+    let after = cpu();
+    let per_call = |ns: u64| ns as f64 / calls as f64;
+    [
+        per_call(busy.as_nanos() as u64),
+        per_call(after.0 - before.0),
+        per_call(after.1 - before.1),
+    ]
+}
+
 /// The added time per sequential call (paired blocks, alternating, the
 /// order flipping every pair) and the context switches per call of the
 /// host and of the worker, isolated vs in process.
@@ -510,6 +573,7 @@ fn measure_per_call() -> Value {
         ..
     } = &hosts();
     let worker = worker_pids(isolated)[0];
+    let worker_pid = worker;
     let calls = env_usize("CONNHOST_BENCH_ISOLATION_CALLS", 200);
     sequential_ns(&runtime, in_process, calls);
     sequential_ns(&runtime, isolated, calls);
@@ -524,18 +588,20 @@ fn measure_per_call() -> Value {
         a.push(ta);
         b.push(tb);
     }
-    // Voluntary and involuntary switches per call, of this process and of
-    // the worker's processes, medians over blocks.
-    let switches = |host: &Connhost, pid: Option<u32>| {
+    // Voluntary and involuntary switches and CPU time per call, of this
+    // process (its own threads) and of the worker's processes, medians
+    // over blocks.
+    let usage = |host: &Connhost, pid: Option<u32>| {
         let me = std::process::id();
-        let (mut host_blocks, mut worker_blocks) = ([vec![], vec![]], [vec![], vec![]]);
+        let (mut host_blocks, mut worker_blocks) =
+            ([vec![], vec![], vec![]], [vec![], vec![], vec![]]);
         for _ in 0..5 {
-            let host_before = context_switches_of_tree(me);
-            let worker_before = pid.map(context_switches_of_tree);
+            let host_before = usage_of(me, false);
+            let worker_before = pid.map(|pid| usage_of(pid, true));
             sequential_ns(&runtime, host, calls);
-            let host_after = context_switches_of_tree(me);
-            let worker_after = pid.map(context_switches_of_tree);
-            for kind in 0..2 {
+            let host_after = usage_of(me, false);
+            let worker_after = pid.map(|pid| usage_of(pid, true));
+            for kind in 0..3 {
                 host_blocks[kind]
                     .push((host_after[kind] - host_before[kind]) as f64 / calls as f64);
                 if let (Some(after), Some(before)) = (worker_after, worker_before) {
@@ -543,17 +609,23 @@ fn measure_per_call() -> Value {
                 }
             }
         }
-        let [mut hv, mut hi] = host_blocks;
-        let [mut wv, mut wi] = worker_blocks;
-        let worker =
-            pid.map(|_| json!({"voluntary": median(&mut wv), "involuntary": median(&mut wi)}));
+        let [mut hv, mut hi, mut hc] = host_blocks;
+        let [mut wv, mut wi, mut wc] = worker_blocks;
+        let worker = pid.map(|_| {
+            (
+                json!({"voluntary": median(&mut wv), "involuntary": median(&mut wi)}),
+                median(&mut wc),
+            )
+        });
         (
             json!({"voluntary": median(&mut hv), "involuntary": median(&mut hi)}),
+            median(&mut hc),
             worker,
         )
     };
-    let (in_process_host, _) = switches(in_process, None);
-    let (isolated_host, isolated_worker) = switches(isolated, Some(worker));
+    let (in_process_host, in_process_cpu, _) = usage(in_process, None);
+    let (isolated_host, isolated_host_cpu, worker) = usage(isolated, Some(worker));
+    let (isolated_worker, isolated_worker_cpu) = worker.unwrap_or_default();
     json!({
         "calls_per_block": calls,
         "pairs": ratios.len(),
@@ -564,6 +636,41 @@ fn measure_per_call() -> Value {
         "in_process_host_switches_per_call": in_process_host,
         "isolated_host_switches_per_call": isolated_host,
         "isolated_worker_switches_per_call": isolated_worker,
+        "in_process_host_cpu_ns_per_call": in_process_cpu,
+        "isolated_host_cpu_ns_per_call": isolated_host_cpu,
+        "isolated_worker_cpu_ns_per_call": isolated_worker_cpu,
+        "spaced": spaced_figures(&runtime, in_process, isolated, worker_pid),
+    })
+}
+
+/// [`spaced`] calls, in process and isolated alternately (medians of five
+/// blocks each).
+fn spaced_figures(
+    runtime: &tokio::runtime::Runtime,
+    in_process: &Connhost,
+    isolated: &Connhost,
+    worker: u32,
+) -> Value {
+    let calls = env_usize("CONNHOST_BENCH_ISOLATION_SPACED_CALLS", 100);
+    let (mut a, mut b) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]]);
+    for (ta, tb) in paired(
+        5,
+        || spaced(runtime, in_process, None, calls),
+        || spaced(runtime, isolated, Some(worker), calls),
+    ) {
+        for i in 0..3 {
+            a[i].push(ta[i]);
+            b[i].push(tb[i]);
+        }
+    }
+    json!({
+        "gap_us": SPACED_GAP.as_micros() as u64,
+        "calls_per_block": calls,
+        "in_process_ns": median(&mut a[0]),
+        "isolated_ns": median(&mut b[0]),
+        "in_process_host_cpu_ns_per_call": median(&mut a[1]),
+        "isolated_host_cpu_ns_per_call": median(&mut b[1]),
+        "isolated_worker_cpu_ns_per_call": median(&mut b[2]),
     })
 }
 
@@ -805,16 +912,20 @@ fn report_rest(md: &mut String, r: &Value) {
         };
         writeln!(md, "### Hand-offs per call
 
-Sequential `Connhost::validate` of the trivial provider, in process and isolated, {} pairs of {}-call blocks alternating (the order flipping every pair): in process {}, isolated {}: **{} added per call** (×{:.2}, medians of the per-pair figures). Context switches per call, medians over five blocks (from `/proc/PID/task/*/status`; the worker's figure counts its whole process tree):
+Sequential `Connhost::validate` of the trivial provider, in process and isolated, {} pairs of {}-call blocks alternating (the order flipping every pair): in process {}, isolated {}: **{} added per call** (×{:.2}, medians of the per-pair figures). Context switches and CPU time per call, medians over five blocks (from `/proc/PID/task/*/status` and `schedstat`; the host's figures count its own threads, the worker's its whole process tree; the CPU time includes the bounded polling each side does for the other's next message):
 
-| | host process | worker |
-|---|---|---|
-| in process | {} | |
-| isolated | {} | {} |
-", q["pairs"], q["calls_per_block"], us(f(&q["in_process_ns"])), us(f(&q["isolated_ns"])), us(f(&q["added_ns"])), f(&q["ratio"]), sw(&q["in_process_host_switches_per_call"]), sw(&q["isolated_host_switches_per_call"]), sw(&q["isolated_worker_switches_per_call"])).unwrap();
+| | host process | worker | CPU time (host + worker) |
+|---|---|---|---|
+| in process | {} | | {} |
+| isolated | {} | {} | {} + {} |
+", q["pairs"], q["calls_per_block"], us(f(&q["in_process_ns"])), us(f(&q["isolated_ns"])), us(f(&q["added_ns"])), f(&q["ratio"]), sw(&q["in_process_host_switches_per_call"]), us(f(&q["in_process_host_cpu_ns_per_call"])), sw(&q["isolated_host_switches_per_call"]), sw(&q["isolated_worker_switches_per_call"]), us(f(&q["isolated_host_cpu_ns_per_call"])), us(f(&q["isolated_worker_cpu_ns_per_call"]))).unwrap();
+        let z = &q["spaced"];
+        if z.is_object() {
+            writeln!(md, "Calls {} µs apart (a host called now and then, where neither side's polling finds the other's next message, and backs off), {} per block, medians of five blocks each: in process {} per call, isolated {}; CPU time per call: in process {}, isolated {} + {} (host + worker).\n", z["gap_us"], z["calls_per_block"], us(f(&z["in_process_ns"])), us(f(&z["isolated_ns"])), us(f(&z["in_process_host_cpu_ns_per_call"])), us(f(&z["isolated_host_cpu_ns_per_call"])), us(f(&z["isolated_worker_cpu_ns_per_call"]))).unwrap();
+        }
     }
     let t = &r["throughput"];
-    writeln!(md, "### Throughput of {} concurrent validations\n\n{} tasks each validating {} times on a multi-thread tokio runtime ({} threads), in process and isolated alternately, {} pairs: **×{:.2}** isolated / in process ({:.0} vs {:.0} validations/s; aim at least ×0.5).\n", t["concurrency"], t["concurrency"], t["validations_per_task"], t["runtime_threads"], t["pairs"], f(&t["ratio"]), f(&t["isolated_per_s"]), f(&t["in_process_per_s"])).unwrap();
+    writeln!(md, "### Throughput of {} concurrent validations\n\n{} tasks each validating {} times on a multi-thread tokio runtime ({} threads), in process and isolated alternately, {} pairs: **×{:.2}** isolated / in process ({:.0} vs {:.0} validations/s; aim at least ×0.8). CPU time per validation (host + worker, from `schedstat`): {} in process, {} isolated (of which the worker {}).\n", t["concurrency"], t["concurrency"], t["validations_per_task"], t["runtime_threads"], t["pairs"], f(&t["ratio"]), f(&t["isolated_per_s"]), f(&t["in_process_per_s"]), us(f(&t["in_process_cpu_ns_per_validation"])), us(f(&t["isolated_cpu_ns_per_validation"])), us(f(&t["isolated_worker_cpu_ns_per_validation"]))).unwrap();
     let s = &r["start"];
     writeln!(md, "### Start and restart\n\n`Connhost::start` of one fresh copy of the plugin (checked, copied into the cache and hashed in both modes) until it is loaded (isolated: the worker spawned, confined, its library loaded and its offer received), then the first validation answered; {} samples, alternating:\n\n| | in process | isolated | added |\n|---|---|---|---|\n| loaded (worker ready) | {:.1} ms | {:.1} ms | {:.1} ms |\n| first validation answered | {:.1} ms | {:.1} ms | {:.1} ms (×{:.2}) |\n", s["samples"], f(&s["in_process_ready_ms"]), f(&s["isolated_ready_ms"]), f(&s["isolated_ready_ms"]) - f(&s["in_process_ready_ms"]), f(&s["in_process_first_answer_ms"]), f(&s["isolated_first_answer_ms"]), f(&s["isolated_first_answer_ms"]) - f(&s["in_process_first_answer_ms"]), f(&s["ratio_first_answer"])).unwrap();
     let c = &r["restart"];

@@ -15,10 +15,12 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -330,6 +332,73 @@ pub(crate) fn wait_for(socket: &UnixStream, events: libc::c_short) -> std::io::R
     }
 }
 
+/// A new epoll set.
+pub(crate) fn epoll_create() -> std::io::Result<OwnedFd> {
+    // SAFETY: creates a descriptor, owned below.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    owned_fd(fd)
+}
+
+/// Adds `fd` to `epoll` under `key` (`op` `EPOLL_CTL_ADD`) or changes its
+/// interest (`EPOLL_CTL_MOD`): edge-triggered, its hang-up always, and
+/// its bytes to read when `reading`. Turning `reading` on while bytes wait
+/// reports them at once.
+pub(crate) fn epoll_watch(
+    epoll: &OwnedFd,
+    op: libc::c_int,
+    fd: libc::c_int,
+    key: u64,
+    reading: bool,
+) -> std::io::Result<()> {
+    let mut events = libc::EPOLLRDHUP | libc::EPOLLET;
+    if reading {
+        events |= libc::EPOLLIN;
+    }
+    let mut event = libc::epoll_event {
+        events: events as u32,
+        u64: key,
+    };
+    // SAFETY: adds or changes a live descriptor in a live epoll set,
+    // described by a live `epoll_event`.
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &mut event) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits for one event of `epoll` (its key), or `None` after `timeout`
+/// (forever without one).
+pub(crate) fn epoll_wait_one(
+    epoll: &OwnedFd,
+    timeout: Option<Duration>,
+) -> std::io::Result<Option<u64>> {
+    let timeout = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    let mut event = libc::epoll_event { events: 0, u64: 0 };
+    loop {
+        // SAFETY: waits for at most one event into a live buffer.
+        let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), &mut event, 1, timeout) };
+        match n {
+            0 => return Ok(None),
+            n if n > 0 => return Ok(Some(event.u64)),
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+/// A descriptor a system call returned, or its error.
+pub(crate) fn owned_fd(fd: libc::c_int) -> std::io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// What [`FrameReader::fill`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Filled {
@@ -409,6 +478,11 @@ impl FrameReader {
         }
     }
 
+    /// Whether no byte waits in the buffer (no partial frame either).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.buffer.len()
+    }
+
     /// The whole length (header and body) of the frame at the start of
     /// the buffer, when its header is in.
     fn pending_len(&self) -> Option<usize> {
@@ -456,6 +530,94 @@ impl FrameReader {
                 }
             }
         }
+    }
+}
+
+/// Bounded, adaptive busy-polling for a message expected soon, shared by
+/// the host's caller waiting for its answer and the worker's thread that
+/// just answered (waiting for the next request).
+///
+/// Putting a thread to sleep and waking it again costs little on a busy
+/// machine but tens of microseconds on an idle virtual machine (the
+/// sleeping vCPU halts; its wake is an exit and an interrupt), several
+/// times a call. Polling the socket for a few tens of microseconds instead
+/// keeps the answer on the thread that wants it. Each poll is bounded by
+/// [`SPIN_BUDGET`]; only one thread per side polls at a time; and after a
+/// poll that found nothing, the next ones are skipped, twice as many after
+/// each miss in a row (up to [`MAX_SKIP`]), so that a provider that answers
+/// slowly, or a host that calls rarely, costs a fraction of a poll per
+/// call.
+#[derive(Debug, Default)]
+pub(crate) struct Spinner {
+    /// Polls left to skip before the next one is tried.
+    skip: AtomicU32,
+    /// Misses in a row (capped).
+    misses: AtomicU32,
+    /// Whether a thread is polling now.
+    busy: AtomicBool,
+}
+
+/// The longest one poll lasts.
+pub(crate) const SPIN_BUDGET: Duration = Duration::from_micros(50);
+
+/// The most polls skipped after misses in a row.
+pub(crate) const MAX_SKIP: u32 = 64;
+
+impl Spinner {
+    /// A turn to poll, unless another thread is polling or this one is
+    /// to be skipped.
+    pub(crate) fn try_start(&self) -> Option<Spin<'_>> {
+        let skip = self.skip.load(Ordering::Relaxed);
+        if skip > 0 {
+            self.skip.store(skip - 1, Ordering::Relaxed);
+            return None;
+        }
+        if self.busy.swap(true, Ordering::Acquire) {
+            return None;
+        }
+        Some(Spin {
+            spinner: self,
+            started: Instant::now(),
+            hit: false,
+        })
+    }
+}
+
+/// One thread's turn to poll (see [`Spinner`]): a miss unless
+/// [`hit`](Spin::hit) is called.
+pub(crate) struct Spin<'a> {
+    spinner: &'a Spinner,
+    started: Instant,
+    hit: bool,
+}
+
+impl Spin<'_> {
+    /// Whether the turn's time is not spent yet; between two polls, lets
+    /// the CPU know this thread is spinning.
+    pub(crate) fn go_on(&self) -> bool {
+        for _ in 0..4 {
+            std::hint::spin_loop();
+        }
+        self.started.elapsed() < SPIN_BUDGET
+    }
+
+    /// Ends the turn: what was awaited came while polling.
+    pub(crate) fn hit(mut self) {
+        self.hit = true;
+    }
+}
+
+impl Drop for Spin<'_> {
+    fn drop(&mut self) {
+        let spinner = self.spinner;
+        if self.hit {
+            spinner.misses.store(0, Ordering::Relaxed);
+        } else {
+            let misses = (spinner.misses.load(Ordering::Relaxed) + 1).min(MAX_SKIP.ilog2() + 1);
+            spinner.misses.store(misses, Ordering::Relaxed);
+            spinner.skip.store(1 << (misses - 1), Ordering::Relaxed);
+        }
+        spinner.busy.store(false, Ordering::Release);
     }
 }
 
@@ -599,6 +761,31 @@ mod tests {
         (&a).write_all(&u32::MAX.to_le_bytes()).unwrap();
         let error = FrameReader::new().read_blocking(&b).unwrap_err();
         assert!(error.to_string().contains("over the"), "{error}");
+    }
+
+    #[test]
+    fn a_spinner_lets_one_thread_poll_at_a_time_and_backs_off_after_misses() {
+        let spinner = Spinner::default();
+        let spin = spinner.try_start().expect("a first turn");
+        assert!(spinner.try_start().is_none(), "one turn at a time");
+        spin.hit();
+        // A hit costs nothing later; each miss in a row doubles the turns
+        // skipped after it, up to the bound.
+        let mut skipped = Vec::new();
+        for _ in 0..10 {
+            let mut skips = 0;
+            let spin = loop {
+                match spinner.try_start() {
+                    Some(spin) => break spin,
+                    None => skips += 1,
+                }
+            };
+            skipped.push(skips);
+            drop(spin);
+        }
+        assert_eq!(skipped, [0, 1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        while spinner.try_start().map(Spin::hit).is_none() {}
+        assert!(spinner.try_start().is_some(), "a hit resets the back-off");
     }
 
     #[test]

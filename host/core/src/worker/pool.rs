@@ -13,15 +13,19 @@
 //! blocks or spins holds only its own thread, and some thread always reads
 //! the socket (cancellations, HTTP answers) while the pool is under its
 //! bound; at the bound, jobs wait for a thread to come free, and the last
-//! free thread keeps reading.
+//! free thread keeps reading. A thread that has just answered polls the
+//! socket for the next frame for a few tens of microseconds before it
+//! sleeps (bounded, backing off after misses: `protocol::Spinner`), with
+//! the others' wake-up on the socket off meanwhile: a validation sent
+//! right after the answer wakes no sleeping thread.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::protocol::{Filled, FrameReader};
+use crate::protocol::{self, Filled, FrameReader, Spinner};
 
 /// A validation read from the socket, to run on a thread of the pool.
 pub(super) type Job = Box<dyn FnOnce() + Send>;
@@ -49,6 +53,8 @@ pub(super) struct Pool {
     stopped: fn(Stop),
     /// The most threads the pool runs.
     max_threads: usize,
+    /// A thread that answered polls for the next frame (one at a time).
+    spinner: Spinner,
     inbox: Mutex<Inbox>,
 }
 
@@ -88,24 +94,16 @@ impl Pool {
         max_threads: usize,
         stopped: fn(Stop),
     ) -> std::io::Result<Arc<Self>> {
-        // SAFETY: creates a descriptor (owned below).
-        let epoll = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: creates a descriptor (owned below).
-        let wake = owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        let epoll = protocol::epoll_create()?;
+        // SAFETY: creates a descriptor (owned at once).
+        let wake = protocol::owned_fd(unsafe {
+            libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)
+        })?;
         for (fd, key) in [
             (socket.as_raw_fd(), SOCKET_KEY),
             (wake.as_raw_fd(), WAKE_KEY),
         ] {
-            let mut event = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-                u64: key,
-            };
-            // SAFETY: adds a live descriptor to a live epoll set.
-            let added =
-                unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-            if added != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            protocol::epoll_watch(&epoll, libc::EPOLL_CTL_ADD, fd, key, true)?;
         }
         Ok(Arc::new(Self {
             socket,
@@ -114,6 +112,7 @@ impl Pool {
             handler,
             stopped,
             max_threads: max_threads.max(2),
+            spinner: Spinner::default(),
             inbox: Mutex::new(Inbox {
                 reader,
                 jobs: VecDeque::new(),
@@ -130,7 +129,7 @@ impl Pool {
         self.run(true)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inbox> {
+    fn lock(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -147,6 +146,7 @@ impl Pool {
         } else {
             inbox.idle -= 1;
         }
+        let mut answered = false;
         loop {
             if let Some(job) = self.take_job(&mut inbox) {
                 drop(inbox);
@@ -154,11 +154,20 @@ impl Pool {
                 // pool's counts right whatever happens.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 inbox = self.lock();
+                answered = true;
+                continue;
+            }
+            if std::mem::take(&mut answered) {
+                // The host may well send the next validation right away.
+                match self.poll_next(inbox) {
+                    Ok(next) => inbox = next,
+                    Err(stop) => return stop,
+                }
                 continue;
             }
             inbox.idle += 1;
             drop(inbox);
-            let woken = self.wait(if first { None } else { Some(IDLE_KEEP) });
+            let woken = protocol::epoll_wait_one(&self.epoll, (!first).then_some(IDLE_KEEP));
             inbox = self.lock();
             inbox.idle -= 1;
             if inbox.closed {
@@ -199,6 +208,70 @@ impl Pool {
                 },
             }
         }
+    }
+
+    /// Polls the socket for the next frame for a few microseconds (see
+    /// [`Spinner`]), on the thread that just answered, instead of
+    /// sleeping until the kernel wakes a thread for it; the idle threads'
+    /// wake-up on the socket is off meanwhile (their epoll set's interest
+    /// in reading), so that what this thread reads wakes none of them. The
+    /// pool's lock again, with whatever was read handled.
+    fn poll_next<'a>(
+        &'a self,
+        mut inbox: MutexGuard<'a, Inbox>,
+    ) -> Result<MutexGuard<'a, Inbox>, Stop> {
+        let Some(spin) = self.spinner.try_start() else {
+            return Ok(inbox);
+        };
+        // It reads the socket meanwhile: it counts as waiting on it.
+        inbox.idle += 1;
+        drop(inbox);
+        self.watch_socket(false);
+        let polled = loop {
+            let mut inbox = self.lock();
+            match inbox.reader.fill(&self.socket) {
+                Ok(Filled::Closed) => {
+                    inbox.closed = true;
+                    self.notify();
+                    break Err(Stop::Closed);
+                }
+                Ok(Filled::Read) => match self.handle_frames(&mut inbox) {
+                    Ok(()) => break Ok((inbox, true)),
+                    Err(stop) => break Err(stop),
+                },
+                Ok(Filled::Empty) => {}
+                Err(_) => break Err(Stop::Broken),
+            }
+            if !inbox.jobs.is_empty() {
+                break Ok((inbox, false));
+            }
+            drop(inbox);
+            if !spin.go_on() {
+                break Ok((self.lock(), false));
+            }
+        };
+        // Whatever came after the last read wakes an idle thread now.
+        self.watch_socket(true);
+        let (mut inbox, read) = polled?;
+        inbox.idle -= 1;
+        if read {
+            spin.hit();
+        }
+        Ok(inbox)
+    }
+
+    /// Whether the idle threads wake when the host writes (see
+    /// [`protocol::epoll_watch`]).
+    fn watch_socket(&self, reading: bool) {
+        // Cannot fail for a live epoll set and a descriptor in it; if it
+        // did, the idle threads still wake when the host hangs up.
+        let _ = protocol::epoll_watch(
+            &self.epoll,
+            libc::EPOLL_CTL_MOD,
+            self.socket.as_raw_fd(),
+            SOCKET_KEY,
+            reading,
+        );
     }
 
     /// Handles every complete frame read: a validation becomes a job.
@@ -261,35 +334,6 @@ impl Pool {
         // SAFETY: writes 8 bytes to the eventfd from a live u64.
         unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
-
-    /// Waits for one event (its key), or `None` after `timeout`.
-    fn wait(&self, timeout: Option<Duration>) -> std::io::Result<Option<u64>> {
-        let timeout = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-        let mut event = libc::epoll_event { events: 0, u64: 0 };
-        loop {
-            // SAFETY: waits for at most one event into a live buffer.
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), &mut event, 1, timeout) };
-            match n {
-                0 => return Ok(None),
-                n if n > 0 => return Ok(Some(event.u64)),
-                _ => {
-                    let error = std::io::Error::last_os_error();
-                    if error.kind() != std::io::ErrorKind::Interrupted {
-                        return Err(error);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A descriptor a system call returned, or its error.
-fn owned(fd: libc::c_int) -> std::io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -350,6 +394,29 @@ mod tests {
         assert_eq!(next, ["block", "ping 2"]);
         release.send(()).unwrap();
         assert_eq!(hear(), "block");
+        drop(host);
+        assert_eq!(serving.join().unwrap(), Stop::Closed);
+    }
+
+    #[test]
+    fn frames_sent_right_after_an_answer_are_read_and_a_hang_up_then_stops_the_pool() {
+        let (host, worker) = UnixStream::pair().unwrap();
+        let (said, heard) = mpsc::channel::<String>();
+        let handler: Handler = Box::new(move |frame| {
+            let said = said.clone();
+            Some(Box::new(move || {
+                said.send(String::from_utf8(frame).unwrap()).unwrap()
+            }))
+        });
+        let pool = Pool::new(Arc::new(worker), FrameReader::new(), handler, 4, |_| {}).unwrap();
+        let serving = std::thread::spawn(move || pool.serve());
+        // Each frame goes out as soon as the one before is answered: the
+        // thread that answered may be polling the socket for it.
+        for i in 0..200 {
+            let body = format!("call {i}");
+            send(&host, &body);
+            assert_eq!(heard.recv_timeout(Duration::from_secs(10)).unwrap(), body);
+        }
         drop(host);
         assert_eq!(serving.join().unwrap(), Stop::Closed);
     }

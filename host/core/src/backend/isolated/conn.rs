@@ -3,6 +3,8 @@
 //! gave up on.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::supervisor::CANCEL_GRACE;
 use crate::backend::ProviderOutcome;
-use crate::protocol::{self, HttpFailure, ToWorker};
+use crate::protocol::{self, FrameReader, HttpFailure, Spinner, ToWorker};
 use crate::redact::Secrets;
 use connhost_sandbox::cgroup::Cgroup;
 
@@ -47,6 +49,19 @@ impl Call {
 /// One running worker.
 pub(super) struct Conn {
     pub(super) pid: Option<u32>,
+    /// Its plugin's name (its log lines carry it).
+    pub(super) plugin: String,
+    /// The host's end of its socket, nonblocking.
+    pub(super) socket: Arc<UnixStream>,
+    /// What was read from the socket: read by the thread that serves it
+    /// (`proxy::read_frames`) or by a caller polling for its answer
+    /// (`proxy::poll_answer`), whichever holds it.
+    pub(super) inbound: Mutex<Inbound>,
+    /// The epoll set the serving thread waits on, watching the socket
+    /// (see [`Conn::watch_socket`]).
+    pub(super) epoll: OwnedFd,
+    /// Callers polling for their answers (one at a time).
+    pub(super) spinner: Spinner,
     /// Its cgroups, when the host could make them: its real memory, and
     /// what is left of it to kill once it died.
     pub(super) cgroup: Option<Cgroup>,
@@ -59,7 +74,40 @@ pub(super) struct Conn {
     pub(super) runtime: tokio::runtime::Handle,
 }
 
+/// The read side of a worker's socket.
+pub(super) struct Inbound {
+    pub(super) reader: FrameReader,
+    /// Reading has ended: the socket closed or broke, or the worker was
+    /// stopped for what it said.
+    pub(super) ended: bool,
+}
+
 impl Conn {
+    /// The epoll set for `socket`'s serving thread, watching it for
+    /// reading (edge-triggered) and hanging up.
+    pub(super) fn epoll_for(socket: &UnixStream) -> std::io::Result<OwnedFd> {
+        let epoll = protocol::epoll_create()?;
+        protocol::epoll_watch(&epoll, libc::EPOLL_CTL_ADD, socket.as_raw_fd(), 0, true)?;
+        Ok(epoll)
+    }
+
+    /// Whether the serving thread wakes when the worker writes (`true`),
+    /// or only when it hangs up: a caller polling the socket for its
+    /// answer turns reading off meanwhile, so that the answer it reads does
+    /// not also wake that thread for nothing; turning it on again wakes the
+    /// thread if anything came in since.
+    pub(super) fn watch_socket(&self, reading: bool) {
+        // Cannot fail for a live epoll set and a descriptor in it; if it
+        // did, the serving thread still wakes when the worker hangs up.
+        let _ = protocol::epoll_watch(
+            &self.epoll,
+            libc::EPOLL_CTL_MOD,
+            self.socket.as_raw_fd(),
+            0,
+            reading,
+        );
+    }
+
     /// Removes call `id` and cancels its HTTP.
     pub(super) fn end_call(&self, id: u64) -> Option<Call> {
         let mut call = self

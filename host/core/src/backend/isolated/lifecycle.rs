@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::oneshot;
 
-use super::conn::{Call, Conn};
+use super::conn::{Call, Conn, Inbound};
 use super::death::describe_exit;
 use super::proxy::read_frames;
 use super::spawn::spawn;
@@ -170,10 +170,27 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
             ));
         }
     };
+    let epoll = match Conn::epoll_for(&socket) {
+        Ok(epoll) => epoll,
+        Err(e) => {
+            let _ = child.kill().await;
+            return Err(Incarnation::Broken(format!(
+                "could not be served: its socket could not be watched ({e})"
+            )));
+        }
+    };
     let out = protocol::FrameWriter::new(socket.clone(), shared.runtime());
     let (kill, killed) = oneshot::channel();
     let conn = Arc::new(Conn {
         pid,
+        plugin: ready.name.clone(),
+        socket,
+        inbound: Mutex::new(Inbound {
+            reader: protocol::FrameReader::new(),
+            ended: false,
+        }),
+        epoll,
+        spinner: Default::default(),
         cgroup,
         out,
         calls: Mutex::new(HashMap::new()),
@@ -201,7 +218,7 @@ pub(super) async fn incarnate(shared: &Arc<Shared>) -> Result<Ready, Incarnation
         let (shared, conn) = (shared.clone(), conn.clone());
         std::thread::Builder::new()
             .name("connhost-worker-io".to_owned())
-            .spawn(move || read_frames(shared, conn, socket))
+            .spawn(move || read_frames(shared, conn))
     };
     if let Err(e) = reading {
         // The monitor below answers the calls and restarts it.

@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::conn::{Call, CancelOnDrop, Conn};
 use super::lifecycle::{incarnate, restart, Incarnation};
+use super::proxy::poll_answer;
 use crate::backend::ProviderOutcome;
 use crate::model::config::WorkerConfig;
 use crate::model::report::{FailureKind, LoadFailure};
@@ -280,25 +281,44 @@ impl Supervisor {
             Err(outcome) => return outcome,
         };
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
-        let (reply, answer) = oneshot::channel();
-        conn.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            id,
-            Call {
-                reply: Some(reply),
-                secrets,
-                http: Vec::new(),
-            },
-        );
+        let (reply, mut answer) = oneshot::channel();
+        let alone = {
+            let mut calls = conn.calls.lock().unwrap_or_else(|e| e.into_inner());
+            calls.insert(
+                id,
+                Call {
+                    reply: Some(reply),
+                    secrets,
+                    http: Vec::new(),
+                },
+            );
+            calls.len() == 1
+        };
         let mut guard = CancelOnDrop {
             conn: conn.clone(),
             id,
             done: false,
         };
+        // The only call in flight polls the socket for its answer itself,
+        // for a few microseconds at most (see `protocol::Spinner`): the
+        // serving thread is not woken for it, nor this one.
+        let spin = alone.then(|| conn.spinner.try_start()).flatten();
+        if spin.is_some() {
+            conn.watch_socket(false);
+        }
         let sent = conn.out.send(&ToWorker::Validate {
             id,
             handle,
             fields: fields.into_iter().collect(),
         });
+        if let Some(spin) = spin {
+            if !sent {
+                conn.watch_socket(true);
+            } else if let Some(outcome) = poll_answer(&self.shared, &conn, spin, &mut answer) {
+                guard.done = true;
+                return outcome;
+            }
+        }
         if !sent {
             guard.done = true;
             conn.end_call(id);
