@@ -16,6 +16,7 @@ mod body;
 mod error;
 mod extract;
 mod guard;
+mod header_timer;
 mod metrics;
 mod openapi;
 mod paths;
