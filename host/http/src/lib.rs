@@ -201,32 +201,32 @@ impl std::ops::Deref for Snapshot {
 
 /// The whole app: API, probes, metrics, OpenAPI and the settings page.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
+    // One guard around every handler and the fallbacks (`guard.rs`):
+    // security header, metrics, the shutdown grace, panics, the token
+    // (around the fallbacks too, so unmatched /v1 paths and wrong methods
+    // need it: nothing under /v1 answers an anonymous caller) and the
+    // body's bounds.
+    let guards = guard::Guards::new(
+        state.clone(),
+        state
+            .0
+            .token
+            .clone()
+            .map(|token| auth::RequireToken::new(token, config.metrics_open)),
+        body::BodyBounds {
+            limit: config.body_limit,
+            timeout: config.body_timeout,
+        },
+    );
     // The table is the only place a route is registered: `routes()` lists
     // exactly what is served.
     let app = paths::TABLE
         .iter()
         .fold(Router::new(), |app, entry| {
-            app.route(entry.route.path, entry.method_router())
+            app.route(entry.route.path, entry.method_router(&guards))
         })
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        // One service around every route and the fallbacks (`guard.rs`):
-        // security header, metrics, the shutdown grace, panics, the token
-        // (around the fallbacks too, so unmatched /v1 paths and wrong
-        // methods need it: nothing under /v1 answers an anonymous caller)
-        // and the body's bounds.
-        .layer(guard::GuardLayer::new(
-            state.clone(),
-            state
-                .0
-                .token
-                .clone()
-                .map(|token| auth::RequireToken::new(token, config.metrics_open)),
-            body::BodyBounds {
-                limit: config.body_limit,
-                timeout: config.body_timeout,
-            },
-        ))
+        .fallback(guards.wrap(routes::not_found))
+        .method_not_allowed_fallback(guards.wrap(routes::method_not_allowed))
         .with_state(state);
     if config.cors_origins.is_empty() {
         app
