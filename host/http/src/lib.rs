@@ -109,6 +109,8 @@ struct Shared {
     metrics: metrics::Metrics,
     /// The rate limits on validations.
     limiters: rate_limit::Limiters,
+    /// The `invalid_fields` answers given lately.
+    invalid_fields: error::InvalidFieldsBodies,
     reload: std::sync::OnceLock<connhost::reload::ReloadHandle>,
     draining: std::sync::atomic::AtomicBool,
     /// Set once the shutdown grace is over: requests still running answer
@@ -134,6 +136,7 @@ impl AppState {
             token: config.token.clone(),
             metrics: metrics::Metrics::new(),
             limiters: rate_limit::Limiters::new(&config.rate_limits),
+            invalid_fields: error::InvalidFieldsBodies::default(),
             reload: std::sync::OnceLock::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             grace_over: tokio::sync::watch::Sender::new(false),
