@@ -19,9 +19,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// The runtime timer a connection's sleeps share: armed at one deadline,
-/// made on first use.
-type Armed = Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>;
+/// The runtime timer a connection's sleeps share, made on first use.
+type Armed = Arc<Mutex<Option<Shared>>>;
+
+/// A connection's runtime timer: armed at one deadline, with the waker it
+/// was last polled with.
+struct Shared {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The waker the timer holds; `None` after a reset (it must be polled
+    /// again).
+    polled_by: Option<std::task::Waker>,
+}
 
 /// A `hyper::rt::Timer` for one connection (see the module's
 /// documentation); a clone shares the connection's runtime timer.
@@ -58,15 +66,34 @@ impl Future for LazySleep {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let deadline = self.deadline;
         let mut armed = self.armed.lock().unwrap_or_else(PoisonError::into_inner);
-        let timer = armed.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let Shared { timer, polled_by } = armed.get_or_insert_with(|| Shared {
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            polled_by: None,
+        });
         // Armed later than this sleep needs (a deadline can only grow
         // between requests, but nothing here relies on it): bring it in.
         if timer.deadline() > deadline {
             timer.as_mut().reset(deadline);
+            *polled_by = None;
+        }
+        // Armed at or before `deadline`, not fired yet, and it will wake
+        // this task when it fires: nothing to do.
+        if !timer.is_elapsed()
+            && polled_by
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
         }
         loop {
             if timer.as_mut().poll(cx).is_pending() {
                 // Armed at or before `deadline`, with this task's waker.
+                if !polled_by
+                    .as_ref()
+                    .is_some_and(|waker| waker.will_wake(cx.waker()))
+                {
+                    *polled_by = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             if timer.deadline() >= deadline {
@@ -75,6 +102,7 @@ impl Future for LazySleep {
             // It fired for an earlier request's deadline: wait for this
             // one's (an elapsed one fires at the timer's next turn).
             timer.as_mut().reset(deadline);
+            *polled_by = None;
         }
     }
 }
