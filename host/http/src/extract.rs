@@ -5,6 +5,7 @@
 //! of the rest), and names taken from the body are cut to
 //! [`MAX_ECHOED_CHARS`] characters.
 
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use connhost_plugin_api::{CredentialFields, FieldError};
@@ -130,9 +131,7 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
         }
         // The router's guard holds the body to the size limit and the
         // total deadline (`body::BoundedBody`): read it all here.
-        let bytes = axum::body::to_bytes(request.into_body(), usize::MAX)
-            .await
-            .map_err(|error| {
+        let bytes = read_body(request.into_body()).await.map_err(|error| {
                 if super::body::body_too_large(&error) {
                     super::body::payload_too_large()
                 } else if let Some(timeout) = super::body::body_timeout(&error) {
@@ -152,7 +151,7 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
                         ),
                     )
                 }
-            })?;
+        })?;
         // serde_json's syntax errors name a position, never the content.
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
@@ -162,6 +161,36 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
         })?;
         parse(value)
     }
+}
+
+/// The whole of `body`, as `axum::body::to_bytes(body, usize::MAX)` reads
+/// it (with its errors), without its size-limit and collecting layers: a
+/// body of one frame (any small one) is that frame, not a copy.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, axum::Error> {
+    use http_body::Body as _;
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<Vec<u8>> = None;
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        // (Trailers are not data.)
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        match (&mut first, &mut more) {
+            (_, Some(more)) => more.extend_from_slice(&data),
+            (Some(first), None) => {
+                let mut joined = Vec::with_capacity(first.len() + data.len());
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(&data);
+                more = Some(joined);
+            }
+            (None, None) => first = Some(data),
+        }
+    }
+    Ok(match (first, more) {
+        (_, Some(more)) => Bytes::from(more),
+        (first, None) => first.unwrap_or_default(),
+    })
 }
 
 fn parse(value: Value) -> Result<ValidateRequest, ApiError> {

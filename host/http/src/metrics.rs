@@ -374,29 +374,33 @@ impl Metrics {
         }
     }
 
-    /// The request counter of `route` (by [`paths::index`]), `method` and
-    /// `status`: found among the route's few series without hashing labels
-    /// (as the family's lookup does), made on first use.
-    fn request_counter(&self, route: usize, method: &'static str, status: u16) -> Counter {
+    /// Counts a request of `route` (by [`paths::index`]), `method` and
+    /// `status`: its counter found among the route's few series without
+    /// hashing labels (as the family's lookup does), made on first use.
+    fn count_request(&self, route: usize, method: &'static str, status: u16) {
         let Some(seen) = self.route_requests.get(route) else {
-            return self.requests_family(route, method, status);
+            self.requests_family(route, method, status).inc();
+            return;
         };
         let find = |seen: &[RequestSeries]| {
             seen.iter()
-                .find(|(m, s, _)| *s == status && *m == method)
-                .map(|(_, _, counter)| counter.clone())
+                .position(|(m, s, _)| *s == status && *m == method)
         };
-        let known = find(&seen.read().unwrap_or_else(PoisonError::into_inner));
-        if let Some(counter) = known {
-            return counter;
+        {
+            let seen = seen.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = find(&seen) {
+                seen[at].2.inc();
+                return;
+            }
         }
         let mut seen = seen.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(counter) = find(&seen) {
-            return counter;
+        if let Some(at) = find(&seen) {
+            seen[at].2.inc();
+            return;
         }
         let counter = self.requests_family(route, method, status);
-        seen.push((method, status, counter.clone()));
-        counter
+        counter.inc();
+        seen.push((method, status, counter));
     }
 
     /// The family's own request counter for these labels.
@@ -423,7 +427,7 @@ impl Metrics {
         if let Some(histogram) = self.route_seconds.get(route) {
             histogram.observe(elapsed.as_secs_f64());
         }
-        self.request_counter(route, method, status).inc();
+        self.count_request(route, method, status);
         let route = paths::label(route);
         tracing::info!(
             target: "connhost::http",
