@@ -435,6 +435,50 @@ mod tests {
             .collect()
     }
 
+    /// An `invalid_fields` answer is the same whether its body was written
+    /// now or kept from an earlier answer with the same errors.
+    #[tokio::test]
+    async fn a_kept_invalid_fields_answer_is_the_one_written_each_time() {
+        let errors = |message: &str| {
+            vec![
+                FieldError {
+                    field: None,
+                    message: message.to_owned(),
+                },
+                FieldError {
+                    field: Some("api_key".to_owned()),
+                    message: "API key is required.".to_owned(),
+                },
+            ]
+        };
+        let bodies = InvalidFieldsBodies::default();
+        for message in [
+            "Provide \"credentials\".",
+            "Other.",
+            "Provide \"credentials\".",
+        ] {
+            let errors = errors(message);
+            let joined = || {
+                errors
+                    .iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let expected = (
+                [(header::CACHE_CONTROL, "no-store")],
+                ApiError::new(ErrorCode::InvalidFields, joined()).with_fields(errors.clone()),
+            )
+                .into_response();
+            let answered = bodies.response(&errors, joined);
+            assert_eq!(answered.status(), expected.status());
+            assert_eq!(answered.headers(), expected.headers());
+            let read = |response: Response| axum::body::to_bytes(response.into_body(), usize::MAX);
+            assert_eq!(read(answered).await.unwrap(), read(expected).await.unwrap());
+        }
+        assert_eq!(bodies.0.read().unwrap().len(), 2);
+    }
+
     /// The hand-written JSON is serde_json's, byte for byte, whatever the
     /// text: every ASCII character, multi-byte ones, fields or none.
     #[test]
