@@ -249,20 +249,26 @@ impl CredentialFormSchema {
             })
             .collect();
 
-        let groups = self.groups();
+        // Each group in order of first appearance, its members in order,
+        // without collecting either (a form is checked on every request).
+        let mut has_groups = false;
         let mut any_complete = false;
-        for group in &groups {
-            let members: Vec<&FormField> = self
-                .fields
-                .iter()
-                .filter(|field| field.group.as_deref() == Some(*group))
-                .collect();
-            let touched = members.iter().any(|field| is_filled(fields, &field.name));
+        for (at, first) in self.fields.iter().enumerate() {
+            let Some(group) = first.group.as_deref() else {
+                continue;
+            };
+            has_groups = true;
+            let in_group = |field: &&FormField| field.group.as_deref() == Some(group);
+            if self.fields[..at].iter().any(|field| in_group(&field)) {
+                continue;
+            }
+            let members = || self.fields[at..].iter().filter(in_group);
+            let touched = members().any(|field| is_filled(fields, &field.name));
             if !touched {
                 continue;
             }
             let mut complete = true;
-            for field in members.iter().filter(|field| field.required) {
+            for field in members().filter(|field| field.required) {
                 if !is_filled(fields, &field.name) {
                     complete = false;
                     errors.push(FieldError {
@@ -274,7 +280,7 @@ impl CredentialFormSchema {
             any_complete |= complete;
         }
 
-        if !groups.is_empty() && !any_complete && errors.is_empty() {
+        if has_groups && !any_complete && errors.is_empty() {
             errors.push(FieldError {
                 field: None,
                 message: NO_METHOD_MESSAGE.to_owned(),

@@ -6,6 +6,9 @@
 //! and the OpenAPI document's `ErrorCode` schema is derived from the same
 //! enum (the unit tests below hold the three together).
 
+use std::sync::{PoisonError, RwLock};
+
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use connhost_plugin_api::FieldError;
@@ -333,25 +336,84 @@ fn needs_escape(word: u64) -> bool {
     (below(word, 0x20) | below(quote, 1) | below(backslash, 1)) & HIGH_BITS != 0
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let body = ErrorBody {
+impl ApiError {
+    /// The JSON body of the answer.
+    fn into_json(self) -> Vec<u8> {
+        ErrorBody {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,
                 fields: self.fields,
             },
-        };
+        }
+        .to_json()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
         (
             status,
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
-            body.to_json(),
+            self.into_json(),
         )
             .into_response()
+    }
+}
+
+/// The bodies of the `invalid_fields` answers given lately, by their field
+/// errors: a form refused for the same reasons (every empty submission of
+/// a form, say) is answered with the same bytes, written once. The errors
+/// come from the providers' forms, never from a submitted value; at most
+/// [`Self::MOST`] bodies are kept.
+#[derive(Default)]
+pub(crate) struct InvalidFieldsBodies(RwLock<Vec<(Vec<FieldError>, Bytes)>>);
+
+impl InvalidFieldsBodies {
+    /// The most bodies kept; beyond them, answers are written each time.
+    const MOST: usize = 64;
+
+    /// The `invalid_fields` answer (with `Cache-Control: no-store`) to a
+    /// submission refused with `errors`, whose message `message` makes:
+    /// byte for byte `(no_store, ApiError::new(InvalidFields, message)
+    /// .with_fields(errors))`.
+    pub(crate) fn response(
+        &self,
+        errors: &[FieldError],
+        message: impl FnOnce() -> String,
+    ) -> Response {
+        let known = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(known, _)| known.as_slice() == errors)
+            .map(|(_, body)| body.clone());
+        let body = known.unwrap_or_else(|| {
+            let body = Bytes::from(
+                ApiError::new(ErrorCode::InvalidFields, message())
+                    .with_fields(errors.to_vec())
+                    .into_json(),
+            );
+            let mut bodies = self.0.write().unwrap_or_else(PoisonError::into_inner);
+            if bodies.len() < Self::MOST && !bodies.iter().any(|(known, _)| known == errors) {
+                bodies.push((errors.to_vec(), body.clone()));
+            }
+            body
+        });
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = ErrorCode::InvalidFields.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
     }
 }
 
@@ -371,6 +433,50 @@ mod tests {
             .copied()
             .filter(|code| text.contains(&format!("`{}`", code.as_str())))
             .collect()
+    }
+
+    /// An `invalid_fields` answer is the same whether its body was written
+    /// now or kept from an earlier answer with the same errors.
+    #[tokio::test]
+    async fn a_kept_invalid_fields_answer_is_the_one_written_each_time() {
+        let errors = |message: &str| {
+            vec![
+                FieldError {
+                    field: None,
+                    message: message.to_owned(),
+                },
+                FieldError {
+                    field: Some("api_key".to_owned()),
+                    message: "API key is required.".to_owned(),
+                },
+            ]
+        };
+        let bodies = InvalidFieldsBodies::default();
+        for message in [
+            "Provide \"credentials\".",
+            "Other.",
+            "Provide \"credentials\".",
+        ] {
+            let errors = errors(message);
+            let joined = || {
+                errors
+                    .iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let expected = (
+                [(header::CACHE_CONTROL, "no-store")],
+                ApiError::new(ErrorCode::InvalidFields, joined()).with_fields(errors.clone()),
+            )
+                .into_response();
+            let answered = bodies.response(&errors, joined);
+            assert_eq!(answered.status(), expected.status());
+            assert_eq!(answered.headers(), expected.headers());
+            let read = |response: Response| axum::body::to_bytes(response.into_body(), usize::MAX);
+            assert_eq!(read(answered).await.unwrap(), read(expected).await.unwrap());
+        }
+        assert_eq!(bodies.0.read().unwrap().len(), 2);
     }
 
     /// The hand-written JSON is serde_json's, byte for byte, whatever the

@@ -5,6 +5,7 @@
 //! of the rest), and names taken from the body are cut to
 //! [`MAX_ECHOED_CHARS`] characters.
 
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use connhost_plugin_api::{CredentialFields, FieldError};
@@ -130,9 +131,7 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
         }
         // The router's guard holds the body to the size limit and the
         // total deadline (`body::BoundedBody`): read it all here.
-        let bytes = axum::body::to_bytes(request.into_body(), usize::MAX)
-            .await
-            .map_err(|error| {
+        let bytes = read_body(request.into_body()).await.map_err(|error| {
                 if super::body::body_too_large(&error) {
                     super::body::payload_too_large()
                 } else if let Some(timeout) = super::body::body_timeout(&error) {
@@ -152,28 +151,237 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
                         ),
                     )
                 }
-            })?;
-        // serde_json's syntax errors name a position, never the content.
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
-                ErrorCode::MalformedJson,
-                format!("The body is not valid JSON: {e}."),
-            )
         })?;
-        parse(value)
+        parse_body(&bytes)
     }
 }
 
+/// The error of a body that is not JSON. serde_json's syntax errors name
+/// a position, never the content.
+fn malformed(e: serde_json::Error) -> ApiError {
+    ApiError::new(
+        ErrorCode::MalformedJson,
+        format!("The body is not valid JSON: {e}."),
+    )
+}
+
+/// A validate request's body: exactly what `parse(serde_json::from_slice
+/// ::<Value>(bytes)?)` answers (a unit test holds the two together),
+/// without building the top-level map.
+fn parse_body(bytes: &[u8]) -> Result<ValidateRequest, ApiError> {
+    let raw_value_key = std::cell::Cell::new(false);
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let shape = serde::de::DeserializeSeed::deserialize(ShapeSeed(&raw_value_key), &mut json)
+        .and_then(|shape| json.end().map(|()| shape));
+    if raw_value_key.get() {
+        // serde_json's `Value` reads such a body its own way: let it.
+        let value: Value = serde_json::from_slice(bytes).map_err(malformed)?;
+        return parse(value);
+    }
+    parse_shape(shape.map_err(malformed)?)
+}
+
+/// What [`parse_shape`] reads of a body: its top-level keys, each key's
+/// (last) value, as `serde_json::from_slice::<Value>` then
+/// `Map::remove` would give them, without building the top-level map.
+/// Values are `Value`s as serde_json reads them (with its errors and
+/// bounds); a body that is not an object is known by its JSON type.
+enum Shape {
+    /// Not an object: its JSON type, as [`json_type`] names it.
+    NotObject(&'static str),
+    /// An object.
+    Object {
+        /// The keys other than `fields` and `include_document`, in the
+        /// order (and with the deduplication) of a `Value`'s map.
+        unknown: serde_json::Map<String, Value>,
+        include_document: Option<Value>,
+        fields: Option<Value>,
+    },
+}
+
+impl From<Value> for Shape {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::Object(mut body) => Shape::Object {
+                include_document: body.remove("include_document"),
+                fields: body.remove("fields"),
+                unknown: body,
+            },
+            other => Shape::NotObject(json_type(&other)),
+        }
+    }
+}
+
+/// The key serde_json's `Value` treats as its raw-value marker when it
+/// comes first in an object (`serde_json::value::RawValue`'s token).
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// Reads a [`Shape`]; sets its flag, and fails, when the body's first key
+/// is [`RAW_VALUE_TOKEN`] (the caller reads such a body as a `Value`).
+struct ShapeSeed<'a>(&'a std::cell::Cell<bool>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ShapeSeed<'_> {
+    type Value = Shape;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, json: D) -> Result<Shape, D::Error> {
+        json.deserialize_any(self)
+    }
+}
+
+/// A top-level key, known ones without an allocation.
+enum Key {
+    Fields,
+    IncludeDocument,
+    Other(String),
+}
+
+struct KeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, json: D) -> Result<Key, D::Error> {
+        json.deserialize_string(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for KeySeed {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+        Ok(match key {
+            "fields" => Key::Fields,
+            "include_document" => Key::IncludeDocument,
+            other => Key::Other(other.to_owned()),
+        })
+    }
+
+    fn visit_string<E: serde::de::Error>(self, key: String) -> Result<Key, E> {
+        match key.as_str() {
+            "fields" | "include_document" => self.visit_str(&key),
+            _ => Ok(Key::Other(key)),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ShapeSeed<'_> {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+        Ok(Shape::NotObject("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+        Ok(Shape::NotObject("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+        Ok(Shape::NotObject("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+        Ok(Shape::NotObject("a number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+        Ok(Shape::NotObject("a string"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Shape, E> {
+        Ok(Shape::NotObject("null"))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Shape, A::Error> {
+        // Read (and checked) as `Value` reads them.
+        while items.next_element::<Value>()?.is_some() {}
+        Ok(Shape::NotObject("an array"))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        let mut unknown = serde_json::Map::new();
+        let mut include_document = None;
+        let mut fields = None;
+        let mut first = true;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if first && matches!(&key, Key::Other(key) if key == RAW_VALUE_TOKEN) {
+                self.0.set(true);
+                return Err(serde::de::Error::custom("a raw value marker"));
+            }
+            first = false;
+            // A repeated key keeps its last value, as in a `Value`.
+            let value = map.next_value::<Value>()?;
+            match key {
+                Key::Fields => fields = Some(value),
+                Key::IncludeDocument => include_document = Some(value),
+                Key::Other(key) => {
+                    unknown.insert(key, Value::Null);
+                }
+            }
+        }
+        Ok(Shape::Object {
+            unknown,
+            include_document,
+            fields,
+        })
+    }
+}
+
+/// The whole of `body`, as `axum::body::to_bytes(body, usize::MAX)` reads
+/// it (with its errors), without its size-limit and collecting layers: a
+/// body of one frame (any small one) is that frame, not a copy.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, axum::Error> {
+    use http_body::Body as _;
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<Vec<u8>> = None;
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        // (Trailers are not data.)
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        match (&mut first, &mut more) {
+            (_, Some(more)) => more.extend_from_slice(&data),
+            (Some(first), None) => {
+                let mut joined = Vec::with_capacity(first.len() + data.len());
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(&data);
+                more = Some(joined);
+            }
+            (None, None) => first = Some(data),
+        }
+    }
+    Ok(match (first, more) {
+        (_, Some(more)) => Bytes::from(more),
+        (first, None) => first.unwrap_or_default(),
+    })
+}
+
 fn parse(value: Value) -> Result<ValidateRequest, ApiError> {
-    let Value::Object(mut body) = value else {
-        return Err(invalid_body(format!(
-            "The body must be a JSON object like {{\"fields\": {{...}}}}, not {}.",
-            json_type(&value)
-        )));
+    parse_shape(value.into())
+}
+
+fn parse_shape(shape: Shape) -> Result<ValidateRequest, ApiError> {
+    let (unknown, include_document, fields) = match shape {
+        Shape::NotObject(json_type) => {
+            return Err(invalid_body(format!(
+                "The body must be a JSON object like {{\"fields\": {{...}}}}, not {json_type}."
+            )))
+        }
+        Shape::Object {
+            unknown,
+            include_document,
+            fields,
+        } => (unknown, include_document, fields),
     };
-    let mut unknown = body
-        .keys()
-        .filter(|k| *k != "fields" && *k != "include_document");
+    let mut unknown = unknown.keys();
     if let Some(first) = unknown.next() {
         let more = match unknown.count() {
             0 => String::new(),
@@ -184,7 +392,7 @@ fn parse(value: Value) -> Result<ValidateRequest, ApiError> {
             bounded(first)
         )));
     }
-    let include_document = match body.remove("include_document") {
+    let include_document = match include_document {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
         Some(other) => {
@@ -194,7 +402,7 @@ fn parse(value: Value) -> Result<ValidateRequest, ApiError> {
             )))
         }
     };
-    let fields = match body.remove("fields") {
+    let fields = match fields {
         None => return Err(invalid_body("The body has no \"fields\" object.")),
         Some(Value::Object(fields)) => fields,
         Some(other) => {
@@ -283,6 +491,58 @@ mod tests {
         let text = format!("{:?}", parse(Value::Object(body)).unwrap_err());
         assert!(text.len() < 1_000, "{text}");
         assert!(text.contains("(and 999 more)"), "{text}");
+    }
+
+    #[test]
+    fn a_body_is_read_as_its_json_value_would_be() {
+        let deep = format!(
+            "{{\"fields\":{{}},\"x\":{}1{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let bodies = [
+            r#"{"fields":{}}"#,
+            r#"{"fields":{"a":"1","b":"  "},"include_document":true}"#,
+            r#"{"fields":{"a":1,"a":"x","b":[1],"c":{"d":null}}}"#,
+            r#"{"fields":{"a":"1"},"fields":{"b":2}}"#,
+            r#"{"fields":{}, "include_document": null, "include_document": "no"}"#,
+            r#"{"zeta":1,"fields":{},"alpha":2,"alpha":3,"include_document":false}"#,
+            r#"{"fields":"x"}"#,
+            r#"{"include_document":true}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"[1,{"a":2}]"#,
+            r#"[1,"#,
+            r#""fields""#,
+            r#"12.5e3"#,
+            r#"1e999"#,
+            r#"{"fields":{"a":1e999}}"#,
+            r#"null"#,
+            r#"true"#,
+            r#"{"fields":{}}x"#,
+            r#"{"fields":{},}"#,
+            r#"{"fields":{"a":"\u00e9\n"}}"#,
+            r#"{"fi\u0065lds":{"a":"1"}}"#,
+            r#"{"$serde_json::private::RawValue":"{\"fields\":{}}"}"#,
+            r#"{"$serde_json::private::RawValue":"{\"fields\":{}}","more":1}"#,
+            r#"{"fields":{},"$serde_json::private::RawValue":"1"}"#,
+            r#"{"fields":{"a":"1"}"#,
+            r#"{"fields"}"#,
+            r#"{1:2}"#,
+            "",
+            " ",
+            deep.as_str(),
+        ];
+        for body in bodies {
+            let expected = serde_json::from_slice::<Value>(body.as_bytes())
+                .map_err(malformed)
+                .and_then(parse);
+            assert_eq!(
+                format!("{:?}", parse_body(body.as_bytes())),
+                format!("{expected:?}"),
+                "{body}"
+            );
+        }
     }
 
     #[test]

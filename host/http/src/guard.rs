@@ -1,7 +1,10 @@
-//! The one middleware around every route and the fallbacks: one service and
+//! The one guard around every handler and the fallbacks: one wrapper and
 //! one future per request, written out by hand, instead of a stack of
 //! layers that each clone the services below them, box a future and a
-//! `Next` per request.
+//! `Next` per request. It wraps each handler itself ([`Guards::wrap`]),
+//! where `Router::layer` would put it (around each method's handler, inside
+//! the route's `Allow` and `Content-Length` handling), so axum clones one
+//! boxed service per request instead of a boxed layer around another.
 //!
 //! What it does, in the order a request meets it (the order the stack of
 //! separate layers had, outermost first):
@@ -17,7 +20,6 @@
 //!    of the body is read; any other body is read under the size limit and
 //!    a total deadline ([`BoundedBody`]).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -27,17 +29,17 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
+use axum::handler::Handler;
 use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse as _, Response};
 use http_body::Body as _;
-use tower::{Layer, Service};
 
 use super::auth::RequireToken;
 use super::body::{payload_too_large, BodyBounds, BoundedBody};
 use super::error::{ApiError, ErrorCode};
 use super::{paths, AppState};
 
-/// What [`Guard`] needs, shared by every route's copy of it.
+/// What [`Guarded`] needs, shared by every handler's copy of it.
 struct Config {
     state: AppState,
     /// The token check; `None` when the server has no token.
@@ -45,12 +47,11 @@ struct Config {
     bounds: BodyBounds,
 }
 
-/// Builds [`Guard`] around each route (with `Router::layer`, so it runs
-/// after routing and sees the matched route).
+/// Wraps each handler of `state`'s router in its guard.
 #[derive(Clone)]
-pub(crate) struct GuardLayer(Arc<Config>);
+pub(crate) struct Guards(Arc<Config>);
 
-impl GuardLayer {
+impl Guards {
     /// The guard for `state`'s routes: `token` checked when set, bodies
     /// held to `bounds`.
     pub(crate) fn new(state: AppState, token: Option<RequireToken>, bounds: BodyBounds) -> Self {
@@ -60,31 +61,28 @@ impl GuardLayer {
             bounds,
         }))
     }
-}
 
-impl<S> Layer<S> for GuardLayer {
-    type Service = Guard<S>;
-
-    fn layer(&self, inner: S) -> Guard<S> {
-        Guard {
-            inner,
+    /// `handler`, guarded.
+    pub(crate) fn wrap<H>(&self, handler: H) -> Guarded<H> {
+        Guarded {
+            handler,
             config: self.0.clone(),
         }
     }
 }
 
-/// The service [`GuardLayer`] wraps around each route.
+/// A handler with its guard ([`Guards::wrap`]).
 #[derive(Clone)]
-pub(crate) struct Guard<S> {
-    inner: S,
+pub(crate) struct Guarded<H> {
+    handler: H,
     config: Arc<Config>,
 }
 
-impl<S> Guard<S> {
+impl Config {
     /// The answer to a request refused before its handler runs: no token
     /// (or the wrong one), or a declared body over the limit.
     fn refusal(&self, request: &Request) -> Option<Response> {
-        if let Some(token) = &self.config.token {
+        if let Some(token) = &self.token {
             if let Some(refused) = token.refusal(request) {
                 return Some(refused);
             }
@@ -92,24 +90,20 @@ impl<S> Guard<S> {
         // hyper's size hint is exactly the `Content-Length` when there is
         // one (it has checked the header), and 0 for a chunked body.
         let declared = request.body().size_hint().lower();
-        let limit = u64::try_from(self.config.bounds.limit).unwrap_or(u64::MAX);
+        let limit = u64::try_from(self.bounds.limit).unwrap_or(u64::MAX);
         (declared > limit).then(|| payload_too_large().into_response())
     }
 }
 
-impl<S> Service<Request> for Guard<S>
+impl<H, T, S> Handler<T, S> for Guarded<H>
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    H: Handler<T, S>,
+    T: 'static,
+    S: Send + 'static,
 {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = GuardFuture<S::Future>;
+    type Future = GuardFuture<H::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(self, mut request: Request, state: S) -> Self::Future {
         let started = Instant::now();
         let matched = request
             .extensions()
@@ -121,17 +115,19 @@ where
             "route {matched:?} is missing from http::paths::TABLE"
         );
         let method = method_label(request.method());
-        let stage = match self.refusal(&request) {
+        let config = self.config;
+        let stage = match config.refusal(&request) {
             Some(response) => Stage::Answered {
                 response: Some(response),
             },
             None => {
                 // A request without a body (most GETs) has nothing to bound.
                 if !request.body().is_end_stream() {
-                    let bounds = self.config.bounds;
+                    let bounds = config.bounds;
                     request = request.map(|body| Body::new(BoundedBody::new(body, bounds)));
                 }
-                match catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+                let handler = self.handler;
+                match catch_unwind(AssertUnwindSafe(move || handler.call(request, state))) {
                     Ok(future) => Stage::Running { future },
                     Err(panic) => Stage::Answered {
                         response: Some(panic_response(panic)),
@@ -142,7 +138,7 @@ where
         GuardFuture {
             stage,
             grace: None,
-            config: self.config.clone(),
+            config,
             started,
             route,
             method,
@@ -198,17 +194,16 @@ pin_project_lite::pin_project! {
 
 impl<F> Future for GuardFuture<F>
 where
-    F: Future<Output = Result<Response, Infallible>>,
+    F: Future<Output = Response>,
 {
-    type Output = Result<Response, Infallible>;
+    type Output = Response;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let response = match this.stage.as_mut().project() {
             StageProjection::Running { future } => {
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                    Ok(Poll::Ready(Ok(response))) => response,
-                    Ok(Poll::Ready(Err(never))) => match never {},
+                    Ok(Poll::Ready(response)) => response,
                     Ok(Poll::Pending) => {
                         let state = &this.config.state;
                         let grace = this
@@ -242,7 +237,7 @@ where
             response.status().as_u16(),
             this.started.elapsed(),
         );
-        Poll::Ready(Ok(response))
+        Poll::Ready(response)
     }
 }
 

@@ -16,6 +16,7 @@ mod body;
 mod error;
 mod extract;
 mod guard;
+mod header_timer;
 mod metrics;
 mod openapi;
 mod paths;
@@ -108,6 +109,8 @@ struct Shared {
     metrics: metrics::Metrics,
     /// The rate limits on validations.
     limiters: rate_limit::Limiters,
+    /// The `invalid_fields` answers given lately.
+    invalid_fields: error::InvalidFieldsBodies,
     reload: std::sync::OnceLock<connhost::reload::ReloadHandle>,
     draining: std::sync::atomic::AtomicBool,
     /// Set once the shutdown grace is over: requests still running answer
@@ -133,6 +136,7 @@ impl AppState {
             token: config.token.clone(),
             metrics: metrics::Metrics::new(),
             limiters: rate_limit::Limiters::new(&config.rate_limits),
+            invalid_fields: error::InvalidFieldsBodies::default(),
             reload: std::sync::OnceLock::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             grace_over: tokio::sync::watch::Sender::new(false),
@@ -200,32 +204,32 @@ impl std::ops::Deref for Snapshot {
 
 /// The whole app: API, probes, metrics, OpenAPI and the settings page.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
+    // One guard around every handler and the fallbacks (`guard.rs`):
+    // security header, metrics, the shutdown grace, panics, the token
+    // (around the fallbacks too, so unmatched /v1 paths and wrong methods
+    // need it: nothing under /v1 answers an anonymous caller) and the
+    // body's bounds.
+    let guards = guard::Guards::new(
+        state.clone(),
+        state
+            .0
+            .token
+            .clone()
+            .map(|token| auth::RequireToken::new(token, config.metrics_open)),
+        body::BodyBounds {
+            limit: config.body_limit,
+            timeout: config.body_timeout,
+        },
+    );
     // The table is the only place a route is registered: `routes()` lists
     // exactly what is served.
     let app = paths::TABLE
         .iter()
         .fold(Router::new(), |app, entry| {
-            app.route(entry.route.path, entry.method_router())
+            app.route(entry.route.path, entry.method_router(&guards))
         })
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        // One service around every route and the fallbacks (`guard.rs`):
-        // security header, metrics, the shutdown grace, panics, the token
-        // (around the fallbacks too, so unmatched /v1 paths and wrong
-        // methods need it: nothing under /v1 answers an anonymous caller)
-        // and the body's bounds.
-        .layer(guard::GuardLayer::new(
-            state.clone(),
-            state
-                .0
-                .token
-                .clone()
-                .map(|token| auth::RequireToken::new(token, config.metrics_open)),
-            body::BodyBounds {
-                limit: config.body_limit,
-                timeout: config.body_timeout,
-            },
-        ))
+        .fallback(guards.wrap(routes::not_found))
+        .method_not_allowed_fallback(guards.wrap(routes::method_not_allowed))
         .with_state(state);
     if config.cors_origins.is_empty() {
         app

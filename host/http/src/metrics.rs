@@ -65,7 +65,7 @@ pub(crate) struct Metrics {
     validation_seconds: Family<ProviderLabels, Histogram>,
     /// Each provider's series of the two above, found by its id as `&str`
     /// (a family's lookup needs its owned labels: a `String` per call).
-    by_provider: RwLock<std::collections::HashMap<Box<str>, ProviderSeries>>,
+    by_provider: RwLock<ByProvider>,
     rate_limited: Family<ScopeLabels, Counter>,
     plugins_loaded: Gauge<i64, AtomicI64>,
     plugins_failed: Gauge<i64, AtomicI64>,
@@ -76,6 +76,34 @@ pub(crate) struct Metrics {
 }
 
 type AtomicI64 = std::sync::atomic::AtomicI64;
+
+/// Each provider's validation series, by provider id. The ids are the
+/// loaded providers' (a validation of an unknown id records nothing), so
+/// a short string hash will do: FNV-1a, instead of SipHash's rounds on
+/// every validation.
+type ByProvider =
+    std::collections::HashMap<Box<str>, ProviderSeries, std::hash::BuildHasherDefault<Fnv1a>>;
+
+/// The 64-bit FNV-1a hash.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// The host being served, as the collectors read it at each scrape (the
 /// counts are the host's own, kept across hot reloads of its catalog).
@@ -374,29 +402,33 @@ impl Metrics {
         }
     }
 
-    /// The request counter of `route` (by [`paths::index`]), `method` and
-    /// `status`: found among the route's few series without hashing labels
-    /// (as the family's lookup does), made on first use.
-    fn request_counter(&self, route: usize, method: &'static str, status: u16) -> Counter {
+    /// Counts a request of `route` (by [`paths::index`]), `method` and
+    /// `status`: its counter found among the route's few series without
+    /// hashing labels (as the family's lookup does), made on first use.
+    fn count_request(&self, route: usize, method: &'static str, status: u16) {
         let Some(seen) = self.route_requests.get(route) else {
-            return self.requests_family(route, method, status);
+            self.requests_family(route, method, status).inc();
+            return;
         };
         let find = |seen: &[RequestSeries]| {
             seen.iter()
-                .find(|(m, s, _)| *s == status && *m == method)
-                .map(|(_, _, counter)| counter.clone())
+                .position(|(m, s, _)| *s == status && *m == method)
         };
-        let known = find(&seen.read().unwrap_or_else(PoisonError::into_inner));
-        if let Some(counter) = known {
-            return counter;
+        {
+            let seen = seen.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = find(&seen) {
+                seen[at].2.inc();
+                return;
+            }
         }
         let mut seen = seen.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(counter) = find(&seen) {
-            return counter;
+        if let Some(at) = find(&seen) {
+            seen[at].2.inc();
+            return;
         }
         let counter = self.requests_family(route, method, status);
-        seen.push((method, status, counter.clone()));
-        counter
+        counter.inc();
+        seen.push((method, status, counter));
     }
 
     /// The family's own request counter for these labels.
@@ -423,7 +455,7 @@ impl Metrics {
         if let Some(histogram) = self.route_seconds.get(route) {
             histogram.observe(elapsed.as_secs_f64());
         }
-        self.request_counter(route, method, status).inc();
+        self.count_request(route, method, status);
         let route = paths::label(route);
         tracing::info!(
             target: "connhost::http",

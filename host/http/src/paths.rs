@@ -8,6 +8,7 @@
 use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
 
+use super::guard::Guards;
 use super::{routes, ui, AppState};
 
 /// One route the router serves: a method on a path template (axum's
@@ -45,8 +46,8 @@ impl Route {
     }
 }
 
-/// A route's handler, registered for the route's method.
-type Handler = fn(MethodFilter) -> MethodRouter<AppState>;
+/// A route's handler, guarded, registered for the route's method.
+type Handler = fn(MethodFilter, &Guards) -> MethodRouter<AppState>;
 
 /// One row of [`TABLE`].
 pub(crate) struct Entry {
@@ -57,11 +58,11 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// The handler, answering the route's method only.
-    pub(crate) fn method_router(&self) -> MethodRouter<AppState> {
+    /// The handler in its guard, answering the route's method only.
+    pub(crate) fn method_router(&self, guards: &Guards) -> MethodRouter<AppState> {
         let filter = MethodFilter::try_from(self.route.method.clone())
             .expect("a route's method is one axum can filter on");
-        (self.handler)(filter)
+        (self.handler)(filter, guards)
     }
 }
 
@@ -69,75 +70,75 @@ impl Entry {
 pub(crate) static TABLE: [Entry; 18] = [
     Entry {
         route: Route::get("/v1/providers"),
-        handler: |method| on(method, routes::list_providers),
+        handler: |method, guards| on(method, guards.wrap(routes::list_providers)),
     },
     Entry {
         route: Route::get("/v1/providers/{id}"),
-        handler: |method| on(method, routes::get_provider),
+        handler: |method, guards| on(method, guards.wrap(routes::get_provider)),
     },
     Entry {
         route: Route::post("/v1/providers/{id}/validate"),
-        handler: |method| on(method, routes::validate),
+        handler: |method, guards| on(method, guards.wrap(routes::validate)),
     },
     Entry {
         route: Route::get("/v1/plugins"),
-        handler: |method| on(method, routes::plugins),
+        handler: |method, guards| on(method, guards.wrap(routes::plugins)),
     },
     Entry {
         route: Route::post("/v1/plugins/rescan"),
-        handler: |method| on(method, routes::rescan),
+        handler: |method, guards| on(method, guards.wrap(routes::rescan)),
     },
     Entry {
         route: Route::get("/ui/instructions"),
-        handler: |method| on(method, ui::instructions),
+        handler: |method, guards| on(method, guards.wrap(ui::instructions)),
     },
     Entry {
         route: Route::get("/"),
-        handler: |method| on(method, ui::index),
+        handler: |method, guards| on(method, guards.wrap(ui::index)),
     },
     Entry {
         route: Route::get("/assets/app.js"),
-        handler: |method| on(method, ui::app_js),
+        handler: |method, guards| on(method, guards.wrap(ui::app_js)),
     },
     Entry {
         route: Route::get("/assets/api.js"),
-        handler: |method| on(method, ui::api_js),
+        handler: |method, guards| on(method, guards.wrap(ui::api_js)),
     },
     Entry {
         route: Route::get("/assets/dom.js"),
-        handler: |method| on(method, ui::dom_js),
+        handler: |method, guards| on(method, guards.wrap(ui::dom_js)),
     },
     Entry {
         route: Route::get("/assets/forms.js"),
-        handler: |method| on(method, ui::forms_js),
+        handler: |method, guards| on(method, guards.wrap(ui::forms_js)),
     },
     Entry {
         route: Route::get("/assets/plugins.js"),
-        handler: |method| on(method, ui::plugins_js),
+        handler: |method, guards| on(method, guards.wrap(ui::plugins_js)),
     },
     Entry {
         route: Route::get("/assets/providers.js"),
-        handler: |method| on(method, ui::providers_js),
+        handler: |method, guards| on(method, guards.wrap(ui::providers_js)),
     },
     Entry {
         route: Route::get("/assets/app.css"),
-        handler: |method| on(method, ui::app_css),
+        handler: |method, guards| on(method, guards.wrap(ui::app_css)),
     },
     Entry {
         route: Route::get("/healthz"),
-        handler: |method| on(method, routes::healthz),
+        handler: |method, guards| on(method, guards.wrap(routes::healthz)),
     },
     Entry {
         route: Route::get("/readyz"),
-        handler: |method| on(method, routes::readyz),
+        handler: |method, guards| on(method, guards.wrap(routes::readyz)),
     },
     Entry {
         route: Route::get("/metrics"),
-        handler: |method| on(method, routes::metrics),
+        handler: |method, guards| on(method, guards.wrap(routes::metrics)),
     },
     Entry {
         route: Route::get("/openapi.json"),
-        handler: |method| on(method, routes::openapi),
+        handler: |method, guards| on(method, guards.wrap(routes::openapi)),
     },
 ];
 

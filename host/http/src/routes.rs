@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest as _, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -32,11 +33,14 @@ use connhost::{LoadReport, ProviderInfo, Verdict};
 )]
 pub(crate) async fn list_providers(State(state): State<AppState>) -> Result<Response, ApiError> {
     let snapshot = state.host()?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        snapshot.providers_json.clone(),
-    )
-        .into_response())
+    // (What `([(CONTENT_TYPE, "application/json")], bytes)` answers,
+    // built without its header parsing.)
+    let mut response = Response::new(Body::from(snapshot.providers_json.clone()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// One provider.
@@ -113,15 +117,11 @@ pub(crate) async fn validate(
         .0
         .metrics
         .validation(&id, verdict.outcome().as_str(), started);
-    let no_store = [(header::CACHE_CONTROL, "no-store")];
-    if let Verdict::InvalidFields(_) = &verdict {
-        let message = verdict.error_message().unwrap_or_default();
-        let Verdict::InvalidFields(errors) = verdict else {
-            unreachable!("matched just above")
-        };
-        let error = ApiError::new(ErrorCode::InvalidFields, message).with_fields(errors);
-        return Ok((no_store, error).into_response());
+    if let Verdict::InvalidFields(errors) = &verdict {
+        let message = || verdict.error_message().unwrap_or_default();
+        return Ok(state.0.invalid_fields.response(errors, message));
     }
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
     let body = VerdictBody::new(&verdict, request.include_document);
     Ok((no_store, Json(body)).into_response())
 }

@@ -146,7 +146,7 @@ fn connection(
     ClientIo,
     hyper_util::service::TowerToHyperService<WithPeer>,
 > {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
 
     let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
@@ -155,7 +155,8 @@ fn connection(
     // read pending to notice a client that leaves).
     stream.set_write_timeout(Some(WRITE_TIMEOUT));
     hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
+        // (One runtime timer per connection: see `header_timer`.)
+        .timer(super::header_timer::HeaderTimer::default())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(
             TokioIo::new(Box::pin(stream)),
