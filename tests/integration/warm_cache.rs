@@ -145,7 +145,13 @@ fn a_changed_file_is_never_served_from_the_cache_even_with_its_size_and_time_put
     assert_eq!(loaded(&first, "libgreeter.so").unwrap()["version"], "1.0.0");
 
     // Replaced by a new file (a new inode): the new version is served.
-    let v2 = std::fs::read(built_library("fixture-greeter-v2")).unwrap();
+    // Padded (after its last byte: nothing reads there) to at least v1's
+    // size, so that v1 fits in it below.
+    let v1_len = std::fs::metadata(built_library("fixture-greeter-v1"))
+        .unwrap()
+        .len();
+    let mut v2 = std::fs::read(built_library("fixture-greeter-v2")).unwrap();
+    v2.resize(v2.len().max(v1_len as usize), 0);
     let staged = dir.path().join("staged.tmp");
     std::fs::write(&staged, &v2).unwrap();
     std::fs::rename(&staged, &file).unwrap();
@@ -155,7 +161,7 @@ fn a_changed_file_is_never_served_from_the_cache_even_with_its_size_and_time_put
         "2.0.0"
     );
 
-    // Rewritten in place to v1's bytes, padded or cut to v2's size, its
+    // Rewritten in place to v1's bytes, padded to v2's size, its
     // modification time put back: same inode, same size, same mtime. Only
     // the change time (which no one can set) tells, and it does.
     let metadata = std::fs::metadata(&file).unwrap();
