@@ -1,6 +1,7 @@
 //! The plugin side of the ABI: what [`export_plugin!`](crate::export_plugin)
 //! expands to calls into here. Every `extern "C"` function catches panics.
 
+use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::sync::{Arc, OnceLock};
 
@@ -129,32 +130,113 @@ fn fault(message: String) -> FfiOutcome {
 /// - the provider sees the map only as `&CredentialFields`, and a `String`
 ///   cannot be grown, shrunk or freed through a shared reference (a clone
 ///   is a new string of this library's);
-/// - the map never drops its strings: [`Drop`] forgets every one, so this
+/// - the map never drops a lent string: [`Drop`] forgets every one, so this
 ///   library's allocator never frees or resizes memory it did not allocate;
 /// - the map goes before `owner` does (`Drop::drop` runs before the fields
 ///   are dropped), and `owner` is never touched while it lives.
+///
+/// When `names_owned`, the map's names are this library's own copies and
+/// only its values are lent: such a map is kept, its values emptied, for
+/// the provider's next call on this thread ([`SPARES`]), and a next call
+/// with the same names (a provider's form rarely changes) only lends it the
+/// new values, without building a map (an allocation, a search per name and
+/// a free, on every call).
 struct LentFields {
     map: ManuallyDrop<CredentialFields>,
+    names_owned: bool,
+    handle: u32,
     owner: RVec<FfiField>,
 }
 
+/// Providers with a handle below this keep a spare map per thread.
+const MAX_SPARES: usize = 32;
+
+thread_local! {
+    /// Per provider handle, the map of its last call on this thread, kept
+    /// for its next call: its names are this library's own strings, its
+    /// values empty (they own nothing).
+    static SPARES: RefCell<Vec<Option<CredentialFields>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes the spare map of the provider behind `handle`, if this thread has
+/// one.
+fn take_spare(handle: u32) -> Option<CredentialFields> {
+    SPARES
+        .try_with(|spares| {
+            spares
+                .try_borrow_mut()
+                .ok()?
+                .get_mut(handle as usize)?
+                .take()
+        })
+        .ok()
+        .flatten()
+}
+
+/// Keeps `map` (its names this library's, its values empty) for the next
+/// call of the provider behind `handle` on this thread; drops it when it
+/// cannot be kept.
+fn put_spare(handle: u32, map: CredentialFields) {
+    let index = handle as usize;
+    if index >= MAX_SPARES {
+        return;
+    }
+    let _ = SPARES.try_with(|spares| {
+        if let Ok(mut spares) = spares.try_borrow_mut() {
+            if spares.len() <= index {
+                spares.resize_with(index + 1, || None);
+            }
+            spares[index] = Some(map);
+        }
+    });
+}
+
 impl LentFields {
-    /// Lends `owner`'s strings; a name given twice takes its last value, as
-    /// inserting each field in turn would.
-    fn new(owner: RVec<FfiField>) -> Self {
+    /// Lends `owner`'s strings to the provider behind `handle`; a name
+    /// given twice takes its last value, as inserting each field in turn
+    /// would.
+    fn new(owner: RVec<FfiField>, handle: u32) -> Self {
+        let names_owned = (handle as usize) < MAX_SPARES;
         // Built in place, so that whatever happens while it is built, the
         // map is forgotten as `Drop` does.
         let mut lent = Self {
-            map: ManuallyDrop::new(CredentialFields::new()),
+            map: ManuallyDrop::new(take_spare(handle).unwrap_or_default()),
+            names_owned,
+            handle,
             owner,
         };
+        // A spare map with these very names, in this order (so each once):
+        // it only needs the values, lent as the names are compared.
+        let mut same_names = !lent.map.is_empty() && lent.map.len() == lent.owner.len();
+        if same_names {
+            for ((name, slot), field) in lent.map.iter_mut().zip(lent.owner.iter()) {
+                if name.as_str() != field.name.as_str() {
+                    same_names = false;
+                    break;
+                }
+                // SAFETY: see the type's docs: the strings are only read,
+                // and forgotten before `owner` frees them. The spare's
+                // value replaced is empty: it owns nothing.
+                *slot = unsafe { lend(&field.value) };
+            }
+        }
+        if same_names {
+            return lent;
+        }
+        // Another form: a map of its own. The spare's names are this
+        // library's: it is dropped once the values lent so far are
+        // forgotten.
+        let mut spare = std::mem::take(&mut *lent.map);
+        for value in spare.values_mut() {
+            std::mem::forget(std::mem::take(value));
+        }
+        drop(spare);
         // The host sends the names in order, each once (its own map's
         // order): a name after the last one is new, without a search.
         let mut last: Option<&str> = None;
         for field in lent.owner.iter() {
             let name = field.name.as_str();
-            // SAFETY: see the type's docs: the strings are only read, and
-            // forgotten before `owner` frees them.
+            // SAFETY: as above.
             let value = unsafe { lend(&field.value) };
             let after_last = last.is_none_or(|last| name > last);
             let taken = if after_last {
@@ -165,6 +247,9 @@ impl LentFields {
             };
             match taken {
                 Some(slot) => std::mem::forget(std::mem::replace(slot, value)),
+                None if names_owned => {
+                    lent.map.insert(name.to_owned(), value);
+                }
                 None => {
                     // SAFETY: as above.
                     lent.map.insert(unsafe { lend(&field.name) }, value);
@@ -183,10 +268,19 @@ impl LentFields {
 impl Drop for LentFields {
     fn drop(&mut self) {
         // SAFETY: the map is taken once, here, and never used again.
-        let map = unsafe { ManuallyDrop::take(&mut self.map) };
-        for (name, value) in map {
-            std::mem::forget(name);
-            std::mem::forget(value);
+        let mut map = unsafe { ManuallyDrop::take(&mut self.map) };
+        if self.names_owned {
+            // Its names are this library's: only the values are forgotten,
+            // and the map, its values empty, is kept for the next call.
+            for value in map.values_mut() {
+                std::mem::forget(std::mem::take(value));
+            }
+            put_spare(self.handle, map);
+        } else {
+            for (name, value) in map {
+                std::mem::forget(name);
+                std::mem::forget(value);
+            }
         }
         // `self.owner` is dropped next, and frees the strings' memory with
         // the host's destructor.
@@ -218,7 +312,7 @@ extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<
             Ok(list) => list.get(handle as usize),
             Err(_) => None,
         };
-        let fields = LentFields::new(fields);
+        let fields = LentFields::new(fields, handle);
         FfiFuture::new(async move {
             let Some(provider) = provider else {
                 return fault(match providers() {
@@ -282,27 +376,73 @@ mod tests {
             .collect()
     }
 
+    fn expected(pairs: &[(&str, &str)]) -> CredentialFields {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     #[test]
     fn lent_fields_read_as_the_submission_and_the_last_of_a_repeated_name_wins() {
-        let lent = LentFields::new(submitted(&[
+        let submission = [
             ("secret", "s3cr3t"),
             ("account", "a"),
             ("secret", "other"),
             ("empty", ""),
             ("b", "after a name out of order"),
-        ]));
-        let expected: CredentialFields = [
+        ];
+        let wanted = expected(&[
             ("account", "a"),
             ("b", "after a name out of order"),
             ("empty", ""),
             ("secret", "other"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        assert_eq!(lent.map(), &expected);
-        // Dropping frees each string once (the allocator aborts otherwise).
+        ]);
+        // With names of its own (kept for the next call) and with lent
+        // names (a handle past the spares).
+        for handle in [0, MAX_SPARES as u32 + 3] {
+            let lent = LentFields::new(submitted(&submission), handle);
+            assert_eq!(lent.map(), &wanted);
+            // Dropping frees each string once (the allocator aborts
+            // otherwise).
+            drop(lent);
+        }
+        drop(LentFields::new(RVec::new(), 1));
+    }
+
+    #[test]
+    fn a_spare_map_serves_the_same_names_and_gives_way_to_others() {
+        let handle = 2;
+        let first = [("account", "a"), ("region", "eu"), ("secret", "s")];
+        drop(LentFields::new(submitted(&first), handle));
+        // The same names: the spare map, with the new values.
+        let again = [("account", "b"), ("region", ""), ("secret", "t")];
+        let lent = LentFields::new(submitted(&again), handle);
+        assert_eq!(lent.map(), &expected(&again));
+        // A second call while the first holds the spare builds its own.
+        let meanwhile = LentFields::new(submitted(&first), handle);
+        assert_eq!(meanwhile.map(), &expected(&first));
         drop(lent);
-        drop(LentFields::new(RVec::new()));
+        drop(meanwhile);
+        // Fewer names, other names, the same names out of order, and a
+        // repeated name: each read as submitted.
+        for submission in [
+            &[("account", "c"), ("secret", "u")][..],
+            &[("account", "d"), ("other", "x"), ("secret", "v")][..],
+            &[("secret", "w"), ("account", "e"), ("other", "y")][..],
+            &[("account", "f"), ("other", "z"), ("other", "last")][..],
+            &[][..],
+        ] {
+            let lent = LentFields::new(submitted(submission), handle);
+            let mut wanted = CredentialFields::new();
+            for (name, value) in submission {
+                wanted.insert((*name).to_owned(), (*value).to_owned());
+            }
+            assert_eq!(lent.map(), &wanted);
+            drop(lent);
+        }
+        let last = [("account", "g"), ("region", "us"), ("secret", "x")];
+        let lent = LentFields::new(submitted(&last), handle);
+        assert_eq!(lent.map(), &expected(&last));
     }
 }

@@ -14,7 +14,11 @@
 //!   `schema-plugin`: `Connhost::providers()` and `Connhost::schema(id)`;
 //! - `load-bare`, `load-connhost`: loading every library in DIR (fresh
 //!   copies; ITERS is ignored), with bare `dlopen` + symbol lookup, or with
-//!   connhost's catalog (`connhost_bench::load_plugins`).
+//!   connhost's catalog (`connhost_bench::load_plugins`);
+//! - `raw-paired`: wall-clock time, not for callgrind: the raw call
+//!   compiled in and from the plugin in alternating blocks of ITERS calls
+//!   (41 pairs, the order flipping every pair), as `benches/call.rs`
+//!   pairs them, without its isolated worker; prints the medians as JSON.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -22,7 +26,8 @@ use std::process::ExitCode;
 
 use connhost::{Connhost, CredentialFields, ProviderRegistry};
 use connhost_bench::{
-    bare_dlopen, block_on, credential, fresh_copies, load_plugins, plugin_library, PROVIDER_ID,
+    bare_dlopen, block_on, credential, fresh_copies, load_plugins, median, plugin_library,
+    PROVIDER_ID,
 };
 use fixture_bench_trivial::BenchTrivial;
 
@@ -83,6 +88,46 @@ fn measured_load_connhost(dir: &Path) {
     black_box((registry, report));
 }
 
+/// The mean time of one raw call, in ns, over a block of `calls` calls
+/// (each with a fresh credential, built before the clock starts).
+fn time_block(registry: &ProviderRegistry, calls: usize) -> f64 {
+    let inputs: Vec<CredentialFields> = (0..calls).map(|_| credential()).collect();
+    let started = std::time::Instant::now();
+    for fields in inputs {
+        measured_raw(registry, fields);
+    }
+    started.elapsed().as_nanos() as f64 / calls as f64
+}
+
+/// `raw-paired`: the medians of the per-pair times, ratio and difference.
+fn raw_paired(calls: usize) {
+    let (native, _) = registry(false);
+    let (plugin, _dir) = registry(true);
+    time_block(&native, calls);
+    time_block(&plugin, calls);
+    let (mut a_ns, mut b_ns, mut ratios, mut differences) = (vec![], vec![], vec![], vec![]);
+    for pair in 0..41 {
+        let (ta, tb) = if pair % 2 == 0 {
+            let ta = time_block(&native, calls);
+            (ta, time_block(&plugin, calls))
+        } else {
+            let tb = time_block(&plugin, calls);
+            (time_block(&native, calls), tb)
+        };
+        a_ns.push(ta);
+        b_ns.push(tb);
+        ratios.push(tb / ta);
+        differences.push(tb - ta);
+    }
+    println!(
+        "{{\"calls_per_block\": {calls}, \"native_ns\": {:.1}, \"plugin_ns\": {:.1}, \"ratio\": {:.3}, \"overhead_ns\": {:.1}}}",
+        median(&mut a_ns),
+        median(&mut b_ns),
+        median(&mut ratios),
+        median(&mut differences)
+    );
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, iters, dir) = match args.as_slice() {
@@ -101,6 +146,7 @@ fn main() -> ExitCode {
                 measured_raw(&registry, credential());
             }
         }
+        "raw-paired" => raw_paired(iters.max(1)),
         "validate-native" | "validate-plugin" => {
             let (registry, _dir) = registry(mode == "validate-plugin");
             let host = Connhost::from_registry(registry, &connhost::HostConfig::default());

@@ -39,13 +39,16 @@ impl InProcess {
     /// Calls the plugin's validation. The SDK on the other side catches
     /// panics and reports them as [`outcome::FAULT`].
     pub(crate) async fn validate_fields(&self, fields: CredentialFields) -> ProviderOutcome {
-        let fields: RVec<FfiField> = fields
-            .into_iter()
-            .map(|(name, value)| FfiField {
+        // Each string moves into the vector as is (no copy), and the
+        // vector is allocated once, at its final size.
+        let mut ffi_fields = RVec::with_capacity(fields.len());
+        for (name, value) in fields {
+            ffi_fields.push(FfiField {
                 name: name.into(),
                 value: value.into(),
-            })
-            .collect();
+            });
+        }
+        let fields = ffi_fields;
         let result = (self.module.validate())(self.handle, fields).await;
         match result.kind {
             outcome::VALID => ProviderOutcome::valid_from_plugin(
