@@ -256,7 +256,8 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 
 /// How many bytes from its start the system loader reads of the shared
 /// library `file` (the end of its last segment): what connhost's cache
-/// copies of it. Only its headers are read.
+/// copies of it. Only its headers are read (which moves the file's
+/// position).
 pub fn loaded_len(file: &std::fs::File) -> u64 {
     use object::{Object as _, ObjectSegment as _};
     let data = object::ReadCache::new(file);

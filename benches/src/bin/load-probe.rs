@@ -113,6 +113,8 @@ fn hashed_copy_then_dlopen(path: &Path) {
     use std::io::{Read as _, Write as _};
     let mut from = std::fs::File::open(path).expect("open the file");
     let mut wanted = usize::try_from(loaded_len(&from)).expect("a size");
+    // Reading the headers moved the file's position.
+    std::io::Seek::rewind(&mut from).expect("rewind");
     let to_path = copy_path(path);
     let mut to = std::fs::File::create(&to_path).expect("create the copy");
     let mut hasher = sha2::Sha256::new();
