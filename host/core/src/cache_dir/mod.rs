@@ -907,6 +907,29 @@ mod tests {
         std::fs::File::open(path).unwrap()
     }
 
+    /// A copy into `cache` of `dir/source.so` holding `bytes` (of which the
+    /// loader reads `image`), made by the kernel, or through this process
+    /// when `observed`: the copy, and what was observed.
+    fn copy_of(
+        cache: &Path,
+        dir: &Path,
+        bytes: &[u8],
+        image: Option<Image>,
+        observed: bool,
+    ) -> (CachedCopy, Vec<u8>) {
+        let mut seen = Vec::new();
+        let mut observe = |chunk: &[u8]| seen.extend_from_slice(chunk);
+        let copy = copy_into(
+            cache,
+            &dir.join("source.so"),
+            &source(dir, bytes),
+            image,
+            observed.then_some(&mut observe as &mut dyn FnMut(&[u8])),
+        )
+        .unwrap();
+        (copy, seen)
+    }
+
     #[test]
     fn a_copy_holds_the_checked_bytes_read_only_under_a_new_name_beside_anything_planted() {
         let cache = tempfile::tempdir().unwrap();
@@ -921,16 +944,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &planted_link).unwrap();
         let mut copies = Vec::new();
         for observed in [false, true] {
-            let mut seen = Vec::new();
-            let mut observe = |bytes: &[u8]| seen.extend_from_slice(bytes);
-            let copy = copy_into(
-                cache.path(),
-                &elsewhere.path().join("source.so"),
-                &source(elsewhere.path(), &checked),
-                None,
-                observed.then_some(&mut observe as &mut dyn FnMut(&[u8])),
-            )
-            .unwrap();
+            let (copy, seen) = copy_of(cache.path(), elsewhere.path(), &checked, None, observed);
             assert_eq!(seen.len(), if observed { checked.len() } else { 0 });
             let name = copy
                 .path()
@@ -989,16 +1003,13 @@ mod tests {
         let digest = format!("sha256:{}", hex(&sha2::Sha256::digest(&whole)));
         let mut copies = Vec::new();
         for observed in [false, true] {
-            let mut seen = Vec::new();
-            let mut observe = |bytes: &[u8]| seen.extend_from_slice(bytes);
-            let copy = copy_into(
+            let (copy, seen) = copy_of(
                 cache.path(),
-                &path,
-                &source(elsewhere.path(), &whole),
+                elsewhere.path(),
+                &whole,
                 Some(image),
-                observed.then_some(&mut observe as &mut dyn FnMut(&[u8])),
-            )
-            .unwrap();
+                observed,
+            );
             if observed {
                 assert_eq!(seen, whole, "what is observed is the whole file");
             }
@@ -1013,27 +1024,13 @@ mod tests {
         // another file: its digest is not taken from the first.
         let mut other = whole.clone();
         *other.last_mut().unwrap() = 0;
-        let third = copy_into(
-            cache.path(),
-            &path,
-            &source(elsewhere.path(), &other),
-            Some(image),
-            None,
-        )
-        .unwrap();
+        let (third, _) = copy_of(cache.path(), elsewhere.path(), &other, Some(image), false);
         assert!(third.same_bytes(&copies[0]), "the same library");
         let digest_of_other = format!("sha256:{}", hex(&sha2::Sha256::digest(&other)));
         assert_eq!(third.digest().unwrap(), digest_of_other);
         // Once the file changed, a digest no one computed is not computed
         // from whatever is there now.
-        let fourth = copy_into(
-            cache.path(),
-            &path,
-            &source(elsewhere.path(), &whole),
-            Some(image),
-            None,
-        )
-        .unwrap();
+        let (fourth, _) = copy_of(cache.path(), elsewhere.path(), &whole, Some(image), false);
         std::fs::write(&path, [&whole[..], b"more"].concat()).unwrap();
         let error = fourth.digest().unwrap_err();
         assert!(
@@ -1043,14 +1040,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(fourth.digest().is_err());
         // Different bytes are not the same library.
-        let whole_copy = copy_into(
-            cache.path(),
-            &path,
-            &source(elsewhere.path(), &whole),
-            None,
-            None,
-        )
-        .unwrap();
+        let (whole_copy, _) = copy_of(cache.path(), elsewhere.path(), &whole, None, false);
         assert!(!whole_copy.same_bytes(&copies[0]));
     }
 

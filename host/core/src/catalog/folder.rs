@@ -20,9 +20,10 @@
 //! (type, size limit, headers) from a non-blocking descriptor before it is
 //! copied; a known-bad file is not looked at again until it changes; and
 //! the same library under a new fingerprint (`touch`, an identical copy,
-//! a build that changed only what the loader never reads) changes nothing. A folder that cannot be listed, or a file that cannot
-//! be opened for a passing reason (out of descriptors), keeps the last
-//! good set and is retried with a backoff ([`RescanOutcome::retry_in`]).
+//! a build that changed only what the loader never reads) changes
+//! nothing. A folder that cannot be listed, or a file that cannot be
+//! opened for a passing reason (out of descriptors), keeps the last good
+//! set and is retried with a backoff ([`RescanOutcome::retry_in`]).
 //! An impatient rescan (a one-shot load, which never retries) reports
 //! such a file as a failure instead, and words every failure without
 //! promising a retry.
