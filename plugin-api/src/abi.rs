@@ -4,13 +4,24 @@
 //! # Evolving the ABI
 //!
 //! [`PluginModule`] and [`HostVTable`] are abi_stable *prefix types*. A later
-//! version of this crate may only **append** fields after the field marked
-//! `#[sabi(last_prefix_field)]`, each with `#[sabi(missing_field(option))]`
-//! so that readers handle older peers. Inserting, removing, reordering or
-//! retyping a field is a breaking change: it needs a new minor version
+//! `0.y.z` of this crate may only **append** fields after the field marked
+//! `#[sabi(last_prefix_field)]`, each with `#[sabi(missing_field(option))]`:
+//! its accessor reads the peer's own field count, so it answers `None` for
+//! a peer built before the field existed. Inserting, removing, reordering
+//! or retyping a field is a breaking change: it needs a new minor version
 //! (`0.y`), and the host refuses plugins built against another `0.y`.
 //! Descriptors cross as JSON ([`FfiProviderEntry::descriptor_json`]) so they
 //! can grow optional keys without touching the layout.
+//!
+//! abi_stable's layout check accepts a library whose prefix type has *more*
+//! fields than the host's declaration, never fewer. So a host built
+//! against `0.1.1` loads a plugin built against `0.1.0` only by checking
+//! it against the declaration `0.1.0` had, which stays here ([`v0_1_0`]);
+//! an appended field keeps the previous declaration the same way (the
+//! host's own [`HostVTable`] would need it as well, inside that module's
+//! `init`). The `api_versions` integration tests load a plugin built
+//! against `0.1.0` into this host, and a plugin built against this crate
+//! into a host built against `0.1.0`.
 //!
 //! Every function a plugin exports catches panics on the plugin side and
 //! returns them as errors: a panic never unwinds into the host.
@@ -21,9 +32,9 @@
 
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec, Tuple2};
+use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec, Tuple2};
 use abi_stable::StableAbi;
-use async_ffi::FfiFuture;
+use async_ffi::{BorrowingFfiFuture, FfiFuture};
 
 /// One submitted form value.
 #[repr(C)]
@@ -66,6 +77,28 @@ pub struct FfiOutcome {
     pub metadata_json: ROption<RString>,
 }
 
+/// One submitted form value, lent by the host for one call of
+/// [`PluginModule::validate_lent`].
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct FfiFieldRef<'a> {
+    pub name: RStr<'a>,
+    pub value: RStr<'a>,
+}
+
+/// What [`PluginModule::validate_lent`] returned: an [`FfiOutcome`] whose
+/// metadata is in [`value_codec`](crate::value_codec)'s encoding rather
+/// than JSON text (`metadata` is set only on [`outcome::VALID`], and only
+/// when the provider reported metadata).
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiVerdict {
+    pub kind: u8,
+    pub message: RString,
+    pub username: ROption<RString>,
+    pub metadata: ROption<RVec<u8>>,
+}
+
 /// The root module a plugin library exports.
 #[repr(C)]
 #[derive(StableAbi)]
@@ -84,6 +117,16 @@ pub struct PluginModule {
     /// Validates a submitted form with the provider behind `handle`.
     #[sabi(last_prefix_field)]
     pub validate: extern "C" fn(handle: u32, fields: RVec<FfiField>) -> FfiFuture<FfiOutcome>,
+    /// Since 0.1.1 (`None` in plugins built against 0.1.0): as
+    /// [`validate`](Self::validate), with the fields lent for the length
+    /// of the returned future instead of handed over, and the metadata in
+    /// [`value_codec`](crate::value_codec)'s encoding. A host uses it when
+    /// the plugin has it; the plugin keeps `validate` for older hosts.
+    #[sabi(missing_field(option))]
+    pub validate_lent: for<'a> extern "C" fn(
+        handle: u32,
+        fields: RSlice<'a, FfiFieldRef<'a>>,
+    ) -> BorrowingFfiFuture<'a, FfiVerdict>,
 }
 
 impl RootModule for PluginModuleRef {
@@ -185,4 +228,42 @@ pub struct HostContext {
     pub max_log_level: u8,
     /// The host's functions.
     pub vtable: HostVTableRef,
+}
+
+/// The root module as `connhost-plugin-api` 0.1.0 declared it: [`PluginModule`]
+/// without [`PluginModule::validate_lent`]. The host checks a plugin that
+/// fails the current declaration's layout check against this one (see
+/// "Evolving the ABI" above); a plugin that passes is then called through
+/// the current [`PluginModuleRef`], whose `validate_lent` answers `None`.
+pub mod v0_1_0 {
+    use abi_stable::library::RootModule;
+    use abi_stable::sabi_types::VersionStrings;
+    use abi_stable::std_types::{RResult, RStr, RString, RVec};
+    use abi_stable::StableAbi;
+    use async_ffi::FfiFuture;
+
+    use super::{FfiField, FfiOutcome, FfiProviderEntry, HostContext};
+
+    /// [`super::PluginModule`] as of 0.1.0.
+    #[repr(C)]
+    #[derive(StableAbi)]
+    #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
+    #[sabi(missing_field(panic))]
+    pub struct PluginModule {
+        pub plugin_name: RStr<'static>,
+        pub plugin_version: RStr<'static>,
+        pub init: extern "C" fn(host: HostContext) -> RResult<(), RString>,
+        pub providers: extern "C" fn() -> RVec<RResult<FfiProviderEntry, RString>>,
+        #[sabi(last_prefix_field)]
+        pub validate: extern "C" fn(handle: u32, fields: RVec<FfiField>) -> FfiFuture<FfiOutcome>,
+    }
+
+    impl RootModule for PluginModuleRef {
+        abi_stable::declare_root_module_statics! {PluginModuleRef}
+        const BASE_NAME: &'static str = "connhost_plugin";
+        const NAME: &'static str = "connhost_plugin";
+        const VERSION_STRINGS: VersionStrings = VersionStrings {
+            version: RStr::from_str("0.1.0"),
+        };
+    }
 }

@@ -6,14 +6,17 @@ use std::mem::ManuallyDrop;
 use std::sync::{Arc, OnceLock};
 
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString, RVec};
-use async_ffi::FfiFuture;
+use abi_stable::std_types::{RErr, ROk, RResult, RSlice, RStr, RString, RVec};
+use async_ffi::{BorrowingFfiFuture, FfiFuture};
 
 use crate::abi::{
-    outcome, FfiField, FfiOutcome, FfiProviderEntry, HostContext, PluginModule, PluginModuleRef,
+    outcome, FfiField, FfiFieldRef, FfiOutcome, FfiProviderEntry, FfiVerdict, HostContext,
+    PluginModule, PluginModuleRef,
 };
 use crate::panic::{catch_panic, CatchPanic};
-use crate::provider::{ConnectionProvider, ProviderDescriptor, ValidationErrorKind};
+use crate::provider::{
+    ConnectionProvider, ConnectionValidation, ProviderDescriptor, ValidationErrorKind,
+};
 use crate::schema::CredentialFields;
 
 /// Builds the plugin's providers.
@@ -43,6 +46,7 @@ pub fn plugin_module(
         init: plugin_init,
         providers: plugin_providers,
         validate: plugin_validate,
+        validate_lent: plugin_validate_lent,
     }
     .leak_into_prefix()
 }
@@ -125,15 +129,18 @@ fn fault(message: String) -> FfiOutcome {
 /// and per value, on every call).
 ///
 /// The strings' memory stays the host's: `owner` (the vector the host
-/// handed over) frees it, with the destructor the host gave it. The map only
-/// borrows it, and this type keeps to what that needs:
+/// handed over to [`PluginModule::validate`], or the slice it lent to
+/// [`PluginModule::validate_lent`] for the length of the call) holds it,
+/// and the host frees it. The map only borrows it, and this type keeps to
+/// what that needs:
 /// - the provider sees the map only as `&CredentialFields`, and a `String`
 ///   cannot be grown, shrunk or freed through a shared reference (a clone
 ///   is a new string of this library's);
 /// - the map never drops a lent string: [`Drop`] forgets every one, so this
 ///   library's allocator never frees or resizes memory it did not allocate;
 /// - the map goes before `owner` does (`Drop::drop` runs before the fields
-///   are dropped), and `owner` is never touched while it lives.
+///   are dropped, and a lent slice outlives the future holding the map),
+///   and `owner` is never touched while it lives.
 ///
 /// When `names_owned`, the map's names are this library's own copies and
 /// only its values are lent: such a map is kept, its values emptied, for
@@ -141,11 +148,37 @@ fn fault(message: String) -> FfiOutcome {
 /// with the same names (a provider's form rarely changes) only lends it the
 /// new values, without building a map (an allocation, a search per name and
 /// a free, on every call).
-struct LentFields {
+struct LentFields<'a> {
     map: ManuallyDrop<CredentialFields>,
     names_owned: bool,
     handle: u32,
-    owner: RVec<FfiField>,
+    owner: Owner<'a>,
+}
+
+/// Whose strings a [`LentFields`] lends.
+enum Owner<'a> {
+    /// Handed over to [`PluginModule::validate`]: freed (with the host's
+    /// destructor) when this is dropped.
+    Handed(RVec<FfiField>),
+    /// Lent to [`PluginModule::validate_lent`] for the length of the call.
+    Lent(RSlice<'a, FfiFieldRef<'a>>),
+}
+
+impl Owner<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Owner::Handed(fields) => fields.len(),
+            Owner::Lent(fields) => fields.len(),
+        }
+    }
+
+    /// The `index`th name and value.
+    fn field(&self, index: usize) -> (&str, &str) {
+        match self {
+            Owner::Handed(fields) => (fields[index].name.as_str(), fields[index].value.as_str()),
+            Owner::Lent(fields) => (fields[index].name.as_str(), fields[index].value.as_str()),
+        }
+    }
 }
 
 /// Providers with a handle below this keep a spare map per thread.
@@ -191,11 +224,11 @@ fn put_spare(handle: u32, map: CredentialFields) {
     });
 }
 
-impl LentFields {
+impl<'a> LentFields<'a> {
     /// Lends `owner`'s strings to the provider behind `handle`; a name
     /// given twice takes its last value, as inserting each field in turn
     /// would.
-    fn new(owner: RVec<FfiField>, handle: u32) -> Self {
+    fn new(owner: Owner<'a>, handle: u32) -> Self {
         let names_owned = (handle as usize) < MAX_SPARES;
         // Built in place, so that whatever happens while it is built, the
         // map is forgotten as `Drop` does.
@@ -209,15 +242,16 @@ impl LentFields {
         // it only needs the values, lent as the names are compared.
         let mut same_names = !lent.map.is_empty() && lent.map.len() == lent.owner.len();
         if same_names {
-            for ((name, slot), field) in lent.map.iter_mut().zip(lent.owner.iter()) {
-                if name.as_str() != field.name.as_str() {
+            for (index, (name, slot)) in lent.map.iter_mut().enumerate() {
+                let (field_name, value) = lent.owner.field(index);
+                if name.as_str() != field_name {
                     same_names = false;
                     break;
                 }
                 // SAFETY: see the type's docs: the strings are only read,
                 // and forgotten before `owner` frees them. The spare's
                 // value replaced is empty: it owns nothing.
-                *slot = unsafe { lend(&field.value) };
+                *slot = unsafe { lend(value) };
             }
         }
         if same_names {
@@ -234,10 +268,10 @@ impl LentFields {
         // The host sends the names in order, each once (its own map's
         // order): a name after the last one is new, without a search.
         let mut last: Option<&str> = None;
-        for field in lent.owner.iter() {
-            let name = field.name.as_str();
+        for index in 0..lent.owner.len() {
+            let (name, value) = lent.owner.field(index);
             // SAFETY: as above.
-            let value = unsafe { lend(&field.value) };
+            let value = unsafe { lend(value) };
             let after_last = last.is_none_or(|last| name > last);
             let taken = if after_last {
                 last = Some(name);
@@ -252,7 +286,7 @@ impl LentFields {
                 }
                 None => {
                     // SAFETY: as above.
-                    lent.map.insert(unsafe { lend(&field.name) }, value);
+                    lent.map.insert(unsafe { lend(name) }, value);
                 }
             }
         }
@@ -265,7 +299,7 @@ impl LentFields {
     }
 }
 
-impl Drop for LentFields {
+impl Drop for LentFields<'_> {
     fn drop(&mut self) {
         // SAFETY: the map is taken once, here, and never used again.
         let mut map = unsafe { ManuallyDrop::take(&mut self.map) };
@@ -282,47 +316,84 @@ impl Drop for LentFields {
                 std::mem::forget(value);
             }
         }
-        // `self.owner` is dropped next, and frees the strings' memory with
-        // the host's destructor.
+        // `self.owner` is dropped next: a handed-over vector frees the
+        // strings' memory with the host's destructor.
     }
 }
 
 /// A `String` over `text`'s bytes without copying them (an empty one owns
-/// nothing).
+/// nothing). Its capacity reads as its length: nothing may grow it.
 ///
 /// # Safety
 ///
 /// The `String` must never be dropped, grown, shrunk or written to (forget
-/// it), and must be gone before `text` is dropped or changed: its memory
-/// may belong to another library's allocator.
-unsafe fn lend(text: &RString) -> String {
+/// it), and must be gone before `text`'s memory is freed or changed: that
+/// memory may belong to another library's allocator, or be no allocation
+/// of its own at all.
+unsafe fn lend(text: &str) -> String {
     if text.is_empty() {
         return String::new();
     }
-    // SAFETY: `text`'s bytes are valid UTF-8, `len` and `capacity` are its
-    // buffer's; the caller keeps the rest of the contract.
-    unsafe { String::from_raw_parts(text.as_ptr().cast_mut(), text.len(), text.capacity()) }
+    // SAFETY: `text`'s bytes are valid UTF-8 and `len` of them are
+    // readable; the caller keeps the rest of the contract.
+    unsafe { String::from_raw_parts(text.as_ptr().cast_mut(), text.len(), text.len()) }
+}
+
+/// What a validation came to, before it is written for the host.
+enum Ran {
+    Valid(ConnectionValidation),
+    /// `kind` is one of [`outcome`]'s other codes.
+    Failed {
+        kind: u8,
+        message: String,
+    },
+}
+
+impl Ran {
+    fn fault(message: String) -> Self {
+        Ran::Failed {
+            kind: outcome::FAULT,
+            message,
+        }
+    }
+}
+
+/// Runs the validation of the provider behind `handle` on `fields`, with
+/// its panics caught. The providers live as long as the library (never
+/// unloaded): the future borrows its provider rather than counting a
+/// reference.
+async fn run(handle: u32, fields: LentFields<'_>) -> Ran {
+    let provider = match providers() {
+        Ok(list) => list.get(handle as usize),
+        Err(message) => return Ran::fault(format!("the plugin has no providers: {message}")),
+    };
+    let Some(provider) = provider else {
+        return Ran::fault(format!("no provider with handle {handle}"));
+    };
+    match CatchPanic::new(provider.validate_fields(fields.map())).await {
+        Ok(Ok(validation)) => Ran::Valid(validation),
+        Ok(Err(error)) => Ran::Failed {
+            kind: match error.kind {
+                ValidationErrorKind::Rejected => outcome::REJECTED,
+                ValidationErrorKind::Inconclusive => outcome::INCONCLUSIVE,
+            },
+            message: error.message,
+        },
+        Err(panic) => Ran::fault(format!("panicked while validating: {panic}")),
+    }
+}
+
+/// The message of a validation that could not even start.
+fn not_started(panic: impl std::fmt::Display) -> String {
+    format!("panicked while starting a validation: {panic}")
 }
 
 extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<FfiOutcome> {
     let made = catch_panic(move || {
-        // The providers live as long as the library (never unloaded): the
-        // future borrows its provider rather than counting a reference.
-        let provider: Option<&'static Arc<dyn ConnectionProvider>> = match providers() {
-            Ok(list) => list.get(handle as usize),
-            Err(_) => None,
-        };
-        let fields = LentFields::new(fields, handle);
+        let fields = LentFields::new(Owner::Handed(fields), handle);
         FfiFuture::new(async move {
-            let Some(provider) = provider else {
-                return fault(match providers() {
-                    Err(message) => format!("the plugin has no providers: {message}"),
-                    Ok(_) => format!("no provider with handle {handle}"),
-                });
-            };
-            let validating = provider.validate_fields(fields.map());
-            match CatchPanic::new(validating).await {
-                Ok(Ok(validation)) => {
+            let (kind, message) = match run(handle, fields).await {
+                Ran::Valid(validation) => {
                     // `to_string` writes straight into a buffer; `Display`
                     // goes through the formatting machinery.
                     let metadata = match validation
@@ -336,29 +407,71 @@ extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<
                             return fault(format!("returned metadata that does not serialise: {e}"))
                         }
                     };
-                    FfiOutcome {
+                    return FfiOutcome {
                         kind: outcome::VALID,
                         message: RString::new(),
                         username: validation.provider_username.map(RString::from).into(),
                         metadata_json: metadata.into(),
-                    }
+                    };
                 }
-                Ok(Err(error)) => FfiOutcome {
-                    kind: match error.kind {
-                        ValidationErrorKind::Rejected => outcome::REJECTED,
-                        ValidationErrorKind::Inconclusive => outcome::INCONCLUSIVE,
-                    },
-                    message: error.message.into(),
-                    username: None.into(),
-                    metadata_json: None.into(),
-                },
-                Err(panic) => fault(format!("panicked while validating: {panic}")),
+                Ran::Failed { kind, message } => (kind, message),
+            };
+            FfiOutcome {
+                kind,
+                message: message.into(),
+                username: None.into(),
+                metadata_json: None.into(),
             }
         })
     });
     made.unwrap_or_else(|panic| {
-        let message = format!("panicked while starting a validation: {panic}");
+        let message = not_started(panic);
         FfiFuture::new(async move { fault(message) })
+    })
+}
+
+extern "C" fn plugin_validate_lent<'a>(
+    handle: u32,
+    fields: RSlice<'a, FfiFieldRef<'a>>,
+) -> BorrowingFfiFuture<'a, FfiVerdict> {
+    let failed = |kind: u8, message: String| FfiVerdict {
+        kind,
+        message: message.into(),
+        username: None.into(),
+        metadata: None.into(),
+    };
+    let made = catch_panic(move || {
+        let fields = LentFields::new(Owner::Lent(fields), handle);
+        BorrowingFfiFuture::new(async move {
+            match run(handle, fields).await {
+                Ran::Valid(validation) => {
+                    let metadata = match &validation.provider_metadata {
+                        None => None,
+                        Some(value) => {
+                            let mut encoded = Vec::with_capacity(64);
+                            if let Err(e) = crate::value_codec::encode(value, &mut encoded) {
+                                return failed(
+                                    outcome::FAULT,
+                                    format!("returned metadata that does not encode: {e}"),
+                                );
+                            }
+                            Some(RVec::from(encoded))
+                        }
+                    };
+                    FfiVerdict {
+                        kind: outcome::VALID,
+                        message: RString::new(),
+                        username: validation.provider_username.map(RString::from).into(),
+                        metadata: metadata.into(),
+                    }
+                }
+                Ran::Failed { kind, message } => failed(kind, message),
+            }
+        })
+    });
+    made.unwrap_or_else(|panic| {
+        let message = not_started(panic);
+        BorrowingFfiFuture::new(async move { failed(outcome::FAULT, message) })
     })
 }
 
@@ -401,26 +514,26 @@ mod tests {
         // With names of its own (kept for the next call) and with lent
         // names (a handle past the spares).
         for handle in [0, MAX_SPARES as u32 + 3] {
-            let lent = LentFields::new(submitted(&submission), handle);
+            let lent = LentFields::new(Owner::Handed(submitted(&submission)), handle);
             assert_eq!(lent.map(), &wanted);
             // Dropping frees each string once (the allocator aborts
             // otherwise).
             drop(lent);
         }
-        drop(LentFields::new(RVec::new(), 1));
+        drop(LentFields::new(Owner::Handed(RVec::new()), 1));
     }
 
     #[test]
     fn a_spare_map_serves_the_same_names_and_gives_way_to_others() {
         let handle = 2;
         let first = [("account", "a"), ("region", "eu"), ("secret", "s")];
-        drop(LentFields::new(submitted(&first), handle));
+        drop(LentFields::new(Owner::Handed(submitted(&first)), handle));
         // The same names: the spare map, with the new values.
         let again = [("account", "b"), ("region", ""), ("secret", "t")];
-        let lent = LentFields::new(submitted(&again), handle);
+        let lent = LentFields::new(Owner::Handed(submitted(&again)), handle);
         assert_eq!(lent.map(), &expected(&again));
         // A second call while the first holds the spare builds its own.
-        let meanwhile = LentFields::new(submitted(&first), handle);
+        let meanwhile = LentFields::new(Owner::Handed(submitted(&first)), handle);
         assert_eq!(meanwhile.map(), &expected(&first));
         drop(lent);
         drop(meanwhile);
@@ -433,7 +546,7 @@ mod tests {
             &[("account", "f"), ("other", "z"), ("other", "last")][..],
             &[][..],
         ] {
-            let lent = LentFields::new(submitted(submission), handle);
+            let lent = LentFields::new(Owner::Handed(submitted(submission)), handle);
             let mut wanted = CredentialFields::new();
             for (name, value) in submission {
                 wanted.insert((*name).to_owned(), (*value).to_owned());
@@ -442,7 +555,7 @@ mod tests {
             drop(lent);
         }
         let last = [("account", "g"), ("region", "us"), ("secret", "x")];
-        let lent = LentFields::new(submitted(&last), handle);
+        let lent = LentFields::new(Owner::Handed(submitted(&last)), handle);
         assert_eq!(lent.map(), &expected(&last));
     }
 }

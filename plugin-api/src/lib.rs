@@ -78,6 +78,7 @@ pub mod panic;
 mod provider;
 pub mod schema;
 pub mod testing;
+pub mod value_codec;
 
 pub use async_trait::async_trait;
 pub use builtin::{builtin_providers, ConnectionProviderPlugin};

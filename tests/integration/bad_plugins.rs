@@ -113,11 +113,15 @@ fn a_plugin_with_a_different_layout_is_refused_with_the_layout_summary() {
     let host = load_beside_good_plugins(&dir);
     let failure = failure_for(&host, &file);
     assert_eq!(failure.kind, FailureKind::IncompatibleApi);
+    let rebuild = format!(
+        "Rebuild the plugin against connhost-plugin-api {}",
+        connhost_plugin_api::PLUGIN_API_VERSION
+    );
     for needle in [
         "different layout",
         // The summary is the diff's last error, on one line.
         "(mismatched type: expected RStr<'a>, found RSlice<'a>)",
-        "Rebuild the plugin against connhost-plugin-api 0.1.0",
+        &rebuild,
         "`connhost inspect` shows the full layout difference",
     ] {
         assert!(
@@ -338,6 +342,10 @@ fn the_cli_reports_every_bad_file_and_still_serves_the_rest() {
     dir.add_file(&library_file_name("junk"), b"definitely not ELF");
     // Each bad file, with its kind and what its reason must say: what is
     // wrong with it, at which step, and what to do about it.
+    let rebuild = format!(
+        "Rebuild the plugin against connhost-plugin-api {}, or upgrade connhost",
+        connhost_plugin_api::PLUGIN_API_VERSION
+    );
     let expected: [(&str, &str, &[&str]); 4] = [
         (
             "fixture-abi-version",
@@ -345,7 +353,7 @@ fn the_cli_reports_every_bad_file_and_still_serves_the_rest() {
             &[
                 "version 0.2.0",
                 "this host loads plugins built against 0.1.x",
-                "Rebuild the plugin against connhost-plugin-api 0.1.0, or upgrade connhost",
+                &rebuild,
             ],
         ),
         (

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod api_versions;
 mod bad_plugins;
 mod broken_pipe;
 mod browser;

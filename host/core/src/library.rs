@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use abi_stable::library::{abi_header_from_raw_library, LibHeader, LibraryError, RawLibrary};
 use abi_stable::sabi_types::VersionNumber;
-use connhost_plugin_api::abi::PluginModuleRef;
+use connhost_plugin_api::abi::{v0_1_0, PluginModuleRef};
 use connhost_plugin_api::PLUGIN_API_VERSION;
 
 use crate::model::report::{FailureKind, LoadFailure};
@@ -148,15 +148,20 @@ pub(crate) fn open_as(
     let found = header.version_strings().version.as_str();
     check_api_version(found).map_err(|reason| fail(FailureKind::IncompatibleApi, reason))?;
 
-    let module = match checks {
-        Checks::All => header.init_root_module::<PluginModuleRef>(),
-        // SAFETY: this very file passed this very host's layout check
-        // before (see `Checks::PassedBefore`): the layout is the expected
-        // one.
-        Checks::PassedBefore => unsafe {
-            header.init_root_module_with_unchecked_layout::<PluginModuleRef>()
-        },
+    let checked = match checks {
+        Checks::All => check_layout(header),
+        // See `Checks::PassedBefore`: this very file passed this very
+        // host's layout check before.
+        Checks::PassedBefore => Ok(()),
     };
+    // SAFETY: the layout passed the check, against the current declaration
+    // or against 0.1.0's, which is its prefix: this type's one field more,
+    // `validate_lent`, is read by an accessor that consults the library's
+    // own field count and answers `None` when the library has no such
+    // field (abi_stable's prefix types).
+    let module = checked.and_then(|()| unsafe {
+        header.init_root_module_with_unchecked_layout::<PluginModuleRef>()
+    });
     let module = module
         .map_err(|e| match e {
             LibraryError::AbiInstability(diff) => {
@@ -187,6 +192,22 @@ pub(crate) fn open_as(
         api_version: found,
         identity: header as *const LibHeader as usize,
     })
+}
+
+/// Checks the layout of the library's root module against this host's
+/// declaration, or, when that fails, against the declaration of 0.1.0
+/// (whose plugins lack the fields appended since: abi_stable refuses a
+/// library with fewer fields than the declaration it is checked against).
+/// The error is the current declaration's: that is what a plugin failing
+/// both should be rebuilt against.
+fn check_layout(header: &LibHeader) -> Result<(), LibraryError> {
+    let current = header.ensure_layout::<PluginModuleRef>();
+    match current {
+        Err(LibraryError::AbiInstability(_)) => header
+            .ensure_layout::<v0_1_0::PluginModuleRef>()
+            .or(current),
+        other => other,
+    }
 }
 
 /// Why a file named like a library could not be opened.

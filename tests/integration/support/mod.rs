@@ -41,6 +41,8 @@ const PACKAGES: &[&str] = &[
     "fixture-probe-http",
     "fixture-hostile",
     "fixture-terminal-escapes",
+    "fixture-older-api",
+    "fixture-bench-trivial",
 ];
 
 /// The workspace's target dir, found from this test binary's own path

@@ -3,11 +3,17 @@
 
 use std::fmt;
 
-use abi_stable::std_types::RVec;
-use connhost_plugin_api::abi::{outcome, FfiField, PluginModuleRef};
+use abi_stable::std_types::{RSlice, RVec};
+use async_ffi::BorrowingFfiFuture;
+use connhost_plugin_api::abi::{outcome, FfiField, FfiFieldRef, FfiVerdict, PluginModuleRef};
 use connhost_plugin_api::CredentialFields;
+use smallvec::SmallVec;
 
 use super::ProviderOutcome;
+
+/// [`connhost_plugin_api::abi::PluginModule::validate_lent`]'s type.
+type ValidateLent =
+    for<'a> extern "C" fn(u32, RSlice<'a, FfiFieldRef<'a>>) -> BorrowingFfiFuture<'a, FfiVerdict>;
 
 /// A handle to one provider of a loaded plugin. Cheap to clone; the library
 /// it points into is never unloaded.
@@ -15,6 +21,9 @@ use super::ProviderOutcome;
 pub(crate) struct InProcess {
     module: PluginModuleRef,
     handle: u32,
+    /// The module's `validate_lent`, when the plugin was built against an
+    /// API that has it (0.1.1 on).
+    validate_lent: Option<ValidateLent>,
 }
 
 impl fmt::Debug for InProcess {
@@ -27,7 +36,11 @@ impl fmt::Debug for InProcess {
 
 impl InProcess {
     pub(crate) fn new(module: PluginModuleRef, handle: u32) -> Self {
-        Self { module, handle }
+        Self {
+            module,
+            handle,
+            validate_lent: module.validate_lent(),
+        }
     }
 
     /// The library's module address and the provider's handle in it:
@@ -39,6 +52,37 @@ impl InProcess {
     /// Calls the plugin's validation. The SDK on the other side catches
     /// panics and reports them as [`outcome::FAULT`].
     pub(crate) async fn validate_fields(&self, fields: CredentialFields) -> ProviderOutcome {
+        match self.validate_lent {
+            Some(validate) => {
+                // The strings are lent for the call, from a list on the
+                // stack for a form of up to 8 fields: nothing to allocate,
+                // and the fields are dropped here, after the call.
+                let lent: SmallVec<[FfiFieldRef<'_>; 8]> = fields
+                    .iter()
+                    .map(|(name, value)| FfiFieldRef {
+                        name: name.as_str().into(),
+                        value: value.as_str().into(),
+                    })
+                    .collect();
+                let verdict = validate(self.handle, RSlice::from_slice(&lent)).await;
+                outcome_of(
+                    verdict.kind,
+                    verdict.message,
+                    verdict.username,
+                    verdict
+                        .metadata
+                        .as_ref()
+                        .map(|encoded| Metadata::Encoded(encoded.as_slice()))
+                        .into_option(),
+                )
+            }
+            None => self.validate_handing_over(fields).await,
+        }
+    }
+
+    /// The call through `validate`, which plugins built against 0.1.0
+    /// have alone: the fields are handed over, the metadata is JSON text.
+    async fn validate_handing_over(&self, fields: CredentialFields) -> ProviderOutcome {
         // Each string moves into the vector as is (no copy), and the
         // vector is allocated once, at its final size.
         let mut ffi_fields = RVec::with_capacity(fields.len());
@@ -48,21 +92,49 @@ impl InProcess {
                 value: value.into(),
             });
         }
-        let fields = ffi_fields;
-        let result = (self.module.validate())(self.handle, fields).await;
-        match result.kind {
-            outcome::VALID => ProviderOutcome::valid_from_plugin(
-                result.username.into_option().map(|s| s.into_string()),
-                result
-                    .metadata_json
-                    .as_ref()
-                    .map(|json| json.as_str())
-                    .into_option(),
-            ),
-            outcome::REJECTED => ProviderOutcome::Rejected(result.message.into_string()),
-            outcome::INCONCLUSIVE => ProviderOutcome::Inconclusive(result.message.into_string()),
-            outcome::FAULT => ProviderOutcome::Fault(result.message.into_string()),
-            other => ProviderOutcome::Fault(format!("returned an unknown outcome code {other}")),
+        let result = (self.module.validate())(self.handle, ffi_fields).await;
+        outcome_of(
+            result.kind,
+            result.message,
+            result.username,
+            result
+                .metadata_json
+                .as_ref()
+                .map(|json| Metadata::Json(json.as_str()))
+                .into_option(),
+        )
+    }
+}
+
+/// An accepted validation's metadata as it crossed.
+enum Metadata<'a> {
+    Json(&'a str),
+    Encoded(&'a [u8]),
+}
+
+/// The outcome a plugin's answer stands for.
+fn outcome_of(
+    kind: u8,
+    message: abi_stable::std_types::RString,
+    username: abi_stable::std_types::ROption<abi_stable::std_types::RString>,
+    metadata: Option<Metadata<'_>>,
+) -> ProviderOutcome {
+    match kind {
+        outcome::VALID => {
+            let username = username.into_option().map(|s| s.into_string());
+            match metadata {
+                None => ProviderOutcome::valid_from_plugin(username, None),
+                Some(Metadata::Json(json)) => {
+                    ProviderOutcome::valid_from_plugin(username, Some(json))
+                }
+                Some(Metadata::Encoded(encoded)) => {
+                    ProviderOutcome::valid_from_encoded(username, encoded)
+                }
+            }
         }
+        outcome::REJECTED => ProviderOutcome::Rejected(message.into_string()),
+        outcome::INCONCLUSIVE => ProviderOutcome::Inconclusive(message.into_string()),
+        outcome::FAULT => ProviderOutcome::Fault(message.into_string()),
+        other => ProviderOutcome::Fault(format!("returned an unknown outcome code {other}")),
     }
 }

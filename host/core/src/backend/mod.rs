@@ -77,6 +77,23 @@ impl ProviderOutcome {
     }
 }
 
+impl ProviderOutcome {
+    /// An accepted credential as an in-process plugin reports it through
+    /// `validate_lent`: the metadata in `value_codec`'s encoding, which
+    /// makes it a fault when it does not decode.
+    pub(crate) fn valid_from_encoded(username: Option<String>, metadata: &[u8]) -> Self {
+        match connhost_plugin_api::value_codec::decode(metadata) {
+            Ok(value) => ProviderOutcome::Valid(ConnectionValidation {
+                provider_username: username,
+                provider_metadata: Some(value),
+            }),
+            Err(e) => {
+                ProviderOutcome::Fault(format!("returned metadata that does not decode: {e}"))
+            }
+        }
+    }
+}
+
 impl From<Result<ConnectionValidation, ValidationError>> for ProviderOutcome {
     fn from(result: Result<ConnectionValidation, ValidationError>) -> Self {
         match result {
@@ -125,5 +142,35 @@ impl Backend {
             Backend::Isolated(provider) => Some(provider.status()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_that_does_not_decode_is_a_fault_naming_what_and_where() {
+        let mut encoded = Vec::new();
+        connhost_plugin_api::value_codec::encode(
+            &serde_json::json!({"region": "eu"}),
+            &mut encoded,
+        )
+        .unwrap();
+        assert_eq!(
+            ProviderOutcome::valid_from_encoded(Some("a".into()), &encoded),
+            ProviderOutcome::Valid(ConnectionValidation {
+                provider_username: Some("a".into()),
+                provider_metadata: Some(serde_json::json!({"region": "eu"})),
+            })
+        );
+        encoded.truncate(encoded.len() - 1);
+        assert_eq!(
+            ProviderOutcome::valid_from_encoded(Some("a".into()), &encoded),
+            ProviderOutcome::Fault(
+                "returned metadata that does not decode: a length longer than the input at byte 16"
+                    .into()
+            )
+        );
     }
 }
