@@ -87,16 +87,16 @@ pub struct FfiFieldRef<'a> {
 }
 
 /// What [`PluginModule::validate_lent`] returned: an [`FfiOutcome`] whose
-/// metadata is in [`value_codec`](crate::value_codec)'s encoding rather
-/// than JSON text (`metadata` is set only on [`outcome::VALID`], and only
-/// when the provider reported metadata).
+/// metadata, when `has_metadata` (only on [`outcome::VALID`], and only
+/// when the provider reported metadata), is in the buffer the host lent
+/// the call, in [`value_codec`](crate::value_codec)'s encoding.
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct FfiVerdict {
     pub kind: u8,
+    pub has_metadata: bool,
     pub message: RString,
     pub username: ROption<RString>,
-    pub metadata: ROption<RVec<u8>>,
 }
 
 /// The root module a plugin library exports.
@@ -119,13 +119,17 @@ pub struct PluginModule {
     pub validate: extern "C" fn(handle: u32, fields: RVec<FfiField>) -> FfiFuture<FfiOutcome>,
     /// Since 0.1.1 (`None` in plugins built against 0.1.0): as
     /// [`validate`](Self::validate), with the fields lent for the length
-    /// of the returned future instead of handed over, and the metadata in
-    /// [`value_codec`](crate::value_codec)'s encoding. A host uses it when
-    /// the plugin has it; the plugin keeps `validate` for older hosts.
+    /// of the returned future instead of handed over, and the metadata
+    /// appended to `metadata` (empty when lent; its memory the host's) in
+    /// [`value_codec`](crate::value_codec)'s encoding: no allocation of
+    /// the plugin's crosses for it, and the host reuses the buffer. A
+    /// host uses it when the plugin has it; the plugin keeps `validate`
+    /// for older hosts.
     #[sabi(missing_field(option))]
     pub validate_lent: for<'a> extern "C" fn(
         handle: u32,
         fields: RSlice<'a, FfiFieldRef<'a>>,
+        metadata: &'a mut RVec<u8>,
     ) -> BorrowingFfiFuture<'a, FfiVerdict>,
 }
 

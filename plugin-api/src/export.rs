@@ -143,11 +143,11 @@ fn fault(message: String) -> FfiOutcome {
 ///   and `owner` is never touched while it lives.
 ///
 /// When `names_owned`, the map's names are this library's own copies and
-/// only its values are lent: such a map is kept, its values emptied, for
-/// the provider's next call on this thread ([`SPARES`]), and a next call
-/// with the same names (a provider's form rarely changes) only lends it the
-/// new values, without building a map (an allocation, a search per name and
-/// a free, on every call).
+/// only its values are lent: such a map is kept as a [`Spare`] for the
+/// provider's next call on this thread ([`SPARES`]), and a next call with
+/// the same names (a provider's form rarely changes) only lends it the new
+/// values, without building a map (an allocation, a search per name and a
+/// free, on every call).
 struct LentFields<'a> {
     map: ManuallyDrop<CredentialFields>,
     names_owned: bool,
@@ -184,16 +184,44 @@ impl Owner<'_> {
 /// Providers with a handle below this keep a spare map per thread.
 const MAX_SPARES: usize = 32;
 
+/// The map of a provider's last call, kept for its next one: its names are
+/// this library's own strings; its values are *stale*, the strings that
+/// call was lent, whose memory may be gone. Nothing reads them: the next
+/// call overwrites every one before the provider sees the map, or forgets
+/// them all. They are never dropped (this type's `Drop` forgets them), so
+/// keeping the map costs no pass over its values.
+struct Spare(CredentialFields);
+
+impl Spare {
+    /// The map, its values still stale.
+    fn into_map(mut self) -> CredentialFields {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        forget_values(&mut self.0);
+    }
+}
+
+/// Forgets `map`'s values (lent or stale strings), leaving it with empty
+/// ones, which own nothing.
+fn forget_values(map: &mut CredentialFields) {
+    for value in map.values_mut() {
+        std::mem::forget(std::mem::take(value));
+    }
+}
+
 thread_local! {
     /// Per provider handle, the map of its last call on this thread, kept
-    /// for its next call: its names are this library's own strings, its
-    /// values empty (they own nothing).
-    static SPARES: RefCell<Vec<Option<CredentialFields>>> = const { RefCell::new(Vec::new()) };
+    /// for its next call.
+    static SPARES: RefCell<Vec<Option<Spare>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Takes the spare map of the provider behind `handle`, if this thread has
 /// one.
-fn take_spare(handle: u32) -> Option<CredentialFields> {
+fn take_spare(handle: u32) -> Option<Spare> {
     SPARES
         .try_with(|spares| {
             spares
@@ -206,10 +234,9 @@ fn take_spare(handle: u32) -> Option<CredentialFields> {
         .flatten()
 }
 
-/// Keeps `map` (its names this library's, its values empty) for the next
-/// call of the provider behind `handle` on this thread; drops it when it
-/// cannot be kept.
-fn put_spare(handle: u32, map: CredentialFields) {
+/// Keeps `spare` for the next call of the provider behind `handle` on this
+/// thread; drops it when it cannot be kept.
+fn put_spare(handle: u32, spare: Spare) {
     let index = handle as usize;
     if index >= MAX_SPARES {
         return;
@@ -219,7 +246,7 @@ fn put_spare(handle: u32, map: CredentialFields) {
             if spares.len() <= index {
                 spares.resize_with(index + 1, || None);
             }
-            spares[index] = Some(map);
+            spares[index] = Some(spare);
         }
     });
 }
@@ -233,7 +260,7 @@ impl<'a> LentFields<'a> {
         // Built in place, so that whatever happens while it is built, the
         // map is forgotten as `Drop` does.
         let mut lent = Self {
-            map: ManuallyDrop::new(take_spare(handle).unwrap_or_default()),
+            map: ManuallyDrop::new(take_spare(handle).map(Spare::into_map).unwrap_or_default()),
             names_owned,
             handle,
             owner,
@@ -250,20 +277,18 @@ impl<'a> LentFields<'a> {
                 }
                 // SAFETY: see the type's docs: the strings are only read,
                 // and forgotten before `owner` frees them. The spare's
-                // value replaced is empty: it owns nothing.
-                *slot = unsafe { lend(value) };
+                // value replaced is stale: forgotten, never dropped.
+                std::mem::forget(std::mem::replace(slot, unsafe { lend(value) }));
             }
         }
         if same_names {
             return lent;
         }
         // Another form: a map of its own. The spare's names are this
-        // library's: it is dropped once the values lent so far are
-        // forgotten.
+        // library's: it is dropped once its values (stale, or lent so far)
+        // are forgotten.
         let mut spare = std::mem::take(&mut *lent.map);
-        for value in spare.values_mut() {
-            std::mem::forget(std::mem::take(value));
-        }
+        forget_values(&mut spare);
         drop(spare);
         // The host sends the names in order, each once (its own map's
         // order): a name after the last one is new, without a search.
@@ -302,14 +327,11 @@ impl<'a> LentFields<'a> {
 impl Drop for LentFields<'_> {
     fn drop(&mut self) {
         // SAFETY: the map is taken once, here, and never used again.
-        let mut map = unsafe { ManuallyDrop::take(&mut self.map) };
+        let map = unsafe { ManuallyDrop::take(&mut self.map) };
         if self.names_owned {
-            // Its names are this library's: only the values are forgotten,
-            // and the map, its values empty, is kept for the next call.
-            for value in map.values_mut() {
-                std::mem::forget(std::mem::take(value));
-            }
-            put_spare(self.handle, map);
+            // Its names are this library's: the map is kept for the next
+            // call, its values (lent) now stale.
+            put_spare(self.handle, Spare(map));
         } else {
             for (name, value) in map {
                 std::mem::forget(name);
@@ -433,36 +455,36 @@ extern "C" fn plugin_validate(handle: u32, fields: RVec<FfiField>) -> FfiFuture<
 extern "C" fn plugin_validate_lent<'a>(
     handle: u32,
     fields: RSlice<'a, FfiFieldRef<'a>>,
+    metadata: &'a mut RVec<u8>,
 ) -> BorrowingFfiFuture<'a, FfiVerdict> {
     let failed = |kind: u8, message: String| FfiVerdict {
         kind,
+        has_metadata: false,
         message: message.into(),
         username: None.into(),
-        metadata: None.into(),
     };
     let made = catch_panic(move || {
         let fields = LentFields::new(Owner::Lent(fields), handle);
         BorrowingFfiFuture::new(async move {
             match run(handle, fields).await {
                 Ran::Valid(validation) => {
-                    let metadata = match &validation.provider_metadata {
-                        None => None,
+                    let has_metadata = match &validation.provider_metadata {
+                        None => false,
                         Some(value) => {
-                            let mut encoded = Vec::with_capacity(64);
-                            if let Err(e) = crate::value_codec::encode(value, &mut encoded) {
+                            if let Err(e) = crate::value_codec::encode(value, metadata) {
                                 return failed(
                                     outcome::FAULT,
                                     format!("returned metadata that does not encode: {e}"),
                                 );
                             }
-                            Some(RVec::from(encoded))
+                            true
                         }
                     };
                     FfiVerdict {
                         kind: outcome::VALID,
+                        has_metadata,
                         message: RString::new(),
                         username: validation.provider_username.map(RString::from).into(),
-                        metadata: metadata.into(),
                     }
                 }
                 Ran::Failed { kind, message } => failed(kind, message),
@@ -521,6 +543,33 @@ mod tests {
             drop(lent);
         }
         drop(LentFields::new(Owner::Handed(RVec::new()), 1));
+    }
+
+    #[test]
+    fn lent_slices_read_as_the_submission_and_outlive_nothing() {
+        let handle = 5;
+        for round in 0..3 {
+            // The host's strings, freed after each call: the spare kept
+            // between calls must never read them again (memcheck says so
+            // when this test runs under valgrind).
+            let names = ["account", "region", "secret"].map(String::from);
+            let values = [format!("a{round}"), String::new(), format!("s{round}")];
+            let lent: Vec<FfiFieldRef<'_>> = names
+                .iter()
+                .zip(&values)
+                .map(|(name, value)| FfiFieldRef {
+                    name: name.as_str().into(),
+                    value: value.as_str().into(),
+                })
+                .collect();
+            let fields = LentFields::new(Owner::Lent(RSlice::from_slice(&lent)), handle);
+            let wanted: CredentialFields =
+                names.iter().cloned().zip(values.iter().cloned()).collect();
+            assert_eq!(fields.map(), &wanted);
+            drop(fields);
+            drop(lent);
+            drop(values);
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The compact encoding a provider's metadata crosses the plugin boundary
-//! in ([`FfiVerdict::metadata`]). Host plumbing: plugin authors never touch
-//! it.
+//! in ([`PluginModule::validate_lent`]). Host plumbing: plugin authors
+//! never touch it.
 //!
 //! JSON text made each accepted validation serialise the metadata, then
 //! parse it back on the other side: about half of what a call through the
@@ -29,10 +29,11 @@
 //! nothing may follow the value. An object naming a key twice keeps the
 //! last value, as parsing JSON text does.
 //!
-//! [`FfiVerdict::metadata`]: crate::abi::FfiVerdict::metadata
+//! [`PluginModule::validate_lent`]: crate::abi::PluginModule::validate_lent
 
 use std::fmt;
 
+use abi_stable::std_types::RVec;
 use serde_json::{Map, Number, Value};
 
 const NULL: u8 = 0;
@@ -78,9 +79,38 @@ impl fmt::Display for EncodeError {
 
 impl std::error::Error for EncodeError {}
 
+/// Where [`encode`] writes: a `Vec<u8>`, or an `RVec<u8>` (such as the
+/// buffer a host lends [`PluginModule::validate_lent`]).
+///
+/// [`PluginModule::validate_lent`]: crate::abi::PluginModule::validate_lent
+pub trait Sink {
+    /// Appends one byte.
+    fn push(&mut self, byte: u8);
+    /// Appends these bytes.
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn push(&mut self, byte: u8) {
+        Vec::push(self, byte);
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+}
+
+impl Sink for RVec<u8> {
+    fn push(&mut self, byte: u8) {
+        RVec::push(self, byte);
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.extend_from_copy_slice(bytes);
+    }
+}
+
 /// Appends `value`'s encoding to `out`. Fails only for a string, array or
 /// object longer than `u32::MAX` (bytes or items).
-pub fn encode(value: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn encode(value: &Value, out: &mut impl Sink) -> Result<(), EncodeError> {
     match value {
         Value::Null => out.push(NULL),
         Value::Bool(false) => out.push(FALSE),
@@ -127,13 +157,13 @@ pub fn encode(value: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     Ok(())
 }
 
-fn count(n: usize, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+fn count(n: usize, out: &mut impl Sink) -> Result<(), EncodeError> {
     let n = u32::try_from(n).map_err(|_| EncodeError("more than 4 GiB in one item"))?;
     out.extend_from_slice(&n.to_le_bytes());
     Ok(())
 }
 
-fn text(s: &str, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+fn text(s: &str, out: &mut impl Sink) -> Result<(), EncodeError> {
     count(s.len(), out)?;
     out.extend_from_slice(s.as_bytes());
     Ok(())
@@ -309,6 +339,15 @@ mod tests {
         wanted.extend(b"region");
         wanted.extend([STRING, 2, 0, 0, 0, b'e', b'u']);
         assert_eq!(out, wanted);
+    }
+
+    #[test]
+    fn a_host_buffer_receives_the_same_bytes() {
+        let value = json!({"a": [1, "two", {"three": 3.5}]});
+        let (mut vec, mut rvec) = (Vec::new(), RVec::new());
+        encode(&value, &mut vec).unwrap();
+        encode(&value, &mut rvec).unwrap();
+        assert_eq!(rvec.as_slice(), vec.as_slice());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The in-process plugin backend: a provider inside a plugin library
 //! loaded into this process, called through the ABI-stable module.
 
+use std::cell::Cell;
 use std::fmt;
 
 use abi_stable::std_types::{RSlice, RVec};
@@ -12,8 +13,21 @@ use smallvec::SmallVec;
 use super::ProviderOutcome;
 
 /// [`connhost_plugin_api::abi::PluginModule::validate_lent`]'s type.
-type ValidateLent =
-    for<'a> extern "C" fn(u32, RSlice<'a, FfiFieldRef<'a>>) -> BorrowingFfiFuture<'a, FfiVerdict>;
+type ValidateLent = for<'a> extern "C" fn(
+    u32,
+    RSlice<'a, FfiFieldRef<'a>>,
+    &'a mut RVec<u8>,
+) -> BorrowingFfiFuture<'a, FfiVerdict>;
+
+/// The most a metadata buffer may keep between calls: a provider that
+/// once reported large metadata does not hold on to that memory.
+const KEPT_BUFFER: usize = 4096;
+
+thread_local! {
+    /// A metadata buffer for the next call on this thread, kept empty:
+    /// most calls then allocate none.
+    static BUFFER: Cell<RVec<u8>> = const { Cell::new(RVec::new()) };
+}
 
 /// A handle to one provider of a loaded plugin. Cheap to clone; the library
 /// it points into is never unloaded.
@@ -57,24 +71,26 @@ impl InProcess {
                 // The strings are lent for the call, from a list on the
                 // stack for a form of up to 8 fields: nothing to allocate,
                 // and the fields are dropped here, after the call.
-                let lent: SmallVec<[FfiFieldRef<'_>; 8]> = fields
-                    .iter()
-                    .map(|(name, value)| FfiFieldRef {
-                        name: name.as_str().into(),
-                        value: value.as_str().into(),
-                    })
-                    .collect();
-                let verdict = validate(self.handle, RSlice::from_slice(&lent)).await;
-                outcome_of(
+                let mut lent = SmallVec::<[FfiFieldRef<'_>; 8]>::new();
+                lent.extend(fields.iter().map(|(name, value)| FfiFieldRef {
+                    name: name.as_str().into(),
+                    value: value.as_str().into(),
+                }));
+                let mut buffer = BUFFER.try_with(Cell::take).unwrap_or_default();
+                let verdict = validate(self.handle, RSlice::from_slice(&lent), &mut buffer).await;
+                let outcome = outcome_of(
                     verdict.kind,
                     verdict.message,
                     verdict.username,
                     verdict
-                        .metadata
-                        .as_ref()
-                        .map(|encoded| Metadata::Encoded(encoded.as_slice()))
-                        .into_option(),
-                )
+                        .has_metadata
+                        .then_some(Metadata::Encoded(buffer.as_slice())),
+                );
+                if buffer.capacity() <= KEPT_BUFFER {
+                    buffer.clear();
+                    let _ = BUFFER.try_with(|kept| kept.set(buffer));
+                }
+                outcome
             }
             None => self.validate_handing_over(fields).await,
         }
