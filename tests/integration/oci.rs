@@ -413,3 +413,73 @@ fn basic_auth_takes_credentials_from_docker_config_json() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains(&wanted), "{}", out.stderr);
 }
+
+/// Several platforms in one artifact: the library for another CPU is
+/// described as FILE is (it cannot be loaded here), its ELF header must
+/// name the CPU its --platform names, and `pull` picks this host's.
+#[test]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn one_artifact_holds_a_library_per_platform_and_pull_picks_this_hosts() {
+    let registry = Registry::start();
+    let docker = docker_config(registry.host(), None);
+    let vendor = tempfile::tempdir().unwrap();
+    let file = vendor_build(vendor.path(), None);
+    // The same library with an AArch64 ELF header (e_machine 183): a
+    // stand-in for a cross-compiled build, never loaded.
+    let arm = tempfile::tempdir().unwrap();
+    let arm_file = arm.path().join(library_file_name("daytona"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[18..20].copy_from_slice(&183u16.to_le_bytes());
+    std::fs::write(&arm_file, &bytes).unwrap();
+    let reference = registry.reference("plugins/daytona:multi");
+
+    // A library for this CPU named as another's is refused.
+    let out = run(connhost_with(vendor.path(), docker.path())
+        .arg("push")
+        .arg(&file)
+        .arg(&reference)
+        .arg("--platform")
+        .arg(format!("linux/arm64={}", file.display())));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("is built for x86-64, not for linux/arm64+gnu"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(connhost_with(vendor.path(), docker.path())
+        .arg("push")
+        .arg(&file)
+        .arg(&reference)
+        .arg("--platform")
+        .arg(format!("linux/arm64={}", arm_file.display()))
+        .arg("--json"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let pushed = out.json();
+    assert_eq!(pushed["platforms"][1]["platform"], "linux/arm64+gnu");
+    assert_eq!(pushed["platforms"][1]["inspected"], false);
+
+    let index = skopeo_raw(&reference);
+    let platforms: Vec<(&str, &str)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["platform"]["architecture"].as_str().unwrap(),
+                m["platform"]["os.features"][0].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(platforms, [("amd64", "gnu"), ("arm64", "gnu")]);
+
+    let plugins = PluginDir::empty();
+    let out = pull(docker.path(), plugins.path(), &[], &reference);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["platform"], "linux/amd64+gnu");
+    assert!(
+        std::fs::read(plugins.file(&library_file_name("daytona"))).unwrap()
+            == std::fs::read(&file).unwrap()
+    );
+}

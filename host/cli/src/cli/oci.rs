@@ -159,7 +159,7 @@ pub(crate) fn push(config: &HostConfig, args: &PushArgs) -> anyhow::Result<ExitC
     }
     let mut pushes = Vec::new();
     let mut shown = Vec::new();
-    for source in &sources {
+    for (i, source) in sources.iter().enumerate() {
         let library = std::fs::read(&source.file)
             .with_context(|| format!("could not read {}", source.file.display()))?;
         let signature = source
@@ -167,19 +167,26 @@ pub(crate) fn push(config: &HostConfig, args: &PushArgs) -> anyhow::Result<ExitC
             .as_ref()
             .map(|s| std::fs::read(s).with_context(|| format!("could not read {}", s.display())))
             .transpose()?;
-        let digest = connhost_oci::digest_of(&library);
-        // The file's own description where this host can load it; a
-        // library for another platform is described as FILE is.
-        let (described, inspected) = if source.file == args.file {
-            (
-                config_of(&inspection, &source.file, source.platform.clone()),
-                true,
-            )
-        } else {
-            let mut config = config_of(&inspection, &source.file, source.platform.clone());
-            config.file = name_of(&source.file);
-            (config, false)
+        let suffix = match source.platform.os.as_str() {
+            "darwin" => ".dylib",
+            "windows" => ".dll",
+            _ => ".so",
         };
+        if !name_of(&source.file).ends_with(suffix) {
+            bail!(
+                "{} is not named like a library for {} (…{suffix}): pull writes it under this name",
+                source.file.display(),
+                source.platform
+            );
+        }
+        if i > 0 {
+            check_machine(&source.file, &library, &source.platform)?;
+        }
+        let digest = connhost_oci::digest_of(&library);
+        // FILE's description, from its inspection: a library for another
+        // platform cannot be loaded here, and is described as FILE is.
+        let described = config_of(&inspection, &source.file, source.platform.clone());
+        let inspected = i == 0;
         if inspected {
             let seen = inspection.trust.as_ref().map(|t| t.digest.as_str());
             if seen.is_some_and(|seen| !seen.is_empty() && seen != digest) {
@@ -243,6 +250,61 @@ pub(crate) fn push(config: &HostConfig, args: &PushArgs) -> anyhow::Result<ExitC
     Ok(super::success())
 }
 
+/// The ELF machine numbers (`e_machine`) of the architectures OCI names.
+const ELF_MACHINES: &[(&str, u16, &str)] = &[
+    ("amd64", 62, "x86-64"),
+    ("arm64", 183, "AArch64"),
+    ("386", 3, "x86"),
+    ("arm", 40, "32-bit Arm"),
+    ("riscv64", 243, "RISC-V"),
+    ("ppc64le", 21, "64-bit PowerPC"),
+    ("ppc64", 21, "64-bit PowerPC"),
+    ("s390x", 22, "s390x"),
+    ("loong64", 258, "LoongArch"),
+];
+
+/// Refuses a Linux library for another platform whose ELF header says it
+/// is built for another CPU than `platform` names (it cannot be loaded
+/// here to be sure). Reads the header only.
+fn check_machine(file: &Path, bytes: &[u8], platform: &Platform) -> anyhow::Result<()> {
+    if platform.os != "linux" {
+        return Ok(());
+    }
+    if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" {
+        bail!(
+            "{} is not an ELF library, so it is not for {platform}",
+            file.display()
+        );
+    }
+    let field = [bytes[18], bytes[19]];
+    let machine = if bytes[5] == 2 {
+        u16::from_be_bytes(field)
+    } else {
+        u16::from_le_bytes(field)
+    };
+    let wanted = ELF_MACHINES
+        .iter()
+        .find(|(arch, _, _)| *arch == platform.architecture);
+    match wanted {
+        Some((_, number, _)) if *number == machine => Ok(()),
+        Some(_) => {
+            let built = ELF_MACHINES
+                .iter()
+                .find(|(_, number, _)| *number == machine)
+                .map_or_else(
+                    || format!("ELF machine {machine}"),
+                    |(_, _, name)| (*name).to_owned(),
+                );
+            bail!(
+                "{} is built for {built}, not for {platform}: check the --platform given for it",
+                file.display()
+            )
+        }
+        // An architecture this check does not know: trusted as given.
+        None => Ok(()),
+    }
+}
+
 /// What `pull --json` prints.
 #[derive(Serialize)]
 struct PullReport {
@@ -282,6 +344,15 @@ pub(crate) fn pull(config: &HostConfig, args: &PullArgs) -> anyhow::Result<ExitC
         Err(e) => return Err(e.into()),
     };
     let file = selected.config.file.clone();
+    // Only a library's name: the artifact names the file, and must not
+    // name the lock file or anything else in the folder.
+    if !file.ends_with(std::env::consts::DLL_SUFFIX) {
+        return refused(&format!(
+            "{reference} ({}): the artifact names its library {file:?}, which is not a library's name (…{}); nothing was written",
+            selected.digest,
+            std::env::consts::DLL_SUFFIX
+        ));
+    }
     // The lock file pins the library's content by the digest its layer is
     // named by: refused before anything is downloaded.
     if config.trust.locked {
