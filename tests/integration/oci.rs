@@ -220,6 +220,29 @@ fn a_blob_changed_in_the_registry_is_refused_by_its_digest() {
         "{:?}",
         names(plugins.path())
     );
+
+    // The platform's manifest changed in storage (a space added to its
+    // JSON, so it still reads): refused by the digest the index names.
+    let manifest = pushed["platforms"][0]["manifest"].as_str().unwrap();
+    let blob = registry.blob_file(manifest);
+    let mut bytes = std::fs::read(&blob).expect("the manifest's blob");
+    bytes.insert(1, b' ');
+    std::fs::write(&blob, &bytes).unwrap();
+    let out = pull(docker.path(), plugins.path(), &[], &reference);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for part in [
+        reference.as_str(),
+        manifest,
+        &crate::support::digest_of(&bytes),
+        "the manifest for linux/",
+    ] {
+        assert!(out.stderr.contains(part), "{part}: {}", out.stderr);
+    }
+    assert!(
+        names(plugins.path()).is_empty(),
+        "{:?}",
+        names(plugins.path())
+    );
 }
 
 #[test]
