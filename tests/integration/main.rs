@@ -27,6 +27,7 @@ mod layout;
 mod listing;
 mod logging;
 mod metrics_interop;
+mod oci;
 mod one_shot;
 mod openapi_conformance;
 mod packaged_api;

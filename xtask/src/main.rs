@@ -9,8 +9,9 @@
 //! - `cargo xtask test`: the whole test suite. Makes sure Chromium (for the
 //!   settings page's browser test), curl (for the README's examples),
 //!   Prometheus and promtool (for `/metrics`), minisign (for signed
-//!   plugins) and Python's openapi-core (for
-//!   the OpenAPI document) are installed, installing Debian's packages and
+//!   plugins), docker-registry, skopeo and htpasswd (for plugins as OCI
+//!   artifacts) and Python's openapi-core (for the OpenAPI document) are
+//!   installed, installing Debian's packages and
 //!   the pinned openapi-core when it can, then runs `cargo test --workspace`.
 
 use std::path::{Path, PathBuf};
@@ -124,6 +125,9 @@ fn run(args: &[String]) -> Result<(), String> {
 /// Where the browser test looks for Chromium (it honours `CHROME` too).
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// Where Debian's docker-registry package puts the registry.
+const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
+
 /// The openapi-core version `tests/openapi/validate.py` is pinned to.
 const OPENAPI_CORE: &str = "0.23.1";
 
@@ -152,8 +156,10 @@ fn on_path(program: &str) -> bool {
 
 /// The tests drive Chromium (the settings page), curl (the README's
 /// examples), tar (the packaged plugin API), Prometheus and promtool
-/// (`/metrics`), minisign (signed plugins) and Python (the OpenAPI check). Installs Debian's packages for whichever is missing when this
-/// is a Debian-like system and we are root; otherwise says what to do.
+/// (`/metrics`), minisign (signed plugins), Python (the OpenAPI check),
+/// docker-registry, skopeo and htpasswd (plugins as OCI artifacts).
+/// Installs Debian's packages for whichever is missing when this is a
+/// Debian-like system and we are root; otherwise says what to do.
 fn ensure_test_tools() -> Result<(), String> {
     let mut missing = Vec::new();
     match std::env::var_os("CHROME") {
@@ -189,6 +195,23 @@ fn ensure_test_tools() -> Result<(), String> {
     }
     if !on_path("python3") {
         missing.extend(["python3", "python3-pip"]);
+    }
+    // The OCI artifact tests push to and pull from a real registry
+    // (Debian's docker-registry, run from its binary), check what they
+    // wrote with a second client (skopeo), and make the registry's
+    // htpasswd file with apache2-utils' htpasswd (bcrypt).
+    if !Path::new(DOCKER_REGISTRY).exists() {
+        missing.push("docker-registry");
+    }
+    if !on_path("skopeo") {
+        missing.push("skopeo");
+    }
+    let htpasswd = Command::new("htpasswd")
+        .args(["-nbB", "x", "x"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !htpasswd {
+        missing.push("apache2-utils");
     }
     if missing.is_empty() {
         return Ok(());

@@ -197,6 +197,24 @@ pub(crate) enum Command {
         #[arg(long, value_name = "FILE")]
         add: Vec<PathBuf>,
     },
+    /// Push a plugin file to an OCI registry, as an artifact other hosts
+    /// pull (for vendors).
+    ///
+    /// What the artifact says of the plugin (name, version, plugin API
+    /// version, providers) comes from loading FILE in a sandboxed worker,
+    /// never in this process. FILE is the library for this host's
+    /// platform; FILE.minisig beside it (or --signature) is pushed with it.
+    Push(PushArgs),
+    /// Pull a plugin from an OCI registry into the plugins folder (for
+    /// operators).
+    ///
+    /// Picks the library for this host's platform, checks every digest it
+    /// downloads, the signature under --trusted-keys (an unsigned artifact
+    /// is refused then), the lock file under --locked, and that the library
+    /// loads here (in a sandboxed worker); then writes the signature and
+    /// the library into the folder, each under a temporary name renamed
+    /// into place, so a serving host reloads a consistent pair.
+    Pull(PullArgs),
     /// Examine a plugin file without registering it: what it contains and
     /// whether this host can load it.
     Inspect {
@@ -206,6 +224,59 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How `push` and `pull` reach a registry.
+#[derive(Debug, Args)]
+pub(crate) struct RegistryArgs {
+    /// A registry (HOST:PORT, or HOST for all its ports) to speak plain
+    /// HTTP to although it is not on this machine (repeatable, or
+    /// comma-separated in CONNHOST_INSECURE_REGISTRIES). Registries on
+    /// loopback (localhost, 127.0.0.0/8, ::1) always are; all others are
+    /// spoken to in HTTPS. Credentials come from docker's config.json
+    /// (DOCKER_CONFIG, else ~/.docker/config.json).
+    #[arg(
+        long = "insecure-registry",
+        env = "CONNHOST_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub(crate) insecure_registries: Vec<String>,
+}
+
+/// Flags of `connhost push`.
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// The plugin library for this host's platform.
+    pub(crate) file: PathBuf,
+    /// Where to push it: REGISTRY/REPOSITORY:TAG.
+    pub(crate) reference: String,
+    /// The library for another platform, as OS/ARCH[/VARIANT][+LIBC]=FILE
+    /// (linux/arm64=target/aarch64-unknown-linux-gnu/release/libfoo.so;
+    /// the C library on Linux is gnu unless +musl). Repeatable. Its
+    /// FILE.minisig, if there is one, is pushed with it.
+    #[arg(long = "platform", value_name = "OS/ARCH=FILE")]
+    pub(crate) platforms: Vec<String>,
+    /// FILE's signature, when it is not FILE.minisig.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) signature: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Flags of `connhost pull`.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// What to pull: REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@DIGEST.
+    pub(crate) reference: String,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Flags of `connhost serve`.

@@ -17,6 +17,7 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 use connhost::{Connhost, CredentialFields, HostConfig, Outcome};
 
 mod lock;
+mod oci;
 mod serve;
 
 pub(crate) use args::Cli;
@@ -54,11 +55,15 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         // The lock file is what `lock` writes, not what it obeys.
         config.trust.locked = false;
     }
-    if !matches!(cli.command, Command::Inspect { .. }) {
+    // `inspect` and `push` read a file named on the command line, not the
+    // plugins folder's.
+    if !matches!(cli.command, Command::Inspect { .. } | Command::Push(_)) {
         connhost::check_config(&config)?;
     }
     match cli.command {
         Command::Lock { add } => lock::run(&config, &add),
+        Command::Push(args) => oci::push(&config, &args),
+        Command::Pull(args) => oci::pull(&config, &args),
         Command::Inspect { file, json } => {
             let inspection = connhost::inspect(&file, &config);
             if json {
