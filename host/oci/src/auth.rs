@@ -4,7 +4,8 @@
 //! Credentials come from docker's `config.json` (the folder
 //! `DOCKER_CONFIG` names, else `~/.docker/`): its `auths` entries, keyed by
 //! registry (`127.0.0.1:5000`, `registry.example.com`, or a URL such as
-//! `https://index.docker.io/v1/`), with `auth` the base64 of
+//! `https://registry.example.com/v1/`, read as its host), with `auth` the
+//! base64 of
 //! `USER:PASSWORD` (what `docker login` writes) or `registrytoken` a
 //! bearer token. Credential helpers (`credsStore`, `credHelpers`) are not
 //! run.
@@ -182,18 +183,11 @@ impl DockerCredentials {
         })
     }
 
-    /// The credentials for `registry` (`host[:port]`), or anonymous.
+    /// The credentials for `registry` (`host[:port]`, as the reference
+    /// names it), or anonymous.
     pub fn for_registry(&self, registry: &str) -> Auth {
-        let registry = registry.to_ascii_lowercase();
-        let docker_hub = ["docker.io", "index.docker.io", "registry-1.docker.io"];
-        let candidates: Vec<&str> = if docker_hub.contains(&registry.as_str()) {
-            docker_hub.to_vec()
-        } else {
-            vec![registry.as_str()]
-        };
-        candidates
-            .iter()
-            .find_map(|r| self.auths.get(*r))
+        self.auths
+            .get(&registry.to_ascii_lowercase())
             .cloned()
             .unwrap_or(Auth::Anonymous)
     }
@@ -248,7 +242,7 @@ mod tests {
         let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret:x");
         let text = format!(
             r#"{{"auths": {{"127.0.0.1:5000": {{"auth": "{auth}"}},
-                "https://index.docker.io/v1/": {{"auth": "{auth}"}},
+                "https://registry.example.com/v1/": {{"auth": "{auth}"}},
                 "tokens.example": {{"registrytoken": "tok"}},
                 "empty.example": {{}}}}, "credsStore": "desktop"}}"#
         );
@@ -260,7 +254,7 @@ mod tests {
                 password: "s3cret:x".into()
             }
         );
-        assert!(creds.has("docker.io"));
+        assert!(creds.has("registry.example.com"));
         assert_eq!(
             creds.for_registry("tokens.example"),
             Auth::Bearer("tok".into())
