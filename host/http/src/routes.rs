@@ -17,7 +17,7 @@ use super::metrics::Exposition;
 use super::rate_limit::ClientKey;
 use super::AppState;
 use crate::wire::VerdictBody;
-use connhost::{LoadReport, ProviderInfo, Verdict};
+use connhost::{LoadReport, ProviderInfo, Validation, Verdict};
 
 /// Every provider, built in and loaded, ordered by id.
 #[utoipa::path(
@@ -96,11 +96,12 @@ pub(crate) async fn get_provider(
 )]
 pub(crate) async fn validate(
     State(state): State<AppState>,
-    ProviderId(id): ProviderId,
     request: Request,
 ) -> Result<Response, ApiError> {
-    // Readiness and the provider first: a request for a provider that does
-    // not exist is a 404 whatever its body.
+    // The id (a malformed one is a 400 whatever else), then readiness and
+    // the provider: a request for a provider that does not exist is a 404
+    // whatever its body.
+    let id = super::extract::provider_id(request.uri().path(), "/validate")?;
     let host = state.host()?;
     let entry = host.entry(&id)?;
     // Charged only for a provider that exists (unknown ids cannot grow the
@@ -112,11 +113,16 @@ pub(crate) async fn validate(
     }
     let request = ValidateRequest::from_request(request, &()).await?;
     let started = Instant::now();
-    let verdict = host.validate_entry(entry, request.fields).await;
+    // A submission the form refuses is answered without the provider's
+    // call in this future (which keeps it small).
+    let verdict = match host.begin_validation(&entry, request.fields) {
+        Validation::Answered(verdict) => verdict,
+        Validation::Calling(call) => call.await,
+    };
     state
         .0
         .metrics
-        .validation(&id, verdict.outcome().as_str(), started);
+        .validation(entry.id(), verdict.outcome().as_str(), started);
     if let Verdict::InvalidFields(errors) = &verdict {
         let message = || verdict.error_message().unwrap_or_default();
         return Ok(state.0.invalid_fields.response(errors, message));
@@ -308,6 +314,23 @@ pub(crate) async fn openapi() -> Response {
         super::openapi::document(),
     )
         .into_response()
+}
+
+/// Any path the router did not match: the validate route's (which the
+/// router leaves to this fallback, see `paths::TABLE`), answered as its
+/// method router would (405 with `Allow: POST` to another method), or 404.
+pub(crate) async fn fallback(state: State<AppState>, request: Request) -> Response {
+    if !super::paths::is_validate(request.uri().path()) {
+        return not_found().await.into_response();
+    }
+    if request.method() == axum::http::Method::POST {
+        return validate(state, request).await.into_response();
+    }
+    let mut response = method_not_allowed().await.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
 }
 
 /// Any other path.
