@@ -153,28 +153,44 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
-        let content_type = request
-            .headers()
+        Self::check_content_type(request.headers())?;
+        Self::read(request.into_body()).await
+    }
+}
+
+impl ValidateRequest {
+    /// The first half of [`FromRequest::from_request`]: a body that is not
+    /// JSON (by its `Content-Type`) is a 415.
+    pub(crate) fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+        let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let mime = content_type.split(';').next().unwrap_or("").trim();
-        if !is_json_media_type(mime) {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                if content_type.is_empty() {
-                    "The body must be JSON: send Content-Type: application/json.".to_owned()
-                } else {
-                    format!(
-                        "The body must be JSON (Content-Type: application/json), not {}.",
-                        bounded(&mime.to_ascii_lowercase())
-                    )
-                },
-            ));
+        if is_json_media_type(mime) {
+            return Ok(());
         }
+        Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            if content_type.is_empty() {
+                "The body must be JSON: send Content-Type: application/json.".to_owned()
+            } else {
+                format!(
+                    "The body must be JSON (Content-Type: application/json), not {}.",
+                    bounded(&mime.to_ascii_lowercase())
+                )
+            },
+        ))
+    }
+
+    /// The second half: reads and parses the body (of a request whose
+    /// `Content-Type` passed [`Self::check_content_type`]). Split so that
+    /// a handler's future holds the body alone while it is read, not the
+    /// whole request.
+    pub(crate) async fn read(body: axum::body::Body) -> Result<Self, ApiError> {
         // The router's guard holds the body to the size limit and the
         // total deadline (`body::BoundedBody`): read it all here.
-        let bytes = read_body(request.into_body()).await.map_err(|error| {
+        let bytes = read_body(body).await.map_err(|error| {
                 if super::body::body_too_large(&error) {
                     super::body::payload_too_large()
                 } else if let Some(timeout) = super::body::body_timeout(&error) {
