@@ -47,16 +47,67 @@ pub(crate) async fn validate(
     limits: Limits,
     host: &Arc<HostState>,
 ) -> Verdict {
-    let span = tracing::info_span!("validate", provider = entry.id());
-    run(entry, fields, limits, host).instrument(span).await
+    match begin(&entry, fields) {
+        Begun::Refused(verdict) => verdict,
+        Begun::Checked(checked) => checked.call(limits, host).await,
+    }
 }
 
-async fn run(
+/// A submission the form's rules let through ([`begin`]), in its
+/// `validate` span: what is left is the call ([`Checked::call`]).
+pub(crate) struct Checked {
     entry: Arc<RegisteredProvider>,
+    fields: CredentialFields,
+    span: tracing::Span,
+}
+
+/// The first step of [`validate`]: the form's rules.
+pub(crate) enum Begun {
+    /// The form's rules refused the submission: the verdict
+    /// (`InvalidFields`); the provider is not called.
+    Refused(Verdict),
+    /// The submission passed the rules: the provider is to be called.
+    Checked(Checked),
+}
+
+/// Checks a submission against the form's rules, in its `validate` span,
+/// without a future: a refusal (every empty submission of a form, say) is
+/// answered at once, and the call is only prepared when it is needed.
+pub(crate) fn begin(entry: &Arc<RegisteredProvider>, fields: CredentialFields) -> Begun {
+    let span = tracing::info_span!("validate", provider = entry.id());
+    match span.in_scope(|| form_rules(entry, fields)) {
+        Ok(fields) => Begun::Checked(Checked {
+            entry: entry.clone(),
+            fields,
+            span,
+        }),
+        Err(verdict) => Begun::Refused(verdict),
+    }
+}
+
+impl Checked {
+    /// The provider to call.
+    pub(crate) fn entry(&self) -> &RegisteredProvider {
+        &self.entry
+    }
+
+    /// The rest of the policy, in the submission's `validate` span.
+    pub(crate) async fn call(self, limits: Limits, host: &Arc<HostState>) -> Verdict {
+        let Checked {
+            entry,
+            fields,
+            span,
+        } = self;
+        run(entry, fields, limits, host).instrument(span).await
+    }
+}
+
+/// The form's rules: the fields the form knows, or the `InvalidFields`
+/// verdict (logged) when the submission breaks them.
+fn form_rules(
+    entry: &RegisteredProvider,
     mut fields: CredentialFields,
-    limits: Limits,
-    host: &Arc<HostState>,
-) -> Verdict {
+) -> Result<CredentialFields, Verdict> {
     let schema = entry.descriptor().form_schema.as_ref();
     if let Some(schema) = schema {
         fields.retain(|name, _| schema.field(name).is_some());
@@ -66,16 +117,27 @@ async fn run(
                 errors = errors.len(),
                 "submission refused by the form's rules"
             );
-            return Verdict::InvalidFields(errors);
+            return Err(Verdict::InvalidFields(errors));
         }
     }
     if schema.is_none() && !fields.keys().any(|name| is_filled(&fields, name)) {
-        return Verdict::InvalidFields(vec![FieldError {
+        return Err(Verdict::InvalidFields(vec![FieldError {
             field: None,
             message: "Provide the credential to check (for an OAuth provider, its access_token)."
                 .to_owned(),
-        }]);
+        }]));
     }
+    Ok(fields)
+}
+
+/// The policy after the form's rules (which `fields` passed).
+async fn run(
+    entry: Arc<RegisteredProvider>,
+    fields: CredentialFields,
+    limits: Limits,
+    host: &Arc<HostState>,
+) -> Verdict {
+    let schema = entry.descriptor().form_schema.as_ref();
     // Taken before anything else is spent on the call, and held by the
     // thread that runs it until that thread is free again.
     let plugin_bound = limits

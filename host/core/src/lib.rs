@@ -114,6 +114,6 @@ pub use model::trust::{PluginTrust, SignatureInfo, TrustConfig, TrustError};
 pub use model::verdict::{Accepted, BusyBound, CredentialDocument, Outcome, Verdict};
 pub use model::worker_status::{WorkerCounts, WorkerState, WorkerStatus};
 pub use registry::{Conflict, ProviderRegistry, RegisteredProvider};
-pub use service::{Connhost, ProviderInfo, UnknownProvider};
+pub use service::{Connhost, ProviderInfo, UnknownProvider, Validation};
 pub use trust::check_config;
 pub use trust::lock::{LockEntry, LockFile};

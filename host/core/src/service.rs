@@ -19,6 +19,25 @@ use crate::model::worker_status::WorkerCounts;
 use crate::registry::{declared_by_compiled_in, ProviderRegistry, RegisteredProvider};
 use crate::state::HostState;
 
+/// A validation begun with [`Connhost::begin_validation`].
+pub enum Validation {
+    /// The form's rules refused the submission (an `InvalidFields`
+    /// verdict): the provider is not called.
+    Answered(Verdict),
+    /// The submission passed the form's rules: the provider's call, with
+    /// the rest of the policy, to await.
+    Calling(std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>),
+}
+
+impl std::fmt::Debug for Validation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Validation::Answered(verdict) => f.debug_tuple("Answered").field(verdict).finish(),
+            Validation::Calling(_) => f.write_str("Calling(..)"),
+        }
+    }
+}
+
 /// A provider as listed by the API: the JSON contract of
 /// `connhost providers --json` and `GET /v1/providers`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -263,6 +282,27 @@ impl Connhost {
     ) -> Verdict {
         let limits = self.limits_for(&entry);
         call::validate(entry, fields, limits, &self.state).await
+    }
+
+    /// [`Connhost::validate_entry`] in two steps: the form's rules are
+    /// checked at once, and a submission they refuse is answered without
+    /// a future ([`Validation::Answered`]); any other is the provider's
+    /// call to await ([`Validation::Calling`]). The same policy, verdicts
+    /// and log lines as `validate_entry`; a caller that answers many
+    /// refused submissions (an HTTP server) keeps its own future small.
+    pub fn begin_validation(
+        &self,
+        entry: &Arc<RegisteredProvider>,
+        fields: CredentialFields,
+    ) -> Validation {
+        match call::begin(entry, fields) {
+            call::Begun::Refused(verdict) => Validation::Answered(verdict),
+            call::Begun::Checked(checked) => {
+                let limits = self.limits_for(checked.entry());
+                let host = self.state.clone();
+                Validation::Calling(Box::pin(async move { checked.call(limits, &host).await }))
+            }
+        }
     }
 
     /// The bounds on a validation by `entry`: its own (its plugin's

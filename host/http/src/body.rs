@@ -108,11 +108,20 @@ pin_project_lite::pin_project! {
 impl<B> BoundedBody<B> {
     /// `inner` must end within `bounds.timeout` from now, and hold at most
     /// `bounds.limit` bytes.
+    #[cfg(test)]
     pub(crate) fn new(inner: B, bounds: BodyBounds) -> Self {
+        Self::since(inner, bounds, std::time::Instant::now())
+    }
+
+    /// `inner` must end within `bounds.timeout` from `start` (the moment
+    /// the request's headers were read, which its caller has already
+    /// taken from the clock), and hold at most `bounds.limit` bytes.
+    pub(crate) fn since(inner: B, bounds: BodyBounds, start: std::time::Instant) -> Self {
         Self {
             inner,
             timer: None,
-            deadline: tokio::time::Instant::now() + bounds.timeout,
+            // (The runtime's clock is the system's, `std`'s.)
+            deadline: tokio::time::Instant::from_std(start) + bounds.timeout,
             timeout: bounds.timeout,
             left: bounds.limit,
         }
@@ -133,8 +142,12 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let timed_out = |timeout: Duration| Poll::Ready(Some(Err(BodyTimedOut(timeout).into())));
-        // Checked first, so a steady trickle cannot keep it from firing.
-        if tokio::time::Instant::now() >= *this.deadline {
+        // Checked first, so a steady trickle cannot keep it from firing:
+        // once the body has had to wait for the client (which arms the
+        // timer). Until then every frame asked for was already there, and
+        // the clock is not read (a small body that has arrived with its
+        // headers, as most have, never reads it).
+        if this.timer.is_some() && tokio::time::Instant::now() >= *this.deadline {
             return timed_out(*this.timeout);
         }
         let frame = match this.inner.poll_frame(cx) {

@@ -39,24 +39,67 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ProviderId {
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &S,
+        _state: &S,
     ) -> Result<Self, ApiError> {
-        // The raw parameters: no serde deserializer for one string.
-        let malformed = |reason: String| {
-            ApiError::new(
-                ErrorCode::InvalidPath,
-                format!("The provider id in the path is malformed: {reason}"),
-            )
-        };
-        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| malformed(rejection.body_text()))?;
-        params
-            .iter()
-            .find(|(name, _)| *name == "id")
-            .map(|(_, id)| ProviderId(id.to_owned()))
-            .ok_or_else(|| malformed("no provider id in the path".to_owned()))
+        // `/v1/providers/{id}`: the last segment.
+        provider_id(parts.uri.path(), "").map(|id| ProviderId(id.into_owned()))
     }
+}
+
+/// The `{id}` of a provider route whose template ends with `{id}` then
+/// `suffix` (`""` or `"/validate"`), read from the request's path as
+/// axum's path parameters read it (the router matched the raw path
+/// against the template, then percent-decoded the segment), without
+/// their allocations: with the same errors (a segment that is not UTF-8
+/// once decoded is a 400 `invalid_path`). Borrowed from `path` unless it
+/// holds a `%`.
+pub(crate) fn provider_id<'a>(
+    path: &'a str,
+    suffix: &str,
+) -> Result<std::borrow::Cow<'a, str>, ApiError> {
+    let malformed = |reason: &str| {
+        ApiError::new(
+            ErrorCode::InvalidPath,
+            format!("The provider id in the path is malformed: {reason}"),
+        )
+    };
+    let segment = path
+        .strip_suffix(suffix)
+        .and_then(|rest| rest.rsplit_once('/'))
+        .map(|(_, segment)| segment)
+        .ok_or_else(|| malformed("no provider id in the path"))?;
+    percent_decode(segment).ok_or_else(|| malformed("Invalid UTF-8 in `id`"))
+}
+
+/// `text` percent-decoded as the `percent-encoding` crate decodes a path
+/// segment (a `%` not followed by two hexadecimal digits stays as it is);
+/// `None` when the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    // (A byte loop: ids are short.)
+    if !text.bytes().any(|byte| byte == b'%') {
+        return Some(text.into());
+    }
+    let hex = |byte: u8| char::from(byte).to_digit(16);
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte == b'%' {
+            if let (Some(high), Some(low)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                // (Two hexadecimal digits: below 256.)
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(byte);
+        i += 1;
+    }
+    String::from_utf8(decoded).ok().map(Into::into)
 }
 
 /// `{"fields": {name: value}, "include_document": bool?}`
@@ -110,28 +153,46 @@ impl<S: Send + Sync> FromRequest<S> for ValidateRequest {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = content_type.split(';').next().unwrap_or("").trim();
-        if !is_json_media_type(mime) {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                if content_type.is_empty() {
-                    "The body must be JSON: send Content-Type: application/json.".to_owned()
-                } else {
-                    format!(
-                        "The body must be JSON (Content-Type: application/json), not {}.",
-                        bounded(&mime.to_ascii_lowercase())
-                    )
-                },
-            ));
+        Self::check_content_type(request.headers())?;
+        Self::read(request.into_body()).await
+    }
+}
+
+impl ValidateRequest {
+    /// The first half of [`FromRequest::from_request`]: a body that is not
+    /// JSON (by its `Content-Type`) is a 415.
+    pub(crate) fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+        let value = headers.get(header::CONTENT_TYPE);
+        // What nearly every client sends, known without parsing.
+        if value.is_some_and(|value| value.as_bytes() == b"application/json") {
+            return Ok(());
         }
+        let content_type = value.and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = content_type.split(';').next().unwrap_or("").trim();
+        if is_json_media_type(mime) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            if content_type.is_empty() {
+                "The body must be JSON: send Content-Type: application/json.".to_owned()
+            } else {
+                format!(
+                    "The body must be JSON (Content-Type: application/json), not {}.",
+                    bounded(&mime.to_ascii_lowercase())
+                )
+            },
+        ))
+    }
+
+    /// The second half: reads and parses the body (of a request whose
+    /// `Content-Type` passed [`Self::check_content_type`]). Split so that
+    /// a handler's future holds the body alone while it is read, not the
+    /// whole request.
+    pub(crate) async fn read(body: axum::body::Body) -> Result<Self, ApiError> {
         // The router's guard holds the body to the size limit and the
         // total deadline (`body::BoundedBody`): read it all here.
-        let bytes = read_body(request.into_body()).await.map_err(|error| {
+        let bytes = read_body(body).await.map_err(|error| {
                 if super::body::body_too_large(&error) {
                     super::body::payload_too_large()
                 } else if let Some(timeout) = super::body::body_timeout(&error) {
@@ -169,6 +230,9 @@ fn malformed(e: serde_json::Error) -> ApiError {
 /// ::<Value>(bytes)?)` answers (a unit test holds the two together),
 /// without building the top-level map.
 fn parse_body(bytes: &[u8]) -> Result<ValidateRequest, ApiError> {
+    if let Some(plain) = Plain(bytes).request() {
+        return Ok(plain);
+    }
     let raw_value_key = std::cell::Cell::new(false);
     let mut json = serde_json::Deserializer::from_slice(bytes);
     let shape = serde::de::DeserializeSeed::deserialize(ShapeSeed(&raw_value_key), &mut json)
@@ -179,6 +243,109 @@ fn parse_body(bytes: &[u8]) -> Result<ValidateRequest, ApiError> {
         return parse(value);
     }
     parse_shape(shape.map_err(malformed)?)
+}
+
+/// A reader of the plainest valid bodies, the common case, without
+/// serde's machinery: an object with `"fields"` (an object of strings)
+/// and optionally `"include_document"` (`true` or `false`), each key
+/// once, in either order, and strings without escapes. Anything else
+/// (including any error) it declines, and [`parse_body`] reads the body
+/// in full: what it accepts, it reads exactly as that would.
+struct Plain<'a>(&'a [u8]);
+
+impl<'a> Plain<'a> {
+    /// The request, or `None` to decline the body.
+    fn request(mut self) -> Option<ValidateRequest> {
+        let mut fields = None;
+        let mut include_document = None;
+        self.byte(b'{')?;
+        loop {
+            let key = self.string()?;
+            self.byte(b':')?;
+            match key {
+                "fields" if fields.is_none() => fields = Some(self.fields()?),
+                "include_document" if include_document.is_none() => {
+                    include_document = Some(self.boolean()?)
+                }
+                _ => return None,
+            }
+            if self.byte(b'}').is_some() {
+                break;
+            }
+            self.byte(b',')?;
+        }
+        self.skip_whitespace();
+        if !self.0.is_empty() {
+            return None;
+        }
+        Some(ValidateRequest {
+            fields: fields?,
+            include_document: include_document.unwrap_or(false),
+        })
+    }
+
+    /// `{}` or `{"name": "value", ...}`.
+    fn fields(&mut self) -> Option<CredentialFields> {
+        let mut fields = CredentialFields::new();
+        self.byte(b'{')?;
+        if self.byte(b'}').is_some() {
+            return Some(fields);
+        }
+        loop {
+            let name = self.string()?;
+            self.byte(b':')?;
+            let value = self.string()?;
+            // A repeated name keeps its last value, as in a `Value`.
+            fields.insert(name.to_owned(), value.to_owned());
+            if self.byte(b'}').is_some() {
+                return Some(fields);
+            }
+            self.byte(b',')?;
+        }
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        self.skip_whitespace();
+        for (word, value) in [(&b"true"[..], true), (&b"false"[..], false)] {
+            if let Some(rest) = self.0.strip_prefix(word) {
+                self.0 = rest;
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// A string without escapes or control characters, in UTF-8.
+    fn string(&mut self) -> Option<&'a str> {
+        self.byte(b'"')?;
+        let end = self
+            .0
+            .iter()
+            .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)?;
+        if self.0[end] != b'"' {
+            return None;
+        }
+        let text = std::str::from_utf8(&self.0[..end]).ok()?;
+        self.0 = &self.0[end + 1..];
+        Some(text)
+    }
+
+    /// Whitespace (as JSON has it), then `byte`.
+    fn byte(&mut self, byte: u8) -> Option<()> {
+        self.skip_whitespace();
+        let rest = self.0.strip_prefix(&[byte])?;
+        self.0 = rest;
+        Some(())
+    }
+
+    fn skip_whitespace(&mut self) {
+        let start = self
+            .0
+            .iter()
+            .position(|byte| !matches!(byte, b' ' | b'\n' | b'\t' | b'\r'))
+            .unwrap_or(self.0.len());
+        self.0 = &self.0[start..];
+    }
 }
 
 /// What [`parse_shape`] reads of a body: its top-level keys, each key's
@@ -528,6 +695,27 @@ mod tests {
             r#"{"fields":{},"$serde_json::private::RawValue":"1"}"#,
             r#"{"fields":{"a":"1"}"#,
             r#"{"fields"}"#,
+            " \n{ \"fields\" :\t{ \"a\" : \"1\" , \"b\":\"\" } , \"include_document\" : true }\r\n",
+            r#"{"include_document":false,"fields":{"a":"x","a":"y"}}"#,
+            r#"{"fields":{},"fields":{}}"#,
+            r#"{"fields":{},"include_document":true,"include_document":false}"#,
+            r#"{"fields":{"a":"1",}}"#,
+            r#"{"fields":{,}}"#,
+            r#"{"fields":{"a":"1"},}"#,
+            r#"{"fields":{"a":"é\t"}}"#,
+            "{\"fields\":{\"a\":\"x\ty\"}}",
+            r#"{"fields":{"a":"1"}} {}"#,
+            r#"{"fields":{"a":"1"},"include_document":tru}"#,
+            r#"{"fields":{"a":"1"},"include_document":truex}"#,
+            r#"{"fields":{"a":"1"},"include_document":1}"#,
+            r#"{"fields":{"a":"1"},"include_document":"true"}"#,
+            r#"{"fields":{"a":1,"b":"2"}}"#,
+            r#"{"fields":{"a":"1"}"#,
+            r#"{"fields":{"a""1"}}"#,
+            r#"{"fields":{"a":"1""b":"2"}}"#,
+            r#"{"fields" {}}"#,
+            r#"{"fields":{"a":"1"}}}"#,
+            r#"{"fields":{"a" : "1" }   }   "#,
             r#"{1:2}"#,
             "",
             " ",
@@ -541,6 +729,55 @@ mod tests {
                 format!("{:?}", parse_body(body.as_bytes())),
                 format!("{expected:?}"),
                 "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn provider_ids_are_read_from_the_path_as_axum_reads_them() {
+        let id = |path: &str, suffix: &str| provider_id(path, suffix).map(|id| id.into_owned());
+        assert_eq!(id("/v1/providers/mai", "").unwrap(), "mai");
+        assert_eq!(
+            id("/v1/providers/mai/validate", "/validate").unwrap(),
+            "mai"
+        );
+        assert_eq!(id("/v1/providers/validate", "").unwrap(), "validate");
+        // (An empty id, which axum's router matches before `/validate`.)
+        assert_eq!(id("/v1/providers//validate", "/validate").unwrap(), "");
+        assert_eq!(id("/v1/providers/m%61i", "").unwrap(), "mai");
+        assert_eq!(
+            id("/v1/providers/m%61i/validate", "/validate").unwrap(),
+            "mai"
+        );
+        assert_eq!(id("/v1/providers/%C3%A9", "").unwrap(), "é");
+        assert_eq!(id("/v1/providers/a%2Fb", "").unwrap(), "a/b");
+        // (Not an escape: kept, as percent-encoding keeps it.)
+        assert_eq!(id("/v1/providers/5%", "").unwrap(), "5%");
+        assert_eq!(id("/v1/providers/%zz%4", "").unwrap(), "%zz%4");
+        let error = provider_id("/v1/providers/%FF", "").unwrap_err();
+        assert_eq!(error.code(), ErrorCode::InvalidPath);
+        // The message axum's `RawPathParams` rejection gave.
+        assert_eq!(
+            error.message(),
+            "The provider id in the path is malformed: Invalid UTF-8 in `id`"
+        );
+        assert!(provider_id("/v1/providers/%FF/validate", "/validate").is_err());
+    }
+
+    #[test]
+    fn bodies_that_are_not_utf8_are_read_as_serde_json_reads_them() {
+        for body in [
+            &b"{\"fields\":{\"a\":\"\xff\"}}"[..],
+            b"{\"fields\":{\"\xc3\":\"1\"}}",
+            b"{\"fields\":{\"a\":\"\xc3\xa9\"}}",
+        ] {
+            let expected = serde_json::from_slice::<Value>(body)
+                .map_err(malformed)
+                .and_then(parse);
+            assert_eq!(
+                format!("{:?}", parse_body(body)),
+                format!("{expected:?}"),
+                "{body:?}"
             );
         }
     }

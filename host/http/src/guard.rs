@@ -109,7 +109,11 @@ where
             .extensions()
             .get::<MatchedPath>()
             .map(MatchedPath::as_str);
-        let route = paths::index(matched);
+        let route = match matched {
+            Some(_) => paths::index(matched),
+            // The fallback, which serves the validate route too.
+            None => paths::fallback_index(request.uri().path()),
+        };
         debug_assert!(
             matched.is_none() || route < paths::TABLE.len(),
             "route {matched:?} is missing from http::paths::TABLE"
@@ -124,7 +128,8 @@ where
                 // A request without a body (most GETs) has nothing to bound.
                 if !request.body().is_end_stream() {
                     let bounds = config.bounds;
-                    request = request.map(|body| Body::new(BoundedBody::new(body, bounds)));
+                    request =
+                        request.map(|body| Body::new(BoundedBody::since(body, bounds, started)));
                 }
                 let handler = self.handler;
                 match catch_unwind(AssertUnwindSafe(move || handler.call(request, state))) {

@@ -226,9 +226,13 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
     let app = paths::TABLE
         .iter()
         .fold(Router::new(), |app, entry| {
-            app.route(entry.route.path, entry.method_router(&guards))
+            match entry.method_router(&guards) {
+                Some(method_router) => app.route(entry.route.path, method_router),
+                None => app,
+            }
         })
-        .fallback(guards.wrap(routes::not_found))
+        // (Which also serves the validate route: see `paths::TABLE`.)
+        .fallback(guards.wrap(routes::fallback))
         .method_not_allowed_fallback(guards.wrap(routes::method_not_allowed))
         .with_state(state);
     if config.cors_origins.is_empty() {

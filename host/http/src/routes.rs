@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequest as _, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,7 +17,7 @@ use super::metrics::Exposition;
 use super::rate_limit::ClientKey;
 use super::AppState;
 use crate::wire::VerdictBody;
-use connhost::{LoadReport, ProviderInfo, Verdict};
+use connhost::{LoadReport, ProviderInfo, Validation, Verdict};
 
 /// Every provider, built in and loaded, ordered by id.
 #[utoipa::path(
@@ -96,11 +96,12 @@ pub(crate) async fn get_provider(
 )]
 pub(crate) async fn validate(
     State(state): State<AppState>,
-    ProviderId(id): ProviderId,
     request: Request,
 ) -> Result<Response, ApiError> {
-    // Readiness and the provider first: a request for a provider that does
-    // not exist is a 404 whatever its body.
+    // The id (a malformed one is a 400 whatever else), then readiness and
+    // the provider: a request for a provider that does not exist is a 404
+    // whatever its body.
+    let id = super::extract::provider_id(request.uri().path(), "/validate")?;
     let host = state.host()?;
     let entry = host.entry(&id)?;
     // Charged only for a provider that exists (unknown ids cannot grow the
@@ -110,13 +111,20 @@ pub(crate) async fn validate(
         state.0.metrics.rate_limited(limited.scope);
         return Ok(limited.into_response());
     }
-    let request = ValidateRequest::from_request(request, &()).await?;
+    // (The body alone, not the request, is held while it is read.)
+    ValidateRequest::check_content_type(request.headers())?;
+    let request = ValidateRequest::read(request.into_body()).await?;
     let started = Instant::now();
-    let verdict = host.validate_entry(entry, request.fields).await;
+    // A submission the form refuses is answered without the provider's
+    // call in this future (which keeps it small).
+    let verdict = match host.begin_validation(&entry, request.fields) {
+        Validation::Answered(verdict) => verdict,
+        Validation::Calling(call) => call.await,
+    };
     state
         .0
         .metrics
-        .validation(&id, verdict.outcome().as_str(), started);
+        .validation(entry.id(), verdict.outcome().as_str(), started);
     if let Verdict::InvalidFields(errors) = &verdict {
         let message = || verdict.error_message().unwrap_or_default();
         return Ok(state.0.invalid_fields.response(errors, message));
@@ -310,15 +318,80 @@ pub(crate) async fn openapi() -> Response {
         .into_response()
 }
 
-/// Any other path.
-pub(crate) async fn not_found() -> ApiError {
+/// Any path the router did not match: the validate route's (which the
+/// router leaves to this fallback, see `paths::TABLE`), answered as its
+/// method router would (405 with `Allow: POST` to another method), or 404.
+/// A plain function (its future is the validate route's, or an answer),
+/// so that a validation's future has no layer more than the route's own.
+pub(crate) fn fallback(
+    state: State<AppState>,
+    request: Request,
+) -> FallbackFuture<impl std::future::Future<Output = Result<Response, ApiError>>> {
+    let answered = |response: Response| FallbackFuture::Answered {
+        response: Some(response),
+    };
+    if !super::paths::is_validate(request.uri().path()) {
+        return answered(not_found_error().into_response());
+    }
+    if request.method() != axum::http::Method::POST {
+        let mut response = method_not_allowed_error().into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return answered(response);
+    }
+    FallbackFuture::Validate {
+        future: validate(state, request),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of [`fallback`].
+    #[project = FallbackProjection]
+    pub(crate) enum FallbackFuture<F> {
+        /// A validation.
+        Validate { #[pin] future: F },
+        /// An answer given at once (taken when polled).
+        Answered { response: Option<Response> },
+    }
+}
+
+impl<F> std::future::Future for FallbackFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    type Output = Response;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Response> {
+        match self.project() {
+            FallbackProjection::Validate { future } => {
+                future.poll(cx).map(IntoResponse::into_response)
+            }
+            FallbackProjection::Answered { response } => match response.take() {
+                Some(response) => std::task::Poll::Ready(response),
+                None => panic!("the fallback's answer was polled after it was given"),
+            },
+        }
+    }
+}
+
+/// The answer to any other path.
+fn not_found_error() -> ApiError {
     ApiError::not_found("No such route. GET /openapi.json lists the API.")
 }
 
-/// A known path with the wrong method.
-pub(crate) async fn method_not_allowed() -> ApiError {
+/// The answer to a known path with the wrong method.
+fn method_not_allowed_error() -> ApiError {
     ApiError::new(
         ErrorCode::MethodNotAllowed,
         "This route does not accept that method. GET /openapi.json lists the API.",
     )
+}
+
+/// A known path with the wrong method.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    method_not_allowed_error()
 }
