@@ -96,7 +96,8 @@ for i = 1, #KEYS do
     return {i, math.ceil(earliest - now)}
   end
   local next = tat + interval
-  redis.call('SET', KEYS[i], string.format('%.17g', next), 'PX', math.ceil((next - now) / 1000))
+  local ttl = math.max(1, math.ceil((next - now) / 1000))
+  redis.call('SET', KEYS[i], string.format('%.17g', next), 'PX', ttl)
 end
 return {0, 0}
 ";
@@ -759,6 +760,19 @@ mod tests {
             run(&mut connection, &[("k", limit)], now).await,
             (1, 1_000_000)
         );
+        // An interval below a millisecond (even below the clock's
+        // resolution, at today's time) still expires, after 1 ms.
+        let fastest = self::limit("1000000000/s", 1);
+        let today = 96_656_253_388_775;
+        for _ in 0..3 {
+            assert_eq!(run(&mut connection, &[("f", fastest)], today).await, (0, 0));
+        }
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("f")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!((0..=1).contains(&ttl), "{ttl} ms");
     }
 
     #[test]
