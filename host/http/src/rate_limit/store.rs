@@ -247,9 +247,9 @@ pub(crate) struct Store {
     connection: ArcSwapOption<MultiplexedConnection>,
     /// Whether a task is reconnecting.
     probing: AtomicBool,
-    /// Since when it has not answered (`None`: it answers, or it has not
-    /// been reached yet); changes under this lock only.
-    down_since: Mutex<Option<Down>>,
+    /// Whether it answers, since when, and the pause between attempts to
+    /// reconnect; changes under this lock only.
+    state: Mutex<State>,
     /// Keys refused until when (by this replica's clock).
     refused: Mutex<HashMap<RefusedKey, Instant>>,
     metrics: StoreMetrics,
@@ -261,6 +261,26 @@ struct Down {
     since: Instant,
     fallbacks: u64,
 }
+
+/// The store's state, as the logs and the reconnections see it.
+#[derive(Debug)]
+struct State {
+    /// Since when it has not answered (`None`: it answers, or it has not
+    /// been reached yet).
+    down: Option<Down>,
+    /// Since when it has answered.
+    up_since: Option<Instant>,
+    /// The pause before the next attempt to reconnect: from
+    /// [`FIRST_PROBE_AFTER`], doubled up to [`LAST_PROBE_EVERY`] after each
+    /// failed attempt and each time the store fails within
+    /// [`STABLE_AFTER`] of answering again (a store that answers the probe
+    /// but fails every decision is not reconnected to in a loop).
+    pause: Duration,
+}
+
+/// How long the store must have answered for a failure to be retried at
+/// once again.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 impl Store {
     /// The store of `config` for these limits; not connected yet (call
@@ -278,7 +298,11 @@ impl Store {
             provider_limit,
             connection: ArcSwapOption::empty(),
             probing: AtomicBool::new(false),
-            down_since: Mutex::new(None),
+            state: Mutex::new(State {
+                down: None,
+                up_since: None,
+                pause: FIRST_PROBE_AFTER,
+            }),
             refused: Mutex::new(HashMap::new()),
             metrics,
         }
@@ -296,8 +320,11 @@ impl Store {
         }
         let store = self.clone();
         tokio::spawn(async move {
-            let mut pause = FIRST_PROBE_AFTER;
-            let mut first = true;
+            let pause = store.state().pause;
+            if pause > FIRST_PROBE_AFTER {
+                // It failed again soon after answering: not at once.
+                tokio::time::sleep(pause).await;
+            }
             loop {
                 match store.connect().await {
                     Ok(connection) => {
@@ -309,11 +336,12 @@ impl Store {
                     }
                     Err(why) => {
                         store.went_down(None, &why);
-                        // The first attempt may be the start: retry soon.
-                        if !first {
-                            pause = (pause * 2).min(LAST_PROBE_EVERY);
-                        }
-                        first = false;
+                        let pause = {
+                            let mut state = store.state();
+                            let pause = state.pause;
+                            state.pause = (pause * 2).min(LAST_PROBE_EVERY);
+                            pause
+                        };
                         tokio::time::sleep(pause).await;
                     }
                 }
@@ -351,15 +379,22 @@ impl Store {
         }
     }
 
+    /// The state, locked.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Publishes a working connection: shared limits from now on.
     fn came_up(&self, connection: MultiplexedConnection) {
-        let mut down = self
-            .down_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state();
+        if state.up_since.is_some() {
+            // Another probe got there first.
+            return;
+        }
         self.connection.store(Some(Arc::new(connection)));
         self.metrics.up.set(1);
-        match down.take() {
+        state.up_since = Some(Instant::now());
+        match state.down.take() {
             // A warning, as its start was: it closes that one.
             Some(Down { since, fallbacks }) => tracing::warn!(
                 store = %self.config,
@@ -379,10 +414,7 @@ impl Store {
     /// and reconnects in the background.
     fn went_down(self: &Arc<Self>, failed: Option<&Arc<MultiplexedConnection>>, why: &str) {
         {
-            let mut down = self
-                .down_since
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut state = self.state();
             if let Some(failed) = failed {
                 // Only the connection that failed goes (a probe may have
                 // published a new one meanwhile).
@@ -391,9 +423,18 @@ impl Store {
                     return;
                 }
                 self.connection.store(None);
+                let stable = state
+                    .up_since
+                    .take()
+                    .is_some_and(|since| since.elapsed() >= STABLE_AFTER);
+                state.pause = if stable {
+                    FIRST_PROBE_AFTER
+                } else {
+                    (state.pause * 2).min(LAST_PROBE_EVERY)
+                };
             }
-            if down.is_none() {
-                *down = Some(Down {
+            if state.down.is_none() {
+                state.down = Some(Down {
                     since: Instant::now(),
                     fallbacks: self.metrics.fallbacks.get(),
                 });
@@ -934,6 +975,40 @@ mod tests {
         let _redis = TestRedis::start_on(port);
         eventually("the store is up again", || metrics.up.get() == 1).await;
         assert_eq!(store.decide(&other, "p").await, Some(Decision::Admitted));
+    }
+
+    /// A store that answers with errors (here: out of memory, so it
+    /// refuses every script that may write) is a store that does not
+    /// answer, until it takes writes again.
+    #[tokio::test]
+    async fn a_store_that_refuses_writes_is_down_until_it_takes_them_again() {
+        let redis = TestRedis::start();
+        let mut admin = redis.connection().await;
+        let limits = RateLimits {
+            per_client: Some(limit("1/h", 5)),
+            per_provider: None,
+        };
+        let (store, metrics) = store_at(&redis.url(), limits, StoreFailure::Local);
+        store.start();
+        eventually("the store is up", || metrics.up.get() == 1).await;
+        let client = ClientKey::new(Some("192.0.2.1".parse().unwrap()), None);
+        assert_eq!(store.decide(&client, "p").await, Some(Decision::Admitted));
+        let set = |value: &'static str| {
+            let mut command = redis::cmd("CONFIG");
+            command.arg("SET").arg("maxmemory").arg(value);
+            command
+        };
+        let () = set("1").query_async(&mut admin).await.unwrap();
+        assert_eq!(store.decide(&client, "p").await, None);
+        assert_eq!(metrics.up.get(), 0);
+        // The probe's script is refused too: it stays down.
+        tokio::time::sleep(FIRST_PROBE_AFTER * 3).await;
+        assert_eq!(store.decide(&client, "p").await, None);
+        assert_eq!(metrics.up.get(), 0);
+        let () = set("0").query_async(&mut admin).await.unwrap();
+        eventually("the store is up again", || metrics.up.get() == 1).await;
+        assert_eq!(store.decide(&client, "p").await, Some(Decision::Admitted));
+        assert_eq!(metrics.fallbacks.get(), 2);
     }
 
     #[test]
