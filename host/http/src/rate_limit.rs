@@ -25,6 +25,12 @@
 //! the recovery to the nanosecond. The limits, the sweeps and the
 //! once-a-minute log all read that one clock.
 //!
+//! **Shared.** With a [`RateLimitStore`] (`serve --rate-limit-store`),
+//! the same limits live in Redis, so that replicas behind a load balancer
+//! share them: the `store` module runs the same GCRA there, and these
+//! limiters decide only while the store does not answer (or not at all,
+//! in [`StoreFailure::Closed`] mode).
+//!
 //! [`FakeRelativeClock`]: governor::clock::FakeRelativeClock
 
 use std::fmt;
