@@ -36,6 +36,9 @@ mod planted_cache;
 // 127/8 answers on Linux only.
 #[cfg(target_os = "linux")]
 mod rate_limits;
+// Loopback source addresses too, and a redis-server the tests start.
+#[cfg(target_os = "linux")]
+mod rate_limits_shared;
 mod readme;
 mod sentinel;
 mod starved;

@@ -213,6 +213,10 @@ fn ensure_test_tools() -> Result<(), String> {
     if !htpasswd {
         missing.push("apache2-utils");
     }
+    // The shared rate limit tests start their own Redis.
+    if !on_path("redis-server") {
+        missing.push("redis-server");
+    }
     if missing.is_empty() {
         return Ok(());
     }

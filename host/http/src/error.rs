@@ -64,6 +64,10 @@ pub enum ErrorCode {
     Draining,
     /// 503: hot reload is not running.
     ReloadUnavailable,
+    /// 503: the rate limits' shared store does not answer, and the server
+    /// refuses validations meanwhile (`rate_limit_store_failure =
+    /// "closed"`).
+    RateLimitUnavailable,
     /// 500: a bug; it is logged.
     Internal,
 }
@@ -87,6 +91,7 @@ impl ErrorCode {
         ErrorCode::Starting,
         ErrorCode::Draining,
         ErrorCode::ReloadUnavailable,
+        ErrorCode::RateLimitUnavailable,
         ErrorCode::Internal,
     ];
 
@@ -111,6 +116,9 @@ impl ErrorCode {
             ErrorCode::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
             ErrorCode::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
             ErrorCode::ReloadUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "reload_unavailable"),
+            ErrorCode::RateLimitUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_unavailable")
+            }
             ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

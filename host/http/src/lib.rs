@@ -38,7 +38,8 @@ pub use auth::AccessToken;
 pub use error::{ApiError, ErrorCode};
 pub use paths::Route;
 pub use rate_limit::{
-    parse_rate, Per, Rate, RateLimit, RateLimits, DEFAULT_CLIENT_LIMIT, DEFAULT_PROVIDER_LIMIT,
+    parse_rate, Per, Rate, RateLimit, RateLimitStore, RateLimits, StoreFailure,
+    DEFAULT_CLIENT_LIMIT, DEFAULT_PROVIDER_LIMIT,
 };
 
 /// A header value (a CORS origin in [`HttpConfig::cors_origins`]): re-exported so
@@ -80,6 +81,9 @@ pub struct HttpConfig {
     /// default; [`RateLimits::OFF`] turns them off. Read by
     /// [`AppState::new`].
     pub rate_limits: RateLimits,
+    /// Where the rate limits are shared with other replicas (a Redis
+    /// server); `None` (the default): each server limits on its own.
+    pub rate_limit_store: Option<RateLimitStore>,
 }
 
 impl Default for HttpConfig {
@@ -91,6 +95,7 @@ impl Default for HttpConfig {
             body_timeout: BODY_READ_TIMEOUT,
             metrics_open: false,
             rate_limits: RateLimits::default(),
+            rate_limit_store: None,
         }
     }
 }
@@ -129,13 +134,22 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// A state with no provider set yet (`/readyz` answers 503), with the
-    /// access token and rate limits of `config`.
+    /// access token and rate limits of `config` (with a rate limit store,
+    /// called within a tokio runtime, it starts connecting to the store).
     pub fn new(config: &HttpConfig) -> Self {
+        let mut metrics = metrics::Metrics::new();
+        let limiters = match &config.rate_limit_store {
+            Some(store) => {
+                let store_metrics = metrics.rate_limit_store();
+                rate_limit::Limiters::shared(&config.rate_limits, store, store_metrics)
+            }
+            None => rate_limit::Limiters::new(&config.rate_limits),
+        };
         Self(Arc::new(Shared {
             host: ArcSwapOption::empty(),
             token: config.token.clone(),
-            metrics: metrics::Metrics::new(),
-            limiters: rate_limit::Limiters::new(&config.rate_limits),
+            metrics,
+            limiters,
             invalid_fields: error::InvalidFieldsBodies::default(),
             reload: std::sync::OnceLock::new(),
             draining: std::sync::atomic::AtomicBool::new(false),

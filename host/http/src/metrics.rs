@@ -381,6 +381,25 @@ impl Metrics {
         debug_assert!(recorded.is_some(), "the series were just made");
     }
 
+    /// Registers the shared rate limit store's series (only a server
+    /// with a store has them): the gauge `rate_limit_store_up` (1 while
+    /// the store answers, 0 while decisions are made without it; 0 until
+    /// first reached) and the counter `rate_limit_store_fallbacks`.
+    pub(crate) fn rate_limit_store(&mut self) -> crate::rate_limit::StoreMetrics {
+        let store = crate::rate_limit::StoreMetrics::default();
+        self.registry.register(
+            "rate_limit_store_up",
+            "1 while the shared rate limit store answers, 0 while validations are decided without it",
+            store.up.clone(),
+        );
+        self.registry.register(
+            "rate_limit_store_fallbacks",
+            "Validations decided without the shared rate limit store (it did not answer): by this replica's own limits, or refused 503 in closed mode",
+            store.fallbacks.clone(),
+        );
+        store
+    }
+
     /// Records one request refused by a rate limit.
     pub(crate) fn rate_limited(&self, scope: crate::rate_limit::Scope) {
         self.rate_limited

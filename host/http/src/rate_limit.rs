@@ -25,6 +25,12 @@
 //! the recovery to the nanosecond. The limits, the sweeps and the
 //! once-a-minute log all read that one clock.
 //!
+//! **Shared.** With a [`RateLimitStore`] (`serve --rate-limit-store`),
+//! the same limits live in Redis, so that replicas behind a load balancer
+//! share them: the `store` module runs the same GCRA there, and these
+//! limiters decide only while the store does not answer (or not at all,
+//! in [`StoreFailure::Closed`] mode).
+//!
 //! [`FakeRelativeClock`]: governor::clock::FakeRelativeClock
 
 use std::fmt;
@@ -46,6 +52,11 @@ use governor::Quota;
 use sha2::{Digest as _, Sha256};
 
 use super::error::{ApiError, ErrorCode};
+
+mod store;
+
+pub(crate) use store::StoreMetrics;
+pub use store::{RateLimitStore, StoreFailure};
 
 /// The most keys a limiter holds; see the module's documentation.
 pub(crate) const MAX_KEYS: usize = 100_000;
@@ -300,6 +311,28 @@ impl ClientKey {
     pub(crate) fn has_address(&self) -> bool {
         self.network != Network::Unknown
     }
+
+    /// The key in hex, as the shared store names it: `4-` and an IPv4
+    /// address, `6-` and an IPv6 /64, or `none`; then `-` and the token's
+    /// digest when there is one (never the token).
+    pub(crate) fn hex(&self) -> String {
+        use std::fmt::Write as _;
+        let (tag, bytes): (&str, &[u8]) = match &self.network {
+            Network::V4(octets) => ("4-", octets),
+            Network::V6(prefix) => ("6-", prefix),
+            Network::Unknown => ("none", &[]),
+        };
+        let mut text = String::with_capacity(2 + 2 * 8 + 1 + 2 * 16);
+        text.push_str(tag);
+        let token = self.token.as_ref().map_or(&[][..], |t| &t[..]);
+        for (index, byte) in bytes.iter().chain(token).enumerate() {
+            if index == bytes.len() {
+                text.push('-');
+            }
+            let _ = write!(text, "{byte:02x}");
+        }
+        text
+    }
 }
 
 /// Which limit refused a request.
@@ -443,12 +476,69 @@ pub(crate) struct Limiters<C: Clock = DefaultClock> {
     provider: Option<Keyed<String, C>>,
     /// Whether the missing peer address was logged.
     warned_no_address: AtomicBool,
+    /// The store the limits are shared through, if any (the limiters
+    /// above decide while it does not answer, in `local` mode).
+    store: Option<Arc<store::Store>>,
 }
 
 impl Limiters {
     /// Limiters for `limits`, on the monotonic clock.
     pub(crate) fn new(limits: &RateLimits) -> Self {
         Self::with_clock(limits, DefaultClock::default())
+    }
+
+    /// Limiters for `limits` shared through `store` (connected in the
+    /// background from now if this runs within a tokio runtime, else on
+    /// the first decision), with its metrics.
+    pub(crate) fn shared(
+        limits: &RateLimits,
+        store: &RateLimitStore,
+        metrics: StoreMetrics,
+    ) -> Self {
+        let mut limiters = Self::new(limits);
+        if limits.per_client.is_none() && limits.per_provider.is_none() {
+            // Nothing to share.
+            return limiters;
+        }
+        let store = Arc::new(store::Store::new(
+            store,
+            limits.per_client,
+            limits.per_provider,
+            metrics,
+        ));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            store.start();
+        }
+        limiters.store = Some(store);
+        limiters
+    }
+
+    /// Decides on a validation of `provider` (which exists) by `client`:
+    /// through the shared store when there is one and it answers, else by
+    /// this server's own limiters ([`Limiters::check`]), or refused when
+    /// the store does not answer in `closed` mode.
+    pub(crate) async fn decide(&self, client: &ClientKey, provider: &str) -> Result<(), Refusal> {
+        let Some(store) = &self.store else {
+            return self.check(client, provider).map_err(Refusal::Limited);
+        };
+        self.warn_without_address(client);
+        match store.decide(client, provider).await {
+            Some(store::Decision::Admitted) => Ok(()),
+            Some(store::Decision::Refused(scope, wait)) => {
+                let limit = match scope {
+                    Scope::Client => self.client.as_ref().map(|l| l.limit),
+                    Scope::Provider => self.provider.as_ref().map(|l| l.limit),
+                };
+                let limit = limit.expect("the store refuses only by a limit that is on");
+                Err(Refusal::Limited(RateLimited::new(
+                    scope, limit, wait, provider,
+                )))
+            }
+            None => match store.on_failure() {
+                StoreFailure::Local => self.check(client, provider).map_err(Refusal::Limited),
+                StoreFailure::Closed => Err(Refusal::StoreUnavailable),
+            },
+        }
     }
 }
 
@@ -471,6 +561,19 @@ impl<C: Clock + Clone> Limiters<C> {
                 .per_provider
                 .map(|l| Keyed::with_clock(l, MAX_KEYS, clock.clone())),
             warned_no_address: AtomicBool::new(false),
+            store: None,
+        }
+    }
+
+    /// Logs once that the per-client limit sees no peer address.
+    fn warn_without_address(&self, client: &ClientKey) {
+        if self.client.is_some()
+            && !client.has_address()
+            && !self.warned_no_address.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "the per-client rate limit sees no peer address (serve the router with into_make_service_with_connect_info::<SocketAddr>()): clients without a token share one limit"
+            );
         }
     }
 
@@ -478,12 +581,8 @@ impl<C: Clock + Clone> Limiters<C> {
     /// the client's limit first, so that a client over its own limit
     /// spends none of the provider's.
     pub(crate) fn check(&self, client: &ClientKey, provider: &str) -> Result<(), RateLimited> {
+        self.warn_without_address(client);
         if let Some(limiter) = &self.client {
-            if !client.has_address() && !self.warned_no_address.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "the per-client rate limit sees no peer address (serve the router with into_make_service_with_connect_info::<SocketAddr>()): clients without a token share one limit"
-                );
-            }
             limiter
                 .check(client)
                 .map_err(|wait| RateLimited::new(Scope::Client, limiter.limit, wait, provider))?;
@@ -495,6 +594,34 @@ impl<C: Clock + Clone> Limiters<C> {
                 .map_err(|wait| RateLimited::new(Scope::Provider, limiter.limit, wait, provider))?;
         }
         Ok(())
+    }
+}
+
+/// Why a validation was refused before its body was read.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// Over a limit: 429.
+    Limited(RateLimited),
+    /// The shared store does not answer and the server is set to refuse
+    /// then (`closed`): 503 `rate_limit_unavailable`.
+    StoreUnavailable,
+}
+
+impl Refusal {
+    /// The answer, counted in `metrics` (a refusal by a limit, by its
+    /// scope).
+    pub(crate) fn answer(self, metrics: &super::metrics::Metrics) -> Response {
+        match self {
+            Refusal::Limited(limited) => {
+                metrics.rate_limited(limited.scope);
+                limited.into_response()
+            }
+            Refusal::StoreUnavailable => ApiError::new(
+                ErrorCode::RateLimitUnavailable,
+                "The rate limits on validations cannot be checked now (their shared store does not answer), and this server refuses validations until they can. Retry later.",
+            )
+            .into_response(),
+        }
     }
 }
 

@@ -90,7 +90,7 @@ pub(crate) async fn get_provider(
             headers(("Cache-Control" = String, description = "`no-store` for `invalid_fields`"))),
         (status = 429, description = "Too many validations (`rate_limited`): from this client, or with this provider from all clients; the message says which. The body was not read and the provider not called.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Whole seconds (at least 1) until a retry can succeed"))),
-        (status = 503, description = "Plugins still loading, or shutting down", body = ErrorBody),
+        (status = 503, description = "Plugins still loading, or shutting down; or (`rate_limit_unavailable`) the rate limits' shared store does not answer and the server is set to refuse validations then", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
 )]
@@ -107,9 +107,8 @@ pub(crate) async fn validate(
     // Charged only for a provider that exists (unknown ids cannot grow the
     // limiter's map), and before the body is read.
     let client = client_key(&state, &request);
-    if let Err(limited) = state.0.limiters.check(&client, entry.id()) {
-        state.0.metrics.rate_limited(limited.scope);
-        return Ok(limited.into_response());
+    if let Err(refused) = state.0.limiters.decide(&client, entry.id()).await {
+        return Ok(refused.answer(&state.0.metrics));
     }
     // (The body alone, not the request, is held while it is read.)
     ValidateRequest::check_content_type(request.headers())?;

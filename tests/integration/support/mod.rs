@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod procfs;
+pub mod redis_server;
 pub mod registry;
 pub mod server;
 pub mod vendor;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand};
 use connhost::Isolation;
-use connhost_http::{Rate, RateLimit};
+use connhost_http::{Rate, RateLimit, RateLimitStore, StoreFailure};
 
 /// connhost: connection providers, built in and from plugin libraries,
 /// behind one schema-and-validation API.
@@ -380,6 +380,34 @@ pub(crate) struct ServeArgs {
         value_name = "N"
     )]
     pub(crate) provider_burst: NonZeroU32,
+
+    /// Share the rate limits with the other replicas through this Redis
+    /// (or Valkey) server: redis://HOST:PORT[/DB]. Without it, each
+    /// server limits on its own.
+    #[arg(
+        long,
+        env = "CONNHOST_RATE_LIMIT_STORE",
+        value_parser = RateLimitStore::parse,
+        value_name = "URL"
+    )]
+    pub(crate) rate_limit_store: Option<RateLimitStore>,
+
+    /// While the rate limit store does not answer: local (this server
+    /// applies its own limits) or closed (validations are refused, 503).
+    #[arg(
+        long,
+        env = "CONNHOST_RATE_LIMIT_STORE_FAILURE",
+        default_value_t = StoreFailure::Local,
+        value_parser = store_failure_parser(),
+        value_name = "MODE"
+    )]
+    pub(crate) rate_limit_store_failure: StoreFailure,
+}
+
+/// `local` or `closed`, listed in `--help`.
+fn store_failure_parser() -> impl clap::builder::TypedValueParser<Value = StoreFailure> {
+    PossibleValuesParser::new([StoreFailure::Local.as_str(), StoreFailure::Closed.as_str()])
+        .map(|mode| mode.parse().unwrap_or_default())
 }
 
 /// A rate limit's rate as `--client-rate` and `--provider-rate` take it:

@@ -59,6 +59,17 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         per_provider = %describe_limit(rate_limits.per_provider),
         "rate limits on validations"
     );
+    let rate_limit_store = args
+        .rate_limit_store
+        .clone()
+        .map(|store| store.with_failure(args.rate_limit_store_failure));
+    if let Some(store) = &rate_limit_store {
+        tracing::info!(
+            %store,
+            on_failure = %store.on_failure,
+            "rate limits shared with other replicas through a store"
+        );
+    }
     let http_config = HttpConfig {
         token,
         cors_origins,
@@ -66,6 +77,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         body_timeout,
         metrics_open: args.metrics_open,
         rate_limits,
+        rate_limit_store,
     };
     let open_files = raise_open_files_limit();
     let max_connections = match args.max_connections {

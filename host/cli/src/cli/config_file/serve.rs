@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
+use connhost_http::{RateLimitStore, StoreFailure};
 use serde::Deserialize;
 
 use super::super::args::RateSetting;
@@ -42,6 +43,11 @@ table! {
             => serve.provider_rate = |r| r.0, unless flag "provider_rate";
         provider_burst: U32Count
             => serve.provider_burst = burst, unless flag "provider_burst";
+        rate_limit_store: StoreText
+            => serve.rate_limit_store = |s| Some(s.0), unless flag "rate_limit_store";
+        rate_limit_store_failure: FailureText
+            => serve.rate_limit_store_failure = |f| f.0,
+            unless flag "rate_limit_store_failure";
     }
 }
 
@@ -77,5 +83,33 @@ impl TryFrom<String> for CorsOrigin {
     fn try_from(origin: String) -> Result<Self, String> {
         connhost_http::parse_cors_origin(&origin)?;
         Ok(CorsOrigin(origin))
+    }
+}
+
+/// A rate limit store, as `--rate-limit-store` takes it:
+/// `redis://HOST:PORT[/DB]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct StoreText(RateLimitStore);
+
+impl TryFrom<String> for StoreText {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, String> {
+        RateLimitStore::parse(&url).map(StoreText)
+    }
+}
+
+/// What to do while the store does not answer, as
+/// `--rate-limit-store-failure` takes it: `local` or `closed`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct FailureText(StoreFailure);
+
+impl TryFrom<String> for FailureText {
+    type Error = String;
+
+    fn try_from(mode: String) -> Result<Self, String> {
+        mode.parse().map(FailureText)
     }
 }

@@ -232,6 +232,14 @@ fn a_bad_value_names_its_line_and_key() {
             "2: client_burst in [serve]: must be from 1 to",
         ),
         (
+            "[serve]\nrate_limit_store = \"127.0.0.1:6379\"\n",
+            "2: rate_limit_store in [serve]: not a redis:// address: give redis://HOST:PORT[/DB]",
+        ),
+        (
+            "[serve]\nrate_limit_store_failure = \"open\"\n",
+            "2: rate_limit_store_failure in [serve]: \"open\": give local",
+        ),
+        (
             "[plugin.x]\negress = [\"https://api.example.com/\"]\n",
             "2: egress in [plugin.x]: \"https://api.example.com/\" is not an egress pattern",
         ),
@@ -452,4 +460,34 @@ fn the_example_file_shows_every_key_and_no_other() {
             "[{table}]: the keys connhost.example.toml shows (left) and those there are (right)"
         );
     }
+}
+
+#[test]
+fn a_rate_limit_store_comes_from_the_file_unless_a_flag_gives_one() {
+    use connhost_http::StoreFailure;
+    let default = serve_args(&[], "");
+    assert!(default.rate_limit_store.is_none());
+    assert_eq!(default.rate_limit_store_failure, StoreFailure::Local);
+    let file = "[serve]\nrate_limit_store = \"redis://10.0.0.5:6379/1\"\nrate_limit_store_failure = \"closed\"\n";
+    let filled = serve_args(&[], file);
+    assert_eq!(
+        filled.rate_limit_store.unwrap().to_string(),
+        "redis://10.0.0.5:6379/1"
+    );
+    assert_eq!(filled.rate_limit_store_failure, StoreFailure::Closed);
+    let flags = serve_args(
+        &[
+            "--rate-limit-store",
+            "redis://:pw@127.0.0.1:7000",
+            "--rate-limit-store-failure",
+            "local",
+        ],
+        file,
+    );
+    assert_eq!(
+        flags.rate_limit_store.unwrap().to_string(),
+        "redis://127.0.0.1:7000/0",
+        "the flag wins, and its password is not shown"
+    );
+    assert_eq!(flags.rate_limit_store_failure, StoreFailure::Local);
 }
