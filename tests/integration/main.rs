@@ -42,6 +42,7 @@ mod rate_limits_shared;
 mod readme;
 mod sentinel;
 mod starved;
+mod sync;
 mod terminal_escapes;
 mod third_party;
 mod trust;

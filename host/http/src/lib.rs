@@ -23,6 +23,7 @@ mod paths;
 mod rate_limit;
 mod routes;
 mod server;
+mod sync;
 mod ui;
 mod wire;
 
@@ -53,6 +54,7 @@ pub use server::{
     default_max_connections, serve, ServeOptions, BODY_READ_TIMEOUT, DRAIN_ANSWER_TIMEOUT,
     HEADER_READ_TIMEOUT, WRITE_TIMEOUT,
 };
+pub use sync::SyncStatus;
 pub use ui::render_markdown;
 pub use wire::{FieldErrorBody, NotValidBody, ValidBody, VerdictBody};
 
@@ -178,6 +180,14 @@ impl AppState {
     /// Enables `POST /v1/plugins/rescan` through this hot-reload task.
     pub fn set_reload(&self, handle: connhost::reload::ReloadHandle) {
         let _ = self.0.reload.set(handle);
+    }
+
+    /// Publishes the status of each reference `connhost serve --sync`
+    /// keeps the plugins folder in step with: shown under `sync` in
+    /// `/v1/plugins` (with each synced plugin's `source`) and as the
+    /// `connhost_sync_*` metrics from now on.
+    pub fn set_sync(&self, statuses: Vec<SyncStatus>) {
+        self.0.metrics.sync.store(Some(Arc::new(statuses)));
     }
 
     /// Installs (or replaces) the provider set; requests in flight finish

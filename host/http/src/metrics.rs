@@ -73,6 +73,8 @@ pub(crate) struct Metrics {
     plugins_folder_unreadable: Gauge<i64, AtomicI64>,
     /// The host the collectors read.
     served: Served,
+    /// What `serve --sync` published (`crate::sync`).
+    pub(crate) sync: crate::sync::Published,
 }
 
 type AtomicI64 = std::sync::atomic::AtomicI64;
@@ -296,6 +298,8 @@ impl Metrics {
         let served = Served::default();
         registry.register_collector(Box::new(WorkerCollector(served.clone())));
         registry.register_collector(Box::new(EgressCollector(served.clone())));
+        let sync = crate::sync::Published::default();
+        registry.register_collector(Box::new(crate::sync::SyncCollector(sync.clone())));
         // Every route's series exists from the start (at zero).
         let route_seconds = (0..=paths::TABLE.len())
             .map(|index| {
@@ -322,6 +326,7 @@ impl Metrics {
             providers,
             plugins_folder_unreadable,
             served,
+            sync,
         }
     }
 

@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
+use utoipa::openapi::{ArrayBuilder, ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorCode;
@@ -39,8 +39,10 @@ use super::{routes, ui};
         crate::wire::VerdictBody,
         crate::wire::FieldErrorBody,
         super::error::ErrorBody,
+        crate::sync::SyncStatus,
+        crate::sync::PluginSource,
     )),
-    modifiers(&BearerScheme, &FallbackResponses, &ErrorCodeStatuses),
+    modifiers(&BearerScheme, &FallbackResponses, &ErrorCodeStatuses, &SyncFields),
     tags(
         (name = "providers", description = "The provider set, forms and validation"),
         (name = "plugins", description = "What loaded from the plugins folder"),
@@ -113,6 +115,45 @@ impl Modify for ErrorCodeStatuses {
                 statuses.join(", ")
             ));
         }
+    }
+}
+
+/// The optional keys a server that syncs its plugins folder
+/// (`serve --sync`) adds to the load report (`crate::sync`): `sync` on the
+/// report, `source` on each synced plugin. The report's types are the
+/// core's; the keys are the HTTP service's.
+struct SyncFields;
+
+impl Modify for SyncFields {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let mut add = |schema: &str, key: &str, property: RefOr<Schema>| {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema) {
+                object.properties.insert(key.to_owned(), property);
+            }
+        };
+        add(
+            "LoadReport",
+            "sync",
+            ArrayBuilder::new()
+                .items(Ref::from_schema_name("SyncStatus"))
+                .description(Some(
+                    "Only on a server that syncs its plugins folder with OCI references (`connhost serve --sync`): each reference's status.",
+                ))
+                .into(),
+        );
+        add(
+            "LoadedPlugin",
+            "source",
+            utoipa::openapi::schema::RefBuilder::new()
+                .ref_location_from_schema_name("PluginSource")
+                .description(Some(
+                    "Only for a file `connhost serve --sync` wrote (and the copy loaded is that file): the reference and digest it came from.",
+                ))
+                .into(),
+        );
     }
 }
 
@@ -191,6 +232,48 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// The keys `serve --sync` adds to the load report are documented, and
+    /// optional.
+    #[test]
+    fn the_sync_keys_are_optional_in_the_load_report() {
+        let schemas = schemas();
+        assert_eq!(
+            schemas["LoadReport"]["properties"]["sync"]["items"]["$ref"],
+            "#/components/schemas/SyncStatus"
+        );
+        assert!(!schemas["LoadReport"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("sync")));
+        assert_eq!(
+            schemas["LoadedPlugin"]["properties"]["source"]["$ref"],
+            "#/components/schemas/PluginSource"
+        );
+        assert!(!schemas["LoadedPlugin"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("source")));
+        let status = serde_json::to_value(crate::sync::SyncStatus::new("r/p:1")).unwrap();
+        for key in status.as_object().unwrap().keys() {
+            assert!(
+                schemas["SyncStatus"]["properties"].get(key).is_some(),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            property_names(&schemas["SyncStatus"]),
+            [
+                "digest",
+                "errors",
+                "file",
+                "last_error",
+                "last_success",
+                "library",
+                "reference"
+            ]
+        );
     }
 
     #[test]

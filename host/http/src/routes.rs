@@ -155,6 +155,9 @@ fn client_key(state: &AppState, request: &Request) -> ClientKey {
 }
 
 /// The load report: plugins loaded, and files that were not, with reasons.
+/// A server that syncs its folder with OCI references (`serve --sync`)
+/// adds each synced plugin's `source` and each reference's status under
+/// `sync`.
 #[utoipa::path(
     get,
     path = "/v1/plugins",
@@ -166,8 +169,19 @@ fn client_key(state: &AppState, request: &Request) -> ClientKey {
     ),
     security((), ("bearer" = [])),
 )]
-pub(crate) async fn plugins(State(state): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
-    Ok(Json(state.host()?.plugins()))
+pub(crate) async fn plugins(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let report = state.host()?.plugins();
+    Ok(report_response(&state, report))
+}
+
+/// The load report as `/v1/plugins` answers it: as it is, or with what
+/// the sync adds when the server syncs.
+fn report_response(state: &AppState, report: LoadReport) -> Response {
+    let statuses = state.0.metrics.sync.load_full();
+    match statuses {
+        None => Json(report).into_response(),
+        Some(statuses) => Json(crate::sync::plugins_body(&report, Some(&statuses))).into_response(),
+    }
 }
 
 /// Rescans the plugins folder now (for file systems without change
@@ -183,7 +197,7 @@ pub(crate) async fn plugins(State(state): State<AppState>) -> Result<Json<LoadRe
     ),
     security((), ("bearer" = [])),
 )]
-pub(crate) async fn rescan(State(state): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
+pub(crate) async fn rescan(State(state): State<AppState>) -> Result<Response, ApiError> {
     let unavailable = || {
         ApiError::new(
             ErrorCode::ReloadUnavailable,
@@ -191,7 +205,8 @@ pub(crate) async fn rescan(State(state): State<AppState>) -> Result<Json<LoadRep
         )
     };
     let handle = state.0.reload.get().ok_or_else(unavailable)?;
-    handle.rescan().await.map(Json).ok_or_else(unavailable)
+    let report = handle.rescan().await.ok_or_else(unavailable)?;
+    Ok(report_response(&state, report))
 }
 
 /// `GET /healthz`'s answer.

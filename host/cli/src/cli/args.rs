@@ -324,6 +324,27 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub(crate) no_watch: bool,
 
+    /// Keep the plugins folder in step with this OCI reference
+    /// (REGISTRY/REPOSITORY:TAG or @DIGEST; repeatable, or comma-separated
+    /// in CONNHOST_SYNC): pulled as `connhost pull` pulls it, again when
+    /// its tag moves; a reference no longer listed has its file removed.
+    #[arg(
+        long = "sync",
+        env = "CONNHOST_SYNC",
+        value_delimiter = ',',
+        value_name = "REF"
+    )]
+    pub(crate) sync: Vec<String>,
+
+    /// How often each --sync reference is polled (one manifest request
+    /// when nothing changed; ±10% jitter, longer after errors): 30s, 5m,
+    /// 1h, 500ms, or a number of seconds.
+    #[arg(long, default_value = "60s", value_parser = parse_interval, value_name = "DURATION")]
+    pub(crate) sync_interval: std::time::Duration,
+
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+
     /// On SIGINT/SIGTERM, how long requests in flight may take to finish, in
     /// seconds (default: the validation timeout plus 5).
     #[arg(long, value_name = "SECONDS")]
@@ -408,6 +429,31 @@ pub(crate) struct ServeArgs {
 fn store_failure_parser() -> impl clap::builder::TypedValueParser<Value = StoreFailure> {
     PossibleValuesParser::new([StoreFailure::Local.as_str(), StoreFailure::Closed.as_str()])
         .map(|mode| mode.parse().unwrap_or_default())
+}
+
+/// A positive duration: a number with `ms`, `s`, `m` or `h`, or a bare
+/// number of seconds (`--sync-interval`, `sync_interval`).
+pub(crate) fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => f64::NAN,
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| std::time::Duration::try_from_secs_f64(n * scale).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!("{text:?} is not a duration: give a positive number with ms, s, m or h, such as 30s or 5m")
+        })
 }
 
 /// A rate limit's rate as `--client-rate` and `--provider-rate` take it:

@@ -19,6 +19,7 @@ use connhost::{Connhost, CredentialFields, HostConfig, Outcome};
 mod lock;
 mod oci;
 mod serve;
+mod sync;
 
 pub(crate) use args::Cli;
 use args::{Command, GlobalArgs};

@@ -28,7 +28,9 @@ const REFUSED: u8 = 1;
 /// The suffix of a library's signature file.
 const SIGNATURE_SUFFIX: &str = ".minisig";
 
-fn registry(args: &RegistryArgs) -> anyhow::Result<Registry> {
+/// A registry client with `args`' insecure registries and docker's
+/// credentials.
+pub(crate) fn registry(args: &RegistryArgs) -> anyhow::Result<Registry> {
     let credentials = DockerCredentials::load_default()?;
     Ok(Registry::new(Options {
         insecure_registries: args.insecure_registries.clone(),
@@ -59,7 +61,7 @@ fn name_of(path: &Path) -> String {
 }
 
 /// `path` with `.minisig` appended.
-fn signature_beside(path: &Path) -> PathBuf {
+pub(crate) fn signature_beside(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(SIGNATURE_SUFFIX);
     PathBuf::from(name)
@@ -307,19 +309,58 @@ fn check_machine(file: &Path, bytes: &[u8], platform: &Platform) -> anyhow::Resu
 
 /// What `pull --json` prints.
 #[derive(Serialize)]
-struct PullReport {
-    reference: String,
+pub(crate) struct PullReport {
+    pub(crate) reference: String,
     /// The digest the reference resolved to (the index's).
-    digest: String,
+    pub(crate) digest: String,
     manifest: String,
     platform: String,
     plugin: String,
     version: String,
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// The library's digest, as the lock file records it.
-    library: String,
+    pub(crate) library: String,
     signature: Option<connhost::SignatureInfo>,
     providers: Vec<String>,
+    /// Whether the artifact carried a signature (checked or not).
+    #[serde(skip)]
+    signed: bool,
+}
+
+/// Why a pull wrote nothing.
+#[derive(Debug)]
+pub(crate) enum PullError {
+    /// The registry's content was refused (a digest, a signature, the lock
+    /// file, a library that does not load here), naming the reference,
+    /// the digest and why.
+    Refused(String),
+    /// Anything else: the registry out of reach, the folder unwritable.
+    Failed(anyhow::Error),
+}
+
+impl std::fmt::Display for PullError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PullError::Refused(reason) => write!(f, "refused: {reason}"),
+            PullError::Failed(error) => write!(f, "{error:#}"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for PullError {
+    fn from(error: anyhow::Error) -> Self {
+        PullError::Failed(error)
+    }
+}
+
+impl From<connhost_oci::Error> for PullError {
+    fn from(error: connhost_oci::Error) -> Self {
+        if refusal(&error) {
+            PullError::Refused(error.to_string())
+        } else {
+            PullError::Failed(error.into())
+        }
+    }
 }
 
 /// `connhost pull REF`.
@@ -335,101 +376,15 @@ pub(crate) fn pull(config: &HostConfig, args: &PullArgs) -> anyhow::Result<ExitC
         );
     }
     let registry = registry(&args.registry)?;
-    let runtime = runtime()?;
-    let reference = args.reference.as_str();
-    let platform = Platform::host();
-    let selected = match runtime.block_on(registry.select(reference, &platform)) {
-        Ok(selected) => selected,
-        Err(e) if refusal(&e) => return refused(&e.to_string()),
-        Err(e) => return Err(e.into()),
-    };
-    let file = selected.config.file.clone();
-    // Only a library's name: the artifact names the file, and must not
-    // name the lock file or anything else in the folder.
-    if !file.ends_with(std::env::consts::DLL_SUFFIX) {
-        return refused(&format!(
-            "{reference} ({}): the artifact names its library {file:?}, which is not a library's name (…{}); nothing was written",
-            selected.digest,
-            std::env::consts::DLL_SUFFIX
-        ));
-    }
-    // The lock file pins the library's content by the digest its layer is
-    // named by: refused before anything is downloaded.
-    if config.trust.locked {
-        let path = config
-            .trust
-            .lock_path(Some(&folder))
-            .context("--locked without a lock file")?;
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("could not read the lock file {}", path.display()))?;
-        let lock = LockFile::parse(&text, &path)?;
-        if let Err(reason) = lock.admits(&path, &file, &selected.library.digest) {
-            return refused(&format!("{reference} ({}): {reason}", selected.digest));
-        }
-    }
-    if config.trust.trusted_keys.is_some() && selected.signature.is_none() {
-        return refused(&format!(
-            "{reference} ({}): the artifact for {} is not signed (its manifest {} has no signature layer), and with --trusted-keys only signed plugins are pulled; nothing was written",
-            selected.digest, selected.platform, selected.manifest_digest
-        ));
-    }
-    let pulled = match runtime.block_on(registry.download(selected)) {
-        Ok(pulled) => pulled,
-        Err(e) if refusal(&e) => return refused(&e.to_string()),
-        Err(e) => return Err(e.into()),
-    };
-    drop(runtime);
-    let staging = Staging::new(&folder)?;
-    let staged = staging.write(&pulled)?;
-    // The host's own gate on the staged pair: the signature against the
-    // trusted keys, the lock file, and a load in a sandboxed worker.
-    let inspection = connhost::inspect(&staged, config);
-    let why = |reason: &str| {
-        format!(
-            "{reference} ({}): {file} was not written: {reason}",
-            pulled.selected.digest
-        )
-    };
-    if !inspection.loadable {
-        let reason = inspection
-            .failure
-            .as_ref()
-            .map_or_else(|| "it does not load".to_owned(), |f| f.reason.clone());
-        return refused(&why(&reason));
-    }
-    let config_blob = &pulled.selected.config;
-    if inspection.plugin.as_deref() != Some(config_blob.name.as_str())
-        || inspection.version.as_deref() != Some(config_blob.version.as_str())
-    {
-        return refused(&why(&format!(
-            "the library says it is {} {}, but the artifact's config says {} {}",
-            inspection.plugin.as_deref().unwrap_or("?"),
-            inspection.version.as_deref().unwrap_or("?"),
-            config_blob.name,
-            config_blob.version
-        )));
-    }
-    let target = staging.place(&folder, &file, pulled.signature.is_some())?;
-    let report = PullReport {
-        reference: reference.to_owned(),
-        digest: pulled.selected.digest.clone(),
-        manifest: pulled.selected.manifest_digest.clone(),
-        platform: pulled.selected.platform.to_string(),
-        plugin: config_blob.name.clone(),
-        version: config_blob.version.clone(),
-        file: target,
-        library: pulled.selected.library.digest.clone(),
-        signature: inspection.trust.as_ref().and_then(|t| t.signature.clone()),
-        providers: inspection
-            .providers
-            .iter()
-            .map(|p| p.provider_id.clone())
-            .collect(),
+    let report = match pull_into(config, &registry, &args.reference, &folder, &|_| Ok(())) {
+        Ok(report) => report,
+        Err(PullError::Refused(reason)) => return refused(&reason),
+        Err(PullError::Failed(error)) => return Err(error),
     };
     if args.json {
         terminal::print_json(&report)?;
     } else {
-        let signature = match (&report.signature, pulled.signature.is_some()) {
+        let signature = match (&report.signature, report.signed) {
             (Some(info), _) => format!("signed by key {}", info.key_id),
             (None, true) => "signed (not checked: no --trusted-keys)".to_owned(),
             (None, false) => "unsigned".to_owned(),
@@ -447,6 +402,116 @@ pub(crate) fn pull(config: &HostConfig, args: &PullArgs) -> anyhow::Result<ExitC
         ))?;
     }
     Ok(super::success())
+}
+
+/// Pulls `reference` for this host's platform into `folder`, as `connhost
+/// pull` does (and `serve --sync` after it): the selected manifest's
+/// library name must be a library's and pass `accept`, the lock file
+/// (`--locked`) and the trusted keys are checked before anything is
+/// downloaded, every download against its digest, then the pair is
+/// written to a private folder inside `folder`, checked there by the
+/// host's own gate and a load in a sandboxed worker, and renamed into
+/// `folder` (the signature first, then the library). Blocks: call it
+/// outside any async runtime.
+pub(crate) fn pull_into(
+    config: &HostConfig,
+    registry: &Registry,
+    reference: &str,
+    folder: &Path,
+    accept: &dyn Fn(&str) -> Result<(), String>,
+) -> Result<PullReport, PullError> {
+    let runtime = runtime()?;
+    let platform = Platform::host();
+    let selected = runtime.block_on(registry.select(reference, &platform))?;
+    let file = selected.config.file.clone();
+    // Only a library's name: the artifact names the file, and must not
+    // name the lock file or anything else in the folder.
+    if !file.ends_with(std::env::consts::DLL_SUFFIX) {
+        return Err(PullError::Refused(format!(
+            "{reference} ({}): the artifact names its library {file:?}, which is not a library's name (…{}); nothing was written",
+            selected.digest,
+            std::env::consts::DLL_SUFFIX
+        )));
+    }
+    if let Err(reason) = accept(&file) {
+        return Err(PullError::Refused(format!(
+            "{reference} ({}): {reason}; nothing was written",
+            selected.digest
+        )));
+    }
+    // The lock file pins the library's content by the digest its layer is
+    // named by: refused before anything is downloaded.
+    if config.trust.locked {
+        let path = config
+            .trust
+            .lock_path(Some(folder))
+            .context("--locked without a lock file")?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("could not read the lock file {}", path.display()))?;
+        let lock = LockFile::parse(&text, &path).map_err(anyhow::Error::from)?;
+        if let Err(reason) = lock.admits(&path, &file, &selected.library.digest) {
+            return Err(PullError::Refused(format!(
+                "{reference} ({}): {reason}",
+                selected.digest
+            )));
+        }
+    }
+    if config.trust.trusted_keys.is_some() && selected.signature.is_none() {
+        return Err(PullError::Refused(format!(
+            "{reference} ({}): the artifact for {} is not signed (its manifest {} has no signature layer), and with --trusted-keys only signed plugins are pulled; nothing was written",
+            selected.digest, selected.platform, selected.manifest_digest
+        )));
+    }
+    let pulled = runtime.block_on(registry.download(selected))?;
+    drop(runtime);
+    let staging = Staging::new(folder)?;
+    let staged = staging.write(&pulled)?;
+    // The host's own gate on the staged pair: the signature against the
+    // trusted keys, the lock file, and a load in a sandboxed worker.
+    let inspection = connhost::inspect(&staged, config);
+    let why = |reason: &str| {
+        PullError::Refused(format!(
+            "{reference} ({}): {file} was not written: {reason}",
+            pulled.selected.digest
+        ))
+    };
+    if !inspection.loadable {
+        let reason = inspection
+            .failure
+            .as_ref()
+            .map_or_else(|| "it does not load".to_owned(), |f| f.reason.clone());
+        return Err(why(&reason));
+    }
+    let config_blob = &pulled.selected.config;
+    if inspection.plugin.as_deref() != Some(config_blob.name.as_str())
+        || inspection.version.as_deref() != Some(config_blob.version.as_str())
+    {
+        return Err(why(&format!(
+            "the library says it is {} {}, but the artifact's config says {} {}",
+            inspection.plugin.as_deref().unwrap_or("?"),
+            inspection.version.as_deref().unwrap_or("?"),
+            config_blob.name,
+            config_blob.version
+        )));
+    }
+    let target = staging.place(folder, &file, pulled.signature.is_some())?;
+    Ok(PullReport {
+        reference: reference.to_owned(),
+        digest: pulled.selected.digest.clone(),
+        manifest: pulled.selected.manifest_digest.clone(),
+        platform: pulled.selected.platform.to_string(),
+        plugin: config_blob.name.clone(),
+        version: config_blob.version.clone(),
+        file: target,
+        library: pulled.selected.library.digest.clone(),
+        signature: inspection.trust.as_ref().and_then(|t| t.signature.clone()),
+        providers: inspection
+            .providers
+            .iter()
+            .map(|p| p.provider_id.clone())
+            .collect(),
+        signed: pulled.signature.is_some(),
+    })
 }
 
 /// Whether `error` refuses the registry's content (rather than failing to

@@ -90,6 +90,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         max_connections,
     };
 
+    let sync = super::sync::Sync::new(&host_config, &args)?;
     // The catalog's files are read once the server answers probes.
     let set = Catalog::new(&host_config);
     // Its own cache folder goes at exit; one the operator named is kept
@@ -112,6 +113,9 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         tracing::info!(%address, "listening");
 
         let state = AppState::new(&http_config);
+        if let Some(sync) = sync {
+            sync.start(state.clone())?;
+        }
         let serving = state.clone();
         let app = connhost_http::router(state.clone(), &http_config);
         // Answer probes (and 503 on the API) while the plugins load.

@@ -30,6 +30,10 @@ table! {
             => serve.body_timeout = |s| s.0.as_secs_f64(), unless flag "body_timeout";
         no_watch: bool
             => serve.no_watch, unless flag "no_watch";
+        sync: Vec<String>
+            => serve.sync, unless flag "sync";
+        sync_interval: Interval
+            => serve.sync_interval = |i| i.0, unless flag "sync_interval";
         shutdown_grace: GraceSeconds
             => serve.shutdown_grace = |s| Some(s.0), unless flag "shutdown_grace";
         max_connections: U32Count
@@ -61,6 +65,33 @@ impl TryFrom<String> for RateText {
 
     fn try_from(text: String) -> Result<Self, String> {
         connhost_http::parse_rate(&text).map(|rate| RateText(RateSetting(rate)))
+    }
+}
+
+/// A duration, as `--sync-interval` takes it (`"30s"`, `"5m"`), or a
+/// number of seconds.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "IntervalText")]
+pub(super) struct Interval(std::time::Duration);
+
+/// What [`Interval`] is read from.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum IntervalText {
+    Seconds(f64),
+    Text(String),
+}
+
+impl TryFrom<IntervalText> for Interval {
+    type Error = String;
+
+    fn try_from(given: IntervalText) -> Result<Self, String> {
+        match given {
+            IntervalText::Seconds(seconds) => {
+                super::values::Seconds::try_from(seconds).map(|s| Interval(s.0))
+            }
+            IntervalText::Text(text) => super::super::args::parse_interval(&text).map(Interval),
+        }
     }
 }
 

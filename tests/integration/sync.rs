@@ -1,0 +1,193 @@
+//! `connhost serve --sync REF`: two replicas keep their plugins folders in
+//! step with a tag in a real registry (Debian's `docker-registry`,
+//! `support::registry`). Both serve what the tag names and report the
+//! same digest in `/v1/plugins`; a moved tag reaches both; a registry that
+//! goes down leaves both serving their last set and saying why in
+//! `/v1/plugins` and `/metrics`; a reference no longer listed at the next
+//! start has its file removed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::registry::{docker_config, Registry};
+use crate::support::server::{get, get_text, Server};
+use crate::support::{
+    built_library, connhost, library_file_name, run, wait_until_within, PluginDir,
+};
+
+/// The poll interval the replicas run with.
+const INTERVAL: &str = "1s";
+/// How long a change may take to reach a replica: twice the interval, and
+/// a pull (a load in a worker) and a hot reload on a busy machine.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
+/// How long the first pull at start may take.
+const FIRST_WITHIN: Duration = Duration::from_secs(30);
+
+/// The greeter fixture `crate_name` built, as a vendor names its release
+/// (`libgreeter.so`), in a folder of its own under `dir`.
+fn vendor_file(dir: &Path, crate_name: &str) -> PathBuf {
+    let folder = dir.join(crate_name);
+    std::fs::create_dir_all(&folder).expect("vendor folder");
+    let file = folder.join(library_file_name("greeter"));
+    std::fs::copy(built_library(crate_name), &file).expect("copy library");
+    file
+}
+
+/// `connhost push FILE REF --json`, which must work: the index's digest.
+fn push(docker: &Path, file: &Path, reference: &str) -> String {
+    let mut command = connhost(file.parent().expect("a folder"));
+    command
+        .env("DOCKER_CONFIG", docker)
+        .env_remove("CONNHOST_INSECURE_REGISTRIES")
+        .arg("push")
+        .arg(file)
+        .arg(reference)
+        .arg("--json");
+    let out = run(&mut command);
+    assert_eq!(out.code, 0, "push failed:\n{}", out.stderr);
+    out.json()["digest"].as_str().expect("a digest").to_owned()
+}
+
+/// `connhost serve --sync REF... --sync-interval 1s` over `plugins`.
+fn replica(plugins: &Path, docker: &Path, references: &[&str]) -> Server {
+    Server::start(plugins, |c| {
+        c.env("DOCKER_CONFIG", docker)
+            .env("CONNHOST_LOG", "info")
+            .env_remove("CONNHOST_INSECURE_REGISTRIES")
+            .env_remove("CONNHOST_SYNC")
+            .args(["--sync-interval", INTERVAL]);
+        for reference in references {
+            c.args(["--sync", reference]);
+        }
+    })
+}
+
+/// The loaded plugin serving `greeter` in `/v1/plugins`, if any.
+fn greeter(report: &Value) -> Option<Value> {
+    report["loaded"]
+        .as_array()?
+        .iter()
+        .find(|p| {
+            p["providers"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|id| id == "greeter"))
+        })
+        .cloned()
+}
+
+/// Whether `server` serves greeter `version` synced from `reference` at
+/// `digest`.
+fn serves(server: &Server, version: &str, reference: &str, digest: &str) -> bool {
+    let report = get(server, "/v1/plugins");
+    greeter(&report).is_some_and(|p| {
+        p["version"] == version
+            && p["source"]["reference"] == reference
+            && p["source"]["digest"] == digest
+    })
+}
+
+/// `/v1/plugins`' status of `reference`.
+fn status(server: &Server, reference: &str) -> Value {
+    get(server, "/v1/plugins")["sync"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["reference"] == reference).cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn two_replicas_follow_a_moved_tag_and_keep_serving_when_the_registry_is_down() {
+    let registry = Registry::start();
+    let docker = docker_config(registry.host(), None);
+    let vendor = tempfile::tempdir().unwrap();
+    let reference = registry.reference("plugins/greeter:stable");
+    let v1 = push(
+        docker.path(),
+        &vendor_file(vendor.path(), "fixture-greeter-v1"),
+        &reference,
+    );
+
+    let folders = [PluginDir::empty(), PluginDir::empty()];
+    let replicas: Vec<Server> = folders
+        .iter()
+        .map(|f| replica(f.path(), docker.path(), &[&reference]))
+        .collect();
+    for server in &replicas {
+        wait_until_within(
+            "both replicas serve greeter 1.0.0 from the tag",
+            FIRST_WITHIN,
+            || serves(server, "1.0.0", &reference, &v1),
+        );
+        let status = status(server, &reference);
+        assert_eq!(status["digest"], v1.as_str(), "{status}");
+        assert_eq!(status["file"], library_file_name("greeter"), "{status}");
+        assert!(status["last_success"].is_string(), "{status}");
+        assert!(status.get("last_error").is_none(), "{status}");
+        let metrics = get_text(server, "/metrics");
+        assert!(
+            metrics.contains(&format!(
+                "connhost_sync_last_success_timestamp_seconds{{reference=\"{reference}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+
+    // The vendor moves the tag: both replicas follow.
+    let v2 = push(
+        docker.path(),
+        &vendor_file(vendor.path(), "fixture-greeter-v2"),
+        &reference,
+    );
+    assert_ne!(v1, v2);
+    for server in &replicas {
+        wait_until_within(
+            "both replicas serve greeter 2.0.0 from the moved tag",
+            CONVERGE_WITHIN,
+            || serves(server, "2.0.0", &reference, &v2),
+        );
+    }
+
+    // The registry goes down: both keep serving 2.0.0, and say why.
+    drop(registry);
+    for server in &replicas {
+        wait_until_within(
+            "both replicas report the registry's error",
+            CONVERGE_WITHIN,
+            || status(server, &reference)["last_error"].is_string(),
+        );
+        assert!(serves(server, "2.0.0", &reference, &v2));
+        let status = status(server, &reference);
+        assert!(
+            status["last_error"].as_str().unwrap().contains(&reference),
+            "{status}"
+        );
+        assert!(status["errors"].as_u64().unwrap() >= 1, "{status}");
+        let metrics = get_text(server, "/metrics");
+        let errors = format!("connhost_sync_errors_total{{reference=\"{reference}\"}} ");
+        let count = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(errors.as_str()))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        assert!(count.is_some_and(|n| n >= 1), "{metrics}");
+    }
+
+    // A replica restarted without the reference removes the file it wrote,
+    // and so the plugin.
+    let mut replicas = replicas.into_iter();
+    let first = replicas.next().expect("a replica");
+    first.kill();
+    let restarted = replica(folders[0].path(), docker.path(), &[]);
+    wait_until_within(
+        "the unlisted reference's file is removed",
+        CONVERGE_WITHIN,
+        || {
+            !folders[0].file(&library_file_name("greeter")).exists()
+                && greeter(&get(&restarted, "/v1/plugins")).is_none()
+        },
+    );
+    // The other replica, which still lists it, keeps it.
+    let second = replicas.next().expect("a replica");
+    assert!(folders[1].file(&library_file_name("greeter")).exists());
+    assert!(serves(&second, "2.0.0", &reference, &v2));
+}
