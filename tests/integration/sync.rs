@@ -6,6 +6,7 @@
 //! `/v1/plugins` and `/metrics`; a reference no longer listed at the next
 //! start has its file removed.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::support::server::{get, get_text, Server};
 use crate::support::{
     built_library, connhost, library_file_name, run, wait_until_within, PluginDir,
 };
+use crate::trust::{keys_dir, Key};
 
 /// The poll interval the replicas run with.
 const INTERVAL: &str = "1s";
@@ -50,14 +52,16 @@ fn push(docker: &Path, file: &Path, reference: &str) -> String {
     out.json()["digest"].as_str().expect("a digest").to_owned()
 }
 
-/// `connhost serve --sync REF... --sync-interval 1s` over `plugins`.
-fn replica(plugins: &Path, docker: &Path, references: &[&str]) -> Server {
+/// `connhost serve --sync REF... --sync-interval 1s ARGS...` over
+/// `plugins`.
+fn replica(plugins: &Path, docker: &Path, references: &[&str], args: &[&OsStr]) -> Server {
     Server::start(plugins, |c| {
         c.env("DOCKER_CONFIG", docker)
             .env("CONNHOST_LOG", "info")
             .env_remove("CONNHOST_INSECURE_REGISTRIES")
             .env_remove("CONNHOST_SYNC")
-            .args(["--sync-interval", INTERVAL]);
+            .args(["--sync-interval", INTERVAL])
+            .args(args);
         for reference in references {
             c.args(["--sync", reference]);
         }
@@ -109,10 +113,17 @@ fn two_replicas_follow_a_moved_tag_and_keep_serving_when_the_registry_is_down() 
     );
 
     let folders = [PluginDir::empty(), PluginDir::empty()];
-    let replicas: Vec<Server> = folders
-        .iter()
-        .map(|f| replica(f.path(), docker.path(), &[&reference]))
-        .collect();
+    // The second replica does not watch its folder: the sync asks it to
+    // rescan.
+    let replicas = [
+        replica(folders[0].path(), docker.path(), &[&reference], &[]),
+        replica(
+            folders[1].path(),
+            docker.path(),
+            &[&reference],
+            &[OsStr::new("--no-watch")],
+        ),
+    ];
     for server in &replicas {
         wait_until_within(
             "both replicas serve greeter 1.0.0 from the tag",
@@ -140,6 +151,7 @@ fn two_replicas_follow_a_moved_tag_and_keep_serving_when_the_registry_is_down() 
         &reference,
     );
     assert_ne!(v1, v2);
+    let moved = std::time::Instant::now();
     for server in &replicas {
         wait_until_within(
             "both replicas serve greeter 2.0.0 from the moved tag",
@@ -147,6 +159,11 @@ fn two_replicas_follow_a_moved_tag_and_keep_serving_when_the_registry_is_down() 
             || serves(server, "2.0.0", &reference, &v2),
         );
     }
+    // For the record (not asserted): how long the fleet took.
+    eprintln!(
+        "sync: both replicas served the moved tag {:?} after the push",
+        moved.elapsed()
+    );
 
     // The registry goes down: both keep serving 2.0.0, and say why.
     drop(registry);
@@ -177,7 +194,7 @@ fn two_replicas_follow_a_moved_tag_and_keep_serving_when_the_registry_is_down() 
     let mut replicas = replicas.into_iter();
     let first = replicas.next().expect("a replica");
     first.kill();
-    let restarted = replica(folders[0].path(), docker.path(), &[]);
+    let restarted = replica(folders[0].path(), docker.path(), &[], &[]);
     wait_until_within(
         "the unlisted reference's file is removed",
         CONVERGE_WITHIN,
@@ -190,4 +207,48 @@ fn two_replicas_follow_a_moved_tag_and_keep_serving_when_the_registry_is_down() 
     let second = replicas.next().expect("a replica");
     assert!(folders[1].file(&library_file_name("greeter")).exists());
     assert!(serves(&second, "2.0.0", &reference, &v2));
+    // `connhost plugins --json` reads the sync's record for the source.
+    let out = run(connhost(folders[1].path()).args(["plugins", "--json"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plugin = greeter(&out.json()).expect("greeter is loaded");
+    assert_eq!(
+        plugin["source"]["reference"],
+        reference.as_str(),
+        "{plugin}"
+    );
+    assert_eq!(plugin["source"]["digest"], v2.as_str(), "{plugin}");
+}
+
+#[test]
+fn an_unsigned_artifact_is_refused_under_trusted_keys_and_nothing_is_written() {
+    let registry = Registry::start();
+    let docker = docker_config(registry.host(), None);
+    let vendor = tempfile::tempdir().unwrap();
+    let reference = registry.reference("plugins/greeter:unsigned");
+    let digest = push(
+        docker.path(),
+        &vendor_file(vendor.path(), "fixture-greeter-v1"),
+        &reference,
+    );
+    let key = Key::new();
+    let keys = keys_dir(&[(&key, "vendor")]);
+    let plugins = PluginDir::empty();
+    let server = replica(
+        plugins.path(),
+        docker.path(),
+        &[&reference],
+        &[OsStr::new("--trusted-keys"), keys.path().as_os_str()],
+    );
+    wait_until_within("the sync reports its refusal", FIRST_WITHIN, || {
+        status(&server, &reference)["last_error"].is_string()
+    });
+    let status = status(&server, &reference);
+    let error = status["last_error"].as_str().unwrap();
+    assert!(
+        error.contains(&reference) && error.contains(&digest) && error.contains("not signed"),
+        "{status}"
+    );
+    assert!(status.get("digest").is_none(), "{status}");
+    assert!(!plugins.file(&library_file_name("greeter")).exists());
+    assert!(greeter(&get(&server, "/v1/plugins")).is_none());
 }

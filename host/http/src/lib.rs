@@ -54,7 +54,7 @@ pub use server::{
     default_max_connections, serve, ServeOptions, BODY_READ_TIMEOUT, DRAIN_ANSWER_TIMEOUT,
     HEADER_READ_TIMEOUT, WRITE_TIMEOUT,
 };
-pub use sync::SyncStatus;
+pub use sync::{report_with_sources, SyncStatus};
 pub use ui::render_markdown;
 pub use wire::{FieldErrorBody, NotValidBody, ValidBody, VerdictBody};
 

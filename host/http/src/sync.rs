@@ -79,46 +79,58 @@ pub(crate) fn plugins_body(
     report: &connhost::LoadReport,
     statuses: Option<&[SyncStatus]>,
 ) -> serde_json::Value {
-    let mut body = serde_json::to_value(report).unwrap_or_default();
     let Some(statuses) = statuses else {
-        return body;
+        return serde_json::to_value(report).unwrap_or_default();
     };
-    if let Some(loaded) = body.get_mut("loaded").and_then(|l| l.as_array_mut()) {
-        for plugin in loaded {
-            let name = plugin
-                .get("path")
-                .and_then(|p| p.as_str())
-                .and_then(|p| std::path::Path::new(p).file_name())
-                .map(|n| n.to_string_lossy().into_owned());
-            let digest = plugin
-                .pointer("/trust/digest")
-                .and_then(|d| d.as_str())
-                .unwrap_or_default()
-                .to_owned();
-            // The loaded copy is the file the sync wrote: same name, and
-            // the same bytes when the host knows its digest.
-            let source = statuses.iter().find(|s| {
-                s.file.is_some()
-                    && s.file == name
-                    && (digest.is_empty() || s.library.as_deref() == Some(digest.as_str()))
-            });
-            if let (Some(status), Some(object)) = (source, plugin.as_object_mut()) {
-                let source = PluginSource {
-                    reference: status.reference.clone(),
-                    digest: status.digest.clone().unwrap_or_default(),
-                };
-                object.insert(
-                    "source".to_owned(),
-                    serde_json::to_value(source).unwrap_or_default(),
-                );
-            }
-        }
-    }
+    let mut body = report_with_sources(report, statuses);
     if let Some(object) = body.as_object_mut() {
         object.insert(
             "sync".to_owned(),
             serde_json::to_value(statuses).unwrap_or_default(),
         );
+    }
+    body
+}
+
+/// `report` as JSON, with `source` (the reference and digest it came
+/// from) on each loaded plugin whose file a sync wrote, by `statuses`:
+/// the same name, and the same bytes when the report knows the loaded
+/// copy's digest (`connhost plugins --json` shows it from the sync's
+/// record too).
+pub fn report_with_sources(
+    report: &connhost::LoadReport,
+    statuses: &[SyncStatus],
+) -> serde_json::Value {
+    let mut body = serde_json::to_value(report).unwrap_or_default();
+    let Some(loaded) = body.get_mut("loaded").and_then(|l| l.as_array_mut()) else {
+        return body;
+    };
+    for plugin in loaded {
+        let name = plugin
+            .get("path")
+            .and_then(|p| p.as_str())
+            .and_then(|p| std::path::Path::new(p).file_name())
+            .map(|n| n.to_string_lossy().into_owned());
+        let digest = plugin
+            .pointer("/trust/digest")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let source = statuses.iter().find(|s| {
+            s.file.is_some()
+                && s.file == name
+                && (digest.is_empty() || s.library.as_deref() == Some(digest.as_str()))
+        });
+        if let (Some(status), Some(object)) = (source, plugin.as_object_mut()) {
+            let source = PluginSource {
+                reference: status.reference.clone(),
+                digest: status.digest.clone().unwrap_or_default(),
+            };
+            object.insert(
+                "source".to_owned(),
+                serde_json::to_value(source).unwrap_or_default(),
+            );
+        }
     }
     body
 }

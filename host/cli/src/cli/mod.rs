@@ -104,8 +104,16 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Plugins { json } => {
             let host = Connhost::start(&config);
+            let synced = config.plugins_dir.as_deref().and_then(sync::recorded);
             if json {
-                terminal::print_json(&host.plugins())?;
+                match synced {
+                    // Each plugin `serve --sync` wrote names its source.
+                    Some(synced) => terminal::print_json(&connhost_http::report_with_sources(
+                        &host.plugins(),
+                        &synced,
+                    ))?,
+                    None => terminal::print_json(&host.plugins())?,
+                }
             } else {
                 terminal::print(&output::report(&host.plugins()))?;
             }

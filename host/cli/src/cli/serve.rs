@@ -113,6 +113,7 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
         tracing::info!(%address, "listening");
 
         let state = AppState::new(&http_config);
+        let sync_reload = sync.as_ref().map(super::sync::Sync::reload_slot);
         if let Some(sync) = sync {
             sync.start(state.clone())?;
         }
@@ -133,6 +134,9 @@ pub(crate) fn run(host_config: HostConfig, args: ServeArgs) -> anyhow::Result<Ex
             })
             .await;
             state.set_reload(handle.clone());
+            if let Some(slot) = sync_reload {
+                let _ = slot.set(handle.clone());
+            }
             super::terminal::print_status("connhost: ready\n");
             rescan_on_hangup(handle).await;
         });

@@ -16,6 +16,7 @@
 //! ([`connhost_http::AppState::set_sync`]).
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context as _};
@@ -59,6 +60,10 @@ pub(crate) struct Sync {
     registry: Registry,
     config: HostConfig,
     folder: PathBuf,
+    /// Whether the serving host watches the folder; without, the sync asks
+    /// it to rescan after each change, through `reload`.
+    watch: bool,
+    reload: Arc<OnceLock<connhost::reload::ReloadHandle>>,
 }
 
 /// One reference while the sync runs.
@@ -107,7 +112,15 @@ impl Sync {
             registry: super::oci::registry(&args.registry)?,
             config: config.clone(),
             folder,
+            watch: !args.no_watch,
+            reload: Arc::default(),
         }))
+    }
+
+    /// Where the serving host's reload handle goes once it runs (the sync
+    /// asks it to rescan after a change when the folder is not watched).
+    pub(crate) fn reload_slot(&self) -> Arc<OnceLock<connhost::reload::ReloadHandle>> {
+        self.reload.clone()
     }
 
     /// Starts the sync on a thread of its own (a pull blocks: it loads the
@@ -122,8 +135,20 @@ impl Sync {
     }
 
     fn run(self, state: &AppState) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!("could not start the sync's runtime: {error}");
+                return;
+            }
+        };
         let mut record = self.load_record();
-        self.remove_unlisted(&mut record);
+        if self.remove_unlisted(&mut record) {
+            self.rescan(&runtime);
+        }
         let now = Instant::now();
         let mut entries: Vec<Entry> = self
             .references
@@ -160,16 +185,6 @@ impl Sync {
             interval = ?self.interval,
             "syncing the plugins folder"
         );
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                tracing::error!("could not start the sync's runtime: {error}");
-                return;
-            }
-        };
         let mut seed = seed();
         loop {
             let Some(index) = (0..entries.len()).min_by_key(|&i| entries[i].due) else {
@@ -188,6 +203,7 @@ impl Sync {
             entry.due = Instant::now() + jittered(self.interval * factor, &mut seed);
             if changed {
                 self.save_record(&entries);
+                self.rescan(&runtime);
             }
             publish(state, &entries);
         }
@@ -278,9 +294,24 @@ impl Sync {
         }
     }
 
+    /// Without a watch on the folder, asks the serving host to rescan it
+    /// (once its first load is done and it can).
+    fn rescan(&self, runtime: &tokio::runtime::Runtime) {
+        if self.watch {
+            return;
+        }
+        let handle = loop {
+            if let Some(handle) = self.reload.get() {
+                break handle;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        runtime.block_on(handle.rescan());
+    }
+
     /// Removes the files of references no longer listed, from the folder
-    /// and from `record`.
-    fn remove_unlisted(&self, record: &mut Record) {
+    /// and from `record`; whether there were any.
+    fn remove_unlisted(&self, record: &mut Record) -> bool {
         let (kept, gone): (Vec<Written>, Vec<Written>) = std::mem::take(&mut record.synced)
             .into_iter()
             .partition(|w| self.references.contains(&w.reference));
@@ -291,6 +322,7 @@ impl Sync {
         if !gone.is_empty() {
             self.write_record(record);
         }
+        !gone.is_empty()
     }
 
     /// Removes `written`'s library and signature, if the library is still
@@ -369,6 +401,26 @@ impl Sync {
             tracing::warn!(file = %path.display(), "sync: could not write its record: {error}");
         }
     }
+}
+
+/// What the sync's record in `folder` says it wrote, as statuses (for
+/// `connhost plugins --json`'s `source`); `None` without a record.
+pub(crate) fn recorded(folder: &std::path::Path) -> Option<Vec<SyncStatus>> {
+    let text = std::fs::read_to_string(folder.join(RECORD)).ok()?;
+    let record: Record = serde_json::from_str(&text).ok()?;
+    Some(
+        record
+            .synced
+            .into_iter()
+            .map(|written| {
+                let mut status = SyncStatus::new(&written.reference);
+                status.file = Some(written.file);
+                status.digest = Some(written.digest);
+                status.library = Some(written.library);
+                status
+            })
+            .collect(),
+    )
 }
 
 fn succeed(entry: &mut Entry) {

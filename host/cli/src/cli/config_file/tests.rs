@@ -345,6 +345,37 @@ fn rate_limits_default_on_the_file_fills_them_and_flags_win() {
 }
 
 #[test]
+fn sync_references_and_interval_come_from_the_file_and_flags_win() {
+    let default = serve_args(&[], "");
+    assert!(default.sync.is_empty());
+    assert_eq!(default.sync_interval, Duration::from_secs(60));
+    let file = "[serve]\nsync = [\"r.example/a:1\", \"r.example/b:2\"]\nsync_interval = \"5m\"\n";
+    let filled = serve_args(&[], file);
+    assert_eq!(filled.sync, ["r.example/a:1", "r.example/b:2"]);
+    assert_eq!(filled.sync_interval, Duration::from_secs(300));
+    assert_eq!(
+        serve_args(&[], "[serve]\nsync_interval = 30\n").sync_interval,
+        Duration::from_secs(30)
+    );
+    let flags = serve_args(&["--sync", "r.example/c:3", "--sync-interval", "1s"], file);
+    assert_eq!(flags.sync, ["r.example/c:3"], "the flag wins");
+    assert_eq!(flags.sync_interval, Duration::from_secs(1), "the flag wins");
+    for (text, expected) in [
+        (
+            "[serve]\nsync_interval = \"soon\"\n",
+            "2: sync_interval in [serve]: \"soon\" is not a duration",
+        ),
+        (
+            "[serve]\nsync_interval = 0\n",
+            "2: sync_interval in [serve]: must be a positive number of seconds",
+        ),
+    ] {
+        let message = error(text);
+        assert!(message.starts_with(expected), "{text:?}: {message}");
+    }
+}
+
+#[test]
 fn flags_given_win_over_the_file_and_settings_fill_in() {
     use clap::{CommandFactory as _, FromArgMatches as _};
     let matches = super::super::Cli::command()
