@@ -130,6 +130,10 @@ fn two_replicas_follow_a_moved_tag_and_keep_serving_when_the_registry_is_down() 
             FIRST_WITHIN,
             || serves(server, "1.0.0", &reference, &v1),
         );
+        // The sync's record and staging folders are nothing the catalog
+        // reports on.
+        let report = get(server, "/v1/plugins");
+        assert_eq!(report["failed"], serde_json::json!([]), "{report}");
         let status = status(server, &reference);
         assert_eq!(status["digest"], v1.as_str(), "{status}");
         assert_eq!(status["file"], library_file_name("greeter"), "{status}");
@@ -194,6 +198,10 @@ fn two_replicas_follow_a_moved_tag_and_keep_serving_when_the_registry_is_down() 
     let mut replicas = replicas.into_iter();
     let first = replicas.next().expect("a replica");
     first.kill();
+    // A pull the kill interrupted left its staging folder: the next start
+    // removes it (no process has that id: ids are below 2^22).
+    let stale = folders[0].path().join(".connhost-pull-4294967295-00000000");
+    std::fs::create_dir(&stale).expect("a stale staging folder");
     let restarted = replica(folders[0].path(), docker.path(), &[], &[]);
     wait_until_within(
         "the unlisted reference's file is removed",
@@ -203,6 +211,8 @@ fn two_replicas_follow_a_moved_tag_and_keep_serving_when_the_registry_is_down() 
                 && greeter(&get(&restarted, "/v1/plugins")).is_none()
         },
     );
+    assert!(!stale.exists(), "the stale staging folder is removed");
+    assert!(!folders[0].path().join(".connhost-sync.json").exists());
     // The other replica, which still lists it, keeps it.
     let second = replicas.next().expect("a replica");
     assert!(folders[1].file(&library_file_name("greeter")).exists());

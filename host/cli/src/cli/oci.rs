@@ -523,6 +523,37 @@ fn refusal(error: &connhost_oci::Error) -> bool {
     )
 }
 
+/// How a staging folder's name starts; the process id that made it
+/// follows, then `-`.
+const STAGING_PREFIX: &str = ".connhost-pull-";
+
+/// Removes the staging folders in `folder` left by processes that no
+/// longer run (killed during a pull: a folder is otherwise removed when
+/// its pull ends). Only where `/proc` tells which processes run.
+pub(crate) fn remove_stale_staging(folder: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STAGING_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A private folder inside the plugins folder (same file system, so a
 /// rename out of it is atomic), removed when dropped.
 struct Staging {
@@ -535,7 +566,10 @@ impl Staging {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or_default();
-        let dir = folder.join(format!(".connhost-pull-{}-{nonce:08x}", std::process::id()));
+        let dir = folder.join(format!(
+            "{STAGING_PREFIX}{}-{nonce:08x}",
+            std::process::id()
+        ));
         let mut builder = std::fs::DirBuilder::new();
         #[cfg(unix)]
         {

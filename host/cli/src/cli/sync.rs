@@ -145,6 +145,7 @@ impl Sync {
                 return;
             }
         };
+        super::oci::remove_stale_staging(&self.folder);
         let mut record = self.load_record();
         if self.remove_unlisted(&mut record) {
             self.rescan(&runtime);
