@@ -51,6 +51,20 @@ struct ScopeLabels {
     scope: &'static str,
 }
 
+/// The values of the `scope` label of `rate_limited`: the rate limits'
+/// [`crate::rate_limit::Scope`]s, named as that type names them.
+pub(crate) const RATE_LIMIT_SCOPES: [&str; 2] = ["client", "provider"];
+
+/// The shared rate limit store's two metrics: handles on series
+/// registered in the server's registry ([`Metrics::rate_limit_store`]).
+#[derive(Clone, Default)]
+pub(crate) struct StoreMetrics {
+    /// 1 while the store answers, 0 while decisions are made without it.
+    pub(crate) up: Gauge<i64, AtomicI64>,
+    /// Decisions made without the store.
+    pub(crate) fallbacks: Counter,
+}
+
 /// The server's metrics.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -267,13 +281,8 @@ impl Metrics {
             rate_limited.clone(),
         );
         // Both series exist from the start (at zero).
-        for scope in [
-            crate::rate_limit::Scope::Client,
-            crate::rate_limit::Scope::Provider,
-        ] {
-            let _ = rate_limited.get_or_create(&ScopeLabels {
-                scope: scope.as_str(),
-            });
+        for scope in RATE_LIMIT_SCOPES {
+            let _ = rate_limited.get_or_create(&ScopeLabels { scope });
         }
         let plugins_loaded = Gauge::<i64, AtomicI64>::default();
         registry.register(
@@ -390,8 +399,8 @@ impl Metrics {
     /// with a store has them): the gauge `rate_limit_store_up` (1 while
     /// the store answers, 0 while decisions are made without it; 0 until
     /// first reached) and the counter `rate_limit_store_fallbacks`.
-    pub(crate) fn rate_limit_store(&mut self) -> crate::rate_limit::StoreMetrics {
-        let store = crate::rate_limit::StoreMetrics::default();
+    pub(crate) fn rate_limit_store(&mut self) -> StoreMetrics {
+        let store = StoreMetrics::default();
         self.registry.register(
             "rate_limit_store_up",
             "1 while the shared rate limit store answers, 0 while validations are decided without it",
@@ -405,12 +414,11 @@ impl Metrics {
         store
     }
 
-    /// Records one request refused by a rate limit.
-    pub(crate) fn rate_limited(&self, scope: crate::rate_limit::Scope) {
+    /// Records one request refused by a rate limit of `scope` (one of
+    /// [`RATE_LIMIT_SCOPES`]).
+    pub(crate) fn rate_limited(&self, scope: &'static str) {
         self.rate_limited
-            .get_or_create(&ScopeLabels {
-                scope: scope.as_str(),
-            })
+            .get_or_create(&ScopeLabels { scope })
             .inc();
     }
 

@@ -613,7 +613,7 @@ impl Refusal {
     pub(crate) fn answer(self, metrics: &super::metrics::Metrics) -> Response {
         match self {
             Refusal::Limited(limited) => {
-                metrics.rate_limited(limited.scope);
+                metrics.rate_limited(limited.scope.as_str());
                 limited.into_response()
             }
             Refusal::StoreUnavailable => ApiError::new(
@@ -675,6 +675,14 @@ impl IntoResponse for RateLimited {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metrics_label_every_scope_as_the_scope_names_itself() {
+        assert_eq!(
+            crate::metrics::RATE_LIMIT_SCOPES,
+            [Scope::Client.as_str(), Scope::Provider.as_str()]
+        );
+    }
     use governor::clock::FakeRelativeClock;
     use std::net::{Ipv4Addr, Ipv6Addr};
 

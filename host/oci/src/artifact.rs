@@ -112,6 +112,18 @@ pub struct IndexPlatform {
     pub os_features: Vec<String>,
 }
 
+impl IndexPlatform {
+    /// The platform this index entry describes.
+    pub(crate) fn platform(&self) -> Platform {
+        Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
+            libc: self.os_features.first().cloned(),
+        }
+    }
+}
+
 /// An image manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -312,10 +324,7 @@ mod tests {
         assert_eq!(built.entry.digest, digest_of(&built.manifest));
         let platform = built.entry.platform.unwrap();
         assert_eq!(platform.os_features, ["gnu"]);
-        assert_eq!(
-            Platform::from_index(&platform).to_string(),
-            "linux/amd64+gnu"
-        );
+        assert_eq!(platform.platform().to_string(), "linux/amd64+gnu");
         let config_json: serde_json::Value = serde_json::from_slice(&built.blobs[0].data).unwrap();
         assert_eq!(config_json["apiVersion"], "0.1.1");
         assert_eq!(config_json["target"]["architecture"], "amd64");

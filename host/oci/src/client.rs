@@ -646,7 +646,7 @@ impl Session<'_> {
             let offered: Vec<(Platform, &Descriptor)> = index
                 .manifests
                 .iter()
-                .filter_map(|m| m.platform.as_ref().map(|p| (Platform::from_index(p), m)))
+                .filter_map(|m| m.platform.as_ref().map(|p| (p.platform(), m)))
                 .collect();
             let platforms: Vec<Platform> = offered.iter().map(|(p, _)| p.clone()).collect();
             let Some((_, entry)) = offered.iter().find(|(p, _)| serves(p, wanted)) else {

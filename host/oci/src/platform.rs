@@ -155,17 +155,6 @@ impl Platform {
     pub(crate) fn os_features(&self) -> Vec<String> {
         self.libc.iter().cloned().collect()
     }
-
-    /// The platform an index entry describes.
-    pub(crate) fn from_index(entry: &crate::artifact::IndexPlatform) -> Self {
-        let libc = entry.os_features.first().cloned();
-        Platform {
-            os: entry.os.clone(),
-            architecture: entry.architecture.clone(),
-            variant: entry.variant.clone(),
-            libc,
-        }
-    }
 }
 
 #[cfg(test)]

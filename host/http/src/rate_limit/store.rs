@@ -39,11 +39,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::MultiplexedConnection;
 
 use super::{ClientKey, RateLimit, Scope};
+pub(crate) use crate::metrics::StoreMetrics;
 
 /// The longest a decision waits for the store before it is made without.
 pub(crate) const ROUND_TRIP_TIMEOUT: Duration = Duration::from_millis(100);
@@ -208,16 +207,6 @@ impl fmt::Debug for RateLimitStore {
             .field("on_failure", &self.on_failure)
             .finish()
     }
-}
-
-/// The store's two metrics: handles on series registered in the server's
-/// registry.
-#[derive(Clone, Default)]
-pub(crate) struct StoreMetrics {
-    /// 1 while the store answers, 0 while decisions are made without it.
-    pub(crate) up: Gauge<i64, std::sync::atomic::AtomicI64>,
-    /// Decisions made without the store.
-    pub(crate) fallbacks: Counter,
 }
 
 /// What the store decided.
