@@ -107,6 +107,7 @@ pub use model::config::{
 pub use model::egress::Egress;
 pub use model::names::setting_env_var;
 pub use model::origin::Origin;
+pub use model::report::rfc3339;
 pub use model::report::{
     FailureKind, LoadFailure, LoadReport, LoadedPlugin, RetiredLibrary, LOAD_LOG_TARGET,
 };

@@ -138,33 +138,9 @@ pub fn report_with_sources(
 /// `time` as RFC 3339 in UTC, to the second.
 fn rfc3339<S: Serializer>(time: &Option<SystemTime>, serializer: S) -> Result<S::Ok, S::Error> {
     match time {
-        Some(time) => serializer.serialize_str(&format_rfc3339(*time)),
+        Some(time) => serializer.serialize_str(&connhost::rfc3339(*time)),
         None => serializer.serialize_none(),
     }
-}
-
-/// `time` as `YYYY-MM-DDTHH:MM:SSZ` (times before 1970 as 1970).
-pub(crate) fn format_rfc3339(time: SystemTime) -> String {
-    let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = i64::try_from(seconds / 86_400).unwrap_or(0);
-    let rest = seconds % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 /// The sync's series, read from the published statuses at each scrape:
@@ -227,7 +203,7 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_in_utc() {
-        let at = |s| format_rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(s));
+        let at = |s| connhost::rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(s));
         assert_eq!(at(0), "1970-01-01T00:00:00Z");
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_796_660_152), "2026-12-07T16:15:52Z");

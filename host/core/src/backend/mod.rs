@@ -75,9 +75,7 @@ impl ProviderOutcome {
             provider_metadata,
         })
     }
-}
 
-impl ProviderOutcome {
     /// An accepted credential as an in-process plugin reports it through
     /// `validate_lent`: the metadata in `value_codec`'s encoding, which
     /// makes it a fault when it does not decode.

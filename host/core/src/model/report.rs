@@ -138,8 +138,10 @@ impl fmt::Display for LoadFailure {
 
 impl std::error::Error for LoadFailure {}
 
-/// `time` as RFC 3339 in UTC, to the second (`2026-12-01T21:45:03Z`).
-pub(crate) fn rfc3339(time: std::time::SystemTime) -> String {
+/// `time` as RFC 3339 in UTC, to the second (`2026-12-01T21:45:03Z`;
+/// times before 1970 as 1970): the form of every time in connhost's
+/// reports, and in `connhost-http`'s.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
     let secs = time
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
