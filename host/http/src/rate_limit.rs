@@ -513,6 +513,22 @@ impl Limiters {
         limiters
     }
 
+    /// Decides at once on a validation of `provider` (which exists) by
+    /// `client` when no store shares the limits: by this server's own
+    /// limiters ([`Limiters::check`]). `None` with a store: then
+    /// [`Limiters::decide`] asks it (a round trip, so a future of its own,
+    /// which a server without a store does not build).
+    pub(crate) fn decide_locally(
+        &self,
+        client: &ClientKey,
+        provider: &str,
+    ) -> Option<Result<(), Refusal>> {
+        match self.store {
+            Some(_) => None,
+            None => Some(self.check(client, provider).map_err(Refusal::Limited)),
+        }
+    }
+
     /// Decides on a validation of `provider` (which exists) by `client`:
     /// through the shared store when there is one and it answers, else by
     /// this server's own limiters ([`Limiters::check`]), or refused when
