@@ -256,7 +256,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
             }
         })
         // (Which also serves the validate route: see `paths::TABLE`.)
-        .fallback(guards.wrap(routes::fallback))
+        .fallback(guards.wrap(routes::Fallback))
         .method_not_allowed_fallback(guards.wrap(routes::method_not_allowed))
         .with_state(state);
     if config.cors_origins.is_empty() {

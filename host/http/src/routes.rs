@@ -435,6 +435,21 @@ pub(crate) fn fallback(
     }
 }
 
+/// [`fallback`] as a handler of its own: axum's handler for a function
+/// splits and rebuilds the request to extract its arguments, code run (and
+/// fetched into the instruction cache) once per validation for nothing.
+#[derive(Clone, Copy)]
+pub(crate) struct Fallback;
+
+impl axum::handler::Handler<(), AppState> for Fallback {
+    type Future = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+    fn call(self, request: Request, state: AppState) -> Self::Future {
+        // (Boxed as axum boxes a function handler's future.)
+        Box::pin(fallback(State(state), request))
+    }
+}
+
 pin_project_lite::pin_project! {
     /// The answer of [`fallback`].
     #[project = FallbackProjection]
