@@ -20,16 +20,16 @@ use crate::support::{
 use crate::trust::{keys_dir, Key};
 
 /// The poll interval the replicas run with.
-const INTERVAL: &str = "1s";
+pub(crate) const INTERVAL: &str = "1s";
 /// How long a change may take to reach a replica: twice the interval, and
 /// a pull (a load in a worker) and a hot reload on a busy machine.
-const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
+pub(crate) const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
 /// How long the first pull at start may take.
-const FIRST_WITHIN: Duration = Duration::from_secs(30);
+pub(crate) const FIRST_WITHIN: Duration = Duration::from_secs(30);
 
 /// The greeter fixture `crate_name` built, as a vendor names its release
 /// (`libgreeter.so`), in a folder of its own under `dir`.
-fn vendor_file(dir: &Path, crate_name: &str) -> PathBuf {
+pub(crate) fn vendor_file(dir: &Path, crate_name: &str) -> PathBuf {
     let folder = dir.join(crate_name);
     std::fs::create_dir_all(&folder).expect("vendor folder");
     let file = folder.join(library_file_name("greeter"));
@@ -38,7 +38,7 @@ fn vendor_file(dir: &Path, crate_name: &str) -> PathBuf {
 }
 
 /// `connhost push FILE REF --json`, which must work: the index's digest.
-fn push(docker: &Path, file: &Path, reference: &str) -> String {
+pub(crate) fn push(docker: &Path, file: &Path, reference: &str) -> String {
     let mut command = connhost(file.parent().expect("a folder"));
     command
         .env("DOCKER_CONFIG", docker)
@@ -54,7 +54,12 @@ fn push(docker: &Path, file: &Path, reference: &str) -> String {
 
 /// `connhost serve --sync REF... --sync-interval 1s ARGS...` over
 /// `plugins`.
-fn replica(plugins: &Path, docker: &Path, references: &[&str], args: &[&OsStr]) -> Server {
+pub(crate) fn replica(
+    plugins: &Path,
+    docker: &Path,
+    references: &[&str],
+    args: &[&OsStr],
+) -> Server {
     Server::start(plugins, |c| {
         c.env("DOCKER_CONFIG", docker)
             .env("CONNHOST_LOG", "info")
@@ -83,7 +88,7 @@ fn greeter(report: &Value) -> Option<Value> {
 
 /// Whether `server` serves greeter `version` synced from `reference` at
 /// `digest`.
-fn serves(server: &Server, version: &str, reference: &str, digest: &str) -> bool {
+pub(crate) fn serves(server: &Server, version: &str, reference: &str, digest: &str) -> bool {
     let report = get(server, "/v1/plugins");
     greeter(&report).is_some_and(|p| {
         p["version"] == version
@@ -93,7 +98,7 @@ fn serves(server: &Server, version: &str, reference: &str, digest: &str) -> bool
 }
 
 /// `/v1/plugins`' status of `reference`.
-fn status(server: &Server, reference: &str) -> Value {
+pub(crate) fn status(server: &Server, reference: &str) -> Value {
     get(server, "/v1/plugins")["sync"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["reference"] == reference).cloned())
