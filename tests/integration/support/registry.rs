@@ -1,6 +1,7 @@
 //! A real OCI registry for the tests: Debian's `docker-registry`
 //! (distribution 2.8) on a free loopback port, its storage in a temporary
-//! folder, optionally behind htpasswd basic authentication; stopped when
+//! folder, optionally behind htpasswd basic authentication, logging
+//! every request it answers ([`Registry::requests`]); stopped when
 //! dropped. And `skopeo`, the second client the artifacts are checked
 //! with. Both missing is a failure naming the package to install, never a
 //! skip (`cargo xtask test` installs them).
@@ -95,7 +96,7 @@ impl Registry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth}",
+                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth}",
                     dir.path().join("storage").display()
                 ),
             )
@@ -145,6 +146,25 @@ impl Registry {
             .join(&hex[..2])
             .join(hex)
             .join("data")
+    }
+
+    /// The requests the registry answered so far, in order, as its access
+    /// log writes them: `METHOD TARGET` (`GET /v2/plugins/a/manifests/1`).
+    /// The log is written as each answer ends, so a request answered
+    /// earlier is in it by the time the client has read its answer.
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| {
+                // Combined log format: `ADDR - - [TIME] "METHOD TARGET HTTP/1.1" STATUS ...`.
+                let request = line.split('"').nth(1)?;
+                let mut words = request.split(' ');
+                let (method, target, version) = (words.next()?, words.next()?, words.next()?);
+                version
+                    .starts_with("HTTP/")
+                    .then(|| format!("{method} {target}"))
+            })
+            .collect()
     }
 
     /// The registry's storage folder.
