@@ -4,7 +4,8 @@
 //! same digest in `/v1/plugins`; a moved tag reaches both; a registry that
 //! goes down leaves both serving their last set and saying why in
 //! `/v1/plugins` and `/metrics`; a reference no longer listed at the next
-//! start has its file removed.
+//! start has its file removed; a poll that finds nothing changed is one
+//! manifest request.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -266,4 +267,94 @@ fn an_unsigned_artifact_is_refused_under_trusted_keys_and_nothing_is_written() {
     assert!(status.get("digest").is_none(), "{status}");
     assert!(!plugins.file(&library_file_name("greeter")).exists());
     assert!(greeter(&get(&server, "/v1/plugins")).is_none());
+}
+
+/// What the sync logs (at debug) after a poll that found the folder in
+/// step with the reference.
+const UNCHANGED: &str = "sync: the reference is unchanged";
+
+#[cfg(unix)]
+#[test]
+fn a_poll_that_finds_nothing_changed_is_one_manifest_request() {
+    let registry = Registry::start();
+    let docker = docker_config(registry.host(), None);
+    idle_polls_are_one_manifest_request_each(&registry, docker.path());
+}
+
+/// With credentials, the registry's challenge and the credentials are
+/// asked for and sent once, not at every poll.
+#[cfg(unix)]
+#[test]
+fn a_poll_that_finds_nothing_changed_is_one_manifest_request_with_credentials_too() {
+    let registry = Registry::with_basic_auth("sync", "s3cret");
+    let docker = docker_config(registry.host(), Some(("sync", "s3cret")));
+    idle_polls_are_one_manifest_request_each(&registry, docker.path());
+}
+
+/// Serves `--sync` a tag of `registry` (pushed with the credentials of
+/// `docker`) until three polls found it unchanged, and checks that the
+/// registry answered one manifest request per such poll and nothing else.
+#[cfg(unix)]
+fn idle_polls_are_one_manifest_request_each(registry: &Registry, docker: &Path) {
+    let vendor = tempfile::tempdir().unwrap();
+    let reference = registry.reference("plugins/greeter:stable");
+    let digest = push(
+        docker,
+        &vendor_file(vendor.path(), "fixture-greeter-v1"),
+        &reference,
+    );
+    let plugins = PluginDir::empty();
+    let server = Server::start(plugins.path(), |c| {
+        c.env("DOCKER_CONFIG", docker)
+            .env("CONNHOST_LOG", "warn,connhost::cli::sync=debug")
+            .env_remove("CONNHOST_INSECURE_REGISTRIES")
+            .env_remove("CONNHOST_SYNC")
+            .args(["--sync-interval", INTERVAL, "--sync", &reference]);
+    });
+    wait_until_within(
+        "the server serves greeter from the tag",
+        FIRST_WITHIN,
+        || serves(&server, "1.0.0", &reference, &digest),
+    );
+    wait_until_within("three polls found nothing changed", CONVERGE_WITHIN, || {
+        server.log().matches(UNCHANGED).count() >= 3
+    });
+    // The server stops where it is; every request it made is then in the
+    // registry's log, and every poll it finished in its own.
+    // SAFETY: kill sends a signal to the test's own child process.
+    assert_eq!(
+        unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGSTOP) },
+        0
+    );
+    let requests = registry.settled_requests();
+    let polls = server.log().matches(UNCHANGED).count();
+    // SAFETY: as above; the server is killed when dropped.
+    unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGCONT) };
+
+    // The first poll pulled (its last request the library's blob); every
+    // request since is an idle poll's.
+    let pulled = requests
+        .iter()
+        .rposition(|r| r.contains("/blobs/"))
+        .expect("the first poll pulled the library");
+    let idle = &requests[pulled + 1..];
+    let manifest = |r: &String| {
+        (r.starts_with("GET ") || r.starts_with("HEAD "))
+            && r.ends_with("/v2/plugins/greeter/manifests/stable")
+    };
+    eprintln!(
+        "sync: {polls} idle polls made {} requests: {idle:#?}",
+        idle.len()
+    );
+    assert!(
+        idle.iter().all(manifest),
+        "an idle poll made other requests than the manifest's: {idle:#?}"
+    );
+    // The last poll may have been stopped after its request and before
+    // its log line.
+    assert!(
+        idle.len() == polls || idle.len() == polls + 1,
+        "{polls} idle polls made {} manifest requests: {idle:#?}",
+        idle.len()
+    );
 }

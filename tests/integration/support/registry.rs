@@ -167,6 +167,34 @@ impl Registry {
             .collect()
     }
 
+    /// [`Self::requests`], once every request answered before this call
+    /// is in the log: asks the registry for a marker path of its own and
+    /// waits until the log has it (the registry writes a request's line as
+    /// its answer ends, so the answers before the marker's are logged by
+    /// then). The marker is not among those returned.
+    pub fn settled_requests(&self) -> Vec<String> {
+        use std::io::{Read as _, Write as _};
+        const MARKER: &str = "/v2/connhost-tests/settled/tags/list";
+        let mut stream = std::net::TcpStream::connect(&self.host).expect("connect to the registry");
+        write!(
+            stream,
+            "GET {MARKER} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.host
+        )
+        .expect("ask the registry");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let marker = format!("GET {MARKER}");
+        let logged = super::poll_until(Duration::from_secs(20), || {
+            self.requests().contains(&marker)
+        });
+        assert!(logged, "the registry did not log {marker}");
+        self.requests()
+            .into_iter()
+            .take_while(|request| *request != marker)
+            .collect()
+    }
+
     /// The registry's storage folder.
     pub fn storage(&self) -> PathBuf {
         // Created by the registry at its first write.
