@@ -998,6 +998,51 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_and_its_clones_keep_one_connection_per_registry() {
+        let registry = Registry::default();
+        let session = |r: &Registry, reference| r.session(reference).unwrap();
+        let first = session(&registry, "127.0.0.1:5000/plugins/a:1");
+        let kept = |a: &Session<'_>, b: &Session<'_>| {
+            Arc::ptr_eq(&a.connection.challenged, &b.connection.challenged)
+        };
+        assert!(kept(&first, &session(&registry, "127.0.0.1:5000/plugins/b@sha256:0000000000000000000000000000000000000000000000000000000000000000")));
+        assert!(kept(
+            &first,
+            &session(&registry.clone(), "127.0.0.1:5000/plugins/a:2")
+        ));
+        assert!(!kept(
+            &first,
+            &session(&registry, "127.0.0.1:5001/plugins/a:1")
+        ));
+        assert!(!kept(
+            &first,
+            &session(&Registry::default(), "127.0.0.1:5000/plugins/a:1")
+        ));
+        assert!(first.connection.plain_http, "loopback");
+        assert!(
+            !session(&registry, "registry.example.com/plugins/a:1")
+                .connection
+                .plain_http
+        );
+    }
+
+    #[test]
+    fn a_registry_error_is_its_status_and_its_oci_errors() {
+        let url = "http://127.0.0.1:5000/v2/a/manifests/1";
+        let body = br#"{"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest\nunknown", "detail": {}}]}"#;
+        assert_eq!(
+            registry_answered(reqwest::StatusCode::NOT_FOUND, body, url),
+            format!(
+                "the registry answered 404 Not Found for {url}: MANIFEST_UNKNOWN: manifest unknown"
+            )
+        );
+        assert_eq!(
+            registry_answered(reqwest::StatusCode::BAD_GATEWAY, b"<html>", url),
+            format!("the registry answered 502 Bad Gateway for {url}")
+        );
+    }
+
+    #[test]
     fn unauthorized_messages_say_where_credentials_come_from() {
         let none = unauthorized("127.0.0.1:5000", None, "401");
         assert!(none.contains("docker login 127.0.0.1:5000"), "{none}");
