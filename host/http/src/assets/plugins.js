@@ -426,13 +426,16 @@ function renderSync(sync) {
     const error = str(status.last_error);
     const lastSuccess = str(status.last_success);
     const errors = num(status.errors) ?? 0;
-    const state = el("td", { "data-key": "state" });
+    const state = el("td", { "data-key": "state", class: "sync-state" });
     if (error) {
       state.append(
-        el("span", { class: "badge badge-sync", "data-sync": "failed" }, "Failing"),
-        " ",
-        el("span", { "data-key": "error" }, error),
-        digest ? " Keeping the last good set." : " Nothing synced yet.",
+        el(
+          "p",
+          {},
+          el("span", { class: "badge badge-sync", "data-sync": "failed" }, "Failing"),
+          digest ? " Keeping the last good set. " : " Nothing synced yet. ",
+        ),
+        el("p", { class: "sync-error", "data-key": "error" }, error),
       );
     } else if (lastSuccess) {
       state.append(el("span", { class: "badge badge-sync", "data-sync": "ok" }, "In step"));
@@ -443,12 +446,12 @@ function renderSync(sync) {
     return el(
       "tr",
       { "data-sync-reference": "" },
-      el("th", { scope: "row", "data-key": "reference" }, el("code", {}, str(status.reference))),
-      el("td", { "data-key": "digest" }, digest ? el("code", { class: "digest" }, digest) : "none yet"),
-      el("td", { "data-key": "file" }, str(status.file) ? el("code", {}, str(status.file)) : "none yet"),
+      el("th", { scope: "row", "data-key": "reference", class: "sync-wide" }, el("code", {}, str(status.reference))),
+      el("td", { "data-key": "digest", class: "sync-wide" }, digest ? el("code", { class: "digest" }, digest) : "none yet"),
+      el("td", { "data-key": "file", class: "sync-file" }, str(status.file) ? el("code", {}, str(status.file)) : "none yet"),
       el(
         "td",
-        { "data-key": "last-success" },
+        { "data-key": "last-success", class: "number" },
         lastSuccess ? el("time", { datetime: lastSuccess }, lastSuccess) : "never",
       ),
       state,
