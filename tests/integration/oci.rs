@@ -506,3 +506,90 @@ fn one_artifact_holds_a_library_per_platform_and_pull_picks_this_hosts() {
             == std::fs::read(&file).unwrap()
     );
 }
+
+/// A registry named `registry.invalid:PORT` in the reference: not
+/// loopback to connhost (it is no loopback address, nor `localhost`), and
+/// reached only through the proxy the environment names (reqwest follows
+/// `http_proxy` and `https_proxy`), which is the registry itself: it
+/// answers a request in absolute form (`GET http://registry.invalid:PORT/v2/...`)
+/// as it answers one by path, and refuses the `CONNECT` of HTTPS. So no
+/// name is looked up, and the pull works only in plain HTTP.
+#[test]
+fn insecure_registries_in_the_config_file_allow_plain_http_to_a_registry_not_on_loopback() {
+    let registry = Registry::start();
+    let docker = docker_config(registry.host(), None);
+    let vendor = tempfile::tempdir().unwrap();
+    push(
+        docker.path(),
+        &vendor_build(vendor.path(), None),
+        &registry.reference("plugins/daytona:1"),
+    );
+    let port = registry
+        .host()
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .expect("HOST:PORT");
+    let name = format!("registry.invalid:{port}");
+    let reference = format!("{name}/plugins/daytona:1");
+    let proxy = format!("http://{}", registry.host());
+    let config = tempfile::tempdir().unwrap();
+    let file_listing = |listed: &str| {
+        let path = config.path().join(format!("{}.toml", listed.len()));
+        std::fs::write(&path, format!("insecure_registries = [\"{listed}\"]\n"))
+            .expect("write config");
+        path
+    };
+    let pull_with = |config: Option<&Path>, env: Option<&str>| {
+        let plugins = PluginDir::empty();
+        let mut command = connhost_with(plugins.path(), docker.path());
+        for variable in [
+            "no_proxy",
+            "NO_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+        ] {
+            command.env_remove(variable);
+        }
+        command.env("http_proxy", &proxy).env("https_proxy", &proxy);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        if let Some(listed) = env {
+            command.env("CONNHOST_INSECURE_REGISTRIES", listed);
+        }
+        let out = run(command.args(["pull", &reference, "--json"]));
+        let written = plugins.file(&library_file_name("daytona")).exists();
+        (out, written)
+    };
+
+    // Not listed: HTTPS, which the registry does not speak.
+    let (out, written) = pull_with(None, None);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(&reference), "{}", out.stderr);
+    assert!(!written);
+
+    // Listed in the configuration file: plain HTTP, and the pull works.
+    let listed = file_listing(&name);
+    let (out, written) = pull_with(Some(&listed), None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(written);
+    assert!(
+        registry
+            .requests()
+            .iter()
+            .any(|r| r.contains("http://registry.invalid:") && r.contains("/manifests/1")),
+        "the registry was asked for the manifest by its name, in plain HTTP: {:#?}",
+        registry.requests()
+    );
+    // By host alone, for every port.
+    let (out, written) = pull_with(Some(&file_listing("registry.invalid")), None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(written);
+
+    // The variable replaces the file's list, as the flag does.
+    let (out, written) = pull_with(Some(&listed), Some("other.invalid"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(!written);
+}

@@ -4,7 +4,8 @@
 //! same digest in `/v1/plugins`; a moved tag reaches both; a registry that
 //! goes down leaves both serving their last set and saying why in
 //! `/v1/plugins` and `/metrics`; a reference no longer listed at the next
-//! start has its file removed.
+//! start has its file removed; a poll that finds nothing changed is one
+//! manifest request.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -20,16 +21,16 @@ use crate::support::{
 use crate::trust::{keys_dir, Key};
 
 /// The poll interval the replicas run with.
-const INTERVAL: &str = "1s";
+pub(crate) const INTERVAL: &str = "1s";
 /// How long a change may take to reach a replica: twice the interval, and
 /// a pull (a load in a worker) and a hot reload on a busy machine.
-const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
+pub(crate) const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
 /// How long the first pull at start may take.
-const FIRST_WITHIN: Duration = Duration::from_secs(30);
+pub(crate) const FIRST_WITHIN: Duration = Duration::from_secs(30);
 
 /// The greeter fixture `crate_name` built, as a vendor names its release
 /// (`libgreeter.so`), in a folder of its own under `dir`.
-fn vendor_file(dir: &Path, crate_name: &str) -> PathBuf {
+pub(crate) fn vendor_file(dir: &Path, crate_name: &str) -> PathBuf {
     let folder = dir.join(crate_name);
     std::fs::create_dir_all(&folder).expect("vendor folder");
     let file = folder.join(library_file_name("greeter"));
@@ -38,7 +39,7 @@ fn vendor_file(dir: &Path, crate_name: &str) -> PathBuf {
 }
 
 /// `connhost push FILE REF --json`, which must work: the index's digest.
-fn push(docker: &Path, file: &Path, reference: &str) -> String {
+pub(crate) fn push(docker: &Path, file: &Path, reference: &str) -> String {
     let mut command = connhost(file.parent().expect("a folder"));
     command
         .env("DOCKER_CONFIG", docker)
@@ -54,7 +55,12 @@ fn push(docker: &Path, file: &Path, reference: &str) -> String {
 
 /// `connhost serve --sync REF... --sync-interval 1s ARGS...` over
 /// `plugins`.
-fn replica(plugins: &Path, docker: &Path, references: &[&str], args: &[&OsStr]) -> Server {
+pub(crate) fn replica(
+    plugins: &Path,
+    docker: &Path,
+    references: &[&str],
+    args: &[&OsStr],
+) -> Server {
     Server::start(plugins, |c| {
         c.env("DOCKER_CONFIG", docker)
             .env("CONNHOST_LOG", "info")
@@ -83,7 +89,7 @@ fn greeter(report: &Value) -> Option<Value> {
 
 /// Whether `server` serves greeter `version` synced from `reference` at
 /// `digest`.
-fn serves(server: &Server, version: &str, reference: &str, digest: &str) -> bool {
+pub(crate) fn serves(server: &Server, version: &str, reference: &str, digest: &str) -> bool {
     let report = get(server, "/v1/plugins");
     greeter(&report).is_some_and(|p| {
         p["version"] == version
@@ -93,7 +99,7 @@ fn serves(server: &Server, version: &str, reference: &str, digest: &str) -> bool
 }
 
 /// `/v1/plugins`' status of `reference`.
-fn status(server: &Server, reference: &str) -> Value {
+pub(crate) fn status(server: &Server, reference: &str) -> Value {
     get(server, "/v1/plugins")["sync"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["reference"] == reference).cloned())
@@ -261,4 +267,94 @@ fn an_unsigned_artifact_is_refused_under_trusted_keys_and_nothing_is_written() {
     assert!(status.get("digest").is_none(), "{status}");
     assert!(!plugins.file(&library_file_name("greeter")).exists());
     assert!(greeter(&get(&server, "/v1/plugins")).is_none());
+}
+
+/// What the sync logs (at debug) after a poll that found the folder in
+/// step with the reference.
+const UNCHANGED: &str = "sync: the reference is unchanged";
+
+#[cfg(unix)]
+#[test]
+fn a_poll_that_finds_nothing_changed_is_one_manifest_request() {
+    let registry = Registry::start();
+    let docker = docker_config(registry.host(), None);
+    idle_polls_are_one_manifest_request_each(&registry, docker.path());
+}
+
+/// With credentials, the registry's challenge and the credentials are
+/// asked for and sent once, not at every poll.
+#[cfg(unix)]
+#[test]
+fn a_poll_that_finds_nothing_changed_is_one_manifest_request_with_credentials_too() {
+    let registry = Registry::with_basic_auth("sync", "s3cret");
+    let docker = docker_config(registry.host(), Some(("sync", "s3cret")));
+    idle_polls_are_one_manifest_request_each(&registry, docker.path());
+}
+
+/// Serves `--sync` a tag of `registry` (pushed with the credentials of
+/// `docker`) until three polls found it unchanged, and checks that the
+/// registry answered one manifest request per such poll and nothing else.
+#[cfg(unix)]
+fn idle_polls_are_one_manifest_request_each(registry: &Registry, docker: &Path) {
+    let vendor = tempfile::tempdir().unwrap();
+    let reference = registry.reference("plugins/greeter:stable");
+    let digest = push(
+        docker,
+        &vendor_file(vendor.path(), "fixture-greeter-v1"),
+        &reference,
+    );
+    let plugins = PluginDir::empty();
+    let server = Server::start(plugins.path(), |c| {
+        c.env("DOCKER_CONFIG", docker)
+            .env("CONNHOST_LOG", "warn,connhost::cli::sync=debug")
+            .env_remove("CONNHOST_INSECURE_REGISTRIES")
+            .env_remove("CONNHOST_SYNC")
+            .args(["--sync-interval", INTERVAL, "--sync", &reference]);
+    });
+    wait_until_within(
+        "the server serves greeter from the tag",
+        FIRST_WITHIN,
+        || serves(&server, "1.0.0", &reference, &digest),
+    );
+    wait_until_within("three polls found nothing changed", CONVERGE_WITHIN, || {
+        server.log().matches(UNCHANGED).count() >= 3
+    });
+    // The server stops where it is; every request it made is then in the
+    // registry's log, and every poll it finished in its own.
+    // SAFETY: kill sends a signal to the test's own child process.
+    assert_eq!(
+        unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGSTOP) },
+        0
+    );
+    let requests = registry.settled_requests();
+    let polls = server.log().matches(UNCHANGED).count();
+    // SAFETY: as above; the server is killed when dropped.
+    unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGCONT) };
+
+    // The first poll pulled (its last request the library's blob); every
+    // request since is an idle poll's.
+    let pulled = requests
+        .iter()
+        .rposition(|r| r.contains("/blobs/"))
+        .expect("the first poll pulled the library");
+    let idle = &requests[pulled + 1..];
+    let manifest = |r: &String| {
+        (r.starts_with("GET ") || r.starts_with("HEAD "))
+            && r.ends_with("/v2/plugins/greeter/manifests/stable")
+    };
+    eprintln!(
+        "sync: {polls} idle polls made {} requests: {idle:#?}",
+        idle.len()
+    );
+    assert!(
+        idle.iter().all(manifest),
+        "an idle poll made other requests than the manifest's: {idle:#?}"
+    );
+    // The last poll may have been stopped after its request and before
+    // its log line.
+    assert!(
+        idle.len() == polls || idle.len() == polls + 1,
+        "{polls} idle polls made {} manifest requests: {idle:#?}",
+        idle.len()
+    );
 }

@@ -1,6 +1,9 @@
 //! Pushing and pulling plugin artifacts.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -182,15 +185,89 @@ pub struct Pulled {
 }
 
 /// A client for the registries a plugin is pushed to or pulled from.
+///
+/// It keeps one connection per registry (its HTTP connections, and the
+/// credentials or token the registry asked for) from the first request to
+/// that registry for as long as it, or a clone, lives: a caller that polls
+/// ([`Self::resolve`]) keeps one `Registry` and makes one request per poll.
+/// Use it within one async runtime (its connections belong to the runtime
+/// they were opened on).
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     options: Options,
+    connections: Connections,
 }
 
-/// One reference, and a client set up for its registry.
+/// The [`Connection`]s of a [`Registry`] and its clones, by registry
+/// (`host[:port]`).
+#[derive(Clone, Default)]
+struct Connections(Arc<Mutex<HashMap<String, Connection>>>);
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let connections = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_list().entries(connections.keys()).finish()
+    }
+}
+
+/// What is kept of one registry between requests.
+#[derive(Clone)]
+struct Connection {
+    /// oci-client's client: its connections, the credentials it was given
+    /// and the tokens the registry handed out.
+    client: Client,
+    /// For [`Session::resolve_anonymously`]: an anonymous request of
+    /// oci-client is preceded by a request for `/v2/` every time (it keeps
+    /// a token, never the fact that none is needed), so a poll that went
+    /// through it would be two requests. `None` if it could not be made.
+    http: Option<reqwest::Client>,
+    /// Whether the registry is spoken to in plain HTTP.
+    plain_http: bool,
+    /// Whether the registry refused an anonymous manifest request: its
+    /// resolves go through `client` from then on, which answers the
+    /// registry's challenge and keeps the token it gets.
+    challenged: Arc<AtomicBool>,
+}
+
+impl Connection {
+    fn new(options: &Options, registry: &str) -> Self {
+        let plain_http = allows_plain_http(registry, &options.insecure_registries);
+        let protocol = if plain_http {
+            ClientProtocol::HttpsExcept(vec![registry.to_owned()])
+        } else {
+            ClientProtocol::Https
+        };
+        let config = ClientConfig {
+            protocol,
+            connect_timeout: Some(options.timeout),
+            read_timeout: Some(options.timeout),
+            // No platform resolution by oci-client: indexes are read here.
+            platform_resolver: None,
+            ..ClientConfig::default()
+        };
+        let http = reqwest::Client::builder()
+            .user_agent(config.user_agent)
+            .connect_timeout(options.timeout)
+            .read_timeout(options.timeout)
+            .build()
+            .map_err(|error| {
+                tracing::debug!(%registry, "no client of its own for resolving: {error}");
+            })
+            .ok();
+        Connection {
+            client: Client::new(config),
+            http,
+            plain_http,
+            challenged: Arc::default(),
+        }
+    }
+}
+
+/// One reference, and the connection to its registry.
 struct Session<'a> {
     text: &'a str,
     reference: Reference,
+    connection: Connection,
     client: Client,
     auth: Auth,
     credentials: Option<String>,
@@ -250,7 +327,10 @@ fn plain_file_name(name: &str) -> bool {
 impl Registry {
     /// A client with these options.
     pub fn new(options: Options) -> Self {
-        Registry { options }
+        Registry {
+            options,
+            connections: Connections::default(),
+        }
     }
 
     /// The options in force.
@@ -264,19 +344,15 @@ impl Registry {
             reason: format!("not a reference (REGISTRY/REPOSITORY[:TAG|@DIGEST]): {e}"),
         })?;
         let registry = reference.resolve_registry().to_owned();
-        let protocol = if allows_plain_http(&registry, &self.options.insecure_registries) {
-            ClientProtocol::HttpsExcept(vec![registry.clone()])
-        } else {
-            ClientProtocol::Https
-        };
-        let client = Client::new(ClientConfig {
-            protocol,
-            connect_timeout: Some(self.options.timeout),
-            read_timeout: Some(self.options.timeout),
-            // No platform resolution by oci-client: indexes are read here.
-            platform_resolver: None,
-            ..ClientConfig::default()
-        });
+        let connection = self
+            .connections
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(registry.clone())
+            .or_insert_with(|| Connection::new(&self.options, &registry))
+            .clone();
+        let client = connection.client.clone();
         let (auth, credentials) = match &self.options.auth {
             Some(auth) => (auth.clone(), Some("the credentials given".to_owned())),
             None => {
@@ -298,6 +374,7 @@ impl Registry {
         Ok(Session {
             text,
             reference,
+            connection,
             client,
             auth,
             credentials,
@@ -400,10 +477,20 @@ impl Registry {
         })
     }
 
-    /// The digest `reference` resolves to now (one manifest request), for
-    /// callers that poll a tag.
+    /// The digest `reference` resolves to now, for callers that poll a
+    /// tag: one manifest request (`GET`: the digest is the content's, as
+    /// [`Self::select`] computes it), on the connection this `Registry`
+    /// keeps to the registry. Only the first resolve of a registry that
+    /// asks for credentials, and one whose token expired, make more: the
+    /// registry's challenge and its token service.
     pub async fn resolve(&self, reference: &str) -> Result<String, Error> {
         let session = self.session(reference)?;
+        if session.auth.is_anonymous() && !session.connection.challenged.load(Ordering::Relaxed) {
+            if let Some(digest) = session.resolve_anonymously().await? {
+                return Ok(digest);
+            }
+            session.connection.challenged.store(true, Ordering::Relaxed);
+        }
         let (_, digest) = session.manifest(&session.reference, "the index").await?;
         Ok(digest)
     }
@@ -477,6 +564,89 @@ impl Session<'_> {
             action: action.to_owned(),
             detail: one_line(&error),
         }
+    }
+
+    /// The digest the reference resolves to, from one anonymous manifest
+    /// request of this session's own (see [`Connection::http`]), checked
+    /// against the digest it was asked by and the one the registry gives;
+    /// `None` when the registry wants credentials (401, 403), or there is
+    /// no client for it.
+    async fn resolve_anonymously(&self) -> Result<Option<String>, Error> {
+        const WHAT: &str = "the index";
+        let Some(http) = &self.connection.http else {
+            return Ok(None);
+        };
+        let registry = self.reference.resolve_registry();
+        let url = format!(
+            "{scheme}://{registry}/v2/{repository}/manifests/{name}{namespace}",
+            scheme = if self.connection.plain_http {
+                "http"
+            } else {
+                "https"
+            },
+            repository = self.reference.repository(),
+            name = match self.reference.digest() {
+                Some(digest) => digest,
+                None => self.reference.tag().unwrap_or("latest"),
+            },
+            namespace = self
+                .reference
+                .namespace()
+                .map(|ns| format!("?ns={ns}"))
+                .unwrap_or_default(),
+        );
+        let failed = |detail: String| Error::Registry {
+            reference: self.text.to_owned(),
+            action: format!("fetching {WHAT}"),
+            detail,
+        };
+        let mut response = http
+            .get(&url)
+            .header(
+                reqwest::header::ACCEPT,
+                format!("{INDEX_MEDIA_TYPE}, {MANIFEST_MEDIA_TYPE}"),
+            )
+            .send()
+            .await
+            .map_err(|e| failed(one_line(&e)))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Ok(None);
+        }
+        let given = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| failed(one_line(&e)))? {
+            if body.len() as u64 + chunk.len() as u64 > MAX_SMALL_BLOB {
+                return Err(failed(format!(
+                    "more than the {MAX_SMALL_BLOB} bytes a manifest ever holds"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            return Err(failed(registry_answered(status, &body, &url)));
+        }
+        let found = digest_of(&body);
+        // The digest asked by, then the one the registry says it sent
+        // (a sha256 one: another algorithm cannot be compared).
+        let expected = self
+            .reference
+            .digest()
+            .map(str::to_owned)
+            .or(given.filter(|d| d.starts_with("sha256:")));
+        if let Some(expected) = expected.filter(|expected| *expected != found) {
+            return Err(Error::DigestMismatch {
+                reference: self.text.to_owned(),
+                what: WHAT.to_owned(),
+                expected,
+                found,
+            });
+        }
+        Ok(Some(found))
     }
 
     /// The raw manifest (or index) `reference` names, with the digest of
@@ -766,6 +936,30 @@ impl Session<'_> {
     }
 }
 
+/// What a registry answered with an error status: the status and the
+/// codes and messages of its OCI error body, if it has one.
+fn registry_answered(status: reqwest::StatusCode, body: &[u8], url: &str) -> String {
+    let errors: Vec<String> = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("errors").and_then(|e| e.as_array()).cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let text = |key: &str| e.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+            format!("{}: {}", text("code"), text("message"))
+        })
+        .collect();
+    let text = if errors.is_empty() {
+        format!("the registry answered {status} for {url}")
+    } else {
+        format!(
+            "the registry answered {status} for {url}: {}",
+            errors.join("; ")
+        )
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// An error and its causes on one line.
 fn one_line(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -801,6 +995,51 @@ mod tests {
         for bad in ["", ".hidden.so", "../x.so", "a/b.so", "a\\b", "x\u{1b}.so"] {
             assert!(!plain_file_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_registry_and_its_clones_keep_one_connection_per_registry() {
+        let registry = Registry::default();
+        let session = |r: &Registry, reference| r.session(reference).unwrap();
+        let first = session(&registry, "127.0.0.1:5000/plugins/a:1");
+        let kept = |a: &Session<'_>, b: &Session<'_>| {
+            Arc::ptr_eq(&a.connection.challenged, &b.connection.challenged)
+        };
+        assert!(kept(&first, &session(&registry, "127.0.0.1:5000/plugins/b@sha256:0000000000000000000000000000000000000000000000000000000000000000")));
+        assert!(kept(
+            &first,
+            &session(&registry.clone(), "127.0.0.1:5000/plugins/a:2")
+        ));
+        assert!(!kept(
+            &first,
+            &session(&registry, "127.0.0.1:5001/plugins/a:1")
+        ));
+        assert!(!kept(
+            &first,
+            &session(&Registry::default(), "127.0.0.1:5000/plugins/a:1")
+        ));
+        assert!(first.connection.plain_http, "loopback");
+        assert!(
+            !session(&registry, "registry.example.com/plugins/a:1")
+                .connection
+                .plain_http
+        );
+    }
+
+    #[test]
+    fn a_registry_error_is_its_status_and_its_oci_errors() {
+        let url = "http://127.0.0.1:5000/v2/a/manifests/1";
+        let body = br#"{"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest\nunknown", "detail": {}}]}"#;
+        assert_eq!(
+            registry_answered(reqwest::StatusCode::NOT_FOUND, body, url),
+            format!(
+                "the registry answered 404 Not Found for {url}: MANIFEST_UNKNOWN: manifest unknown"
+            )
+        );
+        assert_eq!(
+            registry_answered(reqwest::StatusCode::BAD_GATEWAY, b"<html>", url),
+            format!("the registry answered 502 Bad Gateway for {url}")
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! errors of a 422 (`field_errors`), live verdicts by mouse and by keyboard
 //! (`verdicts`), accessibility of the page's structure (`accessibility`),
 //! plugin strings kept as text next to sanitised markdown
-//! (`plugin_text`), and the operator's view of the plugins
-//! (`plugins_view`).
+//! (`plugin_text`), the operator's view of the plugins
+//! (`plugins_view`), and of the references a server syncs from a registry
+//! (`sync_view`).
 //!
 //! Every test starts its own `connhost serve` (with only the plugins its
 //! concern needs, and its own fake vendor) and opens its own tab, in one
@@ -19,6 +20,7 @@ mod field_errors;
 mod forms;
 mod plugin_text;
 mod plugins_view;
+mod sync_view;
 mod verdicts;
 
 use std::ffi::OsStr;

@@ -257,58 +257,67 @@ fn the_plugins_section_is_a_labelled_region_with_ordered_headings_tables_and_rea
                     && getComputedStyle(status).display !== 'none';
             })()"#,
         )?;
-        page.expect(
-            "the page's headings start at h1 and never skip a level",
-            r#"(() => {
-                const levels = [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')]
-                    .filter(h => h.getClientRects().length > 0).map(h => Number(h.tagName[1]));
-                return levels[0] === 1 && levels.every((l, i) => i === 0 || l <= levels[i - 1] + 1);
-            })()"#,
-        )?;
-        page.expect(
-            "every table has a caption, column headers and row headers",
-            r#"(() => {
-                const tables = [...document.querySelectorAll('#plugins table')];
-                return tables.length >= 1 && tables.every(t =>
-                    t.caption && t.caption.textContent.trim() !== ''
-                    && [...t.tHead.rows[0].cells].every(c => c.tagName === 'TH' && c.scope === 'col')
-                    && [...t.tBodies[0].rows].every(r => r.cells[0].tagName === 'TH' && r.cells[0].scope === 'row'));
-            })()"#,
-        )?;
-        page.expect(
-            "every loaded plugin is a definition list under its own heading",
-            r#"[...document.querySelectorAll('#plugins-view [data-plugin]')].every(c =>
-                document.getElementById(c.getAttribute('aria-labelledby')) === c.querySelector('h4')
-                && c.querySelectorAll('dl dt').length === c.querySelectorAll('dl dd').length)"#,
-        )?;
-        page.expect(
-            "every badge has text with a contrast of at least 4.5:1 on its background",
-            r#"(() => {
-                const rgb = c => c.match(/[\d.]+/g).slice(0, 3).map(Number);
-                const lum = c => {
-                    const [r, g, b] = rgb(c).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
-                    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
-                };
-                const badges = [...document.querySelectorAll('#plugins .badge')];
-                return badges.length >= 1 && badges.every(b => {
-                    const s = getComputedStyle(b);
-                    const [a, c] = [lum(s.color), lum(s.backgroundColor)];
-                    return b.textContent.trim() !== '' && (Math.max(a, c) + 0.05) / (Math.min(a, c) + 0.05) >= 4.5;
-                });
-            })()"#,
-        )?;
-        page.expect(
-            "every element id is unique, and every reference resolves",
-            r#"(() => {
-                const ids = [...document.querySelectorAll('[id]')].map(n => n.id);
-                if (new Set(ids).size !== ids.length || ids.some(id => /\s/.test(id))) return false;
-                const refs = [...document.querySelectorAll('[for], [aria-describedby], [aria-labelledby]')]
-                    .flatMap(n => ['for', 'aria-describedby', 'aria-labelledby']
-                        .flatMap(a => (n.getAttribute(a) || '').split(' ').filter(Boolean)));
-                return refs.every(id => !!document.getElementById(id));
-            })()"#,
-        )
+        expect_accessible_structure(page)
     });
+}
+
+/// Checks the plugins section's structure for assistive technology: the
+/// page's headings in order, every table with a caption, column and row
+/// headers, every plugin card a definition list under its own heading,
+/// every badge readable (contrast 4.5:1), every id unique and every
+/// reference to one resolving. The tests of the sync's view run it too.
+pub(super) fn expect_accessible_structure(page: &Page<'_>) -> Result<(), String> {
+    page.expect(
+        "the page's headings start at h1 and never skip a level",
+        r#"(() => {
+            const levels = [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')]
+                .filter(h => h.getClientRects().length > 0).map(h => Number(h.tagName[1]));
+            return levels[0] === 1 && levels.every((l, i) => i === 0 || l <= levels[i - 1] + 1);
+        })()"#,
+    )?;
+    page.expect(
+        "every table has a caption, column headers and row headers",
+        r#"(() => {
+            const tables = [...document.querySelectorAll('#plugins table')];
+            return tables.length >= 1 && tables.every(t =>
+                t.caption && t.caption.textContent.trim() !== ''
+                && [...t.tHead.rows[0].cells].every(c => c.tagName === 'TH' && c.scope === 'col')
+                && [...t.tBodies[0].rows].every(r => r.cells[0].tagName === 'TH' && r.cells[0].scope === 'row'));
+        })()"#,
+    )?;
+    page.expect(
+        "every loaded plugin is a definition list under its own heading",
+        r#"[...document.querySelectorAll('#plugins-view [data-plugin]')].every(c =>
+            document.getElementById(c.getAttribute('aria-labelledby')) === c.querySelector('h4')
+            && c.querySelectorAll('dl dt').length === c.querySelectorAll('dl dd').length)"#,
+    )?;
+    page.expect(
+        "every badge has text with a contrast of at least 4.5:1 on its background",
+        r#"(() => {
+            const rgb = c => c.match(/[\d.]+/g).slice(0, 3).map(Number);
+            const lum = c => {
+                const [r, g, b] = rgb(c).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+            };
+            const badges = [...document.querySelectorAll('#plugins .badge')];
+            return badges.length >= 1 && badges.every(b => {
+                const s = getComputedStyle(b);
+                const [a, c] = [lum(s.color), lum(s.backgroundColor)];
+                return b.textContent.trim() !== '' && (Math.max(a, c) + 0.05) / (Math.min(a, c) + 0.05) >= 4.5;
+            });
+        })()"#,
+    )?;
+    page.expect(
+        "every element id is unique, and every reference resolves",
+        r#"(() => {
+            const ids = [...document.querySelectorAll('[id]')].map(n => n.id);
+            if (new Set(ids).size !== ids.length || ids.some(id => /\s/.test(id))) return false;
+            const refs = [...document.querySelectorAll('[for], [aria-describedby], [aria-labelledby]')]
+                .flatMap(n => ['for', 'aria-describedby', 'aria-labelledby']
+                    .flatMap(a => (n.getAttribute(a) || '').split(' ').filter(Boolean)));
+            return refs.every(id => !!document.getElementById(id));
+        })()"#,
+    )
 }
 
 #[test]

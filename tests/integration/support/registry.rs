@@ -1,6 +1,7 @@
 //! A real OCI registry for the tests: Debian's `docker-registry`
 //! (distribution 2.8) on a free loopback port, its storage in a temporary
-//! folder, optionally behind htpasswd basic authentication; stopped when
+//! folder, optionally behind htpasswd basic authentication, logging
+//! every request it answers ([`Registry::requests`]); stopped when
 //! dropped. And `skopeo`, the second client the artifacts are checked
 //! with. Both missing is a failure naming the package to install, never a
 //! skip (`cargo xtask test` installs them).
@@ -95,7 +96,7 @@ impl Registry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth}",
+                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth}",
                     dir.path().join("storage").display()
                 ),
             )
@@ -145,6 +146,53 @@ impl Registry {
             .join(&hex[..2])
             .join(hex)
             .join("data")
+    }
+
+    /// The requests the registry answered so far, in order, as its access
+    /// log writes them: `METHOD TARGET` (`GET /v2/plugins/a/manifests/1`).
+    /// The log is written as each answer ends, so a request answered
+    /// earlier is in it by the time the client has read its answer.
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| {
+                // Combined log format: `ADDR - - [TIME] "METHOD TARGET HTTP/1.1" STATUS ...`.
+                let request = line.split('"').nth(1)?;
+                let mut words = request.split(' ');
+                let (method, target, version) = (words.next()?, words.next()?, words.next()?);
+                version
+                    .starts_with("HTTP/")
+                    .then(|| format!("{method} {target}"))
+            })
+            .collect()
+    }
+
+    /// [`Self::requests`], once every request answered before this call
+    /// is in the log: asks the registry for a marker path of its own and
+    /// waits until the log has it (the registry writes a request's line as
+    /// its answer ends, so the answers before the marker's are logged by
+    /// then). The marker is not among those returned.
+    pub fn settled_requests(&self) -> Vec<String> {
+        use std::io::{Read as _, Write as _};
+        const MARKER: &str = "/v2/connhost-tests/settled/tags/list";
+        let mut stream = std::net::TcpStream::connect(&self.host).expect("connect to the registry");
+        write!(
+            stream,
+            "GET {MARKER} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.host
+        )
+        .expect("ask the registry");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let marker = format!("GET {MARKER}");
+        let logged = super::poll_until(Duration::from_secs(20), || {
+            self.requests().contains(&marker)
+        });
+        assert!(logged, "the registry did not log {marker}");
+        self.requests()
+            .into_iter()
+            .take_while(|request| *request != marker)
+            .collect()
     }
 
     /// The registry's storage folder.

@@ -231,7 +231,8 @@ pub(crate) enum Command {
 pub(crate) struct RegistryArgs {
     /// A registry (HOST:PORT, or HOST for all its ports) to speak plain
     /// HTTP to although it is not on this machine (repeatable, or
-    /// comma-separated in CONNHOST_INSECURE_REGISTRIES). Registries on
+    /// comma-separated in CONNHOST_INSECURE_REGISTRIES; the configuration
+    /// file's insecure_registries when neither is given). Registries on
     /// loopback (localhost, 127.0.0.0/8, ::1) always are; all others are
     /// spoken to in HTTPS. Credentials come from docker's config.json
     /// (DOCKER_CONFIG, else ~/.docker/config.json).

@@ -61,7 +61,21 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     if !matches!(cli.command, Command::Inspect { .. } | Command::Push(_)) {
         connhost::check_config(&config)?;
     }
-    match cli.command {
+    let mut command = cli.command;
+    // The file's registries for the commands that reach one, unless a
+    // flag or variable gave them.
+    if let (Some(file), Some((_, sub))) = (&file, matches.subcommand()) {
+        let registry = match &mut command {
+            Command::Push(args) => Some(&mut args.registry),
+            Command::Pull(args) => Some(&mut args.registry),
+            Command::Serve(args) => Some(&mut args.registry),
+            _ => None,
+        };
+        if let Some(registry) = registry {
+            file.fill_registry(registry, &Given::new(sub));
+        }
+    }
+    match command {
         Command::Lock { add } => lock::run(&config, &add),
         Command::Push(args) => oci::push(&config, &args),
         Command::Pull(args) => oci::pull(&config, &args),

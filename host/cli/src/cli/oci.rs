@@ -376,7 +376,17 @@ pub(crate) fn pull(config: &HostConfig, args: &PullArgs) -> anyhow::Result<ExitC
         );
     }
     let registry = registry(&args.registry)?;
-    let report = match pull_into(config, &registry, &args.reference, &folder, &|_| Ok(())) {
+    let runtime = runtime()?;
+    let pulled = pull_into(
+        &runtime,
+        config,
+        &registry,
+        &args.reference,
+        &folder,
+        &|_| Ok(()),
+    );
+    drop(runtime);
+    let report = match pulled {
         Ok(report) => report,
         Err(PullError::Refused(reason)) => return refused(&reason),
         Err(PullError::Failed(error)) => return Err(error),
@@ -411,16 +421,17 @@ pub(crate) fn pull(config: &HostConfig, args: &PullArgs) -> anyhow::Result<ExitC
 /// downloaded, every download against its digest, then the pair is
 /// written to a private folder inside `folder`, checked there by the
 /// host's own gate and a load in a sandboxed worker, and renamed into
-/// `folder` (the signature first, then the library). Blocks: call it
-/// outside any async runtime.
+/// `folder` (the signature first, then the library). Blocks on `runtime`
+/// (the one `registry` has been used on: it keeps its connections): call
+/// it outside any async runtime.
 pub(crate) fn pull_into(
+    runtime: &tokio::runtime::Runtime,
     config: &HostConfig,
     registry: &Registry,
     reference: &str,
     folder: &Path,
     accept: &dyn Fn(&str) -> Result<(), String>,
 ) -> Result<PullReport, PullError> {
-    let runtime = runtime()?;
     let platform = Platform::host();
     let selected = runtime.block_on(registry.select(reference, &platform))?;
     let file = selected.config.file.clone();
@@ -463,7 +474,6 @@ pub(crate) fn pull_into(
         )));
     }
     let pulled = runtime.block_on(registry.download(selected))?;
-    drop(runtime);
     let staging = Staging::new(folder)?;
     let staged = staging.write(&pulled)?;
     // The host's own gate on the staged pair: the signature against the

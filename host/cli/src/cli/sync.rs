@@ -3,7 +3,9 @@
 //! same list serves the same bytes.
 //!
 //! Every interval (±10%), each reference is resolved with one manifest
-//! request; when its digest differs from the one the folder holds, it is
+//! request, on the connection to its registry the sync keeps for as long
+//! as it runs (one [`Registry`], used on the sync's one runtime, pulls
+//! included: no handshake again, no token asked for again); when its digest differs from the one the folder holds, it is
 //! pulled exactly as `connhost pull` pulls it ([`super::oci::pull_into`]:
 //! the same trust gate, the same atomic writes), and the hot reload of
 //! the serving host does the rest. A reference no longer listed has the
@@ -231,6 +233,7 @@ impl Sync {
             .as_ref()
             .is_some_and(|w| w.digest == digest && self.folder.join(&w.file).is_file());
         if holds {
+            tracing::debug!(reference = %reference, digest = %digest, "sync: the reference is unchanged");
             succeed(&mut entries[index]);
             return false;
         }
@@ -252,6 +255,7 @@ impl Sync {
             None => Ok(()),
         };
         match pull_into(
+            runtime,
             &self.config,
             &self.registry,
             &reference,

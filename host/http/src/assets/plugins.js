@@ -1,8 +1,10 @@
 // The plugins section: an operator's view of /v1/plugins.
 //
 // Loaded plugins (where each runs and, when isolated, its worker; what
-// admitted each, its signer, digest and lock; which hosts it may call),
-// the files that did not load and why, and the retired libraries.
+// admitted each, its signer, digest and lock; which hosts it may call;
+// the registry reference it was synced from), the files that did not load
+// and why, the retired libraries, and, on a server that syncs its folder
+// from registries (`serve --sync`), each reference's status.
 // Refreshed every few seconds while the page is visible, and after a
 // rescan. The view is rebuilt only when the report changed (no flicker);
 // the Rescan button sits outside it, so a refresh never takes the focus.
@@ -181,6 +183,28 @@ function describeChanges(before, after) {
   const counts = (report) =>
     [objects(report.loaded).length, objects(report.failed).length, objects(report.retired).length].join();
   if (counts(before) !== counts(after)) changes.push(`Plugins changed: ${summary(after)}`);
+  changes.push(...describeSyncChanges(objects(before.sync), objects(after.sync)));
+  return changes;
+}
+
+/** Sentences saying which synced references started or stopped failing, or moved. */
+function describeSyncChanges(before, after) {
+  const changes = [];
+  const old = new Map(before.map((status) => [str(status.reference), status]));
+  for (const status of after) {
+    const reference = str(status.reference);
+    const was = old.get(reference);
+    if (!was) continue;
+    const failing = str(status.last_error) !== "";
+    if (failing && str(was.last_error) === "") {
+      changes.push(`Sync of ${reference} failed: keeping the last good set.`);
+    } else if (!failing && str(was.last_error) !== "") {
+      changes.push(`Sync of ${reference} works again.`);
+    }
+    if (str(status.digest) && str(status.digest) !== str(was.digest)) {
+      changes.push(`${reference} now runs ${str(status.digest)}.`);
+    }
+  }
   return changes;
 }
 
@@ -199,12 +223,16 @@ function stateText(state) {
   return WORKER_STATES[state] || kindText(state);
 }
 
-/** The view's content: loaded plugins, failed files, retired libraries. */
+/**
+ * The view's content: the synced references (on a server that syncs),
+ * loaded plugins, failed files, retired libraries.
+ */
 function renderPlugins(report) {
   const loaded = objects(report.loaded);
   const failed = objects(report.failed);
   const retired = objects(report.retired);
   return [
+    ...renderSync(report.sync),
     el("h3", { class: "plugins-subheading" }, `Loaded (${loaded.length})`),
     loaded.length > 0
       ? el("div", { class: "plugin-grid" }, ...loaded.map((plugin, index) => renderLoadedPlugin(plugin, `pl${index}`)))
@@ -258,6 +286,18 @@ function renderLoadedPlugin(plugin, key) {
     ),
     ...entry("api", "Plugin API", str(plugin.api_version) || "unknown"),
   ];
+  const source = objectOr(plugin.source);
+  if (source) {
+    rows.push(
+      ...entry(
+        "source",
+        "Synced from",
+        el("code", {}, str(source.reference) || "unknown"),
+        " at ",
+        el("code", { class: "digest" }, str(source.digest) || "unknown"),
+      ),
+    );
+  }
   if (worker) rows.push(...renderWorker(worker));
   rows.push(...renderTrust(objectOr(plugin.trust)), ...renderEgress(objectOr(plugin.egress)));
   return el(
@@ -366,6 +406,61 @@ function renderFailed(failed) {
     );
   });
   return table("Files that did not load", ["File", "Kind", "Reason"], rows);
+}
+
+/**
+ * The references the server keeps its folder in step with (`serve
+ * --sync`): for each, the digest it runs, the file, when the registry last
+ * answered it, and the last poll's error. Nothing for a server that does
+ * not sync (no `sync` in the report).
+ */
+function renderSync(sync) {
+  if (!Array.isArray(sync)) return [];
+  const statuses = objects(sync);
+  const heading = el("h3", { class: "plugins-subheading" }, `Synced from registries (${statuses.length})`);
+  if (statuses.length === 0) {
+    return [heading, el("p", { class: "empty-note" }, "No reference is synced any more.")];
+  }
+  const rows = statuses.map((status) => {
+    const digest = str(status.digest);
+    const error = str(status.last_error);
+    const lastSuccess = str(status.last_success);
+    const errors = num(status.errors) ?? 0;
+    const state = el("td", { "data-key": "state", class: "sync-state" });
+    if (error) {
+      state.append(
+        el(
+          "p",
+          {},
+          el("span", { class: "badge badge-sync", "data-sync": "failed" }, "Failing"),
+          digest ? " Keeping the last good set. " : " Nothing synced yet. ",
+        ),
+        el("p", { class: "sync-error", "data-key": "error" }, error),
+      );
+    } else if (lastSuccess) {
+      state.append(el("span", { class: "badge badge-sync", "data-sync": "ok" }, "In step"));
+    } else {
+      state.append(el("span", { class: "badge badge-sync", "data-sync": "pending" }, "Not polled yet"));
+    }
+    if (errors > 0) state.append(el("span", { class: "since" }, ` (${plural(errors, "failed poll", "failed polls")} since start)`));
+    return el(
+      "tr",
+      { "data-sync-reference": "" },
+      el("th", { scope: "row", "data-key": "reference", class: "sync-wide" }, el("code", {}, str(status.reference))),
+      el("td", { "data-key": "digest", class: "sync-wide" }, digest ? el("code", { class: "digest" }, digest) : "none yet"),
+      el("td", { "data-key": "file", class: "sync-file" }, str(status.file) ? el("code", {}, str(status.file)) : "none yet"),
+      el(
+        "td",
+        { "data-key": "last-success", class: "number" },
+        lastSuccess ? el("time", { datetime: lastSuccess }, lastSuccess) : "never",
+      ),
+      state,
+    );
+  });
+  return [
+    heading,
+    table("References synced from registries", ["Reference", "Runs digest", "File", "Last success", "Status"], rows),
+  ];
 }
 
 function renderRetired(retired) {

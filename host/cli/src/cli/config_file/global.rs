@@ -12,6 +12,29 @@ use super::serve::ServeFile;
 use super::values::{InFlightBound, Int, Seconds};
 use super::worker::WorkerFile;
 
+/// A registry as `--insecure-registry` takes it: `HOST[:PORT]`, without a
+/// scheme or a path.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct RegistryHost(String);
+
+impl TryFrom<String> for RegistryHost {
+    type Error = String;
+
+    fn try_from(host: String) -> Result<Self, String> {
+        if host.is_empty()
+            || host.contains("://")
+            || host.contains('/')
+            || host.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "{host:?} is not a registry: give HOST or HOST:PORT, without a scheme or a path"
+            ));
+        }
+        Ok(RegistryHost(host))
+    }
+}
+
 table! {
     /// A configuration file as read: every key optional, every value checked.
     pub(crate) struct ConfigFile {
@@ -54,6 +77,14 @@ table! {
         /// Load only the plugin files the lock file lists.
         locked: bool
             => host.trust.locked, unless flag "locked";
+
+        // How `push`, `pull` and `serve --sync` reach registries.
+
+        /// Registries (`HOST:PORT`, or `HOST` for all its ports) spoken to
+        /// in plain HTTP although they are not on loopback.
+        insecure_registries: Vec<RegistryHost>
+            => registry.insecure_registries = |hosts| hosts.into_iter().map(|h| h.0).collect(),
+            unless flag "insecure_registries";
     } tables {
         /// The `serve` command's options.
         serve: ServeFile,

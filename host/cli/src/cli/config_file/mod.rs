@@ -6,7 +6,7 @@
 //! **Precedence.** A flag given on the command line, then its environment
 //! variable, then the file, then the built-in default: the file only fills
 //! in what no flag or variable gave ([`ConfigFile::fill_host`],
-//! [`ConfigFile::fill_serve`]). A plugin's own table wins over the global
+//! [`ConfigFile::fill_serve`], [`ConfigFile::fill_registry`]). A plugin's own table wins over the global
 //! default wherever that came from.
 //!
 //! **Errors** name the file, the line and the key:
@@ -22,8 +22,9 @@
 //! goes, and the flag (and variable) that wins over it.
 //!
 //! - [`table`]: [`table!`] itself, and [`Given`] (what wins over the file);
-//! - [`global`]: the top-level keys, the trust keys among them: the file
-//!   as a whole, [`ConfigFile`];
+//! - [`global`]: the top-level keys, the trust keys and the registries
+//!   spoken to in plain HTTP among them: the file as a whole,
+//!   [`ConfigFile`];
 //! - [`serve`], [`worker`], [`egress`], [`plugin`]: the tables `[serve]`,
 //!   `[worker]`, `[egress]` and `[plugin.NAME]`, with the value types
 //!   only they use;
@@ -47,7 +48,7 @@ mod tests;
 
 use connhost::HostConfig;
 
-use super::args::ServeArgs;
+use super::args::{RegistryArgs, ServeArgs};
 
 pub(crate) use global::ConfigFile;
 pub(crate) use table::Given;
@@ -64,5 +65,11 @@ impl ConfigFile {
     /// table (and `cache_dir`) sets and no flag or variable gave.
     pub(crate) fn fill_serve(&self, args: &mut ServeArgs, given: &Given<'_>) {
         table::Table::fill_serve(self, args, given);
+    }
+
+    /// Fills `args` (how `push`, `pull` and `serve --sync` reach
+    /// registries) with what the file sets and no flag or variable gave.
+    pub(crate) fn fill_registry(&self, args: &mut RegistryArgs, given: &Given<'_>) {
+        table::Table::fill_registry(self, args, given);
     }
 }

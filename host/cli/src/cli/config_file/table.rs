@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 use connhost::{HostConfig, PluginPolicy};
 
-use super::super::args::ServeArgs;
+use super::super::args::{RegistryArgs, ServeArgs};
 
 /// Declares a table of the configuration file: the struct serde reads it
 /// into (every key optional, unknown keys refused, in the order given,
@@ -35,8 +35,10 @@ use super::super::args::ServeArgs;
 ///   `Deserialize` one.
 /// - `[relative]` (a `PathBuf` only): taken from the file's folder.
 /// - `SINK` is what the value fills: `host` ([`HostConfig`]), `serve`
-///   (`connhost serve`'s [`ServeArgs`]) or `policy` (a plugin's
-///   [`PluginPolicy`]); the fields after it lead to the one it sets.
+///   (`connhost serve`'s [`ServeArgs`]), `registry` (how `push`, `pull`
+///   and `serve --sync` reach registries, [`RegistryArgs`]) or `policy`
+///   (a plugin's [`PluginPolicy`]); the fields after it lead to the one
+///   it sets.
 /// - `= CONVERSION`: a function from `TYPE` to the field's type (without
 ///   it, the value as it is).
 /// - `unless flag "ID"`: the clap argument (its id: the field's name in
@@ -84,6 +86,9 @@ macro_rules! table {
                 [$({$key $sink [$($field)+] [$($conv)?] [$($id)?] [$($var)?]})*]
                 [$($($table)*)?]);
             table!(@fill fill_serve(serve: $crate::cli::args::ServeArgs)
+                [$({$key $sink [$($field)+] [$($conv)?] [$($id)?] [$($var)?]})*]
+                [$($($table)*)?]);
+            table!(@fill fill_registry(registry: $crate::cli::args::RegistryArgs)
                 [$({$key $sink [$($field)+] [$($conv)?] [$($id)?] [$($var)?]})*]
                 [$($($table)*)?]);
             table!(@fill fill_policy(policy: connhost::PluginPolicy)
@@ -140,13 +145,20 @@ macro_rules! table {
     // error.
     (@when host host $code:block) => { $code };
     (@when serve serve $code:block) => { $code };
+    (@when registry registry $code:block) => { $code };
     (@when policy policy $code:block) => { $code };
     (@when host serve $code:block) => {};
+    (@when host registry $code:block) => {};
     (@when host policy $code:block) => {};
     (@when serve host $code:block) => {};
+    (@when serve registry $code:block) => {};
     (@when serve policy $code:block) => {};
+    (@when registry host $code:block) => {};
+    (@when registry serve $code:block) => {};
+    (@when registry policy $code:block) => {};
     (@when policy host $code:block) => {};
     (@when policy serve $code:block) => {};
+    (@when policy registry $code:block) => {};
 
     // A key's flag: `[relative]` or none.
     (@relative [relative] $code:block) => { $code };
@@ -166,6 +178,9 @@ pub(super) trait Table {
     /// Fills `connhost serve`'s flags.
     fn fill_serve(&self, _args: &mut ServeArgs, _given: &Given<'_>) {}
 
+    /// Fills how `push`, `pull` and `serve` reach registries.
+    fn fill_registry(&self, _args: &mut RegistryArgs, _given: &Given<'_>) {}
+
     /// Fills a plugin's policy.
     fn fill_policy(&self, _policy: &mut PluginPolicy, _given: &Given<'_>) {}
 
@@ -183,7 +198,7 @@ pub(super) trait Table {
 pub(super) struct Key {
     /// Its name in the file.
     pub(super) name: &'static str,
-    /// What it fills: `host`, `serve` or `policy`.
+    /// What it fills: `host`, `serve`, `registry` or `policy`.
     pub(super) sink: &'static str,
     /// The clap id of the option that wins over it.
     pub(super) flag: Option<&'static str>,

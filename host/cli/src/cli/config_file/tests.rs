@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use connhost::{HostConfig, Isolation, PluginPolicy};
 
-use super::super::args::{RateSetting, ServeArgs};
+use super::super::args::{RateSetting, RegistryArgs, ServeArgs};
 use super::egress::EgressFile;
 use super::plugin::PluginFile;
 use super::serve::ServeFile;
@@ -434,23 +434,27 @@ fn tables() -> [(&'static str, &'static [Key]); 5] {
 fn every_option_the_file_gives_way_to_is_one_of_its_command() {
     use clap::CommandFactory as _;
     let cli = super::super::Cli::command();
-    let serve = cli.find_subcommand("serve").expect("the serve command");
+    let sub = |name: &str| cli.find_subcommand(name).expect("a command");
     for (table, keys) in tables() {
         for key in keys {
-            let command = match key.sink {
-                "host" => &cli,
-                "serve" => serve,
+            let commands = match key.sink {
+                "host" => vec![&cli],
+                "serve" => vec![sub("serve")],
+                // Every command that reaches a registry.
+                "registry" => vec![sub("push"), sub("pull"), sub("serve")],
                 _ => {
                     assert_eq!(key.flag, None, "[{table}] {key:?}");
                     continue;
                 }
             };
-            if let Some(id) = key.flag {
-                assert!(
-                    command.get_arguments().any(|arg| arg.get_id() == id),
-                    "[{table}] {key:?}: `connhost {}` has no option {id:?}",
-                    command.get_name()
-                );
+            for command in commands {
+                if let Some(id) = key.flag {
+                    assert!(
+                        command.get_arguments().any(|arg| arg.get_id() == id),
+                        "[{table}] {key:?}: `connhost {}` has no option {id:?}",
+                        command.get_name()
+                    );
+                }
             }
         }
     }
@@ -521,4 +525,74 @@ fn a_rate_limit_store_comes_from_the_file_unless_a_flag_gives_one() {
         "the flag wins, and its password is not shown"
     );
     assert_eq!(flags.rate_limit_store_failure, StoreFailure::Local);
+}
+
+/// `connhost COMMAND ARGS`' registry flags with the file's filled in.
+fn registry_args(command: &str, args: &[&str], text: &str) -> RegistryArgs {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let operand: &[&str] = match command {
+        "push" => &["lib.so", "r.example/a:1"],
+        "pull" => &["r.example/a:1"],
+        _ => &[],
+    };
+    let matches = super::super::Cli::command()
+        .try_get_matches_from(["connhost", command].iter().chain(operand).chain(args))
+        .unwrap();
+    let cli = super::super::Cli::from_arg_matches(&matches).unwrap();
+    let mut registry = match cli.command {
+        super::super::Command::Push(a) => a.registry,
+        super::super::Command::Pull(a) => a.registry,
+        super::super::Command::Serve(a) => a.registry,
+        _ => unreachable!("a command that reaches registries"),
+    };
+    let given = Given::new(matches.subcommand().unwrap().1);
+    parse(text).fill_registry(&mut registry, &given);
+    registry
+}
+
+#[test]
+fn insecure_registries_come_from_the_file_for_every_command_that_reaches_one_and_flags_win() {
+    let file = "insecure_registries = [\"lab.internal:5000\", \"mirror.lan\"]\n";
+    for command in ["push", "pull", "serve"] {
+        assert!(
+            registry_args(command, &[], "")
+                .insecure_registries
+                .is_empty(),
+            "{command}: none by default"
+        );
+        assert_eq!(
+            registry_args(command, &[], file).insecure_registries,
+            ["lab.internal:5000", "mirror.lan"],
+            "{command}: the file fills them in"
+        );
+        assert_eq!(
+            registry_args(command, &["--insecure-registry", "other.lan:80"], file)
+                .insecure_registries,
+            ["other.lan:80"],
+            "{command}: the flag wins"
+        );
+    }
+    // The key is the file's top level, not [serve]'s.
+    let message = error("[serve]\ninsecure_registries = [\"lab.internal\"]\n");
+    assert!(
+        message.contains("unknown key \"insecure_registries\" in [serve]"),
+        "{message}"
+    );
+    for (text, expected) in [
+        (
+            "insecure_registries = [\"http://lab.internal:5000\"]\n",
+            "1: insecure_registries: \"http://lab.internal:5000\" is not a registry",
+        ),
+        (
+            "insecure_registries = [\"lab.internal/plugins\"]\n",
+            "1: insecure_registries: \"lab.internal/plugins\" is not a registry",
+        ),
+        (
+            "insecure_registries = \"lab.internal\"\n",
+            "1: insecure_registries:",
+        ),
+    ] {
+        let message = error(text);
+        assert!(message.starts_with(expected), "{text:?}: {message}");
+    }
 }
