@@ -249,6 +249,7 @@ impl Connection {
             .user_agent(config.user_agent)
             .connect_timeout(options.timeout)
             .read_timeout(options.timeout)
+            .redirect(no_downgrade())
             .build()
             .map_err(|error| {
                 tracing::debug!(%registry, "no client of its own for resolving: {error}");
@@ -261,6 +262,23 @@ impl Connection {
             challenged: Arc::default(),
         }
     }
+}
+
+/// Redirects followed (as many as reqwest's default, 10) as long as none
+/// leads from HTTPS to plain HTTP: a registry spoken to over HTTPS is never
+/// left for a plain connection.
+fn no_downgrade() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.url().scheme() == "http"
+            && attempt.previous().iter().any(|url| url.scheme() == "https");
+        if downgrade {
+            attempt.error("a redirect from HTTPS to plain HTTP")
+        } else if attempt.previous().len() >= 10 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// One reference, and the connection to its registry.
