@@ -95,7 +95,7 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .filter(|v: &Vec<usize>| v.len() == SIZES.len())
-        .unwrap_or_else(|| vec![15, 9, 5]);
+        .unwrap_or_else(|| vec![15, 9, 9]);
     let library = plugin_library();
     let library_bytes = std::fs::metadata(&library).expect("the plugin").len();
     let loaded_bytes =
