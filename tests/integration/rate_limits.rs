@@ -11,26 +11,16 @@
 //! (`after_retry_after_a_refused_client_is_admitted_again_and_not_before`
 //! and the others there).
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
 
-use crate::support::server::{get_text, Server};
+use crate::support::server::{client_from, get_text, Server};
 use crate::support::*;
 
 /// The submitted key: never in an answer.
 const KEY: &str = "a-long-enough-api-key-7f3c";
-
-/// A client whose connections come from 127.0.0.`n`.
-fn client_from(n: u8) -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
-        .build()
-        .unwrap()
-}
 
 /// `POST /v1/providers/{provider}/validate` of [`KEY`] by `client`, with
 /// `token` if given.

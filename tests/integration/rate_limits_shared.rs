@@ -10,14 +10,13 @@
 //! microsecond and on a fake clock, by `connhost-http`'s unit tests
 //! (`rate_limit::store`).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
 
 use crate::support::redis_server::Redis;
-use crate::support::server::{get_text, Server};
+use crate::support::server::{client_from, get_text, Server};
 use crate::support::*;
 
 /// The submitted key: never in an answer.
@@ -26,15 +25,6 @@ const KEY: &str = "a-long-enough-api-key-7f3c";
 /// The per-client burst the tests set (at 1/h: nothing is earned back
 /// during a test).
 const BURST: u32 = 30;
-
-/// A client whose connections come from 127.0.0.`n`.
-fn client_from(n: u8) -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
-        .build()
-        .unwrap()
-}
 
 /// `POST /v1/providers/mai/validate` of [`KEY`] by `client`.
 fn validate(client: &Client, server: &Server) -> Response {

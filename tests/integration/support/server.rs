@@ -260,6 +260,16 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// [`client`], with its connections coming from 127.0.0.`n` (a client of
+/// its own, as a per-client rate limit counts them).
+pub fn client_from(n: u8) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n)))
+        .build()
+        .unwrap()
+}
+
 /// GETs `path` from `server` and returns its JSON body.
 pub fn get(server: &Server, path: &str) -> serde_json::Value {
     client()
